@@ -1,0 +1,1 @@
+"""Number lists, the call store and number feeds."""

@@ -1,0 +1,1 @@
+"""Line adapters and devices: voice modem, virtual modem, SIP, GPIO."""

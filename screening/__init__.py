@@ -1,0 +1,1 @@
+"""Caller ID model, pure screening rules, call session, config and CLI."""

@@ -1,0 +1,1 @@
+"""Announcements, recording, speech recognition and fraud detection."""
