@@ -1,0 +1,149 @@
+"""The line protocol: what every telephone-line adapter (modem, SIP, virtual) offers.
+
+Adapters live in ``firmware/`` and import these types; ``screening`` never imports
+an adapter except in its composition root (``daemon.py`` / ``cli.py``).
+
+The protocol is synchronous and thread-based: an adapter owns its device and one
+reader thread, and hands events to the call loop through a queue. Every blocking
+call takes a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from screening.model import CallerID
+
+
+class EndReason(StrEnum):
+    """Why an answered call (or a play/listen step) ended."""
+
+    COMPLETED = "completed"  # the step ran to its end (clip fully played, listen time up)
+    CALLER_HUNG_UP = "caller_hung_up"  # busy / dial tone / loop interruption after answer
+    SILENCE = "silence"  # modem reported prolonged silence
+    HANDSET_ON_HOOK = "handset_on_hook"  # household hung up their phone
+    LINE_FAULT = "line_fault"  # device vanished or stopped answering
+    TIMEOUT = "timeout"
+
+
+# ---- events from the line -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ring:
+    """One ring burst. ``count`` is 1 for the first ring of a call."""
+
+    count: int
+    at: float  # time.monotonic() when the adapter saw it
+
+
+@dataclass(frozen=True, slots=True)
+class CallOffered:
+    """Caller ID for the ringing (or waiting) call has been received completely."""
+
+    caller: CallerID
+    at: float  # monotonic time the caller ID block was complete
+
+
+@dataclass(frozen=True, slots=True)
+class HandsetOffHook:
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HandsetOnHook:
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    digit: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RingingStopped:
+    """No ring for longer than a ring cycle: the caller gave up or someone answered."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LineFault:
+    """The device stopped answering or vanished; the adapter is recovering."""
+
+    message: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LineRestored:
+    message: str
+    at: float
+
+
+LineEvent = (
+    Ring | CallOffered | HandsetOffHook | HandsetOnHook | Dtmf | RingingStopped | LineFault | LineRestored
+)
+
+
+# ---- audio ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AudioClip:
+    """Mono 16-bit signed little-endian PCM. Adapters convert to their line format."""
+
+    name: str
+    pcm16: bytes
+    sample_rate: int = 8000
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm16) / 2 / self.sample_rate
+
+
+# Receives 16-bit PCM at 8 kHz while the call is up (both voices on a modem line).
+AudioSink = Callable[[bytes], None]
+
+
+@runtime_checkable
+class LineAdapter(Protocol):
+    """One telephone line. Constructors do no I/O; ``open()`` does."""
+
+    name: str
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def next_event(self, timeout: float) -> LineEvent | None:
+        """The next line event, or None if none arrived within ``timeout`` seconds."""
+        ...
+
+    def handset_off_hook(self) -> bool:
+        """True while the household's phone is known to be in use (call-waiting guard)."""
+        ...
+
+    def answer(self, timeout: float = 5.0) -> None:
+        """Take the line off-hook in voice mode. Raises LineError on failure."""
+        ...
+
+    def play(self, clip: AudioClip, timeout: float | None = None) -> EndReason:
+        """Play a clip to the caller; returns early if the caller hangs up."""
+        ...
+
+    def listen(self, seconds: float, sink: AudioSink | None = None) -> EndReason:
+        """Stay on the call receiving audio for up to ``seconds`` (both voices)."""
+        ...
+
+    def hang_up(self, timeout: float = 5.0) -> None:
+        """Put the line back on-hook. Never raises for an already-idle line."""
+        ...
+
+
+class LineError(RuntimeError):
+    """A line operation failed (device gone, ERROR reply, no reply in time)."""

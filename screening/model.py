@@ -1,0 +1,122 @@
+"""Value types shared by every layer: caller ID, decisions, list entries.
+
+Frozen dataclasses and enums only; no I/O. Adapters (firmware/) and the store
+(blocklist/) import these; this module imports nothing of theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a caller ID carries no number (Japan Number Display / Bellcore codes)."""
+
+    WITHHELD = "P"  # caller chose to withhold (private / 非通知)
+    OUT_OF_AREA = "O"  # unavailable / out of area / international gateway (表示圏外)
+    PAYPHONE = "C"  # public telephone (公衆電話)
+    SERVICE_CONFLICT = "S"  # service conflict, e.g. call waiting (サービス競合)
+
+
+class Action(StrEnum):
+    ALLOW = "allow"  # let the phone ring, play nothing
+    WARN = "warn"  # answer, play the fraud-prevention warning, then let the call through
+    REQUEST_NUMBER = "request_number"  # answer, ask to call again with number shown, hang up
+    BLOCK = "block"  # answer, short announcement, hang up
+
+
+class Category(StrEnum):
+    """What kind of caller this is, independent of what the policy does about it."""
+
+    DOMESTIC = "domestic"
+    INTERNATIONAL = "international"
+    OFFICIAL_LOOKALIKE = "official_lookalike"  # 110/119, police-station …0110 pattern
+    WITHHELD = "withheld"
+    OUT_OF_AREA = "out_of_area"
+    PAYPHONE = "payphone"
+    SERVICE_CONFLICT = "service_conflict"
+    NO_CALLER_ID = "no_caller_id"
+    INVALID = "invalid"  # digits present but not a plausible number
+
+
+class Prompt(StrEnum):
+    """Which announcement the caller hears."""
+
+    WARNING = "warning"  # "this call is recorded to prevent fraud"
+    NUMBER_REQUEST = "number_request"  # "please call again with your number shown"
+    INTERNATIONAL_BLOCKED = "international_blocked"
+    NUMBER_BLOCKED = "number_blocked"  # "this number is not accepted"
+
+
+class ListKind(StrEnum):
+    ALLOW = "allow"
+    BLOCK = "block"
+
+
+class MatchKind(StrEnum):
+    EXACT = "exact"
+    PREFIX = "prefix"
+    RANGE = "range"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerID:
+    """Everything the line told us about the caller, raw and normalised.
+
+    ``number_e164`` is None when there is no number or it could not be parsed;
+    ``raw_number`` keeps exactly what the line sent.
+    """
+
+    raw_number: str | None = None
+    number_e164: str | None = None
+    name: str | None = None
+    reason: Reason | None = None
+    date: str | None = None  # MMDD as sent
+    time: str | None = None  # HHMM as sent
+    message: str | None = None  # MESG payload, if any
+    raw_lines: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def has_number(self) -> bool:
+        return bool(self.raw_number)
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    """One allowlist/blocklist entry. Numbers and bounds are E.164 digits with '+'."""
+
+    list: ListKind
+    match: MatchKind
+    value: str  # exact number, prefix, or range start
+    value_end: str | None = None  # range end (inclusive), same length as value
+    source: str = "local"  # local, family, police feed name …
+    note: str = ""
+    added_at: str = ""  # ISO-8601 UTC
+    expires_at: str | None = None  # ISO-8601 UTC; None = never
+
+    def describe(self) -> str:
+        if self.match is MatchKind.EXACT:
+            return self.value
+        if self.match is MatchKind.PREFIX:
+            return f"{self.value}*"
+        return f"{self.value}..{self.value_end}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    rule: str  # stable id: "allowlist", "blocklist:local", "withheld", "international:+44" …
+    reason: str  # one sentence a relative understands
+    category: Category
+    prompt: Prompt | None = None  # None for ALLOW
+    matched: ListEntry | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "action": self.action.value,
+            "rule": self.rule,
+            "reason": self.reason,
+            "category": self.category.value,
+            "prompt": self.prompt.value if self.prompt else None,
+        }
