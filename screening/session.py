@@ -1,0 +1,129 @@
+"""One call, from complete caller ID to hang-up.
+
+The session writes the call row *before* it touches the line and completes it
+after, so a crash mid-call leaves a row the store marks interrupted on restart.
+It talks only to the line protocol, the rules and the store; it never blocks
+without a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from blocklist.store import CallState, EventKind
+from screening.line import AudioClip, AudioSink, EndReason, LineAdapter, LineError
+from screening.model import Action, CallerID, Decision, Prompt
+from screening.numbers import national_format
+from screening.rules import ListLookup, Policy, decide
+
+log = logging.getLogger(__name__)
+
+
+class Announcements(Protocol):
+    def clip_for(self, prompt: Prompt) -> AudioClip: ...
+
+
+class CallLog(Protocol):
+    """The part of blocklist.store.Store a session writes to."""
+
+    def begin_call(self, line: str, caller: CallerID) -> int: ...
+
+    def record_decision(self, call_id: int, decision: Decision) -> None: ...
+
+    def set_state(self, call_id: int, state: CallState) -> None: ...
+
+    def finish_call(self, call_id: int, end_reason: str, error: str | None = None) -> None: ...
+
+    def add_event(self, call_id: int | None, kind: EventKind, **detail: object) -> None: ...
+
+
+class Outcome:
+    """End reasons stored with a call that are not line EndReasons."""
+
+    RINGING = "allowed_to_ring"
+    LINE_IN_USE = "line_in_use"  # call-waiting guard: household already on the line
+    ANNOUNCED = "announced_and_hung_up"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    call_timeout_s: float = 600.0  # longest we stay on a warned call
+    on_audio: Callable[[int], AudioSink | None] | None = None  # per call id; voice work plugs in here
+
+
+@dataclass(slots=True)
+class CallSession:
+    """Screens one offered call on one line."""
+
+    line: LineAdapter
+    calls: CallLog
+    announcements: Announcements
+    policy: Policy
+    settings: SessionSettings = field(default_factory=SessionSettings)
+
+    def screen(self, caller: CallerID, lists: ListLookup) -> tuple[int, Decision]:
+        """Record, decide, act. Returns the call id and decision; never raises for line trouble."""
+        started = time.monotonic()
+        call_id = self.calls.begin_call(self.line.name, caller)
+        decision = decide(caller, lists, self.policy)
+        self.calls.record_decision(call_id, decision)
+        self.calls.add_event(call_id, EventKind.DECIDED, rule=decision.rule,
+                             decide_ms=round((time.monotonic() - started) * 1000, 3))
+        log.info("call %s from %s: %s (%s) -- %s", call_id, _who(caller, self.policy.home_region),
+                 decision.action.value.upper(), decision.rule, decision.reason)
+        try:
+            end_reason = self._act(call_id, decision)
+        except LineError as exc:
+            log.error("call %s: line failed while acting: %s", call_id, exc)
+            self.calls.add_event(call_id, EventKind.ERROR, message=str(exc))
+            self._safe_hang_up(call_id)
+            self.calls.finish_call(call_id, Outcome.FAILED, error=str(exc))
+            return call_id, decision
+        self.calls.finish_call(call_id, end_reason)
+        return call_id, decision
+
+    def _act(self, call_id: int, decision: Decision) -> str:
+        if decision.action is Action.ALLOW:
+            return Outcome.RINGING
+        if self.line.handset_off_hook():
+            # Never answer or play into a conversation the household is having.
+            self.calls.add_event(call_id, EventKind.HANDSET, guard="line in use: not answering")
+            log.warning("call %s: household is on the line, not answering", call_id)
+            return Outcome.LINE_IN_USE
+        self.calls.set_state(call_id, CallState.ACTING)
+        self.line.answer()
+        self.calls.add_event(call_id, EventKind.ANSWERED)
+        assert decision.prompt is not None  # every non-ALLOW decision names its prompt
+        clip = self.announcements.clip_for(decision.prompt)
+        end = self.line.play(clip, timeout=clip.duration_s + 10.0)
+        self.calls.add_event(call_id, EventKind.PLAYED, prompt=decision.prompt.value, clip=clip.name,
+                             end=end.value)
+        if decision.action is Action.WARN and end is EndReason.COMPLETED:
+            sink = self.settings.on_audio(call_id) if self.settings.on_audio else None
+            end = self.line.listen(self.settings.call_timeout_s, sink)
+            self.calls.add_event(call_id, EventKind.LISTENED, end=end.value)
+        # Even when the caller hung up first, the modem is still off-hook.
+        self.line.hang_up()
+        self.calls.add_event(call_id, EventKind.HUNG_UP)
+        if decision.action is Action.WARN:
+            return end.value
+        return Outcome.ANNOUNCED if end is EndReason.COMPLETED else end.value
+
+    def _safe_hang_up(self, call_id: int) -> None:
+        try:
+            self.line.hang_up()
+        except LineError as exc:  # the line is already in trouble; recovery is the adapter's job
+            log.warning("call %s: hang-up after failure also failed: %s", call_id, exc)
+
+
+def _who(caller: CallerID, home_region: str) -> str:
+    if caller.number_e164:
+        return national_format(caller.number_e164, home_region)
+    if caller.reason is not None:
+        return f"<{caller.reason.name.lower()}>"
+    return caller.raw_number or "<no caller ID>"
