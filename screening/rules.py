@@ -120,10 +120,7 @@ def looks_official(caller: CallerID, policy: Policy) -> bool:
 
 def decide(caller: CallerID, lists: ListLookup, policy: Policy) -> Decision:
     """Decide what to do with one incoming call. Pure function."""
-    e164 = caller.number_e164
-    if e164 is None and caller.raw_number and caller.reason is None:
-        parsed = try_parse_number(caller.raw_number, policy.home_region)
-        e164 = parsed.e164 if parsed else None
+    e164 = caller.number_e164  # normalised once, by the caller-ID parser
 
     if e164:
         allowed = lists.match_allow(e164)
@@ -145,11 +142,11 @@ def decide(caller: CallerID, lists: ListLookup, policy: Policy) -> Decision:
         return _make(policy.no_caller_id, "no_caller_id", "no caller ID received",
                      Category.NO_CALLER_ID)
 
-    if not e164:
+    if not e164 and not looks_official(caller, policy):
         return _make(policy.invalid, "invalid_number",
                      f"caller ID {caller.raw_number!r} is not a valid number", Category.INVALID)
 
-    parsed = try_parse_number(e164, policy.home_region)
+    parsed = try_parse_number(e164, policy.home_region) if e164 else None
     if parsed is not None and parsed.is_international(policy.home_region):
         region = parsed.region or "??"
         if region not in policy.international_allow_countries:
@@ -168,7 +165,7 @@ def decide(caller: CallerID, lists: ListLookup, policy: Policy) -> Decision:
 
 
 def _category_of(e164: str, policy: Policy) -> Category:
-    parsed = try_parse_number(e164, policy.home_region)
+    parsed = try_parse_number(e164, policy.home_region) if e164 else None
     if parsed is not None and parsed.is_international(policy.home_region):
         return Category.INTERNATIONAL
     return Category.DOMESTIC

@@ -1,0 +1,813 @@
+"""The call store: call records, events and number lists in SQLite (via sqlite-utils).
+
+Why it is shaped like this
+--------------------------
+A call record is evidence ("the bank called at 10:02 and we hung up"), so a
+write must never be lost and must never stall or crash the daemon while the
+phone is ringing. Every mutation is therefore a small *record*
+(``{"rid", "op", "args"}``) applied by one function per op. Normally a record
+is applied at once, in its own ``BEGIN IMMEDIATE`` transaction. If SQLite
+refuses (locked beyond ``busy_timeout``, read-only file or filesystem, path
+unusable …) the failure is logged, the record is kept in memory *and*
+appended to a JSON-lines spool file (``<db name>.spool.jsonl`` next to the
+database, or in ``spool_dir``). While anything is pending, later writes queue
+behind it so order is kept; each later write (at most once per
+``retry_interval``), ``open()`` and ``flush_pending()`` replay the spool and
+the in-memory queue in one transaction, then truncate the spool.
+
+Call handles while the database is unwritable
+---------------------------------------------
+Every call row carries a ``call_uid`` (UUID hex, UNIQUE) made before the first
+write. ``begin_call`` returns the real row id when the insert succeeds, and a
+*negative provisional id* (-1, -2, …, per Store instance) when it is spooled.
+Spooled records name their call by ``call_uid``, never by a provisional id, so
+a spool written by a process that later crashed replays correctly in the next
+one. The store maps provisional ids to uids, and after a replay to the real
+ids, so the daemon can keep using the handle it got (``set_state``,
+``finish_call``, ``add_event``, ``get_call``) for the life of the Store.
+
+Replay is idempotent: call inserts are ``INSERT OR IGNORE`` on ``call_uid``,
+and the rid of the last spooled record applied is stored in ``meta`` in the
+same transaction, so a crash between COMMIT and truncating the spool does not
+duplicate events. A record SQLite rejects as invalid (integrity error — a bug,
+not an outage) is logged in full and dropped, so it cannot block the queue.
+
+Crash recovery is itself a record (``recover``), queued by ``open()``: applied
+in order, it marks every call not yet finished *at that point of the stream*
+as INTERRUPTED, which covers rows from earlier processes and their spooled
+calls but never the calls of this process. Only the daemon should recover;
+CLI tools open the store with ``recover_calls=False``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlite_utils import Database
+
+from blocklist.lists import NumberLists, entry_problem, parse_iso_utc
+from screening.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt
+
+__all__ = ["CallRow", "CallState", "EventKind", "EventRow", "Store", "StoreError", "iso_utc"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+_SPOOL_MARKER = "spool_last_rid"
+_GENERATION = "lists_generation"
+
+
+class StoreError(RuntimeError):
+    """The store cannot answer a read, or the database is unusable for this version."""
+
+
+class CallState(StrEnum):
+    OFFERED = "offered"  # caller ID complete, row written BEFORE any action is taken
+    DECIDED = "decided"
+    ACTING = "acting"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"  # found unfinished after a crash / power cut
+    FAILED = "failed"
+
+
+UNFINISHED_STATES = (CallState.OFFERED, CallState.DECIDED, CallState.ACTING)
+
+
+class EventKind(StrEnum):
+    """Known event kinds. Stored as text, so newer kinds read back as plain str."""
+
+    OFFERED = "offered"
+    DECIDED = "decided"
+    ANSWERED = "answered"
+    PLAYED = "played"
+    LISTENED = "listened"
+    HUNG_UP = "hung_up"
+    HANDSET = "handset"
+    DTMF = "dtmf"
+    ENDED = "ended"
+    ERROR = "error"
+    LINE_FAULT = "line_fault"
+    LINE_RESTORED = "line_restored"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRow:
+    id: int
+    call_uid: str
+    started_at: str
+    line: str
+    raw_number: str | None
+    number_e164: str | None
+    name: str | None
+    reason_code: str | None
+    cid_date: str | None
+    cid_time: str | None
+    category: Category | None
+    action: Action | None
+    rule: str | None
+    reason: str | None
+    prompt: Prompt | None
+    state: CallState
+    end_reason: str | None
+    ended_at: str | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> CallRow:
+        def opt(enum: type[StrEnum], key: str) -> Any:
+            return enum(row[key]) if row[key] else None
+
+        return cls(
+            **{k: row[k] for k in _CALL_TEXT_FIELDS},
+            category=opt(Category, "category"),
+            action=opt(Action, "action"),
+            prompt=opt(Prompt, "prompt"),
+            state=CallState(row["state"]),
+        )
+
+
+_CALL_TEXT_FIELDS = (
+    "id", "call_uid", "started_at", "line", "raw_number", "number_e164", "name", "reason_code",
+    "cid_date", "cid_time", "rule", "reason", "end_reason", "ended_at", "error",
+)  # fmt: skip
+_CALL_UPDATABLE = frozenset(
+    {"category", "action", "rule", "reason", "prompt", "state", "end_reason", "ended_at", "error"}
+)
+_CALL_INSERTABLE = frozenset(_CALL_TEXT_FIELDS) - {"id"} | _CALL_UPDATABLE
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: int
+    call_id: int | None
+    at: str
+    kind: EventKind | str  # str for kinds this version does not know
+    detail: dict[str, Any]
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and 'Z': sorts as text, so SQL can compare it."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _migration_1(db: Database) -> None:
+    """Initial schema. ``if_not_exists`` everywhere so a half-applied run can be redone."""
+    db["calls"].create(
+        {
+            "id": int, "call_uid": str, "started_at": str, "line": str, "raw_number": str,
+            "number_e164": str, "name": str, "reason_code": str, "cid_date": str, "cid_time": str,
+            "category": str, "action": str, "rule": str, "reason": str, "prompt": str,
+            "state": str, "end_reason": str, "ended_at": str, "error": str,
+        },  # fmt: skip
+        pk="id",
+        not_null={"call_uid", "started_at", "line", "state"},
+        if_not_exists=True,
+    )
+    db["calls"].create_index(["call_uid"], unique=True, if_not_exists=True)
+    db["calls"].create_index(["state"], if_not_exists=True)
+    db["calls"].create_index(["started_at"], if_not_exists=True)
+    db["events"].create(
+        {"id": int, "call_id": int, "at": str, "kind": str, "detail": str},
+        pk="id",
+        not_null={"at", "kind", "detail"},
+        if_not_exists=True,
+    )
+    db["events"].create_index(["call_id"], if_not_exists=True)
+    db["events"].create_index(["at"], if_not_exists=True)
+    # value_end is '' (not NULL) for exact/prefix entries: SQLite treats NULLs as
+    # distinct in UNIQUE constraints, which would defeat the upsert.
+    db["list_entries"].create(
+        {
+            "id": int, "list": str, "match": str, "value": str, "value_end": str, "source": str,
+            "note": str, "added_at": str, "expires_at": str,
+        },  # fmt: skip
+        pk="id",
+        not_null={"list", "match", "value", "value_end", "source", "note", "added_at"},
+        defaults={"value_end": "", "source": "local", "note": ""},
+        if_not_exists=True,
+    )
+    db["list_entries"].create_index(["list", "match", "value", "value_end"], unique=True, if_not_exists=True)
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, '0')", [_GENERATION])
+
+
+# Append only; index + 1 is the PRAGMA user_version after it has run.
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1,)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(slots=True)
+class _Record:
+    """One mutation, as applied to the DB or written to the spool."""
+
+    op: str
+    args: dict[str, Any]
+    rid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    filed: bool = False  # appended to the spool file
+
+    def to_json(self) -> str:
+        return json.dumps({"rid": self.rid, "op": self.op, "args": self.args}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> _Record:
+        data = json.loads(line)
+        return cls(op=data["op"], args=data["args"], rid=data["rid"], filed=True)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Outage (locked, read-only, I/O, cannot open) -> retry later; anything else is a bad record."""
+    return isinstance(exc, (sqlite3.OperationalError, OSError)) or type(exc) is sqlite3.DatabaseError
+
+
+def _where(ref: dict[str, Any]) -> tuple[str, Any]:
+    return ("id = ?", ref["id"]) if "id" in ref else ("call_uid = ?", ref["uid"])
+
+
+def _apply_begin_call(db: Database, args: dict[str, Any]) -> int:
+    if not set(args) <= _CALL_INSERTABLE:  # column names come from the spool file
+        raise sqlite3.IntegrityError(f"unknown call columns: {sorted(set(args) - _CALL_INSERTABLE)}")
+    db.execute(
+        f"INSERT OR IGNORE INTO calls ({', '.join(args)}) VALUES ({', '.join('?' * len(args))})",
+        list(args.values()),
+    )
+    return int(db.execute("SELECT id FROM calls WHERE call_uid = ?", [args["call_uid"]]).fetchone()[0])
+
+
+def _apply_update_call(db: Database, args: dict[str, Any]) -> None:
+    fields: dict[str, Any] = args["fields"]
+    if not set(fields) <= _CALL_UPDATABLE:
+        raise sqlite3.IntegrityError(f"not updatable: {sorted(set(fields) - _CALL_UPDATABLE)}")
+    clause, key = _where(args["ref"])
+    sets = ", ".join(f"{name} = ?" for name in fields)
+    db.execute(f"UPDATE calls SET {sets} WHERE {clause}", [*fields.values(), key])
+
+
+def _apply_add_event(db: Database, args: dict[str, Any]) -> None:
+    ref = args["ref"]
+    values = [args["at"], args["kind"], args["detail"]]
+    if ref is None:
+        db.execute("INSERT INTO events (call_id, at, kind, detail) VALUES (NULL, ?, ?, ?)", values)
+    elif "id" in ref:
+        db.execute("INSERT INTO events (call_id, at, kind, detail) VALUES (?, ?, ?, ?)", [ref["id"], *values])
+    else:
+        db.execute(
+            "INSERT INTO events (call_id, at, kind, detail) "
+            "VALUES ((SELECT id FROM calls WHERE call_uid = ?), ?, ?, ?)",
+            [ref["uid"], *values],
+        )
+
+
+def _apply_recover(db: Database, args: dict[str, Any]) -> int:
+    states = [s.value for s in UNFINISHED_STATES]
+    cursor = db.execute(
+        f"UPDATE calls SET state = ?, end_reason = COALESCE(end_reason, 'interrupted'), "
+        f"ended_at = COALESCE(ended_at, ?) WHERE state IN ({', '.join('?' * len(states))})",
+        [CallState.INTERRUPTED.value, args["at"], *states],
+    )
+    if cursor.rowcount:
+        log.warning("marked %d call(s) left unfinished by a crash as interrupted", cursor.rowcount)
+    return cursor.rowcount
+
+
+def _bump_generation(db: Database) -> None:
+    db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", [_GENERATION])
+
+
+def _apply_add_entry(db: Database, args: dict[str, Any]) -> ListEntry:
+    db.execute(
+        "INSERT INTO list_entries (list, match, value, value_end, source, note, added_at, expires_at) "
+        "VALUES (:list, :match, :value, :value_end, :source, :note, :added_at, :expires_at) "
+        "ON CONFLICT(list, match, value, value_end) DO UPDATE SET "
+        "source = excluded.source, note = excluded.note, expires_at = excluded.expires_at",
+        args,
+    )
+    _bump_generation(db)
+    row = db.execute(
+        "SELECT * FROM list_entries WHERE list = ? AND match = ? AND value = ? AND value_end = ?",
+        [args["list"], args["match"], args["value"], args["value_end"]],
+    )
+    return _entry_from_row(dict(zip([c[0] for c in row.description], row.fetchone())))
+
+
+def _apply_remove_entry(db: Database, args: dict[str, Any]) -> bool:
+    cursor = db.execute(
+        "DELETE FROM list_entries WHERE list = ? AND match = ? AND value = ? AND value_end = ?",
+        [args["list"], args["match"], args["value"], args["value_end"]],
+    )
+    if cursor.rowcount:
+        _bump_generation(db)
+    return cursor.rowcount > 0
+
+
+_APPLY: dict[str, Callable[[Database, dict[str, Any]], Any]] = {
+    "begin_call": _apply_begin_call,
+    "update_call": _apply_update_call,
+    "add_event": _apply_add_event,
+    "recover": _apply_recover,
+    "add_entry": _apply_add_entry,
+    "remove_entry": _apply_remove_entry,
+}
+
+
+_ENTRY_COLUMNS = ("list", "match", "value", "value_end", "source", "note", "added_at", "expires_at")
+_LIST_KINDS = {k.value: k for k in ListKind}
+_MATCH_KINDS = {k.value: k for k in MatchKind}
+
+
+def _entry_from_tuple(row: tuple[Any, ...]) -> ListEntry:
+    """Fast path for load_lists (1 M rows): no dict per row, enum lookup by dict."""
+    kind, match, value, value_end, source, note, added_at, expires_at = row
+    return ListEntry(_LIST_KINDS[kind], _MATCH_KINDS[match], value, value_end or None, source, note, added_at, expires_at)
+
+
+def _entry_from_row(row: dict[str, Any]) -> ListEntry:
+    return ListEntry(
+        list=ListKind(row["list"]),
+        match=MatchKind(row["match"]),
+        value=row["value"],
+        value_end=row["value_end"] or None,
+        source=row["source"],
+        note=row["note"],
+        added_at=row["added_at"],
+        expires_at=row["expires_at"],
+    )
+
+
+# --------------------------------------------------------------------------- store
+
+
+class Store:
+    """Calls, events and lists in one SQLite file; see the module docstring for the spool.
+
+    Thread-safe (one lock around everything). ``busy_timeout`` bounds how long a
+    write waits for another writer; ``retry_interval`` how often, while the
+    database is failing, a write tries it again instead of going straight to
+    the spool — so a ringing phone pays the busy wait at most once per interval.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Clock = _utc_now,
+        spool_dir: str | Path | None = None,
+        read_only: bool = False,
+        recover_calls: bool = True,
+        busy_timeout: float = 1.0,
+        retry_interval: float = 5.0,
+    ) -> None:
+        self.path = Path(path)
+        self.spool_path = Path(spool_dir or self.path.parent) / f"{self.path.name}.spool.jsonl"
+        self._clock = clock
+        self._read_only = read_only
+        self._recover_calls = recover_calls
+        self._busy_timeout = busy_timeout
+        self._retry_interval = retry_interval
+        self._lock = threading.RLock()
+        self._db: Database | None = None
+        self._ready = False  # connected and migrated
+        self._opened = False
+        self._pending: list[_Record] = []
+        self._retry_at = 0.0  # time.monotonic() before which writes skip the DB
+        self._failing = False
+        self._next_provisional = -1
+        self._uid_of: dict[int, str] = {}  # provisional id -> call_uid
+        self._real_of: dict[int, int] = {}  # provisional id -> row id, once replayed
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def open(self) -> Self:
+        """Connect, migrate, replay any spool and mark crashed calls interrupted.
+
+        Never raises for an unavailable database: the store then runs on its
+        spool until the database comes back. Raises StoreError only for a
+        database written by a newer version (refusing beats corrupting it).
+        """
+        with self._lock:
+            self._opened = True
+            if self._recover_calls:
+                self._submit(_Record("recover", {"at": self._now()}), force=True)
+            else:
+                self.flush_pending()
+            return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pending:
+                self.flush_pending()
+            lost = [r for r in self._pending if not r.filed]
+            if lost:
+                log.error("closing with %d record(s) neither in the database nor spooled: %s",
+                          len(lost), [r.to_json() for r in lost])  # fmt: skip
+            if self._db is not None:
+                self._db.close()
+            self._db, self._ready, self._opened = None, False, False
+
+    def __enter__(self) -> Self:
+        return self if self._opened else self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def pending_count(self) -> int:
+        """Records not yet in the database (in memory; most are also in the spool file)."""
+        return len(self._pending)
+
+    # ----------------------------------------------------------------- calls
+
+    def begin_call(self, line: str, caller: CallerID, started_at: datetime | None = None) -> int:
+        """Write the OFFERED row; returns its id, or a negative provisional id if spooled."""
+        uid = uuid.uuid4().hex
+        args = {
+            "call_uid": uid,
+            "started_at": iso_utc(started_at or self._clock()),
+            "line": line,
+            "raw_number": caller.raw_number,
+            "number_e164": caller.number_e164,
+            "name": caller.name,
+            "reason_code": caller.reason.value if caller.reason else None,
+            "cid_date": caller.date,
+            "cid_time": caller.time,
+            "state": CallState.OFFERED.value,
+        }
+        with self._lock:
+            applied, call_id = self._submit(_Record("begin_call", args))
+            if applied:
+                return int(call_id)
+            provisional = self._next_provisional
+            self._next_provisional -= 1
+            self._uid_of[provisional] = uid
+            return provisional
+
+    def record_decision(self, call_id: int, decision: Decision) -> None:
+        self._update_call(call_id, state=CallState.DECIDED.value, **decision.as_dict())
+
+    def set_state(self, call_id: int, state: CallState) -> None:
+        self._update_call(call_id, state=state.value)
+
+    def finish_call(self, call_id: int, end_reason: str, error: str | None = None) -> None:
+        """End the call: COMPLETED, or FAILED when ``error`` is given."""
+        state = CallState.FAILED if error else CallState.COMPLETED
+        self._update_call(call_id, state=state.value, end_reason=end_reason, ended_at=self._now(), error=error)
+
+    def add_event(self, call_id: int | None, kind: EventKind, **detail: Any) -> None:
+        """Append an event; ``detail`` is stored as JSON (non-JSON values via str())."""
+        args = {
+            "ref": None if call_id is None else self._ref(call_id),
+            "at": self._now(),
+            "kind": str(kind),
+            "detail": json.dumps(detail, ensure_ascii=False, default=str, sort_keys=True),
+        }
+        self._submit(_Record("add_event", args))
+
+    def get_call(self, call_id: int) -> CallRow:
+        """Raises KeyError if there is no such call (yet: a spooled call is not readable)."""
+        ref = self._ref(call_id)
+        clause, key = _where(ref)
+        rows = self._query(f"SELECT * FROM calls WHERE {clause}", [key])
+        if not rows:
+            raise KeyError(call_id)
+        return CallRow.from_row(rows[0])
+
+    def recent_calls(self, limit: int = 50, offset: int = 0) -> list[CallRow]:
+        """Newest first by row id (arrival order): a Pi without RTC may boot with a wrong clock."""
+        rows = self._query("SELECT * FROM calls ORDER BY id DESC LIMIT ? OFFSET ?", [limit, offset])
+        return [CallRow.from_row(r) for r in rows]
+
+    def events_for(self, call_id: int) -> list[EventRow]:
+        clause, key = _where(self._ref(call_id))
+        rows = self._query(
+            f"SELECT * FROM events WHERE call_id = (SELECT id FROM calls WHERE {clause}) ORDER BY id", [key]
+        )
+        return [_event_from_row(r) for r in rows]
+
+    def count_calls(self) -> int:
+        return int(self._query("SELECT COUNT(*) AS n FROM calls")[0]["n"])
+
+    # ----------------------------------------------------------------- lists
+
+    def add_entry(self, entry: ListEntry) -> ListEntry:
+        """Insert, or update note/source/expiry of the same list+match+value(+end).
+
+        Returns the stored entry; if the write was spooled, the entry as it will be stored.
+        Raises ValueError for a malformed entry (use lists.parse_list_spec to build one).
+        """
+        problem = entry_problem(entry)
+        if problem:
+            raise ValueError(f"cannot store list entry {entry.describe()}: {problem}")
+        expires = iso_utc(parse_iso_utc(entry.expires_at)) if entry.expires_at else None
+        args = {
+            "list": entry.list.value,
+            "match": entry.match.value,
+            "value": entry.value,
+            "value_end": entry.value_end or "",
+            "source": entry.source,
+            "note": entry.note,
+            "added_at": entry.added_at or self._now(),
+            "expires_at": expires,
+        }
+        applied, stored = self._submit(_Record("add_entry", args))
+        return stored if applied else _entry_from_row(args)
+
+    def remove_entry(self, list: ListKind, match: MatchKind, value: str, value_end: str | None = None) -> bool:
+        """True if an entry was removed — or, when the database is unavailable, queued for removal."""
+        args = {"list": list.value, "match": match.value, "value": value, "value_end": value_end or ""}
+        applied, removed = self._submit(_Record("remove_entry", args))
+        return bool(removed) if applied else True
+
+    def list_entries(self, list: ListKind) -> list[ListEntry]:
+        rows = self._query("SELECT * FROM list_entries WHERE list = ? ORDER BY match, value, value_end", [list.value])
+        return [_entry_from_row(r) for r in rows]
+
+    def lists_generation(self) -> int:
+        """Bumped by every list change; the daemon reloads its snapshot when it moves."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", [_GENERATION])
+        return int(rows[0]["value"]) if rows else 0
+
+    def load_lists(self, now: datetime) -> NumberLists:
+        """Snapshot of unexpired entries, with the generation it was read at (one read transaction)."""
+        now_iso = iso_utc(now)
+        with self._lock:
+            db = self._reader()
+            try:
+                with db.atomic():
+                    generation = self.lists_generation()
+                    rows = db.execute(
+                        f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM list_entries "
+                        "WHERE expires_at IS NULL OR expires_at > ?",
+                        [now_iso],
+                    )
+                    entries = [_entry_from_tuple(r) for r in rows]
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read lists from {self.path}: {exc}") from exc
+        lists = NumberLists.build(entries, now_iso, generation=generation)
+        for entry, problem in lists.skipped:
+            log.warning("ignoring list entry %s: %s", entry.describe(), problem)
+        return lists
+
+    # ----------------------------------------------------------------- spool & replay
+
+    def flush_pending(self) -> bool:
+        """Replay the spool and in-memory queue now. True if nothing is left pending."""
+        with self._lock:
+            if self._pending or self._spool_has_data():
+                self._flush(batch_tail=None)
+            return not self._pending
+
+    def _submit(self, rec: _Record, *, force: bool = False) -> tuple[bool, Any]:
+        """Apply ``rec`` after anything pending; on an outage spool it. Returns (applied, result)."""
+        with self._lock:
+            if force or time.monotonic() >= self._retry_at:
+                results = self._flush(batch_tail=rec)
+                if results is not None:
+                    return True, results.get(rec.rid)
+            self._pending.append(rec)
+            self._spool_append(rec)
+            return False, None
+
+    def _flush(self, batch_tail: _Record | None) -> dict[str, Any] | None:
+        """Apply spool file + unfiled memory records (+ ``batch_tail``) in one transaction."""
+        if not self._ensure_ready():
+            return None
+        spool_context = self._spool_locked() if self._spool_has_data() else _nothing()
+        try:
+            with spool_context as spool:
+                filed = _read_spool(spool) if spool is not None else []
+                marker = self._db_meta(_SPOOL_MARKER)
+                if marker in {r.rid for r in filed}:  # applied before a crash, not yet truncated
+                    filed = filed[[r.rid for r in filed].index(marker) + 1 :]
+                batch = filed + [r for r in self._pending if not r.filed]
+                if batch_tail is not None:
+                    batch.append(batch_tail)
+                results = self._apply_batch(batch, marker=filed[-1].rid if filed else None)
+                if spool is not None:
+                    spool.truncate(0)
+        except Exception as exc:
+            if not _is_transient(exc):
+                raise
+            self._note_failure(exc)
+            return None
+        if self._pending or self._failing:
+            log.warning("database %s writable again: %d queued record(s) applied", self.path, len(batch))
+        self._pending.clear()
+        self._failing = False
+        self._resolve_provisional()
+        return results
+
+    def _apply_batch(self, batch: list[_Record], marker: str | None) -> dict[str, Any]:
+        assert self._db is not None
+        db, results = self._db, {}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for rec in batch:
+                try:
+                    with db.atomic():  # a savepoint: a bad record is undone alone
+                        results[rec.rid] = _APPLY[rec.op](db, rec.args)
+                except (sqlite3.Error, KeyError, TypeError) as exc:
+                    if _is_transient(exc):
+                        raise
+                    log.error("dropping a record the database rejects (%s): %s", exc, rec.to_json())
+            if marker is not None:
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [_SPOOL_MARKER, marker])
+            db.execute("COMMIT")
+        except BaseException:
+            db.rollback()
+            raise
+        return results
+
+    def _note_failure(self, exc: BaseException) -> None:
+        self._retry_at = time.monotonic() + self._retry_interval
+        if not self._failing:
+            log.error("cannot write to %s (%s); queueing records in memory and in %s",
+                      self.path, exc, self.spool_path)  # fmt: skip
+        self._failing = True
+
+    def _spool_append(self, rec: _Record) -> None:
+        """Append to the spool file; once that fails, stay in memory to keep order."""
+        if any(not r.filed for r in self._pending[:-1]):
+            return
+        try:
+            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            with self._spool_locked() as spool:
+                spool.write(rec.to_json() + "\n")
+                spool.flush()
+            rec.filed = True
+        except OSError as exc:
+            log.error("cannot write spool %s (%s): record kept in memory only", self.spool_path, exc)
+
+    def _spool_has_data(self) -> bool:
+        try:
+            return self.spool_path.stat().st_size > 0
+        except OSError:
+            return False
+
+    @contextmanager
+    def _spool_locked(self) -> Iterator[Any]:
+        """The spool file, opened for append and flock'ed; waits at most busy_timeout."""
+        with open(self.spool_path, "a+", encoding="utf-8") as spool:
+            deadline = time.monotonic() + self._busy_timeout
+            while True:
+                try:
+                    fcntl.flock(spool, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"spool {self.spool_path} is locked by another process") from None
+                    time.sleep(0.01)
+            try:
+                yield spool
+            finally:
+                fcntl.flock(spool, fcntl.LOCK_UN)
+
+    def _resolve_provisional(self) -> None:
+        unresolved = [p for p in self._uid_of if p not in self._real_of]
+        if not unresolved or self._db is None:
+            return
+        for provisional in unresolved:
+            row = self._db.execute("SELECT id FROM calls WHERE call_uid = ?", [self._uid_of[provisional]]).fetchone()
+            if row:
+                self._real_of[provisional] = int(row[0])
+
+    # ----------------------------------------------------------------- connection
+
+    def _ensure_ready(self) -> bool:
+        if self._ready:
+            return True
+        try:
+            if self._db is None:
+                self._db = self._connect()
+            self._migrate(self._db)
+        except (sqlite3.Error, OSError) as exc:
+            if not _is_transient(exc):
+                raise
+            self._note_failure(exc)
+            return False
+        self._ready = True
+        return True
+
+    def _connect(self) -> Database:
+        mode = "ro" if self._read_only else "rwc"
+        conn = sqlite3.connect(
+            f"file:{self.path}?mode={mode}",
+            uri=True,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # guarded by self._lock
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as exc:  # e.g. read-only: keep whatever mode the file has
+            log.debug("cannot set WAL on %s: %s", self.path, exc)
+        return Database(conn, execute_plugins=False)
+
+    def _migrate(self, db: Database) -> None:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path} has schema version {version}; this mamoru knows {len(MIGRATIONS)}")
+        for index in range(version, len(MIGRATIONS)):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                MIGRATIONS[index](db)
+                db.execute(f"PRAGMA user_version = {index + 1}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.rollback()
+                raise
+            log.info("migrated %s to schema version %d", self.path, index + 1)
+
+    def _reader(self) -> Database:
+        if not self._ensure_ready():
+            raise StoreError(f"database {self.path} is unavailable")
+        assert self._db is not None
+        return self._db
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            db = self._reader()
+            try:
+                return list(db.query(sql, params or []))
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read {self.path}: {exc}") from exc
+
+    def _db_meta(self, key: str) -> str | None:
+        assert self._db is not None
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    # ----------------------------------------------------------------- helpers
+
+    def _now(self) -> str:
+        return iso_utc(self._clock())
+
+    def _ref(self, call_id: int) -> dict[str, Any]:
+        """How a record names a call: real id, or call_uid while it is only spooled."""
+        if call_id > 0:
+            return {"id": call_id}
+        if call_id in self._real_of:
+            return {"id": self._real_of[call_id]}
+        if call_id in self._uid_of:
+            return {"uid": self._uid_of[call_id]}
+        raise ValueError(f"unknown call id {call_id}")
+
+    def _update_call(self, call_id: int, **fields: Any) -> None:
+        self._submit(_Record("update_call", {"ref": self._ref(call_id), "fields": fields}))
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
+
+
+def _read_spool(spool: Any) -> list[_Record]:
+    """Records in file order; a torn last line (power cut mid-write) is skipped with a warning."""
+    spool.seek(0)
+    records = []
+    for number, line in enumerate(spool, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(_Record.from_json(line))
+        except (ValueError, KeyError) as exc:
+            log.warning("skipping unreadable spool line %d (%s): %r", number, exc, line[:200])
+    return records
+
+
+def _event_from_row(row: dict[str, Any]) -> EventRow:
+    kind = row["kind"]
+    known = kind in EventKind._value2member_map_
+    return EventRow(
+        id=row["id"],
+        call_id=row["call_id"],
+        at=row["at"],
+        kind=EventKind(kind) if known else kind,
+        detail=json.loads(row["detail"]),
+    )

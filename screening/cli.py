@@ -1,0 +1,310 @@
+"""The ``mamoru`` command line: the composition root for the daemon and the tools.
+
+Every command takes ``--config`` and ``--db``; commands that print data take
+``--json``. Errors are one clear line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from blocklist.lists import ListSpecError, parse_list_spec
+from blocklist.store import Store
+from screening.callerid import caller_id_for_check
+from screening.config import Config, ConfigError, load_config
+from screening.model import ListEntry, ListKind, Reason
+from screening.numbers import national_format
+from screening.rules import Policy, decide
+
+log = logging.getLogger("mamoru")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 1."""
+
+
+# ---- shared plumbing ----------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Config:
+    cfg = load_config(Path(args.config) if args.config else None)
+    overrides: dict[str, Any] = {}
+    if getattr(args, "db", None):
+        overrides["db"] = args.db
+    if getattr(args, "line", None):
+        overrides["line_uri"] = args.line
+    return cfg.with_overrides(**overrides) if overrides else cfg
+
+
+def policy_from_config(cfg: Config) -> Policy:
+    # RulesConfig mirrors Policy field for field (a config test keeps them equal).
+    return Policy(**{f.name: getattr(cfg.rules, f.name) for f in dataclasses.fields(cfg.rules)})
+
+
+def _open_store(cfg: Config) -> Store:
+    path = Path(cfg.store.db)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not the daemon: never mark a call that is in progress right now as interrupted.
+    store = Store(path, recover_calls=False)
+    store.open()
+    return store
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _setup_logging(level: str, verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# ---- commands -------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    policy = policy_from_config(cfg)
+    reason = Reason(args.reason) if args.reason else None
+    caller = caller_id_for_check(args.number, reason, args.name, policy.home_region)
+    if args.number and caller.number_e164 is None and reason is None:
+        raise CliError(f"{args.number!r} is not a phone number")
+    lists = _lists_if_db(cfg)
+    decision = decide(caller, lists, policy)
+    out = {**decision.as_dict(), "number_e164": caller.number_e164, "number_raw": caller.raw_number or None}
+    if decision.matched is not None:
+        out["matched"] = {"list": decision.matched.list.value, "entry": decision.matched.describe(),
+                          "source": decision.matched.source, "note": decision.matched.note}
+    _print_json(out)
+    return EXIT_OK
+
+
+def _lists_if_db(cfg: Config):
+    from screening.rules import NoLists
+
+    if not Path(cfg.store.db).exists():
+        return NoLists()
+    store = _open_store(cfg)
+    try:
+        return store.load_lists(datetime.now(UTC))
+    finally:
+        store.close()
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    store = _open_store(cfg)
+    try:
+        rows = store.recent_calls(limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        _print_json([row.as_dict() for row in rows])
+        return EXIT_OK
+    if not rows:
+        print("no calls yet")
+        return EXIT_OK
+    region = cfg.line.home_region
+    for row in rows:
+        who = national_format(row.number_e164, region) if row.number_e164 else (row.raw_number or row.reason_code
+                                                                                  or "-")
+        print(f"{row.id:>5}  {row.started_at[:19]}  {who:<18} {row.action or '?':<15} {row.rule or '':<22} "
+              f"{row.state}  {row.reason or ''}")
+    return EXIT_OK
+
+
+def _parse_expiry(args: argparse.Namespace) -> str | None:
+    if args.days is not None:
+        if args.days <= 0:
+            raise CliError("--days must be a positive number of days")
+        return (datetime.now(UTC) + timedelta(days=args.days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if args.expires:
+        try:
+            when = datetime.fromisoformat(args.expires)
+        except ValueError as exc:
+            raise CliError(f"--expires {args.expires!r}: use a date like 2027-03-31") from exc
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    kind = ListKind(args.list_kind)
+    cfg = _load(args)
+    region = cfg.line.home_region
+    store = _open_store(cfg)
+    try:
+        if args.list_action == "list":
+            entries = store.list_entries(kind)
+            if args.json:
+                _print_json([_entry_dict(e) for e in entries])
+            elif not entries:
+                print(f"the {kind.value} list is empty")
+            for e in entries if not args.json else ():
+                expiry = f" (until {e.expires_at[:10]})" if e.expires_at else ""
+                print(f"{_entry_label(e, region):<28} {e.source:<10} {e.note}{expiry}")
+            return EXIT_OK
+        try:
+            match, value, value_end = parse_list_spec(args.number, region)
+        except ListSpecError as exc:
+            raise CliError(str(exc)) from exc
+        if args.list_action == "add":
+            entry = store.add_entry(ListEntry(kind, match, value, value_end, source=args.source, note=args.note,
+                                              expires_at=_parse_expiry(args)))
+            print(f"added to {kind.value} list: {_entry_label(entry, region)}")
+            return EXIT_OK
+        if store.remove_entry(kind, match, value, value_end):
+            print(f"removed from {kind.value} list: {args.number}")
+            return EXIT_OK
+        raise CliError(f"{args.number} is not on the {kind.value} list")
+    finally:
+        store.close()
+
+
+def _entry_label(entry: ListEntry, region: str) -> str:
+    if entry.value_end is None and entry.match.value == "exact":
+        return national_format(entry.value, region)
+    return entry.describe()
+
+
+def _entry_dict(entry: ListEntry) -> dict[str, Any]:
+    return {"list": entry.list.value, "match": entry.match.value, "value": entry.value,
+            "value_end": entry.value_end, "source": entry.source, "note": entry.note,
+            "added_at": entry.added_at, "expires_at": entry.expires_at}
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    print(f"{cfg.source}: OK")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from screening.runner import run_daemon  # composition root: imports the adapters
+
+    cfg = _load(args)
+    _setup_logging(cfg.log.level, args.verbose)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    return run_daemon(cfg, stop, demo_db_explicit=bool(args.db))
+
+
+def cmd_modem_emulate(args: argparse.Namespace) -> int:
+    from screening.runner import emulate_modem
+
+    _setup_logging("info", args.verbose)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return emulate_modem(args, stop)
+
+
+# ---- argument parsing -----------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
+    p.add_argument("--config", metavar="F", help="TOML config (default: $MAMORU_CONFIG, /etc/mamoru/mamoru.toml)")
+    p.add_argument("--db", metavar="F", help="SQLite database (overrides [store] db)")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mamoru", description="Call screening for a household landline.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="screen calls on a line (default line: the config's, e.g. sim:)")
+    _common(p)
+    p.add_argument("--line", metavar="URI", help="modem:///dev/ttyACM0[?dialect=usr] or sim:")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="show what mamoru would do with a caller, as JSON")
+    _common(p, json_flag=True)
+    p.add_argument("number", help="the number as shown (empty with --reason for no number)")
+    p.add_argument("--reason", choices=[r.value for r in Reason], help="caller ID reason code")
+    p.add_argument("--name", help="caller name as delivered")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("calls", help="the call log, newest first")
+    _common(p, json_flag=True)
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_calls)
+
+    for kind in ListKind:
+        p = sub.add_parser(kind.value, help=f"manage the {kind.value} list")
+        lsub = p.add_subparsers(dest="list_action", required=True)
+        for action in ("add", "remove"):
+            q = lsub.add_parser(action, help=f"{action} a number, prefix (0120*) or range (a..b)")
+            _common(q)
+            q.add_argument("number")
+            if action == "add":
+                q.add_argument("--note", default="")
+                q.add_argument("--source", default="family" if kind is ListKind.ALLOW else "local")
+                q.add_argument("--days", type=int, help="expire after N days")
+                q.add_argument("--expires", metavar="DATE", help="expire on this date (ISO-8601)")
+            q.set_defaults(func=cmd_list, list_kind=kind.value)
+        q = lsub.add_parser("list", help="show the list")
+        _common(q, json_flag=True)
+        q.set_defaults(func=cmd_list, list_kind=kind.value)
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_action", required=True)
+    q = csub.add_parser("check", help="validate the config file and report every problem")
+    _common(q)
+    q.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("modem", help="modem tools")
+    msub = p.add_subparsers(dest="modem_action", required=True)
+    q = msub.add_parser("emulate", help="start a virtual voice modem on a pty and print its device path")
+    q.add_argument("--dialect", choices=["usr", "conexant"], default="conexant")
+    q.add_argument("--cadence", choices=["jp", "na", "uk"], default="jp")
+    q.add_argument("--scenario", metavar="F", help="TOML call scenario (default: the demo calls)")
+    q.add_argument("--no-calls", action="store_true", help="place no calls, just be a modem")
+    q.add_argument("--time-scale", type=float, default=1.0, help="<1 runs the scenario faster")
+    q.add_argument("--link", metavar="PATH", help="also make this stable symlink to the pty")
+    q.add_argument("-v", "--verbose", action="store_true")
+    q.set_defaults(func=cmd_modem_emulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers and args.command not in ("run",) and args.func is not cmd_modem_emulate:
+        _setup_logging("warning")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"mamoru: configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CliError as exc:
+        print(f"mamoru: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

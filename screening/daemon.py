@@ -1,0 +1,127 @@
+"""The call loop: line events in, one CallSession per offered call.
+
+Runs in the main thread. The line adapter owns its device thread; this loop
+only waits on ``next_event`` with a timeout, so a stop request (SIGTERM) is
+honoured within a second even when the line is silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from blocklist.lists import NumberLists
+from blocklist.store import EventKind, Store
+from screening.line import (
+    CallOffered,
+    HandsetOffHook,
+    HandsetOnHook,
+    LineAdapter,
+    LineEvent,
+    LineFault,
+    LineRestored,
+    Ring,
+    RingingStopped,
+)
+from screening.model import CallerID, Decision
+from screening.session import Announcements, CallSession, SessionSettings
+from screening.rules import Policy
+
+log = logging.getLogger(__name__)
+
+EVENT_WAIT_S = 0.5  # how often the loop wakes to check for a stop request
+
+
+@dataclass(slots=True)
+class ListCache:
+    """The lists snapshot, reloaded only when the store says they changed."""
+
+    store: Store
+    _generation: int = -1
+    _lists: NumberLists = field(default_factory=NumberLists.empty)
+
+    def current(self) -> NumberLists:
+        try:
+            generation = self.store.lists_generation()
+            now = datetime.now(UTC)
+            expired = self._lists.next_expiry is not None and now >= self._lists.next_expiry
+            if generation != self._generation or expired:
+                self._lists = self.store.load_lists(now)
+                self._generation = generation
+                log.info("loaded lists: %d entries (generation %d)", len(self._lists), generation)
+        except Exception:  # noqa: BLE001 -- a broken DB must not stop screening: keep the last snapshot
+            log.exception("could not reload lists; screening with the previous snapshot")
+        return self._lists
+
+
+@dataclass(slots=True)
+class Daemon:
+    line: LineAdapter
+    store: Store
+    policy: Policy
+    announcements: Announcements
+    settings: SessionSettings = field(default_factory=SessionSettings)
+    no_cid_ring: int = 2  # a call still without caller ID on this ring is screened as "no caller ID"
+    on_screened: Callable[[int, CallerID, Decision], None] | None = None
+    _lists: ListCache | None = None
+    _screened_this_ringing: bool = False
+    calls_screened: int = 0
+
+    def run(self, stop: threading.Event, max_calls: int | None = None) -> None:
+        """Screen calls until ``stop`` is set (or ``max_calls`` were screened)."""
+        self._lists = ListCache(self.store)
+        self._lists.current()
+        session = CallSession(self.line, self.store, self.announcements, self.policy, self.settings)
+        log.info("screening on line %s (home region %s)", self.line.name, self.policy.home_region)
+        while not stop.is_set():
+            if max_calls is not None and self.calls_screened >= max_calls:
+                break
+            try:
+                event = self.line.next_event(EVENT_WAIT_S)
+            except Exception:  # noqa: BLE001 -- never let one bad event end screening
+                log.exception("line %s: reading events failed", self.line.name)
+                time.sleep(EVENT_WAIT_S)
+                continue
+            if event is not None:
+                self._handle(event, session)
+
+    def _handle(self, event: LineEvent, session: CallSession) -> None:
+        match event:
+            case CallOffered(caller=caller):
+                if self._screened_this_ringing:
+                    log.debug("duplicate caller ID for a call already screened: %s", caller)
+                    return
+                self._screen(session, caller)
+            case Ring(count=count):
+                if count >= self.no_cid_ring and not self._screened_this_ringing:
+                    log.info("ring %d and still no caller ID: screening as no caller ID", count)
+                    self._screen(session, CallerID())
+            case RingingStopped():
+                self._screened_this_ringing = False
+            case HandsetOffHook():
+                self.store.add_event(None, EventKind.HANDSET, state="off_hook")
+            case HandsetOnHook():
+                self.store.add_event(None, EventKind.HANDSET, state="on_hook")
+            case LineFault(message=message):
+                log.error("line %s fault: %s", self.line.name, message)
+                self.store.add_event(None, EventKind.LINE_FAULT, message=message)
+            case LineRestored(message=message):
+                log.info("line %s restored: %s", self.line.name, message)
+                self.store.add_event(None, EventKind.LINE_RESTORED, message=message)
+            case _:
+                log.debug("line event ignored: %r", event)
+
+    def _screen(self, session: CallSession, caller: CallerID) -> None:
+        assert self._lists is not None
+        self._screened_this_ringing = True
+        call_id, decision = session.screen(caller, self._lists.current())
+        self.calls_screened += 1
+        if decision.action.value != "allow":
+            # We answered and hung up: the next RING belongs to a new call.
+            self._screened_this_ringing = False
+        if self.on_screened is not None:
+            self.on_screened(call_id, caller, decision)

@@ -1,0 +1,374 @@
+"""Config loading: lookup order, validation, every problem reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from firmware.dialects import DIALECTS, RingCadence
+from screening.config import (
+    BUILTIN_SOURCE,
+    Config,
+    ConfigError,
+    ConfigProblem,
+    LineConfig,
+    LogLevel,
+    ModemChoice,
+    RulesConfig,
+    load_config,
+    reference_markdown,
+    schema,
+)
+from screening.model import Action
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "mamoru.example.toml"
+
+
+def write(tmp_path: Path, text: str, name: str = "mamoru.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[ConfigProblem]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    return info.value.problems
+
+
+def keys_of(problems: list[ConfigProblem]) -> list[str]:
+    return [p.key for p in problems]
+
+
+# ---- defaults and lookup order ------------------------------------------------
+
+
+def test_defaults() -> None:
+    config = Config.defaults()
+    assert config.source == BUILTIN_SOURCE
+    assert config.line.uri == "sim:"
+    assert config.line.modem is ModemChoice.AUTO
+    assert config.line.home_region == "JP"
+    assert config.line.cadence is RingCadence.JAPAN
+    assert config.line.answer_on_ring == 1
+    assert config.line.call_timeout_s == 600
+    assert config.line.baudrate == 115200
+    rules = config.rules
+    assert rules.withheld is Action.REQUEST_NUMBER
+    assert rules.international is Action.BLOCK
+    for name in ("out_of_area", "payphone", "service_conflict", "no_caller_id", "unknown", "invalid"):
+        assert getattr(rules, name) is Action.WARN
+    assert rules.international_allow_countries == frozenset()
+    assert rules.official_numbers == frozenset({"110", "118", "119", "#9110"})
+    assert rules.official_suffixes == ("0110",)
+    assert rules.home_region == "JP"
+    assert config.store.db == Path("/var/lib/mamoru/mamoru.db")
+    assert config.log.level is LogLevel.INFO
+    assert config.log.level.as_logging == 20
+
+
+def test_no_file_anywhere_gives_defaults(tmp_path: Path) -> None:
+    config = load_config(None, env={}, system_path=tmp_path / "absent.toml")
+    assert config == Config.defaults()
+    assert config.source == BUILTIN_SOURCE
+
+
+def test_system_path_used_when_present(tmp_path: Path) -> None:
+    system = write(tmp_path, '[log]\nlevel = "debug"\n')
+    config = load_config(None, env={}, system_path=system)
+    assert config.log.level is LogLevel.DEBUG
+    assert config.source == str(system)
+
+
+def test_env_var(tmp_path: Path) -> None:
+    from_env = write(tmp_path, '[line]\nhome_region = "US"\ncadence = "na"\n', "env.toml")
+    system = write(tmp_path, '[line]\nhome_region = "GB"\n', "system.toml")
+    config = load_config(None, env={"MAMORU_CONFIG": str(from_env)}, system_path=system)
+    assert config.line.home_region == "US"
+    assert config.source == str(from_env)
+
+
+def test_empty_env_var_ignored(tmp_path: Path) -> None:
+    config = load_config(None, env={"MAMORU_CONFIG": "  "}, system_path=tmp_path / "absent.toml")
+    assert config.source == BUILTIN_SOURCE
+
+
+def test_explicit_path_beats_env(tmp_path: Path) -> None:
+    explicit = write(tmp_path, '[line]\nhome_region = "GB"\n', "explicit.toml")
+    from_env = write(tmp_path, '[line]\nhome_region = "US"\n', "env.toml")
+    config = load_config(explicit, env={"MAMORU_CONFIG": str(from_env)})
+    assert config.line.home_region == "GB"
+
+
+@pytest.mark.parametrize("via_env", [False, True])
+def test_named_but_missing_file_is_an_error(tmp_path: Path, via_env: bool) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        if via_env:
+            load_config(None, env={"MAMORU_CONFIG": str(missing)}, system_path=tmp_path / "absent.toml")
+        else:
+            load_config(missing, env={})
+    assert str(info.value) == f"{missing}: file not found"
+
+
+# ---- good files ---------------------------------------------------------------------
+
+
+def test_good_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[line]
+uri = "modem:///dev/mamoru-modem?dialect=usr"
+modem = "usr"
+home_region = "us"
+cadence = "na"
+answer_on_ring = 2
+call_timeout_s = 300
+baudrate = 57600
+
+[rules]
+withheld = "block"
+international = "warn"
+out_of_area = "allow"
+payphone = "Request_Number"
+international_allow_countries = ["jp", "GB"]
+official_numbers = ["911"]
+official_suffixes = []
+
+[store]
+db = "/tmp/m.db"
+
+[log]
+level = "warning"
+""",
+    )
+    config = load_config(path, env={})
+    assert config.line.uri == "modem:///dev/mamoru-modem?dialect=usr"
+    assert config.line.modem is ModemChoice.USR
+    assert config.line.home_region == "US"
+    assert config.line.cadence is RingCadence.NORTH_AMERICA
+    assert config.line.answer_on_ring == 2
+    assert config.rules.withheld is Action.BLOCK
+    assert config.rules.payphone is Action.REQUEST_NUMBER
+    assert config.rules.unknown is Action.WARN  # default kept
+    assert config.rules.international_allow_countries == frozenset({"JP", "GB"})
+    assert config.rules.official_numbers == frozenset({"911"})
+    assert config.rules.official_suffixes == ()
+    assert config.rules.home_region == "US", "policy carries line.home_region"
+    assert config.store.db == Path("/tmp/m.db")
+    assert config.log.level is LogLevel.WARNING
+    assert config.source == str(path)
+
+
+def test_empty_file_is_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), env={})
+    assert dataclasses.replace(config, source=BUILTIN_SOURCE) == Config.defaults()
+
+
+def test_example_file_loads_and_matches_defaults() -> None:
+    config = load_config(EXAMPLE, env={})
+    assert dataclasses.replace(config, source=BUILTIN_SOURCE) == Config.defaults()
+
+
+def test_example_file_mentions_every_key() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for key, *_ in schema():
+        section, name = key.split(".")
+        assert f"[{section}]" in text
+        assert f"\n{name} = " in text, key
+
+
+# ---- bad files ---------------------------------------------------------------------
+
+BAD_VALUES = [
+    ("line", "uri", '"http://x"', "scheme must be one of"),
+    ("line", "uri", '""', "must not be empty"),
+    ("line", "uri", '"modem:"', "needs a device path"),
+    ("line", "uri", '"modem:///dev/ttyACM0?dialect=hayes"', "dialect must be one of"),
+    ("line", "uri", "5", "expected a string (got integer 5)"),
+    ("line", "modem", '"zyxel"', "must be one of auto, usr, conexant (got 'zyxel')"),
+    ("line", "home_region", '"XX"', "not a supported ISO 3166 region code"),
+    ("line", "home_region", '"Japan"', "not a supported ISO 3166 region code"),
+    ("line", "cadence", '"de"', "must be one of"),
+    ("line", "answer_on_ring", "3", "must be between 1 and 2 (got 3)"),
+    ("line", "answer_on_ring", "0", "must be between 1 and 2 (got 0)"),
+    ("line", "answer_on_ring", "true", "expected an integer (got boolean true)"),
+    ("line", "call_timeout_s", "0", "must be at least 1 (got 0)"),
+    ("line", "call_timeout_s", "1.5", "expected an integer (got float 1.5)"),
+    ("line", "baudrate", '"115200"', 'expected an integer (got string "115200")'),
+    ("rules", "withheld", '"deny"', "must be one of allow, warn, request_number, block (got 'deny')"),
+    ("rules", "international", "1", "expected a string (got integer 1)"),
+    ("rules", "out_of_area", '"ignore"', "must be one of allow, warn, request_number, block"),
+    ("rules", "payphone", "false", "expected a string (got boolean false)"),
+    ("rules", "service_conflict", '"warning"', "must be one of allow, warn, request_number, block"),
+    ("rules", "no_caller_id", '["warn"]', 'expected a string (got array ["warn"])'),
+    ("rules", "unknown", '""', "must be one of allow, warn, request_number, block (got '')"),
+    ("rules", "invalid", '"drop"', "must be one of allow, warn, request_number, block"),
+    ("rules", "international_allow_countries", '"US"', "expected an array of strings"),
+    ("rules", "international_allow_countries", '["US", "ZZZ"]', "item 1: not a supported ISO 3166 region code"),
+    ("rules", "official_numbers", "[110]", "item 0: expected a string (got integer 110)"),
+    ("rules", "official_numbers", '["11O"]', "item 0: must be digits or # *"),
+    ("rules", "official_suffixes", '["#0110"]', "item 0: must be digits"),
+    ("store", "db", '""', "must not be empty"),
+    ("store", "db", "[]", "expected a string (got array [])"),
+    ("log", "level", '"verbose"', "must be one of debug, info, warning, error (got 'verbose')"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), BAD_VALUES)
+def test_bad_field(tmp_path: Path, section: str, key: str, value: str, message: str) -> None:
+    path = write(tmp_path, f"[{section}]\n{key} = {value}\n")
+    (problem,) = problems_of(path)
+    assert problem.file == str(path)
+    assert problem.key == f"{section}.{key}"
+    assert message in problem.message
+    assert str(problem).startswith(f"{path}: {section}.{key}: ")
+
+
+def test_every_key_has_a_bad_value_case() -> None:
+    tested = {f"{s}.{k}" for s, k, *_ in BAD_VALUES}
+    assert tested == {key for key, *_ in schema()}
+
+
+def test_several_problems_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[line]
+home_region = "XX"
+answer_on_ring = 5
+colour = "red"
+
+[rules]
+withheld = "deny"
+international = "block"
+unkown = "warn"
+
+[logging]
+level = "info"
+""",
+    )
+    problems = problems_of(path)
+    assert keys_of(problems) == ["line.home_region", "line.answer_on_ring", "line.colour", "rules.withheld",
+                                 "rules.unkown", "logging"]
+    text = str(ConfigError(problems))
+    assert text.count("\n") == len(problems) - 1
+    assert f"{path}: rules.withheld: must be one of allow, warn, request_number, block (got 'deny')" in text.splitlines()
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    path = write(tmp_path, '[line]\nuri = "sim:"\nhome_region = JP\n')
+    (problem,) = problems_of(path)
+    assert problem.key == ""
+    assert "invalid TOML" in problem.message
+    assert "line 3" in problem.message and "column" in problem.message
+    assert str(problem).startswith(f"{path}: invalid TOML")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[line]\n# caf\xe9\n'.encode("latin-1"))
+    (problem,) = problems_of(path)
+    assert "UTF-8" in problem.message
+
+
+def test_unknown_key_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, '[rules]\nwithhled = "block"\n')
+    (problem,) = problems_of(path)
+    assert problem.key == "rules.withhled"
+    assert problem.message == "unknown key (did you mean rules.withheld?)"
+
+
+def test_unknown_key_in_wrong_section(tmp_path: Path) -> None:
+    path = write(tmp_path, '[rules]\nbaudrate = 9600\n')
+    (problem,) = problems_of(path)
+    assert problem.message == "unknown key (did you mean line.baudrate?)"
+
+
+def test_home_region_belongs_in_line(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, '[rules]\nhome_region = "US"\n'))
+    assert problem.key == "rules.home_region"
+    assert "line.home_region" in problem.message
+
+
+def test_unknown_section_suggestion(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, '[rule]\nwithheld = "block"\n'))
+    assert problem.key == "rule"
+    assert problem.message == "unknown section (did you mean [rules]?)"
+
+
+def test_top_level_key(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, 'home_region = "JP"\n'))
+    assert problem.key == "home_region"
+    assert "did you mean line.home_region?" in problem.message
+
+
+def test_section_not_a_table(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, 'line = "sim:"\n'))
+    assert problem.key == "line"
+    assert "expected a table" in problem.message
+
+
+def test_unknown_key_without_suggestion(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, '[store]\nzzzzzz = 1\n'))
+    assert problem.message == "unknown key"
+
+
+# ---- overrides and policy ----------------------------------------------------------
+
+
+def test_overrides() -> None:
+    base = Config.defaults()
+    changed = base.with_overrides(line_uri="modem:///dev/ttyACM0", db=Path("/tmp/x.db"))
+    assert changed.line.uri == "modem:///dev/ttyACM0"
+    assert changed.store.db == Path("/tmp/x.db")
+    assert changed.rules == base.rules and changed.source == base.source
+    assert base.line.uri == "sim:", "original untouched"
+    assert base.with_overrides() == base
+    assert base.with_overrides(db="/tmp/y.db").store.db == Path("/tmp/y.db")
+
+
+def test_bad_overrides_reported_together() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.defaults().with_overrides(line_uri="ftp://x", db="")
+    assert keys_of(info.value.problems) == ["line.uri", "store.db"]
+    assert all(p.file == "command line" for p in info.value.problems)
+
+
+def test_rules_carry_line_home_region() -> None:
+    config = Config(line=LineConfig(home_region="GB"))
+    assert config.rules.home_region == "GB"
+    assert isinstance(config.rules, RulesConfig)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.rules.withheld = Action.ALLOW  # type: ignore[misc]
+
+
+def test_rules_config_converts_to_rules_policy() -> None:
+    """RulesConfig and the rules engine's Policy must not drift apart."""
+    rules = pytest.importorskip("screening.rules")
+    config = Config(line=LineConfig(home_region="US"))
+    policy = rules.Policy(**dataclasses.asdict(config.rules))
+    assert policy.home_region == "US"
+    assert {f.name for f in dataclasses.fields(rules.Policy)} == {f.name for f in dataclasses.fields(RulesConfig)}
+
+
+def test_modem_choices_match_dialects() -> None:
+    assert {m.value for m in ModemChoice} == {"auto", *DIALECTS}
+
+
+# ---- reference ------------------------------------------------------------------------
+
+
+def test_reference_markdown() -> None:
+    table = reference_markdown()
+    lines = table.strip().splitlines()
+    assert lines[0] == "| Key | Type | Default | Meaning |"
+    assert len(lines) == 2 + len(schema())
+    assert "| `rules.withheld` | allow \\| warn \\| request_number \\| block | `\"request_number\"` |" in table
+    assert '`["110", "118", "119", "#9110"]`' in table
+    for line in lines[2:]:
+        assert len(re.findall(r"(?<!\\)\|", line)) == 5, line

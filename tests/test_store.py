@@ -1,0 +1,437 @@
+"""blocklist.store: schema, call lifecycle, lists, and not losing records when SQLite says no."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from blocklist.store import MIGRATIONS, CallState, EventKind, Store, StoreError
+from screening.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt, Reason
+
+CALLER = CallerID(raw_number="0312345678", number_e164="+81312345678", name="TANAKA", date="0601", time="1002")
+WARN = Decision(Action.WARN, "unknown", "Not in the family list.", Category.DOMESTIC, Prompt.WARNING)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2024, 6, 1, 1, 2, 3, 456789, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "mamoru.db"
+
+
+def make_store(path: Path, clock: FakeClock, **kw: object) -> Store:
+    kw.setdefault("busy_timeout", 0.05)
+    kw.setdefault("retry_interval", 0.0)
+    return Store(path, clock=clock, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(db_path: Path, clock: FakeClock) -> Iterator[Store]:
+    with make_store(db_path, clock) as s:
+        yield s
+
+
+def user_version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_constructor_does_no_io(tmp_path: Path) -> None:
+    Store(tmp_path / "nowhere" / "x.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_migrates_empty_database_and_reopens_idempotently(db_path: Path, clock: FakeClock) -> None:
+    with make_store(db_path, clock) as s:
+        call_id = s.begin_call("line1", CALLER)
+    assert user_version(db_path) == len(MIGRATIONS)
+    with sqlite3.connect(db_path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"calls", "events", "list_entries", "meta"} <= tables
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with make_store(db_path, clock) as s:
+        assert s.get_call(call_id).raw_number == "0312345678"
+        assert s.count_calls() == 1
+    assert user_version(db_path) == len(MIGRATIONS)
+
+
+def test_migrations_are_safe_to_rerun(db_path: Path, clock: FakeClock) -> None:
+    """A migration interrupted after its DDL but before user_version moved is simply redone."""
+    with make_store(db_path, clock) as s:
+        s.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81312345678"))
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA user_version = 0")
+    with make_store(db_path, clock) as s:
+        assert len(s.list_entries(ListKind.BLOCK)) == 1
+        assert s.lists_generation() == 1
+    assert user_version(db_path) == len(MIGRATIONS)
+
+
+def test_refuses_database_from_newer_version(db_path: Path, clock: FakeClock) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="schema version"):
+        make_store(db_path, clock).open()
+
+
+# --------------------------------------------------------------------------- calls
+
+
+def test_call_lifecycle(store: Store, clock: FakeClock) -> None:
+    call_id = store.begin_call("line1", CALLER)
+    row = store.get_call(call_id)
+    assert call_id > 0
+    assert row.state is CallState.OFFERED
+    assert row.started_at == "2024-06-01T01:02:03.456Z"
+    assert (row.line, row.number_e164, row.name, row.cid_date, row.cid_time) == (
+        "line1", "+81312345678", "TANAKA", "0601", "1002",
+    )  # fmt: skip
+    assert row.action is None and row.ended_at is None
+
+    store.record_decision(call_id, WARN)
+    row = store.get_call(call_id)
+    assert row.state is CallState.DECIDED
+    assert (row.action, row.category, row.prompt, row.rule) == (
+        Action.WARN, Category.DOMESTIC, Prompt.WARNING, "unknown",
+    )  # fmt: skip
+
+    store.set_state(call_id, CallState.ACTING)
+    assert store.get_call(call_id).state is CallState.ACTING
+    clock.advance(seconds=20)
+    store.finish_call(call_id, "caller_hung_up")
+    row = store.get_call(call_id)
+    assert (row.state, row.end_reason, row.ended_at, row.error) == (
+        CallState.COMPLETED, "caller_hung_up", "2024-06-01T01:02:23.456Z", None,
+    )  # fmt: skip
+
+
+def test_withheld_call_and_failure(store: Store) -> None:
+    call_id = store.begin_call("line1", CallerID(reason=Reason.WITHHELD), started_at=datetime(2024, 1, 1, 9))
+    store.finish_call(call_id, "modem_error", error="no carrier")
+    row = store.get_call(call_id)
+    assert row.reason_code == "P" and row.raw_number is None
+    assert row.started_at == "2024-01-01T09:00:00.000Z"  # naive is taken as UTC
+    assert row.state is CallState.FAILED and row.error == "no carrier"
+
+
+def test_unknown_call_ids(store: Store) -> None:
+    with pytest.raises(KeyError):
+        store.get_call(999)
+    with pytest.raises(ValueError, match="unknown call id"):
+        store.set_state(-42, CallState.ACTING)
+
+
+def test_recent_calls_and_count(store: Store) -> None:
+    ids = [store.begin_call("line1", CallerID(raw_number=f"031234567{i}")) for i in range(5)]
+    assert store.count_calls() == 5
+    assert [c.id for c in store.recent_calls()] == ids[::-1]
+    assert [c.id for c in store.recent_calls(limit=2, offset=1)] == [ids[3], ids[2]]
+
+
+def test_events_in_order_with_detail(store: Store) -> None:
+    call_id = store.begin_call("line1", CALLER)
+    store.add_event(call_id, EventKind.OFFERED, raw=["RING", "NMBR=0312345678"])
+    store.add_event(call_id, EventKind.DTMF, digit="1", at_ms=1234)
+    store.add_event(call_id, EventKind.ENDED, when=datetime(2024, 1, 1, tzinfo=UTC))  # non-JSON -> str
+    store.add_event(None, EventKind.LINE_FAULT, detail="no dial tone")
+    events = store.events_for(call_id)
+    assert [e.kind for e in events] == [EventKind.OFFERED, EventKind.DTMF, EventKind.ENDED]
+    assert events[0].detail == {"raw": ["RING", "NMBR=0312345678"]}
+    assert events[1].detail == {"at_ms": 1234, "digit": "1"}
+    assert events[2].detail == {"when": "2024-01-01 00:00:00+00:00"}
+    assert all(e.call_id == call_id for e in events)
+    assert [e.id for e in events] == sorted(e.id for e in events)
+
+
+def test_crash_leaves_offered_call_which_reopen_marks_interrupted(db_path: Path, clock: FakeClock) -> None:
+    """Simulated crash: calls begun but never finished, then the store is opened again."""
+    s = make_store(db_path, clock).open()
+    finished = s.begin_call("line1", CALLER)
+    s.finish_call(finished, "done")
+    offered = s.begin_call("line1", CALLER)
+    acting = s.begin_call("line1", CALLER)
+    s.set_state(acting, CallState.ACTING)
+    s.close()  # close() finishes nothing: same rows as a power cut would leave
+
+    clock.advance(minutes=5)
+    with make_store(db_path, clock, recover_calls=False) as cli:  # a CLI must not touch calls
+        assert cli.get_call(offered).state is CallState.OFFERED
+    with make_store(db_path, clock) as daemon:
+        for call_id in (offered, acting):
+            row = daemon.get_call(call_id)
+            assert (row.state, row.end_reason, row.ended_at) == (
+                CallState.INTERRUPTED, "interrupted", "2024-06-01T01:07:03.456Z",
+            )  # fmt: skip
+        assert daemon.get_call(finished).state is CallState.COMPLETED
+        new = daemon.begin_call("line1", CALLER)
+        assert daemon.get_call(new).state is CallState.OFFERED
+
+
+# --------------------------------------------------------------------------- lists
+
+
+def test_list_upsert_remove_and_generation(store: Store, clock: FakeClock) -> None:
+    assert store.lists_generation() == 0
+    first = store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.PREFIX, "+81120", note="free dial"))
+    assert first.added_at == "2024-06-01T01:02:03.456Z"
+    assert store.lists_generation() == 1
+
+    clock.advance(days=1)
+    updated = store.add_entry(
+        ListEntry(ListKind.BLOCK, MatchKind.PREFIX, "+81120", source="police", note="feed",
+                  expires_at="2024-07-01T09:00:00+09:00")  # fmt: skip
+    )
+    assert (updated.source, updated.note, updated.expires_at) == ("police", "feed", "2024-07-01T00:00:00.000Z")
+    assert updated.added_at == first.added_at  # an update keeps when it was first added
+    assert store.list_entries(ListKind.BLOCK) == [updated]
+    assert store.lists_generation() == 2
+
+    rng = store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.RANGE, "+81312340000", "+81312349999"))
+    store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.PREFIX, "+81120"))  # other list: separate row
+    assert rng.value_end == "+81312349999"
+    assert len(store.list_entries(ListKind.BLOCK)) == 2
+    assert len(store.list_entries(ListKind.ALLOW)) == 1
+
+    generation = store.lists_generation()
+    assert store.remove_entry(ListKind.BLOCK, MatchKind.PREFIX, "+81120") is True
+    assert store.lists_generation() == generation + 1
+    assert store.remove_entry(ListKind.BLOCK, MatchKind.PREFIX, "+81120") is False
+    assert store.lists_generation() == generation + 1  # nothing changed, nothing to reload
+    assert store.remove_entry(ListKind.BLOCK, MatchKind.RANGE, "+81312340000", "+81312349999") is True
+    assert store.list_entries(ListKind.BLOCK) == []
+    assert [e.match for e in store.list_entries(ListKind.ALLOW)] == [MatchKind.PREFIX]
+
+
+def test_add_entry_rejects_malformed(store: Store) -> None:
+    with pytest.raises(ValueError, match="E.164"):
+        store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "03-1234-5678"))
+    with pytest.raises(ValueError, match="range"):
+        store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.RANGE, "+81312340000"))
+    assert store.lists_generation() == 0
+
+
+def test_load_lists_honours_expiry_and_generation(store: Store, clock: FakeClock) -> None:
+    soon = (clock.now + timedelta(hours=1)).isoformat()
+    store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81311111111", expires_at=soon))
+    store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.PREFIX, "+81120"))
+    store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81312345678"))
+
+    lists = store.load_lists(clock.now)
+    assert len(lists) == 3 and lists.generation == 3
+    assert lists.match_block("+81311111111") is not None
+    assert lists.next_expiry is not None
+    assert lists.match_allow("+81312345678") is not None
+
+    later = store.load_lists(clock.now + timedelta(hours=1))
+    assert later.match_block("+81311111111") is None
+    assert later.match_block("+81120000000") is not None
+    assert len(later) == 2
+
+
+# --------------------------------------------------------------------------- resilience
+
+
+def spool_lines(store: Store) -> list[dict[str, object]]:
+    if not store.spool_path.exists():
+        return []
+    return [json.loads(line) for line in store.spool_path.read_text().splitlines()]
+
+
+def run_call(store: Store, number: str) -> int:
+    call_id = store.begin_call("line1", CallerID(raw_number=number))
+    store.add_event(call_id, EventKind.OFFERED)
+    store.record_decision(call_id, WARN)
+    store.add_event(call_id, EventKind.DECIDED, action="warn")
+    store.finish_call(call_id, "done")
+    store.add_event(call_id, EventKind.ENDED)
+    return call_id
+
+
+def assert_call_complete(store: Store, call_id: int, number: str) -> None:
+    row = store.get_call(call_id)
+    assert (row.raw_number, row.state, row.action) == (number, CallState.COMPLETED, Action.WARN)
+    assert [e.kind for e in store.events_for(call_id)] == [EventKind.OFFERED, EventKind.DECIDED, EventKind.ENDED]
+
+
+def test_locked_database_spools_then_replays(store: Store, db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another connection holds BEGIN EXCLUSIVE beyond busy_timeout while a call comes in."""
+    before = run_call(store, "0311111111")
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with caplog.at_level(logging.ERROR, logger="blocklist.store"):
+            during = run_call(store, "0322222222")
+            store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81322222222"))
+        assert during < 0  # provisional handle, still usable for every later update
+        assert "database is locked" in caplog.text
+        assert store.pending_count == 7
+        assert [r["op"] for r in spool_lines(store)] == [
+            "begin_call", "add_event", "update_call", "add_event", "update_call", "add_event", "add_entry",
+        ]  # fmt: skip
+        assert not store.flush_pending()  # still locked: stays queued
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+    after = run_call(store, "0333333333")  # the next write replays the queue first, in order
+    assert store.pending_count == 0
+    assert spool_lines(store) == []
+    for call_id, number in ((before, "0311111111"), (during, "0322222222"), (after, "0333333333")):
+        assert_call_complete(store, call_id, number)
+    assert store.get_call(during).id > before
+    assert store.get_call(after).id > store.get_call(during).id
+    assert store.count_calls() == 3
+    assert store.lists_generation() == 1
+
+
+def test_spool_survives_crash_and_is_replayed_by_next_process(db_path: Path, clock: FakeClock) -> None:
+    s = make_store(db_path, clock).open()
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    finished = run_call(s, "0322222222")
+    unfinished = s.begin_call("line1", CallerID(raw_number="0344444444"))
+    other.execute("ROLLBACK")
+    other.close()
+    # crash: no close(), no flush; the spool file is all that is left
+    with make_store(db_path, clock) as s2:
+        rows = {r.raw_number: r for r in s2.recent_calls()}
+        assert rows["0322222222"].state is CallState.COMPLETED
+        assert len(s2.events_for(rows["0322222222"].id)) == 3
+        assert rows["0344444444"].state is CallState.INTERRUPTED  # recovery runs after the replay
+        assert s2.spool_path.stat().st_size == 0
+    assert finished < 0 and unfinished < 0
+
+
+def test_replay_is_idempotent_after_crash_before_truncate(store: Store, db_path: Path, clock: FakeClock) -> None:
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    run_call(store, "0322222222")
+    spooled = store.spool_path.read_text()
+    other.execute("ROLLBACK")
+    other.close()
+    assert store.flush_pending()
+    store.spool_path.write_text(spooled)  # as if we died between COMMIT and truncate
+    store.close()
+    with make_store(db_path, clock) as again:
+        assert again.count_calls() == 1
+        (row,) = again.recent_calls()
+        assert len(again.events_for(row.id)) == 3
+
+
+def test_read_only_database_spools(db_path: Path, clock: FakeClock) -> None:
+    """Opened with read_only=True, i.e. SQLite URI mode=ro: SQLite itself refuses every write,
+    which (unlike chmod 0444) also holds when the tests run as root. Stands in for an SD card
+    the kernel remounted read-only."""
+    with make_store(db_path, clock) as s:
+        before = run_call(s, "0311111111")
+    ro = make_store(db_path, clock, read_only=True).open()
+    during = run_call(ro, "0322222222")
+    assert during < 0
+    assert ro.get_call(before).state is CallState.COMPLETED  # reads still work
+    with pytest.raises(KeyError):
+        ro.get_call(during)  # spooled, not yet readable
+    ro.close()
+    assert len(spool_lines(ro)) > 0
+    with make_store(db_path, clock) as rw:
+        assert rw.count_calls() == 2
+        (row,) = [r for r in rw.recent_calls() if r.raw_number == "0322222222"]
+        assert row.state is CallState.COMPLETED
+        assert len(rw.events_for(row.id)) == 3
+
+
+def test_unopenable_database_path_runs_on_spool(tmp_path: Path, clock: FakeClock) -> None:
+    """The database path is a directory: SQLite cannot open it, even as root."""
+    db_path = tmp_path / "mamoru.db"
+    db_path.mkdir()
+    s = make_store(db_path, clock).open()
+    call_id = run_call(s, "0322222222")
+    assert call_id < 0
+    with pytest.raises(StoreError):
+        s.recent_calls()
+    db_path.rmdir()  # fixed by the user
+    assert s.flush_pending()
+    assert_call_complete(s, call_id, "0322222222")
+    s.set_state(call_id, CallState.COMPLETED)  # the provisional handle now maps to the real row
+    s.close()
+
+
+def test_unwritable_spool_keeps_records_in_memory(tmp_path: Path, clock: FakeClock,
+                                                  caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """Database and spool both unusable (a regular file where the spool dir should be)."""
+    db_path = tmp_path / "mamoru.db"
+    db_path.mkdir()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    s = make_store(db_path, clock, spool_dir=blocker / "spool").open()
+    with caplog.at_level(logging.ERROR, logger="blocklist.store"):
+        call_id = run_call(s, "0322222222")
+    assert "kept in memory only" in caplog.text
+    assert s.pending_count == 7  # recover + the call's six records
+    db_path.rmdir()
+    assert s.flush_pending()
+    assert_call_complete(s, call_id, "0322222222")
+    s.close()
+
+
+def test_bad_spool_lines_do_not_block_the_queue(db_path: Path, clock: FakeClock,
+                                                caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    store = make_store(db_path, clock)
+    good = {"rid": "a" * 32, "op": "add_event", "args": {"ref": None, "at": "x", "kind": "config", "detail": "{}"}}
+    poison = {"rid": "b" * 32, "op": "no_such_op", "args": {}}
+    store.spool_path.write_text(json.dumps(poison) + "\n" + json.dumps(good) + "\n" + '{"rid": "torn')
+    with caplog.at_level(logging.WARNING, logger="blocklist.store"):
+        store.open()
+    assert "dropping a record" in caplog.text and "unreadable spool line 3" in caplog.text
+    assert store.spool_path.stat().st_size == 0
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT kind FROM events").fetchall() == [("config",)]
+    store.close()
+
+
+def test_retry_interval_skips_busy_wait_during_outage(db_path: Path, clock: FakeClock) -> None:
+    """During an outage a ringing phone must not pay busy_timeout on every write."""
+    s = make_store(db_path, clock, busy_timeout=0.5, retry_interval=3600).open()
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        s.begin_call("line1", CALLER)  # pays the busy wait once
+        start = datetime.now()
+        for _ in range(5):
+            s.add_event(None, EventKind.CONFIG)
+        assert datetime.now() - start < timedelta(seconds=0.5)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert s.flush_pending()  # explicit flush ignores the interval
+    assert s.count_calls() == 1
+    s.close()
+
+
+def test_spool_location(tmp_path: Path, clock: FakeClock) -> None:
+    """Next to the database by default; spool_dir for when that filesystem may go read-only."""
+    assert make_store(tmp_path / "m.db", clock).spool_path == tmp_path / "m.db.spool.jsonl"
+    run = tmp_path / "run"
+    assert make_store(tmp_path / "m.db", clock, spool_dir=run).spool_path == run / "m.db.spool.jsonl"
