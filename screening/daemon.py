@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from blocklist.lists import NumberLists
+from blocklist.lists import NumberLists, parse_iso_utc
 from blocklist.store import EventKind, Store
 from screening.line import (
     CallOffered,
@@ -48,7 +48,8 @@ class ListCache:
         try:
             generation = self.store.lists_generation()
             now = datetime.now(UTC)
-            expired = self._lists.next_expiry is not None and now >= self._lists.next_expiry
+            expiry = self._lists.next_expiry
+            expired = expiry is not None and now >= parse_iso_utc(expiry)
             if generation != self._generation or expired:
                 self._lists = self.store.load_lists(now)
                 self._generation = generation
