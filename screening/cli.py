@@ -200,6 +200,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     _setup_logging(cfg.log.level, args.verbose)
+    if cfg.line.uri.startswith("sim:") and not args.verbose:
+        # The demo prints each decision on stdout; the emulator's chatter is noise there.
+        logging.getLogger("firmware.virtual_modem").setLevel(logging.WARNING)
+        logging.getLogger("screening.session").setLevel(logging.WARNING)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

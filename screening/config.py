@@ -272,8 +272,10 @@ class LineConfig:
     cadence: RingCadence = _setting(
         "jp", _choice(RingCadence), "Ring cadence, and so where caller ID arrives: `jp`, `na` (North America) or `uk`."
     )
-    answer_on_ring: int = _setting(
-        1, _int_range(1, 2), "Answer on this ring, right after caller ID has arrived (1 or 2)."
+    no_caller_id_ring: int = _setting(
+        2, _int_range(2, 4),
+        "Calls are screened as soon as caller ID arrives; a call still without caller ID when this ring "
+        "comes is screened as 'no caller ID' (2 to 4).",
     )
     call_timeout_s: int = _setting(
         600, _int_range(1), "Longest time (seconds) we stay on an answered, screened call."

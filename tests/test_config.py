@@ -53,7 +53,7 @@ def test_defaults() -> None:
     assert config.line.modem is ModemChoice.AUTO
     assert config.line.home_region == "JP"
     assert config.line.cadence is RingCadence.JAPAN
-    assert config.line.answer_on_ring == 1
+    assert config.line.no_caller_id_ring == 2
     assert config.line.call_timeout_s == 600
     assert config.line.baudrate == 115200
     rules = config.rules
@@ -126,7 +126,7 @@ uri = "modem:///dev/mamoru-modem?dialect=usr"
 modem = "usr"
 home_region = "us"
 cadence = "na"
-answer_on_ring = 2
+no_caller_id_ring = 3
 call_timeout_s = 300
 baudrate = 57600
 
@@ -151,7 +151,7 @@ level = "warning"
     assert config.line.modem is ModemChoice.USR
     assert config.line.home_region == "US"
     assert config.line.cadence is RingCadence.NORTH_AMERICA
-    assert config.line.answer_on_ring == 2
+    assert config.line.no_caller_id_ring == 3
     assert config.rules.withheld is Action.BLOCK
     assert config.rules.payphone is Action.REQUEST_NUMBER
     assert config.rules.unknown is Action.WARN  # default kept
@@ -194,9 +194,9 @@ BAD_VALUES = [
     ("line", "home_region", '"XX"', "not a supported ISO 3166 region code"),
     ("line", "home_region", '"Japan"', "not a supported ISO 3166 region code"),
     ("line", "cadence", '"de"', "must be one of"),
-    ("line", "answer_on_ring", "3", "must be between 1 and 2 (got 3)"),
-    ("line", "answer_on_ring", "0", "must be between 1 and 2 (got 0)"),
-    ("line", "answer_on_ring", "true", "expected an integer (got boolean true)"),
+    ("line", "no_caller_id_ring", "5", "must be between 2 and 4 (got 5)"),
+    ("line", "no_caller_id_ring", "1", "must be between 2 and 4 (got 1)"),
+    ("line", "no_caller_id_ring", "true", "expected an integer (got boolean true)"),
     ("line", "call_timeout_s", "0", "must be at least 1 (got 0)"),
     ("line", "call_timeout_s", "1.5", "expected an integer (got float 1.5)"),
     ("line", "baudrate", '"115200"', 'expected an integer (got string "115200")'),
@@ -240,7 +240,7 @@ def test_several_problems_at_once(tmp_path: Path) -> None:
         """
 [line]
 home_region = "XX"
-answer_on_ring = 5
+no_caller_id_ring = 5
 colour = "red"
 
 [rules]
@@ -253,7 +253,7 @@ level = "info"
 """,
     )
     problems = problems_of(path)
-    assert keys_of(problems) == ["line.home_region", "line.answer_on_ring", "line.colour", "rules.withheld",
+    assert keys_of(problems) == ["line.home_region", "line.no_caller_id_ring", "line.colour", "rules.withheld",
                                  "rules.unkown", "logging"]
     text = str(ConfigError(problems))
     assert text.count("\n") == len(problems) - 1

@@ -1,0 +1,204 @@
+"""Composition root: build the line, store and daemon from config and run them.
+
+This is the one place in ``screening`` that imports adapters from ``firmware``.
+``sim:`` runs the whole appliance on a built-in virtual modem (a real pty
+driven through pyserial, exactly like a USB modem) with a scripted set of calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from blocklist.store import Store
+from firmware.dialects import DIALECTS, RingCadence
+from firmware.modem_line import ModemLine
+from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_scenario, load_scenario
+from firmware.virtual_modem import VirtualModem, emulate_forever
+from screening.config import BUILTIN_SOURCE, Config
+from screening.daemon import Daemon
+from screening.line import LineAdapter
+from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
+from screening.numbers import national_format, parse_number
+from screening.rules import Policy
+from screening.session import SessionSettings
+from voice.announcements import ToneAnnouncements
+
+log = logging.getLogger(__name__)
+
+SIM_SCHEME = "sim"
+DEMO_TIME_SCALE = 0.25  # the demo's calls run 4x faster than a real line
+SIM_END_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    """``sim:?time_scale=0.25&scenario=calls.toml&dialect=usr`` -- all optional."""
+
+    time_scale: float = DEMO_TIME_SCALE
+    scenario: Path | None = None
+    dialect: str = "conexant"
+
+    @classmethod
+    def from_uri(cls, uri: str) -> SimOptions:
+        parts = urlsplit(uri)
+        opts = dict(parse_qsl(parts.query))
+        unknown = set(opts) - {"time_scale", "scenario", "dialect"}
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)} in {uri!r} (known: time_scale, scenario, dialect)")
+        dialect = opts.get("dialect", "conexant")
+        if dialect not in DIALECTS:
+            raise ValueError(f"sim dialect must be one of {sorted(DIALECTS)}, got {dialect!r}")
+        try:
+            scale = float(opts.get("time_scale", DEMO_TIME_SCALE))
+        except ValueError as exc:
+            raise ValueError(f"time_scale must be a number in {uri!r}") from exc
+        if not 0 < scale <= 10:
+            raise ValueError(f"time_scale must be in (0, 10] in {uri!r}")
+        return cls(scale, Path(opts["scenario"]) if "scenario" in opts else None, dialect)
+
+
+def is_sim(uri: str) -> bool:
+    return urlsplit(uri).scheme == SIM_SCHEME
+
+
+def modem_line_from_uri(uri: str, cfg: Config, **extra: object) -> ModemLine:
+    kwargs: dict[str, object] = {"home_region": cfg.line.home_region, "cadence": cfg.line.cadence,
+                                 "baudrate": cfg.line.baudrate, **extra}
+    query = dict(parse_qsl(urlsplit(uri).query))
+    if "dialect" not in query:
+        kwargs["dialect"] = cfg.line.modem.value
+    if "baud" in query:
+        kwargs.pop("baudrate")
+    return ModemLine.from_uri(uri, **kwargs)
+
+
+def demo_db_path() -> Path:
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state / "mamoru" / "demo.db"
+
+
+def seed_demo_lists(store: Store, home_region: str) -> None:
+    """The demo household: one family number allowed, one known fraud number blocked."""
+    store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, parse_number(FAMILY_NUMBER, home_region).e164,
+                              source="family", note="daughter (demo)"))
+    store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, parse_number(BLOCKED_NUMBER, home_region).e164,
+                              source="local", note="fake bank caller (demo)"))
+
+
+def policy_of(cfg: Config) -> Policy:
+    from screening.cli import policy_from_config
+
+    return policy_from_config(cfg)
+
+
+def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = False) -> int:
+    """``mamoru run``: screen calls until SIGTERM (or, on ``sim:``, until the demo calls are done)."""
+    uri = cfg.line.uri
+    sim = SimOptions.from_uri(uri) if is_sim(uri) else None
+    db_path = Path(cfg.store.db)
+    if sim is not None and not demo_db_explicit and cfg.source == BUILTIN_SOURCE:
+        db_path = demo_db_path()  # the demo never needs root or touches /var/lib
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(db_path)
+    store.open()
+    modem: VirtualModem | None = None
+    line: LineAdapter
+    try:
+        if sim is not None:
+            seed_demo_lists(store, cfg.line.home_region)
+            modem = VirtualModem(DIALECTS[sim.dialect], cfg.line.cadence, sim.time_scale)
+            modem.start()
+            line = modem_line_from_uri(f"modem://{modem.device_path}", cfg, name="sim",
+                                       ring_gap_s=1.5 * _cadence_period(cfg.line.cadence) * sim.time_scale)
+        else:
+            line = modem_line_from_uri(uri, cfg)
+        line.open()
+        daemon = Daemon(line, store, policy_of(cfg), ToneAnnouncements(),
+                        SessionSettings(call_timeout_s=float(cfg.line.call_timeout_s)),
+                        no_cid_ring=cfg.line.no_caller_id_ring)
+        if modem is not None:
+            scenario = load_scenario(sim.scenario) if sim and sim.scenario else demo_scenario()
+            daemon.on_screened = _demo_printer(cfg.line.home_region)
+            print(f"mamoru demo: virtual modem on {modem.device_path}, {len(scenario)} scripted calls, "
+                  f"database {db_path}", flush=True)
+            _stop_when_scenario_done(modem, scenario, stop)
+        daemon.run(stop)
+    finally:
+        try:
+            if "line" in locals():
+                line.close()
+        finally:
+            if modem is not None:
+                modem.stop()
+            store.close()
+    if modem is not None:
+        _print_summary(store_path=db_path, cfg=cfg, count=len(modem.records()))
+    return 0
+
+
+def _cadence_period(cadence: RingCadence) -> float:
+    from firmware.dialects import CADENCE_PERIOD_S
+
+    return CADENCE_PERIOD_S[cadence]
+
+
+def _stop_when_scenario_done(modem: VirtualModem, scenario: list[CallScript], stop: threading.Event) -> None:
+    records = [modem.place_call(script) for script in scenario]
+
+    def watch() -> None:
+        for record in records:
+            try:
+                modem.wait_for_call_end(record, timeout=SIM_END_TIMEOUT_S)
+            except TimeoutError:
+                log.error("demo call %r did not end in time", record.script.label)
+            if stop.is_set():
+                return
+        stop.set()
+
+    threading.Thread(target=watch, name="sim-scenario", daemon=True).start()
+
+
+def _demo_printer(region: str):
+    def show(call_id: int, caller: CallerID, decision: Decision) -> None:
+        who = (national_format(caller.number_e164, region) if caller.number_e164
+               else f"<{caller.reason.name.lower()}>" if caller.reason else caller.raw_number or "<no caller ID>")
+        print(f"  call {call_id:>4}  {who:<20} {decision.action.value.upper():<15} {decision.rule:<22} "
+              f"{decision.reason}", flush=True)
+
+    return show
+
+
+def _print_summary(store_path: Path, cfg: Config, count: int) -> None:
+    with Store(store_path, recover_calls=False) as store:
+        rows = store.recent_calls(limit=count)
+    print(f"\n{len(rows)} calls screened and recorded in {store_path} (see: mamoru calls --db {store_path})")
+    for row in reversed(rows):
+        print(f"  #{row.id:<4} {row.action or '?':<15} {row.state:<10} {row.end_reason or ''}")
+
+
+def emulate_modem(args: argparse.Namespace, stop: threading.Event) -> int:
+    """``mamoru modem emulate``: a virtual modem on a pty for another process to open."""
+    modem = VirtualModem(DIALECTS[args.dialect], RingCadence(args.cadence), args.time_scale,
+                         link_dir=Path(args.link).parent if args.link else None)
+    scenario = [] if args.no_calls else (load_scenario(args.scenario) if args.scenario else demo_scenario())
+
+    def ready(path: Path) -> None:
+        if args.link and Path(args.link) != path:
+            link = Path(args.link)
+            link.unlink(missing_ok=True)
+            link.symlink_to(path)
+        print(path, flush=True)
+
+    emulate_forever(modem, scenario, stop, on_ready=ready)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the mamoru command")
