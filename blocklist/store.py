@@ -41,6 +41,8 @@ CLI tools open the store with ``recover_calls=False``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import fcntl
 import json
 import logging
@@ -126,6 +128,11 @@ class CallRow:
     end_reason: str | None
     ended_at: str | None
     error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: enums as their values."""
+        return {f.name: (v.value if isinstance(v, StrEnum) else v)
+                for f in dataclasses.fields(self) for v in (getattr(self, f.name),)}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> CallRow:

@@ -27,7 +27,7 @@ from screening.line import (
     Ring,
     RingingStopped,
 )
-from screening.model import CallerID, Decision
+from screening.model import Action, CallerID, Decision
 from screening.session import Announcements, CallSession, SessionSettings
 from screening.rules import Policy
 
@@ -70,6 +70,7 @@ class Daemon:
     on_screened: Callable[[int, CallerID, Decision], None] | None = None
     _lists: ListCache | None = None
     _screened_this_ringing: bool = False
+    _last_offered: CallerID | None = None  # to ignore a modem repeating the same caller-ID block
     calls_screened: int = 0
 
     def run(self, stop: threading.Event, max_calls: int | None = None) -> None:
@@ -93,9 +94,12 @@ class Daemon:
     def _handle(self, event: LineEvent, session: CallSession) -> None:
         match event:
             case CallOffered(caller=caller):
-                if self._screened_this_ringing:
+                # A caller-ID block is sent once per call, so a new block is a new call, even
+                # if the previous (allowed) call's ringing has not timed out yet.
+                if self._screened_this_ringing and caller == self._last_offered:
                     log.debug("duplicate caller ID for a call already screened: %s", caller)
                     return
+                self._last_offered = caller
                 self._screen(session, caller)
             case Ring(count=count):
                 if count >= self.no_cid_ring and not self._screened_this_ringing:
@@ -103,6 +107,7 @@ class Daemon:
                     self._screen(session, CallerID())
             case RingingStopped():
                 self._screened_this_ringing = False
+                self._last_offered = None
             case HandsetOffHook():
                 self.store.add_event(None, EventKind.HANDSET, state="off_hook")
             case HandsetOnHook():
@@ -121,7 +126,7 @@ class Daemon:
         self._screened_this_ringing = True
         call_id, decision = session.screen(caller, self._lists.current())
         self.calls_screened += 1
-        if decision.action.value != "allow":
+        if decision.action is not Action.ALLOW:
             # We answered and hung up: the next RING belongs to a new call.
             self._screened_this_ringing = False
         if self.on_screened is not None:

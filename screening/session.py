@@ -70,6 +70,9 @@ class CallSession:
         """Record, decide, act. Returns the call id and decision; never raises for line trouble."""
         started = time.monotonic()
         call_id = self.calls.begin_call(self.line.name, caller)
+        self.calls.add_event(call_id, EventKind.OFFERED, raw_number=caller.raw_number,
+                             reason_code=caller.reason.value if caller.reason else None,
+                             caller_id_lines=list(caller.raw_lines))
         decision = decide(caller, lists, self.policy)
         self.calls.record_decision(call_id, decision)
         self.calls.add_event(call_id, EventKind.DECIDED, rule=decision.rule,
