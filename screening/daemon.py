@@ -71,6 +71,7 @@ class Daemon:
     _lists: ListCache | None = None
     _screened_this_ringing: bool = False
     _last_offered: CallerID | None = None  # to ignore a modem repeating the same caller-ID block
+    _session_ended_at: float = 0.0  # monotonic; rings older than this were the screened call's
     calls_screened: int = 0
 
     def run(self, stop: threading.Event, max_calls: int | None = None) -> None:
@@ -99,9 +100,16 @@ class Daemon:
                 if self._screened_this_ringing and caller == self._last_offered:
                     log.debug("duplicate caller ID for a call already screened: %s", caller)
                     return
+                if not caller.has_number and caller.reason is None:
+                    # A block with neither number nor reason (line noise, a partial block) is not
+                    # evidence of a call; a real one without caller ID is screened by ring count.
+                    log.warning("caller-ID block without number or reason ignored: %r", caller.raw_lines)
+                    return
                 self._last_offered = caller
                 self._screen(session, caller)
-            case Ring(count=count):
+            case Ring(count=count, at=at):
+                if at <= self._session_ended_at:
+                    return  # queued while we were on the call it belonged to
                 if count >= self.no_cid_ring and not self._screened_this_ringing:
                     log.info("ring %d and still no caller ID: screening as no caller ID", count)
                     self._screen(session, CallerID())
@@ -125,6 +133,7 @@ class Daemon:
         assert self._lists is not None
         self._screened_this_ringing = True
         call_id, decision = session.screen(caller, self._lists.current())
+        self._session_ended_at = time.monotonic()
         self.calls_screened += 1
         if decision.action is not Action.ALLOW:
             # We answered and hung up: the next RING belongs to a new call.

@@ -158,7 +158,7 @@ def test_locked_database_loses_no_call_record(rig: Rig) -> None:
         blocker.close()
     rig.call(CallScript(nmbr="P", hang_up_after_s=200))
     rows = rig.wait_calls(2)
-    assert [r.action for r in rows] == [Action.BLOCK, Action.REQUEST_NUMBER]
+    assert [(r.action, r.rule) for r in rows] == [(Action.BLOCK, "blocklist:local"), (Action.REQUEST_NUMBER, "withheld")]
 
 
 def test_modem_vanishes_and_comes_back_then_screens_again(rig: Rig) -> None:
