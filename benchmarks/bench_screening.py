@@ -73,6 +73,7 @@ def main() -> int:
     ap.add_argument("--time-scale", type=float, default=0.01)
     ap.add_argument("--idle-s", type=float, default=10.0)
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--uri-options", default="", help="appended to the modem URI, e.g. ?cid_quiet_ms=5")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="mamoru-bench-"))
@@ -86,7 +87,7 @@ def main() -> int:
     modem = VirtualModem(CONEXANT_CX93001, RingCadence.JAPAN, args.time_scale)
     modem.start()
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "screening.cli", "run", "--line", f"modem://{modem.device_path}",
+        [sys.executable, "-m", "screening.cli", "run", "--line", f"modem://{modem.device_path}{args.uri_options}",
          "--db", str(db), "--config", str(cfg)],
         cwd=ROOT, stderr=subprocess.PIPE, text=True,
     )
@@ -95,7 +96,7 @@ def main() -> int:
     try:
         # Ready once the init sequence reached the modem (voice mode selected).
         deadline = time.monotonic() + 30
-        while not any("+VSD" in c.upper() for _, c in modem.command_log()):
+        while not any("+VSD" in c.upper() for _, c in modem.command_log):
             if time.monotonic() > deadline or daemon.poll() is not None:
                 raise SystemExit(f"daemon did not start: {''.join(stderr_tail)}")
             time.sleep(0.05)

@@ -50,7 +50,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -156,6 +156,7 @@ _CALL_UPDATABLE = frozenset(
     {"category", "action", "rule", "reason", "prompt", "state", "end_reason", "ended_at", "error"}
 )
 _CALL_INSERTABLE = frozenset(_CALL_TEXT_FIELDS) - {"id"} | _CALL_UPDATABLE
+_FIRST_EVENTS = "_events"  # begin_call's own events, written in the same transaction as the row
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,13 +257,23 @@ def _where(ref: dict[str, Any]) -> tuple[str, Any]:
 
 
 def _apply_begin_call(db: Database, args: dict[str, Any]) -> int:
+    args = dict(args)
+    events = args.pop(_FIRST_EVENTS, [])
     if not set(args) <= _CALL_INSERTABLE:  # column names come from the spool file
         raise sqlite3.IntegrityError(f"unknown call columns: {sorted(set(args) - _CALL_INSERTABLE)}")
-    db.execute(
+    cursor = db.execute(
         f"INSERT OR IGNORE INTO calls ({', '.join(args)}) VALUES ({', '.join('?' * len(args))})",
         list(args.values()),
     )
-    return int(db.execute("SELECT id FROM calls WHERE call_uid = ?", [args["call_uid"]]).fetchone()[0])
+    call_id = int(db.execute("SELECT id FROM calls WHERE call_uid = ?", [args["call_uid"]]).fetchone()[0])
+    if cursor.rowcount:  # not on an idempotent replay
+        for event in events:
+            _apply_add_event(db, {**event, "ref": {"id": call_id}})
+    return call_id
+
+
+def _detail_json(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, ensure_ascii=False, default=str, sort_keys=True)
 
 
 def _apply_update_call(db: Database, args: dict[str, Any]) -> None:
@@ -450,8 +461,21 @@ class Store:
 
     # ----------------------------------------------------------------- calls
 
-    def begin_call(self, line: str, caller: CallerID, started_at: datetime | None = None) -> int:
-        """Write the OFFERED row; returns its id, or a negative provisional id if spooled."""
+    def begin_call(
+        self,
+        line: str,
+        caller: CallerID,
+        started_at: datetime | None = None,
+        *,
+        decision: Decision | None = None,
+        events: Sequence[tuple[EventKind, dict[str, Any]]] = (),
+    ) -> int:
+        """Write the call row (OFFERED, or DECIDED with ``decision``) and its first events.
+
+        One transaction, so the row exists before the line is touched at the cost of a
+        single commit on the caller-ID-to-answer path. Returns the row id, or a negative
+        provisional id if the write was spooled.
+        """
         uid = uuid.uuid4().hex
         args = {
             "call_uid": uid,
@@ -465,6 +489,12 @@ class Store:
             "cid_time": caller.time,
             "state": CallState.OFFERED.value,
         }
+        if decision is not None:
+            args.update(decision.as_dict(), state=CallState.DECIDED.value)
+        if events:
+            now = self._now()
+            args[_FIRST_EVENTS] = [{"at": now, "kind": str(kind), "detail": _detail_json(detail)}
+                                   for kind, detail in events]
         with self._lock:
             applied, call_id = self._submit(_Record("begin_call", args))
             if applied:
@@ -491,7 +521,7 @@ class Store:
             "ref": None if call_id is None else self._ref(call_id),
             "at": self._now(),
             "kind": str(kind),
-            "detail": json.dumps(detail, ensure_ascii=False, default=str, sort_keys=True),
+            "detail": _detail_json(detail),
         }
         self._submit(_Record("add_event", args))
 

@@ -266,7 +266,7 @@ class ModemLine:
         home_region: str = "JP",
         cadence: RingCadence = RingCadence.JAPAN,
         baudrate: int = 115200,
-        cid_quiet_s: float = 0.01,
+        cid_quiet_s: float = 0.005,
         name: str = "modem",
         *,
         ring_gap_s: float | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,9 +30,8 @@ class Announcements(Protocol):
 class CallLog(Protocol):
     """The part of blocklist.store.Store a session writes to."""
 
-    def begin_call(self, line: str, caller: CallerID) -> int: ...
-
-    def record_decision(self, call_id: int, decision: Decision) -> None: ...
+    def begin_call(self, line: str, caller: CallerID, *, decision: Decision,
+                   events: Sequence[tuple[EventKind, dict[str, object]]]) -> int: ...
 
     def set_state(self, call_id: int, state: CallState) -> None: ...
 
@@ -69,14 +68,15 @@ class CallSession:
     def screen(self, caller: CallerID, lists: ListLookup) -> tuple[int, Decision]:
         """Record, decide, act. Returns the call id and decision; never raises for line trouble."""
         started = time.monotonic()
-        call_id = self.calls.begin_call(self.line.name, caller)
-        self.calls.add_event(call_id, EventKind.OFFERED, raw_number=caller.raw_number,
-                             reason_code=caller.reason.value if caller.reason else None,
-                             caller_id_lines=list(caller.raw_lines))
         decision = decide(caller, lists, self.policy)
-        self.calls.record_decision(call_id, decision)
-        self.calls.add_event(call_id, EventKind.DECIDED, rule=decision.rule,
-                             decide_ms=round((time.monotonic() - started) * 1000, 3))
+        decide_ms = round((time.monotonic() - started) * 1000, 3)
+        # One write, before the line is touched: a crash from here on leaves a row to recover.
+        call_id = self.calls.begin_call(self.line.name, caller, decision=decision, events=(
+            (EventKind.OFFERED, {"raw_number": caller.raw_number,
+                                 "reason_code": caller.reason.value if caller.reason else None,
+                                 "caller_id_lines": list(caller.raw_lines)}),
+            (EventKind.DECIDED, {"rule": decision.rule, "decide_ms": decide_ms}),
+        ))
         log.info("call %s from %s: %s (%s) -- %s", call_id, _who(caller, self.policy.home_region),
                  decision.action.value.upper(), decision.rule, decision.reason)
         try:
@@ -98,8 +98,8 @@ class CallSession:
             self.calls.add_event(call_id, EventKind.HANDSET, guard="line in use: not answering")
             log.warning("call %s: household is on the line, not answering", call_id)
             return Outcome.LINE_IN_USE
+        self.line.answer()  # first: nothing but the one row write stands between caller ID and this
         self.calls.set_state(call_id, CallState.ACTING)
-        self.line.answer()
         self.calls.add_event(call_id, EventKind.ANSWERED)
         assert decision.prompt is not None  # every non-ALLOW decision names its prompt
         clip = self.announcements.clip_for(decision.prompt)
