@@ -62,7 +62,7 @@ _REASON_RULES: dict[Reason, tuple[Category, str, str]] = {
 
 _ACTION_TAIL: dict[Action, str] = {
     Action.ALLOW: "the phone rings normally",
-    Action.WARN: "fraud-prevention warning played, call recorded",
+    Action.WARN: "fraud-prevention warning played to the caller",
     Action.REQUEST_NUMBER: "Number Request played",
     Action.BLOCK: "call refused",
 }
