@@ -183,7 +183,8 @@ def _flatten(ranges: list[tuple[int, int, ListEntry]]) -> _Segments:
     ranges.sort(key=lambda r: (r[0], r[1]))
     bounds = sorted({r[0] for r in ranges} | {r[1] + 1 for r in ranges})
     heap: list[tuple[int, int, int, ListEntry]] = []  # (width, seq, end, entry)
-    starts, owners = array("q"), []
+    starts: array[int] = array("q")
+    owners: list[ListEntry | None] = []
     nxt = 0
     for bound in bounds:
         while nxt < len(ranges) and ranges[nxt][0] <= bound:

@@ -477,7 +477,7 @@ class Store:
         provisional id if the write was spooled.
         """
         uid = uuid.uuid4().hex
-        args = {
+        args: dict[str, Any] = {
             "call_uid": uid,
             "started_at": iso_utc(started_at or self._clock()),
             "line": line,

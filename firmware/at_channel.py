@@ -136,7 +136,7 @@ class LineSplitter:
             else:
                 match = _SPECIAL.search(data, i)
                 j = match.start() if match else n
-                self._append(data[i:j])
+                self._append(bytes(data[i:j]))
                 i = j
             self._after_cr = False
         self._consume_to(i)

@@ -10,7 +10,9 @@ for clips not already recorded at the modem's rate.
 from __future__ import annotations
 
 import sys
+import wave
 from array import array
+from pathlib import Path
 
 from firmware.dialects import AudioFormat
 
@@ -89,3 +91,49 @@ def from_line_format(data: bytes, fmt: AudioFormat) -> bytes:
     if fmt is not AudioFormat.UNSIGNED_8BIT_LINEAR:
         raise ValueError(f"unsupported modem audio format {fmt}")
     return u8_to_pcm16(data)
+
+
+class WavError(ValueError):
+    """A WAV file that cannot be used as audio (missing, broken, unsupported)."""
+
+
+def read_wav_pcm16(path: str | Path) -> tuple[bytes, int]:
+    """Any PCM WAV (8/16/24/32-bit, any channel count) as mono 16-bit LE PCM and its rate.
+
+    Raises WavError naming the file; never anything else for bad input.
+    """
+    try:
+        with wave.open(str(path), "rb") as wav:
+            channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
+            frames = wav.readframes(wav.getnframes())
+    except (OSError, wave.Error, EOFError, ValueError) as exc:
+        raise WavError(f"{path}: cannot read WAV: {exc}") from exc
+    if width not in (1, 2, 3, 4) or channels < 1 or rate <= 0:
+        raise WavError(f"{path}: unsupported WAV ({channels} channels, {8 * width}-bit, {rate} Hz)")
+    samples = _to_int16(frames[: len(frames) - len(frames) % (width * channels)], width)
+    if channels > 1:
+        samples = array("h", (sum(samples[i : i + channels]) // channels
+                              for i in range(0, len(samples), channels)))
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return samples.tobytes(), rate
+
+
+def _to_int16(frames: bytes, width: int) -> array:
+    if width == 1:  # WAV 8-bit is unsigned
+        return array("h", ((b - 128) << 8 for b in frames))
+    if width == 2:
+        out = array("h")
+        out.frombytes(frames)
+        if sys.byteorder == "big":
+            out.byteswap()
+        return out
+    # 24/32-bit: keep the top two bytes of each little-endian sample
+    return array("h", (int.from_bytes(frames[i + width - 2 : i + width], "little", signed=True)
+                       for i in range(0, len(frames), width)))
+
+
+def wav_to_line_u8(path: str | Path, rate: int = 8000) -> bytes:
+    """A WAV file as the modem's line format: 8 kHz unsigned 8-bit linear."""
+    pcm, source_rate = read_wav_pcm16(path)
+    return pcm16_to_u8(resample_pcm16(pcm, source_rate, rate))

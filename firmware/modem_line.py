@@ -702,6 +702,7 @@ class ModemLine:
             port = self._serial
             if port is None:
                 raise ModemFault(f"{self.name}: port is closed")
+            failure: str | None
             try:
                 port.write(data)
             except (serial.SerialException, OSError) as exc:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import tomllib
-import wave
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from firmware.dialects import RingCadence
+from firmware.audio_format import WavError, wav_to_line_u8
 from firmware.dle import DTMF_DIGITS
 from screening.model import Reason
 
@@ -136,7 +136,7 @@ def _normalise_audio_ref(value: object) -> bytes | Path | None:
 
 def _normalise_dtmf(value: object) -> tuple[tuple[float, str], ...]:
     out: list[tuple[float, str]] = []
-    for item in value or ():  # type: ignore[union-attr]
+    for item in value or ():  # type: ignore[attr-defined]
         if not isinstance(item, tuple | list) or len(item) != 2:
             raise ValueError(f"dtmf entries must be (seconds, digit) pairs, got {item!r}")
         at, digit = item
@@ -232,55 +232,11 @@ def busy_tone(cadence: RingCadence) -> bytes:
 
 
 def load_wav_u8(path: Path) -> bytes:
-    """Read any PCM WAV (8/16/24/32-bit, mono or multi-channel, any rate) as 8 kHz u8.
-
-    numpy is imported here, not at module level: only scenarios that ship WAV
-    files need it, and the appliance core does not depend on it.
-    """
+    """Read any PCM WAV (8/16/24/32-bit, mono or multi-channel, any rate) as 8 kHz u8."""
     try:
-        with wave.open(str(path), "rb") as wav:
-            channels = wav.getnchannels()
-            width = wav.getsampwidth()
-            rate = wav.getframerate()
-            frames = wav.readframes(wav.getnframes())
-    except (OSError, wave.Error, EOFError) as exc:
+        return wav_to_line_u8(path, LINE_SAMPLE_RATE)
+    except WavError as exc:
         raise ValueError(f"{path}: cannot read caller audio WAV: {exc}") from exc
-    try:
-        import numpy as np
-    except ImportError as exc:  # pragma: no cover - numpy is present in dev/test installs
-        raise ValueError(f"{path}: reading WAV caller audio needs numpy (pip install numpy)") from exc
-    return _pcm_to_u8(np, frames, channels, width, rate, path)
-
-
-def _pcm_to_u8(np: Any, frames: bytes, channels: int, width: int, rate: int, path: Path) -> bytes:
-    if width == 1:
-        x = (np.frombuffer(frames, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
-    elif width == 2:
-        x = np.frombuffer(frames, dtype="<i2").astype(np.float64) / 32768.0
-    elif width == 3:
-        raw = np.frombuffer(frames, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        val = raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)
-        x = np.where(val >= 1 << 23, val - (1 << 24), val).astype(np.float64) / float(1 << 23)
-    elif width == 4:
-        x = np.frombuffer(frames, dtype="<i4").astype(np.float64) / float(1 << 31)
-    else:
-        raise ValueError(f"{path}: unsupported WAV sample width {width}")
-    x = x[: len(x) - len(x) % channels].reshape(-1, channels).mean(axis=1)
-    if rate != LINE_SAMPLE_RATE and len(x):
-        x = _resample(np, x, rate, LINE_SAMPLE_RATE)
-    return np.clip(np.round(x * 127.0 + 128.0), 0, 255).astype(np.uint8).tobytes()
-
-
-def _resample(np: Any, x: Any, src: int, dst: int) -> Any:
-    """Windowed-sinc low-pass (when decimating) then linear interpolation: good enough for speech."""
-    if src > dst:
-        cutoff = 0.45 * dst / src  # cycles per input sample, below the new Nyquist
-        taps = np.arange(-32, 33)
-        kernel = 2 * cutoff * np.sinc(2 * cutoff * taps) * np.hamming(len(taps))
-        x = np.convolve(x, kernel / kernel.sum(), mode="same")
-    n_out = int(len(x) * dst / src)
-    t_out = np.arange(n_out) * (src / dst)
-    return np.interp(t_out, np.arange(len(x)), x)
 
 
 # ---- scenario files -----------------------------------------------------------------

@@ -405,7 +405,7 @@ class CallerIdBuilder:
 
     def build(self, home_region: str) -> CallerID:
         """The CallerID for what has been collected; does not reset."""
-        return caller_id_from_fields(self._fields, home_region, self._raw_lines)
+        return caller_id_from_fields({str(k): v for k, v in self._fields.items()}, home_region, self._raw_lines)
 
     def reset(self) -> None:
         self._fields.clear()

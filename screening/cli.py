@@ -86,7 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise CliError(f"{args.number!r} is not a phone number")
     lists = _lists_if_db(cfg)
     decision = decide(caller, lists, policy)
-    out = {**decision.as_dict(), "number_e164": caller.number_e164, "number_raw": caller.raw_number or None}
+    out: dict[str, Any] = {**decision.as_dict(), "number_e164": caller.number_e164, "number_raw": caller.raw_number or None}
     if decision.matched is not None:
         out["matched"] = {"list": decision.matched.list.value, "entry": decision.matched.describe(),
                           "source": decision.matched.source, "note": decision.matched.note}

@@ -71,13 +71,12 @@ def parse_number(raw: str, home_region: str = "JP") -> ParsedNumber:
         # Short codes (110, 119, 0110 …) are kept below; long garbage is not.
         raise NumberError(f"not a possible phone number: {raw!r}")
     e164 = phonenumbers.format_number(num, PhoneNumberFormat.E164)
-    region = phonenumbers.region_code_for_number(num) or phonenumbers.region_code_for_country_code(
-        num.country_code
-    )
+    country_code = num.country_code or 0
+    region = phonenumbers.region_code_for_number(num) or phonenumbers.region_code_for_country_code(country_code)
     return ParsedNumber(
         e164=e164,
         region=region if region and region != "ZZ" else None,
-        country_code=num.country_code,
+        country_code=country_code,
         valid=phonenumbers.is_valid_number(num),
     )
 
