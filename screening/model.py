@@ -47,6 +47,7 @@ class Prompt(StrEnum):
     NUMBER_REQUEST = "number_request"  # "please call again with your number shown"
     INTERNATIONAL_BLOCKED = "international_blocked"
     NUMBER_BLOCKED = "number_blocked"  # "this number is not accepted"
+    HOUSEHOLD_WARNING = "household_warning"  # to the household: "this may be a fraud call …"
 
 
 class ListKind(StrEnum):

@@ -26,6 +26,7 @@ _PATTERNS: dict[Prompt, tuple[tuple[float, float], ...]] = {
     Prompt.NUMBER_REQUEST: ((523, 0.3), (0, 0.1), (659, 0.3), (0, 0.1), (784, 0.4), (0, 0.2)),
     Prompt.INTERNATIONAL_BLOCKED: ((950, 0.33), (1400, 0.33), (1800, 0.33), (0, 0.2)),
     Prompt.NUMBER_BLOCKED: ((480, 0.5), (0, 0.25), (480, 0.5), (0, 0.2)),
+    Prompt.HOUSEHOLD_WARNING: ((1200, 0.15), (0, 0.1), (1200, 0.15), (0, 0.1), (1200, 0.15), (0, 0.2)),
 }
 
 
