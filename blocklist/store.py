@@ -55,7 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Self
 
@@ -64,7 +64,10 @@ from sqlite_utils import Database
 from blocklist.lists import NumberLists, entry_problem, parse_iso_utc
 from screening.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt
 
-__all__ = ["CallRow", "CallState", "EventKind", "EventRow", "Store", "StoreError", "iso_utc"]
+__all__ = [
+    "CallRow", "CallState", "EventKind", "EventRow", "FlagRow", "RecordingRow", "Store", "StoreError", "Verdict",
+    "iso_utc", "relpath_problem",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,18 @@ class EventKind(StrEnum):
     LINE_FAULT = "line_fault"
     LINE_RESTORED = "line_restored"
     CONFIG = "config"
+    RECORDING = "recording"  # a recording was stored, repaired or deleted (detail says which)
+    TRANSCRIPT = "transcript"
+    FRAUD = "fraud"  # the detector's verdict became fraud, live during the call
+    HOUSEHOLD_WARNING = "household_warning"
+
+
+class Verdict(StrEnum):
+    """The fraud detector's verdict on a call's transcript."""
+
+    FRAUD = "fraud"
+    SUSPICIOUS = "suspicious"
+    CLEAN = "clean"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +143,15 @@ class CallRow:
     end_reason: str | None
     ended_at: str | None
     error: str | None
+    # schema 2: recording, detection, review (defaults so callers building rows by hand keep working)
+    recording: str | None = None  # path relative to the recordings dir
+    recording_bytes: int | None = None  # None while the recording is being written (or awaits repair)
+    recording_seconds: float | None = None
+    verdict: Verdict | None = None
+    score: float | None = None
+    transcript: str | None = None
+    reviewed_at: str | None = None
+    fraud_at: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: enums as their values."""
@@ -145,18 +169,51 @@ class CallRow:
             action=opt(Action, "action"),
             prompt=opt(Prompt, "prompt"),
             state=CallState(row["state"]),
+            verdict=opt(Verdict, "verdict"),
         )
 
 
 _CALL_TEXT_FIELDS = (
     "id", "call_uid", "started_at", "line", "raw_number", "number_e164", "name", "reason_code",
     "cid_date", "cid_time", "rule", "reason", "end_reason", "ended_at", "error",
-)  # fmt: skip
+    "recording", "recording_bytes", "recording_seconds", "score", "transcript", "reviewed_at", "fraud_at",
+)  # fmt: skip -- copied as stored; the enum columns are converted in from_row
+_RECORDING_FIELDS = frozenset({"recording", "recording_bytes", "recording_seconds"})
+_DETECTION_FIELDS = frozenset({"verdict", "score", "transcript", "fraud_at"})
 _CALL_UPDATABLE = frozenset(
-    {"category", "action", "rule", "reason", "prompt", "state", "end_reason", "ended_at", "error"}
-)
+    {"category", "action", "rule", "reason", "prompt", "state", "end_reason", "ended_at", "error", "reviewed_at"}
+) | _RECORDING_FIELDS | _DETECTION_FIELDS
 _CALL_INSERTABLE = frozenset(_CALL_TEXT_FIELDS) - {"id"} | _CALL_UPDATABLE
 _FIRST_EVENTS = "_events"  # begin_call's own events, written in the same transaction as the row
+
+
+@dataclass(frozen=True, slots=True)
+class FlagRow:
+    """A phrase the detector flagged in a call, with where in the call's audio it started."""
+
+    id: int
+    call_id: int
+    phrase: str
+    category: str
+    start_s: float | None
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingRow:
+    """What retention needs to know about one call's recording."""
+
+    call_id: int
+    relpath: str
+    bytes: int | None  # None: still being written, or left by a crash and not yet repaired
+    started_at: str
+    verdict: Verdict | None
+    reviewed_at: str | None
+
+    @property
+    def protected(self) -> bool:
+        """Unreviewed fraud is the evidence a family member has not seen yet: never delete it."""
+        return self.verdict is Verdict.FRAUD and self.reviewed_at is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +229,27 @@ def iso_utc(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds and 'Z': sorts as text, so SQL can compare it."""
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def relpath_problem(relpath: str) -> str | None:
+    """Why ``relpath`` cannot name a file inside the recordings dir, or None if it can.
+
+    Pure string check (no I/O). Recording paths are stored relative so the recordings
+    dir can move, and retention deletes by them: an absolute path or a ``..`` would let
+    one bad row (or a tampered spool line) point a delete outside that dir.
+    """
+    if not isinstance(relpath, str) or not relpath.strip():
+        return "empty"
+    if "\x00" in relpath:
+        return "contains NUL"
+    path = PurePosixPath(relpath)
+    if path.is_absolute():
+        return "absolute path"
+    if ".." in path.parts:
+        return "contains '..'"
+    if path.parts in ((), (".",)):
+        return "names the recordings dir itself"
+    return None
 
 
 def _utc_now() -> datetime:
@@ -222,8 +300,42 @@ def _migration_1(db: Database) -> None:
     db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, '0')", [_GENERATION])
 
 
+_MIGRATION_2_COLUMNS = (
+    ("recording", "TEXT"),
+    ("recording_bytes", "INTEGER"),
+    ("recording_seconds", "REAL"),
+    ("verdict", "TEXT CHECK (verdict IN ('fraud', 'suspicious', 'clean'))"),
+    ("score", "REAL"),
+    ("transcript", "TEXT"),
+    ("reviewed_at", "TEXT"),
+    ("fraud_at", "TEXT"),
+)
+
+
+def _migration_2(db: Database) -> None:
+    """Recordings, detection results and review state on calls; flagged phrases in ``flags``.
+
+    Plain ``ALTER TABLE ADD COLUMN`` (no table rebuild) so a large call history upgrades
+    in place in milliseconds; columns that already exist are skipped so a half-applied
+    run can be redone, like migration 1. The CHECK on ``verdict`` makes a bad spooled
+    record an integrity error (logged and dropped) instead of a wrong verdict.
+    """
+    existing = set(db.table("calls").columns_dict)
+    for name, sql_type in _MIGRATION_2_COLUMNS:
+        if name not in existing:
+            db.execute(f"ALTER TABLE calls ADD COLUMN {name} {sql_type}")
+    db.table("calls").create_index(["recording"], if_not_exists=True)
+    db.table("flags").create(
+        {"id": int, "call_id": int, "phrase": str, "category": str, "start_s": float, "at": str},
+        pk="id",
+        not_null={"call_id", "phrase", "category", "at"},
+        if_not_exists=True,
+    )
+    db.table("flags").create_index(["call_id"], if_not_exists=True)
+
+
 # Append only; index + 1 is the PRAGMA user_version after it has run.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1,)
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1, _migration_2)
 
 
 # --------------------------------------------------------------------------- records
@@ -300,6 +412,24 @@ def _apply_add_event(db: Database, args: dict[str, Any]) -> None:
         )
 
 
+def _call_id_of(db: Database, ref: dict[str, Any]) -> int:
+    """Row id for a record's call reference; IntegrityError (record dropped) if there is no such call."""
+    clause, key = _where(ref)
+    row = db.execute(f"SELECT id FROM calls WHERE {clause}", [key]).fetchone()
+    if row is None:
+        raise sqlite3.IntegrityError(f"no call {ref}")
+    return int(row[0])
+
+
+def _apply_add_flags(db: Database, args: dict[str, Any]) -> None:
+    call_id = _call_id_of(db, args["ref"])
+    for phrase, category, start_s in args["flags"]:
+        db.execute(
+            "INSERT INTO flags (call_id, phrase, category, start_s, at) VALUES (?, ?, ?, ?, ?)",
+            [call_id, phrase, category, start_s, args["at"]],
+        )
+
+
 def _apply_recover(db: Database, args: dict[str, Any]) -> int:
     states = [s.value for s in UNFINISHED_STATES]
     cursor = db.execute(
@@ -346,6 +476,7 @@ _APPLY: dict[str, Callable[[Database, dict[str, Any]], Any]] = {
     "begin_call": _apply_begin_call,
     "update_call": _apply_update_call,
     "add_event": _apply_add_event,
+    "add_flags": _apply_add_flags,
     "recover": _apply_recover,
     "add_entry": _apply_add_entry,
     "remove_entry": _apply_remove_entry,
@@ -548,6 +679,83 @@ class Store:
 
     def count_calls(self) -> int:
         return int(self._query("SELECT COUNT(*) AS n FROM calls")[0]["n"])
+
+    # ----------------------------------------------------------------- recordings & detection
+    #
+    # All of these go through _submit like every other write: while the database is
+    # locked or read-only they are spooled and replayed in order, and they name a call
+    # spooled itself by its call_uid, so nothing a call produced is lost to an outage.
+
+    def set_recording(self, call_id: int, relpath: str, bytes_: int | None = None,
+                      seconds: float | None = None) -> None:  # fmt: skip
+        """Link the call's recording (``relpath`` relative to the recordings dir).
+
+        Call it with only ``relpath`` when recording starts — the row then says "being
+        written", so after a crash ``unfinished_recordings`` finds the file to repair —
+        and again with the sizes when the recorder is closed (or the file repaired).
+        Raises ValueError for an absolute path or one with ``..``: recordings live
+        inside the recordings dir, and retention deletes by these paths.
+        """
+        problem = relpath_problem(relpath)
+        if problem:
+            raise ValueError(f"bad recording path {relpath!r}: {problem}")
+        self._update_call(call_id, recording=relpath, recording_bytes=bytes_, recording_seconds=seconds)
+
+    def clear_recording(self, call_id: int) -> None:
+        """The recording is gone (deleted by retention, or found missing): forget the path."""
+        self._update_call(call_id, recording=None, recording_bytes=None, recording_seconds=None)
+
+    def add_flags(self, call_id: int, flags: Sequence[tuple[str, str, float]]) -> None:
+        """Store flagged phrases as (phrase, category, start_s in the call's audio)."""
+        if not flags:
+            return
+        rows = [[str(phrase), str(category), None if start is None else float(start)]
+                for phrase, category, start in flags]  # fmt: skip
+        self._submit(_Record("add_flags", {"ref": self._ref(call_id), "at": self._now(), "flags": rows}))
+
+    def set_detection(self, call_id: int, verdict: str, score: float, transcript: str,
+                      fraud_at: datetime | None = None) -> None:  # fmt: skip
+        """Store the detector's verdict. ``fraud_at`` is when the fraud event fired (if it did);
+        None leaves an earlier ``fraud_at`` in place, so the end-of-call update cannot erase it."""
+        fields: dict[str, Any] = {"verdict": Verdict(verdict).value, "score": float(score), "transcript": transcript}
+        if fraud_at is not None:
+            fields["fraud_at"] = iso_utc(fraud_at)
+        self._update_call(call_id, **fields)
+
+    def mark_reviewed(self, call_id: int, at: datetime | None = None) -> None:
+        """A person has looked at (listened to) this call; unreviewed fraud is never deleted."""
+        self._update_call(call_id, reviewed_at=iso_utc(at or self._clock()))
+
+    def flags_for(self, call_id: int) -> list[FlagRow]:
+        clause, key = _where(self._ref(call_id))
+        rows = self._query(
+            f"SELECT * FROM flags WHERE call_id = (SELECT id FROM calls WHERE {clause}) ORDER BY id", [key]
+        )
+        return [FlagRow(**r) for r in rows]
+
+    def recordings_oldest_first(self) -> list[RecordingRow]:
+        """Every call that has a recording, in arrival order (row id: the clock may have been wrong)."""
+        return self._recording_rows("recording IS NOT NULL")
+
+    def unfinished_recordings(self) -> list[RecordingRow]:
+        """Recordings still marked "being written" on calls no longer in progress: left by a crash.
+
+        Only meaningful at start-up (after ``open()`` recovered interrupted calls), when no
+        call of this process is recording yet.
+        """
+        states = [s.value for s in UNFINISHED_STATES]
+        return self._recording_rows(
+            f"recording IS NOT NULL AND recording_bytes IS NULL AND state NOT IN ({', '.join('?' * len(states))})",
+            states,
+        )
+
+    def _recording_rows(self, where: str, params: list[Any] | None = None) -> list[RecordingRow]:
+        rows = self._query(
+            f"SELECT id, recording, recording_bytes, started_at, verdict, reviewed_at FROM calls "
+            f"WHERE {where} ORDER BY id",
+            params,
+        )
+        return [_recording_from_row(r) for r in rows]
 
     # ----------------------------------------------------------------- lists
 
@@ -836,6 +1044,12 @@ def _read_spool(spool: Any) -> list[_Record]:
         except (ValueError, KeyError) as exc:
             log.warning("skipping unreadable spool line %d (%s): %r", number, exc, line[:200])
     return records
+
+
+def _recording_from_row(row: dict[str, Any]) -> RecordingRow:
+    verdict = Verdict(row["verdict"]) if row["verdict"] else None
+    return RecordingRow(row["id"], row["recording"], row["recording_bytes"], row["started_at"], verdict,
+                        row["reviewed_at"])  # fmt: skip
 
 
 def _event_from_row(row: dict[str, Any]) -> EventRow:

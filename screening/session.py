@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from blocklist.store import CallState, EventKind
-from screening.line import AudioClip, AudioSink, EndReason, LineAdapter, LineError
+from screening.line import AudioClip, EndReason, LineAdapter, LineError
 from screening.model import Action, CallerID, Decision, Prompt
 from screening.numbers import national_format
 from screening.rules import ListLookup, Policy, decide
@@ -49,10 +49,24 @@ class Outcome:
     FAILED = "failed"
 
 
+class CallAudio(Protocol):
+    """One answered call's audio: recording, live transcription (voice.pipeline.CallAudio)."""
+
+    def played(self, clip: AudioClip) -> None: ...
+
+    def received(self, pcm16: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class VoiceHooks(Protocol):
+    def start_call(self, call_id: int) -> CallAudio: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
     call_timeout_s: float = 600.0  # longest we stay on a warned call
-    on_audio: Callable[[int], AudioSink | None] | None = None  # per call id; voice work plugs in here
+    voice: VoiceHooks | None = None  # recording + live transcription; None = neither
 
 
 @dataclass(slots=True)
@@ -101,14 +115,23 @@ class CallSession:
         self.line.answer()  # first: nothing but the one row write stands between caller ID and this
         self.calls.set_state(call_id, CallState.ACTING)
         self.calls.add_event(call_id, EventKind.ANSWERED)
+        audio = self._start_audio(call_id)
+        try:
+            return self._announce_and_listen(call_id, decision, audio)
+        finally:
+            if audio is not None:
+                audio.finish()
+
+    def _announce_and_listen(self, call_id: int, decision: Decision, audio: CallAudio | None) -> str:
         assert decision.prompt is not None  # every non-ALLOW decision names its prompt
         clip = self.announcements.clip_for(decision.prompt)
         end = self.line.play(clip, timeout=clip.duration_s + 10.0)
+        if audio is not None:
+            audio.played(clip)
         self.calls.add_event(call_id, EventKind.PLAYED, prompt=decision.prompt.value, clip=clip.name,
                              end=end.value)
         if decision.action is Action.WARN and end is EndReason.COMPLETED:
-            sink = self.settings.on_audio(call_id) if self.settings.on_audio else None
-            end = self.line.listen(self.settings.call_timeout_s, sink)
+            end = self.line.listen(self.settings.call_timeout_s, audio.received if audio else None)
             self.calls.add_event(call_id, EventKind.LISTENED, end=end.value)
         # Even when the caller hung up first, the modem is still off-hook.
         self.line.hang_up()
@@ -116,6 +139,15 @@ class CallSession:
         if decision.action is Action.WARN:
             return end.value
         return Outcome.ANNOUNCED if end is EndReason.COMPLETED else end.value
+
+    def _start_audio(self, call_id: int) -> CallAudio | None:
+        if self.settings.voice is None:
+            return None
+        try:
+            return self.settings.voice.start_call(call_id)
+        except Exception:  # noqa: BLE001 -- a recording/ASR failure must never stop screening
+            log.exception("call %s: could not start recording/transcription", call_id)
+            return None
 
     def _safe_hang_up(self, call_id: int) -> None:
         try:

@@ -435,3 +435,167 @@ def test_spool_location(tmp_path: Path, clock: FakeClock) -> None:
     assert make_store(tmp_path / "m.db", clock).spool_path == tmp_path / "m.db.spool.jsonl"
     run = tmp_path / "run"
     assert make_store(tmp_path / "m.db", clock, spool_dir=run).spool_path == run / "m.db.spool.jsonl"
+
+
+# --------------------------------------------------------------------------- schema 2: recordings, detection, review
+
+
+CALL_COLUMNS_V2 = {"recording", "recording_bytes", "recording_seconds", "verdict", "score", "transcript",
+                   "reviewed_at", "fraud_at"}  # fmt: skip
+
+
+def columns(path: Path, table: str) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def test_migration_2_on_a_fresh_database(db_path: Path, clock: FakeClock) -> None:
+    with make_store(db_path, clock):
+        pass
+    assert user_version(db_path) == 2
+    assert CALL_COLUMNS_V2 <= columns(db_path, "calls")
+    assert columns(db_path, "flags") == {"id", "call_id", "phrase", "category", "start_s", "at"}
+    with sqlite3.connect(db_path) as conn:
+        query = "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        indexes = {r[0] for r in conn.execute(query)}
+    assert any("flags" in sql and "call_id" in sql for sql in indexes)
+
+
+def test_upgrade_from_v1_in_place(db_path: Path, clock: FakeClock) -> None:
+    """A database written by the previous release (only migration 1) keeps its calls and gains the new columns."""
+    from sqlite_utils import Database
+
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    MIGRATIONS[0](Database(conn))
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO calls (call_uid, started_at, line, state, raw_number, action) "
+                 "VALUES ('u1', '2024-01-01T00:00:00.000Z', 'line1', 'completed', '0311111111', 'warn')")  # fmt: skip
+    conn.close()
+    assert CALL_COLUMNS_V2.isdisjoint(columns(db_path, "calls"))
+
+    with make_store(db_path, clock) as s:
+        old = s.get_call(1)
+        assert (old.raw_number, old.action, old.state) == ("0311111111", Action.WARN, CallState.COMPLETED)
+        assert (old.recording, old.verdict, old.score, old.reviewed_at) == (None, None, None, None)
+        s.set_detection(1, "clean", 0.1, "hello")
+        assert s.get_call(1).verdict == "clean"
+    assert user_version(db_path) == len(MIGRATIONS) == 2
+    assert CALL_COLUMNS_V2 <= columns(db_path, "calls")
+
+
+def test_recording_detection_review_api(store: Store, clock: FakeClock) -> None:
+    call_id = store.begin_call("line1", CALLER, decision=WARN)
+    store.set_recording(call_id, "2024/06/call-1.wav")  # recorder opened: "being written"
+    row = store.get_call(call_id)
+    assert (row.recording, row.recording_bytes, row.recording_seconds) == ("2024/06/call-1.wav", None, None)
+
+    store.add_flags(call_id, [("계좌 이체", "transfer", 12.5), ("검찰청", "authority", 3.0)])
+    store.add_flags(call_id, [])  # nothing to write
+    fraud_time = datetime(2024, 6, 1, 10, 2, 30, tzinfo=UTC)
+    store.set_detection(call_id, "fraud", 0.93, "검찰청 입니다 계좌 이체", fraud_at=fraud_time)
+    store.set_detection(call_id, "fraud", 0.97, "검찰청 입니다 계좌 이체 하세요")  # end of call: keeps fraud_at
+    store.set_recording(call_id, "2024/06/call-1.wav", 96044, 6.0)
+    store.finish_call(call_id, "caller_hung_up")
+
+    row = store.get_call(call_id)
+    assert (row.recording_bytes, row.recording_seconds) == (96044, 6.0)
+    assert (row.verdict, row.score, row.transcript) == ("fraud", 0.97, "검찰청 입니다 계좌 이체 하세요")
+    assert row.fraud_at == "2024-06-01T10:02:30.000Z" and row.reviewed_at is None
+    assert row.as_dict()["verdict"] == "fraud" and json.dumps(row.as_dict(), ensure_ascii=False)
+    flags = store.flags_for(call_id)
+    assert [(f.phrase, f.category, f.start_s) for f in flags] == [
+        ("계좌 이체", "transfer", 12.5), ("검찰청", "authority", 3.0),
+    ]  # fmt: skip
+    assert all(f.call_id == call_id and f.at == "2024-06-01T01:02:03.456Z" for f in flags)
+
+    (rec,) = store.recordings_oldest_first()
+    assert (rec.call_id, rec.relpath, rec.bytes, rec.verdict, rec.protected) == (
+        call_id, "2024/06/call-1.wav", 96044, "fraud", True,
+    )  # fmt: skip
+    clock.advance(days=2)
+    store.mark_reviewed(call_id)
+    assert store.get_call(call_id).reviewed_at == "2024-06-03T01:02:03.456Z"
+    assert store.recordings_oldest_first()[0].protected is False
+    store.mark_reviewed(call_id, at=datetime(2024, 6, 4, tzinfo=UTC))
+    assert store.get_call(call_id).reviewed_at == "2024-06-04T00:00:00.000Z"
+
+    store.clear_recording(call_id)
+    row = store.get_call(call_id)
+    assert (row.recording, row.recording_bytes, row.recording_seconds) == (None, None, None)
+    assert store.recordings_oldest_first() == []
+    assert row.verdict == "fraud"  # the verdict and transcript outlive the audio
+
+
+def test_detection_rejects_unknown_verdict(store: Store) -> None:
+    call_id = store.begin_call("line1", CALLER)
+    with pytest.raises(ValueError):
+        store.set_detection(call_id, "scam", 1.0, "")
+    assert store.get_call(call_id).verdict is None
+
+
+def test_unfinished_recordings_are_those_a_crash_left(db_path: Path, clock: FakeClock) -> None:
+    s = make_store(db_path, clock).open()
+    crashed = s.begin_call("line1", CALLER)
+    s.set_recording(crashed, "a.wav")
+    completed = s.begin_call("line1", CALLER)
+    s.set_recording(completed, "b.wav", 44, 0.0)
+    s.finish_call(completed, "done")
+    s.close()  # crash
+    with make_store(db_path, clock) as s2:
+        live = s2.begin_call("line1", CALLER)
+        s2.set_recording(live, "c.wav")  # this process's call in progress: not "unfinished"
+        assert [r.call_id for r in s2.unfinished_recordings()] == [crashed]
+
+
+def test_voice_writes_are_spooled_and_replayed_when_locked(store: Store, db_path: Path, clock: FakeClock) -> None:
+    """A fraud call while another connection holds the database: verdict, flags, recording all survive."""
+    earlier = store.begin_call("line1", CALLER)
+    store.set_recording(earlier, "old.wav", 44, 0.0)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        call_id = store.begin_call("line1", CALLER, decision=WARN)
+        assert call_id < 0
+        store.set_recording(call_id, "new.wav")
+        store.add_flags(call_id, [("검찰청", "authority", 3.0)])
+        store.set_detection(call_id, "fraud", 0.9, "검찰청", fraud_at=clock.now)
+        store.add_event(call_id, EventKind.FRAUD, score=0.9)
+        store.set_recording(call_id, "new.wav", 8044, 0.5)
+        store.mark_reviewed(earlier)
+        store.clear_recording(earlier)
+        assert [r["op"] for r in spool_lines(store)] == [
+            "begin_call", "update_call", "add_flags", "update_call", "add_event", "update_call",
+            "update_call", "update_call",
+        ]  # fmt: skip
+        assert all(r["args"]["ref"] == {"uid": r["args"]["ref"]["uid"]} for r in spool_lines(store)[1:6])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.close()  # or a crash: the spool file is what carries the records over
+
+    with make_store(db_path, clock) as again:
+        (row,) = [r for r in again.recent_calls() if r.id != earlier]
+        assert (row.recording, row.recording_bytes, row.verdict, row.fraud_at) == (
+            "new.wav", 8044, "fraud", "2024-06-01T01:02:03.456Z",
+        )  # fmt: skip
+        assert [(f.phrase, f.start_s) for f in again.flags_for(row.id)] == [("검찰청", 3.0)]
+        assert EventKind.FRAUD in [e.kind for e in again.events_for(row.id)]
+        old = again.get_call(earlier)
+        assert old.recording is None and old.reviewed_at == "2024-06-01T01:02:03.456Z"
+        assert again.spool_path.stat().st_size == 0
+
+
+def test_flags_for_unknown_call_are_dropped_not_blocking(db_path: Path, clock: FakeClock,
+                                                        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    s = make_store(db_path, clock)
+    bad = {"rid": "c" * 32, "op": "add_flags",
+           "args": {"ref": {"uid": "nope"}, "at": "x", "flags": [["a", "b", 1.0]]}}  # fmt: skip
+    good = {"rid": "d" * 32, "op": "add_event", "args": {"ref": None, "at": "x", "kind": "config", "detail": "{}"}}
+    s.spool_path.write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")
+    with caplog.at_level(logging.ERROR, logger="blocklist.store"):
+        s.open()
+    assert "dropping a record" in caplog.text
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM flags").fetchone()[0] == 0
+        assert conn.execute("SELECT kind FROM events").fetchall() == [("config",)]
+    s.close()

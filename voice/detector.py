@@ -1,0 +1,646 @@
+"""Fraud detection on call transcripts, driven by per-language phrase packs.
+
+Why phrase packs and not a model: the appliance runs on a Raspberry Pi, must
+explain every warning to a worried family ("it said *cash card* and *police*"),
+and Japanese/Korean scam scripts are published by the police as phrases, not as
+training data. So the knowledge lives in data files (``voice/phrases/<lang>.toml``)
+that a non-programmer can read and extend; this module only normalises text,
+matches the phrases and combines the evidence.
+
+Matching is tolerant of what speech recognisers produce:
+
+* text is NFKC-normalised, lower-cased, punctuation becomes a separator and
+  apostrophes vanish (``it's`` == ``its``);
+* packs with ``remove_spaces`` (Japanese, Korean) drop all separators, because
+  Vosk puts spaces between Japanese words (``キャッシュ カード``) and Korean
+  spacing is inconsistent;
+* packs with ``fold_kana`` map katakana to hiragana so ``きゃっしゅかーど``
+  matches ``キャッシュカード``;
+* ``number_words`` maps spoken numbers to digits (``press one`` == ``press 1``);
+* a phrase may use a small regular-expression subset (``( | ) ? * + [ ] { }``
+  and backslash escapes) for inflections, e.g. ``refund(s|ed)?``.
+
+Every normalised character keeps the span of the original characters it came
+from, so each :class:`Flag` points at the phrase in the caller's text (or, when
+streaming, at the time of the word where the phrase starts).
+
+Scoring: a phrase entry counts once however often it is said; within a category
+further phrases add with diminishing returns (``repeat_decay``); category scores
+add up and are multiplied by the largest bonus among the pack's dangerous
+``combinations`` (e.g. impersonation + payment instruction) whose categories
+were all hit. Thresholds in the pack turn the score into a :class:`Verdict`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import tomllib
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import resources
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PACK_PACKAGE = "voice"
+PACK_DIR = "phrases"
+
+_REGEX_META = frozenset("()|?*+[]{}")
+_APOSTROPHES = frozenset("'\u2019\u2018`\u02bc\uff07")
+_KATAKANA_FIRST, _KATAKANA_LAST = 0x30A1, 0x30F6
+_KANA_OFFSET = 0x60
+
+
+class Verdict(StrEnum):
+    FRAUD = "fraud"
+    SUSPICIOUS = "suspicious"
+    CLEAN = "clean"
+
+
+class PhrasePackError(Exception):
+    """A phrase pack that cannot be used; the message names the file and every bad entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One phrase heard. ``start``: seconds into the call if timing is known, else character offset."""
+
+    phrase: str
+    category: str
+    start: float
+    matched: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"phrase": self.phrase, "category": self.category, "start": _json_number(self.start)}
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """The verdict on a transcript, with the evidence that produced it."""
+
+    verdict: Verdict
+    score: float
+    flags: tuple[Flag, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict.value,
+            "score": self.score,
+            "flags": [f.as_dict() for f in self.flags],
+        }
+
+
+def _json_number(value: float) -> int | float:
+    """Character offsets print as integers, times with millisecond precision."""
+    return int(value) if float(value).is_integer() else round(value, 3)
+
+
+# ---- normalisation ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextRules:
+    """How a pack's language is normalised before matching (the same rules apply to phrases)."""
+
+    remove_spaces: bool = False
+    fold_kana: bool = False
+    number_words: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """Normalised text; ``starts[i]``/``ends[i]`` are the original span of character ``i``."""
+
+    text: str
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Original ``[start, end)`` of the normalised slice ``[start, end)`` (non-empty)."""
+        return self.starts[start], self.ends[end - 1]
+
+
+def _clusters(text: str) -> Iterable[tuple[int, int]]:
+    """Base character plus following (half-width) combining marks, so NFKC can compose ｶﾞ -> ガ."""
+    i, n = 0, len(text)
+    while i < n:
+        j = i + 1
+        while j < n and unicodedata.combining(unicodedata.normalize("NFKC", text[j])[:1] or "a"):
+            j += 1
+        yield i, j
+        i = j
+
+
+def _fold_kana(ch: str) -> str:
+    code = ord(ch)
+    return chr(code - _KANA_OFFSET) if _KATAKANA_FIRST <= code <= _KATAKANA_LAST else ch
+
+
+def normalize(text: str, rules: TextRules, *, trim: bool = True) -> Normalized:
+    """Normalise ``text`` for matching, keeping the original span of every output character.
+
+    ``trim=False`` keeps one leading/trailing space: phrase fragments between
+    regex operators need their edge spaces (``press (one|two)``).
+    """
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    pending_space: tuple[int, int] | None = None
+    for begin, end in _clusters(text):
+        for ch in unicodedata.normalize("NFKC", text[begin:end]).lower():
+            if ch in _APOSTROPHES:
+                continue
+            if ch.isalnum() or unicodedata.category(ch).startswith("M"):
+                if pending_space is not None and not rules.remove_spaces and (chars or not trim):
+                    chars.append(" ")
+                    starts.append(pending_space[0])
+                    ends.append(pending_space[1])
+                pending_space = None
+                chars.append(_fold_kana(ch) if rules.fold_kana else ch)
+                starts.append(begin)
+                ends.append(end)
+            elif pending_space is None:
+                pending_space = (begin, end)
+    if pending_space is not None and not trim and not rules.remove_spaces:
+        chars.append(" ")
+        starts.append(pending_space[0])
+        ends.append(pending_space[1])
+    normalized = Normalized("".join(chars), tuple(starts), tuple(ends))
+    return _replace_number_words(normalized, rules.number_words) if rules.number_words else normalized
+
+
+def _replace_number_words(norm: Normalized, number_words: Mapping[str, str]) -> Normalized:
+    """Replace whole tokens that are number words (``one`` -> ``1``); the digit spans the word."""
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for m in re.finditer(r"\S+|\s+", norm.text):
+        replacement = number_words.get(m.group())
+        if replacement is None:
+            chars.append(m.group())
+            starts.extend(norm.starts[m.start():m.end()])
+            ends.extend(norm.ends[m.start():m.end()])
+        else:
+            chars.append(replacement)
+            starts.extend([norm.starts[m.start()]] * len(replacement))
+            ends.extend([norm.ends[m.end() - 1]] * len(replacement))
+    return Normalized("".join(chars), tuple(starts), tuple(ends))
+
+
+# ---- phrase packs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    """One pack entry: ``text`` as written in the pack, compiled against normalised text."""
+
+    text: str
+    category: str
+    weight: float
+    pattern: re.Pattern[str] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    name: str
+    weight: float
+    description: str
+    phrases: tuple[Phrase, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Combination:
+    """Categories that together are far more telling than apart (impersonation + payment)."""
+
+    categories: frozenset[str]
+    bonus: float
+
+
+def compile_phrase(phrase: str, rules: TextRules) -> re.Pattern[str]:
+    """Turn a pack phrase into a regex over normalised text.
+
+    Literal runs are normalised exactly like transcripts, so a phrase is written
+    naturally (``Press one``, ``キャッシュ カード``) and still matches. Operators
+    pass through; ``\\x`` escapes pass through untouched. For languages that
+    keep spaces the phrase must start and end on word boundaries (``pin`` must
+    not match ``spinach``).
+    """
+    parts: list[str] = []
+    literal: list[str] = []
+
+    def flush() -> None:
+        if literal:
+            parts.append(re.escape(normalize("".join(literal), rules, trim=False).text))
+            literal.clear()
+
+    i = 0
+    while i < len(phrase):
+        ch = phrase[i]
+        if ch == "\\" and i + 1 < len(phrase):
+            flush()
+            parts.append(phrase[i:i + 2])
+            i += 2
+            continue
+        if ch in _REGEX_META:
+            flush()
+            parts.append(ch)
+        else:
+            literal.append(ch)
+        i += 1
+    flush()
+    body = "".join(parts).strip() if not rules.remove_spaces else "".join(parts)
+    if not rules.remove_spaces:
+        body = rf"(?<!\w)(?:{body})(?!\w)"
+    return re.compile(body)
+
+
+@dataclass(frozen=True, slots=True)
+class PhrasePack:
+    """A language's phrases, categories, combination bonuses and verdict thresholds."""
+
+    language: str
+    source: str
+    rules: TextRules
+    categories: tuple[Category, ...]
+    combinations: tuple[Combination, ...]
+    fraud_threshold: float
+    suspicious_threshold: float
+    repeat_decay: float
+
+    @property
+    def phrases(self) -> tuple[Phrase, ...]:
+        return tuple(p for c in self.categories for p in c.phrases)
+
+    @classmethod
+    def load(cls, language: str) -> PhrasePack:
+        """The shipped pack for ``language`` (cached: packs are immutable and compiling costs ms)."""
+        return _load_shipped(language)
+
+    @classmethod
+    def from_toml(cls, text: str, source: str) -> PhrasePack:
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PhrasePackError(f"{source}: invalid TOML: {exc}") from None
+        return cls.from_mapping(document, source)
+
+    @classmethod
+    def from_mapping(cls, document: Mapping[str, Any], source: str) -> PhrasePack:
+        """Validate a parsed pack; every problem is reported at once, each naming its entry."""
+        return _PackParser(source).parse(document)
+
+
+def available_languages() -> tuple[str, ...]:
+    """Languages with a shipped pack, e.g. ``("en", "ja", "ko")``."""
+    directory = resources.files(PACK_PACKAGE).joinpath(PACK_DIR)
+    return tuple(sorted(p.name[:-5] for p in directory.iterdir() if p.name.endswith(".toml")))
+
+
+@functools.cache
+def _load_shipped(language: str) -> PhrasePack:
+    resource = resources.files(PACK_PACKAGE).joinpath(PACK_DIR, f"{language}.toml")
+    source = f"{PACK_PACKAGE}/{PACK_DIR}/{language}.toml"
+    try:
+        text = resource.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        known = ", ".join(available_languages()) or "none"
+        raise PhrasePackError(f"{source}: no phrase pack for language {language!r} (available: {known})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PhrasePackError(f"{source}: cannot read: {exc}") from None
+    pack = PhrasePack.from_toml(text, source)
+    if pack.language != language:
+        raise PhrasePackError(f"{source}: [pack] language is {pack.language!r}, expected {language!r}")
+    log.debug("phrase pack %s: %d phrases in %d categories", source, len(pack.phrases), len(pack.categories))
+    return pack
+
+
+class _PackParser:
+    """Collects every problem in a pack document before raising one PhrasePackError."""
+
+    _PACK_KEYS = frozenset({
+        "language", "name", "description", "fraud_threshold", "suspicious_threshold", "repeat_decay",
+        "remove_spaces", "fold_kana", "number_words",
+    })
+    _CATEGORY_KEYS = frozenset({"weight", "description", "phrases"})
+    _PHRASE_KEYS = frozenset({"phrase", "weight"})
+    _TOP_KEYS = frozenset({"pack", "categories", "combinations"})
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def parse(self, doc: Mapping[str, Any]) -> PhrasePack:
+        for key in doc.keys() - self._TOP_KEYS:
+            self.problem(key, "unknown table (expected [pack], [categories.*], [[combinations]])")
+        meta = self.table(doc, "pack")
+        self.unknown_keys(meta, self._PACK_KEYS, "pack")
+        language = meta.get("language")
+        if not isinstance(language, str) or not language:
+            self.problem("pack.language", "required, a language code such as \"ja\"")
+            language = ""
+        rules = TextRules(
+            remove_spaces=self.boolean(meta, "remove_spaces", "pack"),
+            fold_kana=self.boolean(meta, "fold_kana", "pack"),
+            number_words=self.number_words(meta.get("number_words", {})),
+        )
+        fraud = self.number(meta, "fraud_threshold", "pack", required=True, minimum=0.0)
+        suspicious = self.number(meta, "suspicious_threshold", "pack", required=True, minimum=0.0)
+        if suspicious > fraud:
+            self.problem("pack.suspicious_threshold", f"must not exceed fraud_threshold ({suspicious} > {fraud})")
+        decay = self.number(meta, "repeat_decay", "pack", default=0.5, minimum=0.0)
+        if decay > 1.0:
+            self.problem("pack.repeat_decay", f"must be between 0 and 1 (got {decay})")
+        categories = self.categories(doc.get("categories"), rules)
+        combinations = self.combinations(doc.get("combinations", []), {c.name for c in categories})
+        if self.problems:
+            raise PhrasePackError(
+                f"{self.source}: invalid phrase pack:\n" + "\n".join(f"  {self.source}: {p}" for p in self.problems)
+            )
+        return PhrasePack(language, self.source, rules, categories, combinations, fraud, suspicious, decay)
+
+    # -- pieces --
+
+    def table(self, doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = doc.get(key)
+        if not isinstance(value, dict):
+            self.problem(key, f"required table [{key}] is missing or not a table")
+            return {}
+        return value
+
+    def unknown_keys(self, table: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+        for key in sorted(table.keys() - known):
+            self.problem(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+
+    def boolean(self, table: Mapping[str, Any], key: str, where: str) -> bool:
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            self.problem(f"{where}.{key}", f"expected true or false (got {value!r})")
+            return False
+        return value
+
+    def number(
+        self, table: Mapping[str, Any], key: str, where: str, *,
+        required: bool = False, default: float = 1.0, minimum: float | None = None,
+    ) -> float:
+        if key not in table:
+            if required:
+                self.problem(f"{where}.{key}", "required number is missing")
+            return default
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self.problem(f"{where}.{key}", f"expected a number (got {value!r})")
+            return default
+        if minimum is not None and value < minimum:
+            self.problem(f"{where}.{key}", f"must be at least {minimum} (got {value})")
+            return default
+        return float(value)
+
+    def number_words(self, raw: Any) -> dict[str, str]:
+        if not isinstance(raw, dict):
+            self.problem("pack.number_words", "expected a table of word = \"digits\"")
+            return {}
+        words: dict[str, str] = {}
+        for word, digits in raw.items():
+            if not isinstance(digits, str) or not digits.isdigit():
+                self.problem(f"pack.number_words.{word}", f"expected a string of digits (got {digits!r})")
+            else:
+                words[unicodedata.normalize("NFKC", word).lower()] = digits
+        return words
+
+    def categories(self, raw: Any, rules: TextRules) -> tuple[Category, ...]:
+        if not isinstance(raw, dict) or not raw:
+            self.problem("categories", "at least one [categories.<name>] table is required")
+            return ()
+        out = []
+        for name, table in raw.items():
+            where = f"categories.{name}"
+            if not isinstance(table, dict):
+                self.problem(where, "expected a table")
+                continue
+            self.unknown_keys(table, self._CATEGORY_KEYS, where)
+            weight = self.number(table, "weight", where, minimum=0.0)
+            description = table.get("description", "")
+            if not isinstance(description, str):
+                self.problem(f"{where}.description", "expected a string")
+                description = ""
+            out.append(Category(name, weight, description, self.phrases(table.get("phrases"), name, rules)))
+        return tuple(out)
+
+    def phrases(self, raw: Any, category: str, rules: TextRules) -> tuple[Phrase, ...]:
+        where = f"categories.{category}.phrases"
+        if not isinstance(raw, list) or not raw:
+            self.problem(where, "expected a non-empty list of phrases")
+            return ()
+        out: list[Phrase] = []
+        seen: set[str] = set()
+        for index, entry in enumerate(raw):
+            phrase = self.phrase(entry, f"{where}[{index}]", category, rules)
+            if phrase is None:
+                continue
+            if phrase.text in seen:
+                self.problem(f"{where}[{index}]", f"duplicate phrase {phrase.text!r}")
+                continue
+            seen.add(phrase.text)
+            out.append(phrase)
+        return tuple(out)
+
+    def phrase(self, entry: Any, where: str, category: str, rules: TextRules) -> Phrase | None:
+        weight = 1.0
+        if isinstance(entry, dict):
+            self.unknown_keys(entry, self._PHRASE_KEYS, where)
+            weight = self.number(entry, "weight", where, minimum=0.0)
+            entry = entry.get("phrase")
+        if not isinstance(entry, str) or not entry.strip():
+            self.problem(where, f"expected a phrase string or {{ phrase = \"...\", weight = 1.0 }} (got {entry!r})")
+            return None
+        try:
+            pattern = compile_phrase(entry, rules)
+        except re.error as exc:
+            self.problem(where, f"phrase {entry!r} is not a valid pattern: {exc}")
+            return None
+        if pattern.fullmatch("") or pattern.search(" ") and not rules.remove_spaces:
+            self.problem(where, f"phrase {entry!r} can match empty text")
+            return None
+        return Phrase(entry, category, weight, pattern)
+
+    def combinations(self, raw: Any, names: set[str]) -> tuple[Combination, ...]:
+        if not isinstance(raw, list):
+            self.problem("combinations", "expected [[combinations]] tables")
+            return ()
+        out = []
+        for index, table in enumerate(raw):
+            where = f"combinations[{index}]"
+            if not isinstance(table, dict):
+                self.problem(where, "expected a table")
+                continue
+            self.unknown_keys(table, frozenset({"categories", "bonus"}), where)
+            cats = table.get("categories")
+            if not isinstance(cats, list) or len(cats) < 2 or not all(isinstance(c, str) for c in cats):
+                self.problem(f"{where}.categories", "expected a list of at least two category names")
+                continue
+            unknown = [c for c in cats if c not in names]
+            if unknown:
+                self.problem(f"{where}.categories", f"unknown categor{'y' if len(unknown) == 1 else 'ies'}: "
+                             + ", ".join(unknown))
+                continue
+            bonus = self.number(table, "bonus", where, required=True, minimum=1.0)
+            out.append(Combination(frozenset(cats), bonus))
+        return tuple(out)
+
+
+# ---- matching and scoring -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A phrase found in normalised text, with its span in the original text."""
+
+    phrase: Phrase
+    start: int
+    end: int
+
+
+def find_matches(pack: PhrasePack, text: str) -> tuple[Normalized, list[Match]]:
+    """Every occurrence of every phrase in ``text`` (phrases may overlap each other)."""
+    norm = normalize(text, pack.rules)
+    matches = []
+    for phrase in pack.phrases:
+        for m in phrase.pattern.finditer(norm.text):
+            if m.end() > m.start():
+                start, end = norm.span(m.start(), m.end())
+                matches.append(Match(phrase, start, end))
+    matches.sort(key=lambda m: (m.start, m.end))
+    return norm, matches
+
+
+def score_phrases(pack: PhrasePack, phrases: Iterable[Phrase]) -> float:
+    """Combine distinct phrases into a score (see the module docstring for the formula)."""
+    by_category: dict[str, list[float]] = {}
+    for phrase in set(phrases):
+        by_category.setdefault(phrase.category, []).append(phrase.weight)
+    if not by_category:
+        return 0.0
+    weights = {c.name: c.weight for c in pack.categories}
+    base = 0.0
+    for name, phrase_weights in by_category.items():
+        phrase_weights.sort(reverse=True)
+        base += weights[name] * sum(w * pack.repeat_decay ** i for i, w in enumerate(phrase_weights))
+    hit = by_category.keys()
+    bonus = max((c.bonus for c in pack.combinations if c.categories <= hit), default=1.0)
+    return round(base * bonus, 3)
+
+
+def verdict_for(pack: PhrasePack, score: float) -> Verdict:
+    if score >= pack.fraud_threshold:
+        return Verdict.FRAUD
+    if score >= pack.suspicious_threshold:
+        return Verdict.SUSPICIOUS
+    return Verdict.CLEAN
+
+
+class FraudDetector:
+    """Scores a whole transcript at once (``mamoru detect``, benchmarks, call review)."""
+
+    def __init__(self, pack: PhrasePack) -> None:
+        self.pack = pack
+
+    def detect(self, text: str) -> Detection:
+        _, matches = find_matches(self.pack, text)
+        flags = tuple(Flag(m.phrase.text, m.phrase.category, float(m.start), text[m.start:m.end]) for m in matches)
+        score = score_phrases(self.pack, (m.phrase for m in matches))
+        return Detection(verdict_for(self.pack, score), score, flags)
+
+
+class StreamingDetector:
+    """Scores a live call segment by segment, as the recogniser finalises them.
+
+    Only a short tail of the previous text is re-scanned with each new segment,
+    so a phrase split across two segments (``キャッシュ`` | ``カード``) is still
+    found while the cost per segment stays constant over a long call.
+    """
+
+    TAIL_CHARS = 96
+
+    def __init__(self, pack: PhrasePack) -> None:
+        self.pack = pack
+        self._tail = ""
+        self._tail_times: list[tuple[float, float]] = []
+        self._flags: list[Flag] = []
+        self._phrases: set[Phrase] = set()
+        self._score = 0.0
+        self._fraud_since: float | None = None
+
+    @property
+    def detection(self) -> Detection:
+        return Detection(verdict_for(self.pack, self._score), self._score, tuple(self._flags))
+
+    @property
+    def fraud_since(self) -> float | None:
+        """Audio time (end of the phrase that tipped the score) when the verdict first became FRAUD."""
+        return self._fraud_since
+
+    def add_segment(
+        self, text: str, start_s: float, end_s: float, words: Sequence[tuple[str, float, float]] = ()
+    ) -> list[Flag]:
+        """Add one final ASR segment (in call order); returns the flags it produced."""
+        seg_times = _char_times(text, start_s, end_s, words)
+        joiner = " " if self._tail else ""
+        combined = self._tail + joiner + text
+        times = self._tail_times + [(start_s, start_s)] * len(joiner) + seg_times
+        boundary = len(self._tail) + len(joiner)
+        _, matches = find_matches(self.pack, combined)
+        fresh = sorted((m for m in matches if m.end > boundary), key=lambda m: m.end)
+        new_flags = []
+        for m in fresh:
+            flag = Flag(m.phrase.text, m.phrase.category, times[m.start][0], combined[m.start:m.end])
+            new_flags.append(flag)
+            self._add(m.phrase, times[m.end - 1][1])
+        self._flags.extend(new_flags)
+        self._tail, self._tail_times = _tail(combined, times, self.TAIL_CHARS)
+        return new_flags
+
+    def _add(self, phrase: Phrase, heard_at: float) -> None:
+        if phrase in self._phrases:
+            return
+        self._phrases.add(phrase)
+        self._score = score_phrases(self.pack, self._phrases)
+        if self._fraud_since is None and verdict_for(self.pack, self._score) is Verdict.FRAUD:
+            self._fraud_since = heard_at
+            log.info("fraud verdict at %.2f s (score %.2f, phrase %r)", heard_at, self._score, phrase.text)
+
+
+def _char_times(
+    text: str, start_s: float, end_s: float, words: Sequence[tuple[str, float, float]]
+) -> list[tuple[float, float]]:
+    """(start, end) audio time of every character: its word's timing, else the segment's."""
+    times = [(start_s, end_s)] * len(text)
+    cursor = 0
+    for word, w_start, w_end in words:
+        index = text.find(word, cursor) if word else -1
+        if index < 0:
+            continue
+        for i in range(cursor, index):  # separators before a word belong to it
+            times[i] = (w_start, w_start)
+        for i in range(index, index + len(word)):
+            times[i] = (w_start, w_end)
+        cursor = index + len(word)
+    return times
+
+
+def _tail(text: str, times: list[tuple[float, float]], size: int) -> tuple[str, list[tuple[float, float]]]:
+    """The last ~``size`` characters, cut at a space so no half word can fake a match."""
+    if len(text) <= size:
+        return text, times
+    cut = len(text) - size
+    space = text.find(" ", cut)
+    if space != -1 and space < len(text) - size // 4:
+        cut = space + 1
+    return text[cut:], times[cut:]

@@ -1,0 +1,172 @@
+"""One call's voice pipeline: record everything, transcribe the caller live, flag fraud.
+
+The line's I/O thread only hands audio over (``received``): the recorder
+appends (cheap, buffered) and the transcription worker queues it. Recognition,
+detection and their store writes run on the worker's thread, so a slow model
+never delays the line. Announcements we play are written to the recording but
+never fed to the recogniser: our own "this call is recorded" must not count as
+the caller's speech.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from blocklist.store import EventKind
+from firmware.audio_format import resample_pcm16
+from screening.line import AudioClip
+from voice.recorder import CallRecorder
+
+if TYPE_CHECKING:
+    from voice.asr import Segment, SpeechModel
+    from voice.detector import Detection, PhrasePack
+
+log = logging.getLogger(__name__)
+
+LINE_RATE = 8000
+WORKER_CLOSE_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FraudEvent:
+    """Raised once per call, the moment the verdict first becomes fraud."""
+
+    call_id: int
+    detection: Detection
+    audio_time_s: float  # when, in the call's audio, the decisive phrase was heard
+    raised_at: datetime
+    transcript_excerpt: str
+
+
+FraudHandler = Callable[[FraudEvent], None]
+
+
+@dataclass(slots=True)
+class VoiceService:
+    """Shared by every call: the loaded speech model, the phrase pack, where recordings go."""
+
+    store: Any  # blocklist.store.Store
+    recordings_dir: Path | None  # None: recording disabled
+    pack: PhrasePack | None  # None: no detection
+    model: SpeechModel | None  # None: no transcription (recording still happens)
+    on_fraud: list[FraudHandler] = field(default_factory=list)
+
+    def start_call(self, call_id: int, started: datetime | None = None) -> CallAudio:
+        when = started or datetime.now(UTC)
+        recorder, relpath = None, None
+        if self.recordings_dir is not None:
+            relpath = f"{when:%Y/%m/%d}/call-{call_id}-{when:%H%M%S}.wav"
+            recorder = CallRecorder(self.recordings_dir / relpath, LINE_RATE)
+            if recorder.open():
+                # Linked now, sizes unknown: a crash leaves a row start-up repair can find.
+                self.store.set_recording(call_id, relpath)
+            else:
+                recorder, relpath = None, None
+        return CallAudio(self, call_id, recorder, relpath)
+
+
+class CallAudio:
+    """Audio of one answered call. ``received`` is the line's AudioSink."""
+
+    def __init__(self, service: VoiceService, call_id: int, recorder: CallRecorder | None,
+                 relpath: str | None) -> None:
+        self._service = service
+        self.call_id = call_id
+        self._recorder = recorder
+        self._relpath = relpath
+        self._lock = threading.Lock()
+        self._transcript: list[str] = []
+        self._fraud_at: datetime | None = None
+        self._audio_offset_s = 0.0  # received audio fed to ASR so far
+        self._detector = None
+        self._worker = None
+        if service.model is not None:
+            self._start_asr(service.model)
+
+    def _start_asr(self, model: SpeechModel) -> None:
+        from voice.asr import CallTranscriber, TranscriptionWorker
+        from voice.detector import StreamingDetector
+
+        if self._service.pack is not None:
+            self._detector = StreamingDetector(self._service.pack)
+        self._worker = TranscriptionWorker(CallTranscriber(model, LINE_RATE), self._on_segment)
+
+    # ---- called on the line's thread -------------------------------------------------
+
+    def played(self, clip: AudioClip) -> None:
+        """What we said goes into the recording (both voices), never into the recogniser."""
+        if self._recorder is not None:
+            self._recorder.write(resample_pcm16(clip.pcm16, clip.sample_rate, LINE_RATE))
+
+    def received(self, pcm16: bytes) -> None:
+        if self._recorder is not None:
+            self._recorder.write(pcm16)
+        if self._worker is not None:
+            self._worker.feed(pcm16)
+
+    # ---- called on the worker's thread ---------------------------------------------
+
+    def _on_segment(self, segment: Segment) -> None:
+        with self._lock:
+            self._transcript.append(segment.text)
+        if self._detector is None or not segment.text.strip():
+            return
+        words = [(w.text, w.start_s, w.end_s) for w in segment.words]
+        new_flags = self._detector.add_segment(segment.text, segment.start_s, segment.end_s, words)
+        if new_flags:
+            self._service.store.add_flags(self.call_id, [(f.phrase, f.category, f.start) for f in new_flags])
+            log.info("call %s: flagged %s", self.call_id,
+                     ", ".join(f"{f.phrase} ({f.category}) at {f.start:.1f}s" for f in new_flags))
+        detection = self._detector.detection
+        if detection.verdict.value == "fraud" and self._fraud_at is None:
+            self._raise_fraud(detection)
+
+    def _raise_fraud(self, detection: Detection) -> None:
+        now = self._fraud_at = datetime.now(UTC)
+        audio_time = self._detector.fraud_since if self._detector and self._detector.fraud_since else 0.0
+        event = FraudEvent(self.call_id, detection, audio_time, now, self.transcript()[-300:])
+        store = self._service.store
+        store.set_detection(self.call_id, detection.verdict.value, detection.score, self.transcript(), fraud_at=now)
+        store.add_event(self.call_id, EventKind.FRAUD, score=detection.score, audio_time_s=audio_time,
+                        phrases=[f.phrase for f in detection.flags])
+        log.warning("call %s: FRAUD (score %.2f): %s", self.call_id, detection.score,
+                    ", ".join(sorted({f.category for f in detection.flags})))
+        for handler in self._service.on_fraud:
+            try:
+                handler(event)
+            except Exception:  # noqa: BLE001 -- one failing handler must not stop the others
+                log.exception("call %s: fraud handler failed", self.call_id)
+
+    def transcript(self) -> str:
+        with self._lock:
+            return " ".join(t for t in self._transcript if t)
+
+    # ---- end of call -------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Drain recognition, close the recording and store both. Never raises."""
+        if self._worker is not None:
+            try:
+                for segment in self._worker.close(WORKER_CLOSE_TIMEOUT_S):
+                    self._on_segment(segment)
+            except Exception:  # noqa: BLE001 -- the recording and the call row matter more
+                log.exception("call %s: transcription failed at the end of the call", self.call_id)
+        store = self._service.store
+        if self._recorder is not None:
+            info = self._recorder.close()
+            if info is not None and info.bytes and self._relpath:
+                store.set_recording(self.call_id, self._relpath, info.bytes, info.seconds)
+                store.add_event(self.call_id, EventKind.RECORDING, path=self._relpath,
+                                seconds=round(info.seconds, 2))
+        if self._detector is not None:
+            detection = self._detector.detection
+            store.set_detection(self.call_id, detection.verdict.value, detection.score, self.transcript(),
+                                fraud_at=self._fraud_at)
+            store.add_event(self.call_id, EventKind.TRANSCRIPT, verdict=detection.verdict.value,
+                            score=detection.score, words=len(self.transcript().split()))
