@@ -36,7 +36,7 @@ POLICE_LOOKALIKE_NUMBER = "0335810110"
 UNKNOWN_NUMBER = "0662223333"
 
 DEMO_GAP_S = 3.0
-DEMO_PATIENCE_S = 20.0  # a screened caller listens this long after answer, then gives up
+DEMO_PATIENCE_S = 40.0  # a screened caller stays this long after answer (longer than any prompt at demo speed)
 DEFAULT_AUDIO_S = 3.0
 
 
@@ -327,5 +327,5 @@ def demo_scenario() -> list[CallScript]:
         CallScript(label="payphone", nmbr=PAYPHONE, gap_s=DEMO_GAP_S, hang_up_after_s=patient),
         CallScript(label="police look-alike", nmbr=POLICE_LOOKALIKE_NUMBER, gap_s=DEMO_GAP_S,
                    hang_up_after_s=patient),
-        CallScript(label="unknown caller", nmbr=UNKNOWN_NUMBER, gap_s=DEMO_GAP_S, hang_up_after_s=4.0),
+        CallScript(label="unknown caller", nmbr=UNKNOWN_NUMBER, gap_s=DEMO_GAP_S, hang_up_after_s=60.0),
     ]

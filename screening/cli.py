@@ -291,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--link", metavar="PATH", help="also make this stable symlink to the pty")
     q.add_argument("-v", "--verbose", action="store_true")
     q.set_defaults(func=cmd_modem_emulate)
+
+    from voice.asr_cli import add_asr_parsers  # argparse only; vosk is imported when a command runs
+    from voice.detect_cli import add_detect_parser
+
+    add_detect_parser(sub)
+    add_asr_parsers(sub)
     return parser
 
 

@@ -68,6 +68,8 @@ class Daemon:
     settings: SessionSettings = field(default_factory=SessionSettings)
     no_cid_ring: int = 2  # a call still without caller ID on this ring is screened as "no caller ID"
     on_screened: Callable[[int, CallerID, Decision], None] | None = None
+    housekeeping: Callable[[], None] | None = None  # e.g. recording retention; run between calls
+    housekeeping_interval_s: float = 3600.0
     _lists: ListCache | None = None
     _screened_this_ringing: bool = False
     _last_offered: CallerID | None = None  # to ignore a modem repeating the same caller-ID block
@@ -80,7 +82,11 @@ class Daemon:
         self._lists.current()
         session = CallSession(self.line, self.store, self.announcements, self.policy, self.settings)
         log.info("screening on line %s (home region %s)", self.line.name, self.policy.home_region)
+        next_housekeeping = time.monotonic() + self.housekeeping_interval_s
         while not stop.is_set():
+            if self.housekeeping is not None and time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + self.housekeeping_interval_s
+                self.housekeeping()
             if max_calls is not None and self.calls_screened >= max_calls:
                 break
             try:

@@ -28,7 +28,8 @@ from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
 from screening.numbers import national_format, parse_number
 from screening.rules import Policy
 from screening.session import SessionSettings
-from voice.announcements import ToneAnnouncements
+from voice.retention import RetentionPolicy
+from voice.service import RecordingHousekeeping, build_prompts, build_voice
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,20 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     uri = cfg.line.uri
     sim = SimOptions.from_uri(uri) if is_sim(uri) else None
     db_path = Path(cfg.store.db)
-    if sim is not None and not demo_db_explicit and cfg.source == BUILTIN_SOURCE:
-        db_path = demo_db_path()  # the demo never needs root or touches /var/lib
+    recordings_dir: Path | None = cfg.recording.dir if cfg.recording.enabled else None
+    if sim is not None and cfg.source == BUILTIN_SOURCE:
+        # The demo never needs root or touches /var/lib.
+        if not demo_db_explicit:
+            db_path = demo_db_path()
+        if recordings_dir is not None:
+            recordings_dir = demo_db_path().parent / "recordings"
     db_path.parent.mkdir(parents=True, exist_ok=True)
     store = Store(db_path)
     store.open()
+    housekeeping = None
+    if recordings_dir is not None:
+        housekeeping = RecordingHousekeeping(store, recordings_dir, RetentionPolicy.from_config(cfg.recording))
+        housekeeping.at_start()
     modem: VirtualModem | None = None
     line: LineAdapter
     try:
@@ -120,9 +130,11 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         else:
             line = modem_line_from_uri(uri, cfg)
         line.open()
-        daemon = Daemon(line, store, policy_of(cfg), ToneAnnouncements(),
-                        SessionSettings(call_timeout_s=float(cfg.line.call_timeout_s)),
-                        no_cid_ring=cfg.line.no_caller_id_ring)
+        voice = build_voice(cfg, store, recordings_dir)
+        daemon = Daemon(line, store, policy_of(cfg), build_prompts(cfg),
+                        SessionSettings(call_timeout_s=float(cfg.line.call_timeout_s), voice=voice),
+                        no_cid_ring=cfg.line.no_caller_id_ring,
+                        housekeeping=housekeeping.run if housekeeping else None)
         if modem is not None:
             scenario = load_scenario(sim.scenario) if sim and sim.scenario else demo_scenario()
             daemon.on_screened = _demo_printer(cfg.line.home_region)

@@ -251,6 +251,19 @@ def test_korean_spacing_tolerance() -> None:
 # ---- English specifics -------------------------------------------------------------------------
 
 
+EN_BENIGN = [
+    "Hi Mom, it's me. I'm at the store, do you need anything for dinner?",
+    "Hello, this is Chase bank confirming your appointment tomorrow at ten to open a savings account.",
+    "This is an automated reminder from CVS Pharmacy. Your prescription is ready. Press one to hear our hours.",
+    "Hi, this is Dr. Patel's office reminding you of your appointment on Tuesday. Please call us back to reschedule.",
+]
+
+
+@pytest.mark.parametrize("text", EN_BENIGN)
+def test_english_benign_calls_are_not_fraud(text: str) -> None:
+    assert detect("en", text).verdict is not Verdict.FRAUD
+
+
 def test_english_numbers_as_words() -> None:
     spoken = detect("en", "Please press one to speak with an agent.")
     digits = detect("en", "Please press 1 to speak with an agent.")
@@ -309,7 +322,8 @@ def test_clean_text_is_clean() -> None:
 def test_as_dict_shape() -> None:
     d = detect("en", "gift card")
     assert d.as_dict() == {"verdict": "suspicious", "score": d.score,
-                           "flags": [{"phrase": "gift ?cards?", "category": "payment_instruction", "start": 0}]}
+                           "flags": [{"phrase": "gift card", "category": "payment_instruction", "start": 0,
+                                      "pattern": "gift ?cards?"}]}
     assert isinstance(d.flags[0], Flag)
 
 
@@ -388,7 +402,7 @@ def test_cli_text_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     result = json.loads(out)
     assert code == 0 and result["verdict"] == "fraud"
     assert set(result) == {"verdict", "score", "flags"}
-    assert {"phrase", "category", "start"} == set(result["flags"][0])
+    assert {"phrase", "category", "start", "pattern"} == set(result["flags"][0])
     assert result["flags"][0]["start"] == 0
 
 

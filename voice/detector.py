@@ -76,7 +76,9 @@ class Flag:
     matched: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"phrase": self.phrase, "category": self.category, "start": _json_number(self.start)}
+        # "phrase" is what was actually said, readable by a relative; "pattern" the pack entry that fired.
+        return {"phrase": self.matched, "category": self.category, "start": _json_number(self.start),
+                "pattern": self.phrase}
 
 
 @dataclass(frozen=True, slots=True)

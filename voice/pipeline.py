@@ -120,9 +120,10 @@ class CallAudio:
         words = [(w.text, w.start_s, w.end_s) for w in segment.words]
         new_flags = self._detector.add_segment(segment.text, segment.start_s, segment.end_s, words)
         if new_flags:
-            self._service.store.add_flags(self.call_id, [(f.phrase, f.category, f.start) for f in new_flags])
+            # Store what was said (readable in the call log), not the pack's pattern.
+            self._service.store.add_flags(self.call_id, [(f.matched, f.category, f.start) for f in new_flags])
             log.info("call %s: flagged %s", self.call_id,
-                     ", ".join(f"{f.phrase} ({f.category}) at {f.start:.1f}s" for f in new_flags))
+                     ", ".join(f"{f.matched!r} ({f.category}) at {f.start:.1f}s" for f in new_flags))
         detection = self._detector.detection
         if detection.verdict.value == "fraud" and self._fraud_at is None:
             self._raise_fraud(detection)
@@ -134,7 +135,7 @@ class CallAudio:
         store = self._service.store
         store.set_detection(self.call_id, detection.verdict.value, detection.score, self.transcript(), fraud_at=now)
         store.add_event(self.call_id, EventKind.FRAUD, score=detection.score, audio_time_s=audio_time,
-                        phrases=[f.phrase for f in detection.flags])
+                        phrases=[f.matched for f in detection.flags])
         log.warning("call %s: FRAUD (score %.2f): %s", self.call_id, detection.score,
                     ", ".join(sorted({f.category for f in detection.flags})))
         for handler in self._service.on_fraud:

@@ -1,0 +1,108 @@
+"""Build the voice side of the daemon from config: prompts, model, pack, recordings, housekeeping.
+
+Every part degrades on its own: no speech model means recording without
+transcription, no recordings dir means transcription without recording, and a
+broken prompt override falls back to the shipped prompt. Screening never waits
+for any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from blocklist.store import EventKind, Store
+from screening.config import Config
+from screening.model import Prompt
+from voice.announcements import PromptLibrary
+from voice.pipeline import FraudEvent, VoiceService
+from voice.recorder import repair_interrupted
+from voice.retention import RetentionPolicy, apply_retention
+
+log = logging.getLogger(__name__)
+
+SPEAKER_TIMEOUT_S = 30.0
+
+
+def build_prompts(cfg: Config) -> PromptLibrary:
+    prompts = PromptLibrary(cfg.voice.language.value, cfg.voice.prompts_dir)
+    for problem in prompts.check():  # also loads and caches every clip before the first call
+        log.error("announcements: %s", problem)
+    return prompts
+
+
+def build_voice(cfg: Config, store: Store, recordings_dir: Path | None) -> VoiceService:
+    """The shared voice service. Loads the speech model once (seconds, hundreds of MB)."""
+    from voice.detector import PhrasePack
+
+    language = cfg.voice.language.value
+    pack = PhrasePack.load(language)
+    model = _load_model(cfg) if cfg.voice.transcribe else None
+    service = VoiceService(store=store, recordings_dir=recordings_dir, pack=pack, model=model)
+    if cfg.voice.household_warning:
+        service.on_fraud.append(_household_warner(cfg, store))
+    return service
+
+
+def _load_model(cfg: Config):  # -> SpeechModel | None
+    try:
+        from voice.asr import ModelError, SpeechModel, resolve_model_dir
+    except ImportError as exc:  # the voice extra is not installed
+        log.error("live transcription off: %s (pip install 'mamoru[voice]')", exc)
+        return None
+    try:
+        path = resolve_model_dir(cfg.voice.language.value, cfg.voice.model_dir, cfg.voice.models_dir)
+        model = SpeechModel.load(path)
+    except ModelError as exc:
+        log.error("live transcription off, calls are still screened and recorded: %s", exc)
+        return None
+    log.info("speech model loaded from %s", path)
+    return model
+
+
+def _household_warner(cfg: Config, store: Store):
+    """On a fraud verdict, tell the person in the house, through their own speaker."""
+    prompts = PromptLibrary(cfg.voice.language.value, cfg.voice.prompts_dir)
+    device = cfg.voice.speaker_device
+
+    def warn(event: FraudEvent) -> None:
+        def play() -> None:
+            from voice.local_audio import HouseholdSpeaker, LocalAudioError
+
+            clip = prompts.clip_for(Prompt.HOUSEHOLD_WARNING)
+            try:
+                HouseholdSpeaker(device).play(clip, timeout=clip.duration_s + SPEAKER_TIMEOUT_S)
+            except LocalAudioError as exc:
+                log.error("call %s: household warning not played: %s", event.call_id, exc)
+                return
+            store.add_event(event.call_id, EventKind.HOUSEHOLD_WARNING, device=device or "default")
+
+        threading.Thread(target=play, name="household-warning", daemon=True).start()
+
+    return warn
+
+
+@dataclass(slots=True)
+class RecordingHousekeeping:
+    """Start-up repair of recordings cut by a crash, then retention now and periodically."""
+
+    store: Store
+    recordings_dir: Path
+    policy: RetentionPolicy
+
+    def at_start(self) -> None:
+        for info in repair_interrupted(self.store, self.recordings_dir):
+            log.warning("repaired recording left by a crash: %s (%.1f s)", info.path, info.seconds)
+        self.run()
+
+    def run(self) -> None:
+        try:
+            report = apply_retention(self.store, self.recordings_dir, self.policy, datetime.now(UTC))
+        except Exception:  # noqa: BLE001 -- housekeeping must never stop screening
+            log.exception("recording retention failed")
+            return
+        if report.deleted:
+            log.info("retention: deleted %d recording(s), freed %d bytes", len(report.deleted), report.freed_bytes)
