@@ -18,7 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from voice.models import OFFICIAL_MODELS, ModelInstallError, install_model, installed_model_info
+from voice.models import (
+    OFFICIAL_MODELS,
+    ModelInstallError,
+    install_model,
+    installed_model_info,
+)
 
 NAME = OFFICIAL_MODELS["ja"]
 
@@ -64,7 +69,7 @@ def _handler(site: FakeSite, base: Callable[[], str]) -> type[BaseHTTPRequestHan
         def log_message(self, *args: object) -> None:  # keep pytest output clean
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
+        def do_GET(self) -> None:
             path = self.path.lstrip("/")
             if path in site.missing:
                 self.send_error(404)
@@ -234,7 +239,7 @@ def test_swap_failure_restores_old(
     site: tuple[FakeSite, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If renaming the new model in fails, the old one is put back (never no model at all)."""
-    import voice.models as models
+    from voice import models
 
     _, base = site
     install_model("ja", tmp_path, base_url=base, timeout=5)

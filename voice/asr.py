@@ -120,7 +120,7 @@ def resolve_model_dir(language: str, model_dir: Path | None, models_dir: Path) -
 
 def _import_vosk() -> Any:
     try:
-        import vosk  # noqa: PLC0415 -- deliberately lazy: the core runs without vosk
+        import vosk  # type: ignore[import-untyped]  # lazy: the core runs without vosk
     except ImportError as exc:
         raise ModelError(f"speech recognition needs the vosk package: {VOICE_EXTRA_HINT} ({exc})") from exc
     vosk.SetLogLevel(-1)  # Kaldi's chatter would drown the daemon's own log
@@ -355,7 +355,7 @@ class TranscriptionWorker:
                     continue
             try:
                 self._on_segment(segment)
-            except Exception:  # noqa: BLE001 -- a consumer bug must not stop recognition
+            except Exception:
                 log.exception("%s: segment handler failed", self._name)
 
     def _run(self) -> None:
@@ -364,6 +364,6 @@ class TranscriptionWorker:
                 self._deliver(self._transcriber.accept(chunk))
             if not self._abandoned:
                 self._deliver(self._transcriber.finish())
-        except Exception as exc:  # noqa: BLE001 -- logged; the call itself goes on
+        except Exception as exc:
             self.error = exc
             log.exception("%s: speech recognition failed; the rest of the call is not transcribed", self._name)

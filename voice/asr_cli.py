@@ -22,7 +22,14 @@ from typing import Any
 
 from firmware.audio_format import WavError, read_wav_pcm16
 from screening.config import Config, Language, load_config
-from voice.asr import CallTranscriber, ModelError, Segment, SpeechModel, packaged_model_dir, resolve_model_dir
+from voice.asr import (
+    CallTranscriber,
+    ModelError,
+    Segment,
+    SpeechModel,
+    packaged_model_dir,
+    resolve_model_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +72,7 @@ def _wav_message(exc: WavError) -> str:
 def _detect(language: str, segments: list[Segment]) -> dict[str, Any] | None:
     """Score the transcript with the phrase pack, segment by segment (so flags carry audio times)."""
     try:
-        from voice.detector import PhrasePack, StreamingDetector  # noqa: PLC0415
+        from voice.detector import PhrasePack, StreamingDetector
     except ImportError as exc:
         log.warning("fraud detector not available (%s): transcript only", exc)
         return None
@@ -128,7 +135,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def cmd_model_install(args: argparse.Namespace) -> int:
     """Download and install the official small model for a language."""
-    from voice.models import DEFAULT_BASE_URL, ModelInstallError, install_model  # noqa: PLC0415
+    from voice.models import DEFAULT_BASE_URL, ModelInstallError, install_model
 
     cfg = _config(args)
     models_dir = Path(args.models_dir) if args.models_dir else cfg.voice.models_dir
@@ -144,7 +151,7 @@ def cmd_model_install(args: argparse.Namespace) -> int:
 
 def model_status(language: str, models_dir: Path) -> dict[str, Any]:
     """Where a language's model would be loaded from (and what it is), without loading it."""
-    from voice.models import OFFICIAL_MODELS, installed_model_info  # noqa: PLC0415
+    from voice.models import OFFICIAL_MODELS, installed_model_info
 
     status: dict[str, Any] = {"language": language, "official": OFFICIAL_MODELS.get(language)}
     try:

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
 import urllib.error
@@ -79,12 +78,12 @@ def _open(url: str, timeout: float) -> Any:
     """urlopen with the socket timeout applying to the connect and to every read."""
     request = urllib.request.Request(url, headers={"User-Agent": "mamoru-model-installer"})
     try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 -- http(s) URLs we build
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         raise ModelInstallError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except urllib.error.URLError as exc:
         raise ModelInstallError(f"{url}: cannot connect: {exc.reason}") from exc
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         raise ModelInstallError(f"{url}: no answer within {timeout:g} s") from exc
     except (OSError, HTTPException) as exc:
         raise ModelInstallError(f"{url}: {exc}") from exc
@@ -95,7 +94,7 @@ def fetch_model_list(list_url: str, timeout: float) -> list[dict[str, Any]]:
     with _open(list_url, timeout) as response:
         try:
             data = response.read(16 << 20)
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise ModelInstallError(f"{list_url}: stalled (no data for {timeout:g} s)") from exc
         except (OSError, HTTPException) as exc:
             raise ModelInstallError(f"{list_url}: {exc}") from exc
@@ -160,7 +159,7 @@ def download(entry: ModelEntry, out: IO[bytes], timeout: float) -> None:
 def _read(response: Any, url: str, timeout: float) -> bytes:
     try:
         return bytes(response.read(CHUNK_BYTES))
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         raise ModelInstallError(f"{url}: download stalled (no data for {timeout:g} s)") from exc
     except (OSError, HTTPException) as exc:
         raise ModelInstallError(f"{url}: download failed: {exc}") from exc

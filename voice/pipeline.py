@@ -56,6 +56,7 @@ class VoiceService:
     pack: PhrasePack | None  # None: no detection
     model: SpeechModel | None  # None: no transcription (recording still happens)
     on_fraud: list[FraudHandler] = field(default_factory=list)
+    on_segment: list[Callable[[int, Segment], None]] = field(default_factory=list)  # benchmarks, tests
 
     def start_call(self, call_id: int, started: datetime | None = None) -> CallAudio:
         when = started or datetime.now(UTC)
@@ -86,16 +87,14 @@ class CallAudio:
         self._audio_offset_s = 0.0  # received audio fed to ASR so far
         self._detector = None
         self._worker = None
+        if service.pack is not None:
+            from voice.detector import StreamingDetector
+
+            self._detector = StreamingDetector(service.pack)
         if service.model is not None:
-            self._start_asr(service.model)
+            from voice.asr import CallTranscriber, TranscriptionWorker
 
-    def _start_asr(self, model: SpeechModel) -> None:
-        from voice.asr import CallTranscriber, TranscriptionWorker
-        from voice.detector import StreamingDetector
-
-        if self._service.pack is not None:
-            self._detector = StreamingDetector(self._service.pack)
-        self._worker = TranscriptionWorker(CallTranscriber(model, LINE_RATE), self._on_segment)
+            self._worker = TranscriptionWorker(CallTranscriber(service.model, LINE_RATE), self.add_segment)
 
     # ---- called on the line's thread -------------------------------------------------
 
@@ -112,10 +111,18 @@ class CallAudio:
 
     # ---- called on the worker's thread ---------------------------------------------
 
-    def _on_segment(self, segment: Segment) -> None:
+    def add_segment(self, segment: Segment) -> None:
+        """One final ASR segment: store it, flag it, raise the fraud event the moment it is due."""
+        if not segment.text.strip():
+            return
         with self._lock:
             self._transcript.append(segment.text)
-        if self._detector is None or not segment.text.strip():
+        # Timed transcript: what the family page shows, with flags at their offsets.
+        self._service.store.add_event(self.call_id, EventKind.TRANSCRIPT, text=segment.text,
+                                      start_s=round(segment.start_s, 2), end_s=round(segment.end_s, 2))
+        for handler in self._service.on_segment:
+            handler(self.call_id, segment)
+        if self._detector is None:
             return
         words = [(w.text, w.start_s, w.end_s) for w in segment.words]
         new_flags = self._detector.add_segment(segment.text, segment.start_s, segment.end_s, words)
@@ -155,7 +162,7 @@ class CallAudio:
         if self._worker is not None:
             try:
                 for segment in self._worker.close(WORKER_CLOSE_TIMEOUT_S):
-                    self._on_segment(segment)
+                    self.add_segment(segment)
             except Exception:  # noqa: BLE001 -- the recording and the call row matter more
                 log.exception("call %s: transcription failed at the end of the call", self.call_id)
         store = self._service.store
@@ -165,9 +172,10 @@ class CallAudio:
                 store.set_recording(self.call_id, self._relpath, info.bytes, info.seconds)
                 store.add_event(self.call_id, EventKind.RECORDING, path=self._relpath,
                                 seconds=round(info.seconds, 2))
-        if self._detector is not None:
+        if self._detector is not None and (self._worker is not None or self._transcript):
+            # No transcription means no verdict, not "clean".
             detection = self._detector.detection
             store.set_detection(self.call_id, detection.verdict.value, detection.score, self.transcript(),
                                 fraud_at=self._fraud_at)
-            store.add_event(self.call_id, EventKind.TRANSCRIPT, verdict=detection.verdict.value,
-                            score=detection.score, words=len(self.transcript().split()))
+            store.add_event(self.call_id, EventKind.TRANSCRIPT, final=True, verdict=detection.verdict.value, score=detection.score,
+                            words=len(self.transcript().split()))
