@@ -82,7 +82,8 @@ def main() -> int:
         store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81312345678", source="family"))
         store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
     cfg = tmp / "mamoru.toml"
-    cfg.write_text('[line]\nhome_region = "JP"\ncadence = "jp"\n[log]\nlevel = "warning"\n', encoding="utf-8")
+    cfg.write_text('[line]\nhome_region = "JP"\ncadence = "jp"\n[log]\nlevel = "warning"\n'
+                   f'[recording]\ndir = "{tmp / "recordings"}"\n', encoding="utf-8")
 
     modem = VirtualModem(CONEXANT_CX93001, RingCadence.JAPAN, args.time_scale)
     modem.start()

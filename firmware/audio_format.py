@@ -107,7 +107,7 @@ def read_wav_pcm16(path: str | Path) -> tuple[bytes, int]:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
             frames = wav.readframes(wav.getnframes())
     except (OSError, wave.Error, EOFError, ValueError) as exc:
-        raise WavError(f"{path}: cannot read WAV: {exc}") from exc
+        raise WavError(f"{path}: cannot read WAV: {exc or 'truncated or not a WAV file'}") from exc
     if width not in (1, 2, 3, 4) or channels < 1 or rate <= 0:
         raise WavError(f"{path}: unsupported WAV ({channels} channels, {8 * width}-bit, {rate} Hz)")
     samples = _to_int16(frames[: len(frames) - len(frames) % (width * channels)], width)
