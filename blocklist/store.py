@@ -334,8 +334,55 @@ def _migration_2(db: Database) -> None:
     db.table("flags").create_index(["call_id"], if_not_exists=True)
 
 
+def _migration_3(db: Database) -> None:
+    """The alert outbox (``blocklist.outbox``): every alert is written before it is sent.
+
+    ``alerts`` holds one row per event worth telling the family (``dedupe_key`` UNIQUE makes
+    "one alert per call" a database guarantee, not a hope); ``deliveries`` one row per
+    relative and channel, with its retry/escalation state. ``channel_index`` points into the
+    relative's ``notify`` list in the config (-1: a phone call): the URLs hold passwords and
+    tokens, so the database keeps only the masked form for display. The CHECKs turn a bug
+    into an integrity error instead of a silently unsendable row.
+    """
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS alerts ("
+        " id INTEGER PRIMARY KEY,"
+        " created_at TEXT NOT NULL,"
+        " kind TEXT NOT NULL CHECK (kind IN ('fraud', 'repeat_block', 'health', 'digest', 'test')),"
+        " urgency TEXT NOT NULL CHECK (urgency IN ('urgent', 'normal')),"
+        " call_id INTEGER,"
+        " dedupe_key TEXT NOT NULL UNIQUE,"
+        " subject TEXT NOT NULL,"
+        " body TEXT NOT NULL,"
+        " payload TEXT NOT NULL DEFAULT '{}',"
+        " acked_at TEXT,"
+        " acked_by TEXT)"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS idx_alerts_created_at ON alerts (created_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_alerts_call_id ON alerts (call_id)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS deliveries ("
+        " id INTEGER PRIMARY KEY,"
+        " alert_id INTEGER NOT NULL REFERENCES alerts (id),"
+        " relative TEXT NOT NULL,"
+        " channel TEXT NOT NULL,"
+        " channel_index INTEGER NOT NULL,"
+        " status TEXT NOT NULL CHECK (status IN"
+        "  ('pending', 'sending', 'sent', 'failed', 'acknowledged', 'expired')),"
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_attempt_at TEXT,"
+        " last_error TEXT,"
+        " sent_at TEXT,"
+        " acked_at TEXT,"
+        " escalation_step INTEGER NOT NULL DEFAULT 0,"
+        " UNIQUE (alert_id, relative, channel_index))"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS idx_deliveries_due ON deliveries (status, next_attempt_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_deliveries_relative_sent ON deliveries (relative, sent_at)")
+
+
 # Append only; index + 1 is the PRAGMA user_version after it has run.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1, _migration_2)
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1, _migration_2, _migration_3)
 
 
 # --------------------------------------------------------------------------- records

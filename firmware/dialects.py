@@ -52,6 +52,10 @@ class ModemDialect:
     reset: str = "ATZ"
     echo_off: str = "ATE0"
     verbose_on: str = "ATV1"
+    # Dialling out in voice mode (see "Dialling" below): format with number=<digits only>.
+    dial: str = "ATDT{number}"
+    dial_answered_replies: tuple[str, ...] = ("OK",)  # final replies meaning "the far end picked up"
+    no_answer_timer: str = "ATS7={seconds}"  # S7: how long the modem lets it ring before NO ANSWER
 
     def matches(self, ati3_reply: str) -> bool:
         text = ati3_reply.lower()
@@ -75,6 +79,7 @@ USR_5637 = ModemDialect(
     transmit="AT+VTX",
     receive="AT+VRX",
     hang_up="ATH0",
+    dial_answered_replies=("VCON", "OK"),
 )
 
 CONEXANT_CX93001 = ModemDialect(
@@ -105,6 +110,36 @@ def dialect_for_ati3(reply: str) -> ModemDialect | None:
             return dialect
     return None
 
+
+# ---- Dialling ----------------------------------------------------------------
+#
+# Both chipsets originate a voice call with a plain ``ATDT<digits>`` after
+# ``AT+FCLASS=8`` (what vgetty's IS-101/V.253 driver sends). In voice mode the
+# D command does call progress instead of a data handshake:
+#
+# * dial tone missing (S6 ~2 s) -> ``NO DIALTONE``, back on-hook;
+# * busy tone -> ``BUSY``, back on-hook;
+# * ringback for longer than S7 seconds -> ``NO ANSWER`` (some firmware says
+#   ``NO CARRIER``), back on-hook;
+# * ringback stops and stays away for the +VRA time (default 50 = 5.0 s) ->
+#   the far end is presumed off-hook: ``VCON`` (USR) / ``OK`` (Conexant), and
+#   the modem stays off-hook in voice command state, exactly like after
+#   ``AT+VLS=1`` on an incoming call, so +VTX/+VRX/ATH0 work as usual.
+#
+# We do not use ``ATDT<digits>;``: in voice mode the ';' makes the modem say OK
+# as soon as the digits are out, with no answer/busy detection at all, so the
+# host could not tell a relative who picked up from a ringing empty house.
+# Nor ``AT+VLS=1`` then ``ATDT``: dialling from the off-hook voice command
+# state only sends DTMF on the existing loop (no call progress); the emulator
+# answers it with ERROR rather than pretend.
+# Any character sent while the modem dials aborts the call (V.250): it answers
+# ``NO CARRIER`` and goes on-hook, which is how the host gives up early.
+# The host sets S7 from its own ring timeout before each dial, so the modem
+# reports NO ANSWER itself instead of ringing for its default 50-60 s.
+
+RINGBACK_GOES_AWAY_S = 5.0  # +VRA default: silence after a ringback that counts as "answered"
+DEFAULT_NO_ANSWER_S = 50  # S7 default (Conexant; USR ships 60)
+DIAL_TONE_WAIT_S = 2.0  # S6: how long the modem waits for dial tone before NO DIALTONE
 
 # Final result codes of a command in verbose mode (V.250 + V.253 VCON).
 FINAL_REPLIES = frozenset({"OK", "ERROR", "CONNECT", "VCON", "NO CARRIER", "BUSY", "NO DIALTONE", "NO ANSWER"})

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -60,8 +61,10 @@ from firmware.at_channel import (
 from firmware.audio_format import from_line_format, to_line_format
 from firmware.dialects import (
     CADENCE_PERIOD_S,
+    DIAL_TONE_WAIT_S,
     DIALECTS,
     FINAL_REPLIES,
+    RINGBACK_GOES_AWAY_S,
     ModemDialect,
     RingCadence,
     dialect_for_ati3,
@@ -83,6 +86,7 @@ from screening.line import (
     Ring,
     RingingStopped,
 )
+from screening.voice_call import DialResult
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,11 @@ INLINE_POLL_S = 0.05
 PLAY_CHUNK_S = 0.04
 PLAY_LEAD_S = 0.25
 EVENT_QUEUE_SIZE = 1000
+# Dialling: beyond the ring time, the modem needs dial tone (S6), the digits,
+# call setup and +VRA of ringback silence before it reports an answer.
+DIAL_OVERHEAD_S = DIAL_TONE_WAIT_S + 4.0 + RINGBACK_GOES_AWAY_S
+MAX_S7 = 255
+DIAL_SEPARATORS = frozenset(" -().")
 
 
 class ModemFault(LineError):
@@ -117,6 +126,28 @@ class CommandTimeout(ModemFault):
 
 class UnsupportedModem(LineError):
     """``ATI3`` identified a chipset none of our dialects describes."""
+
+
+# Final replies to a voice-mode D command that leave the modem on-hook.
+_DIAL_FINALS: dict[str, DialResult] = {
+    "BUSY": DialResult.BUSY,
+    "NO ANSWER": DialResult.NO_ANSWER,
+    "NO CARRIER": DialResult.NO_ANSWER,  # some firmware reports the S7 timeout this way
+    "NO DIALTONE": DialResult.NO_DIALTONE,
+    "ERROR": DialResult.FAILED,
+}
+
+
+def dialable(number: str) -> str:
+    """Digits, ``*`` and ``#`` only, separators dropped; ValueError for anything else.
+
+    A '+' is refused: turning E.164 into what this line dials needs the home
+    region's international prefix, which the caller (screening) knows.
+    """
+    text = "".join(ch for ch in number.strip() if ch not in DIAL_SEPARATORS)
+    if not text or any(ch not in DTMF_DIGITS or ch in "ABCD" for ch in text):
+        raise ValueError(f"not a dialable number (digits, * and # only): {number!r}")
+    return text
 
 
 class DataMode(Enum):
@@ -457,6 +488,71 @@ class ModemLine:
             self._off_hook = True
             self._rings.reset()
 
+    def dial(self, number: str, timeout: float = 60.0) -> DialResult:
+        """Call ``number`` in voice mode; ``timeout`` is how long it may ring.
+
+        Refused (NO_DIALTONE, nothing sent) while the household's handset is
+        off-hook: seizing the line would break into their conversation. The
+        modem's own S7 timer is set to ``timeout`` so it reports NO ANSWER
+        itself; our wait adds the dialling and answer-detection time, and if
+        even that passes we abort the dial (any character does) and hang up.
+        After ANSWERED the call is ours as after :meth:`answer`.
+        """
+        digits = dialable(number)
+        if self._handset_off:
+            log.warning("%s: handset is off-hook; not dialling %s over the household's call", self.name, digits)
+            return DialResult.NO_DIALTONE
+        dialect = self._require_dialect()
+        if self._off_hook:
+            raise LineError(f"{self.name}: already off-hook; hang up before dialling")
+        ring_s = max(1, min(MAX_S7, math.ceil(timeout)))
+        try:
+            self._command(dialect.no_answer_timer.format(seconds=ring_s), timeout=self.command_timeout_s)
+        except LineError as exc:
+            log.warning("%s: could not set the ring timeout: %s", self.name, exc)
+            return DialResult.FAILED
+        self._stop.clear()
+        log.info("%s: dialling %s (ring timeout %d s)", self.name, digits, ring_s)
+        try:
+            reply, _ = self._exchange(dialect.dial.format(number=digits), timeout=ring_s + DIAL_OVERHEAD_S,
+                                      expect=tuple(FINAL_REPLIES), recover=False)
+        except CommandTimeout:
+            log.warning("%s: no call progress from the modem for %s; aborting the dial", self.name, digits)
+            self._abort_dial()
+            return DialResult.NO_ANSWER
+        except LineError as exc:
+            log.warning("%s: dialling %s failed: %s", self.name, digits, exc)
+            return DialResult.FAILED
+        return self._dial_outcome(reply.final, dialect)
+
+    def _dial_outcome(self, final: str, dialect: ModemDialect) -> DialResult:
+        if final in dialect.dial_answered_replies:
+            with self._state_lock:
+                self._off_hook = True
+                self._rings.reset()
+            log.info("%s: call answered (%s)", self.name, final)
+            return DialResult.ANSWERED
+        result = _DIAL_FINALS.get(final)
+        if result is None:  # CONNECT or another reply that may have left the line held
+            log.warning("%s: unexpected reply %s to the dial; hanging up", self.name, final)
+            self.hang_up(timeout=self.command_timeout_s)
+            return DialResult.FAILED
+        log.info("%s: dial ended: %s", self.name, final)
+        return result
+
+    def _abort_dial(self) -> None:
+        """Any character aborts a dial (V.250); ``AT`` also gets an OK if it had already ended.
+
+        Then hang up regardless, so a call answered at the last moment is not left open.
+        """
+        try:
+            self._exchange(ATTENTION, timeout=self.command_timeout_s, expect=tuple(FINAL_REPLIES))
+        except LineError as exc:
+            log.warning("%s: aborting the dial failed: %s", self.name, exc)
+        with self._state_lock:
+            self._off_hook = True  # so a failing hang-up starts recovery (ATZ puts it on-hook)
+        self.hang_up(timeout=self.command_timeout_s)
+
     def hang_up(self, timeout: float = 5.0) -> None:
         """On-hook. Never raises: a failure on an idle line is only logged; a failure
         with the line held starts recovery, whose ATZ puts the modem on-hook."""
@@ -648,8 +744,12 @@ class ModemLine:
         timeout: float,
         expect: tuple[str, ...] = ("OK",),
         data_mode: DataMode | None = None,
+        recover: bool = True,
     ) -> tuple[CommandReply, _PendingCommand | None]:
-        """Send one command and wait for its final reply. Raises LineError / ModemFault."""
+        """Send one command and wait for its final reply. Raises LineError / ModemFault.
+
+        ``recover=False``: a timeout is the caller's to handle (a dial it will abort).
+        """
         on_reader = threading.current_thread() is self._reader
         if self._recovering and not on_reader:
             raise LineError(f"{self.name}: line is recovering from a fault; {command} not sent")
@@ -663,7 +763,7 @@ class ModemLine:
                 pending.done.wait(timeout)
             return self._reply_of(pending, expect, timeout), pending.data_phase
         except CommandTimeout as exc:
-            if not on_reader and self._initialised:
+            if recover and not on_reader and self._initialised:
                 self._request_recovery(str(exc))
             raise
         finally:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import tomllib
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from firmware.dialects import RingCadence
 from firmware.audio_format import WavError, wav_to_line_u8
@@ -122,6 +123,74 @@ class CallScript:
         if self.name is not None:
             lines.append(f"NAME = {self.name}")
         return tuple(lines)
+
+
+class CalleeBehaviour(StrEnum):
+    """What the far end of an outgoing call does when its phone rings."""
+
+    ANSWERS = "answers"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+
+
+BUSY: Final = "busy"  # CalleeScript(answer_after_s=BUSY): the dialled line is engaged
+
+
+@dataclass(frozen=True, slots=True)
+class CalleeScript:
+    """The person (or line) at the far end of a call the modem dials out.
+
+    Registered per dialled number with ``VirtualModem.expect_dial``.
+    ``answer_after_s`` counts line seconds from the first ringback: a number
+    means they pick up then, ``None`` means nobody answers (the modem's S7
+    timer gives NO ANSWER), ``"busy"`` means the line is engaged. ``dtmf`` and
+    ``hang_up_after_s`` count from the moment they picked up; ``audio`` is what
+    they say (u8 8 kHz bytes or a WAV path; silence by default).
+    """
+
+    answer_after_s: float | Literal["busy"] | None = 2.0
+    dtmf: tuple[tuple[float, str], ...] = ()
+    hang_up_after_s: float | None = None
+    audio: bytes | Path | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        answer = self.answer_after_s
+        bad_text = isinstance(answer, str) and answer != BUSY
+        bad_number = not isinstance(answer, str) and answer is not None and (not _is_number(answer) or answer < 0)
+        if bad_text or bad_number:
+            raise ValueError(f"answer_after_s must be a number >= 0, None or 'busy', got {answer!r}")
+        if self.hang_up_after_s is not None and (not _is_number(self.hang_up_after_s) or self.hang_up_after_s < 0):
+            raise ValueError(f"hang_up_after_s must be a number >= 0, got {self.hang_up_after_s!r}")
+        _check_text("label", self.label)
+        object.__setattr__(self, "audio", _normalise_audio_ref(self.audio))
+        object.__setattr__(self, "dtmf", _normalise_dtmf(self.dtmf))
+
+    @classmethod
+    def busy(cls, label: str = "") -> CalleeScript:
+        return cls(answer_after_s=BUSY, label=label)
+
+    @classmethod
+    def no_answer(cls, label: str = "") -> CalleeScript:
+        return cls(answer_after_s=None, label=label)
+
+    @property
+    def behaviour(self) -> CalleeBehaviour:
+        if self.answer_after_s is None:
+            return CalleeBehaviour.NO_ANSWER
+        if self.answer_after_s == BUSY:
+            return CalleeBehaviour.BUSY
+        return CalleeBehaviour.ANSWERS
+
+
+def callee_audio_u8(script: CalleeScript) -> bytes:
+    """What the callee says after answering, u8 at 8 kHz (silence if nothing is scripted)."""
+    ref = script.audio
+    if ref is None:
+        return b""
+    if isinstance(ref, bytes):
+        return ref
+    return load_wav_u8(ref)
 
 
 def _normalise_audio_ref(value: object) -> bytes | Path | None:

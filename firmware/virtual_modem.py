@@ -4,8 +4,11 @@ Tests, the demo and the benchmarks run the real host code (pyserial on a tty)
 against this instead of hardware, so it behaves like a modem on a phone line,
 byte for byte as ``firmware/dialects.py`` describes: V.250 command echo and
 result framing, caller ID blocks, RING cadence, voice mode with DLE-shielded
-audio (ITU-T V.253), plus the faults real USB modems have (firmware hang,
-device vanishing and reappearing under another tty name).
+audio (ITU-T V.253), outgoing voice calls (``ATDT<digits>`` with call
+progress: BUSY / NO ANSWER / NO DIALTONE / VCON-or-OK once the scripted callee
+answers, see "Dialling" in ``firmware/dialects.py``), plus the faults real USB
+modems have (firmware hang, device vanishing and reappearing under another tty
+name).
 
 Design:
 * One emulator thread owns the pty and all modem state. It sleeps in
@@ -25,6 +28,7 @@ Design:
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -42,9 +46,25 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
 
-from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, ModemDialect, RingCadence
-from firmware.dle import DLE, ETX, DleEvent, shield
-from firmware.scenarios import SILENCE_U8, CallScript, busy_tone, caller_audio_u8
+from firmware.dialects import (
+    CADENCE_PERIOD_S,
+    CONEXANT_CX93001,
+    DEFAULT_NO_ANSWER_S,
+    DIAL_TONE_WAIT_S,
+    RINGBACK_GOES_AWAY_S,
+    ModemDialect,
+    RingCadence,
+)
+from firmware.dle import DLE, DTMF_DIGITS, ETX, DleEvent, shield
+from firmware.scenarios import (
+    SILENCE_U8,
+    CalleeBehaviour,
+    CalleeScript,
+    CallScript,
+    busy_tone,
+    callee_audio_u8,
+    caller_audio_u8,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +83,17 @@ CID_BEFORE_RING_S = 1.0  # JP/UK: caller ID block this long before the first RIN
 NA_CID_AFTER_RING_S = 2.5  # NA: 2 s ring burst + 0.5 s, then the Bellcore FSK block
 CALL_WAITING_CID_DELAY_S = 0.5  # type-II caller ID arrives shortly after the call
 HOUSEHOLD_TALK_S = 10.0  # how long the household talks if the script gives no hang-up time
+# Dialling out, in line seconds (see "Dialling" in firmware/dialects.py).
+DIAL_TONE_DETECT_S = 0.5  # off-hook until the modem has heard dial tone
+DTMF_DIGIT_S = 0.2  # per digit: S11's ~95 ms tone plus the gap
+CALL_SETUP_S = 1.0  # last digit -> the exchange plays ringback or busy
+BUSY_DETECT_S = 2.0  # a couple of busy cadences before the modem is sure
+RINGBACK_ON_S: dict[RingCadence, float] = {  # the audible part of each ringback period
+    RingCadence.JAPAN: 1.0,  # 呼出音: 1 s on, 2 s off
+    RingCadence.NORTH_AMERICA: 2.0,  # 2 s on, 4 s off
+    RingCadence.UK: 1.0,  # 0.4 on 0.2 off 0.4 on, 2 s off
+}
+DIAL_MODIFIERS = frozenset("TPW,!@-()")  # tone/pulse/wait/pause/flash and separators: not digits
 
 CR, LF, BS, CAN = 0x0D, 0x0A, 0x08, 0x18
 ABORT_RX = ord("!")
@@ -72,6 +103,10 @@ ERROR = "ERROR"
 CONNECT = "CONNECT"
 RING = "RING"
 NO_CARRIER = "NO CARRIER"
+BUSY = "BUSY"
+NO_ANSWER = "NO ANSWER"
+NO_DIALTONE = "NO DIALTONE"
+_DEFERRED = "<final reply later>"  # a handler's result when the final reply comes from a timer
 NUMERIC_CODES = {OK: "0", CONNECT: "1", RING: "2", NO_CARRIER: "3", ERROR: "4",
                  "NO DIALTONE": "6", "BUSY": "7", "NO ANSWER": "8"}
 FCLASS_VALUES = ("0", "1", "8")
@@ -136,14 +171,66 @@ class CallRecord:
         return self.outcome is not None
 
 
+class DialOutcome(StrEnum):
+    """How a call the modem dialled out ended."""
+
+    ANSWERED = "answered"  # the callee answered; the host hung up first
+    CALLEE_HUNG_UP = "callee_hung_up"  # the callee answered and hung up first
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"  # rang for S7 seconds
+    NO_DIALTONE = "no_dialtone"  # the line was in use (household handset, incoming call)
+    ABORTED = "aborted"  # the host sent a character (or hung up) before the call was answered
+    NO_CARRIER = "no_carrier"  # dialled outside voice mode: the callee never sent a data carrier
+    LINE_FAULT = "line_fault"  # the device vanished or the emulator stopped mid-call
+
+
+@dataclass(eq=False)
+class DialRecord:
+    """One outgoing call: what the host dialled and what the callee heard and pressed.
+
+    Times are ``time.monotonic()``. Mutated only by the emulator thread under
+    the modem's lock; read it after ``wait_for_dial_end()``.
+    """
+
+    index: int
+    dial_string: str  # the command line exactly as received, e.g. "ATDT09012345678"
+    number: str  # the digits that went down the line
+    script: CalleeScript
+    dialled_at: float
+    return_after_dial: bool = False  # the dial string ended in ';'
+    ringback_at: float | None = None
+    answered_at: float | None = None  # the callee picked up
+    reported_at: float | None = None  # the modem's final reply to the D command
+    final: str | None = None  # that reply: VCON/OK, BUSY, NO ANSWER, ...
+    callee_hung_up_at: float | None = None
+    hung_up_at: float | None = None  # the modem went back on-hook
+    ended_at: float | None = None
+    outcome: DialOutcome | None = None
+    commands: list[tuple[float, str]] = field(default_factory=list)
+    dle_events: list[tuple[float, str]] = field(default_factory=list)
+    dtmf_sent: list[tuple[float, str]] = field(default_factory=list)  # what the callee pressed
+    _played: bytearray = field(default_factory=bytearray, repr=False)
+
+    @property
+    def played_audio(self) -> bytes:
+        """Unshielded audio the host sent in +VTX while the callee was on the line."""
+        return bytes(self._played)
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
+
 class _Mode(Enum):
     COMMAND = "command"
+    DIALING = "dialing"  # D command in progress: any byte from the host aborts it
     VTX = "vtx"
     VTX_DRAIN = "vtx_drain"  # DLE ETX received, playing out the buffer before OK
     VRX = "vrx"
 
 
 class _Phase(Enum):
+    DIALING = "dialing"  # outgoing: dialling, then ringback at the callee
     ALERTING = "alerting"
     WAITING = "waiting"  # call-waiting: household on the line, no ringing
     CONNECTED = "connected"  # answered by the modem
@@ -168,6 +255,19 @@ class _Call:
     answered_at: float | None = None  # modem answer time: origin of the caller's audio
     hangup_at: float | None = None  # caller hang-up time: busy tone from here
     handset_by_script: bool = False
+    timers: list[_Timer] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _OutCall:
+    """An outgoing call on the line; shares the audio fields ``_Call`` has."""
+
+    record: DialRecord
+    audio: bytes  # what the callee says after answering
+    phase: _Phase = _Phase.DIALING
+    answered_at: float | None = None  # callee pick-up time: origin of their audio
+    hangup_at: float | None = None  # callee hang-up time: busy tone from here
+    reported: bool = False  # the D command's final reply (or ';' OK) has been sent
     timers: list[_Timer] = field(default_factory=list)
 
 
@@ -311,6 +411,25 @@ def _dialect_vsm_args(dialect: ModemDialect) -> tuple[str, ...]:
     return tuple(a.strip() for a in args.split(","))
 
 
+def _parse_dial_string(arg: str) -> tuple[str, bool]:
+    """The digits of a D command's dial string and whether it ended in ';' (V.250 6.3.1).
+
+    Tone/pulse/wait/pause modifiers and separators are skipped; stored-number
+    and other modifiers are not emulated and give ERROR.
+    """
+    return_after_dial = arg.endswith(";")
+    body = arg[:-1] if return_after_dial else arg
+    digits: list[str] = []
+    for ch in body:
+        if ch in DTMF_DIGITS:
+            digits.append(ch)
+        elif ch not in DIAL_MODIFIERS:
+            raise _CommandError(f"dial modifier {ch!r} not emulated")
+    if not digits:
+        raise _CommandError("empty dial string")
+    return "".join(digits), return_after_dial
+
+
 def _cyclic(pattern: bytes, offset: int, length: int) -> bytes:
     if length <= 0:
         return b""
@@ -355,8 +474,10 @@ class VirtualModem:
         self._records: list[CallRecord] = []
         self._pending: deque[tuple[CallRecord, bytes]] = deque()
         self._next_start_at: float | None = None
-        self._live: _Call | None = None  # call in progress on the line
-        self._line_call: _Call | None = None  # call the modem is off-hook on (may have ended)
+        self._live: _Call | None = None  # incoming call in progress on the line
+        self._line_call: _Call | _OutCall | None = None  # call the modem is off-hook on (may have ended)
+        self._callees: dict[str, deque[tuple[CalleeScript, bytes]]] = {}
+        self._dials: list[DialRecord] = []
         self._command_log: list[tuple[float, str]] = []
         self._silent = False
         self._handset = False
@@ -465,6 +586,45 @@ class VirtualModem:
     def records(self) -> list[CallRecord]:
         with self._cond:
             return list(self._records)
+
+    def expect_dial(self, number: str, script: CalleeScript) -> None:
+        """Script who answers when the host dials ``number`` (separators ignored).
+
+        Scripts for one number queue up: each dial uses the next, and the last
+        one repeats (busy, then answered on the retry). The callee's audio is
+        loaded here so a bad WAV raises in the test. A number dialled without a
+        script rings until the modem's S7 timer gives NO ANSWER.
+        """
+        digits = "".join(ch for ch in number.upper() if ch in DTMF_DIGITS)
+        if not digits:
+            raise ValueError(f"no digits to dial in {number!r}")
+        audio = callee_audio_u8(script)
+        with self._cond:
+            self._callees.setdefault(digits, deque()).append((script, audio))
+
+    @property
+    def dials(self) -> list[DialRecord]:
+        """Every D command the modem accepted, in order."""
+        with self._cond:
+            return list(self._dials)
+
+    def wait_for_dial_end(self, which: int | DialRecord, timeout: float) -> DialRecord:
+        """Block until that outgoing call has an outcome; raises TimeoutError."""
+        def ended() -> bool:
+            record = self._dial_lookup(which)
+            return record is not None and record.ended
+
+        if not self._wait_for(ended, timeout):
+            raise TimeoutError(f"dial {which if isinstance(which, int) else which.index} did not end within {timeout} s")
+        record = self._dial_lookup(which)
+        assert record is not None
+        return record
+
+    def _dial_lookup(self, which: int | DialRecord) -> DialRecord | None:
+        if isinstance(which, DialRecord):
+            return which
+        with self._cond:
+            return self._dials[which] if 0 <= which < len(self._dials) else None
 
     @property
     def command_log(self) -> list[tuple[float, str]]:
@@ -804,7 +964,10 @@ class VirtualModem:
     def _drop_connection(self, now: float) -> None:
         """The device lost power or vanished: an answered call is cut off."""
         line_call = self._line_call
-        if line_call is not None and line_call.phase is _Phase.CONNECTED:
+        if isinstance(line_call, _OutCall):
+            line_call.record.hung_up_at = now
+            self._end_dial(line_call, DialOutcome.LINE_FAULT, now)
+        elif line_call is not None and line_call.phase is _Phase.CONNECTED:
             line_call.record.hung_up_at = now
             self._end_call(line_call, CallOutcome.LINE_FAULT, now)
         self._off_hook = False
@@ -837,6 +1000,8 @@ class VirtualModem:
                 data = self._feed_vtx(data, now)
             elif self._mode is _Mode.VRX:
                 data = self._feed_vrx(data, now)
+            elif self._mode is _Mode.DIALING:
+                data = self._feed_dialing(data, now)
             else:
                 self._deferred += data
                 return
@@ -926,6 +1091,9 @@ class VirtualModem:
                 self._after_reply = None
             if final is not None:
                 break
+        if final == _DEFERRED:  # the D command answers once call progress is known
+            self._after_reply = None
+            return
         self._final(final or OK, info)
         after, self._after_reply = self._after_reply, None
         if after is not None:
@@ -1005,7 +1173,29 @@ class VirtualModem:
         return None
 
     def _cmd_dial(self, cmd: AtCommand, info: list[str], now: float) -> str | None:
-        raise _CommandError("dialling is not emulated")
+        """``ATD[T|P]<digits>[;]``: seize the line, dial, then report call progress.
+
+        Outcomes are timers (see ``_start_dial``); the final reply is deferred.
+        """
+        number, return_after_dial = _parse_dial_string(cmd.arg)
+        if self._off_hook:
+            raise _CommandError("dialling from the off-hook voice command state is not emulated")
+        script, audio = self._next_callee(number)
+        if script is None:
+            log.warning("virtual modem: %s dialled with no expect_dial script; it will ring out", number)
+            script = CalleeScript.no_answer(label="unscripted")
+        raw = self._command_log[-1][1] if self._command_log else f"ATD{cmd.arg}"
+        record = DialRecord(index=len(self._dials), dial_string=raw, number=number, script=script,
+                            dialled_at=now, return_after_dial=return_after_dial)
+        self._dials.append(record)
+        self._start_dial(_OutCall(record=record, audio=audio), now)
+        return _DEFERRED
+
+    def _next_callee(self, number: str) -> tuple[CalleeScript | None, bytes]:
+        queued = self._callees.get(number)
+        if not queued:
+            return None, b""
+        return queued.popleft() if len(queued) > 1 else queued[0]
 
     def _cmd_s_register(self, cmd: AtCommand, info: list[str], now: float) -> str | None:
         reg_text, _, value = cmd.arg.partition(",")
@@ -1156,7 +1346,10 @@ class VirtualModem:
         if call is None:
             return
         call.record.hung_up_at = now
-        if call.phase is _Phase.CONNECTED:
+        if isinstance(call, _OutCall):
+            connected = call.phase is _Phase.CONNECTED
+            self._end_dial(call, DialOutcome.ANSWERED if connected else DialOutcome.ABORTED, now)
+        elif call.phase is _Phase.CONNECTED:
             self._end_call(call, CallOutcome.ANSWERED, now)
         self._cond.notify_all()
 
@@ -1169,7 +1362,7 @@ class VirtualModem:
 
     # ---- call lifecycle ---------------------------------------------------------------------
 
-    def _schedule(self, call: _Call | None, at: float, fn: Callable[[float], None]) -> _Timer:
+    def _schedule(self, call: _Call | _OutCall | None, at: float, fn: Callable[[float], None]) -> _Timer:
         timer = _Timer(at, next(self._seq), fn)
         heapq.heappush(self._timers, timer)
         if call is not None:
@@ -1184,7 +1377,7 @@ class VirtualModem:
                 timer.fn(timer.at)
 
     @staticmethod
-    def _cancel_timers(call: _Call) -> None:
+    def _cancel_timers(call: _Call | _OutCall) -> None:
         for timer in call.timers:
             timer.cancelled = True
         call.timers.clear()
@@ -1336,6 +1529,158 @@ class VirtualModem:
             self._live = None
         if call.handset_by_script and self._handset:
             self._set_handset(False, now)
+        self._cond.notify_all()
+
+    # ---- outgoing calls ----------------------------------------------------------------------
+
+    def _start_dial(self, call: _OutCall, now: float) -> None:
+        """Off-hook, wait for dial tone, send the digits, then let the exchange decide.
+
+        No dial tone when the household's handset is up or an incoming call
+        holds the line: the modem would hear their conversation or the caller,
+        so it gives NO DIALTONE after S6 (the host should never get here).
+        """
+        record = call.record
+        self._off_hook = True
+        self._line_call = call
+        self._mode = _Mode.DIALING
+        self._swallow_lf = True
+        if self._command_log:
+            record.commands.append(self._command_log[-1])
+        log.info("virtual modem: dialling %s (%s)", record.number, record.script.behaviour.value)
+        if self._handset or self._live is not None:
+            no_tone_at = now + self._real(DIAL_TONE_WAIT_S)
+            self._schedule(call, no_tone_at, lambda at: self._dial_result(call, DialOutcome.NO_DIALTONE, NO_DIALTONE))
+            return
+        dialled_at = now + self._real(DIAL_TONE_DETECT_S + DTMF_DIGIT_S * len(record.number))
+        if record.return_after_dial:
+            self._schedule(call, dialled_at, lambda at: self._dial_returned(call))
+        self._schedule(call, dialled_at + self._real(CALL_SETUP_S), lambda at: self._call_progress(call, at))
+
+    def _dial_returned(self, call: _OutCall) -> None:
+        """``ATD…;``: the digits are out; OK now, no answer/busy detection follows."""
+        call.reported = True
+        call.record.final = OK
+        call.record.reported_at = time.monotonic()
+        self._mode = _Mode.COMMAND
+        self._final(OK)
+
+    def _call_progress(self, call: _OutCall, at: float) -> None:
+        """The exchange has routed the call: busy tone, or ringback until answer or S7."""
+        record = call.record
+        record.ringback_at = time.monotonic()
+        behaviour = record.script.behaviour
+        if behaviour is CalleeBehaviour.BUSY:
+            self._schedule(call, at + self._real(BUSY_DETECT_S),
+                           lambda t: self._dial_result(call, DialOutcome.BUSY, BUSY))
+            return
+        s7 = self._settings.s_registers.get(7) or DEFAULT_NO_ANSWER_S
+        answer_after = record.script.answer_after_s
+        if behaviour is CalleeBehaviour.ANSWERS and isinstance(answer_after, float | int) and answer_after < s7:
+            self._schedule(call, at + self._real(answer_after), lambda t: self._callee_answers(call, t, at))
+        else:
+            self._schedule(call, at + self._real(s7), lambda t: self._dial_result(call, DialOutcome.NO_ANSWER, NO_ANSWER))
+
+    def _callee_answers(self, call: _OutCall, at: float, ringback_from: float) -> None:
+        """Pick-up: their audio, DTMF and hang-up clocks start; the modem notices later (+VRA)."""
+        script = call.record.script
+        call.phase = _Phase.CONNECTED
+        call.answered_at = at
+        call.record.answered_at = time.monotonic()
+        for offset, digit in script.dtmf:
+            self._schedule(call, at + self._real(offset), functools.partial(self._dtmf_timer, call, digit))
+        if script.hang_up_after_s is not None:
+            self._schedule(call, at + self._real(script.hang_up_after_s), lambda t: self._callee_hangs_up(call, t))
+        if not call.reported:
+            self._schedule(call, self._answer_detected_at(ringback_from, at), lambda t: self._report_answer(call))
+
+    def _answer_detected_at(self, ringback_from: float, answered: float) -> float:
+        """When ringback has been silent for +VRA: counted from the end of the last burst heard."""
+        period = self._real(CADENCE_PERIOD_S[self.cadence])
+        on = self._real(RINGBACK_ON_S[self.cadence])
+        into = (answered - ringback_from) % period
+        silent_from = answered if into < on else answered - (into - on)
+        return max(answered, silent_from + self._real(RINGBACK_GOES_AWAY_S))
+
+    def _report_answer(self, call: _OutCall) -> None:
+        if call.phase is not _Phase.CONNECTED or call.reported:
+            return
+        if self._settings.fclass != VOICE_CLASS:
+            self._dial_result(call, DialOutcome.NO_CARRIER, NO_CARRIER)
+            return
+        call.reported = True
+        code = self.dialect.dial_answered_replies[0]
+        call.record.final = code
+        call.record.reported_at = time.monotonic()
+        self._mode = _Mode.COMMAND
+        self._final(code)
+        self._cond.notify_all()
+
+    def _dtmf_timer(self, call: _OutCall, digit: str, at: float) -> None:
+        self._callee_dtmf(call, digit)
+
+    def _callee_dtmf(self, call: _OutCall, digit: str) -> None:
+        if call.phase is not _Phase.CONNECTED:
+            return
+        now = time.monotonic()
+        call.record.dtmf_sent.append((now, digit))
+        if call.reported and self._off_hook and self._line_call is call and self._mode is not _Mode.DIALING:
+            self._send_dle_event(digit, now)
+
+    def _callee_hangs_up(self, call: _OutCall, at: float) -> None:
+        if call.phase is not _Phase.CONNECTED:
+            return
+        now = time.monotonic()
+        call.record.callee_hung_up_at = now
+        if not call.reported:  # gone before the modem noticed the answer: it hears busy tone
+            self._dial_result(call, DialOutcome.CALLEE_HUNG_UP, BUSY)
+            return
+        call.hangup_at = at
+        self._end_dial(call, DialOutcome.CALLEE_HUNG_UP, now)
+        if self._off_hook and self._line_call is call:
+            self._send_dle_event(HANGUP_EVENT[self.cadence].value, now)
+
+    def _dial_result(self, call: _OutCall, outcome: DialOutcome, final: str) -> None:
+        """Call progress ended the dial: final reply and back on-hook (or, after ';', a DLE code)."""
+        now = time.monotonic()
+        if call.reported:
+            if outcome is DialOutcome.BUSY:
+                call.hangup_at = now
+                self._send_dle_event(DleEvent.BUSY.value, now)
+            self._end_dial(call, outcome, now)
+            return
+        call.reported = True
+        call.record.final = final
+        call.record.reported_at = now
+        self._mode = _Mode.COMMAND
+        self._final(final)
+        if self._line_call is call:
+            self._off_hook = False
+            self._line_call = None
+            call.record.hung_up_at = now
+        self._end_dial(call, outcome, now)
+
+    def _feed_dialing(self, data: bytes, now: float) -> bytes:
+        """V.250: any character while dialling aborts; the modem says NO CARRIER, on-hook."""
+        data = self._skip_lf(data)
+        if not data:
+            return b""
+        call = self._line_call
+        if isinstance(call, _OutCall):
+            log.info("virtual modem: host aborted dialling %s", call.record.number)
+            self._dial_result(call, DialOutcome.ABORTED, NO_CARRIER)
+        else:  # pragma: no cover - DIALING always has an outgoing call
+            self._mode = _Mode.COMMAND
+        return data[1:]
+
+    def _end_dial(self, call: _OutCall, outcome: DialOutcome, now: float) -> None:
+        if call.phase is _Phase.ENDED:
+            return
+        call.phase = _Phase.ENDED
+        self._cancel_timers(call)
+        call.record.outcome = outcome
+        call.record.ended_at = now
+        log.info("virtual modem: dial %d to %s ended: %s", call.record.index, call.record.number, outcome.value)
         self._cond.notify_all()
 
     # ---- voice data states -----------------------------------------------------------------

@@ -295,8 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     from voice.asr_cli import add_asr_parsers  # argparse only; vosk is imported when a command runs
     from voice.detect_cli import add_detect_parser
 
+    from screening.alerts import add_alert_parsers
+
     add_detect_parser(sub)
     add_asr_parsers(sub)
+    add_alert_parsers(sub)
     return parser
 
 

@@ -28,13 +28,15 @@ keys); it does no I/O and imports nothing back.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
+from datetime import time as clock_time
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -418,6 +420,184 @@ class RecordingConfig:
     )
 
 
+def _required(parser: _Parser[Any], doc: str) -> Any:
+    """A key of an array-of-tables entry that must be given: no default, so the dataclass needs it too."""
+    return field(metadata={"raw": None, "parser": parser, "doc": doc, "required": True})
+
+
+def _parse_hhmm(text: str) -> clock_time:
+    """``HH:MM`` (24 h) into a time; anything else is a user mistake worth naming."""
+    hours, sep, minutes = text.strip().partition(":")
+    if not sep or not (hours.isdigit() and minutes.isdigit()) or len(minutes) != 2 or len(hours) > 2:
+        raise _Invalid(f"expected a time as HH:MM, e.g. \"08:30\" (got {text!r})")
+    if int(hours) > 23 or int(minutes) > 59:
+        raise _Invalid(f"not a time of day (got {text!r})")
+    return clock_time(int(hours), int(minutes))
+
+
+def _optional_clock() -> _Parser[clock_time | None]:
+    def convert(value: object) -> clock_time | None:
+        text = _expect(value, str, "a string")
+        return _parse_hhmm(text) if text.strip() else None
+
+    return _Parser('"HH:MM" or ""', convert)
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A local-time window (may wrap midnight) when non-urgent alerts wait."""
+
+    start: clock_time
+    end: clock_time
+
+    def contains(self, moment: clock_time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+def _quiet_hours() -> _Parser[QuietHours | None]:
+    def convert(value: object) -> QuietHours | None:
+        text = _expect(value, str, "a string")
+        if not text.strip():
+            return None
+        start, sep, end = text.partition("-")
+        if not sep:
+            raise _Invalid(f"expected HH:MM-HH:MM, e.g. \"22:00-07:00\" (got {text!r})")
+        hours = QuietHours(_parse_hhmm(start), _parse_hhmm(end))
+        if hours.start == hours.end:
+            raise _Invalid(f"start and end are the same time (got {text!r})")
+        return hours
+
+    return _Parser('"HH:MM-HH:MM" or ""', convert)
+
+
+def _web_url() -> _Parser[str | None]:
+    def convert(value: object) -> str | None:
+        text = _expect(value, str, "a string").strip()
+        if not text:
+            return None
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise _Invalid(f"expected an http:// or https:// URL (got {value!r})")
+        return text.rstrip("/")
+
+    return _Parser('URL or ""', convert)
+
+
+@contextlib.contextmanager
+def _apprise_quiet() -> Iterator[None]:
+    """Apprise logs a URL it cannot parse verbatim, and a bad URL may hold a password."""
+    apprise_log = logging.getLogger("apprise")
+    was = apprise_log.disabled
+    apprise_log.disabled = True
+    try:
+        yield
+    finally:
+        apprise_log.disabled = was
+
+
+def _check_notify_url(url: str) -> str:
+    """One apprise URL; the message never repeats the URL (it usually holds a secret)."""
+    import apprise  # heavy (loads ~180 plugins): only when a relative is configured
+
+    text = url.strip()
+    with _apprise_quiet():
+        understood = bool(text) and apprise.Apprise().add(text)
+    if not understood:
+        raise _Invalid("not a notification URL apprise understands")
+    return text
+
+
+class _InvalidItems(_Invalid):
+    """Several array items are bad; each becomes its own problem at ``key[index]``."""
+
+    def __init__(self, items: list[tuple[int, str]]) -> None:
+        self.items = items
+        super().__init__("; ".join(f"item {i}: {m}" for i, m in items))
+
+
+def _notify_urls() -> _Parser[tuple[str, ...]]:
+    def convert(value: object) -> tuple[str, ...]:
+        raw_items = _expect(value, list, "an array of strings")
+        urls: list[str] = []
+        errors: list[tuple[int, str]] = []
+        for index, raw in enumerate(raw_items):
+            try:
+                urls.append(_check_notify_url(_expect(raw, str, "a string")))
+            except _Invalid as exc:
+                errors.append((index, str(exc)))
+        if errors:
+            raise _InvalidItems(errors)
+        return tuple(urls)
+
+    return _Parser("array of apprise URLs", convert)
+
+
+def _optional_language() -> _Parser[Language | None]:
+    choice = _choice(Language)
+
+    def convert(value: object) -> Language | None:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return choice(value)
+
+    return _Parser(f'{choice.label} or ""', convert)
+
+
+@dataclass(frozen=True, slots=True)
+class RelativeConfig:
+    """``[[relatives]]``: one person to alert, in escalation order (the first is asked first).
+
+    ``phone`` is E.164 after validation (read as a number of ``line.home_region``).
+    ``language`` None means ``voice.language``.
+    """
+
+    name: str = _required(_Parser("string", _non_empty_string), "Who this is, e.g. \"Hanako\"; unique.")
+    notify: tuple[str, ...] = _setting(
+        [], _notify_urls(),
+        "Apprise URLs to notify, e.g. `ntfys://ntfy.sh/topic`, `mailtos://user:pass@host?to=...`; "
+        "they hold secrets: keep the file readable by root only.",
+    )
+    phone: str | None = _setting(
+        "", _optional_text(), "Phone number to call with a spoken alert (`alerts.voice_call`); \"\" = none."
+    )
+    language: Language | None = _setting(
+        "", _optional_language(), "Language of this relative's alerts; \"\" = `voice.language`."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """``[alerts]``: what reaches the relatives, how fast, and how often."""
+
+    fraud: bool = _setting(True, _boolean(), "Alert the relatives the moment a call is judged fraud, during the call.")
+    repeat_block_count: int = _setting(
+        3, _int_range(0), "Alert when a blocked caller tries this many times within `repeat_block_minutes`; 0 = never."
+    )
+    repeat_block_minutes: int = _setting(10, _int_range(1, 1440), "Window for `repeat_block_count`.")
+    health: bool = _setting(True, _boolean(), "Alert when the appliance is unhealthy (modem lost, disk full, no model).")
+    daily_digest: clock_time | None = _setting(
+        "", _optional_clock(), "Local time (\"HH:MM\") of a daily summary of calls; \"\" = none."
+    )
+    escalate_after_minutes: int = _setting(
+        5, _int_range(0, 1440),
+        "A fraud alert nobody acknowledged goes to the next relative after this long; 0 = everyone at once.",
+    )
+    quiet_hours: QuietHours | None = _setting(
+        "", _quiet_hours(), "Local \"HH:MM-HH:MM\" when non-urgent alerts wait (fraud never waits); \"\" = none."
+    )
+    max_per_hour: int = _setting(20, _int_range(1), "At most this many alerts per relative per hour (fraud exempt).")
+    web_base_url: str | None = _setting(
+        "", _web_url(), "Base URL of the web page; alerts then link to the call (`<url>/calls/<id>`); \"\" = none."
+    )
+    voice_call: bool = _setting(True, _boolean(), "Also phone a relative who has a `phone`, once the line is free.")
+    retry_max_hours: int = _setting(24, _int_range(1, 168), "Keep retrying an undelivered alert this long.")
+
+
 _SECTIONS: dict[str, type] = {
     "line": LineConfig,
     "rules": RulesConfig,
@@ -425,7 +605,10 @@ _SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "voice": VoiceConfig,
     "recording": RecordingConfig,
+    "alerts": AlertsConfig,
 }
+# Arrays of tables (``[[relatives]]``): name -> entry class. Documented as ``relatives[].key``.
+_TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig}
 
 
 def _keys(section_cls: type) -> dict[str, Field[Any]]:
@@ -443,6 +626,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    relatives: tuple[RelativeConfig, ...] = ()
     source: str = BUILTIN_SOURCE
 
     def __post_init__(self) -> None:
@@ -543,15 +728,91 @@ def parse_config(document: Mapping[str, Any], source: str) -> Config:
     sections: dict[str, Any] = {}
     for name, table in document.items():
         section_cls = _SECTIONS.get(name)
+        if name in _TABLE_ARRAYS:
+            continue  # after the sections: entries are checked against line/voice settings
         if section_cls is None:
             problems.append(_unknown_section(source, name, table))
         elif not isinstance(table, dict):
             problems.append(ConfigProblem(source, name, f"expected a table [{name}] (got {_describe(table)})"))
         else:
             sections[name] = section_cls(**_parse_section(name, section_cls, table, source, problems))
+    home_region = sections.get("line", LineConfig()).home_region
+    relatives = _parse_relatives(document.get("relatives", []), home_region, source, problems)
     if problems:
         raise ConfigError(problems)
-    return Config(source=source, **sections)
+    return Config(source=source, relatives=relatives, **sections)
+
+
+def _parse_relatives(
+    value: object, home_region: str, file: str, problems: list[ConfigProblem]
+) -> tuple[RelativeConfig, ...]:
+    """``[[relatives]]``: each entry like a section, keys named ``relatives[N].key``; names unique."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.append(ConfigProblem(file, "relatives", f"expected [[relatives]] tables (got {_describe(value)})"))
+        return ()
+    relatives: list[RelativeConfig] = []
+    first_of: dict[str, int] = {}
+    for index, table in enumerate(value):
+        prefix = f"relatives[{index}]"
+        before = len(problems)
+        values = _parse_entry(prefix, RelativeConfig, table, file, problems)
+        values = _check_relative(prefix, values, home_region, file, problems)
+        name = values.get("name")
+        if name is not None and name.casefold() in first_of:
+            problems.append(ConfigProblem(
+                file, f"{prefix}.name", f"duplicate name {name!r} (also relatives[{first_of[name.casefold()]}])"
+            ))
+        elif name is not None:
+            first_of[name.casefold()] = index
+        if len(problems) == before and not values.get("notify") and not values.get("phone"):
+            problems.append(ConfigProblem(file, prefix, "no way to reach this relative: give notify URLs or a phone"))
+        if len(problems) == before:
+            relatives.append(RelativeConfig(**values))
+    return tuple(relatives)
+
+
+def _parse_entry(
+    prefix: str, entry_cls: type, table: Mapping[str, Any], file: str, problems: list[ConfigProblem]
+) -> dict[str, Any]:
+    """One array-of-tables entry: known keys parsed, required keys present, per-item problems split out."""
+    known = _keys(entry_cls)
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean {prefix}.{close[0]}?)" if close else f" (keys: {', '.join(known)})"
+            problems.append(ConfigProblem(file, f"{prefix}.{key}", f"unknown key{hint}"))
+            continue
+        try:
+            values[key] = known[key].metadata["parser"](raw)
+        except _InvalidItems as exc:
+            problems.extend(ConfigProblem(file, f"{prefix}.{key}[{i}]", m) for i, m in exc.items)
+        except _Invalid as exc:
+            problems.append(ConfigProblem(file, f"{prefix}.{key}", str(exc)))
+    for key, f in known.items():
+        if f.metadata.get("required") and key not in table:
+            problems.append(ConfigProblem(file, f"{prefix}.{key}", "required"))
+    return values
+
+
+def _check_relative(
+    prefix: str, values: dict[str, Any], home_region: str, file: str, problems: list[ConfigProblem]
+) -> dict[str, Any]:
+    """The phone must be a valid number of the home region; stored as E.164."""
+    from screening.numbers import NumberError, parse_number
+
+    phone = values.get("phone")
+    if phone is not None:
+        try:
+            parsed = parse_number(phone, home_region)
+        except NumberError:
+            parsed = None
+        if parsed is None or not parsed.valid:
+            problems.append(ConfigProblem(file, f"{prefix}.phone", f"not a valid phone number in {home_region} (got {phone!r})"))
+            values = {k: v for k, v in values.items() if k != "phone"}
+        else:
+            values = {**values, "phone": parsed.e164}
+    return values
 
 
 def _parse_section(
@@ -591,8 +852,9 @@ def _suggest_elsewhere(key: str) -> str:
 def _unknown_section(file: str, name: str, value: object) -> ConfigProblem:
     if not isinstance(value, dict):
         return ConfigProblem(file, name, f"unknown key{_suggest_elsewhere(name)}; keys belong in a section")
-    close = difflib.get_close_matches(name, list(_SECTIONS), n=1)
-    hint = f" (did you mean [{close[0]}]?)" if close else f" (sections: {', '.join(_SECTIONS)})"
+    names = [*_SECTIONS, *(f"[{n}]" for n in _TABLE_ARRAYS)]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean [{close[0]}]?)" if close else f" (sections: {', '.join(names)})"
     return ConfigProblem(file, name, f"unknown section{hint}")
 
 
@@ -617,11 +879,16 @@ def _toml_literal(value: object) -> str:
 
 
 def schema() -> list[tuple[str, str, str, str]]:
-    """(dotted key, type, TOML default, meaning) for every key, in file order."""
+    """(dotted key, type, TOML default, meaning) for every key, in file order.
+
+    Keys of arrays of tables read ``relatives[].name``; a required key's default is ``(required)``.
+    """
     rows: list[tuple[str, str, str, str]] = []
-    for section, cls in _SECTIONS.items():
+    groups = [(section, cls) for section, cls in _SECTIONS.items()] + [(f"{n}[]", c) for n, c in _TABLE_ARRAYS.items()]
+    for section, cls in groups:
         for key, f in _keys(cls).items():
-            rows.append((f"{section}.{key}", f.metadata["parser"].label, _toml_literal(f.metadata["raw"]), f.metadata["doc"]))
+            default = "(required)" if f.metadata.get("required") else _toml_literal(f.metadata["raw"])
+            rows.append((f"{section}.{key}", f.metadata["parser"].label, default, f.metadata["doc"]))
     return rows
 
 
@@ -633,5 +900,6 @@ def reference_markdown() -> str:
 
     lines = ["| Key | Type | Default | Meaning |", "| --- | --- | --- | --- |"]
     for key, type_label, default, doc in schema():
-        lines.append(f"| `{key}` | {cell(type_label)} | `{cell(default)}` | {cell(doc)} |")
+        shown = default if default == "(required)" else f"`{cell(default)}`"
+        lines.append(f"| `{key}` | {cell(type_label)} | {shown} | {cell(doc)} |")
     return "\n".join(lines) + "\n"

@@ -68,6 +68,7 @@ class Daemon:
     settings: SessionSettings = field(default_factory=SessionSettings)
     no_cid_ring: int = 2  # a call still without caller ID on this ring is screened as "no caller ID"
     on_screened: Callable[[int, CallerID, Decision], None] | None = None
+    on_line_fault: Callable[[str], None] | None = None  # e.g. a health alert to the family
     housekeeping: Callable[[], None] | None = None  # e.g. recording retention; run between calls
     housekeeping_interval_s: float = 3600.0
     _lists: ListCache | None = None
@@ -129,6 +130,8 @@ class Daemon:
             case LineFault(message=message):
                 log.error("line %s fault: %s", self.line.name, message)
                 self.store.add_event(None, EventKind.LINE_FAULT, message=message)
+                if self.on_line_fault is not None:
+                    self.on_line_fault(message)
             case LineRestored(message=message):
                 log.info("line %s restored: %s", self.line.name, message)
                 self.store.add_event(None, EventKind.LINE_RESTORED, message=message)

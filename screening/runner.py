@@ -29,6 +29,7 @@ from screening.numbers import national_format, parse_number
 from screening.rules import Policy
 from screening.session import SessionSettings
 from voice.retention import RetentionPolicy
+from screening.alert_wiring import start_alerts
 from voice.service import RecordingHousekeeping, build_prompts, build_voice
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         housekeeping.at_start()
     modem: VirtualModem | None = None
     line: LineAdapter
+    alerts = None
     try:
         if sim is not None:
             seed_demo_lists(store, cfg.line.home_region)
@@ -130,19 +132,30 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         else:
             line = modem_line_from_uri(uri, cfg)
         line.open()
+        alerts = start_alerts(cfg, store)
         voice = build_voice(cfg, store, recordings_dir)
+        if alerts is not None:
+            voice.on_fraud.append(alerts.fraud_handler())
+            if voice.model is None and cfg.voice.transcribe:
+                alerts.service.on_health("model_missing", f"no speech model for {cfg.voice.language.value}: "
+                                         "calls are recorded but not checked for fraud")
         daemon = Daemon(line, store, policy_of(cfg), build_prompts(cfg),
                         SessionSettings(call_timeout_s=float(cfg.line.call_timeout_s), voice=voice),
                         no_cid_ring=cfg.line.no_caller_id_ring,
                         housekeeping=housekeeping.run if housekeeping else None)
+        if alerts is not None:
+            daemon.on_screened = _chain(daemon.on_screened, alerts.screened_handler())
+            daemon.on_line_fault = alerts.line_fault_handler()
         if modem is not None:
             scenario = load_scenario(sim.scenario) if sim and sim.scenario else demo_scenario()
-            daemon.on_screened = _demo_printer(cfg.line.home_region)
+            daemon.on_screened = _chain(_demo_printer(cfg.line.home_region), daemon.on_screened)
             print(f"mamoru demo: virtual modem on {modem.device_path}, {len(scenario)} scripted calls, "
                   f"database {db_path}", flush=True)
             _stop_when_scenario_done(modem, scenario, stop)
         daemon.run(stop)
     finally:
+        if alerts is not None:
+            alerts.stop()
         try:
             if "line" in locals():
                 line.close()
@@ -153,6 +166,16 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     if modem is not None:
         _print_summary(store_path=db_path, cfg=cfg, count=len(modem.records()))
     return 0
+
+
+def _chain(first, second):
+    """Run two on_screened callbacks (either may be None)."""
+    def both(call_id: int, caller: CallerID, decision: Decision) -> None:
+        for callback in (first, second):
+            if callback is not None:
+                callback(call_id, caller, decision)
+
+    return both
 
 
 def _cadence_period(cadence: RingCadence) -> float:

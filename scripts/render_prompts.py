@@ -37,6 +37,12 @@ if str(ROOT) not in sys.path:  # run as a plain script from a checkout
 
 from firmware.audio_format import read_wav_pcm16, resample_pcm16
 from screening.model import Prompt
+from voice.speech import MessageFragment
+
+# Everything rendered: caller announcements plus fixed message fragments
+# (e.g. the voice-call alert's generic message), same pipeline, same folder.
+Renderable = Prompt | MessageFragment
+RENDERABLE: tuple[Renderable, ...] = (*Prompt, *MessageFragment)
 
 log = logging.getLogger("render_prompts")
 
@@ -57,7 +63,7 @@ class RenderError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class PromptText:
     language: str
-    prompt: Prompt
+    prompt: Renderable
     text: str
     speech: str
     voice: str
@@ -77,7 +83,16 @@ def load_texts(path: Path) -> list[PromptText]:
     return [_prompt_text(path, data, lang, prompt) for lang in LANGUAGES for prompt in Prompt]
 
 
-def _prompt_text(path: Path, data: dict[str, Any], lang: str, prompt: Prompt) -> PromptText:
+def load_fragment_texts(path: Path) -> list[PromptText]:
+    """Every (language, message fragment) of texts.toml; RenderError if one is missing."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RenderError(f"{path}: cannot read: {exc}") from exc
+    return [_prompt_text(path, data, lang, fragment) for lang in LANGUAGES for fragment in MessageFragment]
+
+
+def _prompt_text(path: Path, data: dict[str, Any], lang: str, prompt: Renderable) -> PromptText:
     section = data.get(lang)
     if not isinstance(section, dict):
         raise RenderError(f"{path}: no [{lang}] section")
@@ -194,13 +209,14 @@ def render_one(item: PromptText, out_dir: Path, espeak: str, sox: str | None, wo
     return target
 
 
-def render(texts: Path, out_dir: Path, languages: Sequence[str], prompts: Sequence[Prompt]) -> list[Path]:
-    """Render the selected prompts; returns the files written."""
+def render(texts: Path, out_dir: Path, languages: Sequence[str], prompts: Sequence[Renderable]) -> list[Path]:
+    """Render the selected prompts and fragments; returns the files written."""
     espeak = find_tool("espeak-ng", "espeak-ng")
     sox = shutil.which("sox")
     if sox is None:
         log.warning("sox not found: resampling without an anti-alias filter (sudo apt install sox)")
-    items = [t for t in load_texts(texts) if t.language in languages and t.prompt in prompts]
+    everything = load_texts(texts) + load_fragment_texts(texts)
+    items = [t for t in everything if t.language in languages and t.prompt in prompts]
     with tempfile.TemporaryDirectory(prefix="mamoru-render-") as tmp:
         return [render_one(item, out_dir, espeak, sox, Path(tmp)) for item in items]
 
@@ -210,14 +226,18 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--texts", type=Path, default=ROOT / "voice" / "prompts" / "texts.toml")
     parser.add_argument("--out", type=Path, default=ROOT / "voice" / "prompts")
     parser.add_argument("--lang", action="append", choices=LANGUAGES, help="repeatable; default all")
-    parser.add_argument("--prompt", action="append", choices=[p.value for p in Prompt], help="repeatable")
+    parser.add_argument("--prompt", action="append", choices=[p.value for p in RENDERABLE], help="repeatable")
     return parser.parse_args(argv)
+
+
+def _renderable(name: str) -> Renderable:
+    return next(r for r in RENDERABLE if r.value == name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = _args(argv)
-    prompts = [Prompt(p) for p in args.prompt] if args.prompt else list(Prompt)
+    prompts = [_renderable(p) for p in args.prompt] if args.prompt else list(RENDERABLE)
     try:
         written = render(args.texts, args.out, args.lang or LANGUAGES, prompts)
     except RenderError as exc:

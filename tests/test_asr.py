@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
+import json
 import logging
 import threading
 import time
@@ -38,6 +40,7 @@ from voice.asr import (
     SpeechModel,
     TranscriptionWorker,
     packaged_model_dir,
+    release_free_memory,
     resolve_model_dir,
 )
 
@@ -216,6 +219,167 @@ def test_worker_feed_never_blocks(ko_model: SpeechModel, caplog: pytest.LogCaptu
     assert slowest < 0.05
     assert worker.dropped_s > 30
     assert sum("falling behind" in r.getMessage() for r in caplog.records) == 1
+
+
+# ---- recycling the recognizer (bounded memory in long calls) -------------------------------
+
+
+def _assert_continuous(segments: list[Segment], duration: float) -> None:
+    """Word times only move forward, stay inside the call's audio, and segments match their words."""
+    previous_end = 0.0
+    for seg in segments:
+        assert seg.text.strip()
+        assert seg.words and seg.start_s == seg.words[0].start_s and seg.end_s == seg.words[-1].end_s
+        for word in seg.words:
+            assert previous_end - 1e-6 <= word.start_s <= word.end_s <= duration + 1e-6, (word, previous_end)
+            previous_end = word.end_s
+
+
+@needs_ko_model
+def test_recycled_times_stay_continuous(ko_model: SpeechModel) -> None:
+    """The fraud clip three times (~61 s) with a recognizer recycled at the first pause after 5 s:
+    several recognizers are used, yet word times are monotonic and relative to the call's start,
+    and every repetition of the clip has words inside its own time span (a fresh recognizer
+    restarts Vosk's clock at 0; the transcriber's offset must put them back in place)."""
+    clip = _pcm(FRAUD_WAV)
+    clip_s = len(clip) / (2 * RATE)
+    pcm = clip * 3
+    transcriber = CallTranscriber(ko_model, RATE, recycle_after_s=5.0, max_recognizer_s=30.0)
+    segments: list[Segment] = []
+    for i in range(0, len(pcm), CHUNK_20MS):
+        segments += transcriber.accept(pcm[i : i + CHUNK_20MS])
+    segments += transcriber.finish()
+    assert transcriber.recycles >= 3
+    _assert_continuous(segments, 3 * clip_s)
+    starts = [w.start_s for s in segments for w in s.words]
+    for k in range(3):
+        in_copy = [t for t in starts if k * clip_s <= t < (k + 1) * clip_s]
+        assert len(in_copy) >= 10, f"copy {k}: {len(in_copy)} words"
+        assert min(in_copy) >= k * clip_s + 0.5  # each copy starts with 0.8 s of silence
+
+
+@needs_ko_model
+def test_forced_cut_in_continuous_speech(exact_model: SpeechModel) -> None:
+    """With dither off this model hears no pause in the clip (one long utterance), i.e. continuous
+    speech: the hard cap ends the utterance by force every 6 s, each piece is a non-empty segment,
+    and the pieces' times continue where the previous recognizer stopped."""
+    pcm = _pcm(FRAUD_WAV)
+    duration = len(pcm) / (2 * RATE)
+    assert len(_transcribe_in_chunks(exact_model, pcm, CHUNK_20MS)) == 1  # the premise
+    transcriber = CallTranscriber(exact_model, RATE, recycle_after_s=4.0, max_recognizer_s=6.0)
+    segments: list[Segment] = []
+    for i in range(0, len(pcm), CHUNK_20MS):
+        segments += transcriber.accept(pcm[i : i + CHUNK_20MS])
+    segments += transcriber.finish()
+    assert transcriber.recycles == 3  # at 6, 12 and 18 s
+    assert len(segments) >= 3
+    _assert_continuous(segments, duration)
+    assert segments[-1].end_s > 12.0
+    assert len([w for s in segments for w in s.words]) >= 15
+
+
+@needs_ko_model
+def test_finish_after_recycle_returns_the_tail(ko_model: SpeechModel) -> None:
+    """A call that hangs up mid-sentence after a recycle: finish() still flushes the fresh
+    recognizer, and the tail's times are after the recycled audio."""
+    fraud = _pcm(FRAUD_WAV)
+    fraud_s = len(fraud) / (2 * RATE)
+    tail = _pcm(BENIGN_WAV)[: 2 * int(2.2 * RATE)]  # 0.8 s silence, then cut inside the first sentence
+    transcriber = CallTranscriber(ko_model, RATE, recycle_after_s=3.0)
+    live: list[Segment] = []
+    for i in range(0, len(fraud), CHUNK_20MS):
+        live += transcriber.accept(fraud[i : i + CHUNK_20MS])
+    recycles = transcriber.recycles
+    assert recycles >= 1 and live
+    for i in range(0, len(tail), 1000):
+        live += transcriber.accept(tail[i : i + 1000])
+    rest = transcriber.finish()
+    assert rest, "finish() lost the tail of the call"
+    assert all(w.start_s >= fraud_s for s in rest for w in s.words)
+    assert all(s.text.strip() for s in rest)
+    _assert_continuous(live + rest, fraud_s + len(tail) / (2 * RATE))
+    assert transcriber.finish() == []
+
+
+class _FakeRecognizer:
+    """Mimics KaldiRecognizer's clock: times relative to its own first sample; an utterance ends
+    (AcceptWaveform -> True) every ``every`` blocks; one word per block."""
+
+    def __init__(self, rate: int, every: int | None) -> None:
+        self.rate, self.every = rate, every
+        self.samples = 0
+        self.blocks = 0
+        self.words: list[dict[str, float | str]] = []
+
+    def AcceptWaveform(self, block: bytes) -> bool:
+        start = self.samples / self.rate
+        self.samples += len(block) // 2
+        self.blocks += 1
+        self.words.append({"word": f"w{self.blocks}", "start": start, "end": self.samples / self.rate, "conf": 1.0})
+        return self.every is not None and self.blocks % self.every == 0
+
+    def _take(self) -> str:
+        words, self.words = self.words, []
+        return json.dumps({"text": " ".join(str(w["word"]) for w in words), "result": words})
+
+    Result = FinalResult = _take
+
+    def PartialResult(self) -> str:
+        return json.dumps({"partial": ""})
+
+
+class _FakeModel:
+    def __init__(self, every: int | None) -> None:
+        self.every = every
+        self.made: list[_FakeRecognizer] = []
+
+    def recognizer(self, rate: int) -> _FakeRecognizer:
+        self.made.append(_FakeRecognizer(rate, self.every))
+        return self.made[-1]
+
+
+@pytest.mark.parametrize("every", [3, None])
+def test_recycle_offsets_are_exact(every: int | None) -> None:
+    """No model needed: with a recognizer that ends an utterance every 3 blocks (0.75 s), or never
+    (continuous speech: forced cuts), 20 s of audio in odd chunks gives word times that tile the
+    call's audio exactly, across every recognizer, ending with the tail finish() flushes."""
+    model = _FakeModel(every)
+    transcriber = CallTranscriber(model, RATE, recycle_after_s=2.0, max_recognizer_s=5.0)  # type: ignore[arg-type]
+    pcm = b"\0\0" * (20 * RATE + 123)  # not a whole number of blocks: finish() feeds a short one
+    segments: list[Segment] = []
+    for i in range(0, len(pcm), 777):
+        segments += transcriber.accept(pcm[i : i + 777])
+    segments += transcriber.finish()
+    words = [w for s in segments for w in s.words]
+    assert transcriber.recycles >= 3
+    assert len(model.made) in (transcriber.recycles, transcriber.recycles + 1)  # +1 unless the end recycled
+    assert all(rec.samples <= 5 * RATE for rec in model.made)  # the hard cap holds
+    if every is not None:
+        assert all(rec.samples <= 3 * RATE for rec in model.made)  # recycled at the first end after 2 s
+    assert words[0].start_s == 0.0
+    for before, after in itertools.pairwise(words):
+        assert after.start_s == pytest.approx(before.end_s, abs=1e-9)
+    assert words[-1].end_s == pytest.approx(len(pcm) / (2 * RATE), abs=1e-9)
+
+
+def test_no_recycling_when_disabled() -> None:
+    """recycle_after_s=None keeps one recognizer for the whole call, as before."""
+    model = _FakeModel(None)
+    transcriber = CallTranscriber(model, RATE, recycle_after_s=None)  # type: ignore[arg-type]
+    transcriber.accept(b"\0\0" * (120 * RATE))
+    assert len(transcriber.finish()) == 1
+    assert len(model.made) == 1 and transcriber.recycles == 0
+
+
+def test_bad_recycle_settings() -> None:
+    with pytest.raises(ValueError):
+        CallTranscriber(_FakeModel(None), RATE, recycle_after_s=0)  # type: ignore[arg-type]
+
+
+def test_release_free_memory_never_fails() -> None:
+    """malloc_trim where glibc has it, a no-op elsewhere; either way it just returns."""
+    assert release_free_memory() in (True, False)
+    assert release_free_memory() in (True, False)
 
 
 # ---- errors (no model needed) -------------------------------------------------------------

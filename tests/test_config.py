@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from datetime import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from screening.config import (
     Config,
     ConfigError,
     ConfigProblem,
+    Language,
     LineConfig,
     LogLevel,
     ModemChoice,
@@ -178,6 +180,10 @@ def test_example_file_mentions_every_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     for key, *_ in schema():
         section, name = key.split(".")
+        if section.endswith("[]"):  # arrays of tables: shown commented out (the default is none)
+            assert f"# [[{section[:-2]}]]" in text
+            assert f"\n# {name} = " in text, key
+            continue
         assert f"[{section}]" in text
         assert f"\n{name} = " in text, key
 
@@ -228,7 +234,103 @@ BAD_VALUES = [
     ("store", "db", '""', "must not be empty"),
     ("store", "db", "[]", "expected a string (got array [])"),
     ("log", "level", '"verbose"', "must be one of debug, info, warning, error (got 'verbose')"),
+    ("alerts", "fraud", '"yes"', 'expected true or false (got string "yes")'),
+    ("alerts", "repeat_block_count", "-1", "must be at least 0 (got -1)"),
+    ("alerts", "repeat_block_minutes", "0", "must be between 1 and 1440 (got 0)"),
+    ("alerts", "health", "1", "expected true or false (got integer 1)"),
+    ("alerts", "daily_digest", '"8am"', "expected a time as HH:MM"),
+    ("alerts", "daily_digest", '"24:00"', "not a time of day"),
+    ("alerts", "escalate_after_minutes", "1.5", "expected an integer (got float 1.5)"),
+    ("alerts", "quiet_hours", '"22:00"', "expected HH:MM-HH:MM"),
+    ("alerts", "quiet_hours", '"22:00-22:00"', "start and end are the same time"),
+    ("alerts", "quiet_hours", '"22:00-7"', "expected a time as HH:MM"),
+    ("alerts", "max_per_hour", "0", "must be at least 1 (got 0)"),
+    ("alerts", "web_base_url", '"mamoru.local"', "expected an http:// or https:// URL"),
+    ("alerts", "voice_call", '"no"', 'expected true or false (got string "no")'),
+    ("alerts", "retry_max_hours", "0", "must be between 1 and 168 (got 0)"),
 ]
+
+# [[relatives]] entries: (TOML of one entry, key of the problem, message). A secret in a bad URL is never echoed.
+BAD_RELATIVES = [
+    ('notify = ["json://127.0.0.1/x"]', "relatives[0].name", "required"),
+    ('name = ""\nnotify = ["json://127.0.0.1/x"]', "relatives[0].name", "must not be empty"),
+    ('name = "A"\nnotify = ["nosuch://user:hunter2@host"]', "relatives[0].notify[0]",
+     "not a notification URL apprise understands"),
+    ('name = "A"\nnotify = "json://127.0.0.1/x"', "relatives[0].notify", "expected an array of strings"),
+    ('name = "A"\nphone = "12"', "relatives[0].phone", "not a valid phone number in JP (got '12')"),
+    ('name = "A"\nphone = "090-1234-5678"\nlanguage = "fr"', "relatives[0].language",
+     "must be one of ja, en, ko (got 'fr')"),
+]
+
+
+@pytest.mark.parametrize(("entry", "key", "message"), BAD_RELATIVES)
+def test_bad_relative(tmp_path: Path, entry: str, key: str, message: str) -> None:
+    path = write(tmp_path, f"[[relatives]]\n{entry}\n")
+    (problem,) = problems_of(path)
+    assert problem.key == key
+    assert message in problem.message
+    assert "hunter2" not in str(problem)
+
+
+def test_relatives_good_and_resolved(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[voice]
+language = "ko"
+
+[[relatives]]
+name = "Taro"
+notify = ["json://127.0.0.1:8080/hook", "ntfy://127.0.0.1:8081/mamoru"]
+phone = "090-1234-5678"
+
+[[relatives]]
+name = "Hanako"
+notify = ["mailto://u:p@127.0.0.1:2525?from=mamoru@example.com&to=hanako@example.com"]
+language = "en"
+""")
+    config = load_config(path, env={})
+    taro, hanako = config.relatives
+    assert taro.name == "Taro" and len(taro.notify) == 2
+    assert taro.phone == "+819012345678", "stored as E.164, read in line.home_region"
+    assert taro.language is None and hanako.language is Language.EN
+    assert hanako.phone is None
+
+
+def test_relatives_several_problems_and_duplicates(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[[relatives]]
+name = "Taro"
+notify = ["json://127.0.0.1/x", "bogus://a:secretpw@x", "alsobogus"]
+
+[[relatives]]
+name = "taro"
+phone = "03-1234-5678"
+colour = "red"
+
+[[relatives]]
+name = "Jiro"
+""")
+    problems = problems_of(path)
+    assert keys_of(problems) == ["relatives[0].notify[1]", "relatives[0].notify[2]", "relatives[1].colour",
+                                 "relatives[1].name", "relatives[2]"]
+    assert "duplicate name 'taro' (also relatives[0])" in problems[3].message
+    assert "no way to reach" in problems[4].message
+    assert "secretpw" not in str(ConfigError(problems))
+
+
+def test_relatives_must_be_array_of_tables(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, '[relatives]\nname = "Taro"\n'))
+    assert problem.key == "relatives" and "expected [[relatives]] tables" in problem.message
+
+
+def test_alert_values_parsed(tmp_path: Path) -> None:
+    path = write(tmp_path, '[alerts]\nquiet_hours = "22:00-07:00"\ndaily_digest = "08:05"\n'
+                           'web_base_url = "http://mamoru.local:8080/"\n')
+    alerts = load_config(path, env={}).alerts
+    assert str(alerts.quiet_hours) == "22:00-07:00"
+    assert alerts.quiet_hours.contains(time(23, 30)) and alerts.quiet_hours.contains(time(6, 59))
+    assert not alerts.quiet_hours.contains(time(7, 0)) and not alerts.quiet_hours.contains(time(12, 0))
+    assert alerts.daily_digest == time(8, 5)
+    assert alerts.web_base_url == "http://mamoru.local:8080"
 
 
 @pytest.mark.parametrize(("section", "key", "value", "message"), BAD_VALUES)
@@ -243,6 +345,7 @@ def test_bad_field(tmp_path: Path, section: str, key: str, value: str, message: 
 
 def test_every_key_has_a_bad_value_case() -> None:
     tested = {f"{s}.{k}" for s, k, *_ in BAD_VALUES}
+    tested |= {re.sub(r"\[\d+\]", "[]", key).removesuffix("[]") for _, key, _ in BAD_RELATIVES}
     assert tested == {key for key, *_ in schema()}
 
 

@@ -589,3 +589,61 @@ def test_close_leaves_no_threads() -> None:
     time.sleep(0.05)
     leftover = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert leftover == []
+
+
+# ---- dialling out -------------------------------------------------------------------
+
+
+def test_dial_answered_then_play_and_dtmf(dialect_key: str) -> None:
+    from firmware.modem_line import DialResult
+    from firmware.scenarios import CalleeScript
+
+    with modem_and_line(dialect_key) as (modem, line):
+        modem.expect_dial("0312345678", CalleeScript(answer_after_s=2.0, dtmf=((6.0, "1"),)))
+        assert line.dial("03-1234-5678", timeout=30) is DialResult.ANSWERED
+        clip, u8 = _pattern_clip(0.2)
+        assert line.play(clip, timeout=5) is EndReason.COMPLETED
+        assert line.listen(0.2) is EndReason.COMPLETED
+        assert [e.digit for e in _drain(line, 0.05) if isinstance(e, Dtmf)] == ["1"]
+        line.hang_up()
+        record = modem.wait_for_dial_end(0, 2.0)
+        assert record.played_audio == u8
+        commands = [c for _, c in modem.command_log]
+        assert commands[-5:] == ["ATS7=30", "ATDT0312345678", "AT+VTX", "AT+VRX", "ATH0"]
+
+
+def test_dial_busy_no_answer_and_refusals() -> None:
+    from firmware.modem_line import DialResult
+    from firmware.scenarios import CalleeScript
+
+    with modem_and_line("usr") as (modem, line):
+        modem.expect_dial("0311112222", CalleeScript.busy())
+        assert line.dial("0311112222", timeout=30) is DialResult.BUSY
+        assert line.dial("0399998888", timeout=5) is DialResult.NO_ANSWER
+        assert not modem.off_hook
+        with pytest.raises(ValueError):
+            line.dial("+44 20 7946 0000", timeout=5)  # the home prefix is the caller's business
+        modem.set_handset(True)
+        _wait_for(line, "HandsetOffHook", 1.0)
+        sent_before = len(modem.command_log)
+        assert line.dial("0311112222", timeout=5) is DialResult.NO_DIALTONE
+        assert len(modem.command_log) == sent_before  # refused without a word to the modem
+
+
+def test_dial_without_call_progress_is_aborted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our own bound on the dial: abort (any character), hang up, report NO_ANSWER, no recovery."""
+    from firmware import modem_line
+    from firmware.modem_line import DialResult
+    from firmware.scenarios import CalleeScript
+    from firmware.virtual_modem import DialOutcome
+
+    monkeypatch.setattr(modem_line, "DIAL_OVERHEAD_S", -39.6)  # wait 0.4 s for a 40 s ring time
+    with modem_and_line("conexant") as (modem, line):
+        modem.expect_dial("0312345678", CalleeScript(answer_after_s=30.0))
+        t0 = time.monotonic()
+        assert line.dial("0312345678", timeout=40) is DialResult.NO_ANSWER
+        assert time.monotonic() - t0 < 1.5
+        record = modem.wait_for_dial_end(0, 1.0)
+        assert record.outcome is DialOutcome.ABORTED and not modem.off_hook
+        assert line.ping(1.0)
+        assert not any(type(e).__name__ == "LineFault" for e in _drain(line, 0.1))

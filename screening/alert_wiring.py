@@ -1,0 +1,81 @@
+"""Connect the alert service to the daemon: fraud events, repeat blocked callers, line faults.
+
+Kept apart from ``runner.py`` so the composition root stays a list of parts.
+Phone-call alerts (``screening.voice_call``) are not wired here yet: on a single
+analog line they must run on the call loop's thread between calls, which the
+daemon does not offer yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from blocklist.store import Store
+from screening.alerts import AlertService, AlertWorker
+from screening.config import Config
+from screening.model import Action, CallerID, Decision
+from screening.notify import AppriseNotifier
+from screening.numbers import national_format
+from voice.pipeline import FraudEvent
+
+log = logging.getLogger(__name__)
+
+WORKER_STOP_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True)
+class RunningAlerts:
+    service: AlertService  # wakes its worker itself whenever it queues an alert
+    worker: AlertWorker
+    store: Store
+    home_region: str
+
+    def label(self, caller: CallerID | None) -> str:
+        if caller is None:
+            return "?"
+        if caller.number_e164:
+            return national_format(caller.number_e164, self.home_region)
+        return f"<{caller.reason.name.lower()}>" if caller.reason else (caller.raw_number or "<no caller ID>")
+
+    def fraud_handler(self):
+        def on_fraud(event: FraudEvent) -> None:
+            caller = None
+            try:
+                row = self.store.get_call(event.call_id)
+                caller = CallerID(raw_number=row.raw_number, number_e164=row.number_e164)
+            except KeyError:
+                pass
+            self.service.on_fraud(event, self.label(caller))
+
+        return on_fraud
+
+    def screened_handler(self):
+        def on_screened(call_id: int, caller: CallerID, decision: Decision) -> None:
+            if decision.action is Action.BLOCK and caller.number_e164:
+                self.service.on_blocked_call(caller.number_e164, datetime.now(UTC), self.label(caller))
+    
+        return on_screened
+
+    def line_fault_handler(self):
+        def on_fault(message: str) -> None:
+            self.service.on_health("line_fault", f"the telephone line adapter stopped answering: {message}")
+
+        return on_fault
+
+    def stop(self) -> None:
+        self.worker.stop(WORKER_STOP_TIMEOUT_S)
+        self.service.close()
+
+
+def start_alerts(cfg: Config, store: Store) -> RunningAlerts | None:
+    """None when no relative is configured: nothing to send, nothing to start."""
+    if not cfg.relatives:
+        log.info("no relatives configured: alerts off")
+        return None
+    service = AlertService(store, cfg, AppriseNotifier()).open()
+    worker = AlertWorker(service)
+    worker.start()
+    log.info("alerts on for %s", ", ".join(r.name for r in cfg.relatives))
+    return RunningAlerts(service, worker, store, cfg.line.home_region)
