@@ -23,6 +23,7 @@ from voice.pipeline import FraudEvent
 log = logging.getLogger(__name__)
 
 WORKER_STOP_TIMEOUT_S = 5.0
+FINAL_FLUSH_S = 10.0
 
 
 @dataclass(slots=True)
@@ -65,7 +66,13 @@ class RunningAlerts:
         return on_fault
 
     def stop(self) -> None:
+        """Stop the worker, but first send what is due: an alert queued by the last call of a run
+        should not wait for the next start (it would, safely, from the outbox)."""
         self.worker.stop(WORKER_STOP_TIMEOUT_S)
+        try:
+            self.service.run_pending(wait_s=FINAL_FLUSH_S)
+        except Exception:  # noqa: BLE001 -- the outbox keeps it for the next start
+            log.exception("final alert flush failed; pending alerts stay in the outbox")
         self.service.close()
 
 

@@ -1,0 +1,107 @@
+"""Alerts end to end: from the screening daemon and from the live voice pipeline to a real local receiver.
+
+1. ``mamoru run`` (a subprocess) on the virtual modem: a blocklisted caller who
+   keeps trying produces one alert at a local JSON webhook, with the number,
+   and the outbox shows it sent.
+2. The live pipeline: the segment that makes a call's verdict fraud raises the
+   fraud event, and the alert with what was said reaches the receiver within a
+   second. (The segments are text a recogniser would emit; live recognition
+   itself is covered by tests/test_voice_e2e.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from blocklist.store import Store
+from screening.alert_wiring import start_alerts
+from screening.config import parse_config
+from screening.model import CallerID
+from test_alerts import HttpReceiver, json_url
+from voice.asr import Segment, Word
+from voice.detector import PhrasePack
+from voice.pipeline import VoiceService
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def http():
+    receiver = HttpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+def test_repeat_blocked_caller_alerts_a_relative_through_the_daemon(tmp_path: Path, http: HttpReceiver) -> None:
+    cfg = tmp_path / "mamoru.toml"
+    cfg.write_text(f'''
+[alerts]
+repeat_block_count = 2
+repeat_block_minutes = 10
+
+[[relatives]]
+name = "Hanako"
+notify = ["{json_url(http.port, "hanako")}"]
+language = "en"
+
+[recording]
+dir = "{tmp_path / "rec"}"
+''', encoding="utf-8")
+    scenario = tmp_path / "calls.toml"
+    scenario.write_text('[[call]]\nnmbr = "0398765432"\nhang_up_after_s = 400\n'
+                        '[[call]]\nnmbr = "0398765432"\nhang_up_after_s = 400\ngap_s = 1\n', encoding="utf-8")
+    db = tmp_path / "m.db"
+    with Store(db) as store:
+        from screening.model import ListEntry, ListKind, MatchKind
+        store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432", note="fake bank"))
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("MAMORU_CONFIG", None)
+    proc = subprocess.run([sys.executable, "-m", "screening.cli", "run", "--config", str(cfg), "--db", str(db),
+                           "--line", f"sim:?time_scale=0.05&scenario={scenario}"],
+                          capture_output=True, text=True, timeout=100, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    # two alerts: "no speech model for ja" (health) and the repeat caller
+    assert http.wait_for("/hanako", 2, timeout=10), proc.stderr
+    bodies = [json.dumps(b, ensure_ascii=False) for b in http.paths("/hanako")]
+    assert any("03-9876-5432" in b for b in bodies), bodies
+    assert any("speech model" in b for b in bodies), bodies
+    listed = json.loads(subprocess.run(
+        [sys.executable, "-m", "screening.cli", "alerts", "--json", "--config", str(cfg), "--db", str(db)],
+        capture_output=True, text=True, timeout=30, env=env, cwd=ROOT).stdout)
+    assert any(a["kind"] == "repeat_block" for a in listed)
+
+
+def test_fraud_event_alert_arrives_within_a_second_of_the_flag(tmp_path: Path, http: HttpReceiver) -> None:
+    config = parse_config({"relatives": [{"name": "Taro", "notify": [json_url(http.port, "taro")]}]}, "test")
+    with Store(tmp_path / "m.db") as store:
+        call_id = store.begin_call("modem", CallerID(raw_number="0312345678", number_e164="+81312345678"))
+        alerts = start_alerts(config, store)
+        assert alerts is not None
+        try:
+            voice = VoiceService(store=store, recordings_dir=None, pack=PhrasePack.load("ja"), model=None)
+            voice.on_fraud.append(alerts.fraud_handler())
+            raised: list[float] = []
+            voice.on_fraud.append(lambda _event: raised.append(time.monotonic()))
+            audio = voice.start_call(call_id)
+            for text, start, end in [("もしもし 警察 です", 0.5, 2.0),
+                                     ("あなた の 口座 が 犯罪 に 使わ れ て い ます", 2.5, 5.0),
+                                     ("キャッシュ カード を 預かり に 伺い ます", 5.5, 8.0),
+                                     ("暗証 番号 を 教え て ください", 8.5, 10.0)]:
+                audio.add_segment(Segment(text, start, end, (Word(text.split()[0], start, start + 0.3, 1.0),)))
+            assert raised, "the script did not make the verdict fraud"
+            assert http.wait_for("/taro", 1, timeout=5)
+            arrived = http.received[0][2]
+            assert arrived - raised[0] < 1.0
+            body = json.dumps(http.paths("/taro")[0], ensure_ascii=False)
+            assert "03-1234-5678" in body and ("キャッシュ" in body or "口座" in body or "警察" in body)
+            audio.finish()
+        finally:
+            alerts.stop()
