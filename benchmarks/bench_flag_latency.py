@@ -8,8 +8,9 @@ For each final segment we measure, on one monotonic clock:
   * audio-end → segment: from the moment the modem delivered the audio at the
     segment's end time to the moment the segment reached the pipeline;
   * detector time for that segment.
-A fraud flag fires on the final segment that contains the decisive phrase, so
-flag latency = audio-end → segment + detector time. (The espeak-ng Korean test
+The fraud event is raised on Vosk's running (partial) hypothesis as soon as it
+contains the decisive phrase, so flag latency = audio → partial hypothesis +
+detector time; flags are stored from the final segment (audio-end → segment). (The espeak-ng Korean test
 speech is mostly mis-recognised, so the figure is measured on whatever the
 model recognised; the latency does not depend on what the words are.)
 
@@ -65,6 +66,14 @@ class TimedVoice(VoiceService):
             original(pcm16)
 
         audio.received = received  # type: ignore[method-assign]
+        original_partial = audio.add_partial
+        self.partials = partials = []
+
+        def add_partial(text: str, audio_s: float) -> None:
+            partials.append((time.monotonic(), audio_s))
+            original_partial(text, audio_s)
+
+        audio._worker._on_partial = add_partial  # type: ignore[union-attr]  # instrument the live hook
         return audio
 
 
@@ -122,12 +131,21 @@ def main() -> int:
         t0 = time.perf_counter()
         detector.add_segment(seg.text, seg.start_s, seg.end_s, [(w.text, w.start_s, w.end_s) for w in seg.words])
         detect_ms.append((time.perf_counter() - t0) * 1000)
+    partial_lat = []
+    for emitted, audio_s in voice.partials:
+        i = bisect.bisect_left(counts, int(audio_s * 8000 * 2))
+        if i < len(arrivals):
+            partial_lat.append(emitted - arrivals[i][1])
     result = {
+        "partials": len(partial_lat),
+        "audio_to_partial_s_p50": round(statistics.median(partial_lat), 3),
+        "audio_to_partial_s_max": round(max(partial_lat), 3),
         "segments": len(latencies),
         "audio_end_to_segment_s_p50": round(statistics.median(latencies), 3),
         "audio_end_to_segment_s_max": round(max(latencies), 3),
         "detector_ms_max": round(max(detect_ms), 3),
-        "flag_latency_s_max": round(max(latencies) + max(detect_ms) / 1000, 3),
+        "flag_latency_final_s_max": round(max(latencies) + max(detect_ms) / 1000, 3),
+        "flag_latency_partial_s_max": round(max(partial_lat) + max(detect_ms) / 1000, 3),
     }
     for k, v in result.items():
         print(f"{k:>30}: {v}")

@@ -145,3 +145,43 @@ def test_fraud_event_fires_once_during_the_call_with_the_flags(tmp_path: Path) -
     assert all(0 <= f.start_s <= 10.0 for f in flags)
     assert datetime.fromisoformat(row.fraud_at.replace("Z", "+00:00")) <= datetime.now(UTC)
     store.close()
+
+
+def test_partial_hypothesis_raises_the_fraud_event_before_the_utterance_ends(tmp_path: Path) -> None:
+    """Detection on Vosk's running hypothesis: the event fires once, at the partial, not at the final."""
+    store = Store(tmp_path / "calls.db")
+    store.open()
+    call_id = store.begin_call("test", CallerID(raw_number="0312345678"))
+    events: list[FraudEvent] = []
+    voice = VoiceService(store=store, recordings_dir=None, pack=PhrasePack.load("ja"), model=None)
+    voice.on_fraud.append(events.append)
+    audio = voice.start_call(call_id)
+    audio.add_segment(Segment("もしもし 警察 です", 0.5, 2.0, ()))
+    audio.add_partial("キャッシュ カード を 預かり に", 4.25)
+    assert len(events) == 1 and events[0].audio_time_s == 4.25  # before the utterance closed
+    audio.add_partial("キャッシュ カード を 預かり に 伺い ます", 4.75)
+    audio.add_segment(Segment("キャッシュ カード を 預かり に 伺い ます 暗証 番号 を", 2.5, 6.0, ()))
+    audio.finish()
+    assert len(events) == 1  # never twice for one call
+    row = store.get_call(call_id)
+    assert row.verdict == "fraud" and row.fraud_at
+    assert {f.category for f in store.flags_for(call_id)} >= {"impersonation", "payment_instruction"}
+    store.close()
+
+
+def test_worker_reports_partial_hypotheses_from_the_real_model(model) -> None:
+    """The real recogniser's partial results reach the handler while audio is still being fed."""
+    from firmware.audio_format import read_wav_pcm16
+    from voice.asr import CallTranscriber, TranscriptionWorker
+
+    pcm, rate = read_wav_pcm16(SPEECH / "ko_benign.wav")
+    assert rate == 8000
+    partials: list[tuple[str, float]] = []
+    worker = TranscriptionWorker(CallTranscriber(model, 8000), lambda _seg: None,
+                                 on_partial=lambda text, at: partials.append((text, at)))
+    for i in range(0, len(pcm), 320):
+        worker.feed(pcm[i:i + 320])
+    worker.close(60)
+    assert partials and all(text for text, _ in partials)
+    times = [at for _, at in partials]
+    assert times == sorted(times) and times[-1] <= len(pcm) / 2 / 8000 + 0.5

