@@ -1,20 +1,23 @@
 """Connect the alert service to the daemon: fraud events, repeat blocked callers, line faults.
 
 Kept apart from ``runner.py`` so the composition root stays a list of parts.
-Phone-call alerts (``screening.voice_call``) are not wired here yet: on a single
-analog line they must run on the call loop's thread between calls, which the
-daemon does not offer yet.
+Phone-call alerts (``screening.voice_call``) run on the call loop's thread
+between calls (``screening.line_jobs``): a single analog line does one thing at a time.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from blocklist.store import Store
 from screening.alerts import AlertService, AlertWorker
 from screening.config import Config
+from screening.line import LineAdapter
+from screening.line_jobs import LineJobs, QueuedVoiceCaller
 from screening.model import Action, CallerID, Decision
 from screening.notify import AppriseNotifier
 from screening.numbers import national_format
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 
 WORKER_STOP_TIMEOUT_S = 5.0
 FINAL_FLUSH_S = 10.0
+DISK_MIN_FREE_BYTES = 200 * 2**20
+DISK_MIN_FREE_FRACTION = 0.05
 
 
 @dataclass(slots=True)
@@ -65,6 +70,17 @@ class RunningAlerts:
 
         return on_fault
 
+    def check_disk(self, path: Path) -> None:
+        """Health alert when the data partition is nearly full (recordings and the database stop)."""
+        try:
+            usage = shutil.disk_usage(path)
+        except OSError as exc:
+            log.warning("cannot check free space on %s: %s", path, exc)
+            return
+        if usage.free < DISK_MIN_FREE_BYTES or usage.free / usage.total < DISK_MIN_FREE_FRACTION:
+            self.service.on_health("disk_full", f"the data disk is nearly full ({usage.free // 2**20} MB free "
+                                                f"of {usage.total // 2**20} MB at {path})")
+
     def stop(self) -> None:
         """Stop the worker, but first send what is due: an alert queued by the last call of a run
         should not wait for the next start (it would, safely, from the outbox)."""
@@ -76,12 +92,24 @@ class RunningAlerts:
         self.service.close()
 
 
-def start_alerts(cfg: Config, store: Store) -> RunningAlerts | None:
-    """None when no relative is configured: nothing to send, nothing to start."""
+def start_alerts(cfg: Config, store: Store, line: LineAdapter | None = None,
+                 jobs: LineJobs | None = None) -> RunningAlerts | None:
+    """None when no relative is configured: nothing to send, nothing to start.
+
+    With a line and the call loop's job queue, relatives with a ``phone`` are also
+    phoned (after the fraud call has ended: the loop runs the call between calls).
+    """
     if not cfg.relatives:
         log.info("no relatives configured: alerts off")
         return None
-    service = AlertService(store, cfg, AppriseNotifier()).open()
+    voice_caller = None
+    if line is not None and jobs is not None and cfg.alerts.voice_call and any(r.phone for r in cfg.relatives):
+        from screening.voice_call import VoiceCallAlerter
+        from voice.speech import render_message
+
+        voice_caller = QueuedVoiceCaller(jobs, VoiceCallAlerter(line, render_message,
+                                                                home_region=cfg.line.home_region))
+    service = AlertService(store, cfg, AppriseNotifier(), voice_caller=voice_caller).open()
     worker = AlertWorker(service)
     worker.start()
     log.info("alerts on for %s", ", ".join(r.name for r in cfg.relatives))

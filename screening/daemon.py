@@ -27,6 +27,7 @@ from screening.line import (
     Ring,
     RingingStopped,
 )
+from screening.line_jobs import LineJobs
 from screening.model import Action, CallerID, Decision
 from screening.session import Announcements, CallSession, SessionSettings
 from screening.rules import Policy
@@ -69,6 +70,7 @@ class Daemon:
     no_cid_ring: int = 2  # a call still without caller ID on this ring is screened as "no caller ID"
     on_screened: Callable[[int, CallerID, Decision], None] | None = None
     on_line_fault: Callable[[str], None] | None = None  # e.g. a health alert to the family
+    line_jobs: LineJobs | None = None  # e.g. phoning a relative: runs here, between calls
     housekeeping: Callable[[], None] | None = None  # e.g. recording retention; run between calls
     housekeeping_interval_s: float = 3600.0
     _lists: ListCache | None = None
@@ -98,6 +100,8 @@ class Daemon:
                 continue
             if event is not None:
                 self._handle(event, session)
+            elif self.line_jobs is not None and not self._screened_this_ringing:
+                self.line_jobs.run_pending()  # the line is idle: nothing rang since the last wait
 
     def _handle(self, event: LineEvent, session: CallSession) -> None:
         match event:

@@ -30,6 +30,7 @@ from screening.rules import Policy
 from screening.session import SessionSettings
 from voice.retention import RetentionPolicy
 from screening.alert_wiring import start_alerts
+from screening.line_jobs import LineJobs
 from voice.service import RecordingHousekeeping, build_prompts, build_voice
 
 log = logging.getLogger(__name__)
@@ -132,17 +133,25 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         else:
             line = modem_line_from_uri(uri, cfg)
         line.open()
-        alerts = start_alerts(cfg, store)
+        jobs = LineJobs()
+        alerts = start_alerts(cfg, store, line, jobs)
         voice = build_voice(cfg, store, recordings_dir)
         if alerts is not None:
             voice.on_fraud.append(alerts.fraud_handler())
             if voice.model is None and cfg.voice.transcribe:
                 alerts.service.on_health("model_missing", f"no speech model for {cfg.voice.language.value}: "
                                          "calls are recorded but not checked for fraud")
+        def hourly() -> None:
+            if housekeeping is not None:
+                housekeeping.run()
+            if alerts is not None:
+                alerts.check_disk(recordings_dir or db_path.parent)
+
+        if alerts is not None:
+            alerts.check_disk(recordings_dir or db_path.parent)
         daemon = Daemon(line, store, policy_of(cfg), build_prompts(cfg),
                         SessionSettings(call_timeout_s=float(cfg.line.call_timeout_s), voice=voice),
-                        no_cid_ring=cfg.line.no_caller_id_ring,
-                        housekeeping=housekeeping.run if housekeeping else None)
+                        no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs)
         if alerts is not None:
             daemon.on_screened = _chain(daemon.on_screened, alerts.screened_handler())
             daemon.on_line_fault = alerts.line_fault_handler()

@@ -105,3 +105,80 @@ def test_fraud_event_alert_arrives_within_a_second_of_the_flag(tmp_path: Path, h
             audio.finish()
         finally:
             alerts.stop()
+
+
+def test_relative_is_phoned_after_the_fraud_call_and_acknowledges_with_1(tmp_path: Path) -> None:
+    """The voice-call alert through the running daemon: queued by the alert worker, dialled by the
+    call loop once the line is idle, message played, DTMF 1 from the relative acknowledges it."""
+    import threading
+
+    from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
+    from firmware.modem_line import ModemLine
+    from firmware.scenarios import CalleeScript
+    from firmware.virtual_modem import VirtualModem
+    from screening.daemon import Daemon
+    from screening.line_jobs import LineJobs
+    from screening.rules import Policy
+    from screening.session import SessionSettings
+    from test_alerts import fraud_event
+    from voice.announcements import ToneAnnouncements
+
+    config = parse_config({"relatives": [{"name": "Taro", "phone": "090-1234-5678", "language": "ja"}]}, "test")
+    modem = VirtualModem(CONEXANT_CX93001, RingCadence.JAPAN, time_scale=0.1)
+    modem.start()
+    # Line seconds at time_scale 0.1: the relative answers, listens to the ~10 s (real) message, presses 1.
+    modem.expect_dial("09012345678", CalleeScript(answer_after_s=1.0, dtmf=((115.0, "1"),), hang_up_after_s=400))
+    line = ModemLine(str(modem.device_path), "auto", "JP", RingCadence.JAPAN,
+                     ring_gap_s=1.5 * CADENCE_PERIOD_S[RingCadence.JAPAN] * 0.1)
+    line.open()
+    with Store(tmp_path / "m.db") as store:
+        call_id = store.begin_call("modem", CallerID(raw_number="0312345678", number_e164="+81312345678"))
+        jobs = LineJobs()
+        alerts = start_alerts(config, store, line, jobs)
+        assert alerts is not None
+        daemon = Daemon(line, store, Policy(), ToneAnnouncements(), SessionSettings(), line_jobs=jobs)
+        stop = threading.Event()
+        loop = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+        loop.start()
+        try:
+            alerts.fraud_handler()(fraud_event(call_id))
+            record = modem.wait_for_dial_end(0, timeout=60)
+            deadline = time.monotonic() + 30
+            status = None
+            while time.monotonic() < deadline:
+                (_, deliveries), *_ = alerts.service.outbox.recent(5)
+                status = deliveries[0].status.value
+                if status == "acknowledged":
+                    break
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            loop.join(timeout=30)
+            alerts.stop()
+            line.close()
+            modem.stop()
+    assert record.dial_string.endswith("09012345678")
+    assert len(record.played_audio) > 8000  # the spoken message reached the relative
+    assert status == "acknowledged"
+
+
+def test_nearly_full_disk_raises_one_health_alert(tmp_path: Path, http: HttpReceiver, monkeypatch) -> None:
+    """The hourly check: below 5 % (or 200 MB) free, the family is told once that recordings will stop."""
+    import shutil as real_shutil
+    from collections import namedtuple
+
+    config = parse_config({"relatives": [{"name": "Taro", "notify": [json_url(http.port, "taro")]}]}, "test")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(real_shutil, "disk_usage", lambda _p: usage(16 * 2**30, 16 * 2**30 - 50 * 2**20, 50 * 2**20))
+    with Store(tmp_path / "m.db") as store:
+        alerts = start_alerts(config, store)
+        assert alerts is not None
+        try:
+            alerts.check_disk(tmp_path)
+            alerts.check_disk(tmp_path)  # same problem, same day: no second alert
+            assert http.wait_for("/taro", 1, timeout=5)
+            time.sleep(0.5)
+            assert len(http.paths("/taro")) == 1
+            assert "50 MB free" in json.dumps(http.paths("/taro")[0])
+        finally:
+            alerts.stop()
