@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from blocklist.lists import NumberLists, parse_iso_utc
@@ -70,6 +70,7 @@ class Daemon:
     no_cid_ring: int = 2  # a call still without caller ID on this ring is screened as "no caller ID"
     on_screened: Callable[[int, CallerID, Decision], None] | None = None
     on_line_fault: Callable[[str], None] | None = None  # e.g. a health alert to the family
+    on_tick: Callable[[], None] | None = None  # every loop wake-up (≤ 0.5 s apart): the systemd watchdog
     line_jobs: LineJobs | None = None  # e.g. phoning a relative: runs here, between calls
     housekeeping: Callable[[], None] | None = None  # e.g. recording retention; run between calls
     housekeeping_interval_s: float = 3600.0
@@ -83,10 +84,13 @@ class Daemon:
         """Screen calls until ``stop`` is set (or ``max_calls`` were screened)."""
         self._lists = ListCache(self.store)
         self._lists.current()
-        session = CallSession(self.line, self.store, self.announcements, self.policy, self.settings)
+        settings = self.settings if self.on_tick is None else replace(self.settings, tick=self.on_tick)
+        session = CallSession(self.line, self.store, self.announcements, self.policy, settings)
         log.info("screening on line %s (home region %s)", self.line.name, self.policy.home_region)
         next_housekeeping = time.monotonic() + self.housekeeping_interval_s
         while not stop.is_set():
+            if self.on_tick is not None:
+                self.on_tick()  # a wedged loop stops these, and systemd restarts the daemon
             if self.housekeeping is not None and time.monotonic() >= next_housekeeping:
                 next_housekeeping = time.monotonic() + self.housekeeping_interval_s
                 self.housekeeping()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,6 +67,7 @@ class VoiceHooks(Protocol):
 class SessionSettings:
     call_timeout_s: float = 600.0  # longest we stay on a warned call
     voice: VoiceHooks | None = None  # recording + live transcription; None = neither
+    tick: Callable[[], None] | None = None  # liveness while on a long call (the systemd watchdog)
 
 
 @dataclass(slots=True)
@@ -131,7 +132,7 @@ class CallSession:
         self.calls.add_event(call_id, EventKind.PLAYED, prompt=decision.prompt.value, clip=clip.name,
                              end=end.value)
         if decision.action is Action.WARN and end is EndReason.COMPLETED:
-            end = self.line.listen(self.settings.call_timeout_s, audio.received if audio else None)
+            end = self.line.listen(self.settings.call_timeout_s, self._sink(audio))
             self.calls.add_event(call_id, EventKind.LISTENED, end=end.value)
         # Even when the caller hung up first, the modem is still off-hook.
         self.line.hang_up()
@@ -139,6 +140,19 @@ class CallSession:
         if decision.action is Action.WARN:
             return end.value
         return Outcome.ANNOUNCED if end is EndReason.COMPLETED else end.value
+
+    def _sink(self, audio: CallAudio | None) -> Callable[[bytes], None] | None:
+        """Audio from the line: to the recorder/recogniser, and proof of life for the watchdog."""
+        tick = self.settings.tick
+        if tick is None:
+            return audio.received if audio else None
+
+        def sink(pcm16: bytes) -> None:
+            tick()
+            if audio is not None:
+                audio.received(pcm16)
+
+        return sink
 
     def _start_audio(self, call_id: int) -> CallAudio | None:
         if self.settings.voice is None:

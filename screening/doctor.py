@@ -1,0 +1,443 @@
+"""``mamoru doctor``: is this box able to screen calls right now, in plain words.
+
+Why: the people living with the appliance cannot debug Linux. When something
+is wrong, a relative on the phone asks them to run (or press a button that
+runs) ``mamoru doctor`` and read out the lines marked PROBLEM. So every
+:class:`Check` carries a ``message`` a family member understands and a
+``fix`` that says what to do with their hands, not a stack trace.
+
+Each check is a small function that never raises: an unexpected error becomes
+a "problem" check naming it. Every wait is bounded (modem replies, SQLite busy
+wait and integrity check), so the doctor itself cannot hang.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
+
+log = logging.getLogger(__name__)
+
+Severity = Literal["ok", "warning", "problem"]
+
+MODEM_TIMEOUT_S = 3.0  # per command; a healthy modem answers AT in milliseconds
+MIN_FREE_FRACTION = 0.05
+MIN_FREE_BYTES = 200 * 1024 * 1024
+MIN_SANE_YEAR = 2025  # a Pi without a real-time clock boots in 1970 until NTP sets it
+DB_BUSY_TIMEOUT_S = 2.0
+DB_CHECK_TIMEOUT_S = 10.0
+MODEM_HELP = "Check the USB cable to the modem (grey box)."
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One finding. ``message`` and ``fix`` are for a family member, not an engineer."""
+
+    name: str
+    ok: bool
+    severity: Severity
+    message: str
+    fix: str = ""
+
+    @classmethod
+    def good(cls, name: str, message: str) -> Check:
+        return cls(name, True, "ok", message, "")
+
+    @classmethod
+    def warning(cls, name: str, message: str, fix: str = "") -> Check:
+        return cls(name, True, "warning", message, fix)
+
+    @classmethod
+    def problem(cls, name: str, message: str, fix: str) -> Check:
+        return cls(name, False, "problem", message, fix)
+
+
+TITLES = {
+    "config": "Settings",
+    "line": "Telephone line",
+    "speech_model": "Speech checking",
+    "disk": "Storage space",
+    "clock": "Clock",
+    "database": "Call records",
+    "recordings": "Recordings",
+    "relatives": "Family alerts",
+}
+
+
+# ---- the checks -----------------------------------------------------------------
+
+
+def run_checks(
+    cfg: Config,
+    *,
+    db_path: Path | None = None,
+    modem_timeout_s: float = MODEM_TIMEOUT_S,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> list[Check]:
+    """Every check, in the order a helper would look at them. Never raises."""
+    database = Path(db_path) if db_path is not None else Path(cfg.store.db)
+    steps: list[tuple[str, Callable[[], Check]]] = [
+        ("config", lambda: check_config_source(cfg)),
+        ("line", lambda: check_line(cfg, timeout_s=modem_timeout_s)),
+        ("speech_model", lambda: check_speech_model(cfg)),
+        ("disk", lambda: check_disk(_data_dirs(cfg, database))),
+        ("clock", lambda: check_clock(now())),
+        ("database", lambda: check_database(database)),
+        ("recordings", lambda: check_recordings(cfg)),
+        ("relatives", lambda: check_relatives(cfg)),
+    ]
+    return [_guarded(name, step) for name, step in steps]
+
+
+def _guarded(name: str, step: Callable[[], Check]) -> Check:
+    """A bug in one check must not hide the others' answers."""
+    try:
+        return step()
+    except Exception as exc:  # noqa: BLE001 -- reported as a problem, with the error for the helper
+        log.exception("doctor: check %s failed", name)
+        return Check.problem(
+            name, f"This check could not be done ({type(exc).__name__}: {exc}).",
+            "Ask your helper to look at the system log (journalctl -u mamoru).",
+        )
+
+
+def check_config_source(cfg: Config) -> Check:
+    """Running on built-in defaults on a real box means the setup was never finished."""
+    if cfg.source == BUILTIN_SOURCE:
+        return Check.warning(
+            "config", "No settings file was found, so mamoru uses its demonstration settings.",
+            "Ask your helper to create /etc/mamoru/mamoru.toml (see deploy/mamoru.example.toml).",
+        )
+    return Check.good("config", f"The settings file {cfg.source} is correct.")
+
+
+def config_error_check(exc: ConfigError) -> Check:
+    """A settings file with mistakes: each mistake names the key, which a helper needs."""
+    count = len(exc.problems)
+    listing = "; ".join(str(p) for p in exc.problems)
+    return Check.problem(
+        "config", f"The settings file has {count} mistake{'s' if count != 1 else ''}: {listing}",
+        "Correct these lines in the settings file, then run: mamoru config check",
+    )
+
+
+def check_line(cfg: Config, *, timeout_s: float = MODEM_TIMEOUT_S) -> Check:
+    """Is the telephone modem there, usable by us, and answering?"""
+    uri = cfg.line.uri
+    scheme = urlsplit(uri).scheme
+    if scheme == "sim":
+        return Check.warning(
+            "line", "mamoru is connected to its built-in demonstration line, not to the telephone. "
+            "Real calls are not screened.",
+            "Ask your helper to set the telephone modem in the settings ([line] uri).",
+        )
+    if scheme != "modem":
+        return Check.warning("line", f"This kind of line ({scheme}:) cannot be tested by the doctor.", "")
+    device = Path(urlsplit(uri).path)
+    if not device.exists():
+        return Check.problem(
+            "line", f"The telephone modem is not plugged in. {MODEM_HELP}",
+            f"Plug the modem's USB cable firmly into the mamoru box. (Looked for {device}.)",
+        )
+    if not os.access(device, os.R_OK | os.W_OK):
+        return Check.problem(
+            "line", "The telephone modem is plugged in, but mamoru is not allowed to use it.",
+            f"Ask your helper to add the mamoru user to the 'dialout' group (device {device}).",
+        )
+    return _probe_modem(uri, cfg, timeout_s)
+
+
+def _probe_modem(uri: str, cfg: Config, timeout_s: float) -> Check:
+    """Open the port, let the modem reset and identify itself, then ``AT``; all bounded."""
+    from firmware.modem_line import ModemLine
+    from screening.line import LineError
+
+    kwargs: dict[str, Any] = {
+        "home_region": cfg.line.home_region, "cadence": cfg.line.cadence, "name": "doctor",
+        "command_timeout_s": timeout_s, "reset_timeout_s": timeout_s, "health_interval_s": None,
+    }
+    query = dict(parse_qsl(urlsplit(uri).query))
+    if "dialect" not in query:
+        kwargs["dialect"] = cfg.line.modem.value
+    if "baud" not in query:
+        kwargs["baudrate"] = cfg.line.baudrate
+    line = ModemLine.from_uri(uri, **kwargs)
+    try:
+        line.open()
+    except LineError as exc:
+        return _modem_open_failure(exc, line.port)
+    try:
+        answered = line.ping(timeout=timeout_s)
+        described = line.dialect.description if line.dialect is not None else "modem"
+    finally:
+        line.close(join_timeout=timeout_s)
+    if not answered:
+        return _modem_silent(line.port)
+    return Check.good("line", f"The telephone modem ({described}) is connected and answering.")
+
+
+def _modem_open_failure(exc: Exception, port: str) -> Check:
+    """Tell apart 'in use by the running service', 'wrong modem' and 'not answering'."""
+    from firmware.modem_line import UnsupportedModem
+
+    text = f"{exc} {exc.__cause__ or ''}"
+    if "lock" in text.lower() and "exclusive" in text.lower():
+        return Check.good(
+            "line", "The telephone modem is connected and in use by the screening service (that is normal).",
+        )
+    if isinstance(exc, UnsupportedModem):
+        return Check.problem(
+            "line", "The device plugged in is not a telephone modem mamoru knows.",
+            f"Use a U.S. Robotics USR5637 or a Conexant USB modem. ({exc})",
+        )
+    if "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
+        return _modem_silent(port)
+    return Check.problem(
+        "line", f"The telephone modem could not be used. {MODEM_HELP}",
+        f"Unplug the modem's USB cable, wait 10 seconds and plug it back in. ({exc})",
+    )
+
+
+def _modem_silent(port: str) -> Check:
+    return Check.problem(
+        "line", "The telephone modem is plugged in but does not answer.",
+        f"Unplug the modem's USB cable, wait 10 seconds and plug it back in. If that does not help, "
+        f"restart the mamoru box. ({port})",
+    )
+
+
+def check_speech_model(cfg: Config) -> Check:
+    """Without a model, calls are still recorded but not checked for fraud."""
+    import importlib.util
+
+    from voice.asr import ModelError, resolve_model_dir
+
+    if not cfg.voice.transcribe:
+        return Check.good("speech_model", "Listening to calls for fraud is switched off in the settings.")
+    language = cfg.voice.language.value
+    try:
+        found = resolve_model_dir(language, cfg.voice.model_dir, cfg.voice.models_dir)
+    except ModelError as exc:
+        return Check.problem(
+            "speech_model", f"The speech model for '{language}' is missing, so calls cannot be checked for fraud.",
+            f"Ask your helper to run: mamoru model install {language}  ({exc})",
+        )
+    if importlib.util.find_spec("vosk") is None:
+        return Check.problem(
+            "speech_model", "The speech recognition software is not installed, so calls cannot be checked for fraud.",
+            "Ask your helper to run: pip install 'mamoru[voice]'",
+        )
+    return Check.good("speech_model", f"The speech model for '{language}' is installed ({found}).")
+
+
+def _data_dirs(cfg: Config, database: Path) -> list[Path]:
+    dirs = [database.parent]
+    if cfg.recording.enabled:
+        dirs.append(Path(cfg.recording.dir))
+    return dirs
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """disk_usage needs an existing path; a data dir may not be created yet."""
+    current = path.absolute()
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def check_disk(paths: Sequence[Path]) -> Check:
+    """A full card stops the call log and the recordings; judge each file system once."""
+    seen: set[int] = set()
+    worst: tuple[float, Path, int, int] | None = None
+    for path in paths:
+        where = _existing_ancestor(Path(path))
+        device = where.stat().st_dev
+        if device in seen:
+            continue
+        seen.add(device)
+        usage = shutil.disk_usage(where)
+        fraction = usage.free / usage.total if usage.total else 0.0
+        if worst is None or fraction < worst[0]:
+            worst = (fraction, Path(path), usage.free, usage.total)
+    assert worst is not None, "no paths to check"
+    fraction, path, free, total = worst
+    free_text = _human_bytes(free)
+    if fraction < MIN_FREE_FRACTION or free < MIN_FREE_BYTES:
+        return Check.problem(
+            "disk", f"The memory card is almost full: only {free_text} free ({fraction:.0%}).",
+            f"Ask your helper to delete old recordings or lower [recording] max_disk_mb. ({path})",
+        )
+    return Check.good("disk", f"There is enough space: {free_text} free ({fraction:.0%}).")
+
+
+def _human_bytes(count: int) -> str:
+    for unit, size in (("GB", 1024**3), ("MB", 1024**2)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def check_clock(now: datetime) -> Check:
+    """Call times, quiet hours and list expiry all need the right date."""
+    if now.year < MIN_SANE_YEAR:
+        return Check.problem(
+            "clock", f"The clock is wrong: it says {now:%Y-%m-%d}. Call times and quiet hours will be wrong.",
+            "Connect the mamoru box to the internet (it sets its clock from there), then restart it.",
+        )
+    return Check.good("clock", f"The clock looks right ({now:%Y-%m-%d %H:%M} UTC).")
+
+
+def check_database(path: Path) -> Check:
+    """Opens read-only (never migrates or locks out the daemon) and checks the schema version."""
+    from blocklist.store import MIGRATIONS
+
+    if not path.exists():
+        return Check.warning(
+            "database", "There are no call records yet. They are created when mamoru first starts.",
+            f"If mamoru has been running, ask your helper to check that {path} exists.",
+        )
+    try:
+        version, verdict = _inspect_database(path)
+    except sqlite3.DatabaseError as exc:
+        return Check.problem(
+            "database", "The call records cannot be read; the file may be damaged.",
+            f"Ask your helper to restore {path} from a backup, or move it aside so a new one is made. ({exc})",
+        )
+    current = len(MIGRATIONS)
+    if verdict not in ("ok", "unchecked"):
+        return Check.problem(
+            "database", "The call records are damaged.",
+            f"Ask your helper to restore {path} from a backup. (integrity check: {verdict})",
+        )
+    if version > current:
+        return Check.problem(
+            "database", "The call records were written by a newer version of mamoru.",
+            f"Ask your helper to update mamoru (records are version {version}, this mamoru knows {current}).",
+        )
+    if version < current:
+        return Check.warning(
+            "database", "The call records are from an older version; they are updated when mamoru next starts.",
+            "Restart mamoru (or the box) once.",
+        )
+    if verdict == "unchecked":
+        return Check.warning("database", "The call records open, but checking them for damage took too long.", "")
+    return Check.good("database", f"The call records are readable and up to date ({path}).")
+
+
+def _inspect_database(path: Path) -> tuple[int, str]:
+    """(schema version, quick_check verdict or 'unchecked' when it ran past its time limit)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=DB_BUSY_TIMEOUT_S)
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        deadline = time.monotonic() + DB_CHECK_TIMEOUT_S
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            verdict = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            verdict = "unchecked"
+        return version, verdict
+    finally:
+        conn.close()
+
+
+def check_recordings(cfg: Config) -> Check:
+    """Write a real file: catches a card remounted read-only after errors, not just permissions."""
+    if not cfg.recording.enabled:
+        return Check.good("recordings", "Call recording is switched off in the settings.")
+    directory = Path(cfg.recording.dir)
+    target = directory if directory.exists() else _existing_ancestor(directory)
+    try:
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".mamoru-doctor-"):
+            pass
+    except OSError as exc:
+        return Check.problem(
+            "recordings", "Calls cannot be recorded: mamoru cannot save files in the recordings folder.",
+            f"Ask your helper to check {directory} (owner mamoru, not read-only). ({exc.strerror or exc})",
+        )
+    if target != directory:
+        return Check.good("recordings", "The recordings folder will be created with the first recording.")
+    return Check.good("recordings", f"Recordings can be saved ({directory}).")
+
+
+def check_relatives(cfg: Config) -> Check:
+    """No relative configured means nobody hears about a fraud call."""
+    if not cfg.relatives:
+        return Check.warning(
+            "relatives", "No family members are set up, so nobody is told about fraud calls.",
+            "Ask your helper to add a [[relatives]] entry (name and phone or notify) to the settings.",
+        )
+    names = ", ".join(r.name for r in cfg.relatives)
+    return Check.good("relatives", f"Family members who are told about fraud calls: {names}.")
+
+
+# ---- command line -------------------------------------------------------------------
+
+
+def add_doctor_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """``mamoru doctor [--config F] [--db F] [--json]``."""
+    p = subparsers.add_parser("doctor", help="check that this box can screen calls, in plain words")
+    p.add_argument("--config", metavar="F", help="TOML config (default: $MAMORU_CONFIG, /etc/mamoru/mamoru.toml)")
+    p.add_argument("--db", metavar="F", help="SQLite database (overrides [store] db)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_doctor)
+    return p
+
+
+def collect(config_path: Path | None, db: str | None) -> list[Check]:
+    """Load the config, then run the checks; a broken config still gets the clock checked."""
+    try:
+        cfg = load_config(config_path)
+        if db:
+            cfg = cfg.with_overrides(db=db)
+    except ConfigError as exc:
+        return [config_error_check(exc), _guarded("clock", lambda: check_clock(datetime.now(UTC)))]
+    return run_checks(cfg, db_path=Path(db) if db else None)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when nothing is a problem (warnings allowed), 1 otherwise."""
+    # The modem layer logs its retries; the family reads our summary instead.
+    logging.getLogger("firmware").setLevel(logging.CRITICAL)
+    checks = collect(Path(args.config) if args.config else None, args.db)
+    healthy = all(c.severity != "problem" for c in checks)
+    if args.json:
+        print(json.dumps({"ok": healthy, "checks": [asdict(c) for c in checks]}, ensure_ascii=False, indent=2))
+    else:
+        print(format_report(checks))
+    return 0 if healthy else 1
+
+
+def format_report(checks: Sequence[Check]) -> str:
+    """One line per check; the fix indented under each warning or problem."""
+    labels = {"ok": "OK", "warning": "WARNING", "problem": "PROBLEM"}
+    lines = []
+    for check in checks:
+        lines.append(f"{labels[check.severity]:<8} {TITLES.get(check.name, check.name)}: {check.message}")
+        if check.fix and check.severity != "ok":
+            lines.append(f"{'':<8}   What to do: {check.fix}")
+    problems = sum(c.severity == "problem" for c in checks)
+    lines.append("")
+    lines.append("Everything needed to screen calls is working." if problems == 0
+                 else f"{problems} problem{'s' if problems != 1 else ''} found. Please fix the lines marked PROBLEM.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: mamoru doctor")
