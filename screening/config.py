@@ -263,6 +263,20 @@ def _float_range(low: float, high: float) -> _Parser[float]:
     return _Parser(f"number {low}..{high}", convert)
 
 
+def _optional_gpio() -> _Parser[int | None]:
+    """A BCM GPIO number, or false for "not fitted"."""
+
+    def convert(value: object) -> int | None:
+        if value is False:
+            return None
+        number = _expect(value, int, "a GPIO number or false")
+        if not 2 <= number <= 27:
+            raise _Invalid(f"must be a BCM GPIO number between 2 and 27, or false (got {number})")
+        return number
+
+    return _Parser("GPIO 2..27 or false", convert)
+
+
 # ---- schema --------------------------------------------------------------------
 
 
@@ -598,6 +612,19 @@ class AlertsConfig:
     retry_max_hours: int = _setting(24, _int_range(1, 168), "Keep retrying an undelivered alert this long.")
 
 
+@dataclass(frozen=True, slots=True)
+class PanelConfig:
+    """``[panel]``: the optional front panel on the Pi's GPIO header (false = not fitted)."""
+
+    status_led: int | None = _setting(False, _optional_gpio(), "Green status LED: ready, call in progress.")
+    red_led: int | None = _setting(False, _optional_gpio(), "Red LED: fraud alert (blinking), fault (steady).")
+    button: int | None = _setting(
+        False, _optional_gpio(),
+        "Button: hold 2 s to report the last call as fraud (blocks it, tells the family); tap to acknowledge.",
+    )
+    buzzer: int | None = _setting(False, _optional_gpio(), "Buzzer: beeps on a fraud alert.")
+
+
 _SECTIONS: dict[str, type] = {
     "line": LineConfig,
     "rules": RulesConfig,
@@ -606,6 +633,7 @@ _SECTIONS: dict[str, type] = {
     "voice": VoiceConfig,
     "recording": RecordingConfig,
     "alerts": AlertsConfig,
+    "panel": PanelConfig,
 }
 # Arrays of tables (``[[relatives]]``): name -> entry class. Documented as ``relatives[].key``.
 _TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig}
@@ -626,6 +654,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    panel: PanelConfig = field(default_factory=PanelConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     relatives: tuple[RelativeConfig, ...] = ()
     source: str = BUILTIN_SOURCE

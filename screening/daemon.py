@@ -70,6 +70,7 @@ class Daemon:
     no_cid_ring: int = 2  # a call still without caller ID on this ring is screened as "no caller ID"
     on_screened: Callable[[int, CallerID, Decision], None] | None = None
     on_line_fault: Callable[[str], None] | None = None  # e.g. a health alert to the family
+    on_line_restored: Callable[[str], None] | None = None
     on_tick: Callable[[], None] | None = None  # every loop wake-up (≤ 0.5 s apart): the systemd watchdog
     line_jobs: LineJobs | None = None  # e.g. phoning a relative: runs here, between calls
     housekeeping: Callable[[], None] | None = None  # e.g. recording retention; run between calls
@@ -143,6 +144,8 @@ class Daemon:
             case LineRestored(message=message):
                 log.info("line %s restored: %s", self.line.name, message)
                 self.store.add_event(None, EventKind.LINE_RESTORED, message=message)
+                if self.on_line_restored is not None:
+                    self.on_line_restored(message)
             case _:
                 log.debug("line event ignored: %r", event)
 

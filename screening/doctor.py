@@ -108,7 +108,7 @@ def _guarded(name: str, step: Callable[[], Check]) -> Check:
     """A bug in one check must not hide the others' answers."""
     try:
         return step()
-    except Exception as exc:  # noqa: BLE001 -- reported as a problem, with the error for the helper
+    except Exception as exc:
         log.exception("doctor: check %s failed", name)
         return Check.problem(
             name, f"This check could not be done ({type(exc).__name__}: {exc}).",
@@ -183,17 +183,17 @@ def _probe_modem(uri: str, cfg: Config, timeout_s: float) -> Check:
         return _modem_open_failure(exc, line.port)
     try:
         answered = line.ping(timeout=timeout_s)
-        described = line.dialect.description if line.dialect is not None else "modem"
+        described = line.dialect.key if line.dialect is not None else "unknown"
     finally:
         line.close(join_timeout=timeout_s)
     if not answered:
         return _modem_silent(line.port)
-    return Check.good("line", f"The telephone modem ({described}) is connected and answering.")
+    return Check.good("line", f"The telephone modem is connected and answering (type: {described}).")
 
 
 def _modem_open_failure(exc: Exception, port: str) -> Check:
     """Tell apart 'in use by the running service', 'wrong modem' and 'not answering'."""
-    from firmware.modem_line import UnsupportedModem
+    from firmware.modem_line import CommandTimeout, UnsupportedModem
 
     text = f"{exc} {exc.__cause__ or ''}"
     if "lock" in text.lower() and "exclusive" in text.lower():
@@ -205,7 +205,7 @@ def _modem_open_failure(exc: Exception, port: str) -> Check:
             "line", "The device plugged in is not a telephone modem mamoru knows.",
             f"Use a U.S. Robotics USR5637 or a Conexant USB modem. ({exc})",
         )
-    if "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
+    if isinstance(exc, CommandTimeout) or "timed out" in text.lower():
         return _modem_silent(port)
     return Check.problem(
         "line", f"The telephone modem could not be used. {MODEM_HELP}",
@@ -263,7 +263,7 @@ def _existing_ancestor(path: Path) -> Path:
 def check_disk(paths: Sequence[Path]) -> Check:
     """A full card stops the call log and the recordings; judge each file system once."""
     seen: set[int] = set()
-    worst: tuple[float, Path, int, int] | None = None
+    worst: tuple[float, Path, int] | None = None
     for path in paths:
         where = _existing_ancestor(Path(path))
         device = where.stat().st_dev
@@ -273,9 +273,9 @@ def check_disk(paths: Sequence[Path]) -> Check:
         usage = shutil.disk_usage(where)
         fraction = usage.free / usage.total if usage.total else 0.0
         if worst is None or fraction < worst[0]:
-            worst = (fraction, Path(path), usage.free, usage.total)
+            worst = (fraction, Path(path), usage.free)
     assert worst is not None, "no paths to check"
-    fraction, path, free, total = worst
+    fraction, path, free = worst
     free_text = _human_bytes(free)
     if fraction < MIN_FREE_FRACTION or free < MIN_FREE_BYTES:
         return Check.problem(
@@ -413,9 +413,14 @@ def collect(config_path: Path | None, db: str | None) -> list[Check]:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Exit 0 when nothing is a problem (warnings allowed), 1 otherwise."""
-    # The modem layer logs its retries; the family reads our summary instead.
-    logging.getLogger("firmware").setLevel(logging.CRITICAL)
-    checks = collect(Path(args.config) if args.config else None, args.db)
+    # The modem layer logs its retries and timeouts; the family reads our summary instead.
+    firmware_log = logging.getLogger("firmware")
+    level = firmware_log.level
+    firmware_log.setLevel(logging.CRITICAL)
+    try:
+        checks = collect(Path(args.config) if args.config else None, args.db)
+    finally:
+        firmware_log.setLevel(level)
     healthy = all(c.severity != "problem" for c in checks)
     if args.json:
         print(json.dumps({"ok": healthy, "checks": [asdict(c) for c in checks]}, ensure_ascii=False, indent=2))

@@ -31,6 +31,7 @@ from screening.session import SessionSettings
 from voice.retention import RetentionPolicy
 from screening.alert_wiring import start_alerts
 from screening.line_jobs import LineJobs
+from screening.panel_wiring import start_panel
 from voice.service import RecordingHousekeeping, build_prompts, build_voice
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     modem: VirtualModem | None = None
     line: LineAdapter
     alerts = None
+    panel = None
     try:
         if sim is not None:
             seed_demo_lists(store, cfg.line.home_region)
@@ -155,6 +157,12 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         if alerts is not None:
             daemon.on_screened = _chain(daemon.on_screened, alerts.screened_handler())
             daemon.on_line_fault = alerts.line_fault_handler()
+        panel = start_panel(cfg, store, alerts)
+        if panel is not None:
+            daemon.on_screened = _chain(daemon.on_screened, panel.hooks.on_screened)
+            daemon.on_line_fault = _chain(daemon.on_line_fault, panel.hooks.on_line_fault)
+            daemon.on_line_restored = panel.hooks.on_line_restored
+            voice.on_fraud.append(panel.hooks.on_fraud)
         if modem is not None:
             scenario = load_scenario(sim.scenario) if sim and sim.scenario else demo_scenario()
             daemon.on_screened = _chain(_demo_printer(cfg.line.home_region), daemon.on_screened)
@@ -163,6 +171,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             _stop_when_scenario_done(modem, scenario, stop)
         daemon.run(stop)
     finally:
+        if panel is not None:
+            panel.close()
         if alerts is not None:
             alerts.stop()
         try:
@@ -178,11 +188,13 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
 
 
 def _chain(first, second):
-    """Run two on_screened callbacks (either may be None)."""
-    def both(call_id: int, caller: CallerID, decision: Decision) -> None:
-        for callback in (first, second):
-            if callback is not None:
-                callback(call_id, caller, decision)
+    """Run two callbacks with the same arguments (either may be None)."""
+    if first is None or second is None:
+        return first or second
+
+    def both(*args: object) -> None:
+        first(*args)
+        second(*args)
 
     return both
 
