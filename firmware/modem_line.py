@@ -97,6 +97,8 @@ URI_SCHEME = "modem"
 # more lines before it is emitted anyway (e.g. a modem that printed DATE/TIME
 # and then nothing): long enough for a slow modem, short against a ring cycle.
 CID_INCOMPLETE_GRACE_S = 0.3
+DEFAULT_POWER_CYCLE_AFTER = 3  # failed reconnect attempts before cutting the modem's USB power
+POWER_CYCLE_TIMEOUT_S = 20.0
 # Hard cap on an open caller-ID block, in case line noise never lets it go quiet.
 CID_MAX_OPEN_S = 1.0
 # Reader wake-up when nothing happens: bounds how late RingingStopped and the
@@ -349,6 +351,11 @@ class ModemLine:
         self._initialised = False
         self._recovering = False
         self._recovery_reason: str | None = None
+
+        # Escalation when reconnecting does not help: firmware.usb_power.UsbPowerCycler (set by the
+        # composition root; None = never power-cycle).
+        self.power_cycler: Any = None
+        self.power_cycle_after = DEFAULT_POWER_CYCLE_AFTER
 
         # Reader-owned parsing state (replaced on every (re)open).
         self._splitter = LineSplitter()
@@ -1168,6 +1175,11 @@ class ModemLine:
                 self._emit(LineRestored(f"{self.port} answering again after {attempts} attempt(s)", time.monotonic()))
                 log.warning("%s: line restored after %d attempt(s)", self.name, attempts)
                 return
+            if attempts == self.power_cycle_after and self.power_cycler is not None:
+                # Re-opening and re-initialising did not help: the modem has wedged (the
+                # failure users of other screeners report most). Cut its USB power, port closed.
+                result = self.power_cycler.power_cycle(POWER_CYCLE_TIMEOUT_S)
+                log.warning("%s: USB power cycle after %d failed reconnects: %s", self.name, attempts, result)
             if self._closing.wait(delay):
                 break
             delay = min(delay * 2, self.reconnect_max_s)

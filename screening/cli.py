@@ -296,10 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     from voice.detect_cli import add_detect_parser
 
     from screening.alerts import add_alert_parsers
+    from screening.doctor import add_doctor_parser
 
     add_detect_parser(sub)
     add_asr_parsers(sub)
     add_alert_parsers(sub)
+    add_doctor_parser(sub)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ DEFAULT_JOB_TIMEOUT_S = 900.0  # a fraud call may last long; the alert waits for
 
 @dataclass(slots=True)
 class LineJobs:
+    # Wraps each job, e.g. Watchdog.busy(): a phone call to a relative takes minutes with no tick.
+    guard: Callable[[], AbstractContextManager[Any]] | None = None
     _queue: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = field(default_factory=queue.Queue)
 
     def submit(self, job: Callable[[], Any], timeout: float = DEFAULT_JOB_TIMEOUT_S) -> Any:
@@ -46,7 +49,9 @@ class LineJobs:
             if not future.set_running_or_notify_cancel():
                 continue  # the submitter gave up waiting
             try:
-                future.set_result(job())
+                with self.guard() if self.guard is not None else nullcontext():
+                    result = job()
+                future.set_result(result)
             except Exception as exc:  # noqa: BLE001 -- handed back to the submitter
                 log.exception("line job failed")
                 future.set_exception(exc)

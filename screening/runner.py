@@ -31,6 +31,7 @@ from screening.session import SessionSettings
 from voice.retention import RetentionPolicy
 from screening.alert_wiring import start_alerts
 from screening.line_jobs import LineJobs
+from screening.watchdog import Watchdog
 from screening.panel_wiring import start_panel
 from voice.service import RecordingHousekeeping, build_prompts, build_voice
 
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 SIM_SCHEME = "sim"
 DEMO_TIME_SCALE = 0.25  # the demo's calls run 4x faster than a real line
 SIM_END_TIMEOUT_S = 600.0
+LINE_JOB_BUDGET_S = 900.0  # watchdog deadline while phoning a relative (retries, pauses)
+HOUSEKEEPING_BUDGET_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     line: LineAdapter
     alerts = None
     panel = None
+    watchdog: Watchdog | None = None
     try:
         if sim is not None:
             seed_demo_lists(store, cfg.line.home_region)
@@ -134,8 +138,14 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
                                        ring_gap_s=1.5 * _cadence_period(cfg.line.cadence) * sim.time_scale)
         else:
             line = modem_line_from_uri(uri, cfg)
+            from firmware.usb_power import UsbPowerCycler
+
+            line.power_cycler = UsbPowerCycler(urlsplit(uri).path)
         line.open()
-        jobs = LineJobs()
+        if getattr(line, "power_cycler", None) is not None:
+            line.power_cycler.locate()  # now, while the device is there: it may vanish when wedged
+        watchdog = Watchdog()
+        jobs = LineJobs(guard=lambda: watchdog.busy(LINE_JOB_BUDGET_S, "phoning a relative"))
         alerts = start_alerts(cfg, store, line, jobs)
         voice = build_voice(cfg, store, recordings_dir)
         if alerts is not None:
@@ -145,7 +155,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
                                          "calls are recorded but not checked for fraud")
         def hourly() -> None:
             if housekeeping is not None:
-                housekeeping.run()
+                with watchdog.busy(HOUSEKEEPING_BUDGET_S, "recording retention"):
+                    housekeeping.run()
             if alerts is not None:
                 alerts.check_disk(recordings_dir or db_path.parent)
 
@@ -153,7 +164,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             alerts.check_disk(recordings_dir or db_path.parent)
         daemon = Daemon(line, store, policy_of(cfg), build_prompts(cfg),
                         SessionSettings(call_timeout_s=float(cfg.line.call_timeout_s), voice=voice),
-                        no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs)
+                        no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs,
+                        on_tick=watchdog.beat)
         if alerts is not None:
             daemon.on_screened = _chain(daemon.on_screened, alerts.screened_handler())
             daemon.on_line_fault = alerts.line_fault_handler()
@@ -169,8 +181,11 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             print(f"mamoru demo: virtual modem on {modem.device_path}, {len(scenario)} scripted calls, "
                   f"database {db_path}", flush=True)
             _stop_when_scenario_done(modem, scenario, stop)
+        watchdog.ready(f"screening on {line.name}")
         daemon.run(stop)
     finally:
+        if watchdog is not None:
+            watchdog.stopping()
         if panel is not None:
             panel.close()
         if alerts is not None:

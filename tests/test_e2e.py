@@ -259,3 +259,28 @@ def _wait_for(predicate, timeout: float) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def test_wedged_modem_is_power_cycled_after_failed_reconnects(rig: Rig) -> None:
+    """The modem vanishes and does not come back by itself; after 3 failed reconnects the line
+    cuts its USB power (here: a cycler whose power cycle brings the virtual device back, as a real
+    one re-enumerates) and screening resumes. Real sysfs/uhubctl: tests/test_usb_power.py."""
+
+    class ReplugOnPowerCycle:
+        def __init__(self) -> None:
+            self.cycles = 0
+
+        def power_cycle(self, timeout: float) -> str:
+            self.cycles += 1
+            rig.modem.reappear()
+            return "cycled"
+
+    cycler = ReplugOnPowerCycle()
+    rig.line.power_cycler = cycler
+    rig.modem.vanish()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (cycler.cycles and rig.line.ping(0.5)):
+        time.sleep(0.1)
+    assert cycler.cycles == 1
+    rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200))
+    assert rig.wait_calls(1)[0].action is Action.BLOCK
