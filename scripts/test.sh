@@ -4,10 +4,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "mamoru needs Python 3.11+" >&2; exit 2; }
-# PortAudio (for sounddevice) is a system library: install Debian's when we can.
-if ! ldconfig -p 2>/dev/null | grep -q libportaudio.so && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get install -y -qq libportaudio2 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libportaudio2; }) \
-        || echo "warning: could not install libportaudio2; PortAudio tests will be skipped" >&2
+# System tools some tests use: PortAudio (sounddevice) and shellcheck (the image recipe).
+# Install Debian's packages when we can; without them those tests skip and say why.
+missing=()
+ldconfig -p 2>/dev/null | grep -q libportaudio.so || missing+=(libportaudio2)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "${missing[@]}"; }) \
+        || echo "warning: could not install ${missing[*]}; the tests that need them will be skipped" >&2
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'

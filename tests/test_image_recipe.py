@@ -74,18 +74,25 @@ def test_recipe_files_exist() -> None:
         assert pkg in packages
 
 
-@pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "script", shell_scripts(), ids=lambda p: str(p.relative_to(REPO))
+)
 def test_shell_script_is_strict(script: Path) -> None:
     assert "set -euo pipefail" in script.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "script", shell_scripts(), ids=lambda p: str(p.relative_to(REPO))
+)
 def test_shellcheck(script: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
-        pytest.skip("shellcheck not installed (Debian/Ubuntu: apt-get install shellcheck)")
+        pytest.skip(
+            "shellcheck not installed (Debian/Ubuntu: apt-get install shellcheck)"
+        )
     proc = subprocess.run(
         [shellcheck, "--external-sources", "--shell=bash", script.name],
+        check=False,
         cwd=script.parent,
         capture_output=True,
         text=True,
@@ -96,9 +103,13 @@ def test_shellcheck(script: Path) -> None:
 
 def test_pjproject_release_is_pinned() -> None:
     text = (REPO / "scripts" / "build_pjproject.sh").read_text(encoding="utf-8")
-    assert re.search(r'^PJ_VERSION="\d+\.\d+(\.\d+)?"$', text, re.M)
-    assert re.search(r'^PJ_URL="https://github\.com/pjsip/pjproject/archive/refs/tags/', text, re.M)
-    assert re.search(r'^PJ_SHA256="[0-9a-f]{64}"$', text, re.M)
+    assert re.search(r'^PJ_VERSION="\d+\.\d+(\.\d+)?"$', text, re.MULTILINE)
+    assert re.search(
+        r'^PJ_URL="https://github\.com/pjsip/pjproject/archive/refs/tags/',
+        text,
+        re.MULTILINE,
+    )
+    assert re.search(r'^PJ_SHA256="[0-9a-f]{64}"$', text, re.MULTILINE)
     assert "sha256sum -c" in text
     for flag in ("--enable-shared", "--disable-video", "--disable-sound"):
         assert flag in text
@@ -112,6 +123,7 @@ def staging_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = subprocess.run(
         ["bash", str(IMAGE / "build-staging.sh"), str(root)],
         env=env,
+        check=False,
         capture_output=True,
         text=True,
         timeout=840,
@@ -124,12 +136,20 @@ def staging_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_staging_venv_runs_mamoru(staging_root: Path) -> None:
     mamoru = staging_root / "opt" / "mamoru" / "venv" / "bin" / "mamoru"
     assert mamoru.is_file()
-    proc = subprocess.run([str(mamoru), "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(mamoru), "--help"], check=False, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert "usage: mamoru" in proc.stdout
     # Core only: the voice extra is not in the CI staging venv.
-    site = list((staging_root / "opt" / "mamoru" / "venv" / "lib").glob("python3*/site-packages"))
-    assert site and not list(site[0].glob("vosk*")), "staging must install the core package only"
+    site = list(
+        (staging_root / "opt" / "mamoru" / "venv" / "lib").glob(
+            "python3*/site-packages"
+        )
+    )
+    assert site and not list(site[0].glob("vosk*")), (
+        "staging must install the core package only"
+    )
 
 
 @pytest.mark.timeout(900)
@@ -140,6 +160,7 @@ def test_staging_config_checks(staging_root: Path) -> None:
     assert config.stat().st_mode & 0o777 == 0o640, "config holds alert tokens"
     proc = subprocess.run(
         [str(mamoru), "config", "check", "--config", str(config)],
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
@@ -165,18 +186,27 @@ def test_staging_system_files_in_place(staging_root: Path) -> None:
         assert path.read_bytes() == (REPO / source).read_bytes(), installed
     assert os.access(staging_root / "usr/local/sbin/mamoru-firstboot", os.X_OK)
 
-    unit = (staging_root / "etc/systemd/system/mamoru.service").read_text(encoding="utf-8")
-    assert "ExecStart=/opt/mamoru/venv/bin/mamoru run --config /etc/mamoru/mamoru.toml" in unit
+    unit = (staging_root / "etc/systemd/system/mamoru.service").read_text(
+        encoding="utf-8"
+    )
+    assert (
+        "ExecStart=/opt/mamoru/venv/bin/mamoru run --config /etc/mamoru/mamoru.toml"
+        in unit
+    )
 
-    watchdog = (staging_root / "etc/systemd/system.conf.d/mamoru-watchdog.conf").read_text(encoding="utf-8")
-    assert re.search(r"^\[Manager\]$", watchdog, re.M)
-    assert re.search(r"^RuntimeWatchdogSec=15$", watchdog, re.M)
+    watchdog = (
+        staging_root / "etc/systemd/system.conf.d/mamoru-watchdog.conf"
+    ).read_text(encoding="utf-8")
+    assert re.search(r"^\[Manager\]$", watchdog, re.MULTILINE)
+    assert re.search(r"^RuntimeWatchdogSec=15$", watchdog, re.MULTILINE)
     config_txt = (staging_root / "boot/firmware/config.txt").read_text(encoding="utf-8")
-    assert re.search(r"^dtparam=watchdog=on$", config_txt, re.M)
+    assert re.search(r"^dtparam=watchdog=on$", config_txt, re.MULTILINE)
 
     fstab = [
         line.split()
-        for line in (staging_root / "etc/fstab").read_text(encoding="utf-8").splitlines()
+        for line in (staging_root / "etc/fstab")
+        .read_text(encoding="utf-8")
+        .splitlines()
         if line.strip() and not line.startswith("#")
     ]
     data = [f for f in fstab if f[1] == "/var/lib/mamoru"]
