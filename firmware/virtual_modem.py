@@ -135,8 +135,24 @@ class CallOutcome(StrEnum):
     CANCELLED = "cancelled"  # the emulator stopped before the call started
 
 
+class _LineRecord:
+    """What CallRecord and DialRecord share: the audio the host played, and whether it is over."""
+
+    _played: bytearray
+    outcome: object | None
+
+    @property
+    def played_audio(self) -> bytes:
+        """Unshielded audio the host sent in +VTX while the far end was on the line."""
+        return bytes(self._played)
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
+
 @dataclass(eq=False)
-class CallRecord:
+class CallRecord(_LineRecord):
     """What happened on one scripted call; times are ``time.monotonic()``.
 
     Mutated only by the emulator thread under the modem's lock; read it after
@@ -161,15 +177,6 @@ class CallRecord:
     dle_events: list[tuple[float, str]] = field(default_factory=list)
     _played: bytearray = field(default_factory=bytearray, repr=False)
 
-    @property
-    def played_audio(self) -> bytes:
-        """Unshielded audio the host sent in +VTX while this call was on the line."""
-        return bytes(self._played)
-
-    @property
-    def ended(self) -> bool:
-        return self.outcome is not None
-
 
 class DialOutcome(StrEnum):
     """How a call the modem dialled out ended."""
@@ -185,7 +192,7 @@ class DialOutcome(StrEnum):
 
 
 @dataclass(eq=False)
-class DialRecord:
+class DialRecord(_LineRecord):
     """One outgoing call: what the host dialled and what the callee heard and pressed.
 
     Times are ``time.monotonic()``. Mutated only by the emulator thread under
@@ -210,15 +217,6 @@ class DialRecord:
     dle_events: list[tuple[float, str]] = field(default_factory=list)
     dtmf_sent: list[tuple[float, str]] = field(default_factory=list)  # what the callee pressed
     _played: bytearray = field(default_factory=bytearray, repr=False)
-
-    @property
-    def played_audio(self) -> bytes:
-        """Unshielded audio the host sent in +VTX while the callee was on the line."""
-        return bytes(self._played)
-
-    @property
-    def ended(self) -> bool:
-        return self.outcome is not None
 
 
 class _Mode(Enum):

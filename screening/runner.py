@@ -17,16 +17,16 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from blocklist.store import Store
-from firmware.dialects import DIALECTS, RingCadence
+from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_scenario, load_scenario
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
+from screening.cli import policy_from_config
 from screening.daemon import Daemon
 from screening.line import LineAdapter
 from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
 from screening.numbers import national_format, parse_number
-from screening.rules import Policy
 from screening.session import SessionSettings
 from voice.retention import RetentionPolicy
 from screening.alert_wiring import start_alerts
@@ -99,12 +99,6 @@ def seed_demo_lists(store: Store, home_region: str) -> None:
                               source="local", note="fake bank caller (demo)"))
 
 
-def policy_of(cfg: Config) -> Policy:
-    from screening.cli import policy_from_config
-
-    return policy_from_config(cfg)
-
-
 def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = False) -> int:
     """``mamoru run``: screen calls until SIGTERM (or, on ``sim:``, until the demo calls are done)."""
     uri = cfg.line.uri
@@ -135,7 +129,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             modem = VirtualModem(DIALECTS[sim.dialect], cfg.line.cadence, sim.time_scale)
             modem.start()
             line = modem_line_from_uri(f"modem://{modem.device_path}", cfg, name="sim",
-                                       ring_gap_s=1.5 * _cadence_period(cfg.line.cadence) * sim.time_scale)
+                                       ring_gap_s=1.5 * CADENCE_PERIOD_S[cfg.line.cadence] * sim.time_scale)
         else:
             line = modem_line_from_uri(uri, cfg)
             from firmware.usb_power import UsbPowerCycler
@@ -162,7 +156,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
 
         if alerts is not None:
             alerts.check_disk(recordings_dir or db_path.parent)
-        daemon = Daemon(line, store, policy_of(cfg), build_prompts(cfg),
+        daemon = Daemon(line, store, policy_from_config(cfg), build_prompts(cfg),
                         SessionSettings(call_timeout_s=float(cfg.line.call_timeout_s), voice=voice),
                         no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs,
                         on_tick=watchdog.beat)
@@ -212,12 +206,6 @@ def _chain(first, second):
         second(*args)
 
     return both
-
-
-def _cadence_period(cadence: RingCadence) -> float:
-    from firmware.dialects import CADENCE_PERIOD_S
-
-    return CADENCE_PERIOD_S[cadence]
 
 
 def _stop_when_scenario_done(modem: VirtualModem, scenario: list[CallScript], stop: threading.Event) -> None:

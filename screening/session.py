@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from blocklist.store import CallState, EventKind
@@ -40,7 +41,7 @@ class CallLog(Protocol):
     def add_event(self, call_id: int | None, kind: EventKind, **detail: object) -> None: ...
 
 
-class Outcome:
+class Outcome(StrEnum):
     """End reasons stored with a call that are not line EndReasons."""
 
     RINGING = "allowed_to_ring"
