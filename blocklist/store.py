@@ -50,14 +50,14 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlite_utils import Database
 
@@ -72,6 +72,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 _SPOOL_MARKER = "spool_last_rid"
 _GENERATION = "lists_generation"
 
@@ -381,8 +382,43 @@ def _migration_3(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_deliveries_relative_sent ON deliveries (relative, sent_at)")
 
 
+def _migration_4(db: Database) -> None:
+    """Signed feeds (``blocklist.feeds``): feed entries live beside hand-made ones.
+
+    ``list_entries.feed`` is '' for entries a person added and the feed's name for
+    entries a feed delivered; it joins the unique key, so a feed update (delete
+    the feed's rows, insert the new ones) never touches or duplicates-away a
+    family's own entry for the same number. ``feeds`` records each trusted feed
+    and what was last applied from it.
+    """
+    if "feed" not in db.table("list_entries").columns_dict:
+        db.execute("ALTER TABLE list_entries ADD COLUMN feed TEXT NOT NULL DEFAULT ''")
+        db.execute("UPDATE list_entries SET feed = substr(source, 6) WHERE source LIKE 'feed:%'")
+    for index in db.table("list_entries").indexes:
+        if index.unique and index.columns == ["list", "match", "value", "value_end"]:
+            db.execute(f"DROP INDEX [{index.name}]")
+    db.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS idx_list_entries_key ON list_entries (list, match, value, value_end, feed)"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS idx_list_entries_feed ON list_entries (feed)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS feeds ("
+        " name TEXT PRIMARY KEY,"
+        " url TEXT NOT NULL,"
+        " added_at TEXT NOT NULL,"
+        " version INTEGER,"  # targets metadata version last applied
+        " target_hash TEXT,"  # sha256 of the applied list file
+        " entries INTEGER NOT NULL DEFAULT 0,"
+        " applied_at TEXT,"  # when that version was applied
+        " checked_at TEXT,"  # last successful, verified check (renews the entries' expiry)
+        " error TEXT,"  # last failure, cleared by a successful check
+        " error_at TEXT)"
+    )
+
+
 # Append only; index + 1 is the PRAGMA user_version after it has run.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1, _migration_2, _migration_3)
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1, _migration_2, _migration_3, _migration_4)
+
 
 
 # --------------------------------------------------------------------------- records
@@ -493,23 +529,33 @@ def _bump_generation(db: Database) -> None:
     db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", [_GENERATION])
 
 
+FEED_SOURCE_PREFIX = "feed:"
+_UPSERT_ENTRY = (
+    "INSERT INTO list_entries (list, match, value, value_end, source, note, added_at, expires_at, feed) "
+    "VALUES (:list, :match, :value, :value_end, :source, :note, :added_at, :expires_at, :feed) "
+    "ON CONFLICT(list, match, value, value_end, feed) DO UPDATE SET "
+    "source = excluded.source, note = excluded.note, expires_at = excluded.expires_at"
+)
+
+
+def feed_of(source: str) -> str:
+    """The feed column for an entry's source: the feed name for ``feed:NAME``, else ''."""
+    return source[len(FEED_SOURCE_PREFIX) :] if source.startswith(FEED_SOURCE_PREFIX) else ""
+
+
 def _apply_add_entry(db: Database, args: dict[str, Any]) -> ListEntry:
-    db.execute(
-        "INSERT INTO list_entries (list, match, value, value_end, source, note, added_at, expires_at) "
-        "VALUES (:list, :match, :value, :value_end, :source, :note, :added_at, :expires_at) "
-        "ON CONFLICT(list, match, value, value_end) DO UPDATE SET "
-        "source = excluded.source, note = excluded.note, expires_at = excluded.expires_at",
-        args,
-    )
+    args = {**args, "feed": feed_of(args["source"])}
+    db.execute(_UPSERT_ENTRY, args)
     _bump_generation(db)
     row = db.execute(
-        "SELECT * FROM list_entries WHERE list = ? AND match = ? AND value = ? AND value_end = ?",
-        [args["list"], args["match"], args["value"], args["value_end"]],
+        "SELECT * FROM list_entries WHERE list = ? AND match = ? AND value = ? AND value_end = ? AND feed = ?",
+        [args["list"], args["match"], args["value"], args["value_end"], args["feed"]],
     )
     return _entry_from_row(dict(zip([c[0] for c in row.description], row.fetchone())))
 
 
 def _apply_remove_entry(db: Database, args: dict[str, Any]) -> bool:
+    """Removes the entry whatever its origin; a feed's copy comes back with that feed's next version."""
     cursor = db.execute(
         "DELETE FROM list_entries WHERE list = ? AND match = ? AND value = ? AND value_end = ?",
         [args["list"], args["match"], args["value"], args["value_end"]],
@@ -530,6 +576,8 @@ _APPLY: dict[str, Callable[[Database, dict[str, Any]], Any]] = {
 }
 
 
+_FEED_COLUMNS = {"url", "added_at", "version", "target_hash", "entries", "applied_at", "checked_at", "error",
+                 "error_at"}  # fmt: skip
 _ENTRY_COLUMNS = ("list", "match", "value", "value_end", "source", "note", "added_at", "expires_at")
 _LIST_KINDS = {k.value: k for k in ListKind}
 _MATCH_KINDS = {k.value: k for k in MatchKind}
@@ -812,20 +860,7 @@ class Store:
         Returns the stored entry; if the write was spooled, the entry as it will be stored.
         Raises ValueError for a malformed entry (use lists.parse_list_spec to build one).
         """
-        problem = entry_problem(entry)
-        if problem:
-            raise ValueError(f"cannot store list entry {entry.describe()}: {problem}")
-        expires = iso_utc(parse_iso_utc(entry.expires_at)) if entry.expires_at else None
-        args = {
-            "list": entry.list.value,
-            "match": entry.match.value,
-            "value": entry.value,
-            "value_end": entry.value_end or "",
-            "source": entry.source,
-            "note": entry.note,
-            "added_at": entry.added_at or self._now(),
-            "expires_at": expires,
-        }
+        args = self._entry_args(entry, self._now())
         applied, stored = self._submit(_Record("add_entry", args))
         return stored if applied else _entry_from_row(args)
 
@@ -838,6 +873,144 @@ class Store:
     def list_entries(self, list: ListKind) -> list[ListEntry]:
         rows = self._query("SELECT * FROM list_entries WHERE list = ? ORDER BY match, value, value_end", [list.value])
         return [_entry_from_row(r) for r in rows]
+
+    def replace_feed_entries(self, feed: str, entries: Iterable[ListEntry]) -> int:
+        """Atomically make ``entries`` the whole content delivered by ``feed``.
+
+        Every entry must have source ``feed:<feed>``. All are checked before
+        anything is written; one transaction deletes the feed's old rows and
+        inserts the new ones, so the daemon sees the old list or the new one,
+        never a mix. Returns the number of rows now held for the feed.
+        Raises ValueError for a bad entry, StoreError if the database is unavailable.
+        """
+        source = FEED_SOURCE_PREFIX + feed
+        now = self._now()
+        rows = []
+        for entry in entries:
+            if entry.source != source:
+                raise ValueError(f"entry {entry.describe()} has source {entry.source!r}, expected {source!r}")
+            rows.append(self._entry_args(entry, now) | {"feed": feed})
+
+        def apply(db: Database) -> int:
+            db.execute("DELETE FROM list_entries WHERE feed = ?", [feed])
+            db.conn.executemany(_UPSERT_ENTRY, rows)
+            _bump_generation(db)
+            return int(db.execute("SELECT count(*) FROM list_entries WHERE feed = ?", [feed]).fetchone()[0])
+
+        return self._bulk(apply)
+
+    def import_entries(self, entries: Iterable[ListEntry]) -> int:
+        """Add or update many hand-made entries in one transaction: all of them or none.
+
+        Raises ValueError (naming the entry) before writing if any is malformed.
+        """
+        now = self._now()
+        rows = [self._entry_args(e, now) | {"feed": feed_of(e.source)} for e in entries]
+
+        def apply(db: Database) -> int:
+            db.conn.executemany(_UPSERT_ENTRY, rows)
+            if rows:
+                _bump_generation(db)
+            return len(rows)
+
+        return self._bulk(apply)
+
+    def renew_feed_entries(self, feed: str, expires_at: str | None) -> int:
+        """Set a new expiry on every entry of ``feed`` (a verified check found the list current)."""
+        expires = iso_utc(parse_iso_utc(expires_at)) if expires_at else None
+
+        def apply(db: Database) -> int:
+            cursor = db.execute("UPDATE list_entries SET expires_at = ? WHERE feed = ?", [expires, feed])
+            _bump_generation(db)
+            return int(cursor.rowcount)
+
+        return self._bulk(apply)
+
+    def feed_entry_counts(self) -> dict[str, int]:
+        """Rows per feed name, including expired ones."""
+        rows = self._query("SELECT feed, count(*) AS n FROM list_entries WHERE feed <> '' GROUP BY feed")
+        return {r["feed"]: int(r["n"]) for r in rows}
+
+    # ----------------------------------------------------------------- feeds
+
+    def feeds(self) -> list[dict[str, Any]]:
+        """The ``feeds`` table as dicts (see migration 4 for the columns), by name."""
+        return self._query("SELECT * FROM feeds ORDER BY name")
+
+    def feed(self, name: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM feeds WHERE name = ?", [name])
+        return rows[0] if rows else None
+
+    def save_feed(self, name: str, **fields: Any) -> None:
+        """Insert or update a feed's row; ``url`` is needed when the feed is new."""
+        unknown = set(fields) - _FEED_COLUMNS
+        if unknown:
+            raise ValueError(f"unknown feed field(s): {sorted(unknown)}")
+
+        def apply(db: Database) -> None:
+            if db.execute("SELECT 1 FROM feeds WHERE name = ?", [name]).fetchone() is None:
+                if "url" not in fields:
+                    raise ValueError(f"new feed {name!r} needs a url")
+                db.execute("INSERT INTO feeds (name, url, added_at) VALUES (?, ?, ?)",
+                           [name, fields["url"], fields.get("added_at") or self._now()])  # fmt: skip
+            if fields:
+                sets = ", ".join(f"{key} = ?" for key in fields)
+                db.execute(f"UPDATE feeds SET {sets} WHERE name = ?", [*fields.values(), name])
+
+        self._bulk(apply)
+
+    def remove_feed(self, name: str) -> bool:
+        """Forget a feed and delete every entry it delivered. True if it existed."""
+
+        def apply(db: Database) -> bool:
+            existed = db.execute("DELETE FROM feeds WHERE name = ?", [name]).rowcount > 0
+            if db.execute("DELETE FROM list_entries WHERE feed = ?", [name]).rowcount:
+                _bump_generation(db)
+            return existed
+
+        return self._bulk(apply)
+
+    def _entry_args(self, entry: ListEntry, now: str) -> dict[str, Any]:
+        problem = entry_problem(entry)
+        if problem:
+            raise ValueError(f"cannot store list entry {entry.describe()}: {problem}")
+        try:
+            expires = iso_utc(parse_iso_utc(entry.expires_at)) if entry.expires_at else None
+        except ValueError as exc:
+            raise ValueError(f"cannot store list entry {entry.describe()}: bad expiry {entry.expires_at!r}") from exc
+        return {
+            "list": entry.list.value,
+            "match": entry.match.value,
+            "value": entry.value,
+            "value_end": entry.value_end or "",
+            "source": entry.source,
+            "note": entry.note,
+            "added_at": entry.added_at or now,
+            "expires_at": expires,
+        }
+
+    def _bulk(self, apply: Callable[[Database], T]) -> T:
+        """Run ``apply`` in one write transaction, straight to the database.
+
+        Bulk changes are never spooled (a million-row feed does not belong in a
+        JSON-lines file); anything already queued is replayed first so order holds.
+        Raises StoreError when the database cannot be written now.
+        """
+        with self._lock:
+            if (self._pending or self._spool_has_data()) and not self.flush_pending():
+                raise StoreError(f"database {self.path} is unavailable: earlier records are still queued")
+            db = self._reader()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = apply(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.rollback()
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to {self.path}: {exc}") from exc
+            return result
 
     def lists_generation(self) -> int:
         """Bumped by every list change; the daemon reloads its snapshot when it moves."""
@@ -852,12 +1025,16 @@ class Store:
             try:
                 with db.atomic():
                     generation = self.lists_generation()
-                    rows = db.execute(
-                        f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM list_entries "
-                        "WHERE expires_at IS NULL OR expires_at > ?",
-                        [now_iso],
-                    )
-                    entries = [_entry_from_tuple(r) for r in rows]
+                    # Feed rows first: when a feed and a person list the same number, the
+                    # person's entry (its note, its expiry) is the one NumberLists keeps.
+                    entries = []
+                    for where in ("feed <> ''", "feed = ''"):
+                        rows = db.execute(
+                            f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM list_entries "
+                            f"WHERE {where} AND (expires_at IS NULL OR expires_at > ?)",
+                            [now_iso],
+                        )
+                        entries.extend(_entry_from_tuple(r) for r in rows)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read lists from {self.path}: {exc}") from exc
         lists = NumberLists.build(entries, now_iso, generation=generation)

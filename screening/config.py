@@ -625,6 +625,22 @@ class PanelConfig:
     buzzer: int | None = _setting(False, _optional_gpio(), "Buzzer: beeps on a fraud alert.")
 
 
+@dataclass(frozen=True, slots=True)
+class FeedsConfig:
+    """``[feeds]``: signed number lists (TUF) the unit follows; add them with `mamoru feed add`."""
+
+    dir: Path = _setting(
+        "/var/lib/mamoru/feeds", _path(), "Trusted root metadata and the verified metadata cache of each feed."
+    )
+    update_minutes: int = _setting(
+        360, _int_range(0, 10080), "Check every feed this often while running (0 = only `mamoru feed update`)."
+    )
+    max_age_days: int = _setting(
+        30, _int_range(1, 3650),
+        "A feed's numbers stop blocking this long after its last verified check (numbers are reassigned).",
+    )
+
+
 _SECTIONS: dict[str, type] = {
     "line": LineConfig,
     "rules": RulesConfig,
@@ -634,6 +650,7 @@ _SECTIONS: dict[str, type] = {
     "recording": RecordingConfig,
     "alerts": AlertsConfig,
     "panel": PanelConfig,
+    "feeds": FeedsConfig,
 }
 # Arrays of tables (``[[relatives]]``): name -> entry class. Documented as ``relatives[].key``.
 _TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig}
@@ -656,6 +673,7 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     panel: PanelConfig = field(default_factory=PanelConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    feeds: FeedsConfig = field(default_factory=FeedsConfig)
     relatives: tuple[RelativeConfig, ...] = ()
     source: str = BUILTIN_SOURCE
 

@@ -252,6 +252,9 @@ BAD_VALUES = [
     ("alerts", "web_base_url", '"mamoru.local"', "expected an http:// or https:// URL"),
     ("alerts", "voice_call", '"no"', 'expected true or false (got string "no")'),
     ("alerts", "retry_max_hours", "0", "must be between 1 and 168 (got 0)"),
+    ("feeds", "dir", "7", "expected a string"),
+    ("feeds", "update_minutes", "-5", "must be between 0 and 10080 (got -5)"),
+    ("feeds", "max_age_days", "0", "must be between 1 and 3650 (got 0)"),
 ]
 
 # [[relatives]] entries: (TOML of one entry, key of the problem, message). A secret in a bad URL is never echoed.

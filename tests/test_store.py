@@ -599,3 +599,73 @@ def test_flags_for_unknown_call_are_dropped_not_blocking(db_path: Path, clock: F
         assert conn.execute("SELECT COUNT(*) FROM flags").fetchone()[0] == 0
         assert conn.execute("SELECT kind FROM events").fetchall() == [("config",)]
     s.close()
+
+
+# --------------------------------------------------------------------------- feeds (migration 4)
+
+
+def _feed_entry(number: str, feed: str = "police", note: str = "fraud") -> ListEntry:
+    return ListEntry(ListKind.BLOCK, MatchKind.EXACT, number, source=f"feed:{feed}", note=note)
+
+
+def test_feed_entries_replace_atomically_and_keep_hand_made_entries(store: Store) -> None:
+    own = store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81312345678", note="pestered grandma"))
+    assert store.replace_feed_entries("police", [_feed_entry("+81312345678"), _feed_entry("+81398765432")]) == 2
+    assert store.feed_entry_counts() == {"police": 2}
+    lists = store.load_lists(datetime(2024, 6, 2, tzinfo=UTC))
+    assert lists.match_block("+81312345678") == own  # the family's own note wins over the feed's
+    assert lists.match_block("+81398765432").source == "feed:police"
+
+    generation = store.lists_generation()
+    assert store.replace_feed_entries("police", [_feed_entry("+81300000000")]) == 1
+    assert store.lists_generation() > generation
+    lists = store.load_lists(datetime(2024, 6, 2, tzinfo=UTC))
+    assert lists.match_block("+81398765432") is None  # gone with the new version
+    assert lists.match_block("+81312345678") == own  # never touched by a feed update
+
+
+def test_bad_feed_entry_writes_nothing(store: Store) -> None:
+    store.replace_feed_entries("police", [_feed_entry("+81398765432")])
+    bad = ListEntry(ListKind.BLOCK, MatchKind.EXACT, "0312345678", source="feed:police")
+    with pytest.raises(ValueError, match="not an E.164"):
+        store.replace_feed_entries("police", [_feed_entry("+81300000000"), bad])
+    with pytest.raises(ValueError, match="expected 'feed:police'"):
+        store.replace_feed_entries("police", [_feed_entry("+81300000000", feed="other")])
+    with pytest.raises(ValueError, match="not an E.164"):
+        store.import_entries([ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81300000001"), bad])
+    assert store.feed_entry_counts() == {"police": 1}
+    assert store.list_entries(ListKind.BLOCK)[0].value == "+81398765432"
+
+
+def test_feed_rows_renewal_and_removal(store: Store, clock: FakeClock) -> None:
+    store.save_feed("police", url="https://feeds.example/police/")
+    store.replace_feed_entries("police", [_feed_entry("+81398765432")])
+    assert store.renew_feed_entries("police", "2024-09-01T00:00:00Z") == 1
+    assert store.list_entries(ListKind.BLOCK)[0].expires_at == "2024-09-01T00:00:00.000Z"
+    store.save_feed("police", version=3, entries=1, checked_at="2024-06-01T00:00:00Z")
+    row = store.feed("police")
+    assert row is not None and (row["url"], row["version"], row["entries"]) == ("https://feeds.example/police/", 3, 1)
+    with pytest.raises(ValueError, match="needs a url"):
+        store.save_feed("other", version=1)
+    with pytest.raises(ValueError, match="unknown feed field"):
+        store.save_feed("police", password="x")
+    assert store.remove_feed("police") is True
+    assert store.feeds() == [] and store.list_entries(ListKind.BLOCK) == []
+    assert store.remove_feed("police") is False
+
+
+def test_migration_4_keeps_existing_entries(db_path: Path, clock: FakeClock) -> None:
+    with make_store(db_path, clock) as s:
+        s.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81312345678", source="feed:old"))
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP INDEX idx_list_entries_key")
+    conn.execute("CREATE UNIQUE INDEX idx_old ON list_entries (list, match, value, value_end)")
+    conn.execute("DROP TABLE feeds")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    with make_store(db_path, clock) as s:
+        assert s.feed_entry_counts() == {"old": 1}
+        s.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81312345678", note="mine"))
+        assert len(s.list_entries(ListKind.BLOCK)) == 2
+    assert user_version(db_path) == len(MIGRATIONS)
