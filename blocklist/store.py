@@ -885,15 +885,16 @@ class Store:
         """
         source = FEED_SOURCE_PREFIX + feed
         now = self._now()
-        rows = []
-        for entry in entries:
-            if entry.source != source:
-                raise ValueError(f"entry {entry.describe()} has source {entry.source!r}, expected {source!r}")
-            rows.append(self._entry_args(entry, now) | {"feed": feed})
+
+        def rows() -> Iterator[dict[str, Any]]:  # streamed: a 1 M-row feed is never a list of dicts
+            for entry in entries:
+                if entry.source != source:
+                    raise ValueError(f"entry {entry.describe()} has source {entry.source!r}, expected {source!r}")
+                yield self._entry_args(entry, now) | {"feed": feed}
 
         def apply(db: Database) -> int:
             db.execute("DELETE FROM list_entries WHERE feed = ?", [feed])
-            db.conn.executemany(_UPSERT_ENTRY, rows)
+            db.conn.executemany(_UPSERT_ENTRY, rows())
             _bump_generation(db)
             return int(db.execute("SELECT count(*) FROM list_entries WHERE feed = ?", [feed]).fetchone()[0])
 
@@ -902,16 +903,22 @@ class Store:
     def import_entries(self, entries: Iterable[ListEntry]) -> int:
         """Add or update many hand-made entries in one transaction: all of them or none.
 
-        Raises ValueError (naming the entry) before writing if any is malformed.
+        Raises ValueError (naming the entry) and writes nothing if any is malformed.
         """
         now = self._now()
-        rows = [self._entry_args(e, now) | {"feed": feed_of(e.source)} for e in entries]
+        count = 0
+
+        def rows() -> Iterator[dict[str, Any]]:
+            nonlocal count
+            for entry in entries:
+                count += 1
+                yield self._entry_args(entry, now) | {"feed": feed_of(entry.source)}
 
         def apply(db: Database) -> int:
-            db.conn.executemany(_UPSERT_ENTRY, rows)
-            if rows:
+            db.conn.executemany(_UPSERT_ENTRY, rows())
+            if count:
                 _bump_generation(db)
-            return len(rows)
+            return count
 
         return self._bulk(apply)
 
