@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -76,6 +76,7 @@ TITLES = {
     "database": "Call records",
     "recordings": "Recordings",
     "relatives": "Family alerts",
+    "feeds": "Police number lists",
 }
 
 
@@ -100,6 +101,7 @@ def run_checks(
         ("database", lambda: check_database(database)),
         ("recordings", lambda: check_recordings(cfg)),
         ("relatives", lambda: check_relatives(cfg)),
+        ("feeds", lambda: check_feeds(database, cfg, now())),
     ]
     return [_guarded(name, step) for name, step in steps]
 
@@ -385,6 +387,68 @@ def check_relatives(cfg: Config) -> Check:
         )
     names = ", ".join(r.name for r in cfg.relatives)
     return Check.good("relatives", f"Family members who are told about fraud calls: {names}.")
+
+
+def check_feeds(path: Path, cfg: Config, now: datetime) -> Check:
+    """Signed number feeds: is each one still being checked, or are its numbers about to stop blocking?
+
+    Reads the ``feeds`` table read-only, like ``check_database``. A feed that failed its
+    last check is a warning while its numbers still block; once the last verified check is
+    older than ``[feeds] max_age_days`` its numbers have expired: a problem.
+    """
+    rows = _feed_rows(path)
+    if not rows:
+        return Check.warning(
+            "feeds", "No number lists from the police or the town are set up; only your own lists are used.",
+            "Ask your helper or the police officer who installed mamoru to add one (mamoru feed add).",
+        )
+    stale_after = timedelta(minutes=2 * max(cfg.feeds.update_minutes, 60))
+    expired_after = timedelta(days=cfg.feeds.max_age_days)
+    expired, stale, fine = [], [], []
+    for row in rows:
+        checked = _parse_time(row["checked_at"])
+        age = now - checked if checked else None
+        why = f" ({row['error']})" if row["error"] else ""
+        if age is None or age >= expired_after:
+            expired.append(f"{row['name']}{why}")
+        elif age >= stale_after or row["error"]:
+            stale.append(f"{row['name']}, last checked {checked:%Y-%m-%d}{why}")
+        else:
+            fine.append(f"{row['name']} ({row['entries']} numbers)")
+    if expired:
+        return Check.problem(
+            "feeds", "These number lists are out of date and no longer block anything: " + "; ".join(expired) + ".",
+            "Check that the box is connected to the internet; if it is, tell the police officer or helper.",
+        )
+    if stale:
+        return Check.warning(
+            "feeds", "These number lists could not be updated lately: " + "; ".join(stale) + ".",
+            "Check that the box is connected to the internet.",
+        )
+    return Check.good("feeds", "Number lists up to date: " + ", ".join(fine) + ".")
+
+
+def _feed_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=DB_BUSY_TIMEOUT_S)
+    conn.row_factory = sqlite3.Row
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feeds'").fetchone() is None:
+            return []
+        return [dict(r) for r in conn.execute("SELECT name, entries, checked_at, error FROM feeds ORDER BY name")]
+    finally:
+        conn.close()
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 # ---- command line -------------------------------------------------------------------

@@ -23,6 +23,7 @@ from screening.doctor import (
     add_doctor_parser,
     check_clock,
     check_database,
+    check_feeds,
     check_line,
     run_checks,
 )
@@ -85,9 +86,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_a_healthy_box_has_no_problems(tmp_path: Path, modem: VirtualModem) -> None:
     cfg = good_config(tmp_path, f"modem://{modem.device_path}")
     (tmp_path / "data").mkdir()
-    Store(cfg.store.db).open().close()
+    with Store(cfg.store.db) as store:
+        store.save_feed("police", url="https://feeds.example/", entries=3, checked_at=datetime.now(UTC).isoformat())
     checks = by_name(run_checks(cfg, modem_timeout_s=FAST_S))
-    assert set(checks) == {"config", "line", "speech_model", "disk", "clock", "database", "recordings", "relatives"}
+    assert set(checks) == {"config", "line", "speech_model", "disk", "clock", "database", "recordings", "relatives",
+                           "feeds"}  # fmt: skip
     assert all(c.severity == "ok" for c in checks.values()), [c for c in checks.values() if c.severity != "ok"]
     assert "answering" in checks["line"].message
 
@@ -256,3 +259,25 @@ def test_a_crashing_check_does_not_hide_the_others(tmp_path: Path, monkeypatch: 
     checks = by_name(run_checks(good_config(tmp_path, "sim:")))
     assert checks["relatives"].severity == "problem" and "bug" in checks["relatives"].message
     assert checks["clock"].severity == "ok"
+
+
+def test_feeds_none_current_stale_and_expired(tmp_path: Path) -> None:
+    cfg = Config()  # update_minutes 360, max_age_days 30
+    db = tmp_path / "mamoru.db"
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    assert check_feeds(db, cfg, now).severity == "warning"  # no database yet: no feeds
+    with Store(db) as store:
+        assert check_feeds(db, cfg, now).severity == "warning"
+        store.save_feed("police", url="https://feeds.example/", entries=12, checked_at="2026-11-23T10:00:00Z")
+        good = check_feeds(db, cfg, now)
+        assert good.severity == "ok" and "police (12 numbers)" in good.message
+        store.save_feed("police", error="timestamp metadata expired", error_at="2026-11-23T11:00:00Z")
+        stale = check_feeds(db, cfg, now)
+        assert stale.severity == "warning" and "timestamp metadata expired" in stale.message
+        store.save_feed("police", error=None, checked_at="2026-11-22T12:00:00Z")  # missed > 2 intervals
+        assert check_feeds(db, cfg, now).severity == "warning"
+        store.save_feed("police", checked_at="2026-10-01T00:00:00Z")  # older than max_age_days
+        expired = check_feeds(db, cfg, now)
+        assert expired.severity == "problem" and "no longer block" in expired.message
+        store.save_feed("town", url="https://town.example/")  # never checked successfully
+        assert "town" in check_feeds(db, cfg, now).message
