@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 
 import fcntl
+import functools
 import json
 import logging
 import sqlite3
@@ -583,6 +584,12 @@ _LIST_KINDS = {k.value: k for k in ListKind}
 _MATCH_KINDS = {k.value: k for k in MatchKind}
 
 
+@functools.lru_cache(maxsize=1024)
+def _normal_expiry(text: str) -> str:
+    """Cached: a 1 M-row feed carries one or a few distinct expiry strings."""
+    return iso_utc(parse_iso_utc(text))
+
+
 def _entry_from_tuple(row: tuple[Any, ...]) -> ListEntry:
     """Fast path for load_lists (1 M rows): no dict per row, enum lookup by dict."""
     kind, match, value, value_end, source, note, added_at, expires_at = row
@@ -982,7 +989,7 @@ class Store:
         if problem:
             raise ValueError(f"cannot store list entry {entry.describe()}: {problem}")
         try:
-            expires = iso_utc(parse_iso_utc(entry.expires_at)) if entry.expires_at else None
+            expires = _normal_expiry(entry.expires_at) if entry.expires_at else None
         except ValueError as exc:
             raise ValueError(f"cannot store list entry {entry.describe()}: bad expiry {entry.expires_at!r}") from exc
         return {

@@ -44,20 +44,40 @@ class ListCache:
     store: Store
     _generation: int = -1
     _lists: NumberLists = field(default_factory=NumberLists.empty)
+    _swap: threading.Lock = field(default_factory=threading.Lock)
+    _held_until: float = 0.0  # monotonic; see hold()
 
     def current(self) -> NumberLists:
+        if self._held_until and self._generation >= 0 and time.monotonic() < self._held_until:
+            return self._lists  # a snapshot is being built on another thread: never rebuild it here
         try:
             generation = self.store.lists_generation()
             now = datetime.now(UTC)
             expiry = self._lists.next_expiry
             expired = expiry is not None and now >= parse_iso_utc(expiry)
             if generation != self._generation or expired:
-                self._lists = self.store.load_lists(now)
-                self._generation = generation
-                log.info("loaded lists: %d entries (generation %d)", len(self._lists), generation)
+                lists = self.store.load_lists(now)
+                with self._swap:
+                    if lists.generation >= self._generation:  # a newer one may have been offered meanwhile
+                        self._lists, self._generation = lists, lists.generation
+                log.info("loaded lists: %d entries (generation %d)", len(lists), lists.generation)
         except Exception:  # noqa: BLE001 -- a broken DB must not stop screening: keep the last snapshot
             log.exception("could not reload lists; screening with the previous snapshot")
         return self._lists
+
+    def hold(self, seconds: float) -> None:
+        """Keep the current snapshot for up to ``seconds`` (until ``offer``): another thread is about
+        to change the lists and build their snapshot itself. 0 ends the hold."""
+        self._held_until = time.monotonic() + seconds if seconds > 0 else 0.0
+
+    def offer(self, lists: NumberLists) -> None:
+        """A snapshot built on another thread (after a feed update): the call loop need not rebuild it."""
+        with self._swap:
+            self._held_until = 0.0
+            if lists.generation >= self._generation:
+                self._lists, self._generation = lists, lists.generation
+                log.info("lists updated in the background: %d entries (generation %d)", len(lists),
+                         lists.generation)
 
 
 @dataclass(slots=True)
@@ -76,6 +96,7 @@ class Daemon:
     housekeeping: Callable[[], None] | None = None  # e.g. recording retention; run between calls
     housekeeping_interval_s: float = 3600.0
     _lists: ListCache | None = None
+    _in_call: bool = False  # read by other threads (feed updates wait for an idle line)
     _screened_this_ringing: bool = False
     _last_offered: CallerID | None = None  # to ignore a modem repeating the same caller-ID block
     _session_ended_at: float = 0.0  # monotonic; rings older than this were the screened call's
@@ -83,8 +104,7 @@ class Daemon:
 
     def run(self, stop: threading.Event, max_calls: int | None = None) -> None:
         """Screen calls until ``stop`` is set (or ``max_calls`` were screened)."""
-        self._lists = ListCache(self.store)
-        self._lists.current()
+        self._cache().current()
         settings = self.settings if self.on_tick is None else replace(self.settings, tick=self.on_tick)
         session = CallSession(self.line, self.store, self.announcements, self.policy, settings)
         log.info("screening on line %s (home region %s)", self.line.name, self.policy.home_region)
@@ -107,6 +127,23 @@ class Daemon:
                 self._handle(event, session)
             elif self.line_jobs is not None and not self._screened_this_ringing:
                 self.line_jobs.run_pending()  # the line is idle: nothing rang since the last wait
+
+    def line_idle(self) -> bool:
+        """No call being screened or handled, and none ringing (safe to call from any thread)."""
+        return not self._in_call and not self._screened_this_ringing
+
+    def hold_lists(self, seconds: float) -> None:
+        """The feed updater is about to write: screen with the current snapshot until it offers the next."""
+        self._cache().hold(seconds)
+
+    def offer_lists(self, lists: NumberLists) -> None:
+        """Swap in a lists snapshot built elsewhere (the feed updater's thread); any thread."""
+        self._cache().offer(lists)
+
+    def _cache(self) -> ListCache:
+        if self._lists is None:
+            self._lists = ListCache(self.store)
+        return self._lists
 
     def _handle(self, event: LineEvent, session: CallSession) -> None:
         match event:
@@ -152,7 +189,11 @@ class Daemon:
     def _screen(self, session: CallSession, caller: CallerID) -> None:
         assert self._lists is not None
         self._screened_this_ringing = True
-        call_id, decision = session.screen(caller, self._lists.current())
+        self._in_call = True
+        try:
+            call_id, decision = session.screen(caller, self._lists.current())
+        finally:
+            self._in_call = False
         self._session_ended_at = time.monotonic()
         self.calls_screened += 1
         if decision.action is not Action.ALLOW:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from blocklist.feeds import FeedTimer
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
@@ -123,6 +124,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     alerts = None
     panel = None
     watchdog: Watchdog | None = None
+    feeds: FeedTimer | None = None
     try:
         if sim is not None:
             seed_demo_lists(store, cfg.line.home_region)
@@ -175,11 +177,14 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             print(f"mamoru demo: virtual modem on {modem.device_path}, {len(scenario)} scripted calls, "
                   f"database {db_path}", flush=True)
             _stop_when_scenario_done(modem, scenario, stop)
+        feeds = start_feed_updates(cfg, db_path, daemon)
         watchdog.ready(f"screening on {line.name}")
         daemon.run(stop)
     finally:
         if watchdog is not None:
             watchdog.stopping()
+        if feeds is not None:
+            feeds.stop()
         if panel is not None:
             panel.close()
         if alerts is not None:
@@ -194,6 +199,17 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     if modem is not None:
         _print_summary(store_path=db_path, cfg=cfg, count=len(modem.records()))
     return 0
+
+
+def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon) -> FeedTimer | None:
+    """Signed feeds are checked on their own thread every ``[feeds] update_minutes`` (0 = never)."""
+    if cfg.feeds.update_minutes <= 0:
+        return None
+    timer = FeedTimer(db_path, cfg.feeds.dir, interval_s=cfg.feeds.update_minutes * 60.0,
+                      max_age_days=cfg.feeds.max_age_days, line_idle=daemon.line_idle,
+                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists)  # fmt: skip
+    timer.start()
+    return timer
 
 
 def _chain(first, second):

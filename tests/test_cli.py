@@ -109,3 +109,112 @@ def test_calls_empty_and_json(db: str) -> None:
 def test_example_config_is_valid() -> None:
     example = Path(__file__).parent.parent / "deploy" / "mamoru.example.toml"
     assert mamoru("config", "check", "--config", str(example)).returncode == 0
+
+
+# ---- list import / export (in-process through screening.cli.main, on a real database file) ----
+
+LISTS = Path(__file__).parent / "data" / "lists"
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from screening.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def decide(capsys: pytest.CaptureFixture[str], db: str, number: str) -> dict:
+    code, out, _ = run_cli(capsys, "check", number, "--db", db)
+    assert code == 0
+    return json.loads(out)
+
+
+def test_block_import_then_check_blocks(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    plain = str(LISTS / "family_plain.txt")
+    code, out, err = run_cli(capsys, "block", "import", plain, "--source", "police", "--days", "30", "--db", db)
+    assert code == 0
+    assert "imported 4 entries into the block list" in out and "(plain, 5 row(s), 1 problem(s))" in out
+    assert err.strip() == f"{plain}:7: 'call me maybe': unexpected character(s) 'abcelmy'"
+    out = decide(capsys, db, "03-1234-5678")
+    assert (out["action"], out["rule"]) == ("block", "blocklist:police")
+    assert out["matched"]["note"] == "said he was from the bank"
+    assert decide(capsys, db, "0120-444-444")["rule"] == "blocklist:police"
+    assert decide(capsys, db, "03-1234-4321")["action"] == "block"  # the range
+    listed = json.loads(run_cli(capsys, "block", "list", "--json", "--db", db)[1])
+    assert len(listed) == 4 and all(e["expires_at"] for e in listed)
+
+
+def test_ftc_import_defaults_to_source_ftc(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    code, out, _ = run_cli(capsys, "block", "import", str(LISTS / "ftc_dnc_complaints.csv"), "--json", "--db", db)
+    report = json.loads(out)
+    assert code == 0 and report["format"] == "ftc"
+    assert (report["rows"], report["imported"], report["duplicates"], report["problem_count"]) == (11, 7, 2, 2)
+    assert [p["line"] for p in report["problems"]] == [5, 7]
+    out = decide(capsys, db, "+1 202 555 0143")
+    assert out["rule"] == "blocklist:ftc" and out["matched"]["note"].endswith("(robocall)")
+
+
+def test_strict_import_writes_nothing(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    code, out, err = run_cli(capsys, "block", "import", str(LISTS / "excel_sjis.csv"), "--strict", "--db", db)
+    assert code == 1 and out == ""
+    assert ":4: " in err and "nothing imported: 1 problem(s) and --strict" in err
+    assert decide(capsys, db, "03-1234-5678")["rule"] == "unknown"
+    code, out, _ = run_cli(capsys, "block", "import", str(LISTS / "excel_sjis.csv"), "--db", db)
+    assert code == 0 and "imported 3 entries" in out
+    assert decide(capsys, db, "03-1234-5678")["matched"]["note"] == "還付金詐欺"
+
+
+def test_import_with_no_valid_row_fails(capsys: pytest.CaptureFixture[str], tmp_path: Path, db: str) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("".join(f"not a number {i}\n" for i in range(25)), encoding="utf-8")
+    code, out, err = run_cli(capsys, "allow", "import", str(bad), "--db", db)
+    assert code == 1 and out == ""
+    lines = err.splitlines()
+    assert lines[0].startswith(f"{bad}:1: ") and lines[19].startswith(f"{bad}:20: ")
+    assert lines[20] == "… and 5 more" and lines[21] == f"mamoru: nothing imported: no valid entries in {bad}"
+    code, _, err = run_cli(capsys, "allow", "import", str(tmp_path / "missing.csv"), "--db", db)
+    assert code == 1 and "cannot read" in err
+
+
+def test_import_refuses_feed_sources_and_allow_feeds(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    code, _, err = run_cli(capsys, "block", "import", str(LISTS / "family_plain.txt"), "--source", "feed:police",
+                           "--db", db)  # fmt: skip
+    assert code == 1 and "belong to signed feeds" in err
+    code, _, err = run_cli(capsys, "allow", "import", str(LISTS / "police.feed.csv"), "--db", db)
+    assert code == 1 and "block entries only" in err
+
+
+def test_export_then_import_round_trips(capsys: pytest.CaptureFixture[str], tmp_path: Path, db: str) -> None:
+    for args in (["block", "add", "03-9876-5432", "--note", "架空請求, \"bank\"", "--days", "10"],
+                 ["block", "add", "0120*", "--source", "police"],
+                 ["block", "add", "03-1234-0000..03-1234-9999", "--note", "two\nlines"],
+                 ["allow", "add", "+44 20 7946 0000", "--note", "son in London"]):  # fmt: skip
+        assert run_cli(capsys, *args, "--db", db)[0] == 0
+    other = str(tmp_path / "other.db")
+    for kind in ("block", "allow"):
+        exported = tmp_path / f"{kind}.csv"
+        code, _, err = run_cli(capsys, kind, "export", "-o", str(exported), "--db", db)
+        assert code == 0 and f"to {exported}" in err
+        assert run_cli(capsys, kind, "import", str(exported), "--db", other)[0] == 0
+        before = json.loads(run_cli(capsys, kind, "list", "--json", "--db", db)[1])
+        after = json.loads(run_cli(capsys, kind, "list", "--json", "--db", other)[1])
+        assert after == before and before
+    code, out, _ = run_cli(capsys, "block", "export", "--format", "plain", "--db", db)
+    assert code == 0 and out.splitlines() == ["03-9876-5432  # 架空請求, \"bank\"", "0120*",
+                                              "03-1234-0000..03-1234-9999  # two lines"]  # fmt: skip
+    feed = tmp_path / "block.feed.csv"
+    assert run_cli(capsys, "block", "export", "--format", "feed", "-o", str(feed), "--db", db)[0] == 0
+    assert feed.read_bytes().startswith(b"number,reason,expires\r\n")
+    code, _, err = run_cli(capsys, "allow", "export", "--format", "feed", "--db", db)
+    assert code == 1 and "block entries only" in err
+
+
+def test_import_from_stdin_subprocess(db: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "screening.cli", "block", "import", "-", "--db", db],
+                          input="number,reason\n03-1111-2222,from a pipe\nnope,x\n", capture_output=True, text=True,
+                          timeout=50, cwd=Path(__file__).parent.parent, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "imported 1 entry into the block list from stdin (csv" in proc.stdout
+    assert proc.stderr.startswith("stdin:3: 'nope'")
+    assert check(db, "03-1111-2222")["matched"]["note"] == "from a pipe"

@@ -12,6 +12,23 @@ FILES="${HERE}/files"
 
 mamoru_install_layout "${ROOTFS_DIR}" "${FILES}"
 
+# Provisioning bundles: the issuing office's public key(s) this image trusts.
+# MAMORU_ISSUER_KEY: space-separated issuer.pub.json paths on the build host
+# (export it in pi-gen's config); files/issuer-keys/*.json are baked in too (for
+# a pi-gen run in docker, where host paths are not visible).
+issuer_keys=()
+if [ -n "${MAMORU_ISSUER_KEY:-}" ]; then
+	read -r -a issuer_keys <<<"${MAMORU_ISSUER_KEY}"
+fi
+shopt -s nullglob
+issuer_keys+=("${FILES}"/issuer-keys/*.json)
+shopt -u nullglob
+mamoru_install_issuer_keys "${ROOTFS_DIR}" "${issuer_keys[@]}"
+if [ "${#issuer_keys[@]}" -eq 0 ]; then
+	echo "01-run.sh: no MAMORU_ISSUER_KEY: this image accepts no provisioning bundle" \
+		"(a mamoru.toml on the boot partition still works)" >&2
+fi
+
 # The package to install: exactly one wheel (preferred) or sdist, put there by
 # deploy/image/prepare-stage.sh.
 shopt -s nullglob
@@ -38,6 +55,7 @@ MAMORU_EXTRAS=${MAMORU_EXTRAS-voice}
 MAMORU_BUILD_PJPROJECT=${MAMORU_BUILD_PJPROJECT:-0}
 MAMORU_MODEL_LANG=${MAMORU_MODEL_LANG:-ja}
 MAMORU_MODEL_AT_BUILD=${MAMORU_MODEL_AT_BUILD:-1}
+MAMORU_ISSUER_KEYS=${#issuer_keys[@]}
 ENV
 
 # Settings the first-boot script reads on the Pi.

@@ -39,6 +39,11 @@ fi
 "${VENV}/bin/python" -m pip install --no-cache-dir "${target}"
 "${VENV}/bin/mamoru" --help >/dev/null
 "${VENV}/bin/mamoru" config check --config /etc/mamoru/mamoru.toml
+# Every baked-in issuer key must load: a broken one would make the units refuse
+# every bundle from that office, in the field.
+if [ "${MAMORU_ISSUER_KEYS:-0}" != "0" ]; then
+	"${VENV}/bin/mamoru" provision keys --issuer-keys /etc/mamoru/issuer-keys --require
+fi
 
 # --- SIP (pjsua2): no aarch64 wheel exists, so build it. Slow under qemu
 # (hours); usually better run on the Pi itself (docs/appliance.md).

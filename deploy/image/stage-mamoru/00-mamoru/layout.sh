@@ -107,4 +107,35 @@ WD
 
 	# Where the build leaves a seed copy of the speech model (see 02-run-chroot.sh).
 	install -d -m 0755 "${root}/opt/mamoru"
+
+	# Issuer public keys that provisioning bundles must be signed with
+	# (mamoru_install_issuer_keys); empty = this image accepts no bundle.
+	install -d -m 0755 "${root}/etc/mamoru/issuer-keys"
+}
+
+# Trust provisioning bundles signed by these issuers (docs/provisioning.md):
+# each KEYFILE is an issuer.pub.json from `mamoru provision keygen`. Baked into
+# the image, never read from the config: a bundle replaces the config.
+#   mamoru_install_issuer_keys ROOT KEYFILE...
+mamoru_install_issuer_keys() {
+	local root=$1 key digest
+	shift
+	install -d -m 0755 "${root}/etc/mamoru/issuer-keys"
+	for key in "$@"; do
+		if [ ! -f "${key}" ]; then
+			echo "mamoru layout: issuer key ${key} not found" >&2
+			return 1
+		fi
+		if grep -q 'PRIVATE KEY' "${key}"; then
+			echo "mamoru layout: ${key} is a PRIVATE key; bake the public issuer.pub.json, keep issuer.key offline" >&2
+			return 1
+		fi
+		if ! grep -q '"keyval"' "${key}" || ! grep -q '"ed25519"' "${key}"; then
+			echo "mamoru layout: ${key} is not an issuer public key (issuer.pub.json from 'mamoru provision keygen')" >&2
+			return 1
+		fi
+		# Named by content: several offices' issuer.pub.json never overwrite each other.
+		digest=$(sha256sum "${key}" | cut -c1-16)
+		install -m 0644 "${key}" "${root}/etc/mamoru/issuer-keys/issuer-${digest}.pub.json"
+	done
 }

@@ -3,10 +3,12 @@
 # run once by mamoru-firstboot.service before mamoru.service).
 #
 #  1. mount the writable data partition (LABEL=mamoru-data) at /var/lib/mamoru
-#  2. provisioning: a mamoru.toml on the boot partition is validated with
+#  2. provisioning: a signed bundle (*.mamoru-bundle, docs/provisioning.md) on
+#     the boot partition or on a USB stick is verified against the issuer keys
+#     baked into the image (/etc/mamoru/issuer-keys) and applied with
+#     `mamoru provision apply`; anything not signed by them is refused. Without
+#     a bundle, a mamoru.toml on the boot partition is validated with
 #     `mamoru config check` and installed as /etc/mamoru/mamoru.toml.
-#     /boot/firmware/mamoru-provision.json is the future bundle format (later
-#     issue); today its presence is only logged.
 #  3. speech model: copy the build's seed, else `mamoru model install LANG`
 #  4. read-only root: `raspi-config nonint do_overlayfs 0`, then reboot
 #
@@ -63,11 +65,83 @@ else
 fi
 
 # --- 2. provisioning ----------------------------------------------------
-if [ -f "${BOOT}/mamoru-provision.json" ]; then
-	log "found ${BOOT}/mamoru-provision.json: the bundle format is not implemented yet;" \
-		"only ${BOOT}/mamoru.toml is applied today"
+# USB sticks: partitions of USB disks not mounted yet (the system's own disk,
+# when it boots from USB, is), read-only and without exec, for the bundle only.
+USB_MOUNTS=/run/mamoru-usb
+usb_mounts=()
+unmount_usb() {
+	local m
+	for m in "${usb_mounts[@]}"; do
+		umount "${m}" 2>/dev/null || log "could not unmount ${m}"
+	done
+}
+trap unmount_usb EXIT
+mount_usb_sticks() {
+	local disk tran part fstype n=0
+	while read -r disk tran; do
+		[ "${tran}" = "usb" ] || continue
+		while read -r part; do
+			if findmnt -rn -S "${part}" >/dev/null 2>&1; then
+				continue
+			fi
+			fstype=$(blkid -o value -s TYPE "${part}" 2>/dev/null || true)
+			case "${fstype}" in
+			vfat | exfat | ext2 | ext3 | ext4 | ntfs | ntfs3 | iso9660) ;;
+			*) continue ;;
+			esac
+			n=$((n + 1))
+			mkdir -p "${USB_MOUNTS}/${n}"
+			if timeout 30 mount -o ro,nosuid,nodev,noexec "${part}" "${USB_MOUNTS}/${n}"; then
+				usb_mounts+=("${USB_MOUNTS}/${n}")
+				log "USB stick ${part} (${fstype}) mounted read-only at ${USB_MOUNTS}/${n}"
+			fi
+		done < <(lsblk -nrpo NAME "${disk}")
+	done < <(lsblk -dnrpo NAME,TRAN)
+}
+mount_usb_sticks
+
+# Several bundles are fine (a stick with a whole office's batch): the one made
+# for this unit's serial number is applied; two that both fit are refused.
+bundles=()
+while IFS= read -r -d '' f; do
+	bundles+=("${f}")
+done < <(find "${BOOT}" -maxdepth 1 -type f -name '*.mamoru-bundle' -print0 2>/dev/null
+	for m in "${usb_mounts[@]}"; do
+		find "${m}" -maxdepth 2 -type f -name '*.mamoru-bundle' -print0 2>/dev/null
+	done)
+bundle_applied=0
+if [ "${#bundles[@]}" -gt 0 ]; then
+	log "found ${#bundles[@]} provisioning bundle(s): ${bundles[*]}"
+	# Feeds are fetched at once (30 s timeout each); the whole apply gets 10 min.
+	if apply_out=$(timeout 600 "${MAMORU}" provision apply "${bundles[@]}" --config-out "${CONFIG}" 2>&1); then
+		bundle_applied=1
+		while IFS= read -r line; do log "  ${line}"; done <<<"${apply_out}"
+		# The boot partition is FAT, readable by anyone holding the card, and a
+		# bundle holds alert tokens and password hashes: remove its copies there.
+		find "${BOOT}" -maxdepth 1 -type f -name '*.mamoru-bundle' -delete
+		log "provisioning bundle applied; removed the bundle(s) from the boot partition"
+	else
+		fail "no provisioning bundle was applied (the unit keeps its config; nothing unsigned is ever used):"
+		while IFS= read -r line; do log "  ${line}"; done <<<"${apply_out}"
+	fi
 fi
-if [ -f "${BOOT}/mamoru.toml" ]; then
+unmount_usb
+usb_mounts=()
+
+# An image built with issuer keys takes its configuration from its issuer only:
+# an unsigned mamoru.toml would bypass the signature.
+signed_only=0
+if compgen -G "/etc/mamoru/issuer-keys/*.json" >/dev/null; then
+	signed_only=1
+fi
+if [ "${bundle_applied}" = "1" ]; then
+	if [ -f "${BOOT}/mamoru.toml" ]; then
+		log "ignoring ${BOOT}/mamoru.toml: the signed bundle's config was applied instead"
+	fi
+elif [ -f "${BOOT}/mamoru.toml" ] && [ "${signed_only}" = "1" ]; then
+	fail "${BOOT}/mamoru.toml was NOT installed: this image trusts issuer keys and only accepts" \
+		"signed *.mamoru-bundle files (docs/provisioning.md)"
+elif [ -f "${BOOT}/mamoru.toml" ]; then
 	log "found ${BOOT}/mamoru.toml, checking it"
 	if check_out=$("${MAMORU}" config check --config "${BOOT}/mamoru.toml" 2>&1); then
 		install -o root -g mamoru -m 0640 "${BOOT}/mamoru.toml" "${CONFIG}.new"

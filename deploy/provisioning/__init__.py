@@ -1,0 +1,7 @@
+"""Provisioning bundles: a household's whole setup, signed by the issuing office.
+
+``bundle`` (format, keys, sign, verify, apply on the unit), ``bulk`` (one bundle
+and one printed sheet per row of a households CSV), ``sheet`` (the printed HTML
+sheet with the web login QR code), ``cli`` (``mamoru provision ...``).
+See docs/provisioning.md.
+"""
