@@ -1,0 +1,5 @@
+"""Placeholder: being written now."""
+
+from starlette.routing import Route
+
+routes: list[Route] = []
