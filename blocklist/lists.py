@@ -97,7 +97,11 @@ def _parse_range(original: str, folded: str, sep: str, home_region: str) -> tupl
             f"{original!r}: range ends {start} and {end} have different lengths; "
             "write both ends in full, e.g. 03-1234-0000..03-1234-9999"
         )
-    if parse_number(start, home_region).country_code != parse_number(end, home_region).country_code:
+    try:
+        countries = {parse_number(start, home_region).country_code, parse_number(end, home_region).country_code}
+    except NumberError as exc:  # _parse_exact accepted it leniently; E.164 re-parse may still refuse
+        raise ListSpecError(f"{original!r}: {exc}") from exc
+    if len(countries) != 1:
         raise ListSpecError(f"{original!r}: range ends {start} and {end} are in different countries")
     if start > end:  # equal-length digit strings: string order is numeric order
         raise ListSpecError(f"{original!r}: range start {start} is after its end {end}")

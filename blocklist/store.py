@@ -66,8 +66,8 @@ from blocklist.lists import NumberLists, entry_problem, parse_iso_utc
 from screening.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt
 
 __all__ = [
-    "CallRow", "CallState", "EventKind", "EventRow", "FlagRow", "RecordingRow", "Store", "StoreError", "Verdict",
-    "iso_utc", "relpath_problem",
+    "CallFilter", "CallRow", "CallState", "EventKind", "EventRow", "FlagRow", "RecordingRow", "ReviewLabel", "Store",
+    "StoreError", "Verdict", "iso_utc", "relpath_problem",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class EventKind(StrEnum):
     TRANSCRIPT = "transcript"
     FRAUD = "fraud"  # the detector's verdict became fraud, live during the call
     HOUSEHOLD_WARNING = "household_warning"
+    REVIEW = "review"  # a person marked the call as fraud / not fraud (detail: label, by, detector_verdict)
 
 
 class Verdict(StrEnum):
@@ -122,6 +123,13 @@ class Verdict(StrEnum):
     FRAUD = "fraud"
     SUSPICIOUS = "suspicious"
     CLEAN = "clean"
+
+
+class ReviewLabel(StrEnum):
+    """A person's judgement of a call: shown in the log, and evaluation data for the detector."""
+
+    FRAUD = "fraud"
+    NOT_FRAUD = "not_fraud"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +162,9 @@ class CallRow:
     transcript: str | None = None
     reviewed_at: str | None = None
     fraud_at: str | None = None
+    # schema 5: a person's review (mark as fraud / not fraud)
+    review_label: ReviewLabel | None = None
+    reviewed_by: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: enums as their values."""
@@ -172,13 +183,56 @@ class CallRow:
             prompt=opt(Prompt, "prompt"),
             state=CallState(row["state"]),
             verdict=opt(Verdict, "verdict"),
+            review_label=opt(ReviewLabel, "review_label"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Which calls the log shows; empty fields do not filter.
+
+    ``text`` is a case-insensitive substring of the caller-ID name, the number as sent
+    or its E.164 form; ``numbers`` are further substrings of either number, for the
+    forms a typed number takes (the page passes ``031234`` and ``+8131234`` for ``03-1234``).
+    """
+
+    verdict: Verdict | None = None
+    action: Action | None = None
+    text: str = ""
+    numbers: tuple[str, ...] = ()
+
+    def where(self) -> tuple[str, list[Any]]:
+        """SQL condition on ``calls`` and its parameters (values bound, never formatted in)."""
+        clauses, params = ["1"], []
+        if self.verdict is not None:
+            clauses.append("verdict = ?")
+            params.append(self.verdict.value)
+        if self.action is not None:
+            clauses.append("action = ?")
+            params.append(self.action.value)
+        alternatives = []
+        if self.text:
+            alternatives += ["name LIKE ? ESCAPE '\\'", "raw_number LIKE ? ESCAPE '\\'",
+                             "number_e164 LIKE ? ESCAPE '\\'"]  # fmt: skip
+            params += [_like(self.text)] * 3
+        for fragment in self.numbers:
+            alternatives += ["raw_number LIKE ? ESCAPE '\\'", "number_e164 LIKE ? ESCAPE '\\'"]
+            params += [_like(fragment)] * 2
+        if alternatives:
+            clauses.append(f"({' OR '.join(alternatives)})")
+        return " AND ".join(clauses), params
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its own % and _ taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 _CALL_TEXT_FIELDS = (
     "id", "call_uid", "started_at", "line", "raw_number", "number_e164", "name", "reason_code",
     "cid_date", "cid_time", "rule", "reason", "end_reason", "ended_at", "error",
     "recording", "recording_bytes", "recording_seconds", "score", "transcript", "reviewed_at", "fraud_at",
+    "reviewed_by",
 )  # fmt: skip -- copied as stored; the enum columns are converted in from_row
 _RECORDING_FIELDS = frozenset({"recording", "recording_bytes", "recording_seconds"})
 _DETECTION_FIELDS = frozenset({"verdict", "score", "transcript", "fraud_at"})
@@ -417,8 +471,25 @@ def _migration_4(db: Database) -> None:
     )
 
 
+def _migration_5(db: Database) -> None:
+    """A person's review of a call: ``review_label`` (fraud / not_fraud) and who gave it.
+
+    ``reviewed_at`` (migration 2) is reused for when. The label is kept apart from the
+    detector's ``verdict`` so reviewed calls can be exported as evaluation data for the
+    phrase packs; the CHECK makes a bad spooled record an integrity error, as for verdicts.
+    """
+    existing = set(db.table("calls").columns_dict)
+    if "review_label" not in existing:
+        db.execute("ALTER TABLE calls ADD COLUMN review_label TEXT CHECK (review_label IN ('fraud', 'not_fraud'))")
+    if "reviewed_by" not in existing:
+        db.execute("ALTER TABLE calls ADD COLUMN reviewed_by TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_calls_review_label ON calls (review_label)")
+
+
 # Append only; index + 1 is the PRAGMA user_version after it has run.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1, _migration_2, _migration_3, _migration_4)
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+)
 
 
 
@@ -514,6 +585,31 @@ def _apply_add_flags(db: Database, args: dict[str, Any]) -> None:
         )
 
 
+def _apply_set_review(db: Database, args: dict[str, Any]) -> None:
+    """Label, reviewer and time on the call, plus a REVIEW event naming the detector's verdict.
+
+    A fraud mark sets the verdict (the log shows it); a later "not fraud" puts the
+    detector's own verdict back, as the first REVIEW event recorded it. One
+    transaction, so the event always says what the label replaced.
+    """
+    call_id = _call_id_of(db, args["ref"])
+    if args["label"] not in ReviewLabel._value2member_map_:  # from the spool file: drop it, never crash
+        raise sqlite3.IntegrityError(f"unknown review label {args['label']!r}")
+    label = ReviewLabel(args["label"])
+    first = db.execute("SELECT detail FROM events WHERE call_id = ? AND kind = ? ORDER BY id LIMIT 1",
+                       [call_id, EventKind.REVIEW.value]).fetchone()  # fmt: skip
+    if first is not None:
+        detector = json.loads(first[0]).get("detector_verdict")
+    else:
+        detector = db.execute("SELECT verdict FROM calls WHERE id = ?", [call_id]).fetchone()[0]
+    verdict = Verdict.FRAUD.value if label is ReviewLabel.FRAUD else detector
+    db.execute("UPDATE calls SET review_label = ?, reviewed_by = ?, reviewed_at = ?, verdict = ? WHERE id = ?",
+               [label.value, args["by"], args["at"], verdict, call_id])  # fmt: skip
+    detail = {"label": label.value, "by": args["by"], "detector_verdict": detector}
+    db.execute("INSERT INTO events (call_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+               [call_id, args["at"], EventKind.REVIEW.value, _detail_json(detail)])  # fmt: skip
+
+
 def _apply_recover(db: Database, args: dict[str, Any]) -> int:
     states = [s.value for s in UNFINISHED_STATES]
     cursor = db.execute(
@@ -556,9 +652,11 @@ def _apply_add_entry(db: Database, args: dict[str, Any]) -> ListEntry:
 
 
 def _apply_remove_entry(db: Database, args: dict[str, Any]) -> bool:
-    """Removes the entry whatever its origin; a feed's copy comes back with that feed's next version."""
+    """Removes the entry whatever its origin (a feed's copy comes back with that feed's next
+    version), or with ``own_only`` only the one a person added."""
+    own = " AND feed = ''" if args.get("own_only") else ""
     cursor = db.execute(
-        "DELETE FROM list_entries WHERE list = ? AND match = ? AND value = ? AND value_end = ?",
+        f"DELETE FROM list_entries WHERE list = ? AND match = ? AND value = ? AND value_end = ?{own}",
         [args["list"], args["match"], args["value"], args["value_end"]],
     )
     if cursor.rowcount:
@@ -571,6 +669,7 @@ _APPLY: dict[str, Callable[[Database, dict[str, Any]], Any]] = {
     "update_call": _apply_update_call,
     "add_event": _apply_add_event,
     "add_flags": _apply_add_flags,
+    "set_review": _apply_set_review,
     "recover": _apply_recover,
     "add_entry": _apply_add_entry,
     "remove_entry": _apply_remove_entry,
@@ -779,8 +878,35 @@ class Store:
         )
         return [_event_from_row(r) for r in rows]
 
-    def count_calls(self) -> int:
-        return int(self._query("SELECT COUNT(*) AS n FROM calls")[0]["n"])
+    def count_calls(self, where: CallFilter | None = None) -> int:
+        clause, params = (where or CallFilter()).where()
+        return int(self._query(f"SELECT COUNT(*) AS n FROM calls WHERE {clause}", params)[0]["n"])
+
+    def find_calls(self, where: CallFilter, limit: int = 50, offset: int = 0) -> list[CallRow]:
+        """The call log filtered, newest first by row id (as ``recent_calls``), one page of it."""
+        clause, params = where.where()
+        rows = self._query(f"SELECT * FROM calls WHERE {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+                           [*params, limit, offset])  # fmt: skip
+        return [CallRow.from_row(r) for r in rows]
+
+    def reviewed_calls(self) -> list[CallRow]:
+        """Calls a person marked fraud / not fraud, oldest first: the detector's evaluation data."""
+        rows = self._query("SELECT * FROM calls WHERE review_label IS NOT NULL ORDER BY id")
+        return [CallRow.from_row(r) for r in rows]
+
+    def alert_rows_for_call(self, call_id: int) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """The outbox's alerts about a call, oldest first, each with its delivery rows (raw columns).
+
+        Read here rather than through ``blocklist.outbox.Outbox``: opening an Outbox takes over
+        deliveries left "sending", which only the daemon's alert worker may do.
+        """
+        alerts = self._query("SELECT * FROM alerts WHERE call_id = ? ORDER BY id", [call_id])
+        if not alerts:
+            return []
+        marks = ", ".join("?" * len(alerts))
+        deliveries = self._query(f"SELECT * FROM deliveries WHERE alert_id IN ({marks}) "
+                                 "ORDER BY escalation_step, id", [a["id"] for a in alerts])  # fmt: skip
+        return [(a, [d for d in deliveries if d["alert_id"] == a["id"]]) for a in alerts]
 
     # ----------------------------------------------------------------- recordings & detection
     #
@@ -828,6 +954,16 @@ class Store:
         """A person has looked at (listened to) this call; unreviewed fraud is never deleted."""
         self._update_call(call_id, reviewed_at=iso_utc(at or self._clock()))
 
+    def set_review(self, call_id: int, label: ReviewLabel, by: str, at: datetime | None = None) -> None:
+        """A person marks the call fraud / not fraud (also reviewed, so retention may delete it later).
+
+        A fraud mark also sets the verdict, so the log shows it; a REVIEW event keeps the
+        detector's verdict as it was, and a later "not fraud" mark restores it. A later
+        mark replaces an earlier one.
+        """
+        self._submit(_Record("set_review", {"ref": self._ref(call_id), "label": ReviewLabel(label).value,
+                                            "by": by, "at": iso_utc(at or self._clock())}))  # fmt: skip
+
     def flags_for(self, call_id: int) -> list[FlagRow]:
         clause, key = _where(self._ref(call_id))
         rows = self._query(
@@ -871,15 +1007,33 @@ class Store:
         applied, stored = self._submit(_Record("add_entry", args))
         return stored if applied else _entry_from_row(args)
 
-    def remove_entry(self, list: ListKind, match: MatchKind, value: str, value_end: str | None = None) -> bool:
-        """True if an entry was removed — or, when the database is unavailable, queued for removal."""
-        args = {"list": list.value, "match": match.value, "value": value, "value_end": value_end or ""}
+    def remove_entry(self, list: ListKind, match: MatchKind, value: str, value_end: str | None = None, *,
+                     own_only: bool = False) -> bool:  # fmt: skip
+        """True if an entry was removed — or, when the database is unavailable, queued for removal.
+
+        ``own_only`` leaves a feed's copy of the same entry alone (the web page removes what
+        the family added; a police feed's number stays blocked).
+        """
+        args: dict[str, Any] = {"list": list.value, "match": match.value, "value": value, "value_end": value_end or ""}
+        if own_only:
+            args["own_only"] = True
         applied, removed = self._submit(_Record("remove_entry", args))
         return bool(removed) if applied else True
 
     def list_entries(self, list: ListKind) -> list[ListEntry]:
         rows = self._query("SELECT * FROM list_entries WHERE list = ? ORDER BY match, value, value_end", [list.value])
         return [_entry_from_row(r) for r in rows]
+
+    def own_entries(self, list: ListKind, limit: int | None = None, offset: int = 0) -> list[ListEntry]:
+        """Entries people added (no feed's), newest first; ``limit`` None = all of them."""
+        rows = self._query("SELECT * FROM list_entries WHERE list = ? AND feed = '' "
+                           "ORDER BY added_at DESC, id DESC LIMIT ? OFFSET ?",
+                           [list.value, -1 if limit is None else limit, offset])  # fmt: skip
+        return [_entry_from_row(r) for r in rows]
+
+    def count_own_entries(self, list: ListKind) -> int:
+        return int(self._query("SELECT count(*) AS n FROM list_entries WHERE list = ? AND feed = ''",
+                               [list.value])[0]["n"])  # fmt: skip
 
     def replace_feed_entries(self, feed: str, entries: Iterable[ListEntry]) -> int:
         """Atomically make ``entries`` the whole content delivered by ``feed``.

@@ -239,6 +239,15 @@ class AlertService:
             raise RuntimeError("AlertService is not open")
         return self._outbox
 
+    def reconfigure(self, config: Config) -> None:
+        """Relatives and [alerts] changed (the web settings page): used from the next alert on.
+
+        Alerts already in the outbox keep their planned deliveries; their URLs are looked up
+        by relative name at send time, so a changed address is used on the next retry.
+        """
+        with self._state:
+            self._config, self._alerts = config, config.alerts
+
     # ---- triggers -------------------------------------------------------------------
 
     def on_fraud(self, event: FraudEvent, caller_label: str) -> AlertRow | None:

@@ -406,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from blocklist.feed_cli import add_feed_parsers, add_publish_parsers
     from deploy.provisioning.cli import add_provision_parsers
+    from voice.review_export import add_review_export_parser
+
+    from screening.web.cli import add_web_parsers
 
     add_detect_parser(sub)
     add_asr_parsers(sub)
@@ -414,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_feed_parsers(sub)
     add_publish_parsers(sub)
     add_provision_parsers(sub)
+    add_review_export_parser(sub)
+    add_web_parsers(sub)
     return parser
 
 

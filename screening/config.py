@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import json
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
@@ -641,6 +643,35 @@ class FeedsConfig:
     )
 
 
+def _listen_host() -> _Parser[str]:
+    """An IP address or a host name to listen on ("0.0.0.0" = every address of the unit)."""
+    label_pattern = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+    def convert(value: object) -> str:
+        text = _non_empty_string(value)
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(text))
+        if len(text) > 253 or not all(label_pattern.fullmatch(label) for label in text.split(".")):
+            raise _Invalid(f"expected an IP address or a host name, e.g. \"0.0.0.0\" (got {value!r})")
+        return text
+
+    return _Parser("IP address or host name", convert)
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """``[web]``: the family and installer web page, served by `mamoru run` (and `mamoru web`)."""
+
+    enabled: bool = _setting(True, _boolean(), "Serve the web page while screening (`mamoru run`).")
+    host: str = _setting(
+        "127.0.0.1", _listen_host(),
+        "Address to listen on: `0.0.0.0` for the home network. Until a web password is set "
+        "(`mamoru web passwd NAME`), only 127.0.0.1 is served.",
+    )
+    port: int = _setting(8080, _int_range(0, 65535), "TCP port of the web page (0 = any free port, logged).")
+    session_hours: int = _setting(12, _int_range(1, 720), "A login lasts this many hours.")
+
+
 _SECTIONS: dict[str, type] = {
     "line": LineConfig,
     "rules": RulesConfig,
@@ -651,6 +682,7 @@ _SECTIONS: dict[str, type] = {
     "alerts": AlertsConfig,
     "panel": PanelConfig,
     "feeds": FeedsConfig,
+    "web": WebConfig,
 }
 # Arrays of tables (``[[relatives]]``): name -> entry class. Documented as ``relatives[].key``.
 _TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig}
@@ -674,6 +706,7 @@ class Config:
     panel: PanelConfig = field(default_factory=PanelConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     relatives: tuple[RelativeConfig, ...] = ()
     source: str = BUILTIN_SOURCE
 

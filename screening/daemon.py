@@ -3,16 +3,26 @@
 Runs in the main thread. The line adapter owns its device thread; this loop
 only waits on ``next_event`` with a timeout, so a stop request (SIGTERM) is
 honoured within a second even when the line is silent.
+
+Settings changed while running (the web settings page rewrites the config file
+or drops a recording into ``voice.prompts_dir``) are picked up between calls by
+a :class:`ConfigReloader`: the rules, the announcements and anything hooked to
+``on_change`` (the relatives' alerts) apply from the next call on, and a file
+that fails validation is logged and ignored. The loop also keeps
+``status.json`` (``screening.status``) current for the web page's health view.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
 
 from blocklist.lists import NumberLists, parse_iso_utc
 from blocklist.store import EventKind, Store
@@ -27,10 +37,12 @@ from screening.line import (
     Ring,
     RingingStopped,
 )
+from screening.config import BUILTIN_SOURCE, COMMAND_LINE_SOURCE, Config, ConfigError, load_config
 from screening.line_jobs import LineJobs
-from screening.model import Action, CallerID, Decision
+from screening.model import Action, CallerID, Decision, Prompt
 from screening.session import Announcements, CallSession, SessionSettings
 from screening.rules import Policy
+from screening.status import StatusWriter
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +92,121 @@ class ListCache:
                          lists.generation)
 
 
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    """What the next call is screened with; may be replaced between calls."""
+
+    policy: Policy
+    announcements: Announcements
+    call_timeout_s: float
+
+
+class SettingsSource(Protocol):
+    def poll(self) -> CallSettings | None:
+        """New settings when their sources changed since the last poll, else None. Never raises."""
+        ...
+
+
+# What was built once at start (the line, the store, the speech model, threads): a change needs a restart.
+RESTART_SECTIONS = ("line", "store", "log", "recording", "panel", "feeds", "web")
+RESTART_VOICE_KEYS = ("language", "model_dir", "models_dir", "transcribe", "household_warning", "speaker_device",
+                      "line_tap_device")
+_Fingerprint = tuple[tuple[int, int, int] | None, ...]
+
+
+class ConfigReloader:
+    """Re-reads the config file, and the prompt recordings it names, when either changed on disk.
+
+    ``build`` turns a valid config into CallSettings (the runner's policy and
+    PromptLibrary builders); ``on_change`` gets every newly applied config (e.g.
+    the alert service's relatives). ``[line]`` and ``[store]`` stay as the daemon
+    started with them (command-line overrides included); changes that need a
+    restart are logged. The first poll only takes note of the files as they are.
+    """
+
+    def __init__(self, path: Path, current: Config, build: Callable[[Config], CallSettings],
+                 on_change: Sequence[Callable[[Config], None]] = ()) -> None:  # fmt: skip
+        self.path = Path(path)
+        self.current = current
+        self._build = build
+        self._on_change = list(on_change)
+        self._seen: _Fingerprint | None = None
+        self._on_disk: Config | None = None  # the file as last read, without command-line overrides
+
+    @classmethod
+    def for_config(cls, cfg: Config, build: Callable[[Config], CallSettings],
+                   on_change: Sequence[Callable[[Config], None]] = ()) -> ConfigReloader | None:  # fmt: skip
+        """None when the config did not come from a file (built-in defaults): nothing to watch."""
+        if cfg.source in (BUILTIN_SOURCE, COMMAND_LINE_SOURCE):
+            return None
+        return cls(Path(cfg.source), cfg, build, on_change)
+
+    def poll(self) -> CallSettings | None:
+        seen = self._fingerprint(self.current)
+        if self._seen is None:
+            self._seen = seen
+            self._on_disk = self._load_quietly()
+            return None
+        if seen == self._seen:
+            return None
+        self._seen = seen
+        try:
+            loaded = load_config(self.path, env={})
+        except ConfigError as exc:
+            log.error("settings file changed but is invalid; still screening with the previous settings:\n%s", exc)
+            return None
+        new = replace(loaded, line=self.current.line, store=self.current.store)
+        # Taken before building: a recording that lands while the prompts load is seen next time.
+        seen_new = self._fingerprint(new)  # prompts_dir may have moved
+        try:
+            settings = self._build(new)
+        except Exception:  # noqa: BLE001 -- a bad new setting must not stop screening with the old ones
+            log.exception("settings file changed but could not be applied; keeping the previous settings")
+            return None
+        restart = self._needs_restart(loaded)
+        self.current, self._on_disk, self._seen = new, loaded, seen_new
+        for hook in self._on_change:
+            try:
+                hook(new)
+            except Exception:  # noqa: BLE001 -- one hook's bug must not undo the others
+                log.exception("settings changed: a component could not take the new settings")
+        log.info("settings reloaded from %s: rules and announcements apply from the next call", self.path)
+        if restart:
+            log.warning("settings changed that apply only after mamoru restarts: %s", ", ".join(restart))
+        return settings
+
+    def _load_quietly(self) -> Config | None:
+        try:
+            return load_config(self.path, env={})
+        except ConfigError:
+            return None  # the daemon started from it, so it was valid a moment ago; compare nothing
+
+    def _needs_restart(self, loaded: Config) -> list[str]:
+        before = self._on_disk
+        if before is None:
+            return []
+        changed = [name for name in RESTART_SECTIONS if getattr(loaded, name, None) != getattr(before, name, None)]
+        # (a new voice.language already changed the announcements; the model and phrases wait)
+        changed += [f"voice.{key}" for key in RESTART_VOICE_KEYS
+                    if getattr(loaded.voice, key) != getattr(before.voice, key)]
+        return changed
+
+    def _fingerprint(self, cfg: Config) -> _Fingerprint:
+        """(inode, mtime, size) of the config and of every prompt override (the names PromptLibrary reads)."""
+        paths = [self.path]
+        if cfg.voice.prompts_dir is not None:
+            paths += [Path(cfg.voice.prompts_dir) / f"{prompt.value}.wav" for prompt in Prompt]
+        return tuple(_stat(p) for p in paths)
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 @dataclass(slots=True)
 class Daemon:
     line: LineAdapter
@@ -95,6 +222,8 @@ class Daemon:
     line_jobs: LineJobs | None = None  # e.g. phoning a relative: runs here, between calls
     housekeeping: Callable[[], None] | None = None  # e.g. recording retention; run between calls
     housekeeping_interval_s: float = 3600.0
+    reloader: SettingsSource | None = None  # settings changed on disk apply from the next call
+    status: StatusWriter | None = None  # None: status.json beside the store's database
     _lists: ListCache | None = None
     _in_call: bool = False  # read by other threads (feed updates wait for an idle line)
     _screened_this_ringing: bool = False
@@ -107,26 +236,53 @@ class Daemon:
         self._cache().current()
         settings = self.settings if self.on_tick is None else replace(self.settings, tick=self.on_tick)
         session = CallSession(self.line, self.store, self.announcements, self.policy, settings)
+        if self.status is None:
+            self.status = StatusWriter.beside(self.store.path)
+        self.status.started()
+        self._reload(session)  # the first poll notes the files as they are now
         log.info("screening on line %s (home region %s)", self.line.name, self.policy.home_region)
         next_housekeeping = time.monotonic() + self.housekeeping_interval_s
-        while not stop.is_set():
-            if self.on_tick is not None:
-                self.on_tick()  # a wedged loop stops these, and systemd restarts the daemon
-            if self.housekeeping is not None and time.monotonic() >= next_housekeeping:
-                next_housekeeping = time.monotonic() + self.housekeeping_interval_s
-                self.housekeeping()
-            if max_calls is not None and self.calls_screened >= max_calls:
-                break
-            try:
-                event = self.line.next_event(EVENT_WAIT_S)
-            except Exception:  # noqa: BLE001 -- never let one bad event end screening
-                log.exception("line %s: reading events failed", self.line.name)
-                time.sleep(EVENT_WAIT_S)
-                continue
-            if event is not None:
-                self._handle(event, session)
-            elif self.line_jobs is not None and not self._screened_this_ringing:
-                self.line_jobs.run_pending()  # the line is idle: nothing rang since the last wait
+        try:
+            while not stop.is_set():
+                if self.on_tick is not None:
+                    self.on_tick()  # a wedged loop stops these, and systemd restarts the daemon
+                self.status.tick()
+                if self.housekeeping is not None and time.monotonic() >= next_housekeeping:
+                    next_housekeeping = time.monotonic() + self.housekeeping_interval_s
+                    self.housekeeping()
+                if max_calls is not None and self.calls_screened >= max_calls:
+                    break
+                try:
+                    event = self.line.next_event(EVENT_WAIT_S)
+                except Exception:  # noqa: BLE001 -- never let one bad event end screening
+                    log.exception("line %s: reading events failed", self.line.name)
+                    time.sleep(EVENT_WAIT_S)
+                    continue
+                if event is not None:
+                    self._handle(event, session)
+                elif not self._screened_this_ringing:
+                    # The line is idle (nothing rang since the last wait): reload settings now,
+                    # so a call rarely waits for it, then run queued jobs.
+                    self._reload(session)
+                    if self.line_jobs is not None:
+                        self.line_jobs.run_pending()
+        finally:
+            self.status.stopped()
+
+    def _reload(self, session: CallSession) -> None:
+        """Apply settings changed on disk to the session (between calls only). Never raises."""
+        if self.reloader is None:
+            return
+        try:
+            new = self.reloader.poll()
+        except Exception:  # noqa: BLE001 -- the reloader promises not to raise; screening matters more
+            log.exception("checking for changed settings failed")
+            return
+        if new is None:
+            return
+        self.policy, self.announcements = new.policy, new.announcements
+        session.policy, session.announcements = new.policy, new.announcements
+        session.settings = replace(session.settings, call_timeout_s=new.call_timeout_s)
 
     def line_idle(self) -> bool:
         """No call being screened or handled, and none ringing (safe to call from any thread)."""
@@ -175,11 +331,15 @@ class Daemon:
                 self.store.add_event(None, EventKind.HANDSET, state="on_hook")
             case LineFault(message=message):
                 log.error("line %s fault: %s", self.line.name, message)
+                if self.status is not None:
+                    self.status.line_fault(message)
                 self.store.add_event(None, EventKind.LINE_FAULT, message=message)
                 if self.on_line_fault is not None:
                     self.on_line_fault(message)
             case LineRestored(message=message):
                 log.info("line %s restored: %s", self.line.name, message)
+                if self.status is not None:
+                    self.status.line_restored(message)
                 self.store.add_event(None, EventKind.LINE_RESTORED, message=message)
                 if self.on_line_restored is not None:
                     self.on_line_restored(message)
@@ -191,11 +351,15 @@ class Daemon:
         self._screened_this_ringing = True
         self._in_call = True
         try:
+            # A few stat() calls; settings saved less than one loop wake-up ago still count.
+            self._reload(session)
             call_id, decision = session.screen(caller, self._lists.current())
         finally:
             self._in_call = False
         self._session_ended_at = time.monotonic()
         self.calls_screened += 1
+        if self.status is not None:
+            self.status.call_screened()
         if decision.action is not Action.ALLOW:
             # We answered and hung up: the next RING belongs to a new call.
             self._screened_this_ringing = False

@@ -14,6 +14,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from blocklist.feeds import FeedTimer
@@ -24,17 +25,21 @@ from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_s
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
 from screening.cli import policy_from_config
-from screening.daemon import Daemon
+from screening.daemon import CallSettings, ConfigReloader, Daemon
 from screening.line import LineAdapter
 from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
 from screening.numbers import national_format, parse_number
 from screening.session import SessionSettings
+from screening.status import StatusWriter
 from voice.retention import RetentionPolicy
 from screening.alert_wiring import start_alerts
 from screening.line_jobs import LineJobs
 from screening.watchdog import Watchdog
 from screening.panel_wiring import start_panel
 from voice.service import RecordingHousekeeping, build_prompts, build_voice
+
+if TYPE_CHECKING:
+    from screening.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +52,27 @@ HOUSEKEEPING_BUDGET_S = 300.0
 
 @dataclass(frozen=True, slots=True)
 class SimOptions:
-    """``sim:?time_scale=0.25&scenario=calls.toml&dialect=usr`` -- all optional."""
+    """``sim:?time_scale=0.25&scenario=calls.toml&dialect=usr&stay=1`` -- all optional.
+
+    ``stay=1`` keeps the daemon (and its web page) running after the scripted calls, so the
+    demo's calls can be looked at in a browser; Ctrl-C stops it.
+    """
 
     time_scale: float = DEMO_TIME_SCALE
     scenario: Path | None = None
     dialect: str = "conexant"
+    stay: bool = False
 
     @classmethod
     def from_uri(cls, uri: str) -> SimOptions:
         parts = urlsplit(uri)
         opts = dict(parse_qsl(parts.query))
-        unknown = set(opts) - {"time_scale", "scenario", "dialect"}
+        unknown = set(opts) - {"time_scale", "scenario", "dialect", "stay"}
         if unknown:
-            raise ValueError(f"unknown option(s) {sorted(unknown)} in {uri!r} (known: time_scale, scenario, dialect)")
+            raise ValueError(f"unknown option(s) {sorted(unknown)} in {uri!r} "
+                             "(known: time_scale, scenario, dialect, stay)")  # fmt: skip
+        if opts.get("stay", "0") not in ("0", "1"):
+            raise ValueError(f"stay must be 0 or 1 in {uri!r}")
         dialect = opts.get("dialect", "conexant")
         if dialect not in DIALECTS:
             raise ValueError(f"sim dialect must be one of {sorted(DIALECTS)}, got {dialect!r}")
@@ -69,7 +82,7 @@ class SimOptions:
             raise ValueError(f"time_scale must be a number in {uri!r}") from exc
         if not 0 < scale <= 10:
             raise ValueError(f"time_scale must be in (0, 10] in {uri!r}")
-        return cls(scale, Path(opts["scenario"]) if "scenario" in opts else None, dialect)
+        return cls(scale, Path(opts["scenario"]) if "scenario" in opts else None, dialect, opts.get("stay") == "1")
 
 
 def is_sim(uri: str) -> bool:
@@ -125,7 +138,9 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     panel = None
     watchdog: Watchdog | None = None
     feeds: FeedTimer | None = None
+    web = None
     try:
+        web = start_web(cfg, db_path, recordings_dir)
         if sim is not None:
             seed_demo_lists(store, cfg.line.home_region)
             modem = VirtualModem(DIALECTS[sim.dialect], cfg.line.cadence, sim.time_scale)
@@ -161,7 +176,12 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         daemon = Daemon(line, store, policy_from_config(cfg), build_prompts(cfg),
                         SessionSettings(call_timeout_s=float(cfg.line.call_timeout_s), voice=voice),
                         no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs,
-                        on_tick=watchdog.beat)
+                        on_tick=watchdog.beat,
+                        # settings saved on the web page apply from the next call; status.json feeds /health
+                        reloader=ConfigReloader.for_config(
+                            cfg, call_settings_from_config,
+                            on_change=[alerts.service.reconfigure] if alerts is not None else []),
+                        status=StatusWriter.beside(db_path, speech_model=voice.model is not None))
         if alerts is not None:
             daemon.on_screened = _chain(daemon.on_screened, alerts.screened_handler())
             daemon.on_line_fault = alerts.line_fault_handler()
@@ -176,13 +196,21 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             daemon.on_screened = _chain(_demo_printer(cfg.line.home_region), daemon.on_screened)
             print(f"mamoru demo: virtual modem on {modem.device_path}, {len(scenario)} scripted calls, "
                   f"database {db_path}", flush=True)
-            _stop_when_scenario_done(modem, scenario, stop)
+            after = None
+            if sim.stay:
+                page = f"http://127.0.0.1:{web.port}/" if web is not None else None
+                after = ("mamoru demo: the scripted calls are done. "
+                         + (f"See them on the web page: {page} (first visit: set a password). " if page else "")
+                         + "Press Ctrl-C to stop.")  # fmt: skip
+            _stop_when_scenario_done(modem, scenario, stop, after=after)
         feeds = start_feed_updates(cfg, db_path, daemon)
         watchdog.ready(f"screening on {line.name}")
         daemon.run(stop)
     finally:
         if watchdog is not None:
             watchdog.stopping()
+        if web is not None:
+            web.stop()
         if feeds is not None:
             feeds.stop()
         if panel is not None:
@@ -199,6 +227,26 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     if modem is not None:
         _print_summary(store_path=db_path, cfg=cfg, count=len(modem.records()))
     return 0
+
+
+def call_settings_from_config(cfg: Config) -> CallSettings:
+    """What a call is screened with; rebuilt by the daemon when the config file changes."""
+    return CallSettings(policy_from_config(cfg), build_prompts(cfg), float(cfg.line.call_timeout_s))
+
+
+def start_web(cfg: Config, db_path: Path, recordings_dir: Path | None) -> WebServer | None:
+    """The web page next to screening (``[web] enabled``); None when off or when it failed (logged).
+
+    ``db_path`` and ``recordings_dir`` are the ones screening really uses (the demo's differ from cfg's).
+    """
+    if not cfg.web.enabled:
+        return None
+    try:
+        from screening.web.server import start_for_daemon
+    except ImportError as exc:  # a unit installed without the web packages still screens
+        log.error("web page not started: %s", exc)
+        return None
+    return start_for_daemon(cfg, db_path, recordings_dir)
 
 
 def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon) -> FeedTimer | None:
@@ -224,7 +272,9 @@ def _chain(first, second):
     return both
 
 
-def _stop_when_scenario_done(modem: VirtualModem, scenario: list[CallScript], stop: threading.Event) -> None:
+def _stop_when_scenario_done(modem: VirtualModem, scenario: list[CallScript], stop: threading.Event, *,
+                             after: str | None = None) -> None:  # fmt: skip
+    """Stop the daemon once every scripted call ended; with ``after``, print it and keep running instead."""
     records = [modem.place_call(script) for script in scenario]
 
     def watch() -> None:
@@ -235,6 +285,9 @@ def _stop_when_scenario_done(modem: VirtualModem, scenario: list[CallScript], st
                 log.error("demo call %r did not end in time", record.script.label)
             if stop.is_set():
                 return
+        if after is not None:
+            print(after, flush=True)
+            return
         stop.set()
 
     threading.Thread(target=watch, name="sim-scenario", daemon=True).start()

@@ -255,6 +255,13 @@ BAD_VALUES = [
     ("feeds", "dir", "7", "expected a string"),
     ("feeds", "update_minutes", "-5", "must be between 0 and 10080 (got -5)"),
     ("feeds", "max_age_days", "0", "must be between 1 and 3650 (got 0)"),
+    ("web", "enabled", '"yes"', 'expected true or false (got string "yes")'),
+    ("web", "host", '""', "must not be empty"),
+    ("web", "host", '"http://0.0.0.0"', "expected an IP address or a host name"),
+    ("web", "host", '"-bad-.local"', "expected an IP address or a host name"),
+    ("web", "port", "65536", "must be between 0 and 65535 (got 65536)"),
+    ("web", "port", '"8080"', 'expected an integer (got string "8080")'),
+    ("web", "session_hours", "0", "must be between 1 and 720 (got 0)"),
 ]
 
 # [[relatives]] entries: (TOML of one entry, key of the problem, message). A secret in a bad URL is never echoed.

@@ -29,6 +29,8 @@ class WebContext:
     base_config: Config
     users_path: Path
     status_path: Path
+    # Baked into the image (deploy/image), never taken from the config a bundle replaces.
+    issuer_keys_dir: Path = Path("/etc/mamoru/issuer-keys")
     _config: Config | None = field(default=None, init=False, repr=False)
     _config_mtime: float | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
