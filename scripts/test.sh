@@ -4,13 +4,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "mamoru needs Python 3.11+" >&2; exit 2; }
-# System tools some tests use: PortAudio (sounddevice), shellcheck (the image recipe), and
-# Chromium with Japanese fonts (the web page's browser tests and screenshots).
+# System tools some tests use: PortAudio (sounddevice), shellcheck (the image recipe), sipp
+# (the SIP scenarios), and Chromium with Japanese fonts (the web page's browser tests and screenshots).
 # Install Debian's packages when we can; without them the PortAudio and shellcheck tests skip
-# and say why, and the browser tests fail saying how to install Chromium.
+# and say why; the browser and SIPp tests fail saying how to install Chromium or sip-tester.
 missing=()
 ldconfig -p 2>/dev/null | grep -q libportaudio.so || missing+=(libportaudio2)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
+command -v sipp >/dev/null || missing+=(sip-tester)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing+=(fonts-noto-cjk)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
