@@ -330,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="screen calls on a line (default line: the config's, e.g. sim:)")
     _common(p)
-    p.add_argument("--line", metavar="URI", help="modem:///dev/ttyACM0[?dialect=usr] or sim:")
+    p.add_argument("--line", metavar="URI", help="modem:///dev/ttyACM0[?dialect=usr], sip://HOST:PORT, "
+                   "sip://USER@REGISTRAR or sim:")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
 

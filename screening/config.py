@@ -217,6 +217,15 @@ def _line_uri() -> _Parser[str]:
                 if dialect not in DIALECTS:
                     known = ", ".join(DIALECTS)
                     raise _Invalid(f"dialect must be one of {known} (got {dialect!r})")
+        if parts.scheme == "sip":
+            try:
+                port = parts.port
+            except ValueError:
+                raise _Invalid(f"SIP URI has a bad port (got {value!r})") from None
+            if not parts.hostname or not text.startswith("sip://"):
+                raise _Invalid("SIP line needs sip://HOST[:PORT] (listen for INVITEs) or "
+                               f"sip://USER@REGISTRAR[:PORT] (register as an extension) (got {value!r})")
+            del port
         return text
 
     return _Parser("URI", convert)
@@ -315,7 +324,8 @@ class LineConfig:
     """``[line]``: which telephone line adapter, and how that line behaves."""
 
     uri: str = _setting(
-        "sim:", _line_uri(), "Line adapter: `modem:///dev/ttyACM0` (optionally `?dialect=usr`), or `sim:` for the simulator."
+        "sim:", _line_uri(), "Line adapter: `modem:///dev/ttyACM0` (optionally `?dialect=usr`), `sip://HOST:PORT` (take INVITEs from an "
+        "adapter or trunk), `sip://USER@REGISTRAR` (register as an extension; see `[sip]`), or `sim:` for the simulator."
     )
     modem: ModemChoice = _setting(
         "auto", _choice(ModemChoice), "Modem dialect; `auto` picks it from the modem's ATI3 reply."
@@ -672,6 +682,72 @@ class WebConfig:
     session_hours: int = _setting(12, _int_range(1, 720), "A login lasts this many hours.")
 
 
+class SipUpstream(StrEnum):
+    """What sends us INVITEs; it decides whether a SIP rejection really stops the phone ringing."""
+
+    FXO = "fxo"  # an FXO adapter on the analog line: rejecting leaves the line ringing, so block = announce
+    HGW = "hgw"  # an extension of a home gateway (NTT Hikari Denwa HGW): a rejection stops the call
+    TRUNK = "trunk"  # a SIP trunk or PBX: a rejection stops the call
+
+
+def _trusted_hosts() -> _Parser[tuple[str, ...]]:
+    def item(text: str) -> str:
+        try:
+            return str(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise _Invalid(f"expected an IP address or network like 192.168.1.1 or 10.0.0.0/24 (got {text!r})") from None
+
+    return _string_list("IP address or network", item, tuple)
+
+
+def _sip_target() -> _Parser[str | None]:
+    """``sip:user@host[:port]`` of the household phone's leg, or "" for none."""
+
+    def convert(value: object) -> str | None:
+        text = _expect(value, str, "string").strip()
+        if not text:
+            return None
+        if not re.fullmatch(r"sips?:[^\s@<>\"]+@[A-Za-z0-9.\-\[\]:]+(;[^\s<>\"]*)?", text):
+            raise _Invalid(f"expected a SIP URI like sip:phone@192.168.1.20:5060 (got {value!r})")
+        return text
+
+    return _Parser("SIP URI", convert)
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    """``[sip]``: a SIP line (`line.uri = "sip://..."`) -- an FXO adapter, a home gateway or a trunk."""
+
+    upstream: SipUpstream = _setting(
+        "fxo", _choice(SipUpstream),
+        "`fxo` (analog line through an FXO adapter: a blocked call is answered, announced and hung up), "
+        "`hgw` (an extension of a home gateway) or `trunk` (a SIP trunk/PBX): there a blocked call is "
+        "rejected without ringing.",
+    )
+    reject_code: int = _setting(
+        603, _int_range(400, 699), "Final response for a rejected call (`hgw`/`trunk`): 603 Decline, or 486 Busy Here."
+    )
+    trusted_upstreams: tuple[str, ...] = _setting(
+        [], _trusted_hosts(),
+        "Addresses whose P-Asserted-Identity / Remote-Party-ID are believed (the gateway or adapter); "
+        "from anyone else only From counts.",
+    )
+    household: str | None = _setting(
+        "", _sip_target(),
+        "SIP URI of the household phone (e.g. the adapter's FXS port): allowed calls, and warned calls once the "
+        "warning has played, are connected to it. \"\" = none (an allowed call is left ringing).",
+    )
+    user: str | None = _setting("", _optional_text(), "Registering as an extension: the user name, if not in the URI.")
+    password_file: Path | None = _setting(
+        "", _optional_path(), "File holding the registration password (one line; keep it mode 0600). \"\" = none."
+    )
+    register_expires_s: int = _setting(300, _int_range(30, 3600), "Registration lifetime asked of the registrar.")
+    ring_timeout_s: int = _setting(
+        60, _int_range(5, 600), "A call nobody answers (no household leg, or it does not pick up) is ended after this."
+    )
+    max_calls: int = _setting(4, _int_range(1, 16), "Calls screened at the same time; more get 486 Busy Here.")
+
+
 _SECTIONS: dict[str, type] = {
     "line": LineConfig,
     "rules": RulesConfig,
@@ -683,6 +759,7 @@ _SECTIONS: dict[str, type] = {
     "panel": PanelConfig,
     "feeds": FeedsConfig,
     "web": WebConfig,
+    "sip": SipConfig,
 }
 # Arrays of tables (``[[relatives]]``): name -> entry class. Documented as ``relatives[].key``.
 _TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig}
@@ -707,6 +784,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    sip: SipConfig = field(default_factory=SipConfig)
     relatives: tuple[RelativeConfig, ...] = ()
     source: str = BUILTIN_SOURCE
 

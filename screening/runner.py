@@ -24,7 +24,7 @@ from firmware.modem_line import ModemLine
 from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_scenario, load_scenario
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
-from screening.cli import policy_from_config
+from screening.cli import CliError, policy_from_config
 from screening.daemon import CallSettings, ConfigReloader, Daemon
 from screening.line import LineAdapter
 from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
@@ -100,6 +100,16 @@ def modem_line_from_uri(uri: str, cfg: Config, **extra: object) -> ModemLine:
     return ModemLine.from_uri(uri, **kwargs)
 
 
+def sip_line_from_config(uri: str, cfg: Config) -> LineAdapter:
+    """``sip://...`` → SipLine; pjsua2 is an optional back-end (``pip install 'mamoru[sip]'``)."""
+    try:
+        from firmware.sip_line import sip_line_from_uri
+    except ImportError as exc:
+        raise CliError(f"line {uri} needs pjsua2, which is not installed ({exc}): pip install "
+                           "'mamoru[sip]' on x86_64; on a Raspberry Pi run scripts/build_pjproject.sh") from None
+    return sip_line_from_uri(uri, cfg)
+
+
 def demo_db_path() -> Path:
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     return state / "mamoru" / "demo.db"
@@ -147,6 +157,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             modem.start()
             line = modem_line_from_uri(f"modem://{modem.device_path}", cfg, name="sim",
                                        ring_gap_s=1.5 * CADENCE_PERIOD_S[cfg.line.cadence] * sim.time_scale)
+        elif urlsplit(uri).scheme == "sip":
+            line = sip_line_from_config(uri, cfg)
         else:
             line = modem_line_from_uri(uri, cfg)
             from firmware.usb_power import UsbPowerCycler
