@@ -104,6 +104,8 @@ class EventKind(StrEnum):
     LISTENED = "listened"
     HUNG_UP = "hung_up"
     HANDSET = "handset"
+    REJECTED = "rejected"  # declined without answering (SIP: the upstream honours a rejection)
+    HOUSEHOLD = "household"  # the household phone's leg was rung (SIP)
     DTMF = "dtmf"
     ENDED = "ended"
     ERROR = "error"

@@ -1,236 +1,107 @@
-"""SipLine: the line protocol on pjsua2, taking direct INVITEs from an adapter or trunk.
+"""SipLine: the line protocol on pjsua2 -- one call slot of a :class:`SipEndpoint`.
 
-One thread owns the pjsua2 endpoint (creates it, polls it, destroys it); every other
-thread talks to it through a command queue, because pjsua2 objects are not safe to
-drive from several Python threads. Audio goes through ``sip_media.FramePort``.
+Each SipLine is the seat of one daemon loop; the endpoint (one pjsua2 endpoint, one
+owner thread) routes every INVITE to a free slot. ``sip_lines_from_uri`` builds the
+``[sip] max_calls`` lines of one endpoint; a SipLine built on its own has a private
+one-slot endpoint.
 
-Only one call at a time, like a landline: a second INVITE gets 486 Busy Here.
-
-"Allow" has no phone leg yet: an allowed call is left ringing (180) until the caller
-gives up or ``ring_timeout_s`` passes, then it is declined with 480 Temporarily
-Unavailable. Either way the daemon sees ``RingingStopped``. Rings are emitted every
-``ring_period_s`` while a call is unanswered, so a call whose caller ID is unusable is
-still screened by ring count exactly as on the modem.
+Beyond the modem's answer/play/listen/hang-up a SIP line can reject a call without
+ringing (``reject_unanswered``, where the upstream honours it), let an allowed call
+ring through to the household phone (``ring_household``) and connect a warned call
+to it once the warning has played (``connect_household``): see
+:class:`screening.line.CallRouting`.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import gc
 import logging
+import os
 import queue
-import threading
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
-
-import pjsua2 as pj  # type: ignore[import-untyped]
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from firmware.audio_format import resample_pcm16
-from firmware.sip_media import FRAME_MS, SAMPLE_RATE, FramePort
-from screening.line import (
-    AudioClip,
-    AudioSink,
-    CallOffered,
-    EndReason,
-    LineError,
-    LineEvent,
-    Ring,
-    RingingStopped,
+from firmware.sip_endpoint import (
+    CallerIdFn,
+    CallState,
+    SipEndpoint,
+    SipSettings,
+    Slot,
+    parse_sip_headers,
+    settle_s,
 )
-from screening.model import CallerID
-from screening.sip_callerid import caller_id_from_sip
+from firmware.sip_media import SAMPLE_RATE
+from screening.config import SipUpstream
+from screening.line import AudioClip, AudioSink, EndReason, LineError, LineEvent
 
 if TYPE_CHECKING:
     from screening.config import Config
 
+__all__ = ["CallerIdFn", "SipEndpoint", "SipLine", "SipSettings", "parse_sip_headers", "sip_line_from_uri",
+           "sip_lines_from_uri"]
+
 log = logging.getLogger(__name__)
 
-SipHeaders = list[tuple[str, str]]
-
-
-class CallerIdFn(Protocol):
-    def __call__(self, headers: SipHeaders, *, source_ip: str,
-                 trusted_upstreams: frozenset[str], home_region: str) -> CallerID: ...
-
-
-# RFC 3261 compact header forms we may see from gateways.
-_COMPACT = {"f": "From", "t": "To", "i": "Call-ID", "m": "Contact", "v": "Via", "l": "Content-Length",
-            "c": "Content-Type", "k": "Supported"}
-_CANONICAL = {"p-asserted-identity": "P-Asserted-Identity", "remote-party-id": "Remote-Party-ID",
-              "privacy": "Privacy", "from": "From"}
-_CODECS = ("PCMU/8000", "PCMA/8000")
-_POLL_MS = 10
-_PJ_LEVELS = {0: logging.ERROR, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
-_SETTLE_S = 2 * FRAME_MS / 1000  # last frames still in the bridge after the buffer drains
-
-
-def parse_sip_headers(message: str) -> SipHeaders:
-    """Header (name, value) pairs of a SIP message, unfolded, compact names expanded, in order."""
-    head = message.replace("\r\n", "\n").split("\n\n", 1)[0]
-    lines = head.split("\n")[1:]  # skip the request line
-    out: SipHeaders = []
-    for line in lines:
-        if line[:1] in (" ", "\t") and out:  # folded continuation
-            name, value = out[-1]
-            out[-1] = (name, f"{value} {line.strip()}")
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name.strip():
-            log.debug("sip: malformed header line ignored: %r", line)
-            continue
-        name = name.strip()
-        name = _COMPACT.get(name.lower(), name) if len(name) == 1 else _CANONICAL.get(name.lower(), name)
-        out.append((name, value.strip()))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class SipSettings:
-    host: str = "0.0.0.0"
-    port: int = 5060
-    trusted_upstreams: frozenset[str] = frozenset()  # source IPs whose PAI / RPID we believe
-    home_region: str = "JP"
-    reject_code: int = 603  # for reject(): 603 Decline, or 486 Busy Here for upstreams that retry on 603
-    ring_timeout_s: float = 60.0  # an allowed call with no phone leg is declined after this
-    ring_period_s: float = 3.0  # Ring events while unanswered, as a modem would see them
-    start_timeout_s: float = 5.0
-
-
-@dataclass(slots=True)
-class _CallState:
-    """One call; Events are read by any thread, ``call`` only by the owner thread."""
-
-    call: Any
-    caller: CallerID
-    offered_at: float
-    rings: int = 1
-    answered: threading.Event = field(default_factory=threading.Event)
-    media_up: threading.Event = field(default_factory=threading.Event)
-    gone: threading.Event = field(default_factory=threading.Event)
-    final_code: int | None = None
-
-
-def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
-    """An exception must not leave a pjsua2 callback: it would unwind through C++."""
-
-    def run(self: Any, *args: Any) -> None:
-        try:
-            callback(self, *args)
-        except Exception:  # noqa: BLE001 -- must not unwind into pjsua2
-            # Text only: a LogRecord holding exc_info would keep this Call alive past libDestroy.
-            log.error("pjsua2 callback %s failed:\n%s", callback.__name__, traceback.format_exc())
-
-    run.__name__ = callback.__name__
-    return run
-
-
-class _Call(pj.Call):  # type: ignore[misc]
-    def __init__(self, line: SipLine, account: Any, call_id: int) -> None:
-        super().__init__(account, call_id)
-        self._line = line
-
-    @_guarded
-    def onCallState(self, prm: Any) -> None:
-        info = self.getInfo()
-        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self._line._on_disconnected(self, info.lastStatusCode)
-
-    @_guarded
-    def onCallMediaState(self, prm: Any) -> None:
-        info = self.getInfo()
-        for media in info.media:
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                self._line._on_media_active(self, self.getAudioMedia(media.index))
-
-
-class _PjLog(pj.LogWriter):  # type: ignore[misc]
-    """pjsip's own log into ours (any pj thread may call it; logging is thread-safe)."""
-
-    @_guarded
-    def write(self, entry: Any) -> None:
-        log.log(_PJ_LEVELS.get(entry.level, logging.DEBUG), "pjsip: %s", entry.msg.rstrip())
-
-
-class _Account(pj.Account):  # type: ignore[misc]
-    def __init__(self, line: SipLine) -> None:
-        super().__init__()
-        self._line = line
-
-    @_guarded
-    def onIncomingCall(self, prm: Any) -> None:
-        self._line._on_incoming(self, prm)
+PASSWORD_ENV = "MAMORU_SIP_PASSWORD"
 
 
 class SipLine:
-    """A SIP trunk/adapter that sends INVITEs straight to us (no registrar)."""
+    """One call slot of a SIP endpoint, behind the line protocol."""
 
-    def __init__(self, settings: SipSettings, caller_id: CallerIdFn | None = None,
-                 name: str | None = None) -> None:
-        self.settings = settings
-        self.name = name or f"sip:{settings.host}:{settings.port}"
-        self._caller_id: CallerIdFn = caller_id or caller_id_from_sip
-        self._events: queue.Queue[LineEvent] = queue.Queue()
-        self._commands: queue.Queue[tuple[Callable[[], object], concurrent.futures.Future[object]]] = \
-            queue.Queue()
-        self._stop = threading.Event()
-        self._started = threading.Event()
-        self._start_error: str | None = None
-        self._thread: threading.Thread | None = None
-        self._current: _CallState | None = None
-        self._port: FramePort | None = None
-        self._account: _Account | None = None
-        self._dead_calls: list[Any] = []  # deleted outside pjsua2 callbacks
+    def __init__(self, settings: SipSettings, caller_id: CallerIdFn | None = None, name: str | None = None, *,
+                 endpoint: SipEndpoint | None = None, slot: int = 0) -> None:
+        self._endpoint = endpoint or SipEndpoint(settings, caller_id, name)
+        self.settings = self._endpoint.settings
+        self.name = name or self._endpoint.name
+        self._slot: Slot = self._endpoint.slots[slot]
+        self._open = False
+
+    @property
+    def endpoint(self) -> SipEndpoint:
+        return self._endpoint
 
     # ---- lifecycle -------------------------------------------------------------
 
     def open(self) -> None:
-        self._stop.clear()
-        self._started.clear()
-        self._thread = threading.Thread(target=self._run, name=f"sip-{self.settings.port}", daemon=True)
-        self._thread.start()
-        if not self._started.wait(self.settings.start_timeout_s):
-            self._stop.set()
-            raise LineError(f"{self.name}: SIP endpoint did not start in time")
-        if self._start_error is not None:
-            self._thread.join(timeout=5.0)
-            raise LineError(f"{self.name}: {self._start_error}")
-        log.info("%s: listening for INVITEs", self.name)
+        if self._open:
+            return
+        self._endpoint.acquire()
+        self._slot.attached = True
+        self._open = True
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            if self._thread.is_alive():
-                log.error("%s: SIP thread did not stop", self.name)
-            self._thread = None
+        if not self._open:
+            return
+        self._slot.attached = False
+        self._open = False
+        self._endpoint.release()
 
     # ---- line protocol ------------------------------------------------------
 
     def next_event(self, timeout: float) -> LineEvent | None:
         try:
-            return self._events.get(timeout=timeout)
+            return self._slot.events.get(timeout=timeout)
         except queue.Empty:
             return None
 
     def handset_off_hook(self) -> bool:
-        return False  # no phone leg on a SIP line yet
+        return False  # the household leg is ours to place: a SIP line never answers into it
 
     def answer(self, timeout: float = 5.0) -> None:
-        state = self._current
-        if state is None or state.gone.is_set():
+        state = self._decided()
+        if state is None:
             # The caller gave up between INVITE and decision; play/listen will report it.
             log.info("%s: nothing to answer, the caller already left", self.name)
             return
-        self._submit(lambda: self._do_answer(state), timeout)
+        self._endpoint.submit(lambda: self._endpoint.answer_call(state), timeout)
         if not _wait_any((state.media_up, state.gone), timeout):
             raise LineError(f"{self.name}: no audio path {timeout:.1f}s after answering")
 
     def play(self, clip: AudioClip, timeout: float | None = None) -> EndReason:
-        state, port = self._current, self._port
+        state, port = self._slot.current, self._slot.port
         if state is None or port is None or state.gone.is_set() or not state.media_up.is_set():
             return EndReason.CALLER_HUNG_UP
         pcm = clip.pcm16 if clip.sample_rate == SAMPLE_RATE else \
@@ -244,11 +115,12 @@ class SipLine:
             if time.monotonic() > deadline:
                 port.flush()
                 return EndReason.TIMEOUT
-        time.sleep(_SETTLE_S)
+        time.sleep(settle_s())
         return EndReason.CALLER_HUNG_UP if state.gone.is_set() else EndReason.COMPLETED
 
     def listen(self, seconds: float, sink: AudioSink | None = None) -> EndReason:
-        state, port = self._current, self._port
+        """Both voices (the caller's, and the household's once connected) until the call ends."""
+        state, port = self._slot.current, self._slot.port
         if state is None or port is None or state.gone.is_set():
             return EndReason.CALLER_HUNG_UP
         port.clear_received()
@@ -263,225 +135,74 @@ class SipLine:
                     except Exception:  # noqa: BLE001 -- a recorder failure must not drop the call
                         log.error("%s: audio sink failed:\n%s", self.name, traceback.format_exc())
                 if frame is None and state.gone.is_set():
+                    if state.household_up.is_set() and state.household_ended.is_set():
+                        return EndReason.HANDSET_ON_HOOK  # the household ended the conversation
                     return EndReason.CALLER_HUNG_UP
             return EndReason.COMPLETED
         finally:
             port.capturing = False
 
     def hang_up(self, timeout: float = 5.0) -> None:
-        state = self._current
+        state = self._slot.current
         if state is None or state.gone.is_set():
             return
-        self._submit(lambda: self._do_hangup(state, 200 if state.answered.is_set() else 480), timeout)
+        code = 200 if state.answered.is_set() else 480
+        self._endpoint.submit(lambda: self._endpoint.hang_up_call(state, code), timeout)
         if not state.gone.wait(timeout):
             log.warning("%s: call not confirmed ended %.1fs after hang-up", self.name, timeout)
+
+    # ---- call routing (screening.line.CallRouting) ----------------------------
+
+    def reject_unanswered(self, timeout: float = 5.0) -> bool:
+        """Decline without answering where that stops the call (hgw/trunk); False on an FXO adapter."""
+        if not self.settings.rejects_without_ringing:
+            return False
+        self.reject(timeout=timeout)
+        return True
+
+    def ring_household(self, timeout: float = 5.0) -> bool:
+        """An allowed call: 180 Ringing, and the household phone rings (True) if one is configured."""
+        state = self._decided()
+        if state is None:
+            return False
+
+        def ring() -> bool:
+            self._endpoint.ring_call(state)
+            return self._endpoint.call_household(state, answer_caller=True)
+
+        return bool(self._endpoint.submit(ring, timeout))
+
+    def connect_household(self, timeout: float = 5.0) -> bool:
+        """A warned, answered call: ring the household phone and join it to the call when picked up."""
+        state = self._slot.current
+        if state is None or state.gone.is_set() or self.settings.household is None:
+            return False
+        return bool(self._endpoint.submit(lambda: self._endpoint.call_household(state, answer_caller=False),
+                                          timeout))
 
     def reject(self, code: int | None = None, timeout: float = 5.0) -> None:
         """Decline an unanswered call with a final response (default ``settings.reject_code``)."""
         status = code or self.settings.reject_code
         if not 400 <= status <= 699:
             raise ValueError(f"reject code must be a 4xx-6xx final response, not {status}")
-        state = self._current
-        if state is None or state.gone.is_set():
+        state = self._decided()
+        if state is None:
             return
         if state.answered.is_set():
             raise LineError(f"{self.name}: cannot reject an answered call")
-        self._submit(lambda: self._do_hangup(state, status), timeout)
+        self._endpoint.submit(lambda: self._endpoint.hang_up_call(state, status), timeout)
         state.gone.wait(timeout)
 
-    # ---- owner thread ---------------------------------------------------------
-
-    def _submit(self, fn: Callable[[], object], timeout: float) -> object:
-        if self._thread is None or not self._thread.is_alive():
-            raise LineError(f"{self.name}: line is not open")
-        future: concurrent.futures.Future[object] = concurrent.futures.Future()
-        self._commands.put((fn, future))
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError as exc:
-            raise LineError(f"{self.name}: SIP thread did not respond in {timeout:.1f}s") from exc
-        except pj.Error as exc:
-            raise LineError(f"{self.name}: {exc.info()}") from exc
-
-    def _run(self) -> None:
-        endpoint = pj.Endpoint()
-        try:
-            endpoint.libCreate()
-            self._start(endpoint)
-        except pj.Error as exc:
-            self._start_error = exc.info()
-            self._started.set()
-            endpoint.libDestroy()
-            return
-        self._started.set()
-        try:
-            while not self._stop.is_set():
-                endpoint.libHandleEvents(_POLL_MS)
-                self._run_commands()
-                self._tick()
-                self._dead_calls.clear()
-        except Exception:  # noqa: BLE001 -- logged; teardown still runs
-            log.error("%s: SIP thread failed:\n%s", self.name, traceback.format_exc())
-        finally:
-            self._shutdown(endpoint)
-
-    def _start(self, endpoint: Any) -> None:
-        config = pj.EpConfig()
-        config.uaConfig.threadCnt = 0  # we poll from this thread; no pjsua worker threads
-        config.uaConfig.mainThreadOnly = False
-        config.uaConfig.userAgent = "mamoru"
-        config.logConfig.level = 2
-        config.logConfig.consoleLevel = 2
-        config.logConfig.decor = 0  # no timestamps or colours: logging adds its own
-        config.logConfig.writer = _PjLog().__disown__()  # the endpoint deletes it in libDestroy
-        config.medConfig.clockRate = SAMPLE_RATE
-        config.medConfig.sndClockRate = SAMPLE_RATE
-        config.medConfig.noVad = True
-        endpoint.libInit(config)
-        transport = pj.TransportConfig()
-        transport.port = self.settings.port
-        transport.boundAddress = self.settings.host
-        endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
-        endpoint.libStart()
-        endpoint.audDevManager().setNullDev()  # the clock for the bridge; no sound card
-        for codec in endpoint.codecEnum2():
-            endpoint.codecSetPriority(codec.codecId, 200 if codec.codecId.startswith(_CODECS) else 0)
-        self._port = FramePort()
-        self._port.create("mamoru")
-        account_config = pj.AccountConfig()
-        account_config.idUri = f"sip:mamoru@{self.settings.host}:{self.settings.port}"
-        account_config.mediaConfig.transportConfig.boundAddress = self.settings.host
-        self._account = _Account(self)
-        self._account.create(account_config, True)
-
-    def _run_commands(self) -> None:
-        while True:
-            try:
-                fn, future = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except Exception as exc:  # noqa: BLE001 -- handed to the waiting thread
-                future.set_exception(exc)
-
-    def _tick(self) -> None:
-        state = self._current
-        if state is None or state.answered.is_set() or state.gone.is_set():
-            return
-        elapsed = time.monotonic() - state.offered_at
-        if elapsed > self.settings.ring_timeout_s:
-            log.info("%s: unanswered for %.0fs, declining with 480", self.name, elapsed)
-            self._do_hangup(state, 480)
-        elif elapsed >= state.rings * self.settings.ring_period_s:
-            state.rings += 1
-            self._events.put(Ring(state.rings, time.monotonic()))
-
-    def _shutdown(self, endpoint: Any) -> None:
-        state = self._current
-        if state is not None and not state.gone.is_set():
-            try:
-                self._do_hangup(state, 200 if state.answered.is_set() else 503)
-                endpoint.libHandleEvents(50)
-            except pj.Error as exc:
-                log.warning("%s: hang-up on close failed: %s", self.name, exc.info())
-        self._current = None
-        self._dead_calls.clear()
-        self._account = None
-        try:
-            endpoint.audDevManager().setNoDev()  # stop the bridge clock before the port goes
-            self._port = None
-            # A pjsua2 Call freed after libDestroy aborts the process: collect any still held
-            # by reference cycles (e.g. a logged exception's frames) while the library is up.
-            gc.collect()
-            endpoint.libDestroy()
-        except pj.Error as exc:
-            log.warning("%s: endpoint teardown: %s", self.name, exc.info())
-
-    def _do_answer(self, state: _CallState) -> None:
-        if state.gone.is_set():
-            return
-        prm = pj.CallOpParam()
-        prm.statusCode = 200
-        state.call.answer(prm)
-        state.answered.set()
-
-    def _do_hangup(self, state: _CallState, code: int) -> None:
-        if state.gone.is_set():
-            return
-        prm = pj.CallOpParam()
-        prm.statusCode = code
-        state.call.hangup(prm)
-
-    # ---- pjsua2 callbacks (owner thread) ------------------------------------
-
-    def _on_incoming(self, account: Any, prm: Any) -> None:
-        # Caller ID before the Call object exists: no traceback logged here can hold the call.
-        caller = self._caller_from(prm.rdata.wholeMsg, prm.rdata.srcAddress)
-        call = _Call(self, account, prm.callId)
-        busy = self._current is not None and not self._current.gone.is_set()
-        if busy:
-            log.info("%s: second call while busy, 486", self.name)
-            self._dead_calls.append(call)
-            reply = pj.CallOpParam()
-            reply.statusCode = 486
-            call.hangup(reply)
-            return
-        ringing = pj.CallOpParam()
-        ringing.statusCode = 180
-        try:
-            call.answer(ringing)
-        except pj.Error as exc:  # the INVITE died under us (caller gone, transport error)
-            log.warning("%s: could not send 180: %s", self.name, exc.info())
-            self._dead_calls.append(call)
-            return
-        self._current = _CallState(call, caller, time.monotonic())
-        now = time.monotonic()
-        # Caller ID first: the daemon screens on it; the Ring is what a no-CID call is screened by.
-        self._events.put(CallOffered(caller, now))
-        self._events.put(Ring(1, now))
-
-    def _caller_from(self, message: str, source: str) -> CallerID:
-        headers = parse_sip_headers(message)
-        source_ip = source.rsplit(":", 1)[0].strip("[]")
-        try:
-            caller = self._caller_id(headers, source_ip=source_ip,
-                                     trusted_upstreams=self.settings.trusted_upstreams,
-                                     home_region=self.settings.home_region)
-        except Exception:  # noqa: BLE001 -- bad headers must not stop screening: the rings decide
-            # Text only: a LogRecord holding exc_info would keep the frames (and a Call) alive.
-            log.error("%s: caller ID from %s could not be read:\n%s", self.name, source_ip,
-                      traceback.format_exc())
-            caller = CallerID(raw_lines=tuple(f"{n}: {v}" for n, v in headers))
-        log.debug("%s: INVITE from %s: %s", self.name, source_ip, caller)
-        return caller
-
-    def _on_media_active(self, call: Any, media: Any) -> None:
-        state, port = self._current, self._port
-        if state is None or state.call is not call or port is None:
-            return
-        media.startTransmit(port)
-        port.startTransmit(media)
-        state.media_up.set()
-
-    def _on_disconnected(self, call: Any, code: int) -> None:
-        state = self._current
-        if state is None or state.call is not call:
-            return
-        state.final_code = code
-        state.gone.set()
-        self._current = None
-        self._dead_calls.append(call)
-        if self._port is not None:
-            self._port.flush()
-        log.info("%s: call ended (%s)", self.name, code)
-        if not state.answered.is_set():
-            self._events.put(RingingStopped(time.monotonic()))
+    def _decided(self) -> CallState | None:
+        """The current call, marked as decided (no more Ring events); None if the caller left."""
+        state = self._slot.current
+        if state is None or state.gone.is_set():
+            return None
+        state.decided = True
+        return state
 
 
-def _wait_any(events: tuple[threading.Event, ...], timeout: float) -> bool:
+def _wait_any(events: tuple, timeout: float) -> bool:  # type: ignore[type-arg]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(e.is_set() for e in events):
@@ -490,18 +211,93 @@ def _wait_any(events: tuple[threading.Event, ...], timeout: float) -> bool:
     return any(e.is_set() for e in events)
 
 
-def sip_line_from_uri(uri: str, cfg: Config | None = None, *, caller_id: CallerIdFn | None = None) -> SipLine:
-    """``sip://HOST:PORT?trusted=IP,IP&reject=603&ring_timeout=60`` → SipLine (no I/O).
+_QUERY_KEYS = ("trusted", "reject", "ring_timeout", "upstream", "household", "max_calls", "bind", "expires", "retry")
 
-    ``home_region`` comes from ``cfg.line.home_region`` (JP without a config).
+
+def sip_settings_from_uri(uri: str, cfg: Config | None = None, env: dict[str, str] | None = None) -> SipSettings:
+    """``sip://HOST:PORT`` (take INVITEs) or ``sip://USER@REGISTRAR[:PORT]`` (register) → settings.
+
+    ``[sip]`` gives the defaults; the URI's query (``trusted``, ``reject``, ``ring_timeout``,
+    ``upstream``, ``household``, ``max_calls``, ``bind``, ``expires``, ``retry``) overrides them.
+    The registration password comes from ``$MAMORU_SIP_PASSWORD`` or ``[sip] password_file``,
+    never from the URI (it would show in ``ps`` and in logs).
     """
     parts = urlsplit(uri)
     if parts.scheme != "sip" or not parts.hostname:
         raise ValueError(f"not a sip://HOST:PORT line: {uri!r}")
+    if parts.password is not None:
+        raise ValueError("put the SIP password in [sip] password_file or $MAMORU_SIP_PASSWORD, not in the URI")
     query = dict(parse_qsl(parts.query))
-    trusted = frozenset(ip.strip() for ip in query.get("trusted", "").split(",") if ip.strip())
-    settings = SipSettings(host=parts.hostname, port=parts.port or 5060, trusted_upstreams=trusted,
-                           home_region=cfg.line.home_region if cfg is not None else "JP",
-                           reject_code=int(query.get("reject", "603")),
-                           ring_timeout_s=float(query.get("ring_timeout", "60")))
-    return SipLine(settings, caller_id)
+    unknown = set(query) - set(_QUERY_KEYS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} in {uri!r} (known: {', '.join(_QUERY_KEYS)})")
+    sip = cfg.sip if cfg is not None else None
+    env = dict(os.environ) if env is None else env
+
+    def number(key: str, default: float, kind: type = float) -> float:
+        try:
+            return kind(query[key]) if key in query else default
+        except ValueError:
+            raise ValueError(f"{key} must be a number in {uri!r}") from None
+
+    trusted = frozenset(ip.strip() for ip in query["trusted"].split(",") if ip.strip()) if "trusted" in query \
+        else frozenset(sip.trusted_upstreams if sip else ())
+    try:
+        upstream = SipUpstream(query.get("upstream", sip.upstream.value if sip else "fxo"))
+    except ValueError:
+        raise ValueError(f"upstream must be one of {', '.join(u.value for u in SipUpstream)} in {uri!r}") from None
+    host, port = parts.hostname, parts.port or 5060
+    registrar = user = password = None
+    if parts.username:  # register as an extension: the URI's host is the registrar
+        user = unquote(parts.username)
+        registrar = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+        bind = query.get("bind", "0.0.0.0:5060")
+        bind_host, _, bind_port = bind.rpartition(":")
+        if not bind_host or not bind_port.isdigit():
+            raise ValueError(f"bind must be HOST:PORT in {uri!r}")
+        host, port = bind_host.strip("[]"), int(bind_port)
+        password = env.get(PASSWORD_ENV)
+        if password is None and sip is not None and sip.password_file is not None:
+            password = _read_secret(Path(sip.password_file))
+        if not trusted:
+            trusted = frozenset({parts.hostname})  # the registrar relays the calls: believe its PAI
+    elif sip is not None and sip.user:
+        user = sip.user
+    reject = int(number("reject", sip.reject_code if sip else 603, int))
+    if not 400 <= reject <= 699:
+        raise ValueError(f"reject must be a 4xx-6xx response code in {uri!r}")
+    return SipSettings(
+        host=host, port=port, trusted_upstreams=trusted,
+        home_region=cfg.line.home_region if cfg is not None else "JP",
+        upstream=upstream, reject_code=reject,
+        ring_timeout_s=number("ring_timeout", float(sip.ring_timeout_s) if sip else 60.0),
+        max_calls=max(1, int(number("max_calls", sip.max_calls if sip else 1, int))),
+        household=query.get("household", sip.household if sip else None) or None,
+        registrar=registrar, user=user, password=password,
+        register_expires_s=int(number("expires", sip.register_expires_s if sip else 300, int)),
+        register_retry_s=max(1, int(number("retry", 30, int))),
+    )
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the SIP password file {path}: {exc.strerror or exc}") from None
+    secret = text.strip("\r\n")
+    if not secret:
+        raise ValueError(f"the SIP password file {path} is empty")
+    return secret
+
+
+def sip_lines_from_uri(uri: str, cfg: Config | None = None, *, caller_id: CallerIdFn | None = None,
+                       env: dict[str, str] | None = None) -> list[SipLine]:
+    """The ``max_calls`` lines (slots) of one endpoint; no I/O until a line is opened."""
+    settings = sip_settings_from_uri(uri, cfg, env)
+    endpoint = SipEndpoint(settings, caller_id, name=f"sip:{settings.host}:{settings.port}")
+    return [SipLine(settings, endpoint=endpoint, slot=i) for i in range(len(endpoint.slots))]
+
+
+def sip_line_from_uri(uri: str, cfg: Config | None = None, *, caller_id: CallerIdFn | None = None) -> SipLine:
+    """The first line of ``sip_lines_from_uri`` (one call at a time unless more lines are opened)."""
+    return sip_lines_from_uri(uri, cfg, caller_id=caller_id)[0]

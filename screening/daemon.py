@@ -47,6 +47,7 @@ from screening.status import StatusWriter
 log = logging.getLogger(__name__)
 
 EVENT_WAIT_S = 0.5  # how often the loop wakes to check for a stop request
+FIRST_LOAD_WAIT_S = 120.0  # a million-entry feed takes seconds to load on a Pi
 
 
 @dataclass(slots=True)
@@ -58,10 +59,15 @@ class ListCache:
     _lists: NumberLists = field(default_factory=NumberLists.empty)
     _swap: threading.Lock = field(default_factory=threading.Lock)
     _held_until: float = 0.0  # monotonic; see hold()
+    _loading: threading.Lock = field(default_factory=threading.Lock)  # call loops of one SIP line share this
 
     def current(self) -> NumberLists:
         if self._held_until and self._generation >= 0 and time.monotonic() < self._held_until:
             return self._lists  # a snapshot is being built on another thread: never rebuild it here
+        # Another call loop is loading it: screen with the last snapshot, or wait for the first one.
+        first = self._generation < 0
+        if not self._loading.acquire(blocking=first, timeout=FIRST_LOAD_WAIT_S if first else -1):
+            return self._lists
         try:
             generation = self.store.lists_generation()
             now = datetime.now(UTC)
@@ -75,6 +81,8 @@ class ListCache:
                 log.info("loaded lists: %d entries (generation %d)", len(lists), lists.generation)
         except Exception:  # noqa: BLE001 -- a broken DB must not stop screening: keep the last snapshot
             log.exception("could not reload lists; screening with the previous snapshot")
+        finally:
+            self._loading.release()
         return self._lists
 
     def hold(self, seconds: float) -> None:
@@ -295,6 +303,10 @@ class Daemon:
     def offer_lists(self, lists: NumberLists) -> None:
         """Swap in a lists snapshot built elsewhere (the feed updater's thread); any thread."""
         self._cache().offer(lists)
+
+    def list_cache(self) -> ListCache:
+        """The lists snapshot this loop screens with (another loop of the same line may share it)."""
+        return self._cache()
 
     def _cache(self) -> ListCache:
         if self._lists is None:

@@ -145,5 +145,27 @@ class LineAdapter(Protocol):
         ...
 
 
+@runtime_checkable
+class CallRouting(Protocol):
+    """What a line may do beyond answering (a SIP line does; a modem line does not).
+
+    A modem is wired in parallel with the household phone, so the phone rings by
+    itself and a call cannot be refused without answering it. A SIP line sits in
+    front of the phone: it can decline, and it must itself let the phone ring.
+    """
+
+    def reject_unanswered(self, timeout: float = 5.0) -> bool:
+        """Decline the offered call without answering, where that really stops it; False if not."""
+        ...
+
+    def ring_household(self, timeout: float = 5.0) -> bool:
+        """An allowed call: let it ring through to the household; True if a phone leg was started."""
+        ...
+
+    def connect_household(self, timeout: float = 5.0) -> bool:
+        """An answered, warned call: ring the household phone and join it in; True if started."""
+        ...
+
+
 class LineError(RuntimeError):
     """A line operation failed (device gone, ERROR reply, no reply in time)."""

@@ -12,12 +12,14 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from blocklist.feeds import FeedTimer
+from blocklist.lists import NumberLists
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
@@ -100,14 +102,17 @@ def modem_line_from_uri(uri: str, cfg: Config, **extra: object) -> ModemLine:
     return ModemLine.from_uri(uri, **kwargs)
 
 
-def sip_line_from_config(uri: str, cfg: Config) -> LineAdapter:
-    """``sip://...`` → SipLine; pjsua2 is an optional back-end (``pip install 'mamoru[sip]'``)."""
+def sip_lines_from_config(uri: str, cfg: Config) -> list[LineAdapter]:
+    """``sip://...`` → one SipLine per ``[sip] max_calls`` slot of one endpoint (pjsua2 is optional)."""
     try:
-        from firmware.sip_line import sip_line_from_uri
+        from firmware.sip_line import sip_lines_from_uri
     except ImportError as exc:
         raise CliError(f"line {uri} needs pjsua2, which is not installed ({exc}): pip install "
-                           "'mamoru[sip]' on x86_64; on a Raspberry Pi run scripts/build_pjproject.sh") from None
-    return sip_line_from_uri(uri, cfg)
+                       "'mamoru[sip]' on x86_64; on a Raspberry Pi run scripts/build_pjproject.sh") from None
+    try:
+        return list(sip_lines_from_uri(uri, cfg))
+    except ValueError as exc:
+        raise CliError(f"line {uri}: {exc}") from None
 
 
 def demo_db_path() -> Path:
@@ -144,6 +149,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         housekeeping.at_start()
     modem: VirtualModem | None = None
     line: LineAdapter
+    extra_lines: list[LineAdapter] = []  # a SIP line's further call slots: one daemon loop each
+    extra_threads: list[threading.Thread] = []
     alerts = None
     panel = None
     watchdog: Watchdog | None = None
@@ -158,7 +165,9 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             line = modem_line_from_uri(f"modem://{modem.device_path}", cfg, name="sim",
                                        ring_gap_s=1.5 * CADENCE_PERIOD_S[cfg.line.cadence] * sim.time_scale)
         elif urlsplit(uri).scheme == "sip":
-            line = sip_line_from_config(uri, cfg)
+            line, *extra_lines = sip_lines_from_config(uri, cfg)
+            for extra in extra_lines:
+                extra.open()
         else:
             line = modem_line_from_uri(uri, cfg)
             from firmware.usb_power import UsbPowerCycler
@@ -169,7 +178,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             line.power_cycler.locate()  # now, while the device is there: it may vanish when wedged
         watchdog = Watchdog()
         jobs = LineJobs(guard=lambda: watchdog.busy(LINE_JOB_BUDGET_S, "phoning a relative"))
-        alerts = start_alerts(cfg, store, line, jobs)
+        # Phoning a relative needs a line that dials (the modem).
+        alerts = start_alerts(cfg, store, line if hasattr(line, "dial") else None, jobs)
         voice = build_voice(cfg, store, recordings_dir)
         if alerts is not None:
             voice.on_fraud.append(alerts.fraud_handler())
@@ -215,10 +225,20 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
                          + (f"See them on the web page: {page} (first visit: set a password). " if page else "")
                          + "Press Ctrl-C to stop.")  # fmt: skip
             _stop_when_scenario_done(modem, scenario, stop, after=after)
-        feeds = start_feed_updates(cfg, db_path, daemon)
-        watchdog.ready(f"screening on {line.name}")
+        extra_daemons = [_slot_daemon(daemon, extra, cfg) for extra in extra_lines]
+        feeds = start_feed_updates(cfg, db_path, daemon, extra_daemons)
+        for n, extra_daemon in enumerate(extra_daemons, start=2):
+            thread = threading.Thread(target=extra_daemon.run, args=(stop,), name=f"call-loop-{n}", daemon=True)
+            thread.start()
+            extra_threads.append(thread)
+        watchdog.ready(f"screening on {line.name}" + (f" ({1 + len(extra_lines)} calls at once)" if extra_lines else ""))
         daemon.run(stop)
     finally:
+        stop.set()
+        for thread in extra_threads:
+            thread.join(timeout=15.0)
+        for extra in extra_lines:
+            extra.close()
         if watchdog is not None:
             watchdog.stopping()
         if web is not None:
@@ -241,6 +261,18 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     return 0
 
 
+def _slot_daemon(main: Daemon, line: LineAdapter, cfg: Config) -> Daemon:
+    """A call loop for another slot of the same SIP line: the main loop's rules, voice and hooks.
+
+    Housekeeping and line jobs stay with the main loop; each loop reloads changed settings itself.
+    """
+    return Daemon(line, main.store, main.policy, main.announcements, main.settings, no_cid_ring=main.no_cid_ring,
+                  on_screened=main.on_screened, on_line_fault=main.on_line_fault,
+                  on_line_restored=main.on_line_restored, on_tick=main.on_tick,
+                  reloader=ConfigReloader.for_config(cfg, call_settings_from_config), status=main.status,
+                  _lists=main.list_cache())
+
+
 def call_settings_from_config(cfg: Config) -> CallSettings:
     """What a call is screened with; rebuilt by the daemon when the config file changes."""
     return CallSettings(policy_from_config(cfg), build_prompts(cfg), float(cfg.line.call_timeout_s))
@@ -261,13 +293,24 @@ def start_web(cfg: Config, db_path: Path, recordings_dir: Path | None) -> WebSer
     return start_for_daemon(cfg, db_path, recordings_dir)
 
 
-def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon) -> FeedTimer | None:
+def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon,
+                       others: Sequence[Daemon] = ()) -> FeedTimer | None:  # fmt: skip
     """Signed feeds are checked on their own thread every ``[feeds] update_minutes`` (0 = never)."""
     if cfg.feeds.update_minutes <= 0:
         return None
+    loops = [daemon, *others]
+
+    def offer(lists: NumberLists) -> None:
+        for loop in loops:
+            loop.offer_lists(lists)
+
+    def hold(seconds: float) -> None:
+        for loop in loops:
+            loop.hold_lists(seconds)
+
     timer = FeedTimer(db_path, cfg.feeds.dir, interval_s=cfg.feeds.update_minutes * 60.0,
-                      max_age_days=cfg.feeds.max_age_days, line_idle=daemon.line_idle,
-                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists)  # fmt: skip
+                      max_age_days=cfg.feeds.max_age_days, line_idle=lambda: all(d.line_idle() for d in loops),
+                      on_lists=offer, hold_lists=hold)  # fmt: skip
     timer.start()
     return timer
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from blocklist.store import CallState, EventKind
-from screening.line import AudioClip, EndReason, LineAdapter, LineError
+from screening.line import AudioClip, CallRouting, EndReason, LineAdapter, LineError
 from screening.model import Action, CallerID, Decision, Prompt
 from screening.numbers import national_format
 from screening.rules import ListLookup, Policy, decide
@@ -47,6 +47,7 @@ class Outcome(StrEnum):
     RINGING = "allowed_to_ring"
     LINE_IN_USE = "line_in_use"  # call-waiting guard: household already on the line
     ANNOUNCED = "announced_and_hung_up"
+    REJECTED = "rejected"  # declined without answering: the phone never rang
     FAILED = "failed"
 
 
@@ -107,13 +108,19 @@ class CallSession:
         return call_id, decision
 
     def _act(self, call_id: int, decision: Decision) -> str:
+        routing = self.line if isinstance(self.line, CallRouting) else None
         if decision.action is Action.ALLOW:
+            if routing is not None and routing.ring_household():
+                self.calls.add_event(call_id, EventKind.HOUSEHOLD, leg="ringing")
             return Outcome.RINGING
         if self.line.handset_off_hook():
             # Never answer or play into a conversation the household is having.
             self.calls.add_event(call_id, EventKind.HANDSET, guard="line in use: not answering")
             log.warning("call %s: household is on the line, not answering", call_id)
             return Outcome.LINE_IN_USE
+        if decision.action is Action.BLOCK and routing is not None and routing.reject_unanswered():
+            self.calls.add_event(call_id, EventKind.REJECTED)
+            return Outcome.REJECTED
         self.line.answer()  # first: nothing but the one row write stands between caller ID and this
         self.calls.set_state(call_id, CallState.ACTING)
         self.calls.add_event(call_id, EventKind.ANSWERED)
@@ -133,6 +140,9 @@ class CallSession:
         self.calls.add_event(call_id, EventKind.PLAYED, prompt=decision.prompt.value, clip=clip.name,
                              end=end.value)
         if decision.action is Action.WARN and end is EndReason.COMPLETED:
+            routing = self.line if isinstance(self.line, CallRouting) else None
+            if routing is not None and routing.connect_household():
+                self.calls.add_event(call_id, EventKind.HOUSEHOLD, leg="connecting")
             end = self.line.listen(self.settings.call_timeout_s, self._sink(audio))
             self.calls.add_event(call_id, EventKind.LISTENED, end=end.value)
         # Even when the caller hung up first, the modem is still off-hook.

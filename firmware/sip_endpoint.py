@@ -1,0 +1,620 @@
+"""SipEndpoint: the one pjsua2 endpoint of a SIP line, owned by one thread.
+
+One thread creates, polls and destroys the pjsua2 endpoint; every other thread talks
+to it through a command queue, because pjsua2 objects are not safe to drive from
+several Python threads. The endpoint has ``max_calls`` call slots; each slot is the
+seat of one :class:`firmware.sip_line.SipLine` (one daemon loop) and holds at most one
+call. An INVITE goes to a free slot that has a line attached, or gets 486 Busy Here.
+
+Nothing is sent to the caller before the daemon has decided (pjsua's automatic
+100 Trying aside): a rejected call never rings, an allowed call hears 180 Ringing and,
+when ``household`` is configured, is connected to the household phone by a second
+call leg. A warned call is answered, warned, then connected the same way, and the
+household's voice is mixed into what the voice pipeline receives.
+
+Registration (``registrar`` set): the endpoint registers as an extension with digest
+credentials; a failed or lost registration is a ``LineFault``, its recovery a
+``LineRestored`` (pjsua retries every ``register_retry_s``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gc
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+import pjsua2 as pj  # type: ignore[import-untyped]
+
+from firmware.sip_media import FRAME_MS, SAMPLE_RATE, FramePort
+from screening.config import SipUpstream
+from screening.line import CallOffered, LineError, LineEvent, LineFault, LineRestored, Ring, RingingStopped
+from screening.model import CallerID
+from screening.sip_callerid import caller_id_from_sip
+
+log = logging.getLogger(__name__)
+
+SipHeaders = list[tuple[str, str]]
+
+
+class CallerIdFn(Protocol):
+    def __call__(self, headers: SipHeaders, *, source_ip: str,
+                 trusted_upstreams: frozenset[str], home_region: str) -> CallerID: ...
+
+
+# RFC 3261 compact header forms we may see from gateways.
+_COMPACT = {"f": "From", "t": "To", "i": "Call-ID", "m": "Contact", "v": "Via", "l": "Content-Length",
+            "c": "Content-Type", "k": "Supported"}
+_CANONICAL = {"p-asserted-identity": "P-Asserted-Identity", "remote-party-id": "Remote-Party-ID",
+              "privacy": "Privacy", "from": "From"}
+_CODECS = ("PCMU/8000", "PCMA/8000")
+_POLL_MS = 10
+_PJ_LEVELS = {0: logging.ERROR, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
+_MAX_MESSAGE_CHARS = 65536  # an INVITE bigger than this is read only this far for caller ID
+
+
+def parse_sip_headers(message: str) -> SipHeaders:
+    """Header (name, value) pairs of a SIP message, unfolded, compact names expanded, in order."""
+    head = message[:_MAX_MESSAGE_CHARS].replace("\r\n", "\n").split("\n\n", 1)[0]
+    lines = head.split("\n")[1:]  # skip the request line
+    out: SipHeaders = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and out:  # folded continuation
+            name, value = out[-1]
+            out[-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            log.debug("sip: malformed header line ignored: %r", line[:200])
+            continue
+        name = name.strip()
+        name = _COMPACT.get(name.lower(), name) if len(name) == 1 else _CANONICAL.get(name.lower(), name)
+        out.append((name, value.strip()))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SipSettings:
+    host: str = "0.0.0.0"  # address we listen on
+    port: int = 5060
+    trusted_upstreams: frozenset[str] = frozenset()  # source IPs/networks whose PAI / RPID we believe
+    home_region: str = "JP"
+    upstream: SipUpstream = SipUpstream.FXO
+    reject_code: int = 603  # reject(): 603 Decline, or 486 Busy Here for upstreams that retry on 603
+    ring_timeout_s: float = 60.0  # an allowed call nobody picks up is declined (480) after this
+    ring_period_s: float = 3.0  # Ring events while undecided, as a modem would see them
+    start_timeout_s: float = 5.0
+    max_calls: int = 1  # call slots; a slot takes calls only while a SipLine is attached to it
+    household: str | None = None  # SIP URI of the household phone's leg (an FXS port), or None
+    registrar: str | None = None  # "host[:port]": register as an extension there
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    register_expires_s: int = 300
+    register_retry_s: int = 30
+
+    @property
+    def rejects_without_ringing(self) -> bool:
+        """With an FXO adapter the analog line keeps ringing whatever we answer the adapter."""
+        return self.upstream is not SipUpstream.FXO
+
+
+class Leg(StrEnum):
+    CALLER = "caller"
+    HOUSEHOLD = "household"
+
+
+@dataclass(slots=True)
+class CallState:
+    """One call in one slot. Events are read by any thread; pjsua2 objects only by the owner thread."""
+
+    call: Any
+    caller: CallerID
+    offered_at: float
+    rings: int = 1
+    decided: bool = False  # the daemon acted: no more Ring events
+    ringing_sent: bool = False
+    answered: threading.Event = field(default_factory=threading.Event)  # our 200 OK went out
+    media_up: threading.Event = field(default_factory=threading.Event)
+    gone: threading.Event = field(default_factory=threading.Event)
+    final_code: int | None = None
+    media: Any = None  # the caller's AudioMedia
+    household: Any = None  # the household leg's _Call
+    household_media: Any = None
+    household_up: threading.Event = field(default_factory=threading.Event)  # the phone was picked up
+    household_ended: threading.Event = field(default_factory=threading.Event)
+    answer_when_household_answers: bool = False  # an allowed call is answered by the household
+
+
+@dataclass(slots=True)
+class Slot:
+    index: int
+    events: queue.Queue[LineEvent] = field(default_factory=queue.Queue)
+    port: FramePort | None = None
+    current: CallState | None = None
+    attached: bool = False
+
+    def busy(self) -> bool:
+        return self.current is not None and not self.current.gone.is_set()
+
+
+def guarded(callback: Callable[..., None]) -> Callable[..., None]:
+    """An exception must not leave a pjsua2 callback: it would unwind through C++."""
+
+    def run(self: Any, *args: Any) -> None:
+        try:
+            callback(self, *args)
+        except Exception:  # noqa: BLE001 -- must not unwind into pjsua2
+            # Text only: a LogRecord holding exc_info would keep this Call alive past libDestroy.
+            log.error("pjsua2 callback %s failed:\n%s", callback.__name__, traceback.format_exc())
+
+    run.__name__ = callback.__name__
+    return run
+
+
+class _Call(pj.Call):  # type: ignore[misc]
+    def __init__(self, endpoint: SipEndpoint, account: Any, call_id: int = pj.PJSUA_INVALID_ID,
+                 leg: Leg = Leg.CALLER) -> None:
+        super().__init__(account, call_id)
+        self._endpoint = endpoint
+        self.leg = leg
+        self.slot: Slot | None = None
+
+    @guarded
+    def onCallState(self, prm: Any) -> None:
+        info = self.getInfo()
+        self._endpoint._on_call_state(self, info.state, info.lastStatusCode)
+
+    @guarded
+    def onCallMediaState(self, prm: Any) -> None:
+        info = self.getInfo()
+        for media in info.media:
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status in (
+                    pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+                self._endpoint._on_media_active(self, self.getAudioMedia(media.index))
+
+
+class _PjLog(pj.LogWriter):  # type: ignore[misc]
+    """pjsip's own log into ours (any pj thread may call it; logging is thread-safe)."""
+
+    @guarded
+    def write(self, entry: Any) -> None:
+        log.log(_PJ_LEVELS.get(entry.level, logging.DEBUG), "pjsip: %s", entry.msg.rstrip())
+
+
+class _Account(pj.Account):  # type: ignore[misc]
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        super().__init__()
+        self._endpoint = endpoint
+
+    @guarded
+    def onIncomingCall(self, prm: Any) -> None:
+        self._endpoint._on_incoming(self, prm)
+
+    @guarded
+    def onRegState(self, prm: Any) -> None:
+        self._endpoint._on_reg_state(prm.code, prm.reason, prm.expiration)
+
+
+class SipEndpoint:
+    """The pjsua2 endpoint and its owner thread, shared by the SipLines of its slots."""
+
+    def __init__(self, settings: SipSettings, caller_id: CallerIdFn | None = None,
+                 name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"sip:{settings.host}:{settings.port}"
+        self._caller_id: CallerIdFn = caller_id or caller_id_from_sip
+        self.slots = [Slot(i) for i in range(max(1, settings.max_calls))]
+        self._commands: queue.Queue[tuple[Callable[[], object], concurrent.futures.Future[object]]] = \
+            queue.Queue()
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._start_error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._account: _Account | None = None
+        self._dead_calls: list[Any] = []  # deleted outside pjsua2 callbacks
+        self._users = 0
+        self._users_lock = threading.Lock()
+        self._registered: bool | None = None  # None: not registering, or no answer yet
+        self.registration = threading.Event()  # set while registered (tests and doctor read it)
+
+    # ---- lifecycle (any thread) ---------------------------------------------------
+
+    def acquire(self) -> None:
+        """Open on first use; every acquire() needs a release()."""
+        with self._users_lock:
+            if self._users == 0:
+                self._open()
+            self._users += 1
+
+    def release(self) -> None:
+        with self._users_lock:
+            if self._users == 0:
+                return
+            self._users -= 1
+            if self._users == 0:
+                self._close()
+
+    def _open(self) -> None:
+        self._stop.clear()
+        self._started.clear()
+        self._start_error = None
+        self._thread = threading.Thread(target=self._run, name=f"sip-{self.settings.port}", daemon=True)
+        self._thread.start()
+        if not self._started.wait(self.settings.start_timeout_s):
+            self._stop.set()
+            raise LineError(f"{self.name}: SIP endpoint did not start in time")
+        if self._start_error is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+            raise LineError(f"{self.name}: {self._start_error}")
+        how = f"registering as {self.settings.user} at {self.settings.registrar}" if self.settings.registrar \
+            else "listening for INVITEs"
+        log.info("%s: %s (%d call slots, upstream %s)", self.name, how, len(self.slots),
+                 self.settings.upstream.value)
+
+    def _close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            if self._thread.is_alive():
+                log.error("%s: SIP thread did not stop", self.name)
+            self._thread = None
+
+    def submit(self, fn: Callable[[], object], timeout: float) -> object:
+        """Run ``fn`` on the owner thread and wait for its result."""
+        if self._thread is None or not self._thread.is_alive():
+            raise LineError(f"{self.name}: line is not open")
+        future: concurrent.futures.Future[object] = concurrent.futures.Future()
+        self._commands.put((fn, future))
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            raise LineError(f"{self.name}: SIP thread did not respond in {timeout:.1f}s") from exc
+        except pj.Error as exc:
+            raise LineError(f"{self.name}: {exc.info()}") from exc
+
+    # ---- owner thread: the loop ---------------------------------------------------
+
+    def _run(self) -> None:
+        endpoint = pj.Endpoint()
+        try:
+            endpoint.libCreate()
+            self._start(endpoint)
+        except pj.Error as exc:
+            self._start_error = exc.info()
+            self._started.set()
+            self._account = None
+            for slot in self.slots:
+                slot.port = None
+            endpoint.libDestroy()
+            return
+        self._started.set()
+        try:
+            while not self._stop.is_set():
+                endpoint.libHandleEvents(_POLL_MS)
+                self._run_commands()
+                self._tick()
+                self._dead_calls.clear()
+        except Exception:  # noqa: BLE001 -- logged; teardown still runs
+            log.error("%s: SIP thread failed:\n%s", self.name, traceback.format_exc())
+        finally:
+            self._shutdown(endpoint)
+
+    def _start(self, endpoint: Any) -> None:
+        config = pj.EpConfig()
+        config.uaConfig.threadCnt = 0  # we poll from this thread; no pjsua worker threads
+        config.uaConfig.mainThreadOnly = False
+        config.uaConfig.userAgent = "mamoru"
+        config.uaConfig.maxCalls = 2 * len(self.slots) + 2  # caller + household legs, and a busy reply
+        config.logConfig.level = 2
+        config.logConfig.consoleLevel = 2
+        config.logConfig.decor = 0  # no timestamps or colours: logging adds its own
+        config.logConfig.writer = _PjLog().__disown__()  # the endpoint deletes it in libDestroy
+        config.medConfig.clockRate = SAMPLE_RATE
+        config.medConfig.sndClockRate = SAMPLE_RATE
+        config.medConfig.noVad = True
+        endpoint.libInit(config)
+        transport = pj.TransportConfig()
+        transport.port = self.settings.port
+        transport.boundAddress = self.settings.host
+        endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+        endpoint.libStart()
+        endpoint.audDevManager().setNullDev()  # the clock for the bridge; no sound card
+        for codec in endpoint.codecEnum2():
+            endpoint.codecSetPriority(codec.codecId, 200 if codec.codecId.startswith(_CODECS) else 0)
+        for slot in self.slots:
+            slot.port = FramePort()
+            slot.port.create(f"mamoru-{slot.index}")
+        self._account = _Account(self)
+        self._account.create(self._account_config(), True)
+
+    def _account_config(self) -> Any:
+        s = self.settings
+        config = pj.AccountConfig()
+        config.mediaConfig.transportConfig.boundAddress = s.host
+        if s.registrar is None:
+            config.idUri = f"sip:mamoru@{s.host}:{s.port}"
+            return config
+        config.idUri = f"sip:{s.user}@{s.registrar}"
+        config.regConfig.registrarUri = f"sip:{s.registrar}"
+        config.regConfig.timeoutSec = s.register_expires_s
+        config.regConfig.retryIntervalSec = s.register_retry_s
+        config.regConfig.firstRetryIntervalSec = s.register_retry_s
+        config.regConfig.delayBeforeRefreshSec = min(5, max(1, s.register_expires_s // 4))
+        if s.password is not None:
+            config.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", s.user, 0, s.password))
+        return config
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                fn, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except Exception as exc:  # noqa: BLE001 -- handed to the waiting thread
+                future.set_exception(exc)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            state = slot.current
+            if state is None or state.answered.is_set() or state.gone.is_set():
+                continue
+            elapsed = now - state.offered_at
+            if elapsed > self.settings.ring_timeout_s:
+                log.info("%s: unanswered for %.0fs, declining with 480", self.name, elapsed)
+                self.hang_up_call(state, 480)
+            elif not state.decided and elapsed >= state.rings * self.settings.ring_period_s:
+                state.rings += 1
+                slot.events.put(Ring(state.rings, now))
+
+    def _shutdown(self, endpoint: Any) -> None:
+        for slot in self.slots:
+            state = slot.current
+            if state is not None and not state.gone.is_set():
+                try:
+                    self.hang_up_call(state, 200 if state.answered.is_set() else 503)
+                except pj.Error as exc:
+                    log.warning("%s: hang-up on close failed: %s", self.name, exc.info())
+        try:
+            endpoint.libHandleEvents(50)
+        except pj.Error:
+            pass
+        for slot in self.slots:
+            slot.current = None
+        self._dead_calls.clear()
+        self._account = None
+        try:
+            endpoint.audDevManager().setNoDev()  # stop the bridge clock before the ports go
+            for slot in self.slots:
+                slot.port = None
+            # A pjsua2 Call freed after libDestroy aborts the process: collect any still held
+            # by reference cycles (e.g. a logged exception's frames) while the library is up.
+            gc.collect()
+            endpoint.libDestroy()
+        except pj.Error as exc:
+            log.warning("%s: endpoint teardown: %s", self.name, exc.info())
+
+    # ---- owner thread: actions (submitted by SipLine) ------------------------------
+
+    def answer_call(self, state: CallState) -> None:
+        if state.gone.is_set() or state.answered.is_set():
+            return
+        prm = pj.CallOpParam()
+        prm.statusCode = 200
+        state.call.answer(prm)
+        state.answered.set()
+
+    def ring_call(self, state: CallState) -> None:
+        """180 Ringing to the caller (an allowed call)."""
+        if state.gone.is_set() or state.ringing_sent or state.answered.is_set():
+            return
+        prm = pj.CallOpParam()
+        prm.statusCode = 180
+        state.call.answer(prm)
+        state.ringing_sent = True
+
+    def hang_up_call(self, state: CallState, code: int) -> None:
+        if state.household is not None and not state.household_ended.is_set():
+            self._hang_up_household(state)
+        if state.gone.is_set():
+            return
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        state.call.hangup(prm)
+
+    def call_household(self, state: CallState, *, answer_caller: bool) -> bool:
+        """Place the household leg (the phone rings); False when no household phone is configured."""
+        target = self.settings.household
+        if target is None or state.gone.is_set() or self._account is None:
+            return False
+        if state.household is not None:
+            return True
+        leg = _Call(self, self._account, leg=Leg.HOUSEHOLD)
+        leg.slot = self._slot_of(state)
+        prm = pj.CallOpParam(True)
+        headers = pj.SipHeaderVector()
+        who = state.caller.number_e164 or state.caller.raw_number
+        if who:  # the phone's own display shows who is calling
+            header = pj.SipHeader()
+            header.hName, header.hValue = "P-Asserted-Identity", f"<sip:{_sip_user(who)}@{self.settings.host}>"
+            headers.append(header)
+        prm.txOption.headers = headers
+        state.answer_when_household_answers = answer_caller
+        state.household = leg
+        try:
+            leg.makeCall(target, prm)
+        except pj.Error as exc:
+            log.warning("%s: could not call the household phone %s: %s", self.name, target, exc.info())
+            state.household = None
+            state.household_ended.set()
+            self._dead_calls.append(leg)
+            return False
+        log.info("%s: ringing the household phone %s", self.name, target)
+        return True
+
+    def _hang_up_household(self, state: CallState) -> None:
+        leg = state.household
+        if leg is None or state.household_ended.is_set():
+            return
+        try:
+            leg.hangup(pj.CallOpParam())
+        except pj.Error as exc:
+            log.debug("%s: household leg hang-up: %s", self.name, exc.info())
+
+    # ---- pjsua2 callbacks (owner thread) --------------------------------------
+
+    def _on_incoming(self, account: Any, prm: Any) -> None:
+        # Caller ID before the Call object exists: no traceback logged here can hold the call.
+        caller = self._caller_from(prm.rdata.wholeMsg, prm.rdata.srcAddress)
+        call = _Call(self, account, prm.callId)
+        slot = next((s for s in self.slots if s.attached and not s.busy()), None)
+        if slot is None:
+            log.info("%s: every call slot busy, 486", self.name)
+            self._dead_calls.append(call)
+            reply = pj.CallOpParam()
+            reply.statusCode = 486
+            call.hangup(reply)
+            return
+        call.slot = slot
+        now = time.monotonic()
+        slot.current = CallState(call, caller, now)
+        # Caller ID first: the daemon screens on it; the Ring is what a no-CID call is screened by.
+        slot.events.put(CallOffered(caller, now))
+        slot.events.put(Ring(1, now))
+
+    def _caller_from(self, message: str, source: str) -> CallerID:
+        headers = parse_sip_headers(message)
+        source_ip = source.rsplit(":", 1)[0].strip("[]")
+        try:
+            caller = self._caller_id(headers, source_ip=source_ip,
+                                     trusted_upstreams=self.settings.trusted_upstreams,
+                                     home_region=self.settings.home_region)
+        except Exception:  # noqa: BLE001 -- bad headers must not stop screening: the rings decide
+            # Text only: a LogRecord holding exc_info would keep the frames (and a Call) alive.
+            log.error("%s: caller ID from %s could not be read:\n%s", self.name, source_ip,
+                      traceback.format_exc())
+            caller = CallerID(raw_lines=tuple(f"{n}: {v}"[:256] for n, v in headers[:32]))
+        log.debug("%s: INVITE from %s: %s", self.name, source_ip, caller)
+        return caller
+
+    def _state_of(self, call: Any) -> CallState | None:
+        slot = getattr(call, "slot", None)
+        state = slot.current if slot is not None else None
+        if state is None:
+            return None
+        if call is state.call or call is state.household:
+            return state
+        return None
+
+    def _slot_of(self, state: CallState) -> Slot | None:
+        return next((s for s in self.slots if s.current is state), None)
+
+    def _on_media_active(self, call: Any, media: Any) -> None:
+        state = self._state_of(call)
+        slot = getattr(call, "slot", None)
+        if state is None or slot is None or slot.port is None:
+            return
+        # On a re-INVITE the media may be new: (re)connect; startTransmit twice is harmless.
+        media.startTransmit(slot.port)  # both voices reach the recorder/recogniser
+        if call.leg is Leg.CALLER:
+            state.media = media
+            slot.port.startTransmit(media)  # our announcements go to the caller only
+            state.media_up.set()
+        else:
+            state.household_media = media
+        if state.media is not None and state.household_media is not None and state.household_up.is_set():
+            state.media.startTransmit(state.household_media)
+            state.household_media.startTransmit(state.media)
+
+    def _on_call_state(self, call: Any, inv_state: int, code: int) -> None:
+        if call.leg is Leg.HOUSEHOLD:
+            self._on_household_state(call, inv_state, code)
+            return
+        if inv_state != pj.PJSIP_INV_STATE_DISCONNECTED:
+            return
+        slot = getattr(call, "slot", None)
+        state = self._state_of(call)
+        if slot is None or state is None:
+            return
+        state.final_code = code
+        state.gone.set()
+        slot.current = None
+        self._dead_calls.append(call)
+        if state.household is not None and not state.household_ended.is_set():
+            self._hang_up_household(state)
+        if slot.port is not None:
+            slot.port.flush()
+        log.info("%s: call ended (%s)", self.name, code)
+        if not state.answered.is_set() or state.answer_when_household_answers:
+            # Allowed calls end here, not in the session: the daemon's ringing is over.
+            slot.events.put(RingingStopped(time.monotonic()))
+
+    def _on_household_state(self, leg: Any, inv_state: int, code: int) -> None:
+        state = self._state_of(leg)
+        if state is None:
+            if inv_state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                self._dead_calls.append(leg)
+            return
+        if inv_state == pj.PJSIP_INV_STATE_CONFIRMED and not state.household_up.is_set():
+            log.info("%s: the household picked up", self.name)
+            state.household_up.set()
+            if state.answer_when_household_answers:
+                self.answer_call(state)
+            if state.media is not None and state.household_media is not None:
+                state.media.startTransmit(state.household_media)
+                state.household_media.startTransmit(state.media)
+        elif inv_state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            state.household_ended.set()
+            self._dead_calls.append(leg)
+            if state.gone.is_set():
+                return
+            if state.household_up.is_set():
+                log.info("%s: the household hung up (%s): ending the call", self.name, code)
+                self.hang_up_call(state, 200)
+            elif state.answer_when_household_answers:
+                log.info("%s: the household phone did not answer (%s): declining", self.name, code)
+                self.hang_up_call(state, 480)
+            else:
+                log.info("%s: the household phone did not answer (%s); staying on the call", self.name, code)
+
+    def _on_reg_state(self, code: int, reason: str, expiration: int) -> None:
+        ok = 200 <= code < 300 and expiration > 0
+        if ok:
+            self.registration.set()
+        else:
+            self.registration.clear()
+        if ok == self._registered:
+            return
+        was, self._registered = self._registered, ok
+        slot = next((s for s in self.slots if s.attached), self.slots[0])
+        if ok:
+            log.info("%s: registered at %s (expires %ss)", self.name, self.settings.registrar, expiration)
+            if was is False:
+                slot.events.put(LineRestored(f"registered again at {self.settings.registrar}", time.monotonic()))
+        elif expiration == 0 and 200 <= code < 300:
+            self._registered = None  # our own un-REGISTER at shutdown
+        else:
+            log.error("%s: registration at %s failed: %s %s", self.name, self.settings.registrar, code, reason)
+            slot.events.put(LineFault(f"SIP registration at {self.settings.registrar} failed: {code} {reason}",
+                                      time.monotonic()))
+
+
+def _sip_user(number: str) -> str:
+    return "".join(ch for ch in number if ch.isalnum() or ch in "+*#")[:32] or "unknown"
+
+
+def settle_s() -> float:
+    """Last frames still in the conference bridge after a port's buffer drains."""
+    return 2 * FRAME_MS / 1000
