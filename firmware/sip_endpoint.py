@@ -219,9 +219,11 @@ class SipEndpoint:
         self._thread: threading.Thread | None = None
         self._account: _Account | None = None
         self._dead_calls: list[Any] = []  # deleted outside pjsua2 callbacks
+        self._dead_accounts: list[Any] = []  # shut down, kept until libDestroy
         self._users = 0
         self._users_lock = threading.Lock()
         self._registered: bool | None = None  # None: not registering, or no answer yet
+        self._next_register_at = 0.0  # monotonic; when a failed registration is tried again
         self.registration = threading.Event()  # set while registered (tests and doctor read it)
 
     # ---- lifecycle (any thread) ---------------------------------------------------
@@ -345,12 +347,31 @@ class SipEndpoint:
         config.idUri = f"sip:{s.user}@{s.registrar}"
         config.regConfig.registrarUri = f"sip:{s.registrar}"
         config.regConfig.timeoutSec = s.register_expires_s
-        config.regConfig.retryIntervalSec = s.register_retry_s
-        config.regConfig.firstRetryIntervalSec = s.register_retry_s
+        # We retry ourselves (see _tick): pjsua's own retry can collide with the failed
+        # transaction still being torn down (PJSIP_EBUSY) and then never try again.
+        config.regConfig.retryIntervalSec = 0
         config.regConfig.delayBeforeRefreshSec = min(5, max(1, s.register_expires_s // 4))
         if s.password is not None:
             config.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", s.user, 0, s.password))
         return config
+
+    def _renew_account(self) -> None:
+        """Register again with a new account (between calls: the calls belong to the old one).
+
+        After a failed refresh pjsua's registration client can stay busy (PJSIP_EBUSY) and
+        never send again, and ``modify()`` with unchanged settings sends nothing.
+        """
+        old, self._account = self._account, None
+        try:
+            if old is not None:
+                old.shutdown()
+            account = _Account(self)
+            account.create(self._account_config(), True)
+            self._account = account
+        except pj.Error as exc:
+            log.warning("%s: registration retry: %s", self.name, exc.info())
+            self._account = old if self._account is None else self._account
+        self._dead_accounts.append(old)
 
     def _run_commands(self) -> None:
         while True:
@@ -367,6 +388,10 @@ class SipEndpoint:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if self._registered is False and self._account is not None and now >= self._next_register_at \
+                and not any(slot.busy() for slot in self.slots):
+            self._next_register_at = now + self.settings.register_retry_s
+            self._renew_account()
         for slot in self.slots:
             state = slot.current
             if state is None or state.answered.is_set() or state.gone.is_set():
@@ -395,6 +420,7 @@ class SipEndpoint:
             slot.current = None
         self._dead_calls.clear()
         self._account = None
+        self._dead_accounts.clear()
         try:
             endpoint.audDevManager().setNoDev()  # stop the bridge clock before the ports go
             for slot in self.slots:
@@ -606,7 +632,9 @@ class SipEndpoint:
         elif expiration == 0 and 200 <= code < 300:
             self._registered = None  # our own un-REGISTER at shutdown
         else:
-            log.error("%s: registration at %s failed: %s %s", self.name, self.settings.registrar, code, reason)
+            self._next_register_at = time.monotonic() + self.settings.register_retry_s
+            log.error("%s: registration at %s failed: %s %s (trying again in %ss)", self.name,
+                      self.settings.registrar, code, reason, self.settings.register_retry_s)
             slot.events.put(LineFault(f"SIP registration at {self.settings.registrar} failed: {code} {reason}",
                                       time.monotonic()))
 
