@@ -30,6 +30,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
+from screening.status import STATUS_FILE_NAME, DaemonStatus, LineState, StatusError, read_status
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def run_checks(
     database = Path(db_path) if db_path is not None else Path(cfg.store.db)
     steps: list[tuple[str, Callable[[], Check]]] = [
         ("config", lambda: check_config_source(cfg)),
-        ("line", lambda: check_line(cfg, timeout_s=modem_timeout_s)),
+        ("line", lambda: check_line(cfg, timeout_s=modem_timeout_s, db_path=database)),
         ("speech_model", lambda: check_speech_model(cfg)),
         ("disk", lambda: check_disk(_data_dirs(cfg, database))),
         ("clock", lambda: check_clock(now())),
@@ -138,8 +139,8 @@ def config_error_check(exc: ConfigError) -> Check:
     )
 
 
-def check_line(cfg: Config, *, timeout_s: float = MODEM_TIMEOUT_S) -> Check:
-    """Is the telephone modem there, usable by us, and answering?"""
+def check_line(cfg: Config, *, timeout_s: float = MODEM_TIMEOUT_S, db_path: Path | None = None) -> Check:
+    """Is the telephone modem there, usable by us, and answering? (A SIP line: can it be set up?)"""
     uri = cfg.line.uri
     scheme = urlsplit(uri).scheme
     if scheme == "sim":
@@ -148,6 +149,8 @@ def check_line(cfg: Config, *, timeout_s: float = MODEM_TIMEOUT_S) -> Check:
             "Real calls are not screened.",
             "Ask your helper to set the telephone modem in the settings ([line] uri).",
         )
+    if scheme == "sip":
+        return check_sip_line(cfg, Path(db_path) if db_path is not None else Path(cfg.store.db))
     if scheme != "modem":
         return Check.warning("line", f"This kind of line ({scheme}:) cannot be tested by the doctor.", "")
     device = Path(urlsplit(uri).path)
@@ -162,6 +165,47 @@ def check_line(cfg: Config, *, timeout_s: float = MODEM_TIMEOUT_S) -> Check:
             f"Ask your helper to add the mamoru user to the 'dialout' group (device {device}).",
         )
     return _probe_modem(uri, cfg, timeout_s)
+
+
+def check_sip_line(cfg: Config, db_path: Path) -> Check:
+    """A SIP line: the back-end is installed, its settings hold, and the running daemon's line state.
+
+    The doctor never binds the SIP port or registers itself: the daemon owns both, and a second
+    registration would take the calls away from it.
+    """
+    try:
+        from firmware.sip_line import sip_settings_from_uri
+    except ImportError:
+        return Check.problem(
+            "line", "The internet-telephone (SIP) part of mamoru is not installed.",
+            "Ask your helper to install it: pip install 'mamoru[sip]', or scripts/build_pjproject.sh on the box.",
+        )
+    try:
+        settings = sip_settings_from_uri(cfg.line.uri, cfg)
+    except ValueError as exc:
+        return Check.problem("line", f"The internet-telephone settings are not usable: {exc}.",
+                             "Ask your helper to correct [line] uri and [sip] in the settings file.")
+    if settings.registrar is not None and settings.password is None:
+        return Check.problem(
+            "line", f"mamoru registers with {settings.registrar} but has no password for it.",
+            "Ask your helper to write the password into the file named by [sip] password_file.",
+        )
+    status = _daemon_status(db_path)
+    where = f"registered at {settings.registrar}" if settings.registrar else f"on {settings.host}:{settings.port}"
+    if status is None or status.line_state is LineState.STOPPED or status.stale(datetime.now(UTC)):
+        return Check.warning("line", f"The internet-telephone line is set up ({where}), but mamoru is not running.",
+                             "Start it: systemctl start mamoru")
+    if status.line_state is LineState.FAULT:
+        return Check.problem("line", f"The internet-telephone line has a problem: {status.line_message}",
+                             "Check the cable to the home gateway, and that the gateway is switched on.")
+    return Check.good("line", f"The internet-telephone line is working ({where}).")
+
+
+def _daemon_status(db_path: Path) -> DaemonStatus | None:
+    try:
+        return read_status(db_path.parent / STATUS_FILE_NAME)
+    except StatusError:
+        return None
 
 
 def _probe_modem(uri: str, cfg: Config, timeout_s: float) -> Check:

@@ -281,3 +281,39 @@ def test_feeds_none_current_stale_and_expired(tmp_path: Path) -> None:
         assert expired.severity == "problem" and "no longer block" in expired.message
         store.save_feed("town", url="https://town.example/")  # never checked successfully
         assert "town" in check_feeds(db, cfg, now).message
+
+
+# ---- a SIP line ---------------------------------------------------------------------------
+
+
+def _sip_cfg(tmp_path: Path, uri: str, extra: str = "") -> Config:
+    path = tmp_path / "mamoru.toml"
+    path.write_text(f'[line]\nuri = "{uri}"\n[store]\ndb = "{tmp_path / "calls.db"}"\n{extra}', encoding="utf-8")
+    return load_config(path, env={})
+
+
+def test_sip_line_settings_and_the_running_daemons_line_state(tmp_path: Path) -> None:
+    pytest.importorskip("pjsua2")
+    from screening.status import StatusWriter
+
+    cfg = _sip_cfg(tmp_path, "sip://127.0.0.1:5062")
+    check = check_line(cfg, db_path=tmp_path / "calls.db")
+    assert check.severity == "warning" and "not running" in check.message  # no status.json yet
+    writer = StatusWriter.beside(tmp_path / "calls.db")
+    writer.started()
+    check = check_line(cfg, db_path=tmp_path / "calls.db")
+    assert check.ok and check.severity == "ok" and "127.0.0.1:5062" in check.message
+    writer.line_fault("SIP registration at 192.168.1.1 failed: 408 Request Timeout")
+    check = check_line(cfg, db_path=tmp_path / "calls.db")
+    assert not check.ok and "408" in check.message
+
+
+def test_sip_registration_without_a_password_is_a_problem(tmp_path: Path) -> None:
+    pytest.importorskip("pjsua2")
+    cfg = _sip_cfg(tmp_path, "sip://0312345678@192.168.1.1")
+    os.environ.pop("MAMORU_SIP_PASSWORD", None)
+    check = check_line(cfg, db_path=tmp_path / "calls.db")
+    assert not check.ok and "no password" in check.message
+    cfg = _sip_cfg(tmp_path, "sip://0312345678@192.168.1.1?upstream=pstn")
+    check = check_line(cfg, db_path=tmp_path / "calls.db")
+    assert not check.ok and "upstream" in check.message
