@@ -35,7 +35,7 @@ import pjsua2 as pj  # type: ignore[import-untyped]
 
 from firmware.sip_media import FRAME_MS, SAMPLE_RATE, FramePort
 from screening.config import SipUpstream
-from screening.line import CallOffered, LineError, LineEvent, LineFault, LineRestored, Ring, RingingStopped
+from screening.line import CallOffered, Dtmf, LineError, LineEvent, LineFault, LineRestored, Ring, RingingStopped
 from screening.model import CallerID
 from screening.sip_callerid import caller_id_from_sip
 
@@ -98,6 +98,15 @@ class SipSettings:
     password: str | None = field(default=None, repr=False)
     register_expires_s: int = 300
     register_retry_s: int = 30
+    outbound: str | None = None  # "sip:{number}@host" for calls we place (a relative's alert call)
+
+    def outbound_uri(self, digits: str) -> str | None:
+        """Where a call to ``digits`` goes: the template, else the registrar; None if nowhere."""
+        if self.outbound is not None:
+            return self.outbound.replace("{number}", digits)
+        if self.registrar is not None:
+            return f"sip:{digits}@{self.registrar}"
+        return None
 
     @property
     def rejects_without_ringing(self) -> bool:
@@ -130,6 +139,7 @@ class CallState:
     household_up: threading.Event = field(default_factory=threading.Event)  # the phone was picked up
     household_ended: threading.Event = field(default_factory=threading.Event)
     answer_when_household_answers: bool = False  # an allowed call is answered by the household
+    outgoing: bool = False  # we placed it (an alert call): answered = the far end picked up
 
 
 @dataclass(slots=True)
@@ -170,6 +180,10 @@ class _Call(pj.Call):  # type: ignore[misc]
     def onCallState(self, prm: Any) -> None:
         info = self.getInfo()
         self._endpoint._on_call_state(self, info.state, info.lastStatusCode)
+
+    @guarded
+    def onDtmfDigit(self, prm: Any) -> None:
+        self._endpoint._on_dtmf(self, str(prm.digit)[:1])
 
     @guarded
     def onCallMediaState(self, prm: Any) -> None:
@@ -394,7 +408,7 @@ class SipEndpoint:
             self._renew_account()
         for slot in self.slots:
             state = slot.current
-            if state is None or state.answered.is_set() or state.gone.is_set():
+            if state is None or state.answered.is_set() or state.gone.is_set() or state.outgoing:
                 continue
             elapsed = now - state.offered_at
             if elapsed > self.settings.ring_timeout_s:
@@ -490,6 +504,27 @@ class SipEndpoint:
         log.info("%s: ringing the household phone %s", self.name, target)
         return True
 
+    def place_call(self, slot: Slot, uri: str) -> CallState:
+        """An outgoing call from ``slot`` (phoning a relative); its state, or LineError."""
+        if slot.busy() or self._account is None:
+            raise LineError(f"{self.name}: the line is busy")
+        call = _Call(self, self._account)
+        call.slot = slot
+        state = CallState(call, CallerID(), time.monotonic(), decided=True, outgoing=True)
+        slot.current = state
+        try:
+            call.makeCall(uri, pj.CallOpParam(True))
+        except pj.Error as exc:
+            slot.current = None
+            self._dead_calls.append(call)
+            raise LineError(f"{self.name}: could not call {uri}: {exc.info()}") from None
+        return state
+
+    def _on_dtmf(self, call: Any, digit: str) -> None:
+        slot = getattr(call, "slot", None)
+        if slot is not None and self._state_of(call) is not None and digit:
+            slot.events.put(Dtmf(digit, time.monotonic()))
+
     def _hang_up_household(self, state: CallState) -> None:
         leg = state.household
         if leg is None or state.household_ended.is_set():
@@ -568,6 +603,11 @@ class SipEndpoint:
         if call.leg is Leg.HOUSEHOLD:
             self._on_household_state(call, inv_state, code)
             return
+        if inv_state == pj.PJSIP_INV_STATE_CONFIRMED:
+            state = self._state_of(call)
+            if state is not None and state.outgoing:
+                state.answered.set()
+            return
         if inv_state != pj.PJSIP_INV_STATE_DISCONNECTED:
             return
         slot = getattr(call, "slot", None)
@@ -583,6 +623,8 @@ class SipEndpoint:
         if slot.port is not None:
             slot.port.flush()
         log.info("%s: call ended (%s)", self.name, code)
+        if state.outgoing:
+            return  # our own call: the alerter sees the end through dial/play/listen
         if not state.answered.is_set() or state.answer_when_household_answers:
             # Allowed calls end here, not in the session: the daemon's ringing is over.
             slot.events.put(RingingStopped(time.monotonic()))

@@ -36,6 +36,7 @@ from firmware.sip_endpoint import (
 from firmware.sip_media import SAMPLE_RATE
 from screening.config import SipUpstream
 from screening.line import AudioClip, AudioSink, EndReason, LineError, LineEvent
+from screening.voice_call import DialResult
 
 if TYPE_CHECKING:
     from screening.config import Config
@@ -180,6 +181,39 @@ class SipLine:
         return bool(self._endpoint.submit(lambda: self._endpoint.call_household(state, answer_caller=False),
                                           timeout))
 
+    def can_dial(self) -> bool:
+        """Whether calls can be placed at all (``[sip] outbound``, or registered with a registrar)."""
+        return self.settings.outbound_uri("0") is not None
+
+    def dial(self, number: str, timeout: float) -> DialResult:
+        """Phone ``number`` (digits) through the upstream; ANSWERED when the far end picked up.
+
+        The call goes to ``[sip] outbound`` or, when registered, to the registrar. Afterwards
+        play/listen/hang_up work on it as on an answered call; digits arrive as Dtmf events.
+        """
+        digits = "".join(ch for ch in number if ch.isdigit() or ch in "*#")
+        uri = self.settings.outbound_uri(digits) if digits else None
+        if uri is None:
+            log.error("%s: cannot place a call: no [sip] outbound and not registered", self.name)
+            return DialResult.FAILED
+        if self._slot.busy():
+            return DialResult.NO_DIALTONE
+        state = self._endpoint.submit(lambda: self._endpoint.place_call(self._slot, uri), 5.0)
+        assert isinstance(state, CallState)
+        if not _wait_any((state.answered, state.gone), timeout):
+            self.hang_up()
+            return DialResult.NO_ANSWER
+        if state.answered.is_set() and not state.gone.is_set():
+            if not _wait_any((state.media_up, state.gone), 5.0) or state.gone.is_set():
+                return DialResult.FAILED
+            return DialResult.ANSWERED
+        code = state.final_code or 0
+        if code in (486, 600):
+            return DialResult.BUSY
+        if code in (408, 480, 487) or 300 <= code < 400:
+            return DialResult.NO_ANSWER
+        return DialResult.FAILED
+
     def reject(self, code: int | None = None, timeout: float = 5.0) -> None:
         """Decline an unanswered call with a final response (default ``settings.reject_code``)."""
         status = code or self.settings.reject_code
@@ -211,7 +245,8 @@ def _wait_any(events: tuple, timeout: float) -> bool:  # type: ignore[type-arg]
     return any(e.is_set() for e in events)
 
 
-_QUERY_KEYS = ("trusted", "reject", "ring_timeout", "upstream", "household", "max_calls", "bind", "expires", "retry")
+_QUERY_KEYS = ("trusted", "reject", "ring_timeout", "upstream", "household", "max_calls", "bind", "expires", "retry",
+               "outbound")
 
 
 def sip_settings_from_uri(uri: str, cfg: Config | None = None, env: dict[str, str] | None = None) -> SipSettings:
@@ -276,6 +311,7 @@ def sip_settings_from_uri(uri: str, cfg: Config | None = None, env: dict[str, st
         registrar=registrar, user=user, password=password,
         register_expires_s=int(number("expires", sip.register_expires_s if sip else 300, int)),
         register_retry_s=max(1, int(number("retry", 30, int))),
+        outbound=query.get("outbound", sip.outbound if sip else None) or None,
     )
 
 

@@ -746,6 +746,11 @@ class SipConfig:
         60, _int_range(5, 600), "A call nobody answers (no household leg, or it does not pick up) is ended after this."
     )
     max_calls: int = _setting(4, _int_range(1, 16), "Calls screened at the same time; more get 486 Busy Here.")
+    outbound: str | None = _setting(
+        "", _sip_target(),
+        "Where calls we place go (phoning a relative), `{number}` standing for the digits, e.g. "
+        "`sip:{number}@192.168.1.2:5060` (the FXO adapter). \"\" = through the registrar when registered, else none.",
+    )
 
 
 _SECTIONS: dict[str, type] = {

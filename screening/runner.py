@@ -179,7 +179,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         watchdog = Watchdog()
         jobs = LineJobs(guard=lambda: watchdog.busy(LINE_JOB_BUDGET_S, "phoning a relative"))
         # Phoning a relative needs a line that dials (the modem).
-        alerts = start_alerts(cfg, store, line if hasattr(line, "dial") else None, jobs)
+        dials = hasattr(line, "dial") and getattr(line, "can_dial", lambda: True)()
+        alerts = start_alerts(cfg, store, line if dials else None, jobs)
         voice = build_voice(cfg, store, recordings_dir)
         if alerts is not None:
             voice.on_fraud.append(alerts.fraud_handler())

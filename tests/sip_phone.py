@@ -1,10 +1,11 @@
 """The household phone for tests: a pjsua2 answerer (an FXS port's SIP side), run as a subprocess.
 
-    python tests/sip_phone.py --port 5070 [--answer-after 1.0] [--hang-up-after 3] [--reject 486] [--max-s 20]
+    python tests/sip_phone.py --port 5070 [--answer-after 1.0] [--hang-up-after 3] [--reject 486]
+        [--dtmf 1 --dtmf-after 2] [--max-s 20]
 
 Listens on 127.0.0.1:PORT; prints ``{"ready": true}`` once listening, then for the first
 INVITE: rings (180), answers after ``--answer-after`` seconds (or rejects with ``--reject``),
-speaks a 660 Hz tone, hangs up after ``--hang-up-after`` seconds (or waits for the other side)
+speaks a 660 Hz tone, presses ``--dtmf`` digits, hangs up after ``--hang-up-after`` seconds (or waits for the other side)
 and prints one JSON object: the caller-ID headers it was offered, whether it answered, who
 ended the call, and the tone bursts it heard (start ms after answer, length ms, frequency Hz).
 """
@@ -59,6 +60,7 @@ class PhoneAccount(pj.Account):  # type: ignore[misc]
         self.call: PhoneCall | None = None
         self.offered_at: float | None = None
         self.headers: list[tuple[str, str]] = []
+        self.to_user = ""
         self.extra: list[PhoneCall] = []
 
     def onIncomingCall(self, prm: Any) -> None:
@@ -71,8 +73,10 @@ class PhoneAccount(pj.Account):  # type: ignore[misc]
             return
         self.call = call
         self.offered_at = time.monotonic()
-        self.headers = [(n, v) for n, v in parse_sip_headers(prm.rdata.wholeMsg)
-                        if n in ("From", "P-Asserted-Identity")]
+        message = prm.rdata.wholeMsg
+        self.headers = [(n, v) for n, v in parse_sip_headers(message) if n in ("From", "P-Asserted-Identity")]
+        request_uri = message.split(" ", 2)[1] if message.count(" ") >= 2 else ""
+        self.to_user = request_uri.removeprefix("sip:").split("@", 1)[0]
         ringing = pj.CallOpParam()
         ringing.statusCode = 180
         call.answer(ringing)
@@ -84,6 +88,8 @@ def main() -> int:
     parser.add_argument("--answer-after", type=float, default=0.5)
     parser.add_argument("--hang-up-after", type=float, default=None, help="seconds after answer")
     parser.add_argument("--reject", type=int, default=None, help="decline with this code instead of answering")
+    parser.add_argument("--dtmf", default="", help="digits to press (RFC 2833) once answered")
+    parser.add_argument("--dtmf-after", type=float, default=1.0, help="seconds after answer")
     parser.add_argument("--max-s", type=float, default=20.0)
     args = parser.parse_args()
 
@@ -116,7 +122,7 @@ def main() -> int:
 
     started = time.monotonic()
     heard: list[bytes] = []
-    answered = spoke = hung_up = False
+    answered = spoke = hung_up = pressed = False
     while time.monotonic() - started < args.max_s:
         ep.libHandleEvents(10)
         call = account.call
@@ -139,6 +145,9 @@ def main() -> int:
         if call.answered_at is not None and not spoke:
             port.feed(tone(660, 8.0))
             spoke = True
+        if call.answered_at is not None and args.dtmf and not pressed and now - call.answered_at >= args.dtmf_after:
+            pressed = True
+            call.dialDtmf(args.dtmf)
         if call.answered_at is not None and args.hang_up_after is not None and not hung_up \
                 and now - call.answered_at >= args.hang_up_after:
             hung_up = True
@@ -150,6 +159,7 @@ def main() -> int:
             ep.libHandleEvents(10)
     result = {
         "offered": call is not None,
+        "to": account.to_user,
         "headers": account.headers,
         "answered": call is not None and call.answered_at is not None,
         "ended_by": "us" if hung_up or (call is not None and not call.ended) else "them",

@@ -206,6 +206,7 @@ BAD_VALUES = [
     ("sip", "register_expires_s", "10", "30"),
     ("sip", "ring_timeout_s", "0", "5"),
     ("sip", "max_calls", "0", "1"),
+    ("sip", "outbound", '"192.168.1.2"', "expected a SIP URI"),
     ("line", "uri", '"modem:///dev/ttyACM0?dialect=hayes"', "dialect must be one of"),
     ("line", "uri", "5", "expected a string (got integer 5)"),
     ("line", "modem", '"zyxel"', "must be one of auto, usr, conexant (got 'zyxel')"),

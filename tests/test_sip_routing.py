@@ -27,7 +27,7 @@ from firmware.sip_line import SipLine, SipSettings, sip_lines_from_uri, sip_sett
 from screening.config import Config, SipUpstream
 from screening.daemon import Daemon
 from screening.line import LineAdapter, LineFault, LineRestored
-from screening.model import Action, ListEntry, ListKind, MatchKind
+from screening.model import Action, ListEntry, ListKind, MatchKind, Prompt
 from screening.rules import Policy
 from screening.session import SessionSettings
 from tests.test_sip_line import BLOCKED, FAMILY, PEER, ROOT, UNKNOWN, Recorder, free_udp_port, result_of
@@ -229,6 +229,39 @@ def test_four_calls_at_once_are_each_screened_and_a_fifth_gets_busy(tmp_path: Pa
         # With the slots free again, the blocked caller is screened as usual.
         assert rig.call(BLOCKED)["answered"]
         assert rig.wait_calls(5)[-1].action is Action.BLOCK
+
+
+# ---- phoning a relative --------------------------------------------------------------------
+
+
+def test_a_relative_is_phoned_over_sip_and_acknowledges_with_1(tmp_path: Path) -> None:
+    from screening.voice_call import CallAlertStatus, VoiceCallAlerter
+
+    relative = Phone("--answer-after", "0.5", "--dtmf", "1", "--dtmf-after", "1.5")
+    # The alerter runs on the call loop's thread between calls (LineJobs); here it has the line alone.
+    line = SipLine(SipSettings(host="127.0.0.1", port=free_udp_port(),
+                               outbound=f"sip:{{number}}@127.0.0.1:{relative.port}"))
+    line.open()
+    try:
+        assert line.can_dial()
+        message = ToneAnnouncements().clip_for(Prompt.WARNING)  # the spoken message needs espeak-ng
+        alerter = VoiceCallAlerter(line, lambda text, lang: message, attempts=1, ring_timeout_s=10,
+                                   home_region="JP")
+        result = alerter.call("090-1234-5678", "fraud call now", "ja")
+        heard = relative.result()
+    finally:
+        line.close()
+    assert result.status is CallAlertStatus.ACKNOWLEDGED and result.digits == ("1",), result
+    assert heard["to"] == "09012345678" and heard["answered"] and heard["ended_by"] == "them", heard
+    assert abs(freqs(heard)[0] - 880) < 130, heard  # the message reached the relative
+
+
+def test_without_an_outbound_route_a_sip_line_does_not_dial(tmp_path: Path) -> None:
+    from screening.voice_call import DialResult
+
+    with Rig(tmp_path) as rig:
+        assert not rig.lines[0].can_dial()
+        assert rig.lines[0].dial("0312345678", 5) is DialResult.FAILED
 
 
 # ---- registering as an extension --------------------------------------------------------
