@@ -140,6 +140,7 @@ class CallState:
     household_ended: threading.Event = field(default_factory=threading.Event)
     answer_when_household_answers: bool = False  # an allowed call is answered by the household
     outgoing: bool = False  # we placed it (an alert call): answered = the far end picked up
+    household_rung_at: float | None = None  # monotonic; the household leg gives up after ring_timeout_s
 
 
 @dataclass(slots=True)
@@ -408,6 +409,11 @@ class SipEndpoint:
             self._renew_account()
         for slot in self.slots:
             state = slot.current
+            if state is not None and state.household_rung_at is not None and not state.household_up.is_set() \
+                    and not state.household_ended.is_set() \
+                    and now - state.household_rung_at > self.settings.ring_timeout_s:
+                log.info("%s: the household phone was not picked up in %.0fs", self.name, self.settings.ring_timeout_s)
+                self._hang_up_household(state)
             if state is None or state.answered.is_set() or state.gone.is_set() or state.outgoing:
                 continue
             elapsed = now - state.offered_at
@@ -493,6 +499,7 @@ class SipEndpoint:
         prm.txOption.headers = headers
         state.answer_when_household_answers = answer_caller
         state.household = leg
+        state.household_rung_at = time.monotonic()
         try:
             leg.makeCall(target, prm)
         except pj.Error as exc:

@@ -373,3 +373,16 @@ def test_settings_from_uri_and_config(tmp_path: Path) -> None:
     empty.write_text("\n")
     with pytest.raises(ValueError, match="empty"):
         sip_settings_from_uri("sip://u@h", replace(cfg, sip=replace(cfg.sip, password_file=empty)), env={})
+
+
+def test_a_household_phone_nobody_picks_up_stops_ringing_and_the_warned_caller_stays_recorded(
+        tmp_path: Path) -> None:
+    phone = Phone("--answer-after", "30")  # rings, nobody there
+    with Rig(tmp_path, household=phone.uri, ring_timeout_s=2.0) as rig:
+        caller = rig.call(UNKNOWN, "--hang-up-after", "5.0")
+        heard = phone.result()
+        assert caller["answered"] and caller["ended_by"] == "us", caller
+        assert heard["offered"] and not heard["answered"] and heard["ended_by"] == "them", heard
+        row = rig.wait_calls(1)[0]
+        assert (row.action, row.end_reason) == (Action.WARN, "caller_hung_up")
+        assert len(rig.voices[0].received_pcm) > 2 * 8000 * 2  # the caller was still recorded
