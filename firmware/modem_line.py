@@ -1038,7 +1038,14 @@ class ModemLine:
         caller = self._cid.build(self.home_region)
         self._cid.reset()
         with self._state_lock:
+            # Japan and the UK send caller ID before the first ring: a block after this ringing's
+            # rings belongs to the next call, even if the ring gap has not run out yet (a redial).
+            next_call = self.cadence is not RingCadence.NORTH_AMERICA and self._rings.last_ring_at is not None
+            if next_call:
+                self._rings.reset()
             self._rings.caller_id(now)
+        if next_call:
+            self._emit(RingingStopped(now))
         self._emit(CallOffered(caller, now))
 
     def _on_final_reply(self, reply: str) -> None:
