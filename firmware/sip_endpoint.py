@@ -56,6 +56,8 @@ _CANONICAL = {"p-asserted-identity": "P-Asserted-Identity", "remote-party-id": "
               "privacy": "Privacy", "from": "From"}
 _CODECS = ("PCMU/8000", "PCMA/8000")
 _POLL_MS = 10
+_FAST_POLL_MS = 1  # while a call waits for the daemon's decision
+_QUIET_PJ_LOGS = ("RTP socket bind()", "RTCP socket bind()")  # pjsua just takes the next port
 _PJ_LEVELS = {0: logging.ERROR, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
 _MAX_MESSAGE_CHARS = 65536  # an INVITE bigger than this is read only this far for caller ID
 
@@ -200,7 +202,10 @@ class _PjLog(pj.LogWriter):  # type: ignore[misc]
 
     @guarded
     def write(self, entry: Any) -> None:
-        log.log(_PJ_LEVELS.get(entry.level, logging.DEBUG), "pjsip: %s", entry.msg.rstrip())
+        message = entry.msg.rstrip()
+        level = logging.DEBUG if any(q in message for q in _QUIET_PJ_LOGS) else \
+            _PJ_LEVELS.get(entry.level, logging.DEBUG)
+        log.log(level, "pjsip: %s", message)
 
 
 class _Account(pj.Account):  # type: ignore[misc]
@@ -315,7 +320,7 @@ class SipEndpoint:
         self._started.set()
         try:
             while not self._stop.is_set():
-                endpoint.libHandleEvents(_POLL_MS)
+                endpoint.libHandleEvents(_FAST_POLL_MS if self._decision_pending() else _POLL_MS)
                 self._run_commands()
                 self._tick()
                 self._dead_calls.clear()
@@ -323,6 +328,16 @@ class SipEndpoint:
             log.error("%s: SIP thread failed:\n%s", self.name, traceback.format_exc())
         finally:
             self._shutdown(endpoint)
+
+    def _decision_pending(self) -> bool:
+        """A call waits for the daemon's answer/reject: poll fast so the command goes out at once.
+
+        The daemon decides within milliseconds; a 10 ms poll would add up to 10 ms to every
+        INVITE -> final response (measured: two clusters, 3-4 ms and 12-14 ms).
+        """
+        return not self._commands.empty() or any(
+            s.current is not None and not s.current.answered.is_set() and not s.current.ringing_sent
+            and not s.current.gone.is_set() and not s.current.outgoing for s in self.slots)
 
     def _start(self, endpoint: Any) -> None:
         config = pj.EpConfig()
