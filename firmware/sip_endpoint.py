@@ -37,7 +37,7 @@ from firmware.sip_media import FRAME_MS, SAMPLE_RATE, FramePort
 from screening.config import SipUpstream
 from screening.line import CallOffered, Dtmf, LineError, LineEvent, LineFault, LineRestored, Ring, RingingStopped
 from screening.model import CallerID
-from screening.sip_callerid import caller_id_from_sip
+from screening.sip_callerid import caller_id_from_sip, is_trusted
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ _CANONICAL = {"p-asserted-identity": "P-Asserted-Identity", "remote-party-id": "
 _CODECS = ("PCMU/8000", "PCMA/8000")
 _POLL_MS = 10
 _FAST_POLL_MS = 1  # while a call waits for the daemon's decision
+_SESSION_TERMINATED = 171140  # PJSIP_ESESSIONTERMINATED: the caller left while we acted
 _QUIET_PJ_LOGS = ("RTP socket bind()", "RTCP socket bind()")  # pjsua just takes the next port
 _PJ_LEVELS = {0: logging.ERROR, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
 _MAX_MESSAGE_CHARS = 65536  # an INVITE bigger than this is read only this far for caller ID
@@ -148,13 +149,15 @@ class CallState:
 @dataclass(slots=True)
 class Slot:
     index: int
-    events: queue.Queue[LineEvent] = field(default_factory=queue.Queue)
+    # Each event with the call it belongs to: the slot's SipLine acts on that call only.
+    events: queue.Queue[tuple[LineEvent, CallState | None]] = field(default_factory=queue.Queue)
     port: FramePort | None = None
     current: CallState | None = None
     attached: bool = False
+    in_use: bool = False  # the slot's call loop is still acting on a call (perhaps one already gone)
 
     def busy(self) -> bool:
-        return self.current is not None and not self.current.gone.is_set()
+        return self.in_use or (self.current is not None and not self.current.gone.is_set())
 
 
 def guarded(callback: Callable[..., None]) -> Callable[..., None]:
@@ -437,7 +440,7 @@ class SipEndpoint:
                 self.hang_up_call(state, 480)
             elif not state.decided and elapsed >= state.rings * self.settings.ring_period_s:
                 state.rings += 1
-                slot.events.put(Ring(state.rings, now))
+                slot.events.put((Ring(state.rings, now), state))
 
     def _shutdown(self, endpoint: Any) -> None:
         for slot in self.slots:
@@ -474,7 +477,13 @@ class SipEndpoint:
             return
         prm = pj.CallOpParam()
         prm.statusCode = 200
-        state.call.answer(prm)
+        try:
+            state.call.answer(prm)
+        except pj.Error as exc:
+            if exc.status != _SESSION_TERMINATED:
+                raise
+            log.info("%s: the caller left just before the answer", self.name)  # play() will see it
+            return
         state.answered.set()
 
     def ring_call(self, state: CallState) -> None:
@@ -493,7 +502,12 @@ class SipEndpoint:
             return
         prm = pj.CallOpParam()
         prm.statusCode = code
-        state.call.hangup(prm)
+        try:
+            state.call.hangup(prm)
+        except pj.Error as exc:
+            if exc.status != _SESSION_TERMINATED:
+                raise
+            log.info("%s: the call had already ended", self.name)
 
     def call_household(self, state: CallState, *, answer_caller: bool) -> bool:
         """Place the household leg (the phone rings); False when no household phone is configured."""
@@ -545,7 +559,7 @@ class SipEndpoint:
     def _on_dtmf(self, call: Any, digit: str) -> None:
         slot = getattr(call, "slot", None)
         if slot is not None and self._state_of(call) is not None and digit:
-            slot.events.put(Dtmf(digit, time.monotonic()))
+            slot.events.put((Dtmf(digit, time.monotonic()), slot.current))
 
     def _hang_up_household(self, state: CallState) -> None:
         leg = state.household
@@ -559,23 +573,33 @@ class SipEndpoint:
     # ---- pjsua2 callbacks (owner thread) --------------------------------------
 
     def _on_incoming(self, account: Any, prm: Any) -> None:
+        source_ip = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
+        if self.settings.trusted_upstreams and not is_trusted(source_ip, self.settings.trusted_upstreams):
+            # Only the gateway/adapter sends us calls: anyone else on the network could claim the
+            # family's number (From is the caller's word) and ring straight through.
+            log.warning("%s: INVITE from %s, not an upstream: 403", self.name, source_ip)
+            self._refuse(_Call(self, account, prm.callId), 403)
+            return
         # Caller ID before the Call object exists: no traceback logged here can hold the call.
         caller = self._caller_from(prm.rdata.wholeMsg, prm.rdata.srcAddress)
         call = _Call(self, account, prm.callId)
         slot = next((s for s in self.slots if s.attached and not s.busy()), None)
         if slot is None:
             log.info("%s: every call slot busy, 486", self.name)
-            self._dead_calls.append(call)
-            reply = pj.CallOpParam()
-            reply.statusCode = 486
-            call.hangup(reply)
+            self._refuse(call, 486)
             return
         call.slot = slot
         now = time.monotonic()
-        slot.current = CallState(call, caller, now)
+        slot.current = state = CallState(call, caller, now)
         # Caller ID first: the daemon screens on it; the Ring is what a no-CID call is screened by.
-        slot.events.put(CallOffered(caller, now))
-        slot.events.put(Ring(1, now))
+        slot.events.put((CallOffered(caller, now), state))
+        slot.events.put((Ring(1, now), state))
+
+    def _refuse(self, call: Any, code: int) -> None:
+        self._dead_calls.append(call)
+        reply = pj.CallOpParam()
+        reply.statusCode = code
+        call.hangup(reply)
 
     def _caller_from(self, message: str, source: str) -> CallerID:
         headers = parse_sip_headers(message)
@@ -642,6 +666,11 @@ class SipEndpoint:
         self._dead_calls.append(call)
         if state.household is not None and not state.household_ended.is_set():
             self._hang_up_household(state)
+        # Call loops keep this CallState after the call (and an exception's traceback keeps frames
+        # that hold it): the pjsua2 objects must not go with it, or ~Call runs on a thread pjlib
+        # does not know and the process aborts. They are freed here, on the owner thread.
+        self._dead_calls.extend(o for o in (state.household, state.media, state.household_media) if o is not None)
+        state.call = state.media = state.household = state.household_media = None
         if slot.port is not None:
             slot.port.flush()
         log.info("%s: call ended (%s)", self.name, code)
@@ -649,7 +678,7 @@ class SipEndpoint:
             return  # our own call: the alerter sees the end through dial/play/listen
         if not state.answered.is_set() or state.answer_when_household_answers:
             # Allowed calls end here, not in the session: the daemon's ringing is over.
-            slot.events.put(RingingStopped(time.monotonic()))
+            slot.events.put((RingingStopped(time.monotonic()), state))
 
     def _on_household_state(self, leg: Any, inv_state: int, code: int) -> None:
         state = self._state_of(leg)
@@ -692,15 +721,15 @@ class SipEndpoint:
         if ok:
             log.info("%s: registered at %s (expires %ss)", self.name, self.settings.registrar, expiration)
             if was is False:
-                slot.events.put(LineRestored(f"registered again at {self.settings.registrar}", time.monotonic()))
+                slot.events.put((LineRestored(f"registered again at {self.settings.registrar}", time.monotonic()), None))
         elif expiration == 0 and 200 <= code < 300:
             self._registered = None  # our own un-REGISTER at shutdown
         else:
             self._next_register_at = time.monotonic() + self.settings.register_retry_s
             log.error("%s: registration at %s failed: %s %s (trying again in %ss)", self.name,
                       self.settings.registrar, code, reason, self.settings.register_retry_s)
-            slot.events.put(LineFault(f"SIP registration at {self.settings.registrar} failed: {code} {reason}",
-                                      time.monotonic()))
+            slot.events.put((LineFault(f"SIP registration at {self.settings.registrar} failed: {code} {reason}",
+                                       time.monotonic()), None))
 
 
 def _sip_user(number: str) -> str:

@@ -14,6 +14,7 @@ to it once the warning has played (``connect_household``): see
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import queue
@@ -35,7 +36,7 @@ from firmware.sip_endpoint import (
 )
 from firmware.sip_media import SAMPLE_RATE
 from screening.config import SipUpstream
-from screening.line import AudioClip, AudioSink, EndReason, LineError, LineEvent
+from screening.line import AudioClip, AudioSink, CallOffered, EndReason, LineError, LineEvent, Ring
 from screening.voice_call import DialResult
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class SipLine:
         self.settings = self._endpoint.settings
         self.name = name or self._endpoint.name
         self._slot: Slot = self._endpoint.slots[slot]
+        # The call this line's loop is screening: bound when its CallOffered/Ring is handed out, so
+        # answer/play/hang_up never act on a newer call that took the slot after this one ended.
+        self._call: CallState | None = None
         self._open = False
 
     @property
@@ -84,9 +88,14 @@ class SipLine:
 
     def next_event(self, timeout: float) -> LineEvent | None:
         try:
-            return self._slot.events.get(timeout=timeout)
+            self._slot.in_use = False  # the loop is back: it is done with the call it acted on
+            event, state = self._slot.events.get(timeout=timeout)
         except queue.Empty:
             return None
+        if state is not None and isinstance(event, CallOffered | Ring):
+            self._call = state
+            self._slot.in_use = True
+        return event
 
     def handset_off_hook(self) -> bool:
         return False  # the household leg is ours to place: a SIP line never answers into it
@@ -102,7 +111,7 @@ class SipLine:
             raise LineError(f"{self.name}: no audio path {timeout:.1f}s after answering")
 
     def play(self, clip: AudioClip, timeout: float | None = None) -> EndReason:
-        state, port = self._slot.current, self._slot.port
+        state, port = self._call, self._slot.port
         if state is None or port is None or state.gone.is_set() or not state.media_up.is_set():
             return EndReason.CALLER_HUNG_UP
         pcm = clip.pcm16 if clip.sample_rate == SAMPLE_RATE else \
@@ -121,7 +130,7 @@ class SipLine:
 
     def listen(self, seconds: float, sink: AudioSink | None = None) -> EndReason:
         """Both voices (the caller's, and the household's once connected) until the call ends."""
-        state, port = self._slot.current, self._slot.port
+        state, port = self._call, self._slot.port
         if state is None or port is None or state.gone.is_set():
             return EndReason.CALLER_HUNG_UP
         port.clear_received()
@@ -144,7 +153,7 @@ class SipLine:
             port.capturing = False
 
     def hang_up(self, timeout: float = 5.0) -> None:
-        state = self._slot.current
+        state = self._call
         if state is None or state.gone.is_set():
             return
         code = 200 if state.answered.is_set() else 480
@@ -175,7 +184,7 @@ class SipLine:
 
     def connect_household(self, timeout: float = 5.0) -> bool:
         """A warned, answered call: ring the household phone and join it to the call when picked up."""
-        state = self._slot.current
+        state = self._call
         if state is None or state.gone.is_set() or self.settings.household is None:
             return False
         return bool(self._endpoint.submit(lambda: self._endpoint.call_household(state, answer_caller=False),
@@ -200,6 +209,7 @@ class SipLine:
             return DialResult.NO_DIALTONE
         state = self._endpoint.submit(lambda: self._endpoint.place_call(self._slot, uri), 5.0)
         assert isinstance(state, CallState)
+        self._call = state
         if not _wait_any((state.answered, state.gone), timeout):
             self.hang_up()
             return DialResult.NO_ANSWER
@@ -228,8 +238,8 @@ class SipLine:
         state.gone.wait(timeout)
 
     def _decided(self) -> CallState | None:
-        """The current call, marked as decided (no more Ring events); None if the caller left."""
-        state = self._slot.current
+        """This loop's call, marked as decided (no more Ring events); None if the caller left."""
+        state = self._call
         if state is None or state.gone.is_set():
             return None
         state.decided = True
@@ -294,7 +304,7 @@ def sip_settings_from_uri(uri: str, cfg: Config | None = None, env: dict[str, st
         password = env.get(PASSWORD_ENV)
         if password is None and sip is not None and sip.password_file is not None:
             password = _read_secret(Path(sip.password_file))
-        if not trusted:
+        if not trusted and _is_ip(parts.hostname):
             trusted = frozenset({parts.hostname})  # the registrar relays the calls: believe its PAI
     elif sip is not None and sip.user:
         user = sip.user
@@ -313,6 +323,14 @@ def sip_settings_from_uri(uri: str, cfg: Config | None = None, env: dict[str, st
         register_retry_s=max(1, int(number("retry", 30, int))),
         outbound=query.get("outbound", sip.outbound if sip else None) or None,
     )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_secret(path: Path) -> str:

@@ -729,8 +729,8 @@ class SipConfig:
     )
     trusted_upstreams: tuple[str, ...] = _setting(
         [], _trusted_hosts(),
-        "Addresses whose P-Asserted-Identity / Remote-Party-ID are believed (the gateway or adapter); "
-        "from anyone else only From counts.",
+        "The gateway or adapter: the only addresses INVITEs are taken from (others get 403), and whose "
+        "P-Asserted-Identity / Remote-Party-ID are believed. [] = calls from anyone, identified by From alone.",
     )
     household: str | None = _setting(
         "", _sip_target(),

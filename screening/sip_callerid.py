@@ -132,7 +132,7 @@ def _caller_id(
         if name != _PRIVACY:
             identity_lines.append(len(raw) - 1)
 
-    trusted = _is_trusted(source_ip, trusted_upstreams)
+    trusted = is_trusted(source_ip, trusted_upstreams)
     privacy = {tok.strip().lower() for value in found[_PRIVACY] for tok in value.split(";")[:16]}
     withheld = bool(privacy & _WITHHOLDING_PRIVACY) and "none" not in privacy
 
@@ -208,7 +208,7 @@ def _bounded(text: str) -> str:
     return text if len(text) <= MAX_RAW_CHARS else text[: MAX_RAW_CHARS - 1] + "…"
 
 
-def _is_trusted(source_ip: str, trusted_upstreams: Iterable[str]) -> bool:
+def is_trusted(source_ip: str, trusted_upstreams: Iterable[str]) -> bool:
     """Source address in one of the upstreams (addresses or CIDR networks; bad entries ignored)."""
     try:
         address = ipaddress.ip_address(str(source_ip).strip().strip("[]"))

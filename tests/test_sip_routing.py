@@ -386,3 +386,12 @@ def test_a_household_phone_nobody_picks_up_stops_ringing_and_the_warned_caller_s
         row = rig.wait_calls(1)[0]
         assert (row.action, row.end_reason) == (Action.WARN, "caller_hung_up")
         assert len(rig.voices[0].received_pcm) > 2 * 8000 * 2  # the caller was still recorded
+
+
+def test_invites_from_outside_the_configured_upstreams_are_refused(tmp_path: Path) -> None:
+    # A host on the home network that is not the gateway claims the family's number.
+    with Rig(tmp_path, trusted_upstreams=frozenset({"127.0.0.2"})) as rig:
+        result = rig.call(FAMILY)
+        assert (result["final_code"], result["rang"], result["answered"]) == (403, False, False), result
+        time.sleep(0.3)
+        assert rig.store.recent_calls(limit=10) == []  # refused before screening: nothing rang
