@@ -89,25 +89,39 @@ class Recorder:
 
 
 class Rig:
+    """``lines`` call loops (one Daemon each) on one SIP endpoint, a real store, tone prompts."""
+
     def __init__(self, tmp: Path, ring_timeout_s: float = 20.0, trusted: frozenset[str] = frozenset(),
-                 caller_id: CallerIdFn = caller_id_from_sip) -> None:
+                 caller_id: CallerIdFn = caller_id_from_sip, lines: int = 1, **settings: object) -> None:
         self.port = free_udp_port()
         self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
-        self.voice = Recorder()
-        self.line = SipLine(SipSettings(host="127.0.0.1", port=self.port, ring_timeout_s=ring_timeout_s,
-                                        ring_period_s=1.0, trusted_upstreams=trusted), caller_id)
+        self.voices = [Recorder() for _ in range(lines)]
+        base = SipSettings(host="127.0.0.1", port=self.port, ring_period_s=1.0, ring_timeout_s=ring_timeout_s,
+                           trusted_upstreams=trusted, max_calls=lines)
+        first = SipLine(replace(base, **settings), caller_id)  # type: ignore[arg-type]
+        self.lines: list[SipLine] = [first] + [SipLine(first.settings, endpoint=first.endpoint, slot=i)
+                                               for i in range(1, lines)]
         self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
+
+    @property
+    def line(self) -> SipLine:
+        return self.lines[0]
+
+    @property
+    def voice(self) -> Recorder:
+        return self.voices[0]
 
     def __enter__(self) -> Self:
         self.store.open()
         self.store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81312345678", source="family"))
         self.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
-        self.line.open()
-        self.daemon = Daemon(self.line, self.store, Policy(), ToneAnnouncements(),
-                             SessionSettings(30.0, voice=self.voice))
-        self.thread = threading.Thread(target=self.daemon.run, args=(self.stop,), daemon=True)
-        self.thread.start()
+        for line, voice in zip(self.lines, self.voices):
+            line.open()
+            daemon = Daemon(line, self.store, Policy(), ToneAnnouncements(), SessionSettings(30.0, voice=voice))
+            thread = threading.Thread(target=daemon.run, args=(self.stop,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
         return self
 
     def start_call(self, user: str, *args: str) -> subprocess.Popen[str]:
@@ -128,11 +142,15 @@ class Rig:
             time.sleep(0.02)
         raise AssertionError(f"expected {n} finished calls, have {self.store.recent_calls(limit=100)}")
 
+    def event_kinds(self, call_id: int) -> list[str]:
+        return [e.kind for e in self.store.events_for(call_id)]
+
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
-        self.line.close()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        for line in self.lines:
+            line.close()
         self.store.close()
 
 

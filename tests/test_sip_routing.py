@@ -10,90 +10,27 @@ import math
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from array import array
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Self
 
 import pytest
 
 pytest.importorskip("pjsua2")
 
-from blocklist.store import CallState, EventKind, Store
+from blocklist.store import EventKind
 from firmware.sip_line import SipLine, SipSettings, sip_lines_from_uri, sip_settings_from_uri
 from screening.config import Config, SipUpstream
-from screening.daemon import Daemon
 from screening.line import LineAdapter, LineFault, LineRestored
-from screening.model import Action, ListEntry, ListKind, MatchKind, Prompt
-from screening.rules import Policy
-from screening.session import SessionSettings
-from tests.test_sip_line import BLOCKED, FAMILY, PEER, ROOT, UNKNOWN, Recorder, free_udp_port, result_of
+from screening.model import Action, Prompt
+from tests.test_sip_line import BLOCKED, FAMILY, ROOT, UNKNOWN, Rig, free_udp_port, result_of
 from voice.announcements import ToneAnnouncements
 
 PHONE = ROOT / "tests" / "sip_phone.py"
 SIPP_DIR = ROOT / "tests" / "data" / "sipp"
 
 pytestmark = pytest.mark.timeout(90)
-
-
-class Rig:
-    """``lines`` call loops (one Daemon each) on one SIP endpoint, a real store, tone prompts."""
-
-    def __init__(self, tmp: Path, lines: int = 1, **settings: object) -> None:
-        self.port = free_udp_port()
-        self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
-        self.voices = [Recorder() for _ in range(lines)]
-        base = SipSettings(host="127.0.0.1", port=self.port, ring_period_s=1.0, ring_timeout_s=20.0,
-                           max_calls=lines)
-        first = SipLine(replace(base, **settings))  # type: ignore[arg-type]
-        self.lines: list[SipLine] = [first] + [SipLine(first.settings, endpoint=first.endpoint, slot=i)
-                                               for i in range(1, lines)]
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
-
-    def __enter__(self) -> Self:
-        self.store.open()
-        self.store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81312345678", source="family"))
-        self.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
-        for line, voice in zip(self.lines, self.voices):
-            line.open()
-            daemon = Daemon(line, self.store, Policy(), ToneAnnouncements(), SessionSettings(30.0, voice=voice))
-            thread = threading.Thread(target=daemon.run, args=(self.stop,), daemon=True)
-            thread.start()
-            self.threads.append(thread)
-        return self
-
-    def start_call(self, user: str, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, str(PEER), "--uri", f"sip:mamoru@127.0.0.1:{self.port}",
-             "--from", f"sip:{user}@127.0.0.1", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-
-    def call(self, user: str, *args: str, timeout: float = 30.0) -> dict:
-        return result_of(self.start_call(user, *args), timeout)
-
-    def wait_calls(self, n: int, timeout: float = 10.0) -> list:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = self.store.recent_calls(limit=100)
-            if len(rows) >= n and all(r.state in (CallState.COMPLETED, CallState.FAILED) for r in rows):
-                return list(reversed(rows))
-            time.sleep(0.02)
-        raise AssertionError(f"expected {n} finished calls, have {self.store.recent_calls(limit=100)}")
-
-    def event_kinds(self, call_id: int) -> list[str]:
-        return [e.kind for e in self.store.events_for(call_id)]
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
-        for line in self.lines:
-            line.close()
-        self.store.close()
 
 
 class Phone:
