@@ -169,13 +169,15 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             for extra in extra_lines:
                 extra.open()
         else:
-            line = modem_line_from_uri(uri, cfg)
             from firmware.usb_power import UsbPowerCycler
 
-            line.power_cycler = UsbPowerCycler(urlsplit(uri).path)
+            modem_line = modem_line_from_uri(uri, cfg)
+            modem_line.power_cycler = UsbPowerCycler(urlsplit(uri).path)
+            line = modem_line
         line.open()
-        if getattr(line, "power_cycler", None) is not None:
-            line.power_cycler.locate()  # now, while the device is there: it may vanish when wedged
+        cycler = getattr(line, "power_cycler", None)
+        if cycler is not None:
+            cycler.locate()  # now, while the device is there: it may vanish when wedged
         watchdog = Watchdog()
         jobs = LineJobs(guard=lambda: watchdog.busy(LINE_JOB_BUDGET_S, "phoning a relative"))
         # Phoning a relative needs a line that dials (the modem).
