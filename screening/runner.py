@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from blocklist.feeds import FeedTimer
-from blocklist.lists import NumberLists
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
@@ -301,19 +300,12 @@ def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon,
     """Signed feeds are checked on their own thread every ``[feeds] update_minutes`` (0 = never)."""
     if cfg.feeds.update_minutes <= 0:
         return None
+    # The other call loops of a SIP line share the main loop's lists snapshot: offering it there is enough.
     loops = [daemon, *others]
-
-    def offer(lists: NumberLists) -> None:
-        for loop in loops:
-            loop.offer_lists(lists)
-
-    def hold(seconds: float) -> None:
-        for loop in loops:
-            loop.hold_lists(seconds)
-
     timer = FeedTimer(db_path, cfg.feeds.dir, interval_s=cfg.feeds.update_minutes * 60.0,
-                      max_age_days=cfg.feeds.max_age_days, line_idle=lambda: all(d.line_idle() for d in loops),
-                      on_lists=offer, hold_lists=hold)  # fmt: skip
+                      max_age_days=cfg.feeds.max_age_days,
+                      line_idle=daemon.line_idle if not others else lambda: all(d.line_idle() for d in loops),
+                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists)  # fmt: skip
     timer.start()
     return timer
 
