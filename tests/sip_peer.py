@@ -1,12 +1,25 @@
 """A pjsua2 SIP caller run as a subprocess by tests: its own endpoint, its own process.
 
     python tests/sip_peer.py --uri sip:mamoru@127.0.0.1:5070 --from sip:0398765432@127.0.0.1 \
-        [--header "Privacy: id"] [--hang-up-after 0.5] [--cancel-after 1] [--max-s 10]
+        [--header "Privacy: id"] [--hang-up-after 0.5] [--cancel-after 1] [--max-s 10] \
+        [--play speech.wav [--play-after 2.0 | --play-after-quiet 0.8] [--hang-up-after-play 3]] \
+        [--save-heard heard.wav]
 
 Calls the URI from the given From (extra headers go on the INVITE), speaks a 440 Hz tone
 once answered, and prints one JSON object on stdout: the final response code, whether it
 heard 180, whether the call was answered and who ended it, and the tone bursts it heard
 (start ms after answer, length ms, frequency Hz estimated from zero crossings).
+
+With ``--play`` the caller speaks that WAV instead of the tone (any PCM WAV, converted to
+8 kHz mono PCM16 with firmware.audio_format): at once when answered, ``--play-after`` seconds
+after the answer, or once the announcement is over (``--play-after-quiet``: what it hears has
+been loud and then quiet for that many seconds; ``--play-after`` is then the latest start).
+``--hang-up-after-play`` hangs up that long after the last sample was sent. The JSON then also
+has ``played_ms`` (the WAV's length once all of it was sent, else 0) and when, in seconds
+after the answer, playing started and ended and the call ended (``*_s``), plus the same
+moments on the wall clock (``*_wall``, time.time()) and on CLOCK_MONOTONIC (``*_mono``, one
+clock for every process on the machine) so a test can order them against other processes.
+``--save-heard`` writes what the caller heard after the answer as an 8 kHz WAV.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import logging
 import math
 import sys
 import time
+import wave
 from array import array
 from pathlib import Path
 from typing import Any
@@ -26,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pjsua2 as pj  # type: ignore[import-untyped]
 
+from firmware.audio_format import read_wav_pcm16, resample_pcm16
 from firmware.sip_media import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, FramePort
 
 log = logging.getLogger("sip_peer")
@@ -62,6 +77,54 @@ class PeerCall(pj.Call):  # type: ignore[misc]
                 self.codec = self.getStreamInfo(media.index).codecName
 
 
+def speech_pcm(path: str) -> bytes:
+    """A WAV as what the caller sends: 8 kHz mono PCM16 (raises WavError for a bad file)."""
+    pcm, rate = read_wav_pcm16(path)
+    return resample_pcm16(pcm, rate, SAMPLE_RATE)
+
+
+def frame_rms(frame: bytes) -> float:
+    samples = array("h", frame[: len(frame) // 2 * 2])
+    return math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
+
+
+def write_wav(path: str, frames: list[bytes]) -> None:
+    with wave.open(path, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(b"".join(frames))
+
+
+class QuietAfterLoud:
+    """True once the heard audio was loud and has since been quiet for ``quiet_s`` (prompt over)."""
+
+    def __init__(self, quiet_s: float) -> None:
+        self.quiet_frames = max(1, round(quiet_s * 1000 / FRAME_MS))
+        self.heard_loud = False
+        self.quiet_run = 0
+
+    def add(self, frame: bytes) -> bool:
+        if frame_rms(frame) >= _LOUD:
+            self.heard_loud, self.quiet_run = True, 0
+        elif self.heard_loud:
+            self.quiet_run += 1
+        return self.done
+
+    @property
+    def done(self) -> bool:
+        return self.heard_loud and self.quiet_run >= self.quiet_frames
+
+
+def play_due(since_answer: float, play_after: float | None, prompt_over: QuietAfterLoud | None) -> bool:
+    """Time to speak: the prompt is over, or ``play_after`` has passed (neither given: at once)."""
+    if prompt_over is not None and prompt_over.done:
+        return True
+    if play_after is not None:
+        return since_answer >= play_after
+    return prompt_over is None
+
+
 def tone(freq: float, seconds: float) -> bytes:
     n = int(seconds * SAMPLE_RATE)
     return array("h", (int(8000 * math.sin(2 * math.pi * freq * i / SAMPLE_RATE)) for i in range(n))).tobytes()
@@ -74,8 +137,7 @@ def bursts(frames: list[bytes]) -> list[list[int]]:
     start = 0
     for i, frame in enumerate([*frames, bytes(FRAME_BYTES)]):
         samples = array("h", frame[: len(frame) // 2 * 2])
-        rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
-        if rms >= _LOUD:
+        if frame_rms(frame) >= _LOUD:
             if not run:
                 start = i
             run.append(samples)
@@ -99,7 +161,18 @@ def main() -> int:
     parser.add_argument("--cancel-after", type=float, default=None, help="seconds after INVITE, if unanswered")
     parser.add_argument("--max-s", type=float, default=15.0)
     parser.add_argument("--codec", default="PCMU/8000")
+    parser.add_argument("--play", default=None, help="speak this WAV instead of the 440 Hz tone")
+    parser.add_argument("--play-after", type=float, default=None,
+                        help="seconds after answer to start --play (with --play-after-quiet: the latest start)")
+    parser.add_argument("--play-after-quiet", type=float, default=None,
+                        help="start --play once what we hear was loud, then quiet this many seconds")
+    parser.add_argument("--hang-up-after-play", type=float, default=None,
+                        help="hang up this many seconds after --play has been sent")
+    parser.add_argument("--save-heard", default=None, help="write what we heard after the answer to this WAV")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="sip_peer: %(message)s")
+    speech = speech_pcm(args.play) if args.play else None
+    prompt_over = QuietAfterLoud(args.play_after_quiet) if args.play_after_quiet is not None else None
 
     ep = pj.Endpoint()
     ep.libCreate()
@@ -143,28 +216,49 @@ def main() -> int:
 
     heard: list[bytes] = []
     spoke = hung_up = cancelled = False
+    play_started: float | None = None
+    play_ended: float | None = None
+    hung_up_at: float | None = None
     while not call.ended and time.monotonic() - started < args.max_s:
         ep.libHandleEvents(10)
         while (frame := port.received(0)) is not None:
             if call.answered_at is not None:
                 heard.append(frame)
+                if prompt_over is not None:
+                    prompt_over.add(frame)
         now = time.monotonic()
         if call.answered_at is not None and not spoke:
-            port.feed(tone(440, 5.0))
-            spoke = True
+            since_answer = now - call.answered_at
+            if speech is None:
+                port.feed(tone(440, 5.0))
+                spoke = True
+            elif play_due(since_answer, args.play_after, prompt_over):
+                log.info("speaking %s (%.1f s) %.2f s after the answer", args.play, len(speech) / 2 / SAMPLE_RATE,
+                         since_answer)
+                port.feed(speech)
+                spoke, play_started = True, now
+        if play_started is not None and play_ended is None and port.wait_drained(0):
+            play_ended = now
+        if play_ended is not None and args.hang_up_after_play is not None and not hung_up \
+                and now - play_ended >= args.hang_up_after_play:
+            hung_up, hung_up_at = True, now
+            call.hangup(pj.CallOpParam())
         if call.answered_at is None and args.cancel_after is not None and not cancelled \
                 and now - started >= args.cancel_after:
             cancelled = True
             call.hangup(pj.CallOpParam())
         if call.answered_at is not None and args.hang_up_after is not None and not hung_up \
                 and now - call.answered_at >= args.hang_up_after:
-            hung_up = True
+            hung_up, hung_up_at = True, now
             call.hangup(pj.CallOpParam())
+    ended_at = hung_up_at if hung_up_at is not None else time.monotonic()
     if not call.ended:
         call.hangup(pj.CallOpParam())
         for _ in range(50):
             ep.libHandleEvents(10)
-    result = {
+    if args.save_heard:
+        write_wav(args.save_heard, heard)
+    result: dict[str, Any] = {
         "final_code": call.final_code,
         "rang": call.rang,
         "answered": call.answered_at is not None,
@@ -175,11 +269,27 @@ def main() -> int:
         "bursts": bursts(heard),
         "elapsed_s": round(time.monotonic() - started, 2),
     }
+    if speech is not None:
+        result.update(_timeline(call.answered_at, {"play_started": play_started, "play_ended": play_ended,
+                                                   "ended": ended_at}))
+        result["played_ms"] = len(speech) // 2 * 1000 // SAMPLE_RATE if play_ended is not None else 0
     ep.audDevManager().setNoDev()  # stop the bridge clock before the port goes (see FramePort)
     del call, port, account  # pjsua2 objects must go before the library
     ep.libDestroy()
     print(json.dumps(result), flush=True)
     return 0
+
+
+def _timeline(answered_at: float | None, moments: dict[str, float | None]) -> dict[str, float | None]:
+    """Each moment as seconds after the answer, wall-clock time and CLOCK_MONOTONIC time."""
+    wall_offset = time.time() - time.monotonic()
+    out: dict[str, float | None] = {"answered_mono": answered_at,
+                                    "answered_wall": None if answered_at is None else answered_at + wall_offset}
+    for name, at in moments.items():
+        out[f"{name}_s"] = None if at is None or answered_at is None else round(at - answered_at, 3)
+        out[f"{name}_mono"] = at
+        out[f"{name}_wall"] = None if at is None else at + wall_offset
+    return out
 
 
 if __name__ == "__main__":
