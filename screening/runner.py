@@ -133,8 +133,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     sim = SimOptions.from_uri(uri) if is_sim(uri) else None
     db_path = Path(cfg.store.db)
     recordings_dir: Path | None = cfg.recording.dir if cfg.recording.enabled else None
-    if sim is not None and cfg.source == BUILTIN_SOURCE:
-        # The demo never needs root or touches /var/lib.
+    if (sim is not None or urlsplit(uri).scheme == "sip") and cfg.source == BUILTIN_SOURCE:
+        # The demo (and a SIP line tried without a settings file) never needs root or touches /var/lib.
         if not demo_db_explicit:
             db_path = demo_db_path()
         if recordings_dir is not None:
