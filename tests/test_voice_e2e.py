@@ -169,6 +169,25 @@ def test_partial_hypothesis_raises_the_fraud_event_before_the_utterance_ends(tmp
     store.close()
 
 
+def test_a_fraud_event_raised_on_a_partial_keeps_the_call_judged_fraud(tmp_path: Path) -> None:
+    """The final text may lose what the partial heard; the family was alerted, so the verdict stays."""
+    store = Store(tmp_path / "calls.db")
+    store.open()
+    call_id = store.begin_call("test", CallerID(raw_number="0312345678"))
+    events: list[FraudEvent] = []
+    voice = VoiceService(store=store, recordings_dir=None, pack=PhrasePack.load("ja"), model=None)
+    voice.on_fraud.append(events.append)
+    audio = voice.start_call(call_id)
+    audio.add_segment(Segment("もしもし 警察 です", 0.5, 2.0, ()))
+    audio.add_partial("キャッシュ カード を 預かり に", 4.25)
+    assert len(events) == 1
+    audio.add_segment(Segment("きゃく さま の かど を", 2.5, 6.0, ()))  # the final hypothesis heard otherwise
+    audio.finish()
+    row = store.get_call(call_id)
+    assert row.verdict == "fraud" and row.fraud_at, row
+    store.close()
+
+
 def test_worker_reports_partial_hypotheses_from_the_real_model(model) -> None:
     """The real recogniser's partial results reach the handler while audio is still being fed."""
     from firmware.audio_format import read_wav_pcm16

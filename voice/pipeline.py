@@ -85,6 +85,7 @@ class CallAudio:
         self._lock = threading.Lock()
         self._transcript: list[str] = []
         self._fraud_at: datetime | None = None
+        self._fraud_detection: Detection | None = None  # what raised the fraud event
         self._audio_offset_s = 0.0  # received audio fed to ASR so far
         self._detector = None
         self._worker = None
@@ -141,6 +142,7 @@ class CallAudio:
 
     def _raise_fraud(self, detection: Detection, audio_time: float | None = None) -> None:
         now = self._fraud_at = datetime.now(UTC)
+        self._fraud_detection = detection
         if audio_time is None:
             audio_time = self._detector.fraud_since if self._detector and self._detector.fraud_since else 0.0
         event = FraudEvent(self.call_id, detection, audio_time, now, self.transcript()[-300:])
@@ -192,6 +194,10 @@ class CallAudio:
         if self._detector is not None and (self._worker is not None or self._transcript):
             # No transcription means no verdict, not "clean".
             detection = self._detector.detection
+            if self._fraud_detection is not None and detection.verdict.value != "fraud":
+                # Raised on a partial hypothesis the final text no longer carries: the family was
+                # alerted and retention must keep the evidence, so the call stays judged fraud.
+                detection = self._fraud_detection
             store.set_detection(self.call_id, detection.verdict.value, detection.score, self.transcript(),
                                 fraud_at=self._fraud_at)
             store.add_event(self.call_id, EventKind.TRANSCRIPT, final=True, verdict=detection.verdict.value, score=detection.score,
