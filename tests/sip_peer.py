@@ -68,13 +68,43 @@ class PeerCall(pj.Call):  # type: ignore[misc]
             self.final_code = info.lastStatusCode
 
     def onCallMediaState(self, prm: Any) -> None:
-        info = self.getInfo()
-        for media in info.media:
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                audio = self.getAudioMedia(media.index)
-                audio.startTransmit(self.port)
-                self.port.startTransmit(audio)
-                self.codec = self.getStreamInfo(media.index).codecName
+        index = connect_audio(self, self.port)
+        if index is not None:
+            self.codec = self.getStreamInfo(index).codecName
+
+
+def start_endpoint(sip_port: int) -> Any:
+    """A started pjsua2 endpoint on 127.0.0.1:``sip_port`` (0 = any), polled by the caller, no sound card."""
+    ep = pj.Endpoint()
+    ep.libCreate()
+    config = pj.EpConfig()
+    config.uaConfig.threadCnt = 0
+    config.uaConfig.mainThreadOnly = False
+    config.logConfig.level = 1
+    config.logConfig.consoleLevel = 1
+    config.medConfig.clockRate = SAMPLE_RATE
+    config.medConfig.sndClockRate = SAMPLE_RATE
+    config.medConfig.noVad = True
+    ep.libInit(config)
+    transport = pj.TransportConfig()
+    transport.port = sip_port
+    transport.boundAddress = "127.0.0.1"
+    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+    ep.libStart()
+    ep.audDevManager().setNullDev()
+    return ep
+
+
+def connect_audio(call: Any, port: FramePort) -> int | None:
+    """Join the call's active audio both ways with ``port``; the media index, or None if none is up."""
+    info = call.getInfo()
+    for media in info.media:
+        if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+            audio = call.getAudioMedia(media.index)
+            audio.startTransmit(port)
+            port.startTransmit(audio)
+            return int(media.index)
+    return None
 
 
 def speech_pcm(path: str) -> bytes:
@@ -174,23 +204,7 @@ def main() -> int:
     speech = speech_pcm(args.play) if args.play else None
     prompt_over = QuietAfterLoud(args.play_after_quiet) if args.play_after_quiet is not None else None
 
-    ep = pj.Endpoint()
-    ep.libCreate()
-    config = pj.EpConfig()
-    config.uaConfig.threadCnt = 0
-    config.uaConfig.mainThreadOnly = False
-    config.logConfig.level = 1
-    config.logConfig.consoleLevel = 1
-    config.medConfig.clockRate = SAMPLE_RATE
-    config.medConfig.sndClockRate = SAMPLE_RATE
-    config.medConfig.noVad = True
-    ep.libInit(config)
-    transport = pj.TransportConfig()
-    transport.port = 0
-    transport.boundAddress = "127.0.0.1"
-    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
-    ep.libStart()
-    ep.audDevManager().setNullDev()
+    ep = start_endpoint(0)
     for codec in ep.codecEnum2():
         ep.codecSetPriority(codec.codecId, 255 if codec.codecId.startswith(args.codec) else 0)
     port = FramePort()

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pjsua2 as pj  # type: ignore[import-untyped]
 
 from firmware.sip_endpoint import parse_sip_headers
-from firmware.sip_media import SAMPLE_RATE, FramePort
-from tests.sip_peer import bursts, tone
+from firmware.sip_media import FramePort
+from tests.sip_peer import bursts, connect_audio, start_endpoint, tone
 
 
 class PhoneCall(pj.Call):  # type: ignore[misc]
@@ -45,12 +45,7 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
             self.final_code = info.lastStatusCode
 
     def onCallMediaState(self, prm: Any) -> None:
-        info = self.getInfo()
-        for media in info.media:
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                audio = self.getAudioMedia(media.index)
-                audio.startTransmit(self.port)
-                self.port.startTransmit(audio)
+        connect_audio(self, self.port)
 
 
 class PhoneAccount(pj.Account):  # type: ignore[misc]
@@ -93,23 +88,7 @@ def main() -> int:
     parser.add_argument("--max-s", type=float, default=20.0)
     args = parser.parse_args()
 
-    ep = pj.Endpoint()
-    ep.libCreate()
-    config = pj.EpConfig()
-    config.uaConfig.threadCnt = 0
-    config.uaConfig.mainThreadOnly = False
-    config.logConfig.level = 1
-    config.logConfig.consoleLevel = 1
-    config.medConfig.clockRate = SAMPLE_RATE
-    config.medConfig.sndClockRate = SAMPLE_RATE
-    config.medConfig.noVad = True
-    ep.libInit(config)
-    transport = pj.TransportConfig()
-    transport.port = args.port
-    transport.boundAddress = "127.0.0.1"
-    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
-    ep.libStart()
-    ep.audDevManager().setNullDev()
+    ep = start_endpoint(args.port)
     port = FramePort()
     port.create("phone")
     port.capturing = True
