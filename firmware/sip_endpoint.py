@@ -394,17 +394,18 @@ class SipEndpoint:
         After a failed refresh pjsua's registration client can stay busy (PJSIP_EBUSY) and
         never send again, and ``modify()`` with unchanged settings sends nothing.
         """
-        old, self._account = self._account, None
+        old = self._account
+        if old is not None:
+            self._dead_accounts.append(old)
         try:
             if old is not None:
                 old.shutdown()
             account = _Account(self)
             account.create(self._account_config(), True)
-            self._account = account
         except pj.Error as exc:
             log.warning("%s: registration retry: %s", self.name, exc.info())
-            self._account = old if self._account is None else self._account
-        self._dead_accounts.append(old)
+            return  # the next retry starts again from the account we have
+        self._account = account
 
     def _run_commands(self) -> None:
         while True:

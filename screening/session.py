@@ -126,12 +126,13 @@ class CallSession:
         self.calls.add_event(call_id, EventKind.ANSWERED)
         audio = self._start_audio(call_id)
         try:
-            return self._announce_and_listen(call_id, decision, audio)
+            return self._announce_and_listen(call_id, decision, audio, routing)
         finally:
             if audio is not None:
                 audio.finish()
 
-    def _announce_and_listen(self, call_id: int, decision: Decision, audio: CallAudio | None) -> str:
+    def _announce_and_listen(self, call_id: int, decision: Decision, audio: CallAudio | None,
+                             routing: CallRouting | None) -> str:
         assert decision.prompt is not None  # every non-ALLOW decision names its prompt
         clip = self.announcements.clip_for(decision.prompt)
         end = self.line.play(clip, timeout=clip.duration_s + 10.0)
@@ -140,7 +141,6 @@ class CallSession:
         self.calls.add_event(call_id, EventKind.PLAYED, prompt=decision.prompt.value, clip=clip.name,
                              end=end.value)
         if decision.action is Action.WARN and end is EndReason.COMPLETED:
-            routing = self.line if isinstance(self.line, CallRouting) else None
             if routing is not None and routing.connect_household():
                 self.calls.add_event(call_id, EventKind.HOUSEHOLD, leg="connecting")
             end = self.line.listen(self.settings.call_timeout_s, self._sink(audio))

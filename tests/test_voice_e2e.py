@@ -147,15 +147,20 @@ def test_fraud_event_fires_once_during_the_call_with_the_flags(tmp_path: Path) -
     store.close()
 
 
-def test_partial_hypothesis_raises_the_fraud_event_before_the_utterance_ends(tmp_path: Path) -> None:
-    """Detection on Vosk's running hypothesis: the event fires once, at the partial, not at the final."""
+def _live_call_without_model(tmp_path: Path):
+    """A store with one call, and its live pipeline (Japanese phrases) fed by hand; fraud events collected."""
     store = Store(tmp_path / "calls.db")
     store.open()
     call_id = store.begin_call("test", CallerID(raw_number="0312345678"))
     events: list[FraudEvent] = []
     voice = VoiceService(store=store, recordings_dir=None, pack=PhrasePack.load("ja"), model=None)
     voice.on_fraud.append(events.append)
-    audio = voice.start_call(call_id)
+    return store, call_id, events, voice.start_call(call_id)
+
+
+def test_partial_hypothesis_raises_the_fraud_event_before_the_utterance_ends(tmp_path: Path) -> None:
+    """Detection on Vosk's running hypothesis: the event fires once, at the partial, not at the final."""
+    store, call_id, events, audio = _live_call_without_model(tmp_path)
     audio.add_segment(Segment("もしもし 警察 です", 0.5, 2.0, ()))
     audio.add_partial("キャッシュ カード を 預かり に", 4.25)
     assert len(events) == 1 and events[0].audio_time_s == 4.25  # before the utterance closed
@@ -171,13 +176,7 @@ def test_partial_hypothesis_raises_the_fraud_event_before_the_utterance_ends(tmp
 
 def test_a_fraud_event_raised_on_a_partial_keeps_the_call_judged_fraud(tmp_path: Path) -> None:
     """The final text may lose what the partial heard; the family was alerted, so the verdict stays."""
-    store = Store(tmp_path / "calls.db")
-    store.open()
-    call_id = store.begin_call("test", CallerID(raw_number="0312345678"))
-    events: list[FraudEvent] = []
-    voice = VoiceService(store=store, recordings_dir=None, pack=PhrasePack.load("ja"), model=None)
-    voice.on_fraud.append(events.append)
-    audio = voice.start_call(call_id)
+    store, call_id, events, audio = _live_call_without_model(tmp_path)
     audio.add_segment(Segment("もしもし 警察 です", 0.5, 2.0, ()))
     audio.add_partial("キャッシュ カード を 預かり に", 4.25)
     assert len(events) == 1
