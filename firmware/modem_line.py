@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -70,7 +71,9 @@ from firmware.dialects import (
     dialect_for_ati3,
 )
 from firmware.dle import DTMF_DIGITS, DleEvent
+from firmware.handset_state import HandsetState
 from screening.callerid import CallerIdBuilder, CidField, parse_cid_line
+from screening.model import CallerID
 from screening.line import (
     AudioClip,
     AudioSink,
@@ -79,6 +82,7 @@ from screening.line import (
     EndReason,
     HandsetOffHook,
     HandsetOnHook,
+    HandsetStale,
     LineError,
     LineEvent,
     LineFault,
@@ -115,6 +119,8 @@ EVENT_QUEUE_SIZE = 1000
 # call setup and +VRA of ringback silence before it reports an answer.
 DIAL_OVERHEAD_S = DIAL_TONE_WAIT_S + 4.0 + RINGBACK_GOES_AWAY_S
 MAX_S7 = 255
+# A handset reported off-hook this long is worth a person's look (phone not put back, or a stuck state).
+DEFAULT_HANDSET_STALE_S = 3 * 3600.0
 DIAL_SEPARATORS = frozenset(" -().")
 
 
@@ -245,6 +251,7 @@ class _RingTracker:
     count: int = 0
     last_ring_at: float | None = None
     last_activity_at: float | None = None
+    caller: CallerID | None = None  # this ringing's caller-ID block, to tell a repeat from a new call
 
     def ring(self, now: float) -> int:
         if self.last_ring_at is None or now - self.last_ring_at > self.gap_s:
@@ -254,11 +261,18 @@ class _RingTracker:
         self.last_activity_at = now
         return self.count
 
-    def caller_id(self, now: float) -> None:
+    def caller_id(self, now: float, caller: CallerID | None = None) -> None:
         if self.last_ring_at is not None and now - self.last_ring_at > self.gap_s:
             self.count = 0
             self.last_ring_at = None
         self.last_activity_at = now
+        if caller is not None:
+            self.caller = caller
+
+    def repeats(self, caller: CallerID, now: float) -> bool:
+        """The same block as this ringing's, while it is still ringing: the modem printed it twice."""
+        return (self.caller == caller and self.last_activity_at is not None
+                and now - self.last_activity_at <= self.gap_s)
 
     def stopped(self, now: float) -> bool:
         """True once when activity has been quiet for longer than the gap."""
@@ -275,6 +289,7 @@ class _RingTracker:
         self.count = 0
         self.last_ring_at = None
         self.last_activity_at = None
+        self.caller = None
 
 
 def _dialect_default(name: str) -> str:
@@ -310,6 +325,7 @@ class ModemLine:
         reconnect_max_s: float = 5.0,
         write_timeout_s: float = 2.0,
         transcript_size: int = 2000,
+        handset_stale_s: float | None = DEFAULT_HANDSET_STALE_S,
     ) -> None:
         """No I/O here: :meth:`open` touches the device.
 
@@ -317,6 +333,7 @@ class ModemLine:
         means a new call / ringing stopped); tests with a time-scaled modem set
         it. ``health_interval_s`` is how long the line may be idle before the
         reader sends ``AT`` to notice a silently dead modem (None: never).
+        ``handset_stale_s``: a handset off-hook this long is reported (HandsetStale; None: never).
         """
         if dialect != AUTO_DIALECT and dialect not in DIALECTS:
             raise ValueError(f"unknown modem dialect {dialect!r}; use {AUTO_DIALECT!r} or one of {sorted(DIALECTS)}")
@@ -369,7 +386,7 @@ class ModemLine:
         self._current_timeout: float | None = None
 
         # Call state shared with the caller's thread.
-        self._handset_off = False
+        self._handset = HandsetState(ring_grace_s=gap / 4, stale_after_s=handset_stale_s)
         self._off_hook = False
         self._stop = _StopSignal()
         self._stop_on_silence = False
@@ -438,6 +455,32 @@ class ModemLine:
         assert self._dialect is not None
         log.info("%s: %s ready on %s", self.name, self._dialect.description, self.port)
 
+    def open_or_retry(self) -> None:
+        """Like :meth:`open`, but a modem missing or silent at start-up is not an error.
+
+        Start-up then does what recovery does: the reader reports LineFault ("modem not found
+        at /dev/..."), retries with backoff (and the USB power cycle) until the modem answers,
+        and reports LineRestored. An unsupported modem still raises: retrying cannot fix it.
+        """
+        try:
+            self.open()
+            return
+        except UnsupportedModem:
+            raise
+        except LineError as exc:
+            if os.path.exists(self.port):
+                reason = f"modem at {self.port} did not start: {exc}"
+            else:
+                reason = f"modem not found at {self.port}"
+        log.error("%s: %s; screening starts as soon as it answers", self.name, reason)
+        # open() left nothing running; from here on the reader owns (re)opening the port.
+        self._closing.clear()
+        self._initialised = True
+        self._recovering = True  # commands fail fast until LineRestored
+        self._recovery_reason = reason
+        self._reader = threading.Thread(target=self._reader_main, name=f"{self.name}-reader", daemon=True)
+        self._reader.start()
+
     def close(self, join_timeout: float = 3.0) -> None:
         """Stop the reader (and any recovery), put the line on-hook if we held it, close."""
         reader = self._reader
@@ -474,7 +517,7 @@ class ModemLine:
             return None
 
     def handset_off_hook(self) -> bool:
-        return self._handset_off
+        return self._handset.off_hook
 
     def transcript(self) -> list[TranscriptEntry]:
         """Recent (monotonic time, direction, bytes) exchanged with the modem; no audio."""
@@ -484,7 +527,7 @@ class ModemLine:
 
     def answer(self, timeout: float = 5.0) -> None:
         """Go off-hook in voice mode, unless the household is on the line."""
-        if self._handset_off:
+        if self._handset.off_hook:
             raise LineError(
                 f"{self.name}: handset is off-hook; not answering (never take the line while the household is on it)"
             )
@@ -506,7 +549,7 @@ class ModemLine:
         After ANSWERED the call is ours as after :meth:`answer`.
         """
         digits = dialable(number)
-        if self._handset_off:
+        if self._handset.off_hook:
             log.warning("%s: handset is off-hook; not dialling %s over the household's call", self.name, digits)
             return DialResult.NO_DIALTONE
         dialect = self._require_dialect()
@@ -952,6 +995,9 @@ class ModemLine:
             stopped = not self._off_hook and self._rings.stopped(now)
         if stopped:
             self._emit(RingingStopped(now))
+        if (doubt := self._handset.check(now)) is not None:
+            log.warning("%s: %s", self.name, doubt)
+            self._emit(HandsetStale(doubt, now))
         self._maybe_health_check(now)
 
     def _maybe_health_check(self, now: float) -> None:
@@ -1023,6 +1069,11 @@ class ModemLine:
             if self._off_hook:
                 return
             count = self._rings.ring(now)
+        if (doubt := self._handset.rang(now)) is not None:
+            # Only an on-hook line is rung: the off-hook report was stray (or its DLE h got lost).
+            log.warning("%s: %s", self.name, doubt)
+            self._emit(HandsetStale(doubt, now))
+            self._emit(HandsetOnHook(now))
         self._emit(Ring(count, now))
 
     def _on_cid_field(self, cid_field: CidField, value: str, text: str, now: float) -> None:
@@ -1038,12 +1089,18 @@ class ModemLine:
         caller = self._cid.build(self.home_region)
         self._cid.reset()
         with self._state_lock:
+            if self._off_hook or self._rings.repeats(caller, now):
+                # We hold the line, or the modem printed this ringing's block again: not a new call.
+                log.info("%s: caller-ID block repeated by the modem ignored: %r", self.name, caller.raw_lines)
+                if not self._off_hook:
+                    self._rings.caller_id(now)
+                return
             # Japan and the UK send caller ID before the first ring: a block after this ringing's
             # rings belongs to the next call, even if the ring gap has not run out yet (a redial).
             next_call = self.cadence is not RingCadence.NORTH_AMERICA and self._rings.last_ring_at is not None
             if next_call:
                 self._rings.reset()
-            self._rings.caller_id(now)
+            self._rings.caller_id(now, caller)
         if next_call:
             self._emit(RingingStopped(now))
         self._emit(CallOffered(caller, now))
@@ -1105,10 +1162,10 @@ class ModemLine:
     def _on_dle_event(self, event: DleEvent, now: float) -> None:
         match event:
             case DleEvent.HANDSET_OFF_HOOK:
-                self._handset_off = True
+                self._handset.picked_up(now)
                 self._emit(HandsetOffHook(now))
             case DleEvent.HANDSET_ON_HOOK:
-                self._handset_off = False
+                self._handset.put_down()
                 self._emit(HandsetOnHook(now))
                 if self._off_hook:
                     self._signal_stop(EndReason.HANDSET_ON_HOOK)
@@ -1169,8 +1226,8 @@ class ModemLine:
         with self._state_lock:
             self._off_hook = False
             self._rings.reset()
-        # _handset_off is kept: after a modem reset we cannot know, and the
-        # call-waiting guard must err on the side of not taking the line.
+        # The handset state is kept: after a modem reset we cannot know, and the call-waiting
+        # guard must err on the side of not taking the line (the next ring corrects it).
         self._close_port()
         delay = self.reconnect_min_s
         attempts = 0

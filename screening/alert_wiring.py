@@ -70,6 +70,13 @@ class RunningAlerts:
 
         return on_fault
 
+    def handset_stale_handler(self):
+        def on_stale(message: str) -> None:
+            self.service.on_health("handset_stuck", f"受話器が上がったままになっています。電話機の受話器を確かめてください"
+                                                    f"（{message}）")
+
+        return on_stale
+
     def check_disk(self, path: Path) -> None:
         """Health alert when the data partition is nearly full (recordings and the database stop)."""
         try:

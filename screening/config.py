@@ -345,6 +345,11 @@ class LineConfig:
         600, _int_range(1), "Longest time (seconds) we stay on an answered, screened call."
     )
     baudrate: int = _setting(115200, _int_range(1), "Serial speed for the modem's tty.")
+    handset_alert_minutes: int = _setting(
+        180, _int_range(0),
+        "A modem line reports the household's handset off-hook for longer than this (minutes) as a problem: "
+        "doctor, health page and a family alert (phone left off the hook, or a stuck state). 0: never.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from screening.line import (
     CallOffered,
     HandsetOffHook,
     HandsetOnHook,
+    HandsetStale,
     LineAdapter,
     LineEvent,
     LineFault,
@@ -40,9 +41,9 @@ from screening.line import (
 from screening.config import BUILTIN_SOURCE, COMMAND_LINE_SOURCE, Config, ConfigError, load_config
 from screening.line_jobs import LineJobs
 from screening.model import Action, CallerID, Decision, Prompt
-from screening.session import Announcements, CallSession, SessionSettings
+from screening.session import Announcements, CallSession, Outcome, SessionSettings
 from screening.rules import Policy
-from screening.status import StatusWriter
+from screening.status import LineProblem, StatusWriter
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ class Daemon:
     on_screened: Callable[[int, CallerID, Decision], None] | None = None
     on_line_fault: Callable[[str], None] | None = None  # e.g. a health alert to the family
     on_line_restored: Callable[[str], None] | None = None
+    on_handset_stale: Callable[[str], None] | None = None  # e.g. a health alert: phone left off the hook
     on_tick: Callable[[], None] | None = None  # every loop wake-up (≤ 0.5 s apart): the systemd watchdog
     line_jobs: LineJobs | None = None  # e.g. phoning a relative: runs here, between calls
     housekeeping: Callable[[], None] | None = None  # e.g. recording retention; run between calls
@@ -237,6 +239,7 @@ class Daemon:
     _screened_this_ringing: bool = False
     _last_offered: CallerID | None = None  # to ignore a modem repeating the same caller-ID block
     _session_ended_at: float = 0.0  # monotonic; rings older than this were the screened call's
+    _guarded: tuple[int, Decision] | None = None  # this ringing's call, held back by the call-waiting guard
     calls_screened: int = 0
 
     def run(self, stop: threading.Event, max_calls: int | None = None) -> None:
@@ -315,10 +318,11 @@ class Daemon:
 
     def _handle(self, event: LineEvent, session: CallSession) -> None:
         match event:
-            case CallOffered(caller=caller):
+            case CallOffered(caller=caller, at=at):
                 # A caller-ID block is sent once per call, so a new block is a new call, even
-                # if the previous (allowed) call's ringing has not timed out yet.
-                if self._screened_this_ringing and caller == self._last_offered:
+                # if the previous (allowed) call's ringing has not timed out yet. The same block
+                # queued while we were on its call is the line repeating it, not a new call.
+                if caller == self._last_offered and (self._screened_this_ringing or at <= self._session_ended_at):
                     log.debug("duplicate caller ID for a call already screened: %s", caller)
                     return
                 if not caller.has_number and caller.reason is None:
@@ -331,16 +335,31 @@ class Daemon:
             case Ring(count=count, at=at):
                 if at <= self._session_ended_at:
                     return  # queued while we were on the call it belonged to
+                if self._guarded is not None:
+                    # Only an on-hook line rings: if the line now agrees, act on the held-back call.
+                    if not self.line.handset_off_hook():
+                        self._act_on_guarded(session)
+                    return
                 if count >= self.no_cid_ring and not self._screened_this_ringing:
                     log.info("ring %d and still no caller ID: screening as no caller ID", count)
                     self._screen(session, CallerID())
             case RingingStopped():
                 self._screened_this_ringing = False
                 self._last_offered = None
+                self._guarded = None
             case HandsetOffHook():
                 self.store.add_event(None, EventKind.HANDSET, state="off_hook")
             case HandsetOnHook():
                 self.store.add_event(None, EventKind.HANDSET, state="on_hook")
+                if self.status is not None:
+                    self.status.line_problem(None)
+            case HandsetStale(message=message):
+                log.warning("line %s: %s", self.line.name, message)
+                self.store.add_event(None, EventKind.HANDSET, state="stale", message=message)
+                if self.status is not None:
+                    self.status.line_problem(LineProblem.HANDSET_STUCK)
+                if self.on_handset_stale is not None:
+                    self.on_handset_stale(message)
             case LineFault(message=message):
                 log.error("line %s fault: %s", self.line.name, message)
                 if self.status is not None:
@@ -365,15 +384,36 @@ class Daemon:
         try:
             # A few stat() calls; settings saved less than one loop wake-up ago still count.
             self._reload(session)
-            call_id, decision = session.screen(caller, self._lists.current())
+            call_id, decision, end_reason = session.screen(caller, self._lists.current())
         finally:
             self._in_call = False
         self._session_ended_at = time.monotonic()
         self.calls_screened += 1
         if self.status is not None:
             self.status.call_screened()
-        if decision.action is not Action.ALLOW:
-            # We answered and hung up: the next RING belongs to a new call.
-            self._screened_this_ringing = False
+        self._after_acting(call_id, decision, end_reason)
         if self.on_screened is not None:
             self.on_screened(call_id, caller, decision)
+
+    def _after_acting(self, call_id: int, decision: Decision, end_reason: str) -> None:
+        if end_reason == Outcome.LINE_IN_USE:
+            # Not answered: the rest of this ringing is still this call (one ringing, one row).
+            self._guarded = (call_id, decision)
+        elif decision.action is not Action.ALLOW:
+            # We answered and hung up: the next RING belongs to a new call.
+            self._screened_this_ringing = False
+            self._guarded = None
+
+    def _act_on_guarded(self, session: CallSession) -> None:
+        assert self._guarded is not None
+        call_id, decision = self._guarded
+        self._guarded = None
+        log.warning("call %s: the line rang, so the handset is down after all: acting now", call_id)
+        self.store.add_event(call_id, EventKind.HANDSET, guard="line rang: handset is on-hook, acting")
+        self._in_call = True
+        try:
+            end_reason = session.act(call_id, decision)
+        finally:
+            self._in_call = False
+        self._session_ended_at = time.monotonic()
+        self._after_acting(call_id, decision, end_reason)

@@ -59,6 +59,15 @@ class HandsetOnHook:
 
 
 @dataclass(frozen=True, slots=True)
+class HandsetStale:
+    """The adapter doubts its handset state: off-hook far too long, or the line rang while
+    it was believed off-hook (then a HandsetOnHook follows). A person should look."""
+
+    message: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Dtmf:
     digit: str
     at: float
@@ -86,7 +95,8 @@ class LineRestored:
 
 
 LineEvent = (
-    Ring | CallOffered | HandsetOffHook | HandsetOnHook | Dtmf | RingingStopped | LineFault | LineRestored
+    Ring | CallOffered | HandsetOffHook | HandsetOnHook | HandsetStale | Dtmf | RingingStopped | LineFault
+    | LineRestored
 )
 
 

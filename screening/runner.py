@@ -92,7 +92,8 @@ def is_sim(uri: str) -> bool:
 
 def modem_line_from_uri(uri: str, cfg: Config, **extra: object) -> ModemLine:
     kwargs: dict[str, object] = {"home_region": cfg.line.home_region, "cadence": cfg.line.cadence,
-                                 "baudrate": cfg.line.baudrate, **extra}
+                                 "baudrate": cfg.line.baudrate,
+                                 "handset_stale_s": cfg.line.handset_alert_minutes * 60.0 or None, **extra}
     query = dict(parse_qsl(urlsplit(uri).query))
     if "dialect" not in query:
         kwargs["dialect"] = cfg.line.modem.value
@@ -173,7 +174,10 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             modem_line = modem_line_from_uri(uri, cfg)
             modem_line.power_cycler = UsbPowerCycler(urlsplit(uri).path)
             line = modem_line
-        line.open()
+        if isinstance(line, ModemLine) and modem is None:
+            line.open_or_retry()  # a missing modem is a health problem to report, not a crash
+        else:
+            line.open()
         cycler = getattr(line, "power_cycler", None)
         if cycler is not None:
             cycler.locate()  # now, while the device is there: it may vanish when wedged
@@ -209,6 +213,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         if alerts is not None:
             daemon.on_screened = _chain(daemon.on_screened, alerts.screened_handler())
             daemon.on_line_fault = alerts.line_fault_handler()
+            daemon.on_handset_stale = alerts.handset_stale_handler()
         panel = start_panel(cfg, store, alerts)
         if panel is not None:
             daemon.on_screened = _chain(daemon.on_screened, panel.hooks.on_screened)

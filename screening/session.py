@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from blocklist.store import CallState, EventKind
 from screening.line import AudioClip, CallRouting, EndReason, LineAdapter, LineError
@@ -65,6 +65,14 @@ class VoiceHooks(Protocol):
     def start_call(self, call_id: int) -> CallAudio: ...
 
 
+class Screened(NamedTuple):
+    """What became of one offered call."""
+
+    call_id: int
+    decision: Decision
+    end_reason: str  # an EndReason or Outcome value, as stored with the call
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
     call_timeout_s: float = 600.0  # longest we stay on a warned call
@@ -82,8 +90,8 @@ class CallSession:
     policy: Policy
     settings: SessionSettings = field(default_factory=SessionSettings)
 
-    def screen(self, caller: CallerID, lists: ListLookup) -> tuple[int, Decision]:
-        """Record, decide, act. Returns the call id and decision; never raises for line trouble."""
+    def screen(self, caller: CallerID, lists: ListLookup) -> Screened:
+        """Record, decide, act. Never raises for line trouble."""
         started = time.monotonic()
         decision = decide(caller, lists, self.policy)
         decide_ms = round((time.monotonic() - started) * 1000, 3)
@@ -96,6 +104,14 @@ class CallSession:
         ))
         log.info("call %s from %s: %s (%s) -- %s", call_id, _who(caller, self.policy.home_region),
                  decision.action.value.upper(), decision.rule, decision.reason)
+        return Screened(call_id, decision, self.act(call_id, decision))
+
+    def act(self, call_id: int, decision: Decision) -> str:
+        """Act on a recorded decision and complete its row; returns the stored end reason.
+
+        Also for a call the call-waiting guard held back when the line has since shown the
+        handset is down after all: the same row is completed again, no second call appears.
+        """
         try:
             end_reason = self._act(call_id, decision)
         except LineError as exc:
@@ -103,9 +119,9 @@ class CallSession:
             self.calls.add_event(call_id, EventKind.ERROR, message=str(exc))
             self._safe_hang_up(call_id)
             self.calls.finish_call(call_id, Outcome.FAILED, error=str(exc))
-            return call_id, decision
+            return Outcome.FAILED
         self.calls.finish_call(call_id, end_reason)
-        return call_id, decision
+        return end_reason
 
     def _act(self, call_id: int, decision: Decision) -> str:
         routing = self.line if isinstance(self.line, CallRouting) else None

@@ -40,6 +40,12 @@ class LineState(StrEnum):
     STOPPED = "stopped"  # the daemon ended cleanly (SIGTERM, end of the demo)
 
 
+class LineProblem(StrEnum):
+    """Something about a working line that a person should look at."""
+
+    HANDSET_STUCK = "handset_stuck"  # off-hook far too long, or reported off-hook while the line rang
+
+
 class StatusError(ValueError):
     """The status file exists but cannot be read as a status."""
 
@@ -54,6 +60,7 @@ class DaemonStatus:
     version: str
     pid: int
     updated_at: datetime
+    line_problem: LineProblem | None = None
 
     def age_s(self, now: datetime) -> float:
         return (now - self.updated_at).total_seconds()
@@ -65,7 +72,8 @@ class DaemonStatus:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": STATUS_FORMAT,
-            "line": {"state": self.line_state.value, "since": _iso(self.line_since), "message": self.line_message},
+            "line": {"state": self.line_state.value, "since": _iso(self.line_since), "message": self.line_message,
+                     "problem": self.line_problem.value if self.line_problem else None},
             "last_call_at": _iso(self.last_call_at) if self.last_call_at else None,
             "speech_model_loaded": self.speech_model,
             "version": self.version,
@@ -86,6 +94,7 @@ class DaemonStatus:
             if not isinstance(pid, int) or isinstance(pid, bool):
                 raise StatusError("pid must be an integer")
             last = document.get("last_call_at")
+            problem = line.get("problem")
             return cls(
                 line_state=LineState(line["state"]),
                 line_since=_parse(line["since"]),
@@ -95,6 +104,7 @@ class DaemonStatus:
                 version=str(document.get("version", "")),
                 pid=pid,
                 updated_at=_parse(document["updated_at"]),
+                line_problem=LineProblem(problem) if problem else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, StatusError):
@@ -173,6 +183,12 @@ class StatusWriter:
 
     def stopped(self) -> None:
         self._line(LineState.STOPPED, "")
+
+    def line_problem(self, problem: LineProblem | None) -> None:
+        """Set (or clear, with None) a problem of a working line; written at once when it changes."""
+        if problem is not self._status.line_problem:
+            self._status = replace(self._status, line_problem=problem)
+            self._write()
 
     def call_screened(self) -> None:
         """Recorded now, written with the next heartbeat (never delays the call loop by a write)."""

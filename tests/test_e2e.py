@@ -39,10 +39,12 @@ ROOT = Path(__file__).parent.parent
 class Rig:
     """A running daemon on a virtual modem, with its store."""
 
-    def __init__(self, tmp: Path, dialect=CONEXANT_CX93001, cadence=RingCadence.JAPAN) -> None:
+    def __init__(self, tmp: Path, dialect=CONEXANT_CX93001, cadence=RingCadence.JAPAN,
+                 line_options: dict[str, object] | None = None) -> None:
         self.modem = VirtualModem(dialect, cadence, SCALE)
         self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
         self.cadence = cadence
+        self.line_options = line_options or {}
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -52,7 +54,7 @@ class Rig:
         self.store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81312345678", source="family"))
         self.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
         self.line = ModemLine(str(self.modem.device_path), "auto", "JP", self.cadence,
-                              ring_gap_s=1.5 * CADENCE_PERIOD_S[self.cadence] * SCALE)
+                              ring_gap_s=1.5 * CADENCE_PERIOD_S[self.cadence] * SCALE, **self.line_options)
         self.line.open()
         self.daemon = Daemon(self.line, self.store, Policy(), ToneAnnouncements(), SessionSettings(30.0))
         self.thread = threading.Thread(target=self.daemon.run, args=(self.stop,), daemon=True)

@@ -1,0 +1,165 @@
+"""Issue 12, items 3-5: the modem line must never stop screening.
+
+All on the virtual modem over a real pty (in-process daemon, real store), or
+``mamoru run`` as a subprocess: a stray ``DLE H`` on an idle line, a caller-ID
+block the modem repeats, and a modem missing when the daemon starts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware.scenarios import CallScript
+from firmware.virtual_modem import CallOutcome
+from screening.model import Action
+from tests.test_e2e import ROOT, Rig, _env, _wait_for, off_hook_commands
+
+pytestmark = pytest.mark.timeout(90)
+
+STRAY_HANDSET_OFF_HOOK = b"\x10H"  # DLE H: what a noisy line or a confused firmware can print on an idle modem
+
+
+# ---- item 3: a stray DLE H ---------------------------------------------------------
+
+
+def test_stray_handset_bytes_do_not_stop_screening(tmp_path: Path) -> None:
+    with Rig(tmp_path) as rig:
+        rig.modem.inject(STRAY_HANDSET_OFF_HOOK)
+        _wait_for(rig.line.handset_off_hook, 2.0)  # the line believes the household picked up
+        first = rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200, max_rings=4))
+        second = rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200, max_rings=4))
+        # The phone rang, so the handset cannot have been off-hook: both calls are screened.
+        assert first.outcome is CallOutcome.ANSWERED and off_hook_commands(first)
+        assert second.outcome is CallOutcome.ANSWERED and second.rings <= 1
+        rows = rig.wait_calls(2)
+        assert len(rig.store.recent_calls(limit=100)) == 2  # one ringing, one row
+        assert [r.action for r in rows] == [Action.BLOCK, Action.BLOCK]
+        assert not rig.line.handset_off_hook()
+
+
+def test_a_ringing_while_the_handset_is_believed_up_is_one_row(tmp_path: Path) -> None:
+    """Without caller ID (North-American style rings first) the guard used to add a row per ring."""
+    with Rig(tmp_path) as rig:
+        rig.modem.set_handset(True)
+        _wait_for(rig.line.handset_off_hook, 2.0)
+        # call-waiting: caller ID only, no RING; the household really is on the line
+        rec = rig.call(CallScript(nmbr="0398765432", handset_off_hook_at_s=0, max_rings=4))
+        assert rec.outcome is CallOutcome.LINE_IN_USE and off_hook_commands(rec) == []
+        time.sleep(0.3)
+        rows = rig.store.recent_calls(limit=100)
+        assert len(rows) == 1 and rows[0].end_reason == "line_in_use"
+
+
+def test_handset_off_hook_too_long_is_reported(tmp_path: Path) -> None:
+    """The phone left off the hook (or a stuck state): status.json says so, for doctor and the health page."""
+    with Rig(tmp_path, line_options={"handset_stale_s": 0.3}) as rig:
+        rig.modem.inject(STRAY_HANDSET_OFF_HOOK)
+        status_path = rig.store.path.parent / "status.json"
+
+        def problem() -> object:
+            try:
+                return json.loads(status_path.read_text())["line"].get("problem")
+            except (OSError, ValueError):
+                return None
+
+        _wait_for(lambda: problem() == "handset_stuck", 5.0)
+        rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200, max_rings=4))
+        _wait_for(lambda: problem() is None, 5.0)  # the ring showed the handset is down: cleared
+
+
+# ---- item 4: a repeated caller-ID block ---------------------------------------------
+
+
+def test_repeated_caller_id_block_is_one_call(tmp_path: Path) -> None:
+    with Rig(tmp_path) as rig:
+        script = CallScript(nmbr="0662223333", hang_up_after_s=40, max_rings=4)
+        record = rig.modem.place_call(script)
+        _wait_for(lambda: rig.modem.off_hook, 5.0)  # answered
+        assert record.cid_bytes is not None
+        rig.modem.inject(record.cid_bytes)  # the modem prints the same block again
+        rig.modem.wait_for_call_end(record, 30.0)
+        assert record.outcome is CallOutcome.CALLER_HUNG_UP
+        time.sleep(0.5)  # a phantom call would be answered within milliseconds of the hang-up
+        assert not rig.modem.off_hook
+        rows = rig.store.recent_calls(limit=100)
+        assert len(rows) == 1, [(r.id, r.rule, r.end_reason) for r in rows]
+        assert rows[0].action is Action.WARN
+
+
+def test_caller_id_block_repeated_after_the_first_ring_is_not_a_new_call(tmp_path: Path) -> None:
+    with Rig(tmp_path) as rig:
+        record = rig.modem.place_call(CallScript(nmbr="0312345678", max_rings=3))  # family: allowed, rings
+        _wait_for(lambda: record.first_ring_at is not None, 5.0)
+        assert record.cid_bytes is not None
+        rig.modem.inject(record.cid_bytes)
+        rig.modem.wait_for_call_end(record, 10.0)
+        time.sleep(0.3)
+        rows = rig.store.recent_calls(limit=100)
+        assert [r.action for r in rows] == [Action.ALLOW]
+
+
+# ---- item 5: no modem when the daemon starts ---------------------------------------------
+
+
+def _line_status(db: Path) -> dict[str, object] | None:
+    try:
+        return json.loads((db.parent / "status.json").read_text())["line"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_run_without_the_modem_keeps_running_and_starts_screening_when_it_appears(tmp_path: Path) -> None:
+    device = tmp_path / "mamoru-modem"  # the stable link a udev rule would make; not there yet
+    db = tmp_path / "m.db"
+    scenario = tmp_path / "calls.toml"
+    scenario.write_text('[[call]]\nnmbr = "P"\nhang_up_after_s = 200\ngap_s = 0.5\n', encoding="utf-8")
+    env = _env(tmp_path)
+    run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--line", f"modem://{device}",
+                            "--db", str(db)], stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    emu = None
+    try:
+        _wait_for(lambda: (_line_status(db) or {}).get("state") == "fault", 20)
+        status = _line_status(db)
+        assert status is not None and f"modem not found at {device}" in str(status["message"])
+        assert run.poll() is None, "mamoru run exited without a modem"
+        emu = subprocess.Popen([sys.executable, "-m", "screening.cli", "modem", "emulate", "--link", str(device),
+                                "--scenario", str(scenario), "--time-scale", "0.5"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
+        _wait_for(lambda: (_line_status(db) or {}).get("state") == "ok", 30)
+        _wait_for(lambda: _count_calls(db) >= 1, 30)
+    finally:
+        for proc in (emu, run):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        if emu is not None:
+            emu.wait(timeout=10)
+        code = run.wait(timeout=15)
+        stderr = run.stderr.read() if run.stderr else ""
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    events = [r[0] for r in _query(db, "select kind from events where call_id is null")]
+    assert "line_fault" in events and "line_restored" in events
+    assert [r[0] for r in _query(db, "select rule from calls")] == ["withheld"]
+
+
+def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _count_calls(db: Path) -> int:
+    try:
+        return len(_query(db, "select id from calls"))
+    except sqlite3.Error:  # not created yet
+        return 0
