@@ -252,6 +252,7 @@ class _RingTracker:
     last_ring_at: float | None = None
     last_activity_at: float | None = None
     caller: CallerID | None = None  # this ringing's caller-ID block, to tell a repeat from a new call
+    caller_at: float | None = None
 
     def ring(self, now: float) -> int:
         if self.last_ring_at is None or now - self.last_ring_at > self.gap_s:
@@ -267,12 +268,15 @@ class _RingTracker:
             self.last_ring_at = None
         self.last_activity_at = now
         if caller is not None:
-            self.caller = caller
+            self.caller, self.caller_at = caller, now
 
     def repeats(self, caller: CallerID, now: float) -> bool:
-        """The same block as this ringing's, while it is still ringing: the modem printed it twice."""
-        return (self.caller == caller and self.last_activity_at is not None
-                and now - self.last_activity_at <= self.gap_s)
+        """This ringing's block again with no ring in between: the modem printed it twice.
+
+        (After a ring, the same block is the same caller calling straight back: a new call.)
+        """
+        return (self.caller == caller and self.caller_at is not None and now - self.caller_at <= self.gap_s
+                and (self.last_ring_at is None or self.last_ring_at < self.caller_at))
 
     def stopped(self, now: float) -> bool:
         """True once when activity has been quiet for longer than the gap."""
@@ -289,7 +293,7 @@ class _RingTracker:
         self.count = 0
         self.last_ring_at = None
         self.last_activity_at = None
-        self.caller = None
+        self.caller = self.caller_at = None
 
 
 def _dialect_default(name: str) -> str:

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
-from screening.status import STATUS_FILE_NAME, DaemonStatus, LineState, StatusError, read_status
+from screening.status import STATUS_FILE_NAME, DaemonStatus, LineProblem, LineState, StatusError, read_status
 
 log = logging.getLogger(__name__)
 
@@ -157,14 +157,29 @@ def check_line(cfg: Config, *, timeout_s: float = MODEM_TIMEOUT_S, db_path: Path
     if not device.exists():
         return Check.problem(
             "line", f"The telephone modem is not plugged in. {MODEM_HELP}",
-            f"Plug the modem's USB cable firmly into the mamoru box. (Looked for {device}.)",
+            f"Plug the modem's USB cable firmly into the mamoru box. (modem not found at {device})",
         )
     if not os.access(device, os.R_OK | os.W_OK):
         return Check.problem(
             "line", "The telephone modem is plugged in, but mamoru is not allowed to use it.",
             f"Ask your helper to add the mamoru user to the 'dialout' group (device {device}).",
         )
+    if (stuck := _handset_stuck(Path(db_path) if db_path is not None else Path(cfg.store.db))) is not None:
+        return stuck
     return _probe_modem(uri, cfg, timeout_s)
+
+
+def _handset_stuck(db_path: Path) -> Check | None:
+    """The running daemon's word on the household handset (the doctor cannot see it itself)."""
+    status = _daemon_status(db_path)
+    if status is None or status.stale(datetime.now(UTC)) or status.line_problem is not LineProblem.HANDSET_STUCK:
+        return None
+    return Check.problem(
+        "line", "受話器が上がったままになっています。The telephone's handset has been off the hook for a long "
+        "time, so calls are not answered by mamoru (or its view of the handset is stuck).",
+        "電話機の受話器がきちんと置かれているか確かめてください。Put the handset back properly. If it is, unplug "
+        "the modem's USB cable, wait 10 seconds and plug it back in.",
+    )
 
 
 def check_sip_line(cfg: Config, db_path: Path) -> Check:

@@ -176,7 +176,8 @@ def test_the_health_page_reflects_the_status_file(web: Web) -> None:
 
     writer.line_fault("gone")
     shown = items(web.get("/health").text)
-    assert shown["line"] == ("problem", ja("health.line.fault", since=local(now)))
+    # the configured device is not there: the page says so, with the path
+    assert shown["line"] == ("problem", ja("health.line.missing", device="/dev/mamoru-modem", since=local(now)))
     assert ja("health.problems", count=1) in web.get("/health").text
 
     old = now - timedelta(minutes=5)
@@ -240,7 +241,8 @@ def test_the_running_daemon_keeps_the_health_page_current(web: Web) -> None:
         assert items(web.get("/health").text)["last_call"][1] != ja("health.last_call.none")
 
         modem.vanish()
-        assert line_item("problem")[1].startswith(ja("health.line.fault", since="")[:10])
+        # (this page's config names /dev/mamoru-modem, which is not there either: "not found")
+        assert line_item("problem")[1].startswith(ja("health.line.missing", device="/dev/mamoru-modem", since="")[:20])
         modem.reappear()
         line_item("ok")
         pid = read_status(web.ctx.status_path).pid

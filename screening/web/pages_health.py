@@ -26,7 +26,7 @@ from starlette.routing import Route
 from blocklist.lists import parse_iso_utc
 from screening import doctor
 from screening.config import Config
-from screening.status import DaemonStatus, LineState, StatusError, mamoru_version, read_status
+from screening.status import DaemonStatus, LineProblem, LineState, StatusError, mamoru_version, read_status
 from screening.web.auth import require_user
 from screening.web.context import WebContext
 from screening.web.i18n import UiLanguage, register, translate
@@ -62,6 +62,8 @@ register({
         "health.line.sim": "お試し用の仮の回線で動いています。本当の電話は見守っていません。",
         "health.line.fault": "電話回線（モデム）とつながっていません（{since}から）。モデムのUSBケーブルを確かめてください。",
         "health.line.stopped": "電話の見守りは止まっています（{since}から）。本体を再起動してください。",
+        "health.line.missing": "モデムが見つかりません（{device}、{since}から）。モデムのUSBケーブルを確かめてください。見つかりしだい、見守りを始めます。",
+        "health.line.handset_stuck": "受話器が上がったままになっていて、電話を見守れていません。電話機の受話器がきちんと置かれているか確かめてください。置かれているのに直らないときは、モデムのUSBケーブルを抜いて、10秒後に差し直してください。",
         "health.line.stale": "電話の見守りから、{minutes}分以上応答がありません。本体を再起動してください。",
         "health.line.no_status": "電話の見守りの状態が、まだ届いていません。動き始めたばかりか、止まっています。",
         "health.line.unreadable": "電話の見守りの状態が読めません。設置担当者にご連絡ください。",
@@ -112,6 +114,8 @@ register({
         "health.line.sim": "Running on the demonstration line. Real calls are not screened.",
         "health.line.fault": "The telephone modem is not answering (since {since}). Please check its USB cable.",
         "health.line.stopped": "Call screening has stopped (since {since}). Please restart the unit.",
+        "health.line.missing": "modem not found at {device} (since {since}). Please check its USB cable; screening starts as soon as it is found.",
+        "health.line.handset_stuck": "The telephone's handset seems to be off the hook, so calls are not screened. Please put it back properly; if it is, unplug the modem's USB cable and plug it back in after 10 seconds.",
         "health.line.stale": "Call screening has not answered for more than {minutes} minutes. Please restart the unit.",
         "health.line.no_status": "No news from call screening yet: it has just started, or it is not running.",
         "health.line.unreadable": "The screening status cannot be read. Please contact the installer.",
@@ -221,10 +225,15 @@ class HealthReport:
         if status.stale(self.now):
             minutes = max(2, int(status.age_s(self.now) // 60))
             return HealthItem("line", PROBLEM, self.t("health.line.stale", minutes=minutes))
+        uri = urlsplit(self.cfg.line.uri)
         if status.line_state is LineState.FAULT:
+            if uri.scheme == "modem" and not Path(uri.path).exists():
+                return HealthItem("line", PROBLEM, self.t("health.line.missing", device=uri.path, since=since))
             return HealthItem("line", PROBLEM, self.t("health.line.fault", since=since))
-        if urlsplit(self.cfg.line.uri).scheme == "sim":
+        if uri.scheme == "sim":
             return HealthItem("line", WARNING, self.t("health.line.sim"))
+        if status.line_problem is LineProblem.HANDSET_STUCK:
+            return HealthItem("line", PROBLEM, self.t("health.line.handset_stuck"))
         return HealthItem("line", OK, self.t("health.line.ok", since=since))
 
     def last_call(self) -> HealthItem:
