@@ -333,13 +333,14 @@ class Daemon:
                 self._last_offered = caller
                 self._screen(session, caller)
             case Ring(count=count, at=at):
-                if at <= self._session_ended_at:
-                    return  # queued while we were on the call it belonged to
                 if self._guarded is not None:
-                    # Only an on-hook line rings: if the line now agrees, act on the held-back call.
+                    # Only an on-hook line rings: if the line now agrees, act on the held-back call
+                    # (even on a ring queued while it was being held back: the line was not touched).
                     if not self.line.handset_off_hook():
                         self._act_on_guarded(session)
                     return
+                if at <= self._session_ended_at:
+                    return  # queued while we were on the call it belonged to
                 if count >= self.no_cid_ring and not self._screened_this_ringing:
                     log.info("ring %d and still no caller ID: screening as no caller ID", count)
                     self._screen(session, CallerID())
@@ -354,7 +355,7 @@ class Daemon:
                 if self.status is not None:
                     self.status.line_problem(None)
             case HandsetStale(message=message):
-                log.warning("line %s: %s", self.line.name, message)
+                log.info("line %s: handset state doubted: %s", self.line.name, message)  # the line warned
                 self.store.add_event(None, EventKind.HANDSET, state="stale", message=message)
                 if self.status is not None:
                     self.status.line_problem(LineProblem.HANDSET_STUCK)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware.handset_state import HandsetState
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import CallOutcome
 from screening.model import Action
@@ -37,6 +38,20 @@ STRAY_HANDSET_OFF_HOOK = b"\x10H"  # DLE H: what a noisy line or a confused firm
 # ---- item 3: a stray DLE H ---------------------------------------------------------
 
 
+def test_handset_state_rules() -> None:
+    state = HandsetState(ring_grace_s=1.0, stale_after_s=60.0)
+    assert state.rang(0.0) is None and state.check(1e6) is None  # on-hook: nothing to doubt
+    state.picked_up(10.0)
+    assert state.rang(10.5) is None and state.off_hook  # picked up while it rang: that ring proves nothing
+    assert state.check(69.0) is None
+    assert "off-hook for 60.0 s" in (state.check(70.0) or "")
+    assert state.check(500.0) is None  # reported once per pick-up
+    assert "rang" in (state.rang(80.0) or "") and not state.off_hook
+    state.picked_up(100.0)
+    state.put_down()
+    assert state.check(1e6) is None
+
+
 def test_stray_handset_bytes_do_not_stop_screening(tmp_path: Path) -> None:
     with Rig(tmp_path) as rig:
         rig.modem.inject(STRAY_HANDSET_OFF_HOOK)
@@ -52,8 +67,22 @@ def test_stray_handset_bytes_do_not_stop_screening(tmp_path: Path) -> None:
         assert not rig.line.handset_off_hook()
 
 
+def test_a_stray_handset_state_kept_through_a_reconnect_is_corrected_by_the_next_ring(tmp_path: Path) -> None:
+    with Rig(tmp_path) as rig:
+        rig.modem.inject(STRAY_HANDSET_OFF_HOOK)
+        _wait_for(rig.line.handset_off_hook, 2.0)
+        rig.modem.vanish()
+        time.sleep(0.3)
+        rig.modem.reappear()
+        _wait_for(lambda: rig.line.ping(0.5), 15.0)
+        assert rig.line.handset_off_hook()  # after a modem reset nobody knows: the guard stays cautious
+        rec = rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200, max_rings=4))
+        assert rec.outcome is CallOutcome.ANSWERED and rec.rings <= 1
+        assert [r.end_reason for r in rig.wait_calls(1)] == ["announced_and_hung_up"]
+
+
 def test_a_ringing_while_the_handset_is_believed_up_is_one_row(tmp_path: Path) -> None:
-    """Without caller ID (North-American style rings first) the guard used to add a row per ring."""
+    """The real call-waiting guard still holds: caller ID only (no ring), one row, never answered."""
     with Rig(tmp_path) as rig:
         rig.modem.set_handset(True)
         _wait_for(rig.line.handset_off_hook, 2.0)
