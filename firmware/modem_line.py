@@ -73,7 +73,6 @@ from firmware.dialects import (
 from firmware.dle import DTMF_DIGITS, DleEvent
 from firmware.handset_state import HandsetState
 from screening.callerid import CallerIdBuilder, CidField, parse_cid_line
-from screening.model import CallerID
 from screening.line import (
     AudioClip,
     AudioSink,
@@ -90,6 +89,7 @@ from screening.line import (
     Ring,
     RingingStopped,
 )
+from screening.model import CallerID
 from screening.voice_call import DialResult
 
 log = logging.getLogger(__name__)
