@@ -70,6 +70,7 @@ from firmware.dialects import (
     dialect_for_ati3,
 )
 from firmware.dle import DTMF_DIGITS, DleEvent
+from firmware.number_display import NdTiming, NumberDisplayReceiver
 from screening.callerid import CallerIdBuilder, CidField, parse_cid_line
 from screening.line import (
     AudioClip,
@@ -86,6 +87,7 @@ from screening.line import (
     Ring,
     RingingStopped,
 )
+from screening.model import CallerID
 from screening.voice_call import DialResult
 
 log = logging.getLogger(__name__)
@@ -310,6 +312,7 @@ class ModemLine:
         reconnect_max_s: float = 5.0,
         write_timeout_s: float = 2.0,
         transcript_size: int = 2000,
+        number_display: NdTiming | None = None,
     ) -> None:
         """No I/O here: :meth:`open` touches the device.
 
@@ -317,6 +320,7 @@ class ModemLine:
         means a new call / ringing stopped); tests with a time-scaled modem set
         it. ``health_interval_s`` is how long the line may be idle before the
         reader sends ``AT`` to notice a silently dead modem (None: never).
+        ``number_display``: ND timing for a ``jp_nd`` line (scaled like ``ring_gap_s``).
         """
         if dialect != AUTO_DIALECT and dialect not in DIALECTS:
             raise ValueError(f"unknown modem dialect {dialect!r}; use {AUTO_DIALECT!r} or one of {sorted(DIALECTS)}")
@@ -374,6 +378,11 @@ class ModemLine:
         self._stop = _StopSignal()
         self._stop_on_silence = False
         self._rx_queue: queue.Queue[bytes | EndReason | None] | None = None
+
+        # Japanese Number Display decoded here (the modem cannot): only on a jp_nd line.
+        self.number_display: NumberDisplayReceiver | None = None
+        if self.cadence is RingCadence.JAPAN_ND:
+            self.number_display = NumberDisplayReceiver(self, home_region, self._offer_caller_id, number_display)
 
     # ---- construction from config ------------------------------------------
 
@@ -443,6 +452,8 @@ class ModemLine:
         reader = self._reader
         if reader is not None and self._off_hook and not self._recovering:
             self.hang_up(timeout=min(1.0, self.command_timeout_s))
+        if self.number_display is not None:
+            self.number_display.close()
         self._closing.set()
         self._abandon_pending(f"{self.name}: line closed")
         self._signal_stop(EndReason.LINE_FAULT)
@@ -1022,6 +1033,8 @@ class ModemLine:
         with self._state_lock:
             if self._off_hook:
                 return
+            if self.number_display is not None and self.number_display.on_ring(now):
+                return  # CAR, not ringing: the primary response is under way
             count = self._rings.ring(now)
         self._emit(Ring(count, now))
 
@@ -1046,6 +1059,12 @@ class ModemLine:
             self._rings.caller_id(now)
         if next_call:
             self._emit(RingingStopped(now))
+        self._emit(CallOffered(caller, now))
+
+    def _offer_caller_id(self, caller: CallerID, now: float) -> None:
+        """Caller ID from Number Display (any thread): offered like a block before the first ring."""
+        with self._state_lock:
+            self._rings.caller_id(now)
         self._emit(CallOffered(caller, now))
 
     def _on_final_reply(self, reply: str) -> None:
