@@ -52,16 +52,19 @@ class NdTiming:
     # Wait this long after recognising CAR before going off-hook (0: at once). The exchange
     # gives up on the primary response after ~6 s.
     primary_response_delay_s: float = 0.0
+    # Never go off-hook later than this after the first CAR RING: by ~6 s the exchange has given
+    # up and rings normally, and going off-hook then would answer the real call.
+    primary_response_deadline_s: float = 5.0
     # Off-hook -> on-hook: the exchange's delay before the FSK plus the frame (~0.35 s) and slack.
     fsk_window_s: float = 1.5
     command_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("car_max_interval_s", "fsk_window_s", "command_timeout_s"):
+        for name in ("car_max_interval_s", "fsk_window_s", "command_timeout_s", "primary_response_deadline_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.primary_response_delay_s < 0:
-            raise ValueError("primary_response_delay_s must be >= 0")
+        if not 0 <= self.primary_response_delay_s < self.primary_response_deadline_s:
+            raise ValueError("primary_response_delay_s must be >= 0 and below primary_response_deadline_s")
 
     def scaled(self, factor: float) -> NdTiming:
         """Line times multiplied by ``factor`` (the virtual modem's ``time_scale``)."""
@@ -69,6 +72,7 @@ class NdTiming:
             self,
             car_max_interval_s=self.car_max_interval_s * factor,
             primary_response_delay_s=self.primary_response_delay_s * factor,
+            primary_response_deadline_s=self.primary_response_deadline_s * factor,
             fsk_window_s=self.fsk_window_s * factor,
         )
 
@@ -169,6 +173,11 @@ class NumberDisplayReceiver:
         timing = self.timing
         if timing.primary_response_delay_s and self._closing.wait(timing.primary_response_delay_s):
             return NdAttempt(car_at, first_car_at, NdOutcome.NOT_ANSWERED, time.monotonic(), detail="closing")
+        late = time.monotonic() - first_car_at
+        if late > timing.primary_response_deadline_s:
+            log.warning("%s: CAR %.1f s ago: too late for the primary response; the call will ring "
+                        "without caller ID", self.line.name, late)
+            return NdAttempt(car_at, first_car_at, NdOutcome.NOT_ANSWERED, time.monotonic(), detail="too late")
         if self.line.handset_off_hook():  # picked up meanwhile: theirs, not ours
             return NdAttempt(car_at, first_car_at, NdOutcome.NOT_ANSWERED, time.monotonic(), detail="handset off-hook")
         try:
