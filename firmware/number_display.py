@@ -204,7 +204,8 @@ class NumberDisplayReceiver:
                              detail=str(exc), demod_cpu_s=cpu)
         caller = caller_id_from_message(message, self.home_region)
         cpu = time.process_time() - cpu_start
-        log.info("%s: Number Display: %s", self.line.name, caller.raw_number or caller.reason or "no number")
+        shown = caller.raw_number or (caller.reason.name if caller.reason else "neither number nor reason")
+        log.info("%s: Number Display: %s", self.line.name, shown)
         return NdAttempt(car_at, first_car_at, NdOutcome.CALLER_ID, time.monotonic(), caller=caller,
                          octets=message.raw, demod_cpu_s=cpu)
 
