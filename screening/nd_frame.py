@@ -101,17 +101,17 @@ def encode_message(params: Mapping[int, bytes] | tuple[tuple[int, bytes], ...]) 
     """A complete frame (DLE SOH … CRC) carrying ``params`` (7-bit values)."""
     items = tuple(params.items()) if isinstance(params, Mapping) else tuple(params)
     body = bytearray()
-    for kind, value in items:
-        body += bytes([kind, len(value)]) + value
+    for kind, payload in items:
+        body += bytes([kind, len(payload)]) + payload
     if len(body) > MAX_VALUE:
         raise ValueError(f"ND message too long: {len(body)} octets")
     content = bytes([MESSAGE_TYPE, len(body)]) + body
     if any(b > MAX_VALUE for b in content):
         raise ValueError("ND parameters must be 7-bit")
     stuffed = bytearray()
-    for value in content:
-        stuffed.append(with_parity(value))
-        if value == DLE:
+    for octet in content:
+        stuffed.append(with_parity(octet))
+        if octet == DLE:
             stuffed.append(with_parity(DLE))  # DLE in the data is sent twice
     checked = bytes([with_parity(HEADER), with_parity(DLE), with_parity(STX)]) + stuffed
     checked += bytes([with_parity(DLE), with_parity(ETX)])
