@@ -5,8 +5,9 @@ Two parts:
 * **Line timing**: the virtual modem (real pty, pyserial, real time: ``time_scale`` 1.0) plays a
   ``jp_nd`` line -- CAR, FSK after the primary response, then normal ringing -- and ``ModemLine``
   with the ND receiver answers it. For each call: first CAR RING -> caller ID offered to the call
-  loop (``CallOffered``; the rules' ``decide`` adds ~0.15 ms, see ``bench_sip.py``), and the margin
-  left before the first normal ring.
+  loop (``CallOffered``; the rules' ``decide`` adds ~0.15 ms, see ``bench_sip.py``), the margin
+  left before the first normal ring, and the CPU the receiver spent demodulating during the call
+  (it tries a decode every 0.1 s of audio so it can go on-hook as soon as the frame checks out).
 * **CPU**: demodulating + checking one received window (``NdTiming.fsk_window_s`` of 8 kHz audio
   holding one frame, noise at 20 dB SNR) on one core, and the frame success rate over an SNR sweep.
 
@@ -60,11 +61,15 @@ def line_timing(calls: int) -> dict[str, float | int]:
                     raise SystemExit(f"call {i}: no caller ID offered")
                 to_offer.append(offer.at - record.first_car_at)
                 margin.append(record.first_ring_at - offer.at)
+            assert line.number_display is not None
+            in_call_cpu = [a.demod_cpu_s for a in line.number_display.history()]
     return {
         "calls": calls,
         "first_car_ring_to_caller_id_s_p50": round(statistics.median(to_offer), 3),
         "first_car_ring_to_caller_id_s_max": round(max(to_offer), 3),
         "caller_id_before_first_normal_ring_s_min": round(min(margin), 3),
+        # every decode tried while the audio came in (one per 0.1 s) plus the final one
+        "in_call_demod_cpu_ms_max": round(max(in_call_cpu) * 1000, 2),
     }
 
 

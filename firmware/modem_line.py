@@ -658,6 +658,12 @@ class ModemLine:
                 self._stop.clear(only=EndReason.SILENCE)
         return reason
 
+    def end_listen(self) -> None:
+        """End the :meth:`listen` in progress early, as COMPLETED (any thread, the sink included)."""
+        rx = self._rx_queue
+        if rx is not None:
+            rx.put(EndReason.COMPLETED)
+
     # ---- audio helpers -----------------------------------------------------------------
 
     @contextlib.contextmanager
