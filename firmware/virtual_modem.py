@@ -9,6 +9,10 @@ progress: BUSY / NO ANSWER / NO DIALTONE / VCON-or-OK once the scripted callee
 answers, see "Dialling" in ``firmware/dialects.py``), plus the faults real USB
 modems have (firmware hang, device vanishing and reappearing under another tty
 name).
+On a ``jp_nd`` cadence the line is a Japanese Number Display line as the
+exchange runs it (``firmware/virtual_nd.py``): CAR at the fast cadence, the
+caller ID as V.23 FSK in the received audio once the host goes off-hook, then
+normal ringing; no formatted caller ID is printed, as no real modem decodes ND.
 
 Design:
 * One emulator thread owns the pty and all modem state. It sleeps in

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
+from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, USR_5637, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.number_display import NdOutcome, NdTiming
-from firmware.scenarios import CallScript
+from firmware.scenarios import CallScript, load_scenario
 from firmware.v23_fsk import FskTx
 from firmware.virtual_modem import CallOutcome, CallRecord, VirtualModem
 from firmware.virtual_nd import NdExchange, NdLineOutcome
@@ -182,3 +183,45 @@ def test_handset_already_off_hook_never_answers_car(modem: VirtualModem, line: M
     assert receiver.on_ring(now) is False and receiver.on_ring(now + 0.1) is False
     time.sleep(0.3)
     assert receiver.history() == [] and not modem.off_hook
+
+
+def test_normal_ringing_on_a_line_without_nd_is_never_taken_for_car() -> None:
+    with VirtualModem(CONEXANT_CX93001, RingCadence.JAPAN, SCALE) as modem:  # an exchange without ND
+        nd_line = open_line(modem)
+        try:
+            record = modem.place_call(CallScript(nmbr="0312345678", max_rings=3))
+            events = events_until(nd_line, normal_rings(3))
+            modem.wait_for_call_end(record, WAIT_S)
+        finally:
+            nd_line.close()
+    assert [e.count for e in events if isinstance(e, Ring)] == [1, 2, 3]
+    assert record.commands == [] and record.outcome is CallOutcome.GAVE_UP  # never went off-hook
+    assert [c.caller.number_e164 for c in offered(events)] == ["+81312345678"]  # the modem's own caller ID
+    assert nd_line.number_display is not None and nd_line.number_display.history() == []
+
+
+def test_usr_dialect_gets_the_number_too() -> None:
+    with VirtualModem(USR_5637, RingCadence.JAPAN_ND, SCALE) as modem:
+        usr_line = open_line(modem)
+        try:
+            record, events = run_call(modem, usr_line, CallScript(nmbr="0312345678", max_rings=2))
+        finally:
+            usr_line.close()
+    assert [c.caller.number_e164 for c in offered(events)] == ["+81312345678"]
+    assert_decided_before_first_normal_ring(record, events)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"car_max_interval_s": 0}, {"fsk_window_s": -1}, {"primary_response_delay_s": -0.1},
+     {"primary_response_delay_s": 5.0, "primary_response_deadline_s": 5.0}],
+)
+def test_bad_nd_timing_is_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        NdTiming(**kwargs)
+
+
+def test_scenario_files_carry_a_raw_nd_frame(tmp_path: Path) -> None:
+    path = tmp_path / "calls.toml"
+    path.write_text('[[call]]\nnmbr = "0312345678"\nnd_frame = "90 81 87"\n', encoding="utf-8")
+    assert load_scenario(path)[0].nd_frame == b"\x90\x81\x87"
