@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware.v23_fsk import (
     FskTx,
@@ -105,3 +107,16 @@ def test_pcm16_input_matches_u8_input() -> None:
 def test_tiny_inputs() -> None:
     assert demodulate(np.zeros(0)) == b""
     assert demodulate(np.zeros(10)) == b""
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.binary(min_size=1, max_size=40),
+    st.floats(0.02, 1.0),
+    st.floats(-0.02, 0.02),
+    st.floats(-25.0, 25.0),
+    st.integers(0, 7),
+)
+def test_round_trip_any_octets(data: bytes, amplitude: float, baud_error: float, offset_hz: float, lead: int) -> None:
+    tx = FskTx(amplitude=amplitude, baud_error=baud_error, frequency_offset_hz=offset_hz, lead_silence_s=lead / 8000)
+    assert demodulate(from_u8(to_u8(modulate(data, tx)))) == data
