@@ -142,6 +142,22 @@ _DIAL_FINALS: dict[str, DialResult] = {
 }
 
 
+# URI options (milliseconds) -> NdTiming fields.
+_ND_URI_OPTIONS: dict[str, str] = {
+    "nd_car_interval_ms": "car_max_interval_s",
+    "nd_window_ms": "fsk_window_s",
+    "nd_response_delay_ms": "primary_response_delay_s",
+    "nd_response_deadline_ms": "primary_response_deadline_s",
+}
+
+
+def _milliseconds(key: str, value: str, uri: str) -> float:
+    try:
+        return float(value) / 1000
+    except ValueError as exc:
+        raise ValueError(f"{key} must be a number of milliseconds in {uri!r}") from exc
+
+
 def dialable(number: str) -> str:
     """Digits, ``*`` and ``#`` only, separators dropped; ValueError for anything else.
 
@@ -390,6 +406,9 @@ class ModemLine:
     def from_uri(cls, uri: str, **kwargs: Any) -> ModemLine:
         """``modem:///dev/ttyACM0?dialect=usr&baud=115200`` (also ``name``, ``cid_quiet_ms``).
 
+        On a ``jp_nd`` line the Number Display timings can be tuned too (milliseconds):
+        ``nd_car_interval_ms``, ``nd_window_ms``, ``nd_response_delay_ms``, ``nd_response_deadline_ms``.
+
         A setting may come from the URI or from ``kwargs``, not both: a
         conflict is a config error worth reporting, not silently resolving.
         """
@@ -401,8 +420,14 @@ class ModemLine:
         if not parts.path:
             raise ValueError(f"modem URI has no device path: {uri!r}")
         options: dict[str, Any] = {}
+        nd_timing: dict[str, float] = {}
         for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-            options.update(cls._uri_option(key, value, uri))
+            if key in _ND_URI_OPTIONS:
+                nd_timing[_ND_URI_OPTIONS[key]] = _milliseconds(key, value, uri)
+            else:
+                options.update(cls._uri_option(key, value, uri))
+        if nd_timing:
+            options["number_display"] = NdTiming(**nd_timing)
         for key in options.keys() & kwargs.keys():
             raise ValueError(f"{key!r} given both in {uri!r} and as an argument")
         return cls(parts.path, **options, **kwargs)
@@ -421,7 +446,8 @@ class ModemLine:
                     return {"cid_quiet_s": float(value) / 1000}
         except ValueError as exc:
             raise ValueError(f"bad value {value!r} for {key!r} in {uri!r}") from exc
-        raise ValueError(f"unknown option {key!r} in {uri!r} (known: dialect, baud, name, cid_quiet_ms)")
+        raise ValueError(f"unknown option {key!r} in {uri!r} (known: dialect, baud, name, cid_quiet_ms, "
+                         f"{', '.join(_ND_URI_OPTIONS)})")
 
     # ---- lifecycle ------------------------------------------------------------
 

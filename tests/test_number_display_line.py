@@ -225,3 +225,14 @@ def test_scenario_files_carry_a_raw_nd_frame(tmp_path: Path) -> None:
     path = tmp_path / "calls.toml"
     path.write_text('[[call]]\nnmbr = "0312345678"\nnd_frame = "90 81 87"\n', encoding="utf-8")
     assert load_scenario(path)[0].nd_frame == b"\x90\x81\x87"
+
+
+def test_uri_tunes_the_nd_timing() -> None:
+    line = ModemLine.from_uri("modem:///dev/x?nd_window_ms=2000&nd_car_interval_ms=1400", cadence=RingCadence.JAPAN_ND)
+    assert line.number_display is not None
+    assert line.number_display.timing == NdTiming(car_max_interval_s=1.4, fsk_window_s=2.0)
+    for bad in ("modem:///dev/x?nd_window_ms=abc", "modem:///dev/x?nd_window_ms=0",
+                "modem:///dev/x?nd_response_delay_ms=6000"):
+        with pytest.raises(ValueError):
+            ModemLine.from_uri(bad, cadence=RingCadence.JAPAN_ND)
+    assert ModemLine.from_uri("modem:///dev/x").number_display is None  # plain jp: no ND receiver
