@@ -397,6 +397,7 @@ class ModemLine:
 
         # Japanese Number Display decoded here (the modem cannot): only on a jp_nd line.
         self.number_display: NumberDisplayReceiver | None = None
+        self._held_ring_at: float | None = None  # a RING that may be CAR's first burst
         if self.cadence is RingCadence.JAPAN_ND:
             self.number_display = NumberDisplayReceiver(self, home_region, self._offer_caller_id, number_display)
 
@@ -987,6 +988,7 @@ class ModemLine:
         return self._tick_s
 
     def _housekeeping(self, now: float) -> None:
+        self._release_held_ring(now)
         if self._cid.started:
             quiet_needed = self._idle_read_timeout()
             if now - self._last_rx_at >= quiet_needed or now - self._cid_opened_at >= CID_MAX_OPEN_S:
@@ -1065,10 +1067,40 @@ class ModemLine:
         with self._state_lock:
             if self._off_hook:
                 return
-            if self.number_display is not None and self.number_display.on_ring(now):
-                return  # CAR, not ringing: the primary response is under way
+            if self.number_display is not None:
+                self._on_ring_nd(now)
+                return
             count = self._rings.ring(now)
         self._emit(Ring(count, now))
+
+    def _on_ring_nd(self, now: float) -> None:
+        """A jp_nd line: a RING is held until it is known not to be CAR's first burst.
+
+        CAR is not ringing: reporting its first burst as a ring would count it into an earlier
+        call's ringing (a redial within the ring gap becomes "ring 2 without caller ID").
+        """
+        assert self.number_display is not None
+        self._release_held_ring(now)
+        if self.number_display.on_ring(now):  # CAR: the primary response is under way
+            self._held_ring_at = None
+            if self._rings.active:  # rings before this CAR belonged to the previous call
+                self._rings.reset()
+                self._emit(RingingStopped(now))
+            return
+        self._held_ring_at = now
+
+    def _release_held_ring(self, now: float) -> None:
+        """Report a held RING once no CAR burst has followed it in time (reader thread)."""
+        nd = self.number_display
+        with self._state_lock:
+            at = self._held_ring_at
+            if nd is None or at is None or now - at <= nd.timing.car_max_interval_s:
+                return
+            self._held_ring_at = None
+            if self._off_hook:
+                return
+            count = self._rings.ring(at)
+        self._emit(Ring(count, at))
 
     def _on_cid_field(self, cid_field: CidField, value: str, text: str, now: float) -> None:
         if not self._cid.started:

@@ -20,7 +20,7 @@ from firmware.scenarios import CallScript, load_scenario
 from firmware.v23_fsk import FskTx
 from firmware.virtual_modem import CallOutcome, CallRecord, VirtualModem
 from firmware.virtual_nd import NdExchange, NdLineOutcome
-from screening.line import CallOffered, LineEvent, Ring
+from screening.line import CallOffered, LineEvent, Ring, RingingStopped
 from screening.model import Reason
 from screening.nd_frame import encode_caller
 
@@ -71,8 +71,8 @@ def offered(events: list[LineEvent]) -> list[CallOffered]:
 
 def run_call(modem: VirtualModem, line: ModemLine, script: CallScript) -> tuple[CallRecord, list[LineEvent]]:
     record = modem.place_call(script)
-    # Ring 1 is CAR's first burst (reported before CAR is recognised); then two normal rings.
-    events = events_until(line, normal_rings(3))
+    # CAR bursts are never reported as rings: these are the two normal rings.
+    events = events_until(line, normal_rings(2))
     modem.wait_for_call_end(record, WAIT_S)
     return record, events
 
@@ -236,3 +236,22 @@ def test_uri_tunes_the_nd_timing() -> None:
         with pytest.raises(ValueError):
             ModemLine.from_uri(bad, cadence=RingCadence.JAPAN_ND)
     assert ModemLine.from_uri("modem:///dev/x").number_display is None  # plain jp: no ND receiver
+
+
+def test_a_redial_right_after_ringing_stopped_is_a_new_call(modem: VirtualModem, line: ModemLine) -> None:
+    # The second call's CAR starts 3 s after the first call's last ring: within the ring gap, so
+    # its first CAR burst must not count as "ring 2" of the first call (the call loop screens a
+    # call still without caller ID on ring 2), and the same number must be offered again.
+    first = modem.place_call(CallScript(nmbr="0312345678", max_rings=1))
+    second = modem.place_call(CallScript(nmbr="0312345678", max_rings=1, gap_s=0))
+    events = events_until(line, lambda ev: len(offered(ev)) == 2 and normal_rings(2)(ev))
+    modem.wait_for_call_end(second, WAIT_S)
+    assert first.outcome is CallOutcome.GAVE_UP and second.nd_outcome is NdLineOutcome.SENT
+    offers = offered(events)
+    assert len(offers) == 2
+    before_second = [e for e in events if e.at < offers[1].at]  # type: ignore[attr-defined]
+    assert all(e.count == 1 for e in before_second if isinstance(e, Ring))
+    assert any(isinstance(e, RingingStopped) for e in before_second if e.at > offers[0].at)  # type: ignore[attr-defined]
+    # CAR bursts are not ringing: the only Ring events are the normal rings after each caller ID.
+    rings = [e for e in events if isinstance(e, Ring)]
+    assert len(rings) == 2 and all(any(o.at < r.at for o in offers) for r in rings)
