@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
-from firmware.v23_fsk import FskRx, demodulate, from_pcm16
+from firmware.v23_fsk import SAMPLE_RATE, FskRx, demodulate, from_pcm16
 from screening.line import AudioSink, EndReason, LineError
 from screening.model import CallerID
 from screening.nd_frame import NdFrameError, caller_id_from_message, decode_frame
@@ -96,6 +96,7 @@ class NdAttempt:
     octets: bytes = b""
     detail: str = ""
     demod_cpu_s: float = 0.0
+    audio_s: float = 0.0  # line audio received before the on-hook
 
 
 class NdLine(Protocol):
@@ -139,18 +140,22 @@ class _FrameCollector:
         if self._done or self._size - self._tried_at < self.TRY_EVERY_SAMPLES:
             return
         self._tried_at = self._size
-        start = time.process_time()
+        start = time.thread_time()
         try:
             decode_frame(demodulate(from_pcm16(self.audio()), self._rx))
         except NdFrameError:
             return
         finally:
-            self.cpu_s += time.process_time() - start
+            self.cpu_s += time.thread_time() - start
         self._done = True
         self._end_listen()
 
     def audio(self) -> bytes:
         return b"".join(self._chunks)
+
+    @property
+    def audio_s(self) -> float:
+        return self._size / SAMPLE_RATE
 
 
 class NumberDisplayReceiver:
@@ -232,24 +237,24 @@ class NumberDisplayReceiver:
             ended = self.line.listen(timing.fsk_window_s, collector.feed)
         finally:
             self.line.hang_up(timeout=timing.command_timeout_s)
-        cpu_start = time.process_time()
+        cpu_start = time.thread_time()
         octets = demodulate(from_pcm16(collector.audio()), self.rx)
         try:
             message = decode_frame(octets)
         except NdFrameError as exc:
-            cpu = time.process_time() - cpu_start + collector.cpu_s
+            cpu = time.thread_time() - cpu_start + collector.cpu_s
             log.warning(
                 "%s: Number Display frame refused (%s; listen ended %s); the call rings on as no caller ID. "
                 "Received octets: %s", self.line.name, exc.fault.value, ended.value, octets.hex(" ") or "none",
             )
             return NdAttempt(car_at, first_car_at, NdOutcome.BAD_FRAME, time.monotonic(), octets=octets,
-                             detail=str(exc), demod_cpu_s=cpu)
+                             detail=str(exc), demod_cpu_s=cpu, audio_s=collector.audio_s)
         caller = caller_id_from_message(message, self.home_region)
-        cpu = time.process_time() - cpu_start + collector.cpu_s
+        cpu = time.thread_time() - cpu_start + collector.cpu_s
         shown = caller.raw_number or (caller.reason.name if caller.reason else "neither number nor reason")
         log.info("%s: Number Display: %s", self.line.name, shown)
         return NdAttempt(car_at, first_car_at, NdOutcome.CALLER_ID, time.monotonic(), caller=caller,
-                         octets=message.raw, demod_cpu_s=cpu)
+                         octets=message.raw, demod_cpu_s=cpu, audio_s=collector.audio_s)
 
     # ---- introspection and shutdown -----------------------------------------------------------
 

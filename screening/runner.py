@@ -21,8 +21,8 @@ from urllib.parse import parse_qsl, urlsplit
 from blocklist.feeds import FeedTimer
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
-from firmware.number_display import NdTiming
 from firmware.modem_line import ModemLine
+from firmware.number_display import NdTiming
 from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_scenario, load_scenario
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
