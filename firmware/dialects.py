@@ -22,12 +22,16 @@ class RingCadence(StrEnum):
     NORTH_AMERICA = "na"  # 2 s on / 4 s off; caller ID between 1st and 2nd ring (Bellcore)
     JAPAN = "jp"  # 1 s on / 2 s off; Number Display sent before the 1st ring
     UK = "uk"  # 0.4/0.2/0.4 on, 2 s off; caller ID before the 1st ring, often no NAME/DATE
+    # Japan with Number Display decoded by us: CAR (0.5 s on / 0.5 s off) first, the primary
+    # response, V.23 FSK caller ID, then normal 1 s on / 2 s off ringing (firmware/number_display.py).
+    JAPAN_ND = "jp_nd"
 
 
 CADENCE_PERIOD_S: dict[RingCadence, float] = {
     RingCadence.NORTH_AMERICA: 6.0,
     RingCadence.JAPAN: 3.0,
     RingCadence.UK: 3.0,
+    RingCadence.JAPAN_ND: 3.0,  # the normal ringing after CAR
 }
 
 

@@ -72,6 +72,7 @@ from firmware.dialects import (
 )
 from firmware.dle import DTMF_DIGITS, DleEvent
 from firmware.handset_state import HandsetState
+from firmware.number_display import NdTiming, NumberDisplayReceiver
 from screening.callerid import CallerIdBuilder, CidField, parse_cid_line
 from screening.line import (
     AudioClip,
@@ -144,6 +145,22 @@ _DIAL_FINALS: dict[str, DialResult] = {
     "NO DIALTONE": DialResult.NO_DIALTONE,
     "ERROR": DialResult.FAILED,
 }
+
+
+# URI options (milliseconds) -> NdTiming fields.
+_ND_URI_OPTIONS: dict[str, str] = {
+    "nd_car_interval_ms": "car_max_interval_s",
+    "nd_window_ms": "fsk_window_s",
+    "nd_response_delay_ms": "primary_response_delay_s",
+    "nd_response_deadline_ms": "primary_response_deadline_s",
+}
+
+
+def _milliseconds(key: str, value: str, uri: str) -> float:
+    try:
+        return float(value) / 1000
+    except ValueError as exc:
+        raise ValueError(f"{key} must be a number of milliseconds in {uri!r}") from exc
 
 
 def dialable(number: str) -> str:
@@ -330,6 +347,7 @@ class ModemLine:
         write_timeout_s: float = 2.0,
         transcript_size: int = 2000,
         handset_stale_s: float | None = DEFAULT_HANDSET_STALE_S,
+        number_display: NdTiming | None = None,
     ) -> None:
         """No I/O here: :meth:`open` touches the device.
 
@@ -338,6 +356,7 @@ class ModemLine:
         it. ``health_interval_s`` is how long the line may be idle before the
         reader sends ``AT`` to notice a silently dead modem (None: never).
         ``handset_stale_s``: a handset off-hook this long is reported (HandsetStale; None: never).
+        ``number_display``: ND timing for a ``jp_nd`` line (scaled like ``ring_gap_s``).
         """
         if dialect != AUTO_DIALECT and dialect not in DIALECTS:
             raise ValueError(f"unknown modem dialect {dialect!r}; use {AUTO_DIALECT!r} or one of {sorted(DIALECTS)}")
@@ -396,11 +415,20 @@ class ModemLine:
         self._stop_on_silence = False
         self._rx_queue: queue.Queue[bytes | EndReason | None] | None = None
 
+        # Japanese Number Display decoded here (the modem cannot): only on a jp_nd line.
+        self.number_display: NumberDisplayReceiver | None = None
+        self._held_ring_at: float | None = None  # a RING that may be CAR's first burst
+        if self.cadence is RingCadence.JAPAN_ND:
+            self.number_display = NumberDisplayReceiver(self, home_region, self._offer_caller_id, number_display)
+
     # ---- construction from config ------------------------------------------
 
     @classmethod
     def from_uri(cls, uri: str, **kwargs: Any) -> ModemLine:
         """``modem:///dev/ttyACM0?dialect=usr&baud=115200`` (also ``name``, ``cid_quiet_ms``).
+
+        On a ``jp_nd`` line the Number Display timings can be tuned too (milliseconds):
+        ``nd_car_interval_ms``, ``nd_window_ms``, ``nd_response_delay_ms``, ``nd_response_deadline_ms``.
 
         A setting may come from the URI or from ``kwargs``, not both: a
         conflict is a config error worth reporting, not silently resolving.
@@ -413,8 +441,14 @@ class ModemLine:
         if not parts.path:
             raise ValueError(f"modem URI has no device path: {uri!r}")
         options: dict[str, Any] = {}
+        nd_timing: dict[str, float] = {}
         for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-            options.update(cls._uri_option(key, value, uri))
+            if key in _ND_URI_OPTIONS:
+                nd_timing[_ND_URI_OPTIONS[key]] = _milliseconds(key, value, uri)
+            else:
+                options.update(cls._uri_option(key, value, uri))
+        if nd_timing:
+            options["number_display"] = NdTiming(**nd_timing)
         for key in options.keys() & kwargs.keys():
             raise ValueError(f"{key!r} given both in {uri!r} and as an argument")
         return cls(parts.path, **options, **kwargs)
@@ -433,7 +467,8 @@ class ModemLine:
                     return {"cid_quiet_s": float(value) / 1000}
         except ValueError as exc:
             raise ValueError(f"bad value {value!r} for {key!r} in {uri!r}") from exc
-        raise ValueError(f"unknown option {key!r} in {uri!r} (known: dialect, baud, name, cid_quiet_ms)")
+        raise ValueError(f"unknown option {key!r} in {uri!r} (known: dialect, baud, name, cid_quiet_ms, "
+                         f"{', '.join(_ND_URI_OPTIONS)})")
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -490,6 +525,8 @@ class ModemLine:
         reader = self._reader
         if reader is not None and self._off_hook and not self._recovering:
             self.hang_up(timeout=min(1.0, self.command_timeout_s))
+        if self.number_display is not None:
+            self.number_display.close()
         self._closing.set()
         self._abandon_pending(f"{self.name}: line closed")
         self._signal_stop(EndReason.LINE_FAULT)
@@ -693,6 +730,12 @@ class ModemLine:
                 self._stop_on_silence = False
                 self._stop.clear(only=EndReason.SILENCE)
         return reason
+
+    def end_listen(self) -> None:
+        """End the :meth:`listen` in progress early, as COMPLETED (any thread, the sink included)."""
+        rx = self._rx_queue
+        if rx is not None:
+            rx.put(EndReason.COMPLETED)
 
     # ---- audio helpers -----------------------------------------------------------------
 
@@ -991,6 +1034,7 @@ class ModemLine:
         return self._tick_s
 
     def _housekeeping(self, now: float) -> None:
+        self._release_held_ring(now)
         if self._cid.started:
             quiet_needed = self._idle_read_timeout()
             if now - self._last_rx_at >= quiet_needed or now - self._cid_opened_at >= CID_MAX_OPEN_S:
@@ -1072,13 +1116,49 @@ class ModemLine:
         with self._state_lock:
             if self._off_hook:
                 return
-            count = self._rings.ring(now)
+        # Only an on-hook line is rung (CAR included): an off-hook report is re-checked first,
+        # so a stray one (or a lost DLE h) never keeps the line unscreened or CAR unanswered.
         if (doubt := self._handset.rang(now)) is not None:
-            # Only an on-hook line is rung: the off-hook report was stray (or its DLE h got lost).
             log.warning("%s: %s", self.name, doubt)
             self._emit(HandsetStale(doubt, now))
             self._emit(HandsetOnHook(now))
+        with self._state_lock:
+            if self._off_hook:
+                return
+            if self.number_display is not None:
+                self._on_ring_nd(now)
+                return
+            count = self._rings.ring(now)
         self._emit(Ring(count, now))
+
+    def _on_ring_nd(self, now: float) -> None:
+        """A jp_nd line: a RING is held until it is known not to be CAR's first burst.
+
+        CAR is not ringing: reporting its first burst as a ring would count it into an earlier
+        call's ringing (a redial within the ring gap becomes "ring 2 without caller ID").
+        """
+        assert self.number_display is not None
+        self._release_held_ring(now)
+        if self.number_display.on_ring(now):  # CAR: the primary response is under way
+            self._held_ring_at = None
+            if self._rings.active:  # rings before this CAR belonged to the previous call
+                self._rings.reset()
+                self._emit(RingingStopped(now))
+            return
+        self._held_ring_at = now
+
+    def _release_held_ring(self, now: float) -> None:
+        """Report a held RING once no CAR burst has followed it in time (reader thread)."""
+        nd = self.number_display
+        with self._state_lock:
+            at = self._held_ring_at
+            if nd is None or at is None or now - at <= nd.timing.car_max_interval_s:
+                return
+            self._held_ring_at = None
+            if self._off_hook:
+                return
+            count = self._rings.ring(at)
+        self._emit(Ring(count, at))
 
     def _on_cid_field(self, cid_field: CidField, value: str, text: str, now: float) -> None:
         if not self._cid.started:
@@ -1107,6 +1187,12 @@ class ModemLine:
             self._rings.caller_id(now, caller)
         if next_call:
             self._emit(RingingStopped(now))
+        self._emit(CallOffered(caller, now))
+
+    def _offer_caller_id(self, caller: CallerID, now: float) -> None:
+        """Caller ID from Number Display (any thread): offered like a block before the first ring."""
+        with self._state_lock:
+            self._rings.caller_id(now)
         self._emit(CallOffered(caller, now))
 
     def _on_final_reply(self, reply: str) -> None:

@@ -84,6 +84,9 @@ class CallScript:
     handset_off_hook_at_s: float | None = None
     gap_s: float = 0.0
     label: str = ""
+    # jp_nd lines: the exact Number Display frame to send instead of one built from nmbr
+    # (e.g. with a corrupted CRC); hex text is accepted, as scenario files write it.
+    nd_frame: bytes | None = None
 
     def __post_init__(self) -> None:
         for name in ("nmbr", "name", "date", "time", "mesg", "label"):
@@ -103,6 +106,10 @@ class CallScript:
         if self.handset_off_hook_at_s is not None and not _is_number(self.handset_off_hook_at_s):
             raise ValueError(f"handset_off_hook_at_s must be a number, got {self.handset_off_hook_at_s!r}")
         object.__setattr__(self, "dtmf", _normalise_dtmf(self.dtmf))
+        if isinstance(self.nd_frame, str):
+            object.__setattr__(self, "nd_frame", bytes.fromhex(self.nd_frame))
+        elif self.nd_frame is not None and not isinstance(self.nd_frame, bytes):
+            raise ValueError(f"nd_frame must be bytes or hex text, got {type(self.nd_frame).__name__}")
 
     @property
     def call_waiting(self) -> bool:
@@ -285,6 +292,7 @@ _BUSY_TONES: dict[RingCadence, tuple[tuple[float, ...], float, float]] = {
     RingCadence.JAPAN: ((400.0,), 0.5, 0.5),
     RingCadence.NORTH_AMERICA: ((480.0, 620.0), 0.5, 0.5),
     RingCadence.UK: ((400.0,), 0.375, 0.375),
+    RingCadence.JAPAN_ND: ((400.0,), 0.5, 0.5),
 }
 
 
@@ -366,6 +374,10 @@ def _convert_key(path: Path, where: str, key: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ScenarioError(f"{where}: must be an array of strings")
         return tuple(value)
+    if key == "nd_frame":
+        if not isinstance(value, str):
+            raise ScenarioError(f"{where}: must be hex text")
+        return value
     if key == "caller_audio":
         if not isinstance(value, str):
             raise ScenarioError(f"{where}: must be a WAV file path string")

@@ -9,6 +9,10 @@ progress: BUSY / NO ANSWER / NO DIALTONE / VCON-or-OK once the scripted callee
 answers, see "Dialling" in ``firmware/dialects.py``), plus the faults real USB
 modems have (firmware hang, device vanishing and reappearing under another tty
 name).
+On a ``jp_nd`` cadence the line is a Japanese Number Display line as the
+exchange runs it (``firmware/virtual_nd.py``): CAR at the fast cadence, the
+caller ID as V.23 FSK in the received audio once the host goes off-hook, then
+normal ringing; no formatted caller ID is printed, as no real modem decodes ND.
 
 Design:
 * One emulator thread owns the pty and all modem state. It sleeps in
@@ -65,6 +69,7 @@ from firmware.scenarios import (
     callee_audio_u8,
     caller_audio_u8,
 )
+from firmware.virtual_nd import NdExchange, NdLineOutcome, nd_frame_for, nd_line_audio
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,7 @@ RINGBACK_ON_S: dict[RingCadence, float] = {  # the audible part of each ringback
     RingCadence.JAPAN: 1.0,  # 呼出音: 1 s on, 2 s off
     RingCadence.NORTH_AMERICA: 2.0,  # 2 s on, 4 s off
     RingCadence.UK: 1.0,  # 0.4 on 0.2 off 0.4 on, 2 s off
+    RingCadence.JAPAN_ND: 1.0,
 }
 DIAL_MODIFIERS = frozenset("TPW,!@-()")  # tone/pulse/wait/pause/flash and separators: not digits
 
@@ -116,6 +122,7 @@ VOICE_CLASS = "8"
 HANGUP_EVENT: dict[RingCadence, DleEvent] = {
     RingCadence.JAPAN: DleEvent.BUSY,  # 話中音
     RingCadence.UK: DleEvent.BUSY,
+    RingCadence.JAPAN_ND: DleEvent.BUSY,
     RingCadence.NORTH_AMERICA: DleEvent.DIAL_TONE,
 }
 
@@ -175,6 +182,13 @@ class CallRecord(_LineRecord):
     outcome: CallOutcome | None = None
     commands: list[tuple[float, str]] = field(default_factory=list)
     dle_events: list[tuple[float, str]] = field(default_factory=list)
+    # jp_nd lines: CAR RINGs sent, the primary response, the terminal back on-hook, what was sent.
+    car_rings: int = 0
+    first_car_at: float | None = None
+    primary_response_at: float | None = None
+    nd_on_hook_at: float | None = None
+    nd_frame: bytes = b""
+    nd_outcome: NdLineOutcome | None = None
     _played: bytearray = field(default_factory=bytearray, repr=False)
 
 
@@ -230,6 +244,8 @@ class _Mode(Enum):
 class _Phase(Enum):
     DIALING = "dialing"  # outgoing: dialling, then ringback at the callee
     ALERTING = "alerting"
+    CAR = "car"  # jp_nd: Number Display call signal, waiting for the primary response
+    ND_DATA = "nd_data"  # jp_nd: terminal off-hook, caller ID FSK on the line
     WAITING = "waiting"  # call-waiting: household on the line, no ringing
     CONNECTED = "connected"  # answered by the modem
     HOUSEHOLD = "household"  # answered by the household's phone
@@ -254,6 +270,8 @@ class _Call:
     hangup_at: float | None = None  # caller hang-up time: busy tone from here
     handset_by_script: bool = False
     timers: list[_Timer] = field(default_factory=list)
+    nd_audio: bytes = b""  # jp_nd: what the terminal hears after its primary response
+    nd_epoch: float = 0.0  # primary response time: origin of nd_audio
 
 
 @dataclass(eq=False)
@@ -449,12 +467,14 @@ class VirtualModem:
         cadence: RingCadence = RingCadence.JAPAN,
         time_scale: float = 1.0,
         link_dir: Path | None = None,
+        number_display: NdExchange | None = None,
     ) -> None:
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         self.dialect = dialect
         self.cadence = RingCadence(cadence)
         self.time_scale = float(time_scale)
+        self.number_display = number_display or NdExchange()  # used on jp_nd lines only
         self._link_dir = Path(link_dir) if link_dir is not None else None
         self._own_dir: Path | None = None
         self._cond = threading.Condition()
@@ -1332,6 +1352,8 @@ class VirtualModem:
             log.debug("virtual modem: off-hook with no call (line seized)")
         elif call.phase is _Phase.ALERTING:
             self._answer(call, now)
+        elif call.phase is _Phase.CAR:
+            self._primary_response(call, now)
         else:
             log.info("virtual modem: off-hook during %s call; not answering it", call.phase.value)
 
@@ -1342,6 +1364,9 @@ class VirtualModem:
         self._mode = _Mode.COMMAND
         call, self._line_call = self._line_call, None
         if call is None:
+            return
+        if isinstance(call, _Call) and call.phase is _Phase.ND_DATA:
+            self._nd_on_hook(call, now)
             return
         call.record.hung_up_at = now
         if isinstance(call, _OutCall):
@@ -1410,23 +1435,77 @@ class VirtualModem:
         if script.call_waiting and not self._handset:
             call.handset_by_script = True
             self._set_handset(True, now)
+        if self.cadence is RingCadence.JAPAN_ND:
+            if not waiting:
+                self._begin_car(call, now)
+                return
+            call.record.nd_outcome = NdLineOutcome.NOT_SENT  # no CAR to an off-hook line
         if self.cadence is RingCadence.NORTH_AMERICA and not waiting:
             call.first_ring_due = now
             cid_at = now + self._real(NA_CID_AFTER_RING_S)
         else:
             call.first_ring_due = now + self._real(CID_BEFORE_RING_S)
             cid_at = now + self._real(CALL_WAITING_CID_DELAY_S if waiting else 0.0)
-        self._schedule(call, cid_at, lambda at: self._send_cid(call))
+        if self.cadence is not RingCadence.JAPAN_ND:  # no modem prints Japanese ND
+            self._schedule(call, cid_at, lambda at: self._send_cid(call))
         period = self._real(CADENCE_PERIOD_S[self.cadence])
         if waiting:
             call.phase = _Phase.WAITING
             give_up_at = call.first_ring_due + script.max_rings * period
             self._schedule(call, give_up_at, lambda at: self._give_up(call, at))
         else:
-            self._schedule(call, call.first_ring_due, lambda at: self._ring(call, 0, at))
+            self._start_ringing(call, call.first_ring_due)
+
+    def _start_ringing(self, call: _Call, first_ring_at: float) -> None:
+        script = call.record.script
+        call.phase = _Phase.ALERTING
+        call.first_ring_due = first_ring_at
+        self._schedule(call, first_ring_at, lambda at: self._ring(call, 0, at))
         if script.handset_off_hook_at_s is not None and script.handset_off_hook_at_s > 0:
             pickup_at = call.first_ring_due + self._real(script.handset_off_hook_at_s)
             self._schedule(call, pickup_at, lambda at: self._household_picks_up(call, at))
+
+    # ---- Japanese Number Display (jp_nd): CAR, primary response, FSK, then ringing ----
+
+    def _begin_car(self, call: _Call, now: float) -> None:
+        call.phase = _Phase.CAR
+        call.record.first_car_at = now
+        self._schedule(call, now, lambda at: self._car_ring(call, at))
+        timeout = now + self._real(self.number_display.primary_response_timeout_s)
+        self._schedule(call, timeout, lambda at: self._car_timed_out(call, at))
+
+    def _car_ring(self, call: _Call, at: float) -> None:
+        if call.phase is not _Phase.CAR:
+            return
+        if not self._off_hook and self._mode is _Mode.COMMAND:
+            self._unsolicited(RING)
+        call.record.car_rings += 1
+        self._schedule(call, at + self._real(self.number_display.car_period_s), lambda t: self._car_ring(call, t))
+
+    def _car_timed_out(self, call: _Call, at: float) -> None:
+        """No primary response: a non-ND terminal, so the exchange rings normally without caller ID."""
+        if call.phase is not _Phase.CAR:
+            return
+        log.info("virtual modem: call %d: no primary response to CAR; ringing without caller ID", call.record.index)
+        self._cancel_timers(call)
+        call.record.nd_outcome = NdLineOutcome.NO_PRIMARY_RESPONSE
+        self._start_ringing(call, at)
+
+    def _primary_response(self, call: _Call, now: float) -> None:
+        self._cancel_timers(call)
+        script = call.record.script
+        frame = nd_frame_for(script.nmbr, script.nd_frame)
+        call.phase = _Phase.ND_DATA
+        call.nd_epoch = now
+        call.nd_audio = nd_line_audio(frame, self.number_display)
+        call.record.primary_response_at = now
+        call.record.nd_frame = frame
+        self._line_call = call
+
+    def _nd_on_hook(self, call: _Call, now: float) -> None:
+        call.record.nd_on_hook_at = now
+        call.record.nd_outcome = NdLineOutcome.SENT
+        self._start_ringing(call, now + self._real(self.number_display.ring_after_on_hook_s))
 
     def _send_cid(self, call: _Call) -> None:
         if call.phase not in (_Phase.ALERTING, _Phase.WAITING) or not self._settings.caller_id:
@@ -1697,6 +1776,8 @@ class VirtualModem:
         self._vrx_clock = now
         call = self._line_call
         epoch = call.answered_at if call is not None and call.answered_at is not None else now
+        if isinstance(call, _Call) and call.phase is _Phase.ND_DATA:
+            epoch = call.nd_epoch
         self._vrx_pos = int((now - epoch) * self._rate_real)
         self._silence_run = 0
         self._silence_reported = False
@@ -1804,6 +1885,9 @@ class VirtualModem:
         """Samples [start, end) of the line since answer: caller's voice, then busy tone."""
         call = self._line_call
         silence = bytes([SILENCE_U8])
+        if isinstance(call, _Call) and call.phase is _Phase.ND_DATA:
+            data = call.nd_audio[start:end]
+            return data + silence * (end - start - len(data))
         if call is None or call.answered_at is None:
             return silence * (end - start)
         hang = end

@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="modem_action", required=True)
     q = msub.add_parser("emulate", help="start a virtual voice modem on a pty and print its device path")
     q.add_argument("--dialect", choices=["usr", "conexant"], default="conexant")
-    q.add_argument("--cadence", choices=["jp", "na", "uk"], default="jp")
+    q.add_argument("--cadence", choices=["jp", "jp_nd", "na", "uk"], default="jp")
     q.add_argument("--scenario", metavar="F", help="TOML call scenario (default: the demo calls)")
     q.add_argument("--no-calls", action="store_true", help="place no calls, just be a modem")
     q.add_argument("--time-scale", type=float, default=1.0, help="<1 runs the scenario faster")

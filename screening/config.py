@@ -334,7 +334,9 @@ class LineConfig:
         "JP", _region(), "ISO 3166 region of the line: how national numbers are read and what counts as international."
     )
     cadence: RingCadence = _setting(
-        "jp", _choice(RingCadence), "Ring cadence, and so where caller ID arrives: `jp`, `na` (North America) or `uk`."
+        "jp", _choice(RingCadence),
+        "Ring cadence, and so where caller ID arrives: `jp`, `na` (North America), `uk`, or `jp_nd` "
+        "(Japanese Number Display decoded by mamoru from the line audio: a plain voice modem on an ND line).",
     )
     no_caller_id_ring: int = _setting(
         2, _int_range(2, 4),

@@ -22,6 +22,7 @@ from blocklist.feeds import FeedTimer
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
+from firmware.number_display import NdTiming
 from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_scenario, load_scenario
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
@@ -163,7 +164,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             modem = VirtualModem(DIALECTS[sim.dialect], cfg.line.cadence, sim.time_scale)
             modem.start()
             line = modem_line_from_uri(f"modem://{modem.device_path}", cfg, name="sim",
-                                       ring_gap_s=1.5 * CADENCE_PERIOD_S[cfg.line.cadence] * sim.time_scale)
+                                       ring_gap_s=1.5 * CADENCE_PERIOD_S[cfg.line.cadence] * sim.time_scale,
+                                       number_display=NdTiming().scaled(sim.time_scale))
         elif urlsplit(uri).scheme == "sip":
             line, *extra_lines = sip_lines_from_config(uri, cfg)
             for extra in extra_lines:
