@@ -256,3 +256,15 @@ def test_a_redial_right_after_ringing_stopped_is_a_new_call(modem: VirtualModem,
     # CAR bursts are not ringing: the only Ring events are the normal rings after each caller ID.
     rings = [e for e in events if isinstance(e, Ring)]
     assert len(rings) == 2 and all(any(o.at < r.at for o in offers) for r in rings)
+
+
+def test_a_stray_handset_report_on_an_idle_nd_line_does_not_cost_the_next_callers_number(
+        modem: VirtualModem, line: ModemLine) -> None:
+    modem.inject(b"\x10H")  # DLE H from line noise: nobody picked up
+    events_until(line, lambda ev: line.handset_off_hook(), timeout=5.0)
+    assert line.handset_off_hook()
+    record, events = run_call(modem, line, CallScript(nmbr="0312345678", max_rings=2))
+    # CAR itself proves the handset is down: the primary response is made and the number decoded.
+    assert not line.handset_off_hook()
+    assert [c.caller.number_e164 for c in offered(events)] == ["+81312345678"]
+    assert_decided_before_first_normal_ring(record, events)
