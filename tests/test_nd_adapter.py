@@ -3,6 +3,10 @@ real pty, and a modem line taking its caller ID from the adapter (virtual modem 
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +25,7 @@ from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
 from firmware.virtual_nd_adapter import VirtualNdAdapter
 from screening.callerid import CidField
+from screening.config import ConfigError, load_config
 from screening.daemon import Daemon
 from screening.line import CallOffered, LineFault, LineRestored, Ring
 from screening.model import Action, CallerID, ListEntry, ListKind, MatchKind, Reason
@@ -312,3 +317,74 @@ def test_pairing_takes_a_late_adapter_caller_on_the_first_ring_but_not_after_the
     line.on_modem_event(Ring(2, 203.0))
     line.on_adapter_event(CallOffered(CallerID(raw_number="0312345678"), 203.5))  # the daemon already gave up
     assert [type(line.next_event(0)) for _ in range(3)] == [Ring, Ring, type(None)]
+
+
+# ---- the setting -------------------------------------------------------------------------
+
+
+def test_nd_adapter_setting_is_validated(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[line]\nuri = "modem:///dev/ttyACM0"\nnd_adapter = "/dev/ttyUSB0"\n', encoding="utf-8")
+    assert load_config(good, env={}).line.nd_adapter == Path("/dev/ttyUSB0")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[line]\nuri = "modem:///dev/ttyACM0"\nnd_adapter = "ttyUSB0"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"line\.nd_adapter.*absolute device path"):
+        load_config(bad, env={})
+    sip = tmp_path / "sip.toml"
+    sip.write_text('[line]\nuri = "sip://127.0.0.1:5062"\nnd_adapter = "/dev/ttyUSB0"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"line\.nd_adapter.*modem line only"):
+        load_config(sip, env={})
+    assert load_config(None, env={}, system_path=tmp_path / "none.toml").line.nd_adapter is None
+
+
+# ---- `mamoru run` on the virtual modem with the fake adapter -------------------------------------
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_mamoru_run_takes_caller_id_from_the_adapter(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with Store(db) as store:
+        store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
+    env = {**{k: v for k, v in os.environ.items() if k != "MAMORU_CONFIG"}, "HOME": str(tmp_path),
+           "XDG_STATE_HOME": str(tmp_path / "state")}
+    with VirtualModem(CONEXANT_CX93001, RingCadence.JAPAN, 0.25, link_dir=tmp_path) as modem, \
+            VirtualNdAdapter(link_dir=tmp_path) as fake:
+        config = tmp_path / "mamoru.toml"
+        config.write_text(f'[line]\nuri = "modem://{modem.device_path}"\nnd_adapter = "{fake.device_path}"\n'
+                          f'[store]\ndb = "{db}"\n[recording]\nenabled = false\n[web]\nenabled = false\n'
+                          '[voice]\ntranscribe = false\n', encoding="utf-8")
+        run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--config", str(config)],
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+        try:
+            # Like the real adapter, the fake resends until the host answers: mamoru is starting up.
+            assert _wait(lambda: fake.send_caller("0398765432").acked, 20), "mamoru never acknowledged the adapter"
+            first = modem.wait_for_call_end(modem.place_call(NO_CID), timeout=30)
+            assert first.rings <= 1
+            assert fake.send_caller(reason=Reason.WITHHELD).acked
+            modem.wait_for_call_end(modem.place_call(NO_CID), timeout=30)
+            modem.wait_for_call_end(modem.place_call(NO_CID), timeout=30)  # the adapter says nothing
+            assert _wait(lambda: _finished(db) >= 3, 20)
+        finally:
+            run.send_signal(signal.SIGTERM)
+            _, err = run.communicate(timeout=15)
+        assert run.returncode == 0, err
+    with Store(db) as store:
+        rows = list(reversed(store.recent_calls(limit=10)))
+    assert [(r.action, r.rule) for r in rows] == [(Action.BLOCK, "blocklist:local"),
+                                                 (Action.REQUEST_NUMBER, "withheld"),
+                                                 (Action.WARN, "no_caller_id")]
+
+
+def _finished(db: Path) -> int:
+    with Store(db) as store:
+        return sum(r.state is CallState.COMPLETED for r in store.recent_calls(limit=10))
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
