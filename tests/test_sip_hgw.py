@@ -11,10 +11,27 @@ the display name.
 
 from __future__ import annotations
 
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
-from screening.model import Reason
+from blocklist.store import CallState, EventKind, Store
+from screening.config import Config, SipUpstream
+from screening.daemon import Daemon
+from screening.model import Action, ListEntry, ListKind, MatchKind, Reason
+from screening.rules import Policy
+from screening.session import SessionSettings
 from screening.sip_callerid import caller_id_from_sip
+from voice.announcements import ToneAnnouncements
+
+pytestmark = pytest.mark.timeout(180)
 
 HGW = "127.0.0.1"
 
@@ -42,3 +59,132 @@ def test_privacy_header_still_withholds_whatever_the_display_name() -> None:
     headers = [("From", '"Coin line/payphone" <sip:anonymous@anonymous.invalid>'), ("Privacy", "id")]
     assert caller_id_from_sip(headers, source_ip=HGW, trusted_upstreams=[HGW], home_region="JP").reason \
         is Reason.WITHHELD
+
+
+# ---- end to end: SIPp as the HGW (registrar + TEL1, and the external caller) ---------------------
+
+SIPP_DIR = Path(__file__).parent / "data" / "sipp"
+FAMILY, BLOCKED, UNKNOWN = "0312345678", "0398765432", "0662223333"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _sipp() -> str:
+    path = shutil.which("sipp")
+    if path is None:
+        pytest.fail("sipp is not installed: apt-get install -y sip-tester (scripts/test.sh does this as root)")
+    return path
+
+
+class Hgw:
+    """The gateway's side of mamoru's extension: SIPp as registrar and TEL1 on one address and port."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_udp_port()
+        self.log = tmp / "hgw_messages.log"
+        self.proc = subprocess.Popen(
+            [_sipp(), "-sf", str(SIPP_DIR / "hgw_gateway.xml"), "-i", HGW, "-p", str(self.port),
+             "-mp", str(free_udp_port()), "-m", "99", "-nostdin", "-trace_msg", "-message_file", str(self.log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp)
+        time.sleep(0.3)
+
+    def tel1_calls(self) -> set[str]:
+        """Call-IDs of the INVITEs mamoru sent to TEL1 (each is sent twice: the digest challenge)."""
+        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+        calls = set()
+        for message in text.split("message received")[1:]:
+            body = message.split("\n\n", 1)[-1] if "\n\n" in message else message
+            if re.search(r"^\s*INVITE sip:1@", body, re.M):
+                found = re.search(r"^\s*Call-ID:\s*(\S+)", body, re.M | re.I)
+                if found:
+                    calls.add(found.group(1))
+        return calls
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=10)
+
+
+def _external_call(mamoru_port: int, from_: str, tmp: Path) -> None:
+    """The HGW offering one external call to mamoru's extension (SIPp UAC); returns when it ended."""
+    proc = subprocess.run(
+        [_sipp(), "-sf", str(SIPP_DIR / "hgw_incoming.xml"), "-key", "from", from_, "-s", "mamoru",
+         "-i", HGW, "-p", str(free_udp_port()), "-mp", str(free_udp_port()), "-m", "1", "-timeout", "30s",
+         "-nostdin", f"{HGW}:{mamoru_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp, timeout=45)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_hgw_layout_rings_tel1_only_for_allowed_and_warned_calls(tmp_path: Path) -> None:
+    pytest.importorskip("pjsua2")
+    from firmware.sip_line import sip_lines_from_uri  # pjsua2 is optional: only this test needs it
+
+    hgw = Hgw(tmp_path)
+    secret = tmp_path / "sip.secret"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    cfg = Config.defaults()
+    cfg = replace(cfg, sip=replace(cfg.sip, upstream=SipUpstream.HGW, trusted_upstreams=(HGW,), max_calls=1,
+                                   household=f"sip:1@{HGW}:{hgw.port}", password_file=secret))
+    bind = free_udp_port()
+    line = sip_lines_from_uri(f"sip://mamoru@{HGW}:{hgw.port}?bind={HGW}:{bind}", cfg, env={})[0]
+    store = Store(tmp_path / "calls.db", retry_interval=0.05, busy_timeout=0.2)
+    store.open()
+    store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81312345678", source="family"))
+    store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
+    stop = threading.Event()
+    line.open()
+    thread = threading.Thread(target=Daemon(line, store, Policy(), ToneAnnouncements(),
+                                            SessionSettings(30.0)).run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert line.endpoint.registration.wait(10), "never registered (SIPp verifies the digest first)"
+        calls = [
+            (f'"{FAMILY}" <sip:{FAMILY}@ntt-east.ne.jp>', Action.ALLOW, "allowlist", True),
+            (f"<sip:{BLOCKED}@ntt-east.ne.jp>", Action.BLOCK, "blocklist:local", False),
+            (f"<sip:{UNKNOWN}@ntt-east.ne.jp>", Action.WARN, "unknown", True),
+            ('"Anonymous" <sip:anonymous@anonymous.invalid>', Action.REQUEST_NUMBER, "withheld", False),
+            ('"Coin line/payphone" <sip:anonymous@anonymous.invalid>', Action.WARN, "payphone", True),
+        ]
+        rung = 0
+        for n, (from_, action, rule, rings_tel1) in enumerate(calls, start=1):
+            _external_call(bind, from_, tmp_path)
+            rows = _wait_rows(store, n)
+            row = rows[-1]
+            kinds = [e.kind for e in store.events_for(row.id)]
+            assert (row.action, row.rule) == (action, rule), (from_, row)
+            assert (EventKind.HOUSEHOLD in kinds) is rings_tel1, (from_, kinds)
+            rung += rings_tel1
+            assert _wait(lambda: len(hgw.tel1_calls()) == rung, 5), (from_, hgw.tel1_calls())
+        blocked = _wait_rows(store, len(calls))[1]
+        assert blocked.end_reason == "rejected"  # 603 to the HGW: nothing in the house rang
+        assert hgw.proc.poll() is None, "the HGW refused mamoru's credentials"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        line.close()
+        store.close()
+        hgw.stop()
+
+
+def _wait_rows(store: Store, n: int, timeout: float = 15.0) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = store.recent_calls(limit=100)
+        if len(rows) >= n and all(r.state in (CallState.COMPLETED, CallState.FAILED) for r in rows):
+            return list(reversed(rows))
+        time.sleep(0.05)
+    raise AssertionError(f"expected {n} finished calls, have {store.recent_calls(limit=100)}")
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
