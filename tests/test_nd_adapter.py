@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,9 @@ from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
 from firmware.virtual_nd_adapter import VirtualNdAdapter
 from screening.callerid import CidField
-from screening.config import ConfigError, load_config
+from screening.config import Config, ConfigError, load_config
 from screening.daemon import Daemon
+from screening.doctor import check_nd_adapter, run_checks
 from screening.line import CallOffered, LineFault, LineRestored, Ring
 from screening.model import Action, CallerID, ListEntry, ListKind, MatchKind, Reason
 from screening.nd_adapter_frame import (
@@ -388,3 +390,19 @@ def _wait(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+# ---- mamoru doctor ---------------------------------------------------------------------------------
+
+
+def test_doctor_says_when_the_caller_id_adapter_is_unplugged(tmp_path: Path) -> None:
+    fake = VirtualNdAdapter(link_dir=tmp_path)
+    cfg = Config.defaults()
+    cfg = replace(cfg, line=replace(cfg.line, uri="modem:///dev/null-modem", nd_adapter=fake.device_path))
+    missing = check_nd_adapter(cfg)
+    assert missing.severity == "problem" and "not plugged in" in missing.message
+    with fake:
+        assert check_nd_adapter(cfg).severity == "ok"
+    without = replace(cfg, line=replace(cfg.line, nd_adapter=None))
+    assert "nd_adapter" not in {c.name for c in run_checks(without, db_path=tmp_path / "x.db", modem_timeout_s=0.2)}
+    assert "nd_adapter" in {c.name for c in run_checks(cfg, db_path=tmp_path / "x.db", modem_timeout_s=0.2)}
