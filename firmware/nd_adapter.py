@@ -135,7 +135,8 @@ class NdAdapter:
         assert port is not None
         reader = FrameReader(self.fmt)
         while not self._stop.is_set():
-            data = port.read(256)
+            # One byte (or what is already waiting): read(256) would sit out the whole timeout per frame.
+            data = port.read(max(1, port.in_waiting))
             now = time.monotonic()
             if not data and not port.is_open:
                 raise serial.SerialException("port closed")
