@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import subprocess
+import textwrap
 import threading
 import time
 from dataclasses import replace
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from blocklist.store import CallState, EventKind, Store
-from screening.config import Config, SipUpstream
+from screening.config import Config, SipUpstream, load_config
 from screening.daemon import Daemon
 from screening.model import Action, ListEntry, ListKind, MatchKind, Reason
 from screening.rules import Policy
@@ -188,3 +189,16 @@ def _wait(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_the_hgw_settings_in_the_installer_notes_load(tmp_path: Path) -> None:
+    """The [line]/[sip] example in docs/japan-lines.md is a valid config for this layout."""
+    text = (Path(__file__).parent.parent / "docs" / "japan-lines.md").read_text(encoding="utf-8")
+    example = re.search(r"```toml\n(.*?)```", text, re.S)
+    assert example is not None
+    config = tmp_path / "mamoru.toml"
+    config.write_text(textwrap.dedent(example.group(1)), encoding="utf-8")
+    cfg = load_config(config, env={})
+    assert cfg.line.uri.startswith("sip://3@192.168.1.1")
+    assert (cfg.sip.upstream, cfg.sip.household, cfg.sip.trusted_upstreams) == (
+        SipUpstream.HGW, "sip:1@192.168.1.1", ("192.168.1.1/32",))
