@@ -11,26 +11,24 @@ the display name.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import textwrap
-import threading
 import time
-from dataclasses import replace
+import wave
 from pathlib import Path
 
 import pytest
 
 from blocklist.store import CallState, EventKind, Store
-from screening.config import Config, SipUpstream, load_config
-from screening.daemon import Daemon
+from screening.config import SipUpstream, load_config
 from screening.model import Action, ListEntry, ListKind, MatchKind, Reason
-from screening.rules import Policy
-from screening.session import SessionSettings
 from screening.sip_callerid import caller_id_from_sip
-from voice.announcements import ToneAnnouncements
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -64,7 +62,8 @@ def test_privacy_header_still_withholds_whatever_the_display_name() -> None:
 
 # ---- end to end: SIPp as the HGW (registrar + TEL1, and the external caller) ---------------------
 
-SIPP_DIR = Path(__file__).parent / "data" / "sipp"
+ROOT = Path(__file__).parent.parent
+SIPP_DIR = ROOT / "tests" / "data" / "sipp"
 FAMILY, BLOCKED, UNKNOWN = "0312345678", "0398765432", "0662223333"
 
 
@@ -92,6 +91,12 @@ class Hgw:
              "-mp", str(free_udp_port()), "-m", "99", "-nostdin", "-trace_msg", "-message_file", str(self.log)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp)
         time.sleep(0.3)
+
+    def registered(self) -> bool:
+        """mamoru sent a REGISTER with digest credentials (SIPp checks them and answers 200 or 403)."""
+        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+        return any(re.search(r"^\s*REGISTER sip:", m, re.M) and re.search(r"^\s*Authorization:", m, re.M | re.I)
+                   for m in text.split("message received")[1:])
 
     def tel1_calls(self) -> set[str]:
         """Call-IDs of the INVITEs mamoru sent to TEL1 (each is sent twice: the digest challenge)."""
@@ -122,28 +127,39 @@ def _external_call(mamoru_port: int, from_: str, tmp: Path) -> None:
 
 
 def test_hgw_layout_rings_tel1_only_for_allowed_and_warned_calls(tmp_path: Path) -> None:
+    """``mamoru run`` registered as HGW extension "mamoru", the household phone as TEL1 (sip:1@HGW)."""
     pytest.importorskip("pjsua2")
-    from firmware.sip_line import sip_lines_from_uri  # pjsua2 is optional: only this test needs it
-
     hgw = Hgw(tmp_path)
     secret = tmp_path / "sip.secret"
     secret.write_text("s3cret\n", encoding="utf-8")
-    cfg = Config.defaults()
-    cfg = replace(cfg, sip=replace(cfg.sip, upstream=SipUpstream.HGW, trusted_upstreams=(HGW,), max_calls=1,
-                                   household=f"sip:1@{HGW}:{hgw.port}", password_file=secret))
+    secret.chmod(0o600)
+    db = tmp_path / "calls.db"
+    with Store(db) as store:
+        store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81312345678", source="family"))
+        store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
+    prompts = tmp_path / "prompts"  # one-second prompts (the household's own recordings) keep calls short
+    prompts.mkdir()
+    for name in ("warning", "number_request", "number_blocked"):
+        with wave.open(str(prompts / f"{name}.wav"), "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(8000)
+            wav.writeframes(b"\x00\x10" * 8000)
     bind = free_udp_port()
-    line = sip_lines_from_uri(f"sip://mamoru@{HGW}:{hgw.port}?bind={HGW}:{bind}", cfg, env={})[0]
-    store = Store(tmp_path / "calls.db", retry_interval=0.05, busy_timeout=0.2)
-    store.open()
-    store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81312345678", source="family"))
-    store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
-    stop = threading.Event()
-    line.open()
-    thread = threading.Thread(target=Daemon(line, store, Policy(), ToneAnnouncements(),
-                                            SessionSettings(30.0)).run, args=(stop,), daemon=True)
-    thread.start()
+    config = tmp_path / "mamoru.toml"
+    config.write_text(
+        f'[line]\nuri = "sip://mamoru@{HGW}:{hgw.port}?bind={HGW}:{bind}"\n'
+        f'[sip]\nupstream = "hgw"\ntrusted_upstreams = ["{HGW}"]\nhousehold = "sip:1@{HGW}:{hgw.port}"\n'
+        f'password_file = "{secret}"\nmax_calls = 1\n'
+        f'[store]\ndb = "{db}"\n[recording]\ndir = "{tmp_path / "rec"}"\n[web]\nenabled = false\n'
+        f'[voice]\ntranscribe = false\nprompts_dir = "{prompts}"\n', encoding="utf-8")
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MAMORU_CONFIG", "MAMORU_SIP_PASSWORD")},
+           "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
+    run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--config", str(config)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     try:
-        assert line.endpoint.registration.wait(10), "never registered (SIPp verifies the digest first)"
+        assert _wait(hgw.registered, 20), "never registered (SIPp verifies the digest)"
+        time.sleep(0.5)  # SIPp's 200 OK reaches mamoru
         calls = [
             (f'"{FAMILY}" <sip:{FAMILY}@ntt-east.ne.jp>', Action.ALLOW, "allowlist", True),
             (f"<sip:{BLOCKED}@ntt-east.ne.jp>", Action.BLOCK, "blocklist:local", False),
@@ -152,24 +168,25 @@ def test_hgw_layout_rings_tel1_only_for_allowed_and_warned_calls(tmp_path: Path)
             ('"Coin line/payphone" <sip:anonymous@anonymous.invalid>', Action.WARN, "payphone", True),
         ]
         rung = 0
-        for n, (from_, action, rule, rings_tel1) in enumerate(calls, start=1):
-            _external_call(bind, from_, tmp_path)
-            rows = _wait_rows(store, n)
-            row = rows[-1]
-            kinds = [e.kind for e in store.events_for(row.id)]
-            assert (row.action, row.rule) == (action, rule), (from_, row)
-            assert (EventKind.HOUSEHOLD in kinds) is rings_tel1, (from_, kinds)
-            rung += rings_tel1
-            assert _wait(lambda: len(hgw.tel1_calls()) == rung, 5), (from_, hgw.tel1_calls())
-        blocked = _wait_rows(store, len(calls))[1]
+        with Store(db, retry_interval=0.05, busy_timeout=0.5) as store:
+            for n, (from_, action, rule, rings_tel1) in enumerate(calls, start=1):
+                _external_call(bind, from_, tmp_path)
+                row = _wait_rows(store, n)[-1]
+                kinds = [e.kind for e in store.events_for(row.id)]
+                assert (row.action, row.rule) == (action, rule), (from_, row)
+                assert (EventKind.HOUSEHOLD in kinds) is rings_tel1, (from_, kinds)
+                rung += rings_tel1
+                assert _wait(lambda: len(hgw.tel1_calls()) == rung, 5), (from_, hgw.tel1_calls())
+            blocked = _wait_rows(store, len(calls))[1]
         assert blocked.end_reason == "rejected"  # 603 to the HGW: nothing in the house rang
         assert hgw.proc.poll() is None, "the HGW refused mamoru's credentials"
     finally:
-        stop.set()
-        thread.join(timeout=10)
-        line.close()
-        store.close()
-        hgw.stop()
+        run.send_signal(signal.SIGTERM)
+        try:
+            _, err = run.communicate(timeout=20)
+        finally:
+            hgw.stop()
+    assert run.returncode == 0, err[-3000:]
 
 
 def _wait_rows(store: Store, n: int, timeout: float = 15.0) -> list:
