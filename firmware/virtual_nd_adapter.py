@@ -23,6 +23,7 @@ import time
 import tty
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from screening.callerid import CidField
 from screening.model import Reason
@@ -75,7 +76,7 @@ class VirtualNdAdapter:
             self._thread = None
         self._close_pty()
 
-    def __enter__(self) -> VirtualNdAdapter:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -98,16 +99,21 @@ class VirtualNdAdapter:
     # ---- what the adapter sends --------------------------------------------------
 
     def send_caller(self, number: str | None = None, reason: Reason | None = None, *, date: str | None = None,
-                    time_: str | None = None, corrupt_sends: int = 0, wait_answer: bool = True) -> SendResult:  # fmt: skip
+                    time_: str | None = None, corrupt_sends: int = 0,
+                    wait_answer: bool = True) -> SendResult:
         """One caller as the adapter reports it (a number, or a reason letter), resent on NAK/silence.
 
         ``corrupt_sends``: that many first sends carry a wrong block check (a line hit).
         """
-        if (number is None) == (reason is None):
+        if number is not None and reason is None:
+            shown = number
+        elif number is None and reason is not None:
+            shown = Reason(reason).value
+        else:
             raise ValueError("give a number or a reason")
         now = time.localtime()
         values = {CidField.DATE: date or time.strftime("%m%d", now), CidField.TIME: time_ or time.strftime("%H%M", now),
-                  CidField.NMBR: number if number is not None else Reason(reason).value}
+                  CidField.NMBR: shown}
         good = build_frame(self.fmt, values)
         bad = good[:-1] + bytes([good[-1] ^ 0x01]) if self.fmt.bcc else good[:-1]
         naks = 0

@@ -176,7 +176,7 @@ def test_hgw_layout_rings_tel1_only_for_allowed_and_warned_calls(tmp_path: Path)
                 assert (row.action, row.rule) == (action, rule), (from_, row)
                 assert (EventKind.HOUSEHOLD in kinds) is rings_tel1, (from_, kinds)
                 rung += rings_tel1
-                assert _wait(lambda: len(hgw.tel1_calls()) == rung, 5), (from_, hgw.tel1_calls())
+                assert _wait(lambda want=rung: len(hgw.tel1_calls()) == want, 5), (from_, hgw.tel1_calls())
             blocked = _wait_rows(store, len(calls))[1]
         assert blocked.end_reason == "rejected"  # 603 to the HGW: nothing in the house rang
         assert hgw.proc.poll() is None, "the HGW refused mamoru's credentials"
