@@ -166,6 +166,10 @@ def test_hgw_layout_rings_tel1_only_for_allowed_and_warned_calls(tmp_path: Path)
             (f"<sip:{UNKNOWN}@ntt-east.ne.jp>", Action.WARN, "unknown", True),
             ('"Anonymous" <sip:anonymous@anonymous.invalid>', Action.REQUEST_NUMBER, "withheld", False),
             ('"Coin line/payphone" <sip:anonymous@anonymous.invalid>', Action.WARN, "payphone", True),
+            ('"Unavailable" <sip:anonymous@anonymous.invalid>', Action.WARN, "out_of_area", True),
+            ('"Interaction with other service" <sip:anonymous@anonymous.invalid>', Action.WARN,
+             "service_conflict", True),
+            ("<sip:anonymous@anonymous.invalid>", Action.REQUEST_NUMBER, "withheld", False),
         ]
         rung = 0
         with Store(db, retry_interval=0.05, busy_timeout=0.5) as store:
