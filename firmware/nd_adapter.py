@@ -6,8 +6,9 @@ paired with a modem line by ``firmware/nd_line.py``.
 
 One reader thread owns the port: it splits the byte stream into frames, answers
 ACK for a good frame and NAK for a bad one, and queues a ``CallOffered`` for
-each new caller. A frame the adapter resends because our ACK was lost is
-acknowledged again but not offered twice. If the port cannot be opened or
+each caller. A frame the adapter resends because our ACK was lost is
+acknowledged and queued again; the line (``firmware/nd_line.py``), which knows
+whether a call came between, takes it as the same caller. If the port cannot be opened or
 vanishes (USB-serial unplugged), the thread queues a ``LineFault``, retries with
 backoff, and queues ``LineRestored`` once it is back. Every wait has a timeout.
 """
@@ -23,7 +24,6 @@ from pathlib import Path
 import serial
 
 from screening.line import CallOffered, LineFault, LineRestored
-from screening.model import CallerID
 from screening.nd_adapter_frame import (
     ACK,
     DEFAULT_FORMAT,
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.1  # one read() wait: how soon a stop request or a broken frame is noticed
 REOPEN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
-RESEND_DEDUPE_S = 5.0  # the same caller again within this is the adapter resending, not a new call
 EVENT_QUEUE_SIZE = 100
 
 _PARITY = {Parity.EVEN: serial.PARITY_EVEN, Parity.ODD: serial.PARITY_ODD, Parity.NONE: serial.PARITY_NONE}
@@ -62,7 +61,6 @@ class NdAdapter:
         self._thread: threading.Thread | None = None
         self._port: serial.Serial | None = None
         self._faulted = False
-        self._last: tuple[CallerID, float] | None = None
         self.frames_acked = 0
         self.frames_naked = 0
 
@@ -154,10 +152,7 @@ class NdAdapter:
             return
         port.write(bytes([ACK]))
         self.frames_acked += 1
-        if self._last is not None and self._last[0] == caller and now - self._last[1] < RESEND_DEDUPE_S:
-            log.debug("ND adapter resent a frame we already took (our ACK was lost)")
-            return
-        self._last = (caller, now)
+        # A resend (our ACK was lost) is offered again: only the line knows whether a call came between.
         log.info("ND adapter: caller %s", caller.raw_number or caller.reason)
         self._put(CallOffered(caller, now))
 

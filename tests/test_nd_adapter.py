@@ -29,7 +29,7 @@ from screening.callerid import CidField
 from screening.config import Config, ConfigError, load_config
 from screening.daemon import Daemon
 from screening.doctor import check_nd_adapter, run_checks
-from screening.line import CallOffered, LineFault, LineRestored, Ring
+from screening.line import CallOffered, LineFault, LineRestored, Ring, RingingStopped
 from screening.model import Action, CallerID, ListEntry, ListKind, MatchKind, Reason
 from screening.nd_adapter_frame import (
     DEFAULT_FORMAT,
@@ -187,15 +187,14 @@ def test_a_corrupted_frame_is_naked_and_the_resend_taken_once(fake: VirtualNdAda
     assert driver.next_event(0.5) is None  # one caller, not three
 
 
-def test_a_resend_after_a_lost_ack_is_acked_again_but_not_a_second_call(fake: VirtualNdAdapter,
-                                                                      driver: NdAdapter) -> None:
+def test_a_resend_after_a_lost_ack_is_acked_again(fake: VirtualNdAdapter, driver: NdAdapter) -> None:
     time.sleep(0.2)
     good = frame("0662223333")
     fake.send_raw(good)
     fake.send_raw(good)  # the adapter did not hear our ACK and sent it again
     assert next_of(driver, CallOffered).caller.raw_number == "0662223333"
-    assert driver.next_event(0.5) is None
-    assert fake.received.count(b"\x06") == 2
+    assert next_of(driver, CallOffered).caller.raw_number == "0662223333"  # the line decides (below)
+    assert _wait(lambda: fake.received.count(b"\x06") == 2, 2.0), fake.received
 
 
 def test_adapter_missing_at_start_is_a_fault_then_restored_when_plugged_in(tmp_path: Path) -> None:
@@ -306,19 +305,72 @@ def test_a_stray_adapter_frame_with_no_ring_never_takes_the_line_off_hook(tmp_pa
         assert [(r.action, r.rule) for r in rig.rows(1)] == [(Action.WARN, "no_caller_id")]
 
 
-def test_pairing_takes_a_late_adapter_caller_on_the_first_ring_but_not_after_the_deadline(tmp_path: Path) -> None:
-    """Pure pairing rules on hand-made events (timing the real devices this finely would be flaky)."""
-    line = NdAdapterLine(ModemLine(str(tmp_path / "none"), "auto", "JP", RingCadence.JAPAN),
+def kinds(line: NdAdapterLine) -> list[type]:
+    out = []
+    while (event := line.next_event(0)) is not None:
+        out.append(type(event))
+    return out
+
+
+def offline_line(tmp_path: Path) -> NdAdapterLine:
+    """The pairing rules on hand-made events (timing real devices this finely would be flaky)."""
+    return NdAdapterLine(ModemLine(str(tmp_path / "none"), "auto", "JP", RingCadence.JAPAN),
                          NdAdapter(tmp_path / "none"), no_cid_ring=2, ring_gap_s=4.5)
 
-    late = CallOffered(CallerID(raw_number="0312345678"), 100.5)
+
+def caller_at(at: float, number: str = "0312345678") -> CallOffered:
+    return CallOffered(CallerID(raw_number=number), at)
+
+
+def test_pairing_takes_a_late_adapter_caller_on_the_first_ring_but_not_after_the_deadline(tmp_path: Path) -> None:
+    line = offline_line(tmp_path)
     line.on_modem_event(Ring(1, 100.0))
-    line.on_adapter_event(late)  # after ring 1: offered at once
-    assert [type(line.next_event(0)) for _ in range(2)] == [Ring, CallOffered]
-    line.on_modem_event(Ring(1, 200.0))
+    line.on_adapter_event(caller_at(100.5))  # after ring 1: offered at once
+    assert kinds(line) == [Ring, CallOffered]
+    line.on_modem_event(Ring(1, 200.0))  # long after: a new call, and the last one stopped ringing
     line.on_modem_event(Ring(2, 203.0))
-    line.on_adapter_event(CallOffered(CallerID(raw_number="0312345678"), 203.5))  # the daemon already gave up
-    assert [type(line.next_event(0)) for _ in range(3)] == [Ring, Ring, type(None)]
+    line.on_adapter_event(caller_at(203.5))  # the daemon already screened this call as no caller ID
+    assert kinds(line) == [RingingStopped, Ring, Ring]
+
+
+def test_a_new_caller_while_the_last_call_still_rings_is_a_new_call(tmp_path: Path) -> None:
+    """An allowed call rings; its caller gives up and calls straight back: one ND message per call."""
+    line = offline_line(tmp_path)
+    line.on_adapter_event(caller_at(99.0))
+    line.on_modem_event(Ring(1, 100.0))
+    line.on_modem_event(Ring(2, 103.0))
+    line.on_adapter_event(caller_at(104.0))  # the modem still counts the old ringing; we know better
+    line.on_modem_event(Ring(3, 105.0))
+    events = []
+    while (event := line.next_event(0)) is not None:
+        events.append(event)
+    assert [type(e) for e in events] == [CallOffered, Ring, Ring, RingingStopped, CallOffered, Ring]
+    assert [e.count for e in events if isinstance(e, Ring)] == [1, 2, 1]  # counted per call
+    line.tick(105.0 + 4.0)
+    assert kinds(line) == []
+    line.tick(105.0 + 4.6)  # neither a ring nor a caller for the ring gap: it stopped ringing
+    assert kinds(line) == [RingingStopped]
+
+
+def test_a_resend_is_the_same_call(tmp_path: Path) -> None:
+    """(The same caller again once the call was answered is a new call: the contract suite's modem_nd rig.)"""
+    line = offline_line(tmp_path)
+    line.on_adapter_event(caller_at(99.0))
+    line.on_adapter_event(caller_at(99.5))  # resent: our ACK was lost
+    line.on_modem_event(Ring(1, 100.0))
+    line.on_adapter_event(caller_at(100.2))  # resent once more, after the ring: still the same call
+    assert kinds(line) == [CallOffered, Ring]
+    line.tick(110.0)
+    line.on_adapter_event(caller_at(111.0))  # the same caller long after: a new call
+    line.on_modem_event(Ring(1, 112.0))
+    assert kinds(line) == [RingingStopped, CallOffered, Ring]
+
+
+def test_the_modems_own_ringing_stopped_and_caller_id_are_not_passed_on(tmp_path: Path) -> None:
+    line = offline_line(tmp_path)
+    line.on_modem_event(RingingStopped(10.0))
+    line.on_modem_event(CallOffered(CallerID(raw_number="0398765432"), 11.0))  # the adapter is the source
+    assert kinds(line) == []
 
 
 # ---- the setting -------------------------------------------------------------------------
