@@ -918,9 +918,9 @@ def parse_config(document: Mapping[str, Any], source: str) -> Config:
             sections[name] = section_cls(**_parse_section(name, section_cls, table, source, problems))
     line = sections.get("line", LineConfig())
     home_region = line.home_region
-    if line.nd_adapter is not None and not line.uri.startswith("modem:"):
+    if line.nd_adapter is not None and line.uri.startswith("sip:"):
         problems.append(ConfigProblem(source, "line.nd_adapter", "an ND adapter gives caller ID to a modem line "
-                                      f"only; line.uri is {line.uri!r} (use modem:///dev/…, or set it to \"\")"))
+                                      f"only; line.uri is {line.uri!r} (SIP brings its own caller ID: set it to \"\")"))
     relatives = _parse_relatives(document.get("relatives", []), home_region, source, problems)
     if problems:
         raise ConfigError(problems)

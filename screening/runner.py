@@ -174,6 +174,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             line = modem_line_from_uri(f"modem://{modem.device_path}", cfg, name="sim",
                                        ring_gap_s=1.5 * CADENCE_PERIOD_S[cfg.line.cadence] * sim.time_scale)
         elif urlsplit(uri).scheme == "sip":
+            if cfg.line.nd_adapter is not None:
+                log.warning("[line] nd_adapter is ignored on a SIP line: the INVITE carries the caller ID")
             line, *extra_lines = sip_lines_from_config(uri, cfg)
             for extra in extra_lines:
                 extra.open()

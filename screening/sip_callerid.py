@@ -21,7 +21,8 @@ Withheld (:attr:`Reason.WITHHELD`) wins over any number when:
 * the deciding URI is ``anonymous`` (any case) or its host is
   ``anonymous.invalid`` (RFC 3323) -- unless its display name gives another
   Number Display reason (``"Coin line/payphone" <sip:anonymous@anonymous.invalid>``
-  is a payphone: the HGW writes the anonymous URI for every number-less call).
+  is a payphone: the HGW is understood to write the anonymous URI for every
+  number-less call).
 
 Gateway reason forms map like the modem's reason codes: URI users
 ``unavailable``, ``out-of-area``, ``O``, ``P``, ``C``, ``S`` … and, when the
@@ -357,8 +358,8 @@ def _reason_word(text: str | None) -> Reason | None:
 
 def _number_or_reason(ident: _Identity) -> tuple[str | None, Reason | None]:
     """The number this identity shows, or why it shows none; (None, None) if neither."""
-    # A gateway with no number writes anonymous@anonymous.invalid for every ND reason (the HGW
-    # does), so a payphone, out-of-area or service-conflict display name is the better reason.
+    # A gateway with no number may write anonymous@anonymous.invalid for every ND reason (the HGW,
+    # as we understand it), so a payphone, out-of-area or service-conflict display name is the better reason.
     shown = _reason_word(ident.display)
     if ident.host == _ANONYMOUS_HOST:
         return None, shown or Reason.WITHHELD
