@@ -248,6 +248,18 @@ def _optional_path() -> _Parser[Path | None]:
     return _Parser('path or ""', convert)
 
 
+def _optional_device() -> _Parser[Path | None]:
+    """An absolute device path, or "" for none."""
+
+    def convert(value: object) -> Path | None:
+        text = _expect(value, str, "a string").strip()
+        if text and not text.startswith("/"):
+            raise _Invalid(f"must be an absolute device path such as /dev/ttyUSB0, or \"\" (got {value!r})")
+        return Path(text) if text else None
+
+    return _Parser('device path or ""', convert)
+
+
 def _optional_text() -> _Parser[str | None]:
     def convert(value: object) -> str | None:
         text = _expect(value, str, "a string")
@@ -351,6 +363,11 @@ class LineConfig:
         180, _int_range(0),
         "A modem line reports the household's handset off-hook for longer than this (minutes) as a problem: "
         "doctor, health page and a family alert (phone left off the hook, or a stuck state). 0: never.",
+    )
+    nd_adapter: Path | None = _setting(
+        "", _optional_device(),
+        "Serial device of an external Number Display adapter (e.g. `/dev/ttyUSB0`, 9600 7E1) that reads "
+        "caller ID for a `modem://` line; \"\" = none (the modem's own caller ID is used).",
     )
 
 
@@ -906,7 +923,11 @@ def parse_config(document: Mapping[str, Any], source: str) -> Config:
             problems.append(ConfigProblem(source, name, f"expected a table [{name}] (got {_describe(table)})"))
         else:
             sections[name] = section_cls(**_parse_section(name, section_cls, table, source, problems))
-    home_region = sections.get("line", LineConfig()).home_region
+    line = sections.get("line", LineConfig())
+    home_region = line.home_region
+    if line.nd_adapter is not None and line.uri.startswith("sip:"):
+        problems.append(ConfigProblem(source, "line.nd_adapter", "an ND adapter gives caller ID to a modem line "
+                                      f"only; line.uri is {line.uri!r} (SIP brings its own caller ID: set it to \"\")"))
     relatives = _parse_relatives(document.get("relatives", []), home_region, source, problems)
     if problems:
         raise ConfigError(problems)

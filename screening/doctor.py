@@ -104,6 +104,8 @@ def run_checks(
         ("relatives", lambda: check_relatives(cfg)),
         ("feeds", lambda: check_feeds(database, cfg, now())),
     ]
+    if cfg.line.nd_adapter is not None:  # only where one is fitted
+        steps.insert(2, ("nd_adapter", lambda: check_nd_adapter(cfg)))
     return [_guarded(name, step) for name, step in steps]
 
 
@@ -180,6 +182,25 @@ def _handset_stuck(db_path: Path) -> Check | None:
         "電話機の受話器がきちんと置かれているか確かめてください。Put the handset back properly. If it is, unplug "
         "the modem's USB cable, wait 10 seconds and plug it back in.",
     )
+
+
+def check_nd_adapter(cfg: Config) -> Check:
+    """The caller-ID adapter, if one is set: plugged in and usable (it only talks during a call)."""
+    device = cfg.line.nd_adapter
+    if device is None:
+        return Check.good("nd_adapter", "No separate caller-ID adapter is set (none is needed).")
+    if not device.exists():
+        return Check.problem(
+            "nd_adapter", "The caller-ID adapter (Number Display) is not plugged in: calls are screened "
+            "without the caller's number.",
+            f"Plug the caller-ID adapter's USB cable firmly into the mamoru box. (Looked for {device}.)",
+        )
+    if not os.access(device, os.R_OK | os.W_OK):
+        return Check.problem(
+            "nd_adapter", "The caller-ID adapter is plugged in, but mamoru is not allowed to use it.",
+            f"Ask your helper to add the mamoru user to the 'dialout' group (device {device}).",
+        )
+    return Check.good("nd_adapter", f"The caller-ID adapter is plugged in ({device}).")
 
 
 def check_sip_line(cfg: Config, db_path: Path) -> Check:

@@ -23,6 +23,8 @@ from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.number_display import NdTiming
+from firmware.nd_adapter import NdAdapter
+from firmware.nd_line import NdAdapterLine
 from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_scenario, load_scenario
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
@@ -103,6 +105,14 @@ def modem_line_from_uri(uri: str, cfg: Config, **extra: object) -> ModemLine:
     return ModemLine.from_uri(uri, **kwargs)
 
 
+def with_nd_adapter(modem: ModemLine, cfg: Config) -> LineAdapter:
+    """The modem line itself, or, with ``[line] nd_adapter``, paired with that adapter's caller ID."""
+    if cfg.line.nd_adapter is None:
+        return modem
+    adapter = NdAdapter(cfg.line.nd_adapter, home_region=cfg.line.home_region)
+    return NdAdapterLine(modem, adapter, no_cid_ring=cfg.line.no_caller_id_ring)
+
+
 def sip_lines_from_config(uri: str, cfg: Config) -> list[LineAdapter]:
     """``sip://...`` → one SipLine per ``[sip] max_calls`` slot of one endpoint (pjsua2 is optional)."""
     try:
@@ -167,6 +177,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
                                        ring_gap_s=1.5 * CADENCE_PERIOD_S[cfg.line.cadence] * sim.time_scale,
                                        number_display=NdTiming().scaled(sim.time_scale))
         elif urlsplit(uri).scheme == "sip":
+            if cfg.line.nd_adapter is not None:
+                log.warning("[line] nd_adapter is ignored on a SIP line: the INVITE carries the caller ID")
             line, *extra_lines = sip_lines_from_config(uri, cfg)
             for extra in extra_lines:
                 extra.open()
@@ -175,8 +187,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
 
             modem_line = modem_line_from_uri(uri, cfg)
             modem_line.power_cycler = UsbPowerCycler(urlsplit(uri).path)
-            line = modem_line
-        if isinstance(line, ModemLine) and modem is None:
+            line = with_nd_adapter(modem_line, cfg)
+        if isinstance(line, (ModemLine, NdAdapterLine)) and modem is None:
             line.open_or_retry()  # a missing modem is a health problem to report, not a crash
         else:
             line.open()

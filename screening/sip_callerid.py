@@ -19,7 +19,10 @@ Withheld (:attr:`Reason.WITHHELD`) wins over any number when:
   anyone: it can only make screening stricter, never bypass it);
 * a trusted ``Remote-Party-ID`` carries ``privacy=full`` / ``uri``;
 * the deciding URI is ``anonymous`` (any case) or its host is
-  ``anonymous.invalid`` (RFC 3323).
+  ``anonymous.invalid`` (RFC 3323) -- unless its display name gives another
+  Number Display reason (``"Coin line/payphone" <sip:anonymous@anonymous.invalid>``
+  is a payphone: the HGW is understood to write the anonymous URI for every
+  number-less call).
 
 Gateway reason forms map like the modem's reason codes: URI users
 ``unavailable``, ``out-of-area``, ``O``, ``P``, ``C``, ``S`` … and, when the
@@ -355,17 +358,22 @@ def _reason_word(text: str | None) -> Reason | None:
 
 def _number_or_reason(ident: _Identity) -> tuple[str | None, Reason | None]:
     """The number this identity shows, or why it shows none; (None, None) if neither."""
+    # A gateway with no number may write anonymous@anonymous.invalid for every ND reason (the HGW,
+    # as we understand it), so a payphone, out-of-area or service-conflict display name is the better reason.
+    shown = _reason_word(ident.display)
     if ident.host == _ANONYMOUS_HOST:
-        return None, Reason.WITHHELD
+        return None, shown or Reason.WITHHELD
     user = ident.user
     if user is not None:
         reason = _reason_word(user)
+        if reason is Reason.WITHHELD and shown is not None:
+            return None, shown
         if reason is not None:
             return None, reason
         folded = unicodedata.normalize("NFKC", user).translate(_VISUAL_SEPARATORS)
         if any(ch.isdigit() for ch in folded):
             return folded[:MAX_NUMBER_CHARS], None
-    return None, _reason_word(ident.display)
+    return None, shown
 
 
 def _clean_name(value: str | None) -> str | None:

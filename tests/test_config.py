@@ -220,6 +220,7 @@ BAD_VALUES = [
     ("line", "call_timeout_s", "1.5", "expected an integer (got float 1.5)"),
     ("line", "baudrate", '"115200"', 'expected an integer (got string "115200")'),
     ("line", "handset_alert_minutes", "-1", "must be at least 0 (got -1)"),
+    ("line", "nd_adapter", '"ttyUSB0"', "must be an absolute device path"),
     ("rules", "withheld", '"deny"', "must be one of allow, warn, request_number, block (got 'deny')"),
     ("rules", "international", "1", "expected a string (got integer 1)"),
     ("rules", "out_of_area", '"ignore"', "must be one of allow, warn, request_number, block"),

@@ -1,11 +1,13 @@
-"""One contract, two lines: the modem and SIP adapters must screen calls with the same outcomes.
+"""One contract, every line: the modem and SIP adapters must screen calls with the same outcomes.
 
-Each test runs twice, once per line adapter, through the real ``Daemon``, a real ``Store`` (a tmp
+Each test runs once per line adapter, through the real ``Daemon``, a real ``Store`` (a tmp
 SQLite database) and ``ToneAnnouncements``:
 
 * ``modem``: ``ModemLine`` on a ``VirtualModem`` pty (time-scaled line), calls placed with
   ``CallScript``; what the caller heard is the audio the host sent in ``+VTX`` while the caller was
   on the line.
+* ``modem_nd``: the same modem, which decodes no caller ID itself: a fake external Number Display
+  adapter on its own pty reports each caller (``NdAdapterLine`` pairs it with the modem's RING).
 * ``sip``: ``SipLine`` on 127.0.0.1, calls placed by ``tests/sip_peer.py`` (a pjsua2 caller in its
   own process); what the caller heard is the peer's ``bursts`` (RTP decoded by the caller).
 
@@ -34,7 +36,7 @@ import time
 from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -45,8 +47,11 @@ import pytest
 from blocklist.store import CallRow, CallState, EventRow, Store
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
+from firmware.nd_adapter import NdAdapter
+from firmware.nd_line import NdAdapterLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import CallOutcome, CallRecord, VirtualModem
+from firmware.virtual_nd_adapter import VirtualNdAdapter
 from screening.daemon import Daemon
 from screening.line import AudioClip, LineAdapter
 from screening.model import Action, ListEntry, ListKind, MatchKind, Prompt, Reason
@@ -429,6 +434,53 @@ def modem_view(rec: CallRecord) -> CallerView:
                       detail=f"outcome={rec.outcome} rings={rec.rings} played={len(rec.played_audio)}B")
 
 
+class NdModemRig(ModemRig):
+    """The modem hears no caller ID; the fake ND adapter reports it just before the call rings."""
+
+    kind = "modem_nd"
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.adapter = VirtualNdAdapter(link_dir=tmp)
+
+    def _open_line(self) -> LineAdapter:
+        self.modem.start()
+        self.adapter.start()
+        self.ring_period_s = CADENCE_PERIOD_S[self.cadence] * MODEM_SCALE
+        modem = ModemLine(str(self.modem.device_path), "auto", "JP", self.cadence,
+                          ring_gap_s=1.5 * self.ring_period_s)
+        line = NdAdapterLine(modem, NdAdapter(self.adapter.device_path, backoff_s=(0.1,)),
+                             ring_gap_s=1.5 * self.ring_period_s)
+        try:
+            line.open()
+        except BaseException:
+            self.adapter.stop()
+            self.modem.stop()
+            raise
+        self.modem_line = line  # type: ignore[assignment]  # closed like the modem's line
+        return line
+
+    def _close_line(self) -> None:
+        super()._close_line()
+        self.adapter.stop()
+
+    def script_for(self, caller: Caller, **kwargs: Any) -> CallScript:
+        return replace(super().script_for(caller, **kwargs), nmbr=None, raw_cid_lines=())
+
+    def start_call(self, caller: Caller, *, hang_up_after_s: float | None = None,
+                   give_up_after_s: float | None = None) -> PendingCall:
+        shown = self.NMBR[caller]
+        if shown is not None:
+            reasons = {r.value: r for r in Reason}
+            sent = (self.adapter.send_caller(reason=reasons[shown]) if shown in reasons
+                    else self.adapter.send_caller(shown))
+            assert sent.acked, f"the ND adapter's frame for {caller} was not acknowledged: {sent}"
+        return super().start_call(caller, hang_up_after_s=hang_up_after_s, give_up_after_s=give_up_after_s)
+
+    # Each frame must come just before its own call, so calls are placed one after another.
+    _back_to_back = LineRig._back_to_back
+
+
 # -- SIP --
 
 
@@ -508,7 +560,8 @@ class _SipCall(PendingCall):
 
 # ---- fixtures -----------------------------------------------------------------------------------
 
-ADAPTERS = ("modem", "sip")
+ADAPTERS = ("modem", "modem_nd", "sip")
+RIGS: dict[str, type[LineRig]] = {"modem": ModemRig, "modem_nd": NdModemRig}
 
 
 @pytest.fixture(params=ADAPTERS)
@@ -516,7 +569,7 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LineRig]:
     kind: str = request.param
     if kind == "sip" and importlib.util.find_spec("pjsua2") is None:
         pytest.skip("pjsua2 is not installed: no SIP line to test")
-    cls: type[LineRig] = ModemRig if kind == "modem" else SipRig
+    cls: type[LineRig] = RIGS.get(kind, SipRig)
     with cls(tmp_path) as r:
         yield r
 
