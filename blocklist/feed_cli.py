@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, PublishResult, Role, feed_file
-from blocklist.feeds import FeedError, FeedOutcome, FeedUpdate, add_feed, remove_feed, update_all, update_feed
+from blocklist.feeds import (
+    FeedError, FeedOutcome, FeedUpdate, add_feed, breadth_limits, remove_feed, update_all, update_feed,
+)  # fmt: skip
 from blocklist.store import StoreError
 from screening.model import ListKind
 
@@ -131,10 +133,11 @@ def cmd_feed_add(args: argparse.Namespace) -> int:
     cfg, store = _feeds_context(args)
     try:
         add_feed(store, cfg.feeds.dir, args.name, args.url, root_json, first_update=False,
-                 max_age_days=cfg.feeds.max_age_days)  # fmt: skip
+                 max_age_days=cfg.feeds.max_age_days, limits=breadth_limits(cfg))  # fmt: skip
         print(f"feed {args.name}: trusted ({store.feed(args.name)['url']})")
         if not args.no_update:
-            result = update_feed(store, cfg.feeds.dir, args.name, max_age_days=cfg.feeds.max_age_days)
+            result = update_feed(store, cfg.feeds.dir, args.name, max_age_days=cfg.feeds.max_age_days,
+                                 limits=breadth_limits(cfg))
             print(_describe(result) + ("" if result.ok else " (the feed stays added; it is retried)"))
     except (FeedError, StoreError) as exc:
         raise CliError(str(exc)) from exc
@@ -149,9 +152,10 @@ def cmd_feed_update(args: argparse.Namespace) -> int:
     cfg, store = _feeds_context(args)
     try:
         if args.name:
-            results = [update_feed(store, cfg.feeds.dir, args.name, max_age_days=cfg.feeds.max_age_days)]
+            results = [update_feed(store, cfg.feeds.dir, args.name, max_age_days=cfg.feeds.max_age_days,
+                                   limits=breadth_limits(cfg))]
         else:
-            results = update_all(store, cfg.feeds.dir, max_age_days=cfg.feeds.max_age_days)
+            results = update_all(store, cfg.feeds.dir, max_age_days=cfg.feeds.max_age_days, limits=breadth_limits(cfg))
     except (FeedError, StoreError) as exc:
         raise CliError(str(exc)) from exc
     finally:

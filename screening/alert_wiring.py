@@ -13,6 +13,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from blocklist.feeds import FeedUpdate
 from blocklist.store import Store
 from screening.alerts import AlertService, AlertWorker
 from screening.config import Config
@@ -69,6 +70,14 @@ class RunningAlerts:
             self.service.on_health("line_fault", f"the telephone line adapter stopped answering: {message}")
 
         return on_fault
+
+    def feed_refused_handler(self):
+        def on_refused(update: FeedUpdate) -> None:
+            # A feed that would block far too much is refused; someone should ask its issuer why.
+            self.service.on_health(f"feed_too_broad:{update.name}",
+                                   f"the number feed {update.name!r} was refused, the old list stays: {update.reason}")
+
+        return on_refused
 
     def check_disk(self, path: Path) -> None:
         """Health alert when the data partition is nearly full (recordings and the database stop)."""

@@ -651,6 +651,17 @@ class FeedsConfig:
         30, _int_range(1, 3650),
         "A feed's numbers stop blocking this long after its last verified check (numbers are reassigned).",
     )
+    max_share_percent: float = _setting(
+        1.0, _float_range(0.001, 100.0),
+        "A feed update is refused (old list kept, relatives alerted) if its prefixes, ranges and numbers together "
+        "cover more than this share of any country's numbers. 110/118/119 and police-station numbers are never "
+        "blockable by a feed.",
+    )
+    min_prefix_digits: int = _setting(
+        3, _int_range(1, 14),
+        "A feed update is refused if a prefix names fewer digits than this after the country code "
+        "(`+81120*`, i.e. 0120, has 3).",
+    )
 
 
 def _listen_host() -> _Parser[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from blocklist.feeds import FeedTimer
+from blocklist.feeds import FeedTimer, breadth_limits
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
@@ -33,7 +33,7 @@ from screening.numbers import national_format, parse_number
 from screening.session import SessionSettings
 from screening.status import StatusWriter
 from voice.retention import RetentionPolicy
-from screening.alert_wiring import start_alerts
+from screening.alert_wiring import RunningAlerts, start_alerts
 from screening.line_jobs import LineJobs
 from screening.watchdog import Watchdog
 from screening.panel_wiring import start_panel
@@ -228,7 +228,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
                          + "Press Ctrl-C to stop.")  # fmt: skip
             _stop_when_scenario_done(modem, scenario, stop, after=after)
         extra_daemons = [_slot_daemon(daemon, extra, cfg) for extra in extra_lines]
-        feeds = start_feed_updates(cfg, db_path, daemon, extra_daemons)
+        feeds = start_feed_updates(cfg, db_path, daemon, extra_daemons, alerts)
         for n, extra_daemon in enumerate(extra_daemons, start=2):
             thread = threading.Thread(target=extra_daemon.run, args=(stop,), name=f"call-loop-{n}", daemon=True)
             thread.start()
@@ -295,8 +295,8 @@ def start_web(cfg: Config, db_path: Path, recordings_dir: Path | None) -> WebSer
     return start_for_daemon(cfg, db_path, recordings_dir)
 
 
-def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon,
-                       others: Sequence[Daemon] = ()) -> FeedTimer | None:  # fmt: skip
+def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon, others: Sequence[Daemon] = (),
+                       alerts: RunningAlerts | None = None) -> FeedTimer | None:  # fmt: skip
     """Signed feeds are checked on their own thread every ``[feeds] update_minutes`` (0 = never)."""
     if cfg.feeds.update_minutes <= 0:
         return None
@@ -305,7 +305,8 @@ def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon,
     timer = FeedTimer(db_path, cfg.feeds.dir, interval_s=cfg.feeds.update_minutes * 60.0,
                       max_age_days=cfg.feeds.max_age_days,
                       line_idle=daemon.line_idle if not others else lambda: all(d.line_idle() for d in loops),
-                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists)  # fmt: skip
+                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists, limits=breadth_limits(cfg),
+                      on_refused=alerts.feed_refused_handler() if alerts is not None else None)  # fmt: skip
     timer.start()
     return timer
 
