@@ -894,6 +894,8 @@ def parse_toml_text(text: str, file: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem(file, "", f"invalid TOML: {exc}")]) from None
+    except RecursionError:  # tomllib recurses per nested array/table: a hostile file must not crash the caller
+        raise ConfigError([ConfigProblem(file, "", "invalid TOML: values nested too deeply")]) from None
 
 
 def parse_config(document: Mapping[str, Any], source: str) -> Config:
