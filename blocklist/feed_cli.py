@@ -20,6 +20,7 @@ from blocklist.feeds import (
 )  # fmt: skip
 from blocklist.store import StoreError
 from screening.model import ListKind
+from screening.safe_text import terminal_safe
 
 __all__ = ["add_feed_parsers", "add_publish_parsers"]
 
@@ -186,10 +187,10 @@ def cmd_feed_list(args: argparse.Namespace) -> int:
         print("no feeds")
     for row in rows:
         version = f"v{row['version']}" if row["version"] is not None else "never applied"
-        print(f"{row['name']:<16} {version:<14} {row['entries']:>9} entries  checked {row['checked_at'] or 'never'}"
-              f"  {row['url']}")  # fmt: skip
-        if row["error"]:
-            print(f"{'':<16} last error {row['error_at']}: {row['error']}")
+        print(terminal_safe(f"{row['name']:<16} {version:<14} {row['entries']:>9} entries  checked "
+                            f"{row['checked_at'] or 'never'}  {row['url']}"))  # fmt: skip
+        if row["error"]:  # the words come partly from the feed server
+            print(terminal_safe(f"{'':<16} last error {row['error_at']}: {row['error']}"))
     return 0
 
 

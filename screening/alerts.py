@@ -48,6 +48,7 @@ from blocklist.store import iso_utc
 from screening.config import Config, Language, RelativeConfig
 from screening.model import Action
 from screening.notify import DeliveryResult, Level, Notifier, VoiceCaller, voice_result
+from screening.safe_text import terminal_safe
 
 if TYPE_CHECKING:
     from blocklist.store import Store
@@ -639,8 +640,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return 0
     for alert, deliveries in rows:
         acked = f"  acknowledged by {alert.acked_by}" if alert.acked_by else ""
-        print(f"#{alert.id} {alert.created_at} {alert.kind.value} ({alert.urgency.value}){acked}: {alert.subject}")
+        print(terminal_safe(f"#{alert.id} {alert.created_at} {alert.kind.value} ({alert.urgency.value}){acked}: "
+                            f"{alert.subject}"))
         for d in deliveries:
             extra = f" — {d.last_error}" if d.last_error and d.status.value != "sent" else ""
-            print(f"    {d.relative:<12} {d.channel:<40} {d.status.value} (attempts {d.attempts}){extra}")
+            print(terminal_safe(f"    {d.relative:<12} {d.channel:<40} {d.status.value} (attempts {d.attempts}){extra}"))
     return 0

@@ -25,6 +25,7 @@ from screening.config import Config, ConfigError, load_config
 from screening.model import ListEntry, ListKind, Reason
 from screening.numbers import national_format
 from screening.rules import Policy, decide
+from screening.safe_text import TerminalSafeFormatter, terminal_safe
 
 log = logging.getLogger("mamoru")
 
@@ -67,11 +68,10 @@ def _print_json(data: Any) -> None:
 
 
 def _setup_logging(level: str, verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TerminalSafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO),
+                        handlers=[handler])
 
 
 # ---- commands -------------------------------------------------------------------
@@ -123,8 +123,9 @@ def cmd_calls(args: argparse.Namespace) -> int:
     for row in rows:
         who = national_format(row.number_e164, region) if row.number_e164 else (row.raw_number or row.reason_code
                                                                                   or "-")
-        print(f"{row.id:>5}  {row.started_at[:19]}  {who:<18} {row.action or '?':<15} {row.rule or '':<22} "
-              f"{row.state}  {row.reason or ''}")
+        # Caller ID is written by the caller: never let its bytes drive the terminal.
+        print(terminal_safe(f"{row.id:>5}  {row.started_at[:19]}  {who:<18} {row.action or '?':<15} "
+                            f"{row.rule or '':<22} {row.state}  {row.reason or ''}"))
     return EXIT_OK
 
 
@@ -162,7 +163,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(f"the {kind.value} list is empty")
             for e in entries if not args.json else ():
                 expiry = f" (until {e.expires_at[:10]})" if e.expires_at else ""
-                print(f"{_entry_label(e, region):<28} {e.source:<10} {e.note}{expiry}")
+                print(terminal_safe(f"{_entry_label(e, region):<28} {e.source:<10} {e.note}{expiry}"))
             return EXIT_OK
         try:
             match, value, value_end = parse_list_spec(args.number, region)

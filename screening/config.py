@@ -658,7 +658,7 @@ class FeedsConfig:
         "blockable by a feed.",
     )
     min_prefix_digits: int = _setting(
-        3, _int_range(1, 14),
+        3, _int_range(2, 14),
         "A feed update is refused if a prefix names fewer digits than this after the country code "
         "(`+81120*`, i.e. 0120, has 3).",
     )

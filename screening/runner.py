@@ -31,6 +31,7 @@ from screening.line import LineAdapter
 from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
 from screening.numbers import national_format, parse_number
 from screening.session import SessionSettings
+from screening.safe_text import terminal_safe
 from screening.status import StatusWriter
 from voice.retention import RetentionPolicy
 from screening.alert_wiring import RunningAlerts, start_alerts
@@ -348,8 +349,8 @@ def _demo_printer(region: str):
     def show(call_id: int, caller: CallerID, decision: Decision) -> None:
         who = (national_format(caller.number_e164, region) if caller.number_e164
                else f"<{caller.reason.name.lower()}>" if caller.reason else caller.raw_number or "<no caller ID>")
-        print(f"  call {call_id:>4}  {who:<20} {decision.action.value.upper():<15} {decision.rule:<22} "
-              f"{decision.reason}", flush=True)
+        print(terminal_safe(f"  call {call_id:>4}  {who:<20} {decision.action.value.upper():<15} "
+                            f"{decision.rule:<22} {decision.reason}"), flush=True)
 
     return show
 

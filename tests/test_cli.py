@@ -218,3 +218,54 @@ def test_import_from_stdin_subprocess(db: str) -> None:
     assert "imported 1 entry into the block list from stdin (csv" in proc.stdout
     assert proc.stderr.startswith("stdin:3: 'nope'")
     assert check(db, "03-1111-2222")["matched"]["note"] == "from a pipe"
+
+
+# ---- output that reaches a terminal (issue 12, item 15) ----
+
+HOSTILE_NUMBER = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202e0120"  # retitle, clear screen, C1 CSI, right-to-left
+
+
+def _hostile_call(db: str) -> None:
+    from blocklist.store import Store
+    from screening.model import Action, CallerID, Category, Decision
+
+    store = Store(Path(db), recover_calls=False)
+    store.open()
+    try:
+        store.begin_call("sim", CallerID(raw_number=HOSTILE_NUMBER),
+                         decision=Decision(Action.WARN, "unknown", "reason \x1b[5m blink", Category.INVALID))
+    finally:
+        store.close()
+
+
+def _no_controls(text: str) -> bool:
+    return not any(ch in text for ch in ("\x1b", "\x07", "\x9b", "\u202e"))
+
+
+def test_calls_never_send_a_callers_control_characters_to_the_terminal(db: str) -> None:
+    _hostile_call(db)
+    out = mamoru("calls", "--db", db).stdout
+    assert _no_controls(out) and "\\x1b]0;owned\\x07" in out, out
+    assert json.loads(mamoru("calls", "--json", "--db", db).stdout)[0]["raw_number"] == HOSTILE_NUMBER
+
+
+def test_run_prints_and_logs_a_callers_number_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from screening.cli import _setup_logging
+    from screening.model import Action, CallerID, Category, Decision
+    from screening.runner import _demo_printer
+
+    _demo_printer("JP")(7, CallerID(raw_number=HOSTILE_NUMBER), Decision(Action.WARN, "unknown", "r", Category.INVALID))
+    out = capsys.readouterr().out
+    assert _no_controls(out) and "\\x1b[2J" in out, out
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers.clear()
+    try:
+        _setup_logging("info")
+        logging.getLogger("mamoru.test").warning("caller %s\nsecond line", HOSTILE_NUMBER)
+    finally:
+        root.handlers[:] = saved
+    err = capsys.readouterr().err
+    assert _no_controls(err) and "\\x1b]0;owned" in err and "\nsecond line" in err, err
