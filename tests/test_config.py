@@ -268,6 +268,8 @@ BAD_VALUES = [
     ("feeds", "dir", "7", "expected a string"),
     ("feeds", "update_minutes", "-5", "must be between 0 and 10080 (got -5)"),
     ("feeds", "max_age_days", "0", "must be between 1 and 3650 (got 0)"),
+    ("feeds", "max_share_percent", "0", "must be between 0.001 and 100.0 (got 0)"),
+    ("feeds", "min_prefix_digits", "1", "must be between 2 and 14 (got 1)"),
     ("web", "enabled", '"yes"', 'expected true or false (got string "yes")'),
     ("web", "host", '""', "must not be empty"),
     ("web", "host", '"http://0.0.0.0"', "expected an IP address or a host name"),
