@@ -173,13 +173,18 @@ def cmd_feed_update(args: argparse.Namespace) -> int:
 def cmd_feed_list(args: argparse.Namespace) -> int:
     from screening.cli import CliError
 
-    _cfg, store = _feeds_context(args)
-    try:
-        rows = store.feeds()
-    except StoreError as exc:
-        raise CliError(str(exc)) from exc
-    finally:
-        store.close()
+    from screening.cli import _existing_store, _load
+
+    store = _existing_store(_load(args))  # read-only: never creates a database
+    if store is None:
+        rows: list[dict[str, Any]] = []
+    else:
+        try:
+            rows = store.feeds()
+        except StoreError as exc:
+            raise CliError(str(exc)) from exc
+        finally:
+            store.close()
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0

@@ -94,6 +94,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _existing_store(cfg: Config) -> Store | None:
+    """The database for a read-only command, or None (after saying where we looked): never create one."""
+    path = Path(cfg.store.db)
+    if not path.exists():
+        print(f"mamoru: no database at {path}: nothing recorded yet (`mamoru run` creates it; "
+              "another one: --db F or [store] db)", file=sys.stderr)
+        return None
+    return _open_store(cfg)
+
+
 def _lists_if_db(cfg: Config):
     from screening.rules import NoLists
 
@@ -108,11 +118,14 @@ def _lists_if_db(cfg: Config):
 
 def cmd_calls(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    store = _open_store(cfg)
-    try:
-        rows = store.recent_calls(limit=args.limit)
-    finally:
-        store.close()
+    store = _existing_store(cfg)
+    if store is None:
+        rows = []
+    else:
+        try:
+            rows = store.recent_calls(limit=args.limit)
+        finally:
+            store.close()
     if args.json:
         _print_json([row.as_dict() for row in rows])
         return EXIT_OK
@@ -151,6 +164,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     region = cfg.line.home_region
     if args.list_action == "import":
         return _import_list(args, kind, cfg)
+    if args.list_action in ("list", "export") and not Path(cfg.store.db).exists():
+        _existing_store(cfg)  # says where it looked
+        if args.list_action == "export":
+            return _export_list(args, kind, None, region)
+        if args.json:
+            _print_json([])
+        else:
+            print(f"the {kind.value} list is empty")
+        return EXIT_OK
     store = _open_store(cfg)
     try:
         if args.list_action == "export":
@@ -241,11 +263,12 @@ def _import_list(args: argparse.Namespace, kind: ListKind, cfg: Config) -> int:
     return EXIT_OK
 
 
-def _export_list(args: argparse.Namespace, kind: ListKind, store: Store, region: str) -> int:
+def _export_list(args: argparse.Namespace, kind: ListKind, store: Store | None, region: str) -> int:
     from blocklist.formats import ListFormat, write_entries
     from blocklist.store import FEED_SOURCE_PREFIX
 
-    entries = [e for e in store.list_entries(kind) if args.with_feeds or not e.source.startswith(FEED_SOURCE_PREFIX)]
+    stored = store.list_entries(kind) if store is not None else []
+    entries = [e for e in stored if args.with_feeds or not e.source.startswith(FEED_SOURCE_PREFIX)]
     try:
         data = write_entries(entries, ListFormat(args.format), home_region=region)
     except ValueError as exc:
@@ -280,6 +303,10 @@ def _entry_dict(entry: ListEntry) -> dict[str, Any]:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    if args.file:  # `mamoru config check FILE` is what people type first
+        if args.config and args.config != args.file:
+            raise CliError(f"two files to check: {args.file} and --config {args.config}; give one")
+        args.config = args.file
     cfg = _load(args)
     print(f"{cfg.source}: OK")
     return EXIT_OK
@@ -386,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_action", required=True)
     q = csub.add_parser("check", help="validate the config file and report every problem")
     _common(q)
+    q.add_argument("file", nargs="?", metavar="FILE", help="the config file to check (same as --config FILE)")
     q.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("modem", help="modem tools")

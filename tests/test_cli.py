@@ -101,9 +101,27 @@ def test_config_check(tmp_path: Path, cfg: str) -> None:
     assert env_proc.returncode == 2 and "rules.withheld" in env_proc.stderr
 
 
+def test_config_check_takes_the_file_as_an_argument(tmp_path: Path, cfg: str) -> None:
+    assert mamoru("config", "check", cfg).stdout.strip() == f"{cfg}: OK"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[rules]\nwithheld = "deny"\n', encoding="utf-8")
+    proc = mamoru("config", "check", str(bad), check=False)
+    assert proc.returncode == 2 and f"{bad}: rules.withheld" in proc.stderr
+
+
 def test_calls_empty_and_json(db: str) -> None:
-    assert "no calls yet" in mamoru("calls", "--db", db).stdout
+    proc = mamoru("calls", "--db", db)
+    assert "no calls yet" in proc.stdout and f"no database at {db}" in proc.stderr
     assert json.loads(mamoru("calls", "--json", "--db", db).stdout) == []
+
+
+@pytest.mark.parametrize("command", [["calls"], ["calls", "--json"], ["block", "list"], ["allow", "list", "--json"],
+                                     ["block", "export"], ["feed", "list"]])  # fmt: skip
+def test_read_only_commands_never_create_a_database(tmp_path: Path, command: list[str]) -> None:
+    db = tmp_path / "state" / "mamoru.db"
+    proc = mamoru(*command, "--db", str(db))
+    assert not db.exists() and not db.parent.exists(), list(tmp_path.rglob("*"))
+    assert f"no database at {db}" in proc.stderr
 
 
 def test_example_config_is_valid() -> None:
