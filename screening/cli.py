@@ -14,15 +14,16 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from blocklist.lists import ListSpecError, parse_list_spec
+from blocklist.lists import ListSpecError, parse_iso_utc, parse_list_spec
 from blocklist.store import Store
 from screening.callerid import caller_id_for_check
 from screening.config import Config, ConfigError, load_config
 from screening.model import ListEntry, ListKind, Reason
+from screening.local_time import local_stamp, region_zone
 from screening.numbers import national_format
 from screening.rules import Policy, decide
 from screening.safe_text import TerminalSafeFormatter, terminal_safe
@@ -94,6 +95,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _local(iso: str, zone: tzinfo) -> str:
+    try:
+        return local_stamp(parse_iso_utc(iso), zone)
+    except ValueError:
+        return iso  # a hand-edited row: show it as stored
+
+
 def _existing_store(cfg: Config) -> Store | None:
     """The database for a read-only command, or None (after saying where we looked): never create one."""
     path = Path(cfg.store.db)
@@ -133,11 +141,12 @@ def cmd_calls(args: argparse.Namespace) -> int:
         print("no calls yet")
         return EXIT_OK
     region = cfg.line.home_region
+    zone = region_zone(region)  # people read local time with its zone; --json keeps UTC
     for row in rows:
         who = national_format(row.number_e164, region) if row.number_e164 else (row.raw_number or row.reason_code
                                                                                   or "-")
         # Caller ID is written by the caller: never let its bytes drive the terminal.
-        print(terminal_safe(f"{row.id:>5}  {row.started_at[:19]}  {who:<18} {row.action or '?':<15} "
+        print(terminal_safe(f"{row.id:>5}  {_local(row.started_at, zone)}  {who:<18} {row.action or '?':<15} "
                             f"{row.rule or '':<22} {row.state}  {row.reason or ''}"))
     return EXIT_OK
 

@@ -24,12 +24,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
+from screening.local_time import local_stamp, region_zone
 from screening.status import STATUS_FILE_NAME, DaemonStatus, LineState, StatusError, read_status
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def run_checks(
         ("line", lambda: check_line(cfg, timeout_s=modem_timeout_s, db_path=database)),
         ("speech_model", lambda: check_speech_model(cfg)),
         ("disk", lambda: check_disk(_data_dirs(cfg, database))),
-        ("clock", lambda: check_clock(now())),
+        ("clock", lambda: check_clock(now(), region_zone(cfg.line.home_region))),
         ("database", lambda: check_database(database)),
         ("recordings", lambda: check_recordings(cfg)),
         ("relatives", lambda: check_relatives(cfg)),
@@ -338,14 +339,14 @@ def _human_bytes(count: int) -> str:
     return f"{count} bytes"
 
 
-def check_clock(now: datetime) -> Check:
-    """Call times, quiet hours and list expiry all need the right date."""
+def check_clock(now: datetime, zone: tzinfo = UTC) -> Check:
+    """Call times, quiet hours and list expiry all need the right date; shown in the unit's local time."""
     if now.year < MIN_SANE_YEAR:
         return Check.problem(
             "clock", f"The clock is wrong: it says {now:%Y-%m-%d}. Call times and quiet hours will be wrong.",
             "Connect the mamoru box to the internet (it sets its clock from there), then restart it.",
         )
-    return Check.good("clock", f"The clock looks right ({now:%Y-%m-%d %H:%M} UTC).")
+    return Check.good("clock", f"The clock looks right ({local_stamp(now, zone, seconds=False)}).")
 
 
 def check_database(path: Path) -> Check:

@@ -287,3 +287,19 @@ def test_run_prints_and_logs_a_callers_number_escaped(capsys: pytest.CaptureFixt
         root.handlers[:] = saved
     err = capsys.readouterr().err
     assert _no_controls(err) and "\\x1b]0;owned" in err and "\nsecond line" in err, err
+
+
+def test_calls_show_local_time_with_its_zone_and_json_keeps_utc(db: str) -> None:
+    from datetime import UTC, datetime
+
+    from blocklist.store import Store
+    from screening.model import CallerID
+
+    store = Store(Path(db), recover_calls=False)
+    store.open()
+    try:
+        store.begin_call("sim", CallerID(raw_number="0312345678"), datetime(2026, 12, 5, 15, 30, 7, tzinfo=UTC))
+    finally:
+        store.close()
+    assert "2026-12-06 00:30:07 JST" in mamoru("calls", "--db", db).stdout
+    assert json.loads(mamoru("calls", "--json", "--db", db).stdout)[0]["started_at"].endswith("Z")

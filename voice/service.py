@@ -16,6 +16,7 @@ from pathlib import Path
 
 from blocklist.store import EventKind, Store
 from screening.config import Config
+from screening.local_time import region_zone
 from screening.model import Prompt
 from voice.announcements import PromptLibrary
 from voice.pipeline import FraudEvent, VoiceService
@@ -41,7 +42,8 @@ def build_voice(cfg: Config, store: Store, recordings_dir: Path | None) -> Voice
     language = cfg.voice.language.value
     pack = PhrasePack.load(language)
     model = _load_model(cfg) if cfg.voice.transcribe else None
-    service = VoiceService(store=store, recordings_dir=recordings_dir, pack=pack, model=model)
+    service = VoiceService(store=store, recordings_dir=recordings_dir, pack=pack, model=model,
+                           zone=region_zone(cfg.line.home_region))
     if cfg.voice.household_warning:
         service.on_fraud.append(_household_warner(cfg, store))
     return service
