@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
+from screening import doctor_text
+from screening.config import BUILTIN_SOURCE, Config, ConfigError, Language, load_config
 from screening.local_time import local_stamp, region_zone
+from screening.safe_text import terminal_safe
 from screening.status import STATUS_FILE_NAME, DaemonStatus, LineState, StatusError, read_status
 
 log = logging.getLogger(__name__)
@@ -67,19 +69,6 @@ class Check:
     @classmethod
     def problem(cls, name: str, message: str, fix: str) -> Check:
         return cls(name, False, "problem", message, fix)
-
-
-TITLES = {
-    "config": "Settings",
-    "line": "Telephone line",
-    "speech_model": "Speech checking",
-    "disk": "Storage space",
-    "clock": "Clock",
-    "database": "Call records",
-    "recordings": "Recordings",
-    "relatives": "Family alerts",
-    "feeds": "Police number lists",
-}
 
 
 # ---- the checks -----------------------------------------------------------------
@@ -516,8 +505,17 @@ def collect(config_path: Path | None, db: str | None) -> list[Check]:
         if db:
             cfg = cfg.with_overrides(db=db)
     except ConfigError as exc:
-        return [config_error_check(exc), _guarded("clock", lambda: check_clock(datetime.now(UTC)))]
+        zone = region_zone(Config().line.home_region)  # the default region's time: the file's is unknown
+        return [config_error_check(exc), _guarded("clock", lambda: check_clock(datetime.now(UTC), zone))]
     return run_checks(cfg, db_path=Path(db) if db else None)
+
+
+def report_language(config_path: Path | None) -> Language:
+    """The configured ``voice.language``; Japanese when the settings cannot be read."""
+    try:
+        return load_config(config_path).voice.language
+    except ConfigError:
+        return Language.JA
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -531,26 +529,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     finally:
         firmware_log.setLevel(level)
     healthy = all(c.severity != "problem" for c in checks)
-    if args.json:
+    if args.json:  # for programs: the checks' own (English) words
         print(json.dumps({"ok": healthy, "checks": [asdict(c) for c in checks]}, ensure_ascii=False, indent=2))
     else:
-        print(format_report(checks))
+        print(terminal_safe(format_report(checks, report_language(Path(args.config) if args.config else None)),
+                            keep_lines=True))
     return 0 if healthy else 1
 
 
-def format_report(checks: Sequence[Check]) -> str:
-    """One line per check; the fix indented under each warning or problem."""
-    labels = {"ok": "OK", "warning": "WARNING", "problem": "PROBLEM"}
-    lines = []
-    for check in checks:
-        lines.append(f"{labels[check.severity]:<8} {TITLES.get(check.name, check.name)}: {check.message}")
-        if check.fix and check.severity != "ok":
-            lines.append(f"{'':<8}   What to do: {check.fix}")
-    problems = sum(c.severity == "problem" for c in checks)
-    lines.append("")
-    lines.append("Everything needed to screen calls is working." if problems == 0
-                 else f"{problems} problem{'s' if problems != 1 else ''} found. Please fix the lines marked PROBLEM.")
-    return "\n".join(lines)
+def format_report(checks: Sequence[Check], language: Language = Language.JA) -> str:
+    """One line per check in the household's language; the fix indented under each warning or problem."""
+    return doctor_text.format_report(checks, language)
 
 
 if __name__ == "__main__":  # pragma: no cover
