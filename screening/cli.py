@@ -330,6 +330,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The demo prints each decision on stdout; the emulator's chatter is noise there.
         logging.getLogger("firmware.virtual_modem").setLevel(logging.WARNING)
         logging.getLogger("screening.session").setLevel(logging.WARNING)
+        logging.getLogger("blocklist.store").setLevel(logging.WARNING)  # schema migrations of a fresh demo db
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

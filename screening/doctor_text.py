@@ -13,11 +13,11 @@ Korean households read the English text for now: there is no Korean table yet.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from typing import Protocol
 
 from screening.config import Language
+from screening.safe_text import pad_columns
 
 __all__ = ["format_report", "say", "title", "untranslated"]
 
@@ -223,12 +223,6 @@ def title(check_name: str, language: Language) -> str:
     return titles.get(check_name, _TITLES_EN.get(check_name, check_name))
 
 
-def _pad(text: str, columns: int) -> str:
-    """Pad to a terminal width: a kanji takes two columns."""
-    width = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-    return text + " " * max(0, columns - width)
-
-
 def format_report(checks: Sequence[_Finding], language: Language) -> str:
     """One line per check; the fix indented under each warning or problem; a summary line."""
     lang = _table(language)
@@ -236,7 +230,7 @@ def format_report(checks: Sequence[_Finding], language: Language) -> str:
     what_to_do = "すること:" if lang is Language.JA else "What to do:"
     lines = []
     for check in checks:
-        lines.append(f"{_pad(labels[check.severity], 8)} {title(check.name, lang)}: {say(check.message, lang)}")
+        lines.append(f"{pad_columns(labels[check.severity], 8)} {title(check.name, lang)}: {say(check.message, lang)}")
         if check.fix and check.severity != "ok":
             lines.append(f"{'':<8}   {what_to_do} {say(check.fix, lang)}")
     problems = sum(c.severity == "problem" for c in checks)

@@ -31,7 +31,8 @@ from screening.line import LineAdapter
 from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
 from screening.numbers import national_format, parse_number
 from screening.session import SessionSettings
-from screening.safe_text import terminal_safe
+from screening.demo_text import action_words, caller_words, end_words
+from screening.safe_text import pad_columns, terminal_safe
 from screening.status import StatusWriter
 from voice.retention import RetentionPolicy
 from screening.alert_wiring import RunningAlerts, start_alerts
@@ -347,10 +348,9 @@ def _stop_when_scenario_done(modem: VirtualModem, scenario: list[CallScript], st
 
 def _demo_printer(region: str):
     def show(call_id: int, caller: CallerID, decision: Decision) -> None:
-        who = (national_format(caller.number_e164, region) if caller.number_e164
-               else f"<{caller.reason.name.lower()}>" if caller.reason else caller.raw_number or "<no caller ID>")
-        print(terminal_safe(f"  call {call_id:>4}  {who:<20} {decision.action.value.upper():<15} "
-                            f"{decision.rule:<22} {decision.reason}"), flush=True)
+        # Words, not ids (REQUEST_NUMBER, <out_of_area>): the demo is a first-time user's first look.
+        print(terminal_safe(f"  {call_id:>4}  {pad_columns(caller_words(caller, region), 24)} "
+                            f"{pad_columns(action_words(decision.action), 40)} {decision.reason}"), flush=True)
 
     return show
 
@@ -360,7 +360,7 @@ def _print_summary(store_path: Path, cfg: Config, count: int) -> None:
         rows = store.recent_calls(limit=count)
     print(f"\n{len(rows)} calls screened and recorded in {store_path} (see: mamoru calls --db {store_path})")
     for row in reversed(rows):
-        print(f"  #{row.id:<4} {row.action or '?':<15} {row.state:<10} {row.end_reason or ''}")
+        print(f"  #{row.id:<4} {pad_columns(action_words(row.action), 40)} {end_words(row.end_reason)}")
 
 
 def emulate_modem(args: argparse.Namespace, stop: threading.Event) -> int:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 
-__all__ = ["TerminalSafeFormatter", "csv_cell", "csv_uncell", "terminal_safe"]
+__all__ = ["TerminalSafeFormatter", "csv_cell", "csv_uncell", "pad_columns", "terminal_safe"]
 
 # C0 and C1 controls, DEL, and the bidirectional overrides that make text read differently than it is
 # (U+202A-U+202E, U+2066-U+2069). Tab and newline are allowed only where the caller says so.
@@ -41,6 +42,12 @@ def csv_cell(text: str) -> str:
 def csv_uncell(text: str) -> str:
     """Undo ``csv_cell`` when reading our own export back (``'=x`` -> ``=x``, ``''x`` -> ``'x``)."""
     return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_START) else text
+
+
+def pad_columns(text: str, columns: int) -> str:
+    """Left-align in a terminal column: kana and kanji take two columns each."""
+    width = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return text + " " * max(0, columns - width)
 
 
 class TerminalSafeFormatter(logging.Formatter):

@@ -53,13 +53,15 @@ def _load_model(cfg: Config):  # -> SpeechModel | None
     try:
         from voice.asr import ModelError, SpeechModel, resolve_model_dir
     except ImportError as exc:  # the voice extra is not installed
-        log.error("live transcription off: %s (pip install 'mamoru[voice]')", exc)
+        # Degraded, not broken: calls are screened and recorded; doctor and a health alert say what to do.
+        log.warning("calls are screened and recorded but not listened to for fraud: the speech software is not "
+                    "installed (%s; pip install 'mamoru[voice]')", exc)
         return None
     try:
         path = resolve_model_dir(cfg.voice.language.value, cfg.voice.model_dir, cfg.voice.models_dir)
         model = SpeechModel.load(path)
     except ModelError as exc:
-        log.error("live transcription off, calls are still screened and recorded: %s", exc)
+        log.warning("calls are screened and recorded but not listened to for fraud: %s", exc)
         return None
     log.info("speech model loaded from %s", path)
     return model
