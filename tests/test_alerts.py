@@ -574,3 +574,21 @@ def test_voice_call_delivery_and_dtmf_acknowledgement(store: Store, http: HttpRe
         assert svc.run_pending(clock.advance(minutes=10)) == 0, "so no escalation to Hanako"
     finally:
         svc.close()
+
+
+def test_a_feed_refused_as_too_broad_reaches_the_relatives(store: Store, http: HttpReceiver) -> None:
+    from blocklist.feeds import FeedOutcome, FeedUpdate, Refusal
+    from screening.alert_wiring import RunningAlerts
+    from screening.alerts import AlertWorker
+
+    clock = FakeClock()
+    svc = service(store, make_config([{"name": "Taro", "notify": [json_url(http.port)]}]), clock)
+    try:
+        running = RunningAlerts(svc, AlertWorker(svc), store, "JP")  # the worker is not started: sent below
+        running.feed_refused_handler()(FeedUpdate("police", FeedOutcome.REFUSED, reason="blocks 90.0% of +81",
+                                                  refusal=Refusal.TOO_BROAD))  # fmt: skip
+        assert svc.run_pending(clock()) == 1
+    finally:
+        svc.close()
+    ((_, body, _),) = http.received
+    assert "police" in json.dumps(body, ensure_ascii=False) and "90.0%" in json.dumps(body, ensure_ascii=False)
