@@ -20,6 +20,7 @@ from blocklist.feeds import (
 )  # fmt: skip
 from blocklist.store import StoreError
 from screening.model import ListKind
+from screening.local_time import region_zone
 from screening.safe_text import terminal_safe
 
 __all__ = ["add_feed_parsers", "add_publish_parsers"]
@@ -173,9 +174,10 @@ def cmd_feed_update(args: argparse.Namespace) -> int:
 def cmd_feed_list(args: argparse.Namespace) -> int:
     from screening.cli import CliError
 
-    from screening.cli import _existing_store, _load
+    from screening.cli import _existing_store, _load, _local
 
-    store = _existing_store(_load(args))  # read-only: never creates a database
+    cfg = _load(args)
+    store = _existing_store(cfg)  # read-only: never creates a database
     if store is None:
         rows: list[dict[str, Any]] = []
     else:
@@ -190,12 +192,13 @@ def cmd_feed_list(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no feeds")
+    zone = region_zone(cfg.line.home_region)  # people read local time; --json keeps UTC
     for row in rows:
         version = f"v{row['version']}" if row["version"] is not None else "never applied"
         print(terminal_safe(f"{row['name']:<16} {version:<14} {row['entries']:>9} entries  checked "
-                            f"{row['checked_at'] or 'never'}  {row['url']}"))  # fmt: skip
+                            f"{_local(row['checked_at'], zone) or 'never'}  {row['url']}"))  # fmt: skip
         if row["error"]:  # the words come partly from the feed server
-            print(terminal_safe(f"{'':<16} last error {row['error_at']}: {row['error']}"))
+            print(terminal_safe(f"{'':<16} last error {_local(row['error_at'], zone)}: {row['error']}"))
     return 0
 
 

@@ -95,7 +95,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _local(iso: str, zone: tzinfo) -> str:
+def _local(iso: str | None, zone: tzinfo) -> str:
+    """A stored UTC time as people read it ('2026-12-06 00:30:07 JST'); '' for none."""
+    if not iso:
+        return ""
     try:
         return local_stamp(parse_iso_utc(iso), zone)
     except ValueError:

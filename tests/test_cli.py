@@ -303,3 +303,17 @@ def test_calls_show_local_time_with_its_zone_and_json_keeps_utc(db: str) -> None
         store.close()
     assert "2026-12-06 00:30:07 JST" in mamoru("calls", "--db", db).stdout
     assert json.loads(mamoru("calls", "--json", "--db", db).stdout)[0]["started_at"].endswith("Z")
+
+
+def test_feed_list_shows_local_time(db: str) -> None:
+    from blocklist.store import Store
+
+    store = Store(Path(db), recover_calls=False)
+    store.open()
+    try:
+        store.save_feed("police", url="https://feeds.example/", added_at="2026-12-01T00:00:00Z",
+                        checked_at="2026-12-05T15:30:07Z")  # fmt: skip
+    finally:
+        store.close()
+    assert "checked 2026-12-06 00:30:07 JST" in mamoru("feed", "list", "--db", db).stdout
+    assert json.loads(mamoru("feed", "list", "--json", "--db", db).stdout)[0]["checked_at"] == "2026-12-05T15:30:07Z"
