@@ -116,7 +116,7 @@ def test_calls_empty_and_json(db: str) -> None:
 
 
 @pytest.mark.parametrize("command", [["calls"], ["calls", "--json"], ["block", "list"], ["allow", "list", "--json"],
-                                     ["block", "export"], ["feed", "list"]])  # fmt: skip
+                                     ["block", "export"], ["feed", "list"], ["alerts"]])  # fmt: skip
 def test_read_only_commands_never_create_a_database(tmp_path: Path, command: list[str]) -> None:
     db = tmp_path / "state" / "mamoru.db"
     proc = mamoru(*command, "--db", str(db))
@@ -317,3 +317,21 @@ def test_feed_list_shows_local_time(db: str) -> None:
         store.close()
     assert "checked 2026-12-06 00:30:07 JST" in mamoru("feed", "list", "--db", db).stdout
     assert json.loads(mamoru("feed", "list", "--json", "--db", db).stdout)[0]["checked_at"] == "2026-12-05T15:30:07Z"
+
+
+def test_alerts_show_local_time(db: str) -> None:
+    from datetime import UTC, datetime
+
+    from blocklist.store import Store
+    from screening.alerts import AlertService
+    from screening.config import parse_config
+    from screening.notify import AppriseNotifier
+
+    config = parse_config({"relatives": [{"name": "Taro", "notify": ["json://127.0.0.1:9/x"]}]}, source="test")
+    with Store(Path(db)) as store:
+        service = AlertService(store, config, AppriseNotifier(), lambda: datetime(2026, 12, 5, 15, 30, 7, tzinfo=UTC))
+        service.open()
+        service.on_health("disk_full", "disk nearly full")
+        service.close()
+    assert "#1 2026-12-06 00:30:07 JST health" in mamoru("alerts", "--db", db).stdout
+    assert json.loads(mamoru("alerts", "--json", "--db", db).stdout)[0]["created_at"].endswith("Z")
