@@ -19,6 +19,7 @@ from screening.alerts import AlertService, AlertWorker
 from screening.config import Config
 from screening.line import LineAdapter
 from screening.line_jobs import LineJobs, QueuedVoiceCaller
+from screening.local_time import region_zone
 from screening.model import Action, CallerID, Decision
 from screening.notify import AppriseNotifier
 from screening.numbers import national_format
@@ -118,7 +119,9 @@ def start_alerts(cfg: Config, store: Store, line: LineAdapter | None = None,
 
         voice_caller = QueuedVoiceCaller(jobs, VoiceCallAlerter(line, render_message,
                                                                 home_region=cfg.line.home_region))
-    service = AlertService(store, cfg, AppriseNotifier(), voice_caller=voice_caller).open()
+    # The unit's zone (not the system's, which a Pi image leaves unset): times in messages, quiet hours.
+    service = AlertService(store, cfg, AppriseNotifier(), voice_caller=voice_caller,
+                           tz=region_zone(cfg.line.home_region)).open()
     worker = AlertWorker(service)
     worker.start()
     log.info("alerts on for %s", ", ".join(r.name for r in cfg.relatives))

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -592,3 +593,26 @@ def test_a_feed_refused_as_too_broad_reaches_the_relatives(store: Store, http: H
         svc.close()
     ((_, body, _),) = http.received
     assert "police" in json.dumps(body, ensure_ascii=False) and "90.0%" in json.dumps(body, ensure_ascii=False)
+
+
+def test_alert_times_are_in_the_units_zone_whatever_the_systems(store: Store, http: HttpReceiver,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from screening.alert_wiring import start_alerts
+
+    monkeypatch.setenv("TZ", "Europe/London")  # what a Raspberry Pi image ships with
+    time.tzset()
+    try:
+        cfg = make_config([{"name": "Taro", "notify": [json_url(http.port)]}])
+        running = start_alerts(cfg, store)
+        assert running is not None
+        try:
+            running.service.on_health("disk_full", "disk nearly full")
+            running.service.run_pending(wait_s=5)
+        finally:
+            running.stop()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    (_, body, _), *_ = http.received
+    now_tokyo = datetime.now(ZoneInfo("Asia/Tokyo"))
+    assert f"{now_tokyo:%H}:" in json.dumps(body, ensure_ascii=False), body
