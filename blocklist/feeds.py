@@ -49,6 +49,7 @@ from blocklist.feed_breadth import BreadthLimits, feed_breadth_problem
 from blocklist.lists import NumberLists
 from blocklist.store import FEED_SOURCE_PREFIX, Store, StoreError, iso_utc
 from screening.model import ListKind
+from screening.numbers import try_parse_number
 
 if TYPE_CHECKING:
     from screening.config import Config
@@ -186,8 +187,15 @@ def check_root(root_json: bytes, what: str = "root metadata") -> Metadata[Root]:
 
 
 def breadth_limits(cfg: Config) -> BreadthLimits:
-    """The ``[feeds]`` limits on how much one feed may block, for the unit's home region."""
-    return BreadthLimits(cfg.feeds.max_share_percent, cfg.feeds.min_prefix_digits, cfg.line.home_region)
+    """The ``[feeds]`` limits on how much one feed may block, for the unit's home region.
+
+    The numbers no feed may block are the rules' own ``official_numbers`` (110, 118, 119 …), in the
+    E.164 form the daemon looks them up in; ``#9110`` and the like cannot be on a list anyway.
+    """
+    region = cfg.line.home_region
+    parsed = (try_parse_number(raw, region) for raw in cfg.rules.official_numbers if raw.isdigit())
+    protected = tuple(sorted({n.e164 for n in parsed if n is not None}))
+    return BreadthLimits(cfg.feeds.max_share_percent, cfg.feeds.min_prefix_digits, region, protected)
 
 
 def _now() -> datetime:

@@ -654,8 +654,8 @@ class FeedsConfig:
     max_share_percent: float = _setting(
         1.0, _float_range(0.001, 100.0),
         "A feed update is refused (old list kept, relatives alerted) if its prefixes, ranges and numbers together "
-        "cover more than this share of any country's numbers. 110/118/119 and police-station numbers are never "
-        "blockable by a feed.",
+        "cover more than this share of any country's numbers. `[rules] official_numbers` (110, 118, 119) and "
+        "police-station numbers are never blockable by a feed.",
     )
     min_prefix_digits: int = _setting(
         3, _int_range(2, 14),

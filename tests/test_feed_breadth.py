@@ -78,3 +78,15 @@ def test_an_ordinary_police_feed_passes() -> None:
     feed = [block(f"+8131234{i:04d}") for i in range(2000) if i != 110] + [block("+8150123*"),
             block("+81312350000", "+81312359999"), block("+442079460000")]  # fmt: skip
     assert feed_breadth_problem(feed, LIMITS) is None
+
+
+def test_the_units_limits_protect_the_rules_official_numbers() -> None:
+    from blocklist.feeds import breadth_limits
+    from screening.config import parse_config
+
+    cfg = parse_config({"feeds": {"max_share_percent": 2.5, "min_prefix_digits": 4},
+                        "rules": {"official_numbers": ["110", "119", "#9110", "171"]}}, source="test")  # fmt: skip
+    limits = breadth_limits(cfg)
+    assert (limits.max_share_percent, limits.min_prefix_digits) == (2.5, 4)
+    assert limits.protected == ("+81110", "+81119", "+81171")
+    assert "emergency" in (feed_breadth_problem([block("+81171")], limits) or "")
