@@ -239,3 +239,15 @@ def test_staging_is_idempotent(staging_root: Path) -> None:
     assert fstab.count("/var/lib/mamoru") == 1
     config_txt = (staging_root / "boot/firmware/config.txt").read_text(encoding="utf-8")
     assert config_txt.count("dtparam=watchdog=on") == 1
+
+
+def test_test_script_installs_debian_packages_visibly_and_without_recommends() -> None:
+    """A new user ran scripts/test.sh as root: ~100 packages (Chromium's recommends) went in silently."""
+    text = (REPO / "scripts" / "test.sh").read_text(encoding="utf-8")
+    installs = [line for line in text.splitlines() if "apt-get install" in line and not line.lstrip().startswith("#")]
+    assert installs
+    for line in installs:
+        assert "--no-install-recommends" in line, line
+        assert "/dev/null" not in line, line
+    for package in re.findall(r"missing\+=\(([\w-]+)\)", text):
+        assert re.search(rf"\[{re.escape(package)}\]=\"[^\"]+\"", text), f"{package}: no reason printed for it"
