@@ -29,7 +29,7 @@ from screening.cli import CliError, policy_from_config
 from screening.daemon import CallSettings, ConfigReloader, Daemon
 from screening.line import LineAdapter
 from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
-from screening.numbers import national_format, parse_number
+from screening.numbers import parse_number
 from screening.session import SessionSettings
 from screening.demo_text import action_words, caller_words, end_words
 from screening.safe_text import pad_columns, terminal_safe
