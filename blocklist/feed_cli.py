@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, PublishResult, Role, feed_file
-from blocklist.feeds import FeedError, FeedOutcome, FeedUpdate, add_feed, remove_feed, update_all, update_feed
+from blocklist.feeds import (
+    FeedError, FeedOutcome, FeedUpdate, add_feed, breadth_limits, remove_feed, update_all, update_feed,
+)  # fmt: skip
 from blocklist.store import StoreError
 from screening.model import ListKind
+from screening.local_time import region_zone
+from screening.safe_text import terminal_safe
 
 __all__ = ["add_feed_parsers", "add_publish_parsers"]
 
@@ -131,10 +135,11 @@ def cmd_feed_add(args: argparse.Namespace) -> int:
     cfg, store = _feeds_context(args)
     try:
         add_feed(store, cfg.feeds.dir, args.name, args.url, root_json, first_update=False,
-                 max_age_days=cfg.feeds.max_age_days)  # fmt: skip
+                 max_age_days=cfg.feeds.max_age_days, limits=breadth_limits(cfg))  # fmt: skip
         print(f"feed {args.name}: trusted ({store.feed(args.name)['url']})")
         if not args.no_update:
-            result = update_feed(store, cfg.feeds.dir, args.name, max_age_days=cfg.feeds.max_age_days)
+            result = update_feed(store, cfg.feeds.dir, args.name, max_age_days=cfg.feeds.max_age_days,
+                                 limits=breadth_limits(cfg))
             print(_describe(result) + ("" if result.ok else " (the feed stays added; it is retried)"))
     except (FeedError, StoreError) as exc:
         raise CliError(str(exc)) from exc
@@ -149,9 +154,10 @@ def cmd_feed_update(args: argparse.Namespace) -> int:
     cfg, store = _feeds_context(args)
     try:
         if args.name:
-            results = [update_feed(store, cfg.feeds.dir, args.name, max_age_days=cfg.feeds.max_age_days)]
+            results = [update_feed(store, cfg.feeds.dir, args.name, max_age_days=cfg.feeds.max_age_days,
+                                   limits=breadth_limits(cfg))]
         else:
-            results = update_all(store, cfg.feeds.dir, max_age_days=cfg.feeds.max_age_days)
+            results = update_all(store, cfg.feeds.dir, max_age_days=cfg.feeds.max_age_days, limits=breadth_limits(cfg))
     except (FeedError, StoreError) as exc:
         raise CliError(str(exc)) from exc
     finally:
@@ -168,24 +174,31 @@ def cmd_feed_update(args: argparse.Namespace) -> int:
 def cmd_feed_list(args: argparse.Namespace) -> int:
     from screening.cli import CliError
 
-    _cfg, store = _feeds_context(args)
-    try:
-        rows = store.feeds()
-    except StoreError as exc:
-        raise CliError(str(exc)) from exc
-    finally:
-        store.close()
+    from screening.cli import _existing_store, _load, _local
+
+    cfg = _load(args)
+    store = _existing_store(cfg)  # read-only: never creates a database
+    if store is None:
+        rows: list[dict[str, Any]] = []
+    else:
+        try:
+            rows = store.feeds()
+        except StoreError as exc:
+            raise CliError(str(exc)) from exc
+        finally:
+            store.close()
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
     if not rows:
         print("no feeds")
+    zone = region_zone(cfg.line.home_region)  # people read local time; --json keeps UTC
     for row in rows:
         version = f"v{row['version']}" if row["version"] is not None else "never applied"
-        print(f"{row['name']:<16} {version:<14} {row['entries']:>9} entries  checked {row['checked_at'] or 'never'}"
-              f"  {row['url']}")  # fmt: skip
-        if row["error"]:
-            print(f"{'':<16} last error {row['error_at']}: {row['error']}")
+        print(terminal_safe(f"{row['name']:<16} {version:<14} {row['entries']:>9} entries  checked "
+                            f"{_local(row['checked_at'], zone) or 'never'}  {row['url']}"))  # fmt: skip
+        if row["error"]:  # the words come partly from the feed server
+            print(terminal_safe(f"{'':<16} last error {_local(row['error_at'], zone)}: {row['error']}"))
     return 0
 
 

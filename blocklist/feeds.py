@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import tuf
@@ -45,12 +45,17 @@ from tuf.api.metadata import Metadata, Root, Targets
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
+from blocklist.feed_breadth import BreadthLimits, feed_breadth_problem
 from blocklist.lists import NumberLists
 from blocklist.store import FEED_SOURCE_PREFIX, Store, StoreError, iso_utc
 from screening.model import ListKind
+from screening.numbers import try_parse_number
+
+if TYPE_CHECKING:
+    from screening.config import Config
 
 __all__ = [
-    "TARGET_NAME", "FeedError", "FeedOutcome", "FeedTimer", "FeedUpdate", "Refusal", "add_feed", "check_root",
+    "TARGET_NAME", "BreadthLimits", "FeedError", "breadth_limits", "FeedOutcome", "FeedTimer", "FeedUpdate", "Refusal", "add_feed", "check_root",
     "feed_paths", "normalize_url", "remove_feed", "update_all", "update_feed", "validate_name",
 ]  # fmt: skip
 
@@ -84,6 +89,7 @@ class Refusal(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     BAD_METADATA = "bad_metadata"
     BAD_LIST = "bad_list"
+    TOO_BROAD = "too_broad"
     BUSY = "busy"
     STORE = "store"
     LOCAL = "local"
@@ -98,6 +104,8 @@ _EXPLAIN = {
     Refusal.BAD_SIGNATURE: "not signed by the keys this unit trusts for the feed (wrong root or wrong key)",
     Refusal.BAD_METADATA: "malformed or inconsistent metadata",
     Refusal.BAD_LIST: "the signed list is unusable",
+    Refusal.TOO_BROAD: "the signed list would block far more than fraud numbers ([feeds] max_share_percent, "
+                       "min_prefix_digits)",
     Refusal.BUSY: "another update of this feed is running",
     Refusal.STORE: "database unavailable",
     Refusal.LOCAL: "local feed files unusable",
@@ -178,6 +186,18 @@ def check_root(root_json: bytes, what: str = "root metadata") -> Metadata[Root]:
     return md
 
 
+def breadth_limits(cfg: Config) -> BreadthLimits:
+    """The ``[feeds]`` limits on how much one feed may block, for the unit's home region.
+
+    The numbers no feed may block are the rules' own ``official_numbers`` (110, 118, 119 …), in the
+    E.164 form the daemon looks them up in; ``#9110`` and the like cannot be on a list anyway.
+    """
+    region = cfg.line.home_region
+    parsed = (try_parse_number(raw, region) for raw in cfg.rules.official_numbers if raw.isdigit())
+    protected = tuple(sorted({n.e164 for n in parsed if n is not None}))
+    return BreadthLimits(cfg.feeds.max_share_percent, cfg.feeds.min_prefix_digits, region, protected)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -186,7 +206,7 @@ def _now() -> datetime:
 
 
 def add_feed(store: Store, feeds_dir: Path, name: str, url: str, root_json: bytes, *,
-             first_update: bool = True, max_age_days: int = 30) -> None:
+             first_update: bool = True, max_age_days: int = 30, limits: BreadthLimits | None = None) -> None:
     """Trust the feed at ``url`` whose root metadata is ``root_json``, then (optionally) fetch its list.
 
     Raises FeedError for a bad name, URL or root, or a name already used for a
@@ -212,7 +232,7 @@ def add_feed(store: Store, feeds_dir: Path, name: str, url: str, root_json: byte
         store.save_feed(name, url=base_url, added_at=iso_utc(_now()))
         log.info("feed %s added: %s (root version %d)", name, base_url, root.signed.version)
     if first_update:
-        update_feed(store, feeds_dir, name, max_age_days=max_age_days)
+        update_feed(store, feeds_dir, name, max_age_days=max_age_days, limits=limits)
 
 
 def _install_anchor(paths: FeedPaths, root_json: bytes) -> None:
@@ -324,7 +344,8 @@ class _DeadlineFetcher(FetcherInterface):
 
 
 def update_feed(store: Store, feeds_dir: Path, name: str, *, max_age_days: int,
-                timeout_s: float = DEFAULT_TIMEOUT_S, before_write: Callable[[], None] | None = None) -> FeedUpdate:
+                timeout_s: float = DEFAULT_TIMEOUT_S, before_write: Callable[[], None] | None = None,
+                limits: BreadthLimits | None = None) -> FeedUpdate:
     """Check one feed and apply its list if the issuer published a new one.
 
     Never raises for a network, verification, list or store problem: those come
@@ -332,6 +353,7 @@ def update_feed(store: Store, feeds_dir: Path, name: str, *, max_age_days: int,
     recorded on the feed, and the entries in force stay until they expire.
     Raises FeedError for an invalid or unknown feed name. ``before_write()`` is
     called (and may wait) once everything is verified, just before the lists change.
+    ``limits`` bound how much of the numbering plan the whole list may block.
     """
     paths = feed_paths(feeds_dir, name)
     try:
@@ -343,7 +365,7 @@ def update_feed(store: Store, feeds_dir: Path, name: str, *, max_age_days: int,
     try:
         with _feed_lock(paths, timeout_s):
             return _update(store, paths, name, row, max_age_days=max_age_days, timeout_s=timeout_s,
-                           before_write=before_write or _nothing)  # fmt: skip
+                           before_write=before_write or _nothing, limits=limits or BreadthLimits())  # fmt: skip
     except Exception as exc:  # noqa: BLE001 -- classified into a refusal; the previous list stays in force
         if not isinstance(exc, _Refused):
             log.debug("feed %s: update failed", name, exc_info=True)
@@ -356,7 +378,7 @@ def _nothing() -> None:
 
 
 def _update(store: Store, paths: FeedPaths, name: str, row: dict[str, Any], *, max_age_days: int,
-            timeout_s: float, before_write: Callable[[], None]) -> FeedUpdate:
+            timeout_s: float, before_write: Callable[[], None], limits: BreadthLimits) -> FeedUpdate:
     from blocklist.formats import FEED_FORMAT_ID, read_feed  # the list format; imported when a feed is read
 
     try:
@@ -406,6 +428,9 @@ def _update(store: Store, paths: FeedPaths, name: str, row: dict[str, Any], *, m
     if allowing is not None:
         # A feed may only block: an allow entry from outside would let a fraud number ring through.
         raise _Refused(Refusal.BAD_LIST, f"{TARGET_NAME} tries to allow {allowing.describe()}; feeds only block")
+    too_broad = feed_breadth_problem(result.entries, limits)
+    if too_broad is not None:
+        raise _Refused(Refusal.TOO_BROAD, f"{TARGET_NAME} version {version}: {too_broad}")
     before_write()
     count = store.replace_feed_entries(name, result.entries)
     store.save_feed(name, version=version, target_hash=digest, entries=count, applied_at=iso_utc(now),
@@ -478,11 +503,11 @@ def _feed_lock(paths: FeedPaths, timeout_s: float) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def update_all(store: Store, feeds_dir: Path, *, max_age_days: int,
-               timeout_s: float = DEFAULT_TIMEOUT_S) -> list[FeedUpdate]:
+def update_all(store: Store, feeds_dir: Path, *, max_age_days: int, timeout_s: float = DEFAULT_TIMEOUT_S,
+               limits: BreadthLimits | None = None) -> list[FeedUpdate]:
     """Check every feed in the store, one after another."""
-    return [_update_one(store, feeds_dir, row["name"], max_age_days=max_age_days, timeout_s=timeout_s)
-            for row in store.feeds()]  # fmt: skip
+    return [_update_one(store, feeds_dir, row["name"], max_age_days=max_age_days, timeout_s=timeout_s,
+                        limits=limits) for row in store.feeds()]  # fmt: skip
 
 
 def _update_one(store: Store, feeds_dir: Path, name: str, **kwargs: Any) -> FeedUpdate:
@@ -516,7 +541,8 @@ class FeedTimer:
                  line_idle: Callable[[], bool] | None = None, on_lists: Callable[[NumberLists], None] | None = None,
                  hold_lists: Callable[[float], None] | None = None, first_after_s: float = 60.0,
                  timeout_s: float = DEFAULT_TIMEOUT_S, idle_wait_s: float = 1800.0, hold_s: float = 900.0,
-                 busy_timeout_s: float = 10.0) -> None:
+                 busy_timeout_s: float = 10.0, limits: BreadthLimits | None = None,
+                 on_refused: Callable[[FeedUpdate], None] | None = None) -> None:
         self.db_path = Path(db_path)
         self.feeds_dir = Path(feeds_dir)
         self.interval_s = interval_s
@@ -529,6 +555,8 @@ class FeedTimer:
         self.timeout_s = timeout_s
         self.idle_wait_s = idle_wait_s  # a call longer than this does not postpone the check forever
         self.busy_timeout_s = busy_timeout_s
+        self.limits = limits
+        self.on_refused = on_refused  # a list too broad to apply is someone's business: the runner alerts
         self.checks = 0  # completed rounds (for tests and status)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -563,8 +591,12 @@ class FeedTimer:
         for row in store.feeds():
             before = store.lists_generation()
             try:
-                results.append(_update_one(store, self.feeds_dir, row["name"], max_age_days=self.max_age_days,
-                                           timeout_s=self.timeout_s, before_write=self._before_write))  # fmt: skip
+                result = _update_one(store, self.feeds_dir, row["name"], max_age_days=self.max_age_days,
+                                     timeout_s=self.timeout_s, before_write=self._before_write,
+                                     limits=self.limits)  # fmt: skip
+                results.append(result)
+                if self.on_refused is not None and result.refusal is Refusal.TOO_BROAD:
+                    self.on_refused(result)
                 if self.on_lists is not None and store.lists_generation() != before:
                     self.on_lists(store.load_lists(_now()))  # a million entries take seconds: not on the call loop
             finally:

@@ -68,6 +68,7 @@ import phonenumbers
 from blocklist.lists import ListSpecError, parse_iso_utc, parse_list_spec
 from blocklist.store import FEED_SOURCE_PREFIX, iso_utc
 from screening.model import ListEntry, ListKind, MatchKind
+from screening.safe_text import csv_cell, csv_uncell
 
 __all__ = [
     "FEED_FORMAT_ID", "FEED_HEADER", "EntryStream", "ImportResult", "ListFormat", "RowProblem", "detect_format",
@@ -515,10 +516,10 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
                 raise _Skip(f"{len(fields)} fields where the header has {width}")
             return self._entry(
                 fields[number],
-                reason=fields[reason] if reason is not None else "",
+                reason=csv_uncell(fields[reason]) if reason is not None else "",
                 expires=fields[expires] if expires is not None else "",
                 kind=_list_kind(fields[kind]) if kind is not None and fields[kind].strip() else self._kind,
-                source=_source(fields[source]) if source is not None and fields[source].strip() else self._source,
+                source=_source(csv_uncell(fields[source])) if source is not None and fields[source].strip() else self._source,
                 added=_expiry_or_skip(fields[added], "added") if added is not None else "",
             )
 
@@ -572,7 +573,7 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
                 raise _Skip(f"prefix {value}* is too broad for a feed: it needs at least "
                             f"{MIN_FEED_PREFIX_NATIONAL_DIGITS} digits after the country code")  # fmt: skip
         expires = _expiry_or_skip(fields[2], "expires") if fields[2].strip() else None
-        return self._make(match, value, value_end, reason=fields[1], expires=expires, kind=ListKind.BLOCK,
+        return self._make(match, value, value_end, reason=csv_uncell(fields[1]), expires=expires, kind=ListKind.BLOCK,
                           source=self._source, added="")  # fmt: skip
 
     def _entry(self, spec: str, *, reason: str, expires: str, kind: ListKind, source: str, added: str) -> ListEntry:
@@ -658,7 +659,8 @@ def read_feed(data: bytes, *, source: str, expires_at: str | None) -> ImportResu
 def write_entries(entries: Iterable[ListEntry], fmt: ListFormat, *, home_region: str) -> bytes:
     """Serialise entries as PLAIN, CSV or FEED; ``read_entries`` reads the result back to the same entries.
 
-    CSV keeps everything, with E.164 numbers and a BOM (so Excel reads it as UTF-8). FEED keeps
+    CSV keeps everything, with E.164 numbers and a BOM (so Excel reads it as UTF-8); a free-text cell that
+    a spreadsheet would run as a formula (`=HYPERLINK(...)`) starts with an apostrophe. FEED keeps
     number (E.164), reason and expiry, and takes block entries only. PLAIN keeps number and
     reason (line breaks in a reason become spaces), written the way people write them in
     ``home_region`` when that reads back as the same entry. Raises ValueError for FTC, or for an
@@ -677,11 +679,12 @@ def write_entries(entries: Iterable[ListEntry], fmt: ListFormat, *, home_region:
         for e in entries:
             if e.list is not ListKind.BLOCK:
                 raise ValueError(f"a feed carries block entries only, not the allow entry {e.describe()}")
-            writer.writerow((e.describe(), e.note, e.expires_at or ""))
+            writer.writerow((e.describe(), csv_cell(e.note), e.expires_at or ""))
         return out.getvalue().encode("utf-8")
     writer.writerow(("number", "list", "reason", "source", "added", "expires"))
     for e in entries:
-        writer.writerow((e.describe(), e.list.value, e.note, e.source, e.added_at, e.expires_at or ""))
+        writer.writerow((e.describe(), e.list.value, csv_cell(e.note), csv_cell(e.source), e.added_at,
+                         e.expires_at or ""))
     return _BOM + out.getvalue().encode("utf-8")
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from blocklist.feeds import FeedUpdate
 from blocklist.store import Store
 from screening.alerts import AlertService, AlertWorker
 from screening.config import Config
 from screening.line import LineAdapter
 from screening.line_jobs import LineJobs, QueuedVoiceCaller
+from screening.local_time import region_zone
 from screening.model import Action, CallerID, Decision
 from screening.notify import AppriseNotifier
 from screening.numbers import national_format
@@ -77,6 +79,15 @@ class RunningAlerts:
 
         return on_stale
 
+    def feed_refused_handler(self):
+        def on_refused(update: FeedUpdate) -> None:
+            # A feed that would block far too much is refused; someone should ask its issuer why.
+            self.service.on_health(f"feed_too_broad:{update.name}",
+                                   f"番号リスト「{update.name}」の更新は広すぎるため受け付けず、前のリストを使い続けます。"
+                                   f"The number feed {update.name!r} was refused, the old list stays: {update.reason}")
+
+        return on_refused
+
     def check_disk(self, path: Path) -> None:
         """Health alert when the data partition is nearly full (recordings and the database stop)."""
         try:
@@ -116,7 +127,9 @@ def start_alerts(cfg: Config, store: Store, line: LineAdapter | None = None,
 
         voice_caller = QueuedVoiceCaller(jobs, VoiceCallAlerter(line, render_message,
                                                                 home_region=cfg.line.home_region))
-    service = AlertService(store, cfg, AppriseNotifier(), voice_caller=voice_caller).open()
+    # The unit's zone (not the system's, which a Pi image leaves unset): times in messages, quiet hours.
+    service = AlertService(store, cfg, AppriseNotifier(), voice_caller=voice_caller,
+                           tz=region_zone(cfg.line.home_region)).open()
     worker = AlertWorker(service)
     worker.start()
     log.info("alerts on for %s", ", ".join(r.name for r in cfg.relatives))

@@ -48,6 +48,8 @@ from blocklist.store import iso_utc
 from screening.config import Config, Language, RelativeConfig
 from screening.model import Action
 from screening.notify import DeliveryResult, Level, Notifier, VoiceCaller, voice_result
+from screening.local_time import local_stamp, region_zone
+from screening.safe_text import terminal_safe
 
 if TYPE_CHECKING:
     from blocklist.store import Store
@@ -623,24 +625,28 @@ def cmd_alert_test(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from screening.cli import _load, _open_store
+    from screening.cli import _existing_store, _load
 
     config = _load(args)
-    store = _open_store(config)
-    try:
-        store.count_calls()  # connects and migrates (the Store does it lazily)
-        with Outbox(store.path) as outbox:
-            rows = outbox.recent(args.limit)
-    finally:
-        store.close()
+    store = _existing_store(config)  # read-only: never creates a database
+    rows = []
+    if store is not None:
+        try:
+            store.count_calls()  # connects and migrates (the Store does it lazily)
+            with Outbox(store.path) as outbox:
+                rows = outbox.recent(args.limit)
+        finally:
+            store.close()
     if args.json:
         print(json.dumps([{**a.as_dict(), "deliveries": [d.as_dict() for d in ds]} for a, ds in rows],
                          ensure_ascii=False, indent=2))  # fmt: skip
         return 0
+    zone = region_zone(config.line.home_region)  # people read local time; --json keeps UTC
     for alert, deliveries in rows:
         acked = f"  acknowledged by {alert.acked_by}" if alert.acked_by else ""
-        print(f"#{alert.id} {alert.created_at} {alert.kind.value} ({alert.urgency.value}){acked}: {alert.subject}")
+        when = local_stamp(_parse_iso(alert.created_at), zone)
+        print(terminal_safe(f"#{alert.id} {when} {alert.kind.value} ({alert.urgency.value}){acked}: {alert.subject}"))
         for d in deliveries:
             extra = f" — {d.last_error}" if d.last_error and d.status.value != "sent" else ""
-            print(f"    {d.relative:<12} {d.channel:<40} {d.status.value} (attempts {d.attempts}){extra}")
+            print(terminal_safe(f"    {d.relative:<12} {d.channel:<40} {d.status.value} (attempts {d.attempts}){extra}"))
     return 0

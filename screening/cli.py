@@ -14,17 +14,19 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from blocklist.lists import ListSpecError, parse_list_spec
+from blocklist.lists import ListSpecError, parse_iso_utc, parse_list_spec
 from blocklist.store import Store
 from screening.callerid import caller_id_for_check
 from screening.config import Config, ConfigError, load_config
 from screening.model import ListEntry, ListKind, Reason
+from screening.local_time import local_stamp, region_zone
 from screening.numbers import national_format
 from screening.rules import Policy, decide
+from screening.safe_text import TerminalSafeFormatter, terminal_safe
 
 log = logging.getLogger("mamoru")
 
@@ -67,11 +69,10 @@ def _print_json(data: Any) -> None:
 
 
 def _setup_logging(level: str, verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TerminalSafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO),
+                        handlers=[handler])
 
 
 # ---- commands -------------------------------------------------------------------
@@ -94,6 +95,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _local(iso: str | None, zone: tzinfo) -> str:
+    """A stored UTC time as people read it ('2026-12-06 00:30:07 JST'); '' for none."""
+    if not iso:
+        return ""
+    try:
+        return local_stamp(parse_iso_utc(iso), zone)
+    except ValueError:
+        return iso  # a hand-edited row: show it as stored
+
+
+def _existing_store(cfg: Config) -> Store | None:
+    """The database for a read-only command, or None (after saying where we looked): never create one."""
+    path = Path(cfg.store.db)
+    if not path.exists():
+        print(f"mamoru: no database at {path}: nothing recorded yet (`mamoru run` creates it; "
+              "another one: --db F or [store] db)", file=sys.stderr)
+        return None
+    return _open_store(cfg)
+
+
 def _lists_if_db(cfg: Config):
     from screening.rules import NoLists
 
@@ -108,11 +129,14 @@ def _lists_if_db(cfg: Config):
 
 def cmd_calls(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    store = _open_store(cfg)
-    try:
-        rows = store.recent_calls(limit=args.limit)
-    finally:
-        store.close()
+    store = _existing_store(cfg)
+    if store is None:
+        rows = []
+    else:
+        try:
+            rows = store.recent_calls(limit=args.limit)
+        finally:
+            store.close()
     if args.json:
         _print_json([row.as_dict() for row in rows])
         return EXIT_OK
@@ -120,11 +144,13 @@ def cmd_calls(args: argparse.Namespace) -> int:
         print("no calls yet")
         return EXIT_OK
     region = cfg.line.home_region
+    zone = region_zone(region)  # people read local time with its zone; --json keeps UTC
     for row in rows:
         who = national_format(row.number_e164, region) if row.number_e164 else (row.raw_number or row.reason_code
                                                                                   or "-")
-        print(f"{row.id:>5}  {row.started_at[:19]}  {who:<18} {row.action or '?':<15} {row.rule or '':<22} "
-              f"{row.state}  {row.reason or ''}")
+        # Caller ID is written by the caller: never let its bytes drive the terminal.
+        print(terminal_safe(f"{row.id:>5}  {_local(row.started_at, zone)}  {who:<18} {row.action or '?':<15} "
+                            f"{row.rule or '':<22} {row.state}  {row.reason or ''}"))
     return EXIT_OK
 
 
@@ -150,6 +176,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     region = cfg.line.home_region
     if args.list_action == "import":
         return _import_list(args, kind, cfg)
+    if args.list_action in ("list", "export") and not Path(cfg.store.db).exists():
+        _existing_store(cfg)  # says where it looked
+        if args.list_action == "export":
+            return _export_list(args, kind, None, region)
+        if args.json:
+            _print_json([])
+        else:
+            print(f"the {kind.value} list is empty")
+        return EXIT_OK
     store = _open_store(cfg)
     try:
         if args.list_action == "export":
@@ -162,7 +197,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(f"the {kind.value} list is empty")
             for e in entries if not args.json else ():
                 expiry = f" (until {e.expires_at[:10]})" if e.expires_at else ""
-                print(f"{_entry_label(e, region):<28} {e.source:<10} {e.note}{expiry}")
+                print(terminal_safe(f"{_entry_label(e, region):<28} {e.source:<10} {e.note}{expiry}"))
             return EXIT_OK
         try:
             match, value, value_end = parse_list_spec(args.number, region)
@@ -240,11 +275,12 @@ def _import_list(args: argparse.Namespace, kind: ListKind, cfg: Config) -> int:
     return EXIT_OK
 
 
-def _export_list(args: argparse.Namespace, kind: ListKind, store: Store, region: str) -> int:
+def _export_list(args: argparse.Namespace, kind: ListKind, store: Store | None, region: str) -> int:
     from blocklist.formats import ListFormat, write_entries
     from blocklist.store import FEED_SOURCE_PREFIX
 
-    entries = [e for e in store.list_entries(kind) if args.with_feeds or not e.source.startswith(FEED_SOURCE_PREFIX)]
+    stored = store.list_entries(kind) if store is not None else []
+    entries = [e for e in stored if args.with_feeds or not e.source.startswith(FEED_SOURCE_PREFIX)]
     try:
         data = write_entries(entries, ListFormat(args.format), home_region=region)
     except ValueError as exc:
@@ -279,6 +315,10 @@ def _entry_dict(entry: ListEntry) -> dict[str, Any]:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    if args.file:  # `mamoru config check FILE` is what people type first
+        if args.config and args.config != args.file:
+            raise CliError(f"two files to check: {args.file} and --config {args.config}; give one")
+        args.config = args.file
     cfg = _load(args)
     print(f"{cfg.source}: OK")
     return EXIT_OK
@@ -293,6 +333,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The demo prints each decision on stdout; the emulator's chatter is noise there.
         logging.getLogger("firmware.virtual_modem").setLevel(logging.WARNING)
         logging.getLogger("screening.session").setLevel(logging.WARNING)
+        logging.getLogger("blocklist.store").setLevel(logging.WARNING)  # schema migrations of a fresh demo db
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -385,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_action", required=True)
     q = csub.add_parser("check", help="validate the config file and report every problem")
     _common(q)
+    q.add_argument("file", nargs="?", metavar="FILE", help="the config file to check (same as --config FILE)")
     q.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("modem", help="modem tools")

@@ -675,6 +675,17 @@ class FeedsConfig:
         30, _int_range(1, 3650),
         "A feed's numbers stop blocking this long after its last verified check (numbers are reassigned).",
     )
+    max_share_percent: float = _setting(
+        1.0, _float_range(0.001, 100.0),
+        "A feed update is refused (old list kept, relatives alerted) if its prefixes, ranges and numbers together "
+        "cover more than this share of any country's numbers. `[rules] official_numbers` (110, 118, 119) and "
+        "police-station numbers are never blockable by a feed.",
+    )
+    min_prefix_digits: int = _setting(
+        3, _int_range(2, 14),
+        "A feed update is refused if a prefix names fewer digits than this after the country code "
+        "(`+81120*`, i.e. 0120, has 3).",
+    )
 
 
 def _listen_host() -> _Parser[str]:
@@ -894,11 +905,33 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([ConfigProblem(file, "", "file not found")]) from None
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, "", f"cannot read: {exc.strerror or exc}")]) from None
+    return parse_toml_text(decode_config_text(data, file), file)
+
+
+_SAVE_AS_UTF8 = ("メモ帳で「名前を付けて保存」を開き、文字コードを「UTF-8」にして保存し直してください。 / "
+                 "In Notepad: File > Save As, set Encoding to UTF-8, and save again.")
+
+
+def decode_config_text(data: bytes, file: str) -> str:
+    """The config file's text: UTF-8, with or without the BOM Windows Notepad writes.
+
+    Any other encoding is refused, naming it and how to save the file as UTF-8
+    (in Japanese and English: it is mostly Japanese Windows that saves Shift-JIS).
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError([ConfigProblem(file, "", "文字コードが UTF-16（「Unicode」）で保存されています。 / The file "
+                                                   "is saved as UTF-16 (\"Unicode\"), not UTF-8. " + _SAVE_AS_UTF8)])
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a BOM is dropped, not read as part of the first key
     except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigProblem(file, "", f"not UTF-8 text (byte {exc.start})")]) from None
-    return parse_toml_text(text, file)
+        problem = f"not UTF-8 text (byte {exc.start})"
+    try:
+        data.decode("cp932")
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigProblem(file, "", f"{problem}. " + _SAVE_AS_UTF8)]) from None
+    raise ConfigError([ConfigProblem(file, "", "文字コードが Shift-JIS（ANSI）で保存されています。 / The file is "
+                                               f"saved as Shift-JIS (Windows \"ANSI\"), not UTF-8 ({problem}). "
+                                               + _SAVE_AS_UTF8)]) from None
 
 
 def parse_toml_text(text: str, file: str) -> dict[str, Any]:
@@ -907,6 +940,8 @@ def parse_toml_text(text: str, file: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem(file, "", f"invalid TOML: {exc}")]) from None
+    except RecursionError:  # tomllib recurses per nested array/table: a hostile file must not crash the caller
+        raise ConfigError([ConfigProblem(file, "", "invalid TOML: values nested too deeply")]) from None
 
 
 def parse_config(document: Mapping[str, Any], source: str) -> Config:

@@ -30,7 +30,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT
 
-from screening.config import Config, ConfigError, ConfigProblem, load_config
+from screening.config import Config, ConfigError, ConfigProblem, decode_config_text, load_config
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +224,7 @@ def _read_text(path: Path) -> str:
         raise ConfigError([ConfigProblem(file, "", "file not found")]) from None
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, "", f"cannot read: {exc.strerror or exc}")]) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigProblem(file, "", f"not UTF-8 text (byte {exc.start})")]) from None
+    return decode_config_text(data, file)
 
 
 def _replace_validated(path: Path, text: str) -> Config:

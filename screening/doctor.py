@@ -24,12 +24,15 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
+from screening import doctor_text
+from screening.config import BUILTIN_SOURCE, Config, ConfigError, Language, load_config
+from screening.local_time import local_stamp, region_zone
+from screening.safe_text import terminal_safe
 from screening.status import STATUS_FILE_NAME, DaemonStatus, LineProblem, LineState, StatusError, read_status
 
 log = logging.getLogger(__name__)
@@ -68,19 +71,6 @@ class Check:
         return cls(name, False, "problem", message, fix)
 
 
-TITLES = {
-    "config": "Settings",
-    "line": "Telephone line",
-    "speech_model": "Speech checking",
-    "disk": "Storage space",
-    "clock": "Clock",
-    "database": "Call records",
-    "recordings": "Recordings",
-    "relatives": "Family alerts",
-    "feeds": "Police number lists",
-}
-
-
 # ---- the checks -----------------------------------------------------------------
 
 
@@ -98,7 +88,7 @@ def run_checks(
         ("line", lambda: check_line(cfg, timeout_s=modem_timeout_s, db_path=database)),
         ("speech_model", lambda: check_speech_model(cfg)),
         ("disk", lambda: check_disk(_data_dirs(cfg, database))),
-        ("clock", lambda: check_clock(now())),
+        ("clock", lambda: check_clock(now(), region_zone(cfg.line.home_region))),
         ("database", lambda: check_database(database)),
         ("recordings", lambda: check_recordings(cfg)),
         ("relatives", lambda: check_relatives(cfg)),
@@ -177,10 +167,10 @@ def _handset_stuck(db_path: Path) -> Check | None:
     if status is None or status.stale(datetime.now(UTC)) or status.line_problem is not LineProblem.HANDSET_STUCK:
         return None
     return Check.problem(
-        "line", "受話器が上がったままになっています。The telephone's handset has been off the hook for a long "
-        "time, so calls are not answered by mamoru (or its view of the handset is stuck).",
-        "電話機の受話器がきちんと置かれているか確かめてください。Put the handset back properly. If it is, unplug "
-        "the modem's USB cable, wait 10 seconds and plug it back in.",
+        "line", "The telephone's handset has been off the hook for a long time, so calls are not answered by "
+        "mamoru (or its view of the handset is stuck).",
+        "Put the handset back properly. If it is, unplug the modem's USB cable, wait 10 seconds and plug it "
+        "back in.",
     )
 
 
@@ -374,14 +364,14 @@ def _human_bytes(count: int) -> str:
     return f"{count} bytes"
 
 
-def check_clock(now: datetime) -> Check:
-    """Call times, quiet hours and list expiry all need the right date."""
+def check_clock(now: datetime, zone: tzinfo = UTC) -> Check:
+    """Call times, quiet hours and list expiry all need the right date; shown in the unit's local time."""
     if now.year < MIN_SANE_YEAR:
         return Check.problem(
             "clock", f"The clock is wrong: it says {now:%Y-%m-%d}. Call times and quiet hours will be wrong.",
             "Connect the mamoru box to the internet (it sets its clock from there), then restart it.",
         )
-    return Check.good("clock", f"The clock looks right ({now:%Y-%m-%d %H:%M} UTC).")
+    return Check.good("clock", f"The clock looks right ({local_stamp(now, zone, seconds=False)}).")
 
 
 def check_database(path: Path) -> Check:
@@ -551,8 +541,17 @@ def collect(config_path: Path | None, db: str | None) -> list[Check]:
         if db:
             cfg = cfg.with_overrides(db=db)
     except ConfigError as exc:
-        return [config_error_check(exc), _guarded("clock", lambda: check_clock(datetime.now(UTC)))]
+        zone = region_zone(Config().line.home_region)  # the default region's time: the file's is unknown
+        return [config_error_check(exc), _guarded("clock", lambda: check_clock(datetime.now(UTC), zone))]
     return run_checks(cfg, db_path=Path(db) if db else None)
+
+
+def report_language(config_path: Path | None) -> Language:
+    """The configured ``voice.language``; Japanese when the settings cannot be read."""
+    try:
+        return load_config(config_path).voice.language
+    except ConfigError:
+        return Language.JA
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -566,26 +565,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     finally:
         firmware_log.setLevel(level)
     healthy = all(c.severity != "problem" for c in checks)
-    if args.json:
+    if args.json:  # for programs: the checks' own (English) words
         print(json.dumps({"ok": healthy, "checks": [asdict(c) for c in checks]}, ensure_ascii=False, indent=2))
     else:
-        print(format_report(checks))
+        print(terminal_safe(format_report(checks, report_language(Path(args.config) if args.config else None)),
+                            keep_lines=True))
     return 0 if healthy else 1
 
 
-def format_report(checks: Sequence[Check]) -> str:
-    """One line per check; the fix indented under each warning or problem."""
-    labels = {"ok": "OK", "warning": "WARNING", "problem": "PROBLEM"}
-    lines = []
-    for check in checks:
-        lines.append(f"{labels[check.severity]:<8} {TITLES.get(check.name, check.name)}: {check.message}")
-        if check.fix and check.severity != "ok":
-            lines.append(f"{'':<8}   What to do: {check.fix}")
-    problems = sum(c.severity == "problem" for c in checks)
-    lines.append("")
-    lines.append("Everything needed to screen calls is working." if problems == 0
-                 else f"{problems} problem{'s' if problems != 1 else ''} found. Please fix the lines marked PROBLEM.")
-    return "\n".join(lines)
+def format_report(checks: Sequence[Check], language: Language = Language.JA) -> str:
+    """One line per check in the household's language; the fix indented under each warning or problem."""
+    return doctor_text.format_report(checks, language)
 
 
 if __name__ == "__main__":  # pragma: no cover

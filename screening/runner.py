@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from blocklist.feeds import FeedTimer
+from blocklist.feeds import FeedTimer, breadth_limits
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
@@ -32,11 +32,13 @@ from screening.cli import CliError, policy_from_config
 from screening.daemon import CallSettings, ConfigReloader, Daemon
 from screening.line import LineAdapter
 from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
-from screening.numbers import national_format, parse_number
+from screening.numbers import parse_number
 from screening.session import SessionSettings
+from screening.demo_text import action_words, caller_words, end_words
+from screening.safe_text import pad_columns, terminal_safe
 from screening.status import StatusWriter
 from voice.retention import RetentionPolicy
-from screening.alert_wiring import start_alerts
+from screening.alert_wiring import RunningAlerts, start_alerts
 from screening.line_jobs import LineJobs
 from screening.watchdog import Watchdog
 from screening.panel_wiring import start_panel
@@ -247,7 +249,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
                          + "Press Ctrl-C to stop.")  # fmt: skip
             _stop_when_scenario_done(modem, scenario, stop, after=after)
         extra_daemons = [_slot_daemon(daemon, extra, cfg) for extra in extra_lines]
-        feeds = start_feed_updates(cfg, db_path, daemon, extra_daemons)
+        feeds = start_feed_updates(cfg, db_path, daemon, extra_daemons, alerts)
         for n, extra_daemon in enumerate(extra_daemons, start=2):
             thread = threading.Thread(target=extra_daemon.run, args=(stop,), name=f"call-loop-{n}", daemon=True)
             thread.start()
@@ -314,8 +316,8 @@ def start_web(cfg: Config, db_path: Path, recordings_dir: Path | None) -> WebSer
     return start_for_daemon(cfg, db_path, recordings_dir)
 
 
-def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon,
-                       others: Sequence[Daemon] = ()) -> FeedTimer | None:  # fmt: skip
+def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon, others: Sequence[Daemon] = (),
+                       alerts: RunningAlerts | None = None) -> FeedTimer | None:  # fmt: skip
     """Signed feeds are checked on their own thread every ``[feeds] update_minutes`` (0 = never)."""
     if cfg.feeds.update_minutes <= 0:
         return None
@@ -324,7 +326,8 @@ def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon,
     timer = FeedTimer(db_path, cfg.feeds.dir, interval_s=cfg.feeds.update_minutes * 60.0,
                       max_age_days=cfg.feeds.max_age_days,
                       line_idle=daemon.line_idle if not others else lambda: all(d.line_idle() for d in loops),
-                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists)  # fmt: skip
+                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists, limits=breadth_limits(cfg),
+                      on_refused=alerts.feed_refused_handler() if alerts is not None else None)  # fmt: skip
     timer.start()
     return timer
 
@@ -364,10 +367,9 @@ def _stop_when_scenario_done(modem: VirtualModem, scenario: list[CallScript], st
 
 def _demo_printer(region: str):
     def show(call_id: int, caller: CallerID, decision: Decision) -> None:
-        who = (national_format(caller.number_e164, region) if caller.number_e164
-               else f"<{caller.reason.name.lower()}>" if caller.reason else caller.raw_number or "<no caller ID>")
-        print(f"  call {call_id:>4}  {who:<20} {decision.action.value.upper():<15} {decision.rule:<22} "
-              f"{decision.reason}", flush=True)
+        # Words, not ids (REQUEST_NUMBER, <out_of_area>): the demo is a first-time user's first look.
+        print(terminal_safe(f"  {call_id:>4}  {pad_columns(caller_words(caller, region), 24)} "
+                            f"{pad_columns(action_words(decision.action), 40)} {decision.reason}"), flush=True)
 
     return show
 
@@ -377,7 +379,7 @@ def _print_summary(store_path: Path, cfg: Config, count: int) -> None:
         rows = store.recent_calls(limit=count)
     print(f"\n{len(rows)} calls screened and recorded in {store_path} (see: mamoru calls --db {store_path})")
     for row in reversed(rows):
-        print(f"  #{row.id:<4} {row.action or '?':<15} {row.state:<10} {row.end_reason or ''}")
+        print(f"  #{row.id:<4} {pad_columns(action_words(row.action), 40)} {end_words(row.end_reason)}")
 
 
 def emulate_modem(args: argparse.Namespace, stop: threading.Event) -> int:

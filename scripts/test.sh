@@ -1,23 +1,47 @@
 #!/usr/bin/env bash
 # Set up a virtualenv from the repo's own files and run the whole test suite.
+# Set-up needs the network (Debian packages, PyPI); the suite itself then runs offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "mamoru needs Python 3.11+" >&2; exit 2; }
-# System tools some tests use: PortAudio (sounddevice), shellcheck (the image recipe), sipp
-# (the SIP scenarios), and Chromium with Japanese fonts (the web page's browser tests and screenshots).
-# Install Debian's packages when we can; without them the PortAudio and shellcheck tests skip
-# and say why; the browser and SIPp tests fail saying how to install Chromium or sip-tester.
+# System tools some tests use, and why. Installed from Debian when run as root, without recommends
+# (Chromium's recommends alone are ~100 packages). Without them the PortAudio and shellcheck tests
+# skip and say why; the browser and SIPp tests fail saying how to install Chromium or sip-tester.
+declare -A why=(
+    [libportaudio2]="PortAudio, for the in-home speaker and line-tap tests"
+    [shellcheck]="checks every shell script of the Pi image recipe"
+    [sip-tester]="SIPp, for the SIP scenarios"
+    [chromium]="a real browser for the web page tests and screenshots"
+    [fonts-noto-cjk]="Japanese fonts for those screenshots"
+)
 missing=()
 ldconfig -p 2>/dev/null | grep -q libportaudio.so || missing+=(libportaudio2)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v sipp >/dev/null || missing+=(sip-tester)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing+=(fonts-noto-cjk)
-if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "${missing[@]}"; }) \
-        || echo "warning: could not install ${missing[*]}; the tests that need them will skip or fail saying why" >&2
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "test set-up: Debian packages the tests use are missing:"
+    for pkg in "${missing[@]}"; do echo "  ${pkg}: ${why[$pkg]}"; done
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test set-up: apt-get install --no-install-recommends ${missing[*]}"
+        apt-get install -y -q --no-install-recommends "${missing[@]}" \
+            || { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
+            || echo "warning: could not install ${missing[*]}; the tests that need them will skip or fail saying why" >&2
+    else
+        echo "test set-up: not root, so not installing them; as root: apt-get install --no-install-recommends ${missing[*]}" >&2
+    fi
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The image-recipe test builds the Pi's venv from this checkout; it installs from these wheels
+# with --no-index, so the suite never reaches the package registry.
+WHEELHOUSE=.venv/wheelhouse
+if [ ! -e "${WHEELHOUSE}/.complete" ] || [ pyproject.toml -nt "${WHEELHOUSE}/.complete" ]; then
+    echo "test set-up: fetching the core dependencies' wheels into ${WHEELHOUSE} (for the image-recipe test)"
+    .venv/bin/python -m pip wheel --quiet --disable-pip-version-check -w "${WHEELHOUSE}" . 'setuptools>=68'
+    rm -f "${WHEELHOUSE}"/mamoru-*.whl  # the test builds mamoru itself from the checkout, fresh
+    touch "${WHEELHOUSE}/.complete"
+fi
 exec .venv/bin/python -m pytest -q "$@"

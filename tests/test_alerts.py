@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -574,3 +575,44 @@ def test_voice_call_delivery_and_dtmf_acknowledgement(store: Store, http: HttpRe
         assert svc.run_pending(clock.advance(minutes=10)) == 0, "so no escalation to Hanako"
     finally:
         svc.close()
+
+
+def test_a_feed_refused_as_too_broad_reaches_the_relatives(store: Store, http: HttpReceiver) -> None:
+    from blocklist.feeds import FeedOutcome, FeedUpdate, Refusal
+    from screening.alert_wiring import RunningAlerts
+    from screening.alerts import AlertWorker
+
+    clock = FakeClock()
+    svc = service(store, make_config([{"name": "Taro", "notify": [json_url(http.port)]}]), clock)
+    try:
+        running = RunningAlerts(svc, AlertWorker(svc), store, "JP")  # the worker is not started: sent below
+        running.feed_refused_handler()(FeedUpdate("police", FeedOutcome.REFUSED, reason="blocks 90.0% of +81",
+                                                  refusal=Refusal.TOO_BROAD))  # fmt: skip
+        assert svc.run_pending(clock()) == 1
+    finally:
+        svc.close()
+    ((_, body, _),) = http.received
+    assert "police" in json.dumps(body, ensure_ascii=False) and "90.0%" in json.dumps(body, ensure_ascii=False)
+
+
+def test_alert_times_are_in_the_units_zone_whatever_the_systems(store: Store, http: HttpReceiver,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from screening.alert_wiring import start_alerts
+
+    monkeypatch.setenv("TZ", "Europe/London")  # what a Raspberry Pi image ships with
+    time.tzset()
+    try:
+        cfg = make_config([{"name": "Taro", "notify": [json_url(http.port)]}])
+        running = start_alerts(cfg, store)
+        assert running is not None
+        try:
+            running.service.on_health("disk_full", "disk nearly full")
+            running.service.run_pending(wait_s=5)
+        finally:
+            running.stop()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    (_, body, _), *_ = http.received
+    now_tokyo = datetime.now(ZoneInfo("Asia/Tokyo"))
+    assert f"{now_tokyo:%H}:" in json.dumps(body, ensure_ascii=False), body

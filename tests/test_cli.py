@@ -101,9 +101,27 @@ def test_config_check(tmp_path: Path, cfg: str) -> None:
     assert env_proc.returncode == 2 and "rules.withheld" in env_proc.stderr
 
 
+def test_config_check_takes_the_file_as_an_argument(tmp_path: Path, cfg: str) -> None:
+    assert mamoru("config", "check", cfg).stdout.strip() == f"{cfg}: OK"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[rules]\nwithheld = "deny"\n', encoding="utf-8")
+    proc = mamoru("config", "check", str(bad), check=False)
+    assert proc.returncode == 2 and f"{bad}: rules.withheld" in proc.stderr
+
+
 def test_calls_empty_and_json(db: str) -> None:
-    assert "no calls yet" in mamoru("calls", "--db", db).stdout
+    proc = mamoru("calls", "--db", db)
+    assert "no calls yet" in proc.stdout and f"no database at {db}" in proc.stderr
     assert json.loads(mamoru("calls", "--json", "--db", db).stdout) == []
+
+
+@pytest.mark.parametrize("command", [["calls"], ["calls", "--json"], ["block", "list"], ["allow", "list", "--json"],
+                                     ["block", "export"], ["feed", "list"], ["alerts"]])  # fmt: skip
+def test_read_only_commands_never_create_a_database(tmp_path: Path, command: list[str]) -> None:
+    db = tmp_path / "state" / "mamoru.db"
+    proc = mamoru(*command, "--db", str(db))
+    assert not db.exists() and not db.parent.exists(), list(tmp_path.rglob("*"))
+    assert f"no database at {db}" in proc.stderr
 
 
 def test_example_config_is_valid() -> None:
@@ -218,3 +236,102 @@ def test_import_from_stdin_subprocess(db: str) -> None:
     assert "imported 1 entry into the block list from stdin (csv" in proc.stdout
     assert proc.stderr.startswith("stdin:3: 'nope'")
     assert check(db, "03-1111-2222")["matched"]["note"] == "from a pipe"
+
+
+# ---- output that reaches a terminal (issue 12, item 15) ----
+
+HOSTILE_NUMBER = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202e0120"  # retitle, clear screen, C1 CSI, right-to-left
+
+
+def _hostile_call(db: str) -> None:
+    from blocklist.store import Store
+    from screening.model import Action, CallerID, Category, Decision
+
+    store = Store(Path(db), recover_calls=False)
+    store.open()
+    try:
+        store.begin_call("sim", CallerID(raw_number=HOSTILE_NUMBER),
+                         decision=Decision(Action.WARN, "unknown", "reason \x1b[5m blink", Category.INVALID))
+    finally:
+        store.close()
+
+
+def _no_controls(text: str) -> bool:
+    return not any(ch in text for ch in ("\x1b", "\x07", "\x9b", "\u202e"))
+
+
+def test_calls_never_send_a_callers_control_characters_to_the_terminal(db: str) -> None:
+    _hostile_call(db)
+    out = mamoru("calls", "--db", db).stdout
+    assert _no_controls(out) and "\\x1b]0;owned\\x07" in out, out
+    assert json.loads(mamoru("calls", "--json", "--db", db).stdout)[0]["raw_number"] == HOSTILE_NUMBER
+
+
+def test_run_prints_and_logs_a_callers_number_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from screening.cli import _setup_logging
+    from screening.model import Action, CallerID, Category, Decision
+    from screening.runner import _demo_printer
+
+    _demo_printer("JP")(7, CallerID(raw_number=HOSTILE_NUMBER), Decision(Action.WARN, "unknown", "r", Category.INVALID))
+    out = capsys.readouterr().out
+    assert _no_controls(out) and "\\x1b[2J" in out, out
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers.clear()
+    try:
+        _setup_logging("info")
+        logging.getLogger("mamoru.test").warning("caller %s\nsecond line", HOSTILE_NUMBER)
+    finally:
+        root.handlers[:] = saved
+    err = capsys.readouterr().err
+    assert _no_controls(err) and "\\x1b]0;owned" in err and "\nsecond line" in err, err
+
+
+def test_calls_show_local_time_with_its_zone_and_json_keeps_utc(db: str) -> None:
+    from datetime import UTC, datetime
+
+    from blocklist.store import Store
+    from screening.model import CallerID
+
+    store = Store(Path(db), recover_calls=False)
+    store.open()
+    try:
+        store.begin_call("sim", CallerID(raw_number="0312345678"), datetime(2026, 12, 5, 15, 30, 7, tzinfo=UTC))
+    finally:
+        store.close()
+    assert "2026-12-06 00:30:07 JST" in mamoru("calls", "--db", db).stdout
+    assert json.loads(mamoru("calls", "--json", "--db", db).stdout)[0]["started_at"].endswith("Z")
+
+
+def test_feed_list_shows_local_time(db: str) -> None:
+    from blocklist.store import Store
+
+    store = Store(Path(db), recover_calls=False)
+    store.open()
+    try:
+        store.save_feed("police", url="https://feeds.example/", added_at="2026-12-01T00:00:00Z",
+                        checked_at="2026-12-05T15:30:07Z")  # fmt: skip
+    finally:
+        store.close()
+    assert "checked 2026-12-06 00:30:07 JST" in mamoru("feed", "list", "--db", db).stdout
+    assert json.loads(mamoru("feed", "list", "--json", "--db", db).stdout)[0]["checked_at"] == "2026-12-05T15:30:07Z"
+
+
+def test_alerts_show_local_time(db: str) -> None:
+    from datetime import UTC, datetime
+
+    from blocklist.store import Store
+    from screening.alerts import AlertService
+    from screening.config import parse_config
+    from screening.notify import AppriseNotifier
+
+    config = parse_config({"relatives": [{"name": "Taro", "notify": ["json://127.0.0.1:9/x"]}]}, source="test")
+    with Store(Path(db)) as store:
+        service = AlertService(store, config, AppriseNotifier(), lambda: datetime(2026, 12, 5, 15, 30, 7, tzinfo=UTC))
+        service.open()
+        service.on_health("disk_full", "disk nearly full")
+        service.close()
+    assert "#1 2026-12-06 00:30:07 JST health" in mamoru("alerts", "--db", db).stdout
+    assert json.loads(mamoru("alerts", "--json", "--db", db).stdout)[0]["created_at"].endswith("Z")

@@ -270,6 +270,8 @@ BAD_VALUES = [
     ("feeds", "dir", "7", "expected a string"),
     ("feeds", "update_minutes", "-5", "must be between 0 and 10080 (got -5)"),
     ("feeds", "max_age_days", "0", "must be between 1 and 3650 (got 0)"),
+    ("feeds", "max_share_percent", "0", "must be between 0.001 and 100.0 (got 0)"),
+    ("feeds", "min_prefix_digits", "1", "must be between 2 and 14 (got 1)"),
     ("web", "enabled", '"yes"', 'expected true or false (got string "yes")'),
     ("web", "host", '""', "must not be empty"),
     ("web", "host", '"http://0.0.0.0"', "expected an IP address or a host name"),
@@ -516,3 +518,35 @@ def test_reference_markdown() -> None:
     assert '`["110", "118", "119", "#9110"]`' in table
     for line in lines[2:]:
         assert len(re.findall(r"(?<!\\)\|", line)) == 5, line
+
+
+# ---- files saved by Windows Notepad (what a new user hit) ----
+
+NOTEPAD_TEXT = '# 設定\n[line]\nhome_region = "JP"\n[rules]\nwithheld = "block"\n'
+
+
+def test_a_config_saved_with_a_utf8_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + NOTEPAD_TEXT.encode("utf-8"))
+    assert load_config(path, env={}).rules.withheld is Action.BLOCK
+
+
+def test_a_config_saved_as_shift_jis_says_so_and_how_to_fix_it(tmp_path: Path) -> None:
+    path = tmp_path / "sjis.toml"
+    path.write_bytes(NOTEPAD_TEXT.encode("cp932"))
+    (problem,) = problems_of(path)
+    assert "Shift-JIS" in problem.message and "UTF-8" in problem.message
+    assert "名前を付けて保存" in problem.message and "Save As" in problem.message  # Japanese and English
+
+
+def test_a_config_saved_as_utf16_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "utf16.toml"
+    path.write_bytes(NOTEPAD_TEXT.encode("utf-16"))
+    (problem,) = problems_of(path)
+    assert "UTF-16" in problem.message and "Save As" in problem.message
+
+
+def test_deeply_nested_toml_is_a_config_error_not_a_crash(tmp_path: Path) -> None:
+    path = write(tmp_path, "a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    (problem,) = problems_of(path)
+    assert "nested too deeply" in problem.message

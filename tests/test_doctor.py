@@ -17,7 +17,7 @@ import pytest
 from blocklist.store import MIGRATIONS, Store
 from firmware.virtual_modem import VirtualModem
 from screening import doctor
-from screening.config import Config, load_config
+from screening.config import Config, ConfigError, load_config
 from screening.doctor import (
     Check,
     add_doctor_parser,
@@ -120,10 +120,11 @@ def test_bad_config_file_is_reported_in_plain_words(tmp_path: Path, capsys: pyte
     args = parse(["doctor", "--config", str(path)])
     assert args.func(args) == 1
     out = capsys.readouterr().out
-    assert "PROBLEM  Settings: The settings file has 2 mistakes" in out
+    # Unreadable settings: no language configured, so Japanese (the default).
+    assert "問題     設定: 設定ファイルに間違いが 2 か所あります" in out
     assert "line.uri" in out and "did you mean line.home_region?" in out
     assert "mamoru config check" in out
-    assert "Clock:" in out  # what does not need the config is still checked
+    assert "時計:" in out  # what does not need the config is still checked
 
 
 def test_missing_config_file_is_a_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -317,3 +318,48 @@ def test_sip_registration_without_a_password_is_a_problem(tmp_path: Path) -> Non
     cfg = _sip_cfg(tmp_path, "sip://0312345678@192.168.1.1?upstream=pstn")
     check = check_line(cfg, db_path=tmp_path / "calls.db")
     assert not check.ok and "upstream" in check.message
+
+
+# ---- the household's language (a new user's report: English only, developer words) ------------------
+
+
+def test_the_report_speaks_japanese_by_default_in_plain_words(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, f'[line]\nuri = "modem://{tmp_path}/ttyACM0"\n[store]\ndb = "{tmp_path / "m.db"}"\n'
+                                  f'[recording]\ndir = "{tmp_path / "rec"}"\n[voice]\nmodels_dir = "{tmp_path}"\n')
+    args = parse(["doctor", "--config", str(path)])
+    assert args.func(args) == 1
+    out = capsys.readouterr().out
+    assert "問題     電話回線: 電話用モデムがつながっていません。" in out
+    assert "すること: モデムのUSBケーブルを mamoru 本体にしっかり差し込んでください。" in out
+    assert "時計: 時計は合っています（" in out and "JST）" in out
+    assert "問題が 2 件見つかりました。" in out  # the modem and the speech model
+    for english in ("PROBLEM", "WARNING", "What to do", "Telephone line", "The clock"):
+        assert english not in out, out
+
+
+def test_english_when_the_household_chose_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, f'[line]\nuri = "sim:"\n[store]\ndb = "{tmp_path / "m.db"}"\n[voice]\n'
+                                  'language = "en"\ntranscribe = false\n')
+    args = parse(["doctor", "--config", str(path)])
+    args.func(args)
+    out = capsys.readouterr().out
+    assert "WARNING  Telephone line: mamoru is connected to its built-in demonstration line" in out
+
+
+def test_every_finding_has_japanese_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from screening.doctor_text import untranslated
+
+    cfg = Config().with_overrides(line_uri=f"modem://{tmp_path}/ttyACM0")
+    findings = [
+        *run_checks(Config(), db_path=tmp_path / "none.db"),  # demo line, no settings file, nothing yet
+        *run_checks(cfg, db_path=tmp_path / "none.db", modem_timeout_s=FAST_S),
+        check_clock(datetime(1970, 1, 1, tzinfo=UTC)),
+        doctor.config_error_check(pytest.raises(ConfigError, load_config, tmp_path / "nope.toml").value),
+        doctor._modem_silent("/dev/ttyACM0"),
+        doctor._guarded("disk", lambda: 1 / 0),
+    ]
+    monkeypatch.setattr(doctor, "MIN_FREE_BYTES", 1 << 60)
+    findings.append(doctor.check_disk([tmp_path]))
+    missing = [text for f in findings for text in (f.message, f.fix) if untranslated(text)]
+    assert not missing, missing

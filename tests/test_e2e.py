@@ -205,8 +205,16 @@ def test_demo_command_screens_the_scripted_calls(tmp_path: Path) -> None:
         ("warn", "official_lookalike", "completed"),
         ("warn", "unknown", "completed"),
     ]
-    for line in ("ALLOW", "BLOCK", "REQUEST_NUMBER", "international:+44"):
-        assert line in proc.stdout
+    # A first-time user reads words, not ids; no schema-migration chatter, no ERROR for an optional model.
+    for words in ("そのまま鳴らす / rings", "お断り / refused", "番号通知をお願い", "非通知 / withheld",
+                  "表示圏外 / out of area", "公衆電話 / payphone", "international call from +44"):  # fmt: skip
+        assert words in proc.stdout, proc.stdout
+    for developer_word in ("REQUEST_NUMBER", "<out_of_area>", "announced_and_hung_up", "caller_hung_up",
+                           "allowed_to_ring"):  # fmt: skip
+        assert developer_word not in proc.stdout, proc.stdout
+    assert "schema version" not in proc.stderr, proc.stderr
+    model_lines = [line for line in proc.stderr.splitlines() if "voice.service" in line]
+    assert model_lines and all(" WARNING " in line for line in model_lines), proc.stderr  # not an ERROR
 
 
 def test_sigterm_stops_the_daemon_cleanly_and_a_killed_call_is_marked_interrupted(tmp_path: Path) -> None:

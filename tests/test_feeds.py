@@ -28,6 +28,7 @@ from tuf.api.serialization.json import JSONSerializer
 from blocklist.feed_cli import add_feed_parsers
 from blocklist.feed_publisher import Expiry, FeedRepository, Role, feed_file
 from blocklist.feeds import (
+    BreadthLimits,
     FeedError,
     FeedOutcome,
     FeedTimer,
@@ -39,7 +40,7 @@ from blocklist.feeds import (
 )
 from blocklist.formats import FEED_FORMAT_ID, ListFormat, read_entries, write_entries
 from blocklist.store import Store
-from screening.model import ListKind
+from screening.model import ListEntry, ListKind, MatchKind
 
 NUMBER_A = "+81312340001"  # 03-1234-0001
 NUMBER_B = "+81312340002"
@@ -429,6 +430,41 @@ def test_a_list_whose_count_disagrees_with_its_metadata_is_refused(applied: Feed
     applied.repo.publish_numbers(data, 5)
     applied.sync()
     assert_refused(applied, applied.update(), Refusal.BAD_LIST, NUMBER_A)
+
+
+def _publish_country_wide(feed: Feed) -> None:
+    """The filer's feed: 90 signed, well-formed prefixes +8110* … +8199* (every Japanese number)."""
+    entries = [ListEntry(ListKind.BLOCK, MatchKind.PREFIX, f"+81{d}", source="p") for d in range(10, 100)]
+    feed.repo.publish_numbers(write_entries(entries, ListFormat.FEED, home_region="JP"), len(entries))
+    feed.sync()
+
+
+def test_a_feed_blocking_a_whole_country_is_refused_and_the_old_list_stays(applied: Feed) -> None:
+    _publish_country_wide(applied)
+    result = applied.update()
+    assert_refused(applied, result, Refusal.TOO_BROAD, NUMBER_A, NUMBER_B)
+    assert "+8110*" in result.reason, result.reason
+    for number in ("+81110", "+81119", "+819012345678", "+81612345678"):
+        assert not applied.blocked(number), number
+
+
+def test_the_breadth_limits_are_the_units_settings(applied: Feed) -> None:
+    entries = [ListEntry(ListKind.BLOCK, MatchKind.PREFIX, f"+81{d}", source="p") for d in range(500, 520)]  # 2 %
+    applied.repo.publish_numbers(write_entries(entries, ListFormat.FEED, home_region="JP"), len(entries))
+    applied.sync()
+    assert_refused(applied, applied.update(), Refusal.TOO_BROAD, NUMBER_A)
+    result = applied.update(limits=BreadthLimits(max_share_percent=5.0))
+    assert result.outcome is FeedOutcome.APPLIED and applied.blocked("+81501234567") and not applied.blocked(NUMBER_A)
+
+
+def test_the_feed_timer_reports_a_too_broad_feed_for_an_alert(applied: Feed) -> None:
+    _publish_country_wide(applied)
+    refused: list[str] = []
+    timer = FeedTimer(applied.store.path, applied.feeds_dir, interval_s=3600, max_age_days=30,
+                      on_refused=lambda update: refused.append(update.name))  # fmt: skip
+    results = timer.run_once(applied.store)
+    assert [r.refusal for r in results] == [Refusal.TOO_BROAD] and refused == ["police"]
+    assert applied.blocked(NUMBER_A)
 
 
 def test_a_locked_database_is_a_refusal_and_the_next_check_applies(applied: Feed) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import random
 from datetime import UTC, datetime
@@ -481,3 +483,17 @@ def test_feed_refuses_a_prefix_that_would_block_a_whole_country() -> None:
     assert [e.describe() for e in result.entries] == ["+81120*"]
     assert [p.line for p in result.problems] == [2, 3]
     assert "too broad" in result.problems[0].problem  # +8* is no country code at all: refused either way
+
+
+@pytest.mark.parametrize("note", ['=HYPERLINK("http://evil.example/","click")', "+1+1", "-2+3", "@SUM(A1)",
+                                  "'=already quoted", "ordinary note"])  # fmt: skip
+@pytest.mark.parametrize("fmt", [ListFormat.CSV, ListFormat.FEED])
+def test_csv_exports_never_hand_a_spreadsheet_a_formula(note: str, fmt: ListFormat) -> None:
+    entry = ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81312345678", source="=cmd|' /C calc'!A0", note=note)
+    data = write_entries([entry], fmt, home_region="JP")
+    cells = [cell for row in csv.reader(io.StringIO(data.decode("utf-8-sig"))) for cell in row[1:]]
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells), cells
+    back = read_entries(data, fmt, kind=ListKind.BLOCK, home_region="JP", source="x").entries
+    assert back[0].note == note  # our own export reads back exactly
+    if fmt is ListFormat.CSV:
+        assert back[0].source == entry.source

@@ -6,7 +6,8 @@ What IS exercised here:
   (all of them use ``set -euo pipefail``, also checked);
 * ``deploy/image/build-staging.sh`` lays the mamoru layer out in a temporary
   root through the same ``layout.sh`` the pi-gen stage uses: a real
-  ``python3 -m venv`` with mamoru (core only) pip-installed from this checkout,
+  ``python3 -m venv`` with mamoru (core only) pip-installed from this checkout
+  offline, from the wheels ``scripts/test.sh`` fetched at set-up,
   whose ``mamoru --help`` runs and whose ``mamoru config check`` accepts the
   installed /etc/mamoru/mamoru.toml; the unit, udev rule, journald and watchdog
   drop-ins, first-boot hook, fstab line and ``dtparam=watchdog=on`` in place.
@@ -118,8 +119,15 @@ def test_pjproject_release_is_pinned() -> None:
 
 @pytest.fixture(scope="module")
 def staging_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Offline: scripts/test.sh fetched the dependencies' wheels into the test venv at set-up.
+    wheelhouse = Path(sys.prefix) / "wheelhouse"
+    if not (wheelhouse / ".complete").is_file():
+        pytest.skip(f"no wheels in {wheelhouse}: run `bash scripts/test.sh` once (its set-up fetches them; "
+                    "this test never downloads during the suite)")
     root = tmp_path_factory.mktemp("image-root")
-    env = dict(os.environ, PYTHON=sys.executable)
+    # A registry address nothing listens on: any download attempt fails the build instead of going out.
+    env = dict(os.environ, PYTHON=sys.executable, MAMORU_WHEELHOUSE=str(wheelhouse),
+               PIP_INDEX_URL="http://127.0.0.1:9/simple/", PIP_EXTRA_INDEX_URL="")
     proc = subprocess.run(
         ["bash", str(IMAGE / "build-staging.sh"), str(root)],
         env=env,
@@ -231,3 +239,15 @@ def test_staging_is_idempotent(staging_root: Path) -> None:
     assert fstab.count("/var/lib/mamoru") == 1
     config_txt = (staging_root / "boot/firmware/config.txt").read_text(encoding="utf-8")
     assert config_txt.count("dtparam=watchdog=on") == 1
+
+
+def test_test_script_installs_debian_packages_visibly_and_without_recommends() -> None:
+    """A new user ran scripts/test.sh as root: ~100 packages (Chromium's recommends) went in silently."""
+    text = (REPO / "scripts" / "test.sh").read_text(encoding="utf-8")
+    installs = [line for line in text.splitlines() if "apt-get install" in line and not line.lstrip().startswith("#")]
+    assert installs
+    for line in installs:
+        assert "--no-install-recommends" in line, line
+        assert "/dev/null" not in line, line
+    for package in re.findall(r"missing\+=\(([\w-]+)\)", text):
+        assert re.search(rf"\[{re.escape(package)}\]=\"[^\"]+\"", text), f"{package}: no reason printed for it"

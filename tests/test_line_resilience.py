@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from firmware.handset_state import HandsetState
+from screening import doctor_text
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import CallOutcome
 from screening.model import Action
 from screening.alert_wiring import start_alerts
-from screening.config import Config, parse_config
+from screening.config import Config, Language, parse_config
 from screening.doctor import check_line
 from screening.status import LineProblem, StatusWriter
 from tests.test_alerts import HttpReceiver, json_url
@@ -148,7 +149,8 @@ def test_doctor_shows_a_stuck_handset(tmp_path: Path) -> None:
     writer.started()
     writer.line_problem(LineProblem.HANDSET_STUCK)
     check = check_line(Config().with_overrides(line_uri=f"modem://{device}"), timeout_s=0.5, db_path=db)
-    assert check.severity == "problem" and check.message.startswith("受話器が上がったまま")
+    assert check.severity == "problem" and "handset has been off the hook" in check.message
+    assert doctor_text.say(check.message, Language.JA).startswith("受話器が長い時間上がったまま")
 
 
 def test_doctor_names_the_missing_modem(tmp_path: Path) -> None:

@@ -358,6 +358,38 @@ def test_one_stick_with_every_units_bundle_applies_only_this_units(tmp_path, iss
     assert "theirs.mamoru-bundle" in str(refused.value) and "junk.mamoru-bundle" in str(refused.value)
 
 
+DEEP = 100_000  # far past Python's recursion limit: json and tomllib both raise RecursionError on it
+
+
+def _signed_raw_payload(body: bytes, signer: CryptoSigner) -> bytes:
+    """A correctly signed envelope around any payload bytes (the issuer's key, hostile content)."""
+    from securesystemslib.dsse import Envelope
+
+    envelope = Envelope(body, "application/vnd.mamoru.bundle+json", {})
+    envelope.sign(signer)
+    return json.dumps(envelope.to_dict()).encode()
+
+
+@pytest.mark.parametrize("hostile", ["envelope", "signed_payload", "signed_config"])
+def test_a_deeply_nested_bundle_never_stops_a_good_one(tmp_path, issuer, family_hash, hostile) -> None:
+    signer, trusted = issuer
+    ours = write(tmp_path, make_bundle(content_for(tmp_path, family_hash, unit=SERIAL), signer), "ours.mamoru-bundle")
+    if hostile == "envelope":
+        data = ("[" * DEEP + "]" * DEEP).encode()
+    elif hostile == "signed_payload":
+        data = _signed_raw_payload(("[" * DEEP + "]" * DEEP).encode(), signer)
+    else:
+        nested = content_for(tmp_path, family_hash, household=Household("H002", "B"),
+                             config_toml="a = " + "[" * DEEP + "]" * DEEP + "\n")  # fmt: skip
+        data = sign_payload(nested.to_payload(), signer)
+    deep = write(tmp_path, data, "deep.mamoru-bundle")
+    result = applier(tmp_path, trusted).apply([deep, ours])
+    assert result.bundle.source == str(ours) and (tmp_path / "etc" / "mamoru.toml").is_file()
+    with pytest.raises(BundleRefused) as refused:  # alone, it is refused like any other bad bundle
+        applier(tmp_path, trusted).apply([deep])
+    assert "nested" in str(refused.value), refused.value
+
+
 # ---- bulk and the printed sheet -----------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,9 +58,10 @@ class VoiceService:
     model: SpeechModel | None  # None: no transcription (recording still happens)
     on_fraud: list[FraudHandler] = field(default_factory=list)
     on_segment: list[Callable[[int, Segment], None]] = field(default_factory=list)  # benchmarks, tests
+    zone: tzinfo = UTC  # recording folders are dated in the unit's local day (screening.local_time)
 
     def start_call(self, call_id: int, started: datetime | None = None) -> CallAudio:
-        when = started or datetime.now(UTC)
+        when = (started or datetime.now(UTC)).astimezone(self.zone)
         recorder, relpath = None, None
         if self.recordings_dir is not None:
             relpath = f"{when:%Y/%m/%d}/call-{call_id}-{when:%H%M%S}.wav"

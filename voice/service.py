@@ -16,6 +16,7 @@ from pathlib import Path
 
 from blocklist.store import EventKind, Store
 from screening.config import Config
+from screening.local_time import region_zone
 from screening.model import Prompt
 from voice.announcements import PromptLibrary
 from voice.pipeline import FraudEvent, VoiceService
@@ -41,7 +42,8 @@ def build_voice(cfg: Config, store: Store, recordings_dir: Path | None) -> Voice
     language = cfg.voice.language.value
     pack = PhrasePack.load(language)
     model = _load_model(cfg) if cfg.voice.transcribe else None
-    service = VoiceService(store=store, recordings_dir=recordings_dir, pack=pack, model=model)
+    service = VoiceService(store=store, recordings_dir=recordings_dir, pack=pack, model=model,
+                           zone=region_zone(cfg.line.home_region))
     if cfg.voice.household_warning:
         service.on_fraud.append(_household_warner(cfg, store))
     return service
@@ -51,13 +53,15 @@ def _load_model(cfg: Config):  # -> SpeechModel | None
     try:
         from voice.asr import ModelError, SpeechModel, resolve_model_dir
     except ImportError as exc:  # the voice extra is not installed
-        log.error("live transcription off: %s (pip install 'mamoru[voice]')", exc)
+        # Degraded, not broken: calls are screened and recorded; doctor and a health alert say what to do.
+        log.warning("calls are screened and recorded but not listened to for fraud: the speech software is not "
+                    "installed (%s; pip install 'mamoru[voice]')", exc)
         return None
     try:
         path = resolve_model_dir(cfg.voice.language.value, cfg.voice.model_dir, cfg.voice.models_dir)
         model = SpeechModel.load(path)
     except ModelError as exc:
-        log.error("live transcription off, calls are still screened and recorded: %s", exc)
+        log.warning("calls are screened and recorded but not listened to for fraud: %s", exc)
         return None
     log.info("speech model loaded from %s", path)
     return model

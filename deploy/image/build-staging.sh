@@ -5,6 +5,7 @@
 # without pi-gen, a chroot, qemu or root:
 #
 #   deploy/image/build-staging.sh ROOTDIR
+#   MAMORU_WHEELHOUSE=DIR deploy/image/build-staging.sh ROOTDIR   # offline, from DIR's wheels
 #
 # ROOTDIR/opt/mamoru/venv                       python3 -m venv + mamoru (core, no extras)
 # ROOTDIR/etc/mamoru/mamoru.toml                from deploy/mamoru.example.toml
@@ -45,7 +46,12 @@ mamoru_install_layout "${ROOT}" "${inputs}"
 
 VENV="${ROOT}/opt/mamoru/venv"
 "${PYTHON}" -m venv "${VENV}"
-"${VENV}/bin/python" -m pip install --quiet --no-cache-dir "${REPO}"
+if [ -n "${MAMORU_WHEELHOUSE:-}" ]; then
+	# Offline: every dependency (and the build backend) from these wheels, never the registry.
+	"${VENV}/bin/python" -m pip install --quiet --no-cache-dir --no-index --find-links "${MAMORU_WHEELHOUSE}" "${REPO}"
+else
+	"${VENV}/bin/python" -m pip install --quiet --no-cache-dir "${REPO}"
+fi
 "${VENV}/bin/mamoru" --help >/dev/null
 
 echo "staging root ready: ${ROOT} (mamoru user not created, units not enabled)"

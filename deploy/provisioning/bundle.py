@@ -495,6 +495,8 @@ def verify_bundle(
     except json.JSONDecodeError as exc:
         raise refuse(Refusal.NOT_JSON, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno});"
                                        " truncated or damaged copy?") from None  # fmt: skip
+    except RecursionError:
+        raise refuse(Refusal.NOT_JSON, "JSON nested too deeply: not a bundle file") from None
     if not isinstance(document, dict) or not {"payload", "payloadType", "signatures"} <= set(document):
         raise refuse(Refusal.NOT_AN_ENVELOPE, "not a DSSE envelope (needs payload, payloadType, signatures)")
     if document["payloadType"] != PAYLOAD_TYPE:
@@ -514,6 +516,8 @@ def verify_bundle(
         raise refuse(Refusal.UNSUPPORTED_FORMAT, str(exc)) from None
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise refuse(Refusal.BAD_PAYLOAD, f"signed content is malformed: {exc}") from None
+    except RecursionError:
+        raise refuse(Refusal.BAD_PAYLOAD, "signed content is nested too deeply") from None
     if now >= content.not_after:
         raise refuse(Refusal.EXPIRED, f"valid until {format_utc(content.not_after)}, it is now {format_utc(now)};"
                                       " ask the issuer for a new bundle")  # fmt: skip
@@ -650,6 +654,10 @@ def select_bundle(
         except BundleRefused as exc:
             log.info("%s", exc)
             refusals.append(exc)
+        except Exception as exc:  # noqa: BLE001 -- one bad file on the stick must never stop the good one
+            log.warning("%s: unexpected failure while checking it", path, exc_info=True)
+            refusals.append(BundleRefused(Refusal.UNREADABLE, f"could not be checked ({type(exc).__name__})",
+                                          str(path)))  # fmt: skip
     if len(candidates) == 1:
         if refusals:
             raise refusals[0]
@@ -750,13 +758,14 @@ class Applier:
         return tuple(outcomes)
 
     def _add_one_feed(self, store: Store, config: Config, feed: FeedSpec) -> tuple[str, FeedAction, str]:
-        from blocklist.feeds import add_feed
+        from blocklist.feeds import add_feed, breadth_limits
 
         known = store.feed(feed.name) is not None
         try:
             # Re-adding the same feed is harmless (the feed module compares URL and root bytes).
             add_feed(store, config.feeds.dir, feed.name, feed.url, feed.root_bytes(),
-                     first_update=self.first_feed_update, max_age_days=config.feeds.max_age_days)  # fmt: skip
+                     first_update=self.first_feed_update, max_age_days=config.feeds.max_age_days,
+                     limits=breadth_limits(config))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 -- FeedError, StoreError ...: the rest of the bundle stays applied
             log.error("feed %s from the bundle could not be added: %s", feed.name, exc)
             return (feed.name, FeedAction.FAILED, str(exc))

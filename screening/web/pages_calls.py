@@ -13,14 +13,11 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-import phonenumbers.timezone
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -44,6 +41,7 @@ from blocklist.store import (
     relpath_problem,
 )  # fmt: skip
 from screening.model import Action, ListEntry, ListKind, MatchKind, Reason
+from screening.local_time import region_zone
 from screening.numbers import clean_digits, national_format
 from screening.web.auth import User, require_user
 from screening.web.context import WebContext
@@ -72,24 +70,6 @@ CALL_DONE = {
 
 
 # --------------------------------------------------------------------------- shared with pages_lists
-
-
-@lru_cache(maxsize=64)
-def region_zone(region: str) -> tzinfo:
-    """The unit's local time zone, from its home region (JP -> Asia/Tokyo).
-
-    phonenumbers knows each region's zones; for a region with several (US) the one
-    of its example number is taken, as good a guess as any without a config key.
-    """
-    example = phonenumbers.example_number(region)
-    names = phonenumbers.timezone.time_zones_for_number(example) if example is not None else ()
-    for name in names:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            continue
-    log.warning("web: no time zone known for region %s; showing times in UTC", region)
-    return UTC
 
 
 _WEEKDAYS = {UiLanguage.JA: "月火水木金土日", UiLanguage.EN: ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")}

@@ -1,0 +1,47 @@
+"""People read the unit's local time with its zone; stored and JSON times stay UTC (a new user's report)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from blocklist.store import Store
+from screening.config import load_config
+from screening.doctor import check_clock, run_checks
+from screening.local_time import local_stamp, region_zone
+from screening.model import CallerID
+from voice.service import build_voice
+
+LATE_UTC = datetime(2026, 12, 5, 15, 30, 7, tzinfo=UTC)  # already the 6th in Tokyo
+
+
+def test_local_stamp_names_the_zone() -> None:
+    assert local_stamp(LATE_UTC, region_zone("JP")) == "2026-12-06 00:30:07 JST"
+    assert local_stamp(LATE_UTC.replace(tzinfo=None), region_zone("JP"), seconds=False) == "2026-12-06 00:30 JST"
+    assert local_stamp(LATE_UTC, region_zone("GB")) == "2026-12-05 15:30:07 GMT"
+
+
+def test_doctor_tells_the_time_in_the_units_zone(tmp_path: Path) -> None:
+    assert "2026-12-06 00:30 JST" in check_clock(LATE_UTC, region_zone("JP")).message
+    config = tmp_path / "mamoru.toml"
+    config.write_text(f'[line]\nuri = "sim:"\n[store]\ndb = "{tmp_path / "m.db"}"\n[recording]\nenabled = false\n'
+                      '[voice]\ntranscribe = false\n', encoding="utf-8")  # fmt: skip
+    checks = {c.name: c for c in run_checks(load_config(config, env={}), now=lambda: LATE_UTC)}
+    assert "JST" in checks["clock"].message and "UTC" not in checks["clock"].message
+
+
+def test_recording_folders_are_dated_in_the_units_local_day(tmp_path: Path) -> None:
+    config = tmp_path / "mamoru.toml"
+    config.write_text('[voice]\ntranscribe = false\nlanguage = "ja"\n', encoding="utf-8")
+    store = Store(tmp_path / "calls.db")
+    store.open()
+    try:
+        voice = build_voice(load_config(config, env={}), store, tmp_path / "rec")
+        call_id = store.begin_call("test", CallerID(raw_number="0312345678"))
+        audio = voice.start_call(call_id, LATE_UTC)
+        audio.finish()
+        (row,) = store.recent_calls(limit=1)
+        assert row.recording is not None and row.recording.startswith("2026/12/06/"), row.recording
+        assert row.recording.endswith("-003007.wav")
+    finally:
+        store.close()
