@@ -62,6 +62,7 @@ from typing import Any, Self, TypeVar
 
 from sqlite_utils import Database
 
+from blocklist.durability import SYNCHRONOUS, append_durably, fsync_dir
 from blocklist.lists import NumberLists, entry_problem, parse_iso_utc
 from screening.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt
 
@@ -1295,9 +1296,11 @@ class Store:
             return
         try:
             self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.spool_path.exists()
             with self._spool_locked() as spool:
-                spool.write(rec.to_json() + "\n")
-                spool.flush()
+                append_durably(spool, rec.to_json() + "\n")
+            if created:
+                fsync_dir(self.spool_path.parent)
             rec.filed = True
         except OSError as exc:
             log.error("cannot write spool %s (%s): record kept in memory only", self.spool_path, exc)
@@ -1363,7 +1366,7 @@ class Store:
         )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")  # a finished call survives a power cut
         except sqlite3.OperationalError as exc:  # e.g. read-only: keep whatever mode the file has
             log.debug("cannot set WAL on %s: %s", self.path, exc)
         return Database(conn, execute_plugins=False)
