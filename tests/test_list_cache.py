@@ -1,0 +1,113 @@
+"""screening.list_cache: a list edit never makes a call wait for the lists to be rebuilt.
+
+``mamoru block add`` (another process) or the web page (another thread, its own store)
+bumps the lists generation; the call path keeps screening with the snapshot it has
+while the new one is built on a background thread with its own connection, then
+swapped in. Only the very first load (no snapshot yet) is waited for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blocklist.lists import NumberLists
+from blocklist.store import Store
+from screening.daemon import ListCache
+from screening.model import ListEntry, ListKind, MatchKind
+
+WAIT_S = 10.0
+NUMBER_A, NUMBER_B, NUMBER_C = "+81312340001", "+81312340002", "+81312340003"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "mamoru.db"
+
+
+@pytest.fixture
+def daemon_store(db: Path) -> Iterator[Store]:
+    with Store(db, busy_timeout=0.5) as store:
+        yield store
+
+
+def cli_add(db: Path, number: str) -> None:
+    """What ``mamoru block add`` does: its own process, its own connection."""
+    with Store(db, recover_calls=False) as cli:
+        cli.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, number))
+
+
+def wait_for(cache: ListCache, number: str) -> NumberLists:
+    assert cache.wait_built(WAIT_S), "the background rebuild never finished"
+    lists = cache.current()
+    assert lists.match_block(number) is not None
+    return lists
+
+
+def test_an_edit_is_swapped_in_the_background_and_the_call_path_keeps_its_snapshot(db: Path,
+                                                                                    daemon_store: Store) -> None:
+    cli_add(db, NUMBER_A)
+    cache = ListCache(daemon_store)
+    first = cache.current()  # the first load is waited for: nothing to screen with before it
+    assert first.match_block(NUMBER_A) is not None
+    cli_add(db, NUMBER_B)
+    during = cache.current()
+    assert during is first, "the call path rebuilt the lists itself"
+    assert during.match_block(NUMBER_B) is None
+    after = wait_for(cache, NUMBER_B)
+    assert after is not first and after.generation > first.generation
+
+
+def test_the_idle_loop_starts_the_rebuild_before_any_call(db: Path, daemon_store: Store) -> None:
+    cli_add(db, NUMBER_A)
+    cache = ListCache(daemon_store)
+    first = cache.current()
+    assert cache.refresh() is False  # nothing changed: no rebuild
+    cli_add(db, NUMBER_B)
+    assert cache.refresh() is True
+    wait_for(cache, NUMBER_B)
+    assert cache.current() is not first
+
+
+def test_edits_during_a_rebuild_end_in_the_newest_snapshot(db: Path, daemon_store: Store) -> None:
+    cache = ListCache(daemon_store)
+    cache.current()
+    cli_add(db, NUMBER_A)
+    cache.refresh()
+    cli_add(db, NUMBER_B)
+    cli_add(db, NUMBER_C)
+    for _ in range(3):  # each idle wake-up checks again; a rebuild in flight is not doubled
+        assert cache.wait_built(WAIT_S)
+        cache.refresh()
+    lists = wait_for(cache, NUMBER_C)
+    assert lists.match_block(NUMBER_A) and lists.match_block(NUMBER_B)
+    assert lists.generation == daemon_store.lists_generation()
+
+
+def test_the_rebuild_does_not_hold_the_call_paths_store(db: Path, daemon_store: Store) -> None:
+    """The snapshot is read on its own connection: the call path's store stays free for call rows."""
+    cache = ListCache(daemon_store)
+    cache.current()
+    cli_add(db, NUMBER_A)
+    held: list[bool] = []
+    cache.on_build = lambda: held.append(daemon_store._lock.acquire(blocking=False) and not daemon_store._lock.release())
+    cache.refresh()
+    wait_for(cache, NUMBER_A)
+    assert held == [True]
+
+
+def test_many_loops_share_one_rebuild(db: Path, daemon_store: Store) -> None:
+    cache = ListCache(daemon_store)
+    cache.current()
+    cli_add(db, NUMBER_A)
+    started = []
+    threads = [threading.Thread(target=lambda: started.append(cache.refresh())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT_S)
+    assert started.count(True) <= 1  # one build at a time (a second only if the first already ended)
+    wait_for(cache, NUMBER_A)
