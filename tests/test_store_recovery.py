@@ -27,6 +27,9 @@ from blocklist.recovery import (
 )
 from blocklist.store import Store
 from screening.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt
+from tests.test_alerts import HttpReceiver, json_url
+from tests.test_web_health import items
+from tests.test_web_settings import CONFIG, ja, running_web, write_config
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -167,9 +170,6 @@ def test_salvage_skips_rows_it_cannot_read_and_says_how_many(tmp_path: Path) -> 
 
 
 def test_the_health_page_says_the_records_were_set_aside(tmp_path: Path) -> None:
-    from tests.test_web_health import items
-    from tests.test_web_settings import CONFIG, ja, running_web, write_config
-
     db = tmp_path / "data" / "mamoru.db"
     db.parent.mkdir(parents=True)
     build_db(db, calls=3)
@@ -183,3 +183,24 @@ def test_the_health_page_says_the_records_were_set_aside(tmp_path: Path) -> None
         assert "壊れていた" in shown["database"][1]
     finally:
         web_run.close()
+
+
+# --------------------------------------------------------------------------- alert
+
+
+def test_the_family_is_alerted_that_the_records_were_set_aside(tmp_path: Path) -> None:
+    receiver = HttpReceiver().start()
+    try:
+        cfg = tmp_path / "mamoru.toml"
+        cfg.write_text(f'[[relatives]]\nname = "Hanako"\nnotify = ["{json_url(receiver.port, "hanako")}"]\n'
+                       f'[recording]\ndir = "{tmp_path / "rec"}"\n', encoding="utf-8")  # fmt: skip
+        db = tmp_path / "m.db"
+        build_db(db, calls=3)
+        damage_header(db)
+        run = mamoru(tmp_path, "run", "--config", str(cfg), "--db", str(db), "--line", "sim:?time_scale=0.05")
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert receiver.wait_for("/hanako", 1, timeout=10), run.stderr[-3000:]
+        bodies = [json.dumps(b, ensure_ascii=False) for b in receiver.paths("/hanako")]
+        assert any("通話の記録が壊れていた" in b for b in bodies), bodies
+    finally:
+        receiver.stop()
