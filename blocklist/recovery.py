@@ -111,10 +111,16 @@ def find_damage(path: Path) -> str | None:
         return "the file is empty (0 bytes)"
     if len(header) < _HEADER_BYTES or header[:16] != SQLITE_MAGIC:
         return "the file does not start with an SQLite header"
-    page_size, pages = _page_size(header), struct.unpack_from(">I", header, 28)[0]
+    page_size, pages = _page_size(header), _header_pages(header)
     if page_size and pages and pages * page_size > size:
         return f"the file is cut short ({size} bytes, its header says {pages * page_size})"
     return _quick_check(path)
+
+
+def _header_pages(header: bytes) -> int:
+    """The in-header page count, or 0 where SQLite itself would not trust it (written by a
+    version that did not keep it: its "valid-for" counter differs from the change counter)."""
+    return struct.unpack_from(">I", header, 28)[0] if header[92:96] == header[24:28] else 0
 
 
 def _page_size(header: bytes) -> int:
@@ -266,7 +272,7 @@ def _pad_to_header_size(work: Path) -> None:
         header = f.read(_HEADER_BYTES)
         if len(header) < _HEADER_BYTES:
             return
-        want = _page_size(header) * struct.unpack_from(">I", header, 28)[0]
+        want = _page_size(header) * _header_pages(header)
         if want > os.fstat(f.fileno()).st_size:
             f.truncate(want)
 

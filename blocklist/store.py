@@ -839,6 +839,31 @@ class Store:
             self._uid_of[provisional] = uid
             return provisional
 
+    def adopt_recording(self, line: str, relpath: str, started_at: datetime, bytes_: int, seconds: float,
+                        **detail: Any) -> int:  # fmt: skip
+        """A recording whose call row was lost (power cut, database set aside): a new INTERRUPTED call
+        linking it, with a RECORDING event (``action="adopted"``, ``detail``), in one transaction,
+        so a crash can never adopt the same file twice. Returns the id (negative if spooled)."""
+        problem = relpath_problem(relpath)
+        if problem:
+            raise ValueError(f"bad recording path {relpath!r}: {problem}")
+        uid, now = uuid.uuid4().hex, self._now()
+        args: dict[str, Any] = {
+            "call_uid": uid, "started_at": iso_utc(started_at), "line": line, "state": CallState.INTERRUPTED.value,
+            "end_reason": "interrupted", "ended_at": now,
+            "recording": relpath, "recording_bytes": bytes_, "recording_seconds": seconds,
+            _FIRST_EVENTS: [{"at": now, "kind": str(EventKind.RECORDING),
+                             "detail": _detail_json({"action": "adopted", "path": relpath, **detail})}],
+        }  # fmt: skip
+        with self._lock:
+            applied, call_id = self._submit(_Record("begin_call", args))
+            if applied:
+                return int(call_id)
+            provisional = self._next_provisional
+            self._next_provisional -= 1
+            self._uid_of[provisional] = uid
+            return provisional
+
     def record_decision(self, call_id: int, decision: Decision) -> None:
         self._update_call(call_id, state=CallState.DECIDED.value, **decision.as_dict())
 

@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from blocklist.store import CallState, EventKind, RecordingRow
-from screening.model import CallerID
+from blocklist.store import RecordingRow
 from voice.recorder import repair_wav, resolve_recording
 
 __all__ = ["ADOPTED_LINE", "adopt_orphan_recordings", "recording_relpath"]
@@ -41,14 +40,8 @@ class _AdoptingStore(Protocol):
 
     def recordings_oldest_first(self) -> list[RecordingRow]: ...
 
-    def begin_call(self, line: str, caller: CallerID, started_at: datetime | None = None, **kw: Any) -> int: ...
-
-    def set_state(self, call_id: int, state: CallState) -> None: ...
-
-    def set_recording(self, call_id: int, relpath: str, bytes_: int | None = None,
-                      seconds: float | None = None) -> None: ...  # fmt: skip
-
-    def add_event(self, call_id: int | None, kind: EventKind, **detail: object) -> None: ...
+    def adopt_recording(self, line: str, relpath: str, started_at: datetime, bytes_: int, seconds: float,
+                        **detail: Any) -> int: ...  # fmt: skip
 
 
 def adopt_orphan_recordings(store: _AdoptingStore, recordings_dir: Path) -> list[int]:
@@ -69,12 +62,9 @@ def adopt_orphan_recordings(store: _AdoptingStore, recordings_dir: Path) -> list
             continue
         relpath = path.relative_to(root).as_posix()
         started, old_id = _from_name(relpath, path)
-        info = repair_wav(path)
-        call_id = store.begin_call(ADOPTED_LINE, CallerID(), started_at=started)
-        store.set_state(call_id, CallState.INTERRUPTED)
-        bytes_ = info.bytes if info is not None else _size(path)
-        store.set_recording(call_id, relpath, bytes_, info.seconds if info is not None else 0.0)
-        store.add_event(call_id, EventKind.RECORDING, action="adopted", path=relpath, previous_call_id=old_id)
+        info = repair_wav(path)  # None: not a WAV we can read; still evidence, adopted with its size
+        call_id = store.adopt_recording(ADOPTED_LINE, relpath, started, info.bytes if info else _size(path),
+                                        info.seconds if info else 0.0, previous_call_id=old_id)  # fmt: skip
         log.warning("recording %s had no call (its row was lost): adopted as call %s", relpath, call_id)
         adopted.append(call_id)
     return adopted
