@@ -59,6 +59,11 @@ class ListCache:
         self.refresh()
         return snapshot
 
+    @property
+    def snapshot(self) -> NumberLists:
+        """The snapshot as it is now, without checking for changes (status, tests)."""
+        return self._lists
+
     def refresh(self) -> bool:
         """Start a background rebuild if the lists changed or an entry expired. True if one started.
 

@@ -9,6 +9,7 @@ swapped in. Only the very first load (no snapshot yet) is waited for.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +112,23 @@ def test_many_loops_share_one_rebuild(db: Path, daemon_store: Store) -> None:
         t.join(WAIT_S)
     assert started.count(True) <= 1  # one build at a time (a second only if the first already ended)
     wait_for(cache, NUMBER_A)
+
+
+def test_a_running_daemon_swaps_a_cli_edit_in_before_the_next_call_rings(tmp_path: Path) -> None:
+    """The idle loop notices the edit and the snapshot is rebuilt while the line is quiet, so the
+    very next call from that number is blocked — without the call ever rebuilding the lists."""
+    from firmware.scenarios import CallScript
+    from screening.model import Action
+    from tests.test_e2e import Rig
+
+    with Rig(tmp_path) as rig:
+        cache = rig.daemon.list_cache()
+        deadline = time.monotonic() + WAIT_S
+        while cache.snapshot.generation == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the daemon's first load (the rig added two entries)
+        cli_add(rig.store.path, "+81662223333")
+        while cache.snapshot.match_block("+81662223333") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cache.snapshot.match_block("+81662223333") is not None, "the idle loop never swapped the edit in"
+        rig.call(CallScript(nmbr="0662223333", hang_up_after_s=200))
+        assert rig.wait_calls(1)[0].action is Action.BLOCK
