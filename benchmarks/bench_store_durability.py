@@ -48,7 +48,8 @@ BLOCKED = CallerID(raw_number="09012345678", number_e164="+819012345678")
 
 def ms(samples: list[float]) -> dict[str, float]:
     s = sorted(samples)
-    return {"p50_ms": round(s[len(s) // 2] * 1000, 3), "p99_ms": round(s[min(len(s) - 1, int(len(s) * 0.99))] * 1000, 3),
+    p99 = s[min(len(s) - 1, int(len(s) * 0.99))]
+    return {"p50_ms": round(s[len(s) // 2] * 1000, 3), "p99_ms": round(p99 * 1000, 3),
             "max_ms": round(s[-1] * 1000, 3), "mean_ms": round(statistics.fmean(s) * 1000, 3), "n": len(s)}
 
 

@@ -63,7 +63,8 @@ def cmd_store_recover(args: argparse.Namespace) -> int:
     else:
         print(f"取り戻した記録 / recovered into {out}:")
         for table, rows in report.tables.items():
-            lost = f"  (読めない部分 {report.unreadable[table]} か所 / unreadable stretches)" if table in report.unreadable else ""
+            bad = report.unreadable.get(table)
+            lost = f"  (読めない部分 {bad} か所 / unreadable stretches)" if bad else ""
             print(f"  {table}: {rows}{lost}")
         print(f"壊れたファイルはそのまま残しています / the damaged file is kept as it was: {damaged}")
     return 0

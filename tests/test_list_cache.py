@@ -94,7 +94,13 @@ def test_the_rebuild_does_not_hold_the_call_paths_store(db: Path, daemon_store: 
     cache.current()
     cli_add(db, NUMBER_A)
     held: list[bool] = []
-    cache.on_build = lambda: held.append(daemon_store._lock.acquire(blocking=False) and not daemon_store._lock.release())
+
+    def free() -> None:
+        held.append(daemon_store._lock.acquire(blocking=False))
+        if held[-1]:
+            daemon_store._lock.release()
+
+    cache.on_build = free
     cache.refresh()
     wait_for(cache, NUMBER_A)
     assert held == [True]
