@@ -22,6 +22,7 @@ from blocklist.store import CallState, Store
 from screening.model import Action, CallerID, Category, Decision, Prompt
 from voice.adoption import adopt_orphan_recordings
 from voice.pipeline import VoiceService
+from voice.recorder import repair_interrupted
 from voice.retention import RetentionPolicy, apply_retention
 
 CMD_TIMEOUT_S = 30
@@ -110,6 +111,11 @@ def test_power_cut_keeps_finished_and_spooled_calls_and_every_recording(ext4: Ex
 
     for i in range(3):
         _call(store, voice, f"031234567{i}")
+    # A call in progress when the power goes: its row and its recording so far must survive.
+    in_flight = store.begin_call("modem", CallerID(raw_number="0398765432", number_e164="+81398765432"),
+                                 decision=WARN)  # fmt: skip
+    in_flight_audio = voice.start_call(in_flight)
+    in_flight_audio.received(SECOND)
     # Another writer holds the database: the next two calls go to the spool.
     locker = sqlite3.connect(db, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
@@ -118,13 +124,15 @@ def test_power_cut_keeps_finished_and_spooled_calls_and_every_recording(ext4: Ex
     assert store.pending_count > 0
 
     ext4.power_cut()
+    in_flight_audio.finish()  # the process lives on for a moment: nothing it writes reaches the disk
     locker.close()
     store.close()  # nothing it does now reaches the disk
     ext4.fsck_and_remount()
 
     with Store(db) as after:
-        calls = after.recent_calls(limit=20)
+        repair_interrupted(after, recordings)  # what start-up does, in this order
         adopted = adopt_orphan_recordings(after, recordings)
+        calls = after.recent_calls(limit=20)
         report = apply_retention(after, recordings, RetentionPolicy(keep_days=365, max_bytes=1 << 30),
                                  datetime.now(UTC))  # fmt: skip
         numbers = {c.raw_number: c for c in calls}
@@ -136,5 +144,7 @@ def test_power_cut_keeps_finished_and_spooled_calls_and_every_recording(ext4: Ex
             assert row.recording and (recordings / row.recording).stat().st_size > 44
         assert adopted == [], "a recording had lost its call row"
         assert report.unreferenced == [], f"orphaned recordings: {report.unreferenced}"
+        cut = numbers["0398765432"]
+        assert cut.state == CallState.INTERRUPTED and cut.recording and (recordings / cut.recording).exists()
         for i in range(2):
             assert numbers[f"066666666{i}"].state == CallState.COMPLETED and numbers[f"066666666{i}"].recording
