@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "mamoru needs Python 3.11+" >&2; exit 2; }
 # System tools some tests use: PortAudio (sounddevice), shellcheck (the image recipe), sipp
-# (the SIP scenarios), e2fsprogs (the power-cut test, as root), and Chromium with Japanese fonts (the web page's browser tests and screenshots).
+# (the SIP scenarios), e2fsprogs (the power-cut test, as root), and Chromium with Japanese fonts
+# (the web page's browser tests and screenshots).
 # Install Debian's packages when we can; without them the PortAudio and shellcheck tests skip
 # and say why; the browser and SIPp tests fail saying how to install Chromium or sip-tester.
 missing=()

@@ -17,9 +17,9 @@ from pathlib import Path
 from blocklist.store import EventKind, Store
 from screening.config import Config
 from screening.model import Prompt
+from voice.adoption import adopt_orphan_recordings
 from voice.announcements import PromptLibrary
 from voice.pipeline import FraudEvent, VoiceService
-from voice.adoption import adopt_orphan_recordings
 from voice.recorder import repair_interrupted
 from voice.retention import RetentionPolicy, apply_retention
 
