@@ -62,6 +62,7 @@ from typing import Any, Self, TypeVar
 
 from sqlite_utils import Database
 
+from blocklist.durability import SYNCHRONOUS, append_durably, fsync_dir
 from blocklist.lists import NumberLists, entry_problem, parse_iso_utc
 from screening.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt
 
@@ -838,6 +839,31 @@ class Store:
             self._uid_of[provisional] = uid
             return provisional
 
+    def adopt_recording(self, line: str, relpath: str, started_at: datetime, bytes_: int, seconds: float,
+                        **detail: Any) -> int:  # fmt: skip
+        """A recording whose call row was lost (power cut, database set aside): a new INTERRUPTED call
+        linking it, with a RECORDING event (``action="adopted"``, ``detail``), in one transaction,
+        so a crash can never adopt the same file twice. Returns the id (negative if spooled)."""
+        problem = relpath_problem(relpath)
+        if problem:
+            raise ValueError(f"bad recording path {relpath!r}: {problem}")
+        uid, now = uuid.uuid4().hex, self._now()
+        args: dict[str, Any] = {
+            "call_uid": uid, "started_at": iso_utc(started_at), "line": line, "state": CallState.INTERRUPTED.value,
+            "end_reason": "interrupted", "ended_at": now,
+            "recording": relpath, "recording_bytes": bytes_, "recording_seconds": seconds,
+            _FIRST_EVENTS: [{"at": now, "kind": str(EventKind.RECORDING),
+                             "detail": _detail_json({"action": "adopted", "path": relpath, **detail})}],
+        }  # fmt: skip
+        with self._lock:
+            applied, call_id = self._submit(_Record("begin_call", args))
+            if applied:
+                return int(call_id)
+            provisional = self._next_provisional
+            self._next_provisional -= 1
+            self._uid_of[provisional] = uid
+            return provisional
+
     def record_decision(self, call_id: int, decision: Decision) -> None:
         self._update_call(call_id, state=CallState.DECIDED.value, **decision.as_dict())
 
@@ -1295,9 +1321,11 @@ class Store:
             return
         try:
             self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.spool_path.exists()
             with self._spool_locked() as spool:
-                spool.write(rec.to_json() + "\n")
-                spool.flush()
+                append_durably(spool, rec.to_json() + "\n")
+            if created:
+                fsync_dir(self.spool_path.parent)
             rec.filed = True
         except OSError as exc:
             log.error("cannot write spool %s (%s): record kept in memory only", self.spool_path, exc)
@@ -1363,7 +1391,7 @@ class Store:
         )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")  # a finished call survives a power cut
         except sqlite3.OperationalError as exc:  # e.g. read-only: keep whatever mode the file has
             log.debug("cannot set WAL on %s: %s", self.path, exc)
         return Database(conn, execute_plugins=False)

@@ -446,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from screening.alerts import add_alert_parsers
     from screening.doctor import add_doctor_parser
+    from screening.store_cli import add_store_parsers
 
     from blocklist.feed_cli import add_feed_parsers, add_publish_parsers
     from deploy.provisioning.cli import add_provision_parsers
@@ -457,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_asr_parsers(sub)
     add_alert_parsers(sub)
     add_doctor_parser(sub)
+    add_store_parsers(sub)
     add_feed_parsers(sub)
     add_publish_parsers(sub)
     add_provision_parsers(sub)

@@ -20,11 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from blocklist.lists import NumberLists, parse_iso_utc
+from blocklist.lists import NumberLists
 from blocklist.store import EventKind, Store
 from screening.line import (
     CallOffered,
@@ -40,6 +39,7 @@ from screening.line import (
 )
 from screening.config import BUILTIN_SOURCE, COMMAND_LINE_SOURCE, Config, ConfigError, load_config
 from screening.line_jobs import LineJobs
+from screening.list_cache import ListCache
 from screening.model import Action, CallerID, Decision, Prompt
 from screening.session import Announcements, CallSession, Outcome, SessionSettings
 from screening.rules import Policy
@@ -48,57 +48,6 @@ from screening.status import LineProblem, StatusWriter
 log = logging.getLogger(__name__)
 
 EVENT_WAIT_S = 0.5  # how often the loop wakes to check for a stop request
-FIRST_LOAD_WAIT_S = 120.0  # a million-entry feed takes seconds to load on a Pi
-
-
-@dataclass(slots=True)
-class ListCache:
-    """The lists snapshot, reloaded only when the store says they changed."""
-
-    store: Store
-    _generation: int = -1
-    _lists: NumberLists = field(default_factory=NumberLists.empty)
-    _swap: threading.Lock = field(default_factory=threading.Lock)
-    _held_until: float = 0.0  # monotonic; see hold()
-    _loading: threading.Lock = field(default_factory=threading.Lock)  # call loops of one SIP line share this
-
-    def current(self) -> NumberLists:
-        if self._held_until and self._generation >= 0 and time.monotonic() < self._held_until:
-            return self._lists  # a snapshot is being built on another thread: never rebuild it here
-        # Another call loop is loading it: screen with the last snapshot, or wait for the first one.
-        first = self._generation < 0
-        if not self._loading.acquire(blocking=first, timeout=FIRST_LOAD_WAIT_S if first else -1):
-            return self._lists
-        try:
-            generation = self.store.lists_generation()
-            now = datetime.now(UTC)
-            expiry = self._lists.next_expiry
-            expired = expiry is not None and now >= parse_iso_utc(expiry)
-            if generation != self._generation or expired:
-                lists = self.store.load_lists(now)
-                with self._swap:
-                    if lists.generation >= self._generation:  # a newer one may have been offered meanwhile
-                        self._lists, self._generation = lists, lists.generation
-                log.info("loaded lists: %d entries (generation %d)", len(lists), lists.generation)
-        except Exception:  # noqa: BLE001 -- a broken DB must not stop screening: keep the last snapshot
-            log.exception("could not reload lists; screening with the previous snapshot")
-        finally:
-            self._loading.release()
-        return self._lists
-
-    def hold(self, seconds: float) -> None:
-        """Keep the current snapshot for up to ``seconds`` (until ``offer``): another thread is about
-        to change the lists and build their snapshot itself. 0 ends the hold."""
-        self._held_until = time.monotonic() + seconds if seconds > 0 else 0.0
-
-    def offer(self, lists: NumberLists) -> None:
-        """A snapshot built on another thread (after a feed update): the call loop need not rebuild it."""
-        with self._swap:
-            self._held_until = 0.0
-            if lists.generation >= self._generation:
-                self._lists, self._generation = lists, lists.generation
-                log.info("lists updated in the background: %d entries (generation %d)", len(lists),
-                         lists.generation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +222,10 @@ class Daemon:
                     self._handle(event, session)
                 elif not self._screened_this_ringing:
                     # The line is idle (nothing rang since the last wait): reload settings now,
-                    # so a call rarely waits for it, then run queued jobs.
+                    # so a call rarely waits for it, then run queued jobs. A list edit is
+                    # rebuilt on a background thread from here, before the next call rings.
                     self._reload(session)
+                    self._cache().refresh()
                     if self.line_jobs is not None:
                         self.line_jobs.run_pending()
         finally:

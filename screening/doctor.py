@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
+from blocklist.recovery import DAMAGED_STORE_MESSAGE, read_notices
 from screening import doctor_text
 from screening.config import BUILTIN_SOURCE, Config, ConfigError, Language, load_config
 from screening.local_time import local_stamp, region_zone
@@ -378,6 +379,13 @@ def check_database(path: Path) -> Check:
     """Opens read-only (never migrates or locks out the daemon) and checks the schema version."""
     from blocklist.store import MIGRATIONS
 
+    damaged = read_notices(path)
+    if damaged:
+        return Check.problem(
+            "database", DAMAGED_STORE_MESSAGE,
+            f"設置担当者に連絡してください。 / Ask your helper to run: mamoru store recover --db {path} "
+            f"(the damaged file is kept as {damaged[-1].moved_to}: {damaged[-1].problem})",
+        )
     if not path.exists():
         return Check.warning(
             "database", "There are no call records yet. They are created when mamoru first starts.",

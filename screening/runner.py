@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from blocklist.feeds import FeedTimer, breadth_limits
+from blocklist.recovery import DAMAGED_STORE_MESSAGE, read_notices, set_aside_if_damaged
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
@@ -154,6 +155,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         if recordings_dir is not None:
             recordings_dir = demo_db_path().parent / "recordings"
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    set_aside_if_damaged(db_path)  # a damaged database must never stop screening: kept aside, a fresh one used
     store = Store(db_path)
     store.open()
     housekeeping = None
@@ -205,6 +207,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         voice = build_voice(cfg, store, recordings_dir)
         if alerts is not None:
             voice.on_fraud.append(alerts.fraud_handler())
+            if read_notices(db_path):
+                alerts.service.on_health("store_damaged", DAMAGED_STORE_MESSAGE)
             if voice.model is None and cfg.voice.transcribe:
                 alerts.service.on_health("model_missing", f"no speech model for {cfg.voice.language.value}: "
                                          "calls are recorded but not checked for fraud")

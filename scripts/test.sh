@@ -14,6 +14,7 @@ declare -A why=(
     [sip-tester]="SIPp, for the SIP scenarios"
     [chromium]="a real browser for the web page tests and screenshots"
     [fonts-noto-cjk]="Japanese fonts for those screenshots"
+    [e2fsprogs]="mkfs.ext4 and e2fsck, for the power-cut test on a loop-mounted ext4 (as root)"
 )
 missing=()
 ldconfig -p 2>/dev/null | grep -q libportaudio.so || missing+=(libportaudio2)
@@ -21,6 +22,7 @@ command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v sipp >/dev/null || missing+=(sip-tester)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing+=(fonts-noto-cjk)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)  # the power-cut test's loop-mounted ext4
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test set-up: Debian packages the tests use are missing:"
     for pkg in "${missing[@]}"; do echo "  ${pkg}: ${why[$pkg]}"; done

@@ -739,7 +739,8 @@ def test_the_call_loop_keeps_its_snapshot_while_a_feed_is_written_then_takes_the
     cache.hold(0.05)
     feed.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, NUMBER_C))
     time.sleep(0.1)
-    assert cache.current().match_block(NUMBER_C) is not None  # a hold never outlives its bound
+    assert cache.refresh()  # a hold never outlives its bound: the rebuild starts (in the background)
+    assert cache.wait_built(10.0) and cache.current().match_block(NUMBER_C) is not None
     stale = ListCache(feed.store)
     stale.hold(60)
     assert stale.current().match_block(NUMBER_A) is not None  # the first load is never held back

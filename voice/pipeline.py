@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from blocklist.store import EventKind
 from firmware.audio_format import resample_pcm16
 from screening.line import AudioClip
+from voice.adoption import recording_relpath
 from voice.recorder import CallRecorder
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class VoiceService:
         when = (started or datetime.now(UTC)).astimezone(self.zone)
         recorder, relpath = None, None
         if self.recordings_dir is not None:
-            relpath = f"{when:%Y/%m/%d}/call-{call_id}-{when:%H%M%S}.wav"
+            relpath = recording_relpath(call_id, when)
             recorder = CallRecorder(self.recordings_dir / relpath, LINE_RATE)
             if recorder.open():
                 # Linked now, sizes unknown: a crash leaves a row start-up repair can find.

@@ -18,6 +18,7 @@ from blocklist.store import EventKind, Store
 from screening.config import Config
 from screening.local_time import region_zone
 from screening.model import Prompt
+from voice.adoption import adopt_orphan_recordings
 from voice.announcements import PromptLibrary
 from voice.pipeline import FraudEvent, VoiceService
 from voice.recorder import repair_interrupted
@@ -91,7 +92,8 @@ def _household_warner(cfg: Config, store: Store):
 
 @dataclass(slots=True)
 class RecordingHousekeeping:
-    """Start-up repair of recordings cut by a crash, then retention now and periodically."""
+    """Start-up repair of recordings cut by a crash, adoption of those whose call row was lost,
+    then retention now and periodically."""
 
     store: Store
     recordings_dir: Path
@@ -100,6 +102,10 @@ class RecordingHousekeeping:
     def at_start(self) -> None:
         for info in repair_interrupted(self.store, self.recordings_dir):
             log.warning("repaired recording left by a crash: %s (%.1f s)", info.path, info.seconds)
+        try:
+            adopt_orphan_recordings(self.store, self.recordings_dir)
+        except Exception:  # noqa: BLE001 -- housekeeping must never stop screening
+            log.exception("could not adopt recordings without a call")
         self.run()
 
     def run(self) -> None:

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from blocklist.lists import parse_iso_utc
+from blocklist.recovery import read_notices
 from screening import doctor
 from screening.config import Config
 from screening.status import DaemonStatus, LineProblem, LineState, StatusError, mamoru_version, read_status
@@ -86,6 +87,8 @@ register({
         "health.database.ok": "正常です。",
         "health.database.warning": "まだないか、次に起動したときに更新されます。",
         "health.database.problem": "読めないか、壊れています。設置担当者にご連絡ください。",
+        "health.database.damaged": "壊れていたため別の名前で残し、新しい記録で電話の見守りを続けています。"
+                                   "これまでの記録は設置担当者が取り戻せます。ご連絡ください。",
         "health.clock.ok": "正しいようです（{time}）。",
         "health.clock.problem": "時計が狂っています。本体をインターネットにつないで、再起動してください。",
         "health.version": "まもる {version}",
@@ -138,6 +141,8 @@ register({
         "health.database.ok": "Readable.",
         "health.database.warning": "Not there yet, or updated at the next start.",
         "health.database.problem": "Cannot be read or damaged. Please contact the installer.",
+        "health.database.damaged": "They were damaged: kept aside, and calls are screened with new records. "
+                                   "The installer can recover the old ones; please contact them.",
         "health.clock.ok": "Looks right ({time}).",
         "health.clock.problem": "The clock is wrong. Connect the unit to the internet and restart it.",
         "health.version": "mamoru {version}",
@@ -293,6 +298,8 @@ class HealthReport:
 
     def database(self) -> HealthItem:
         severity = doctor.check_database(self.db).severity
+        if read_notices(self.db):  # set aside at start-up (blocklist.recovery): say what happened
+            return HealthItem("database", PROBLEM, self.t("health.database.damaged"))
         return HealthItem("database", severity, self.t(f"health.database.{severity}"))
 
     def clock(self) -> HealthItem:
