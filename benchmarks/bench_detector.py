@@ -24,7 +24,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from voice.detector import Detection, FraudDetector, PhrasePack, Verdict
+from voice.detector import Detection, FraudDetector, PhrasePack
+from screening.core.model import Verdict
 
 DEFAULT_CORPUS = Path("/work/shared/corpus")
 TUNE, CHECK = "tune", "check"

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blocklist.feed_publisher import FeedRepository, feed_file  # noqa: E402
 from blocklist.formats import ListFormat, read_entries, write_entries  # noqa: E402
-from screening.model import ListKind  # noqa: E402
+from screening.core.model import ListKind  # noqa: E402
 
 
 class _Quiet(SimpleHTTPRequestHandler):

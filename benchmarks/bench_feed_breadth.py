@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blocklist.feed_breadth import BreadthLimits, feed_breadth_problem  # noqa: E402
-from screening.model import ListEntry, ListKind, MatchKind  # noqa: E402
+from screening.core.model import ListEntry, ListKind, MatchKind  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results_feed_breadth.json"
 

@@ -39,8 +39,8 @@ from firmware.modem_line import ModemLine  # noqa: E402
 from firmware.scenarios import CallScript  # noqa: E402
 from firmware.virtual_modem import VirtualModem  # noqa: E402
 from screening.daemon import Daemon  # noqa: E402
-from screening.model import Prompt  # noqa: E402
-from screening.rules import Policy  # noqa: E402
+from screening.core.model import Prompt  # noqa: E402
+from screening.core.rules import Policy  # noqa: E402
 from screening.session import SessionSettings  # noqa: E402
 from voice.announcements import PromptLibrary  # noqa: E402
 from voice.asr import SpeechModel, packaged_model_dir  # noqa: E402

@@ -82,7 +82,7 @@ def write_case(case: str, rows: int, path: Path, rng: random.Random) -> None:
 def child(case: str, mode: str, path: Path, db: Path) -> dict[str, object]:
     from blocklist.formats import RowProblem, iter_entries, read_entries
     from blocklist.store import Store
-    from screening.model import ListEntry, ListKind
+    from screening.core.model import ListEntry, ListKind
 
     kw: dict[str, Any] = {"kind": ListKind.BLOCK, "home_region": "JP", "source": "bench", "expires_at": "2030-01-01"}
     baseline = peak_rss_mb()  # the interpreter with phonenumbers and sqlite-utils loaded

@@ -39,9 +39,9 @@ from firmware.modem_line import ModemLine  # noqa: E402
 from firmware.scenarios import CallScript  # noqa: E402
 from firmware.virtual_modem import VirtualModem  # noqa: E402
 from screening.daemon import Daemon  # noqa: E402
-from screening.line import LineRestored  # noqa: E402
-from screening.model import ListEntry, ListKind, MatchKind  # noqa: E402
-from screening.rules import Policy  # noqa: E402
+from screening.core.line import LineRestored  # noqa: E402
+from screening.core.model import ListEntry, ListKind, MatchKind  # noqa: E402
+from screening.core.rules import Policy  # noqa: E402
 from screening.session import SessionSettings  # noqa: E402
 from voice.announcements import ToneAnnouncements  # noqa: E402
 

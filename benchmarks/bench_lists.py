@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blocklist.lists import NumberLists  # noqa: E402
-from screening.model import ListEntry, ListKind, MatchKind  # noqa: E402
+from screening.core.model import ListEntry, ListKind, MatchKind  # noqa: E402
 
 
 def rss_mib() -> float:

@@ -32,7 +32,7 @@ from firmware.dialects import CONEXANT_CX93001, RingCadence  # noqa: E402
 from firmware.scenarios import CallScript  # noqa: E402
 from firmware.virtual_modem import VirtualModem  # noqa: E402
 from firmware.virtual_nd_adapter import VirtualNdAdapter  # noqa: E402
-from screening.model import ListEntry, ListKind, MatchKind, Reason  # noqa: E402
+from screening.core.model import ListEntry, ListKind, MatchKind, Reason  # noqa: E402
 
 OFF_HOOK = {"AT+VLS=1", "ATA"}
 # (number, reason, expected rule)

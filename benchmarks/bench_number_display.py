@@ -34,8 +34,8 @@ from firmware.number_display import NdTiming  # noqa: E402
 from firmware.scenarios import CallScript  # noqa: E402
 from firmware.v23_fsk import FskTx, demodulate, from_u8, modulate, to_u8  # noqa: E402
 from firmware.virtual_modem import VirtualModem  # noqa: E402
-from screening.line import CallOffered  # noqa: E402
-from screening.nd_frame import NdFrameError, caller_id_from_message, decode_frame, encode_caller  # noqa: E402
+from screening.core.line import CallOffered  # noqa: E402
+from screening.core.nd_frame import NdFrameError, caller_id_from_message, decode_frame, encode_caller  # noqa: E402
 
 RATE = 8000
 

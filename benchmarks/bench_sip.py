@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from blocklist.store import Store  # noqa: E402
-from screening.model import ListEntry, ListKind, MatchKind, Prompt  # noqa: E402
+from screening.core.model import ListEntry, ListKind, MatchKind, Prompt  # noqa: E402
 from voice.announcements import PromptLibrary  # noqa: E402
 
 log = logging.getLogger("bench_sip")

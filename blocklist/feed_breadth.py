@@ -16,7 +16,7 @@ before a verified list is applied, the whole list is measured:
   home-country police-station number ending ``0110`` named exactly) are never
   blocked by a feed, whatever the rest of the list looks like.
 
-A family's own allow entry beats any feed entry in ``screening.rules.decide``;
+A family's own allow entry beats any feed entry in ``screening.core.rules.decide``;
 this check keeps a feed from getting that far. No I/O, no clock.
 """
 
@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import phonenumbers
 
-from screening.model import ListEntry, ListKind, MatchKind
+from screening.core.model import ListEntry, ListKind, MatchKind
 
 __all__ = ["DEFAULT_PROTECTED", "BreadthLimits", "feed_breadth_problem"]
 

@@ -19,9 +19,9 @@ from blocklist.feeds import (
     FeedError, FeedOutcome, FeedUpdate, add_feed, breadth_limits, remove_feed, update_all, update_feed,
 )  # fmt: skip
 from blocklist.store import StoreError
-from screening.model import ListKind
-from screening.local_time import region_zone
-from screening.safe_text import terminal_safe
+from screening.core.model import ListKind
+from screening.core.clock import region_zone
+from screening.core.safe_text import terminal_safe
 
 __all__ = ["add_feed_parsers", "add_publish_parsers"]
 

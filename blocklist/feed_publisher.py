@@ -37,7 +37,7 @@ from tuf.api.metadata import Metadata, MetaFile, Root, Signed, Snapshot, TargetF
 from tuf.api.serialization.json import JSONSerializer
 
 from blocklist.feeds import TARGET_NAME  # the one target units look for
-from screening.model import ListEntry, ListKind
+from screening.core.model import ListEntry, ListKind
 
 __all__ = ["TARGET_NAME", "Expiry", "FeedRepository", "PublishError", "PublishResult", "Role", "feed_file"]
 

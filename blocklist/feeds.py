@@ -47,9 +47,10 @@ from tuf.ngclient.fetcher import FetcherInterface
 
 from blocklist.feed_breadth import BreadthLimits, feed_breadth_problem
 from blocklist.lists import NumberLists
-from blocklist.store import FEED_SOURCE_PREFIX, Store, StoreError, iso_utc
-from screening.model import ListKind
-from screening.numbers import try_parse_number
+from blocklist.store import FEED_SOURCE_PREFIX, Store, StoreError
+from screening.core.clock import iso_utc
+from screening.core.model import ListKind
+from screening.core.numbers import try_parse_number
 
 if TYPE_CHECKING:
     from screening.config import Config

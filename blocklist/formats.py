@@ -66,9 +66,10 @@ from io import StringIO
 import phonenumbers
 
 from blocklist.lists import ListSpecError, parse_iso_utc, parse_list_spec
-from blocklist.store import FEED_SOURCE_PREFIX, iso_utc
-from screening.model import ListEntry, ListKind, MatchKind
-from screening.safe_text import csv_cell, csv_uncell
+from blocklist.store import FEED_SOURCE_PREFIX
+from screening.core.clock import iso_utc
+from screening.core.model import ListEntry, ListKind, MatchKind
+from screening.core.safe_text import csv_cell, csv_uncell
 
 __all__ = [
     "FEED_FORMAT_ID", "FEED_HEADER", "EntryStream", "ImportResult", "ListFormat", "RowProblem", "detect_format",

@@ -7,7 +7,7 @@ snapshot with ``NumberLists.build`` and swaps it atomically when the store's
 
 Entries, prefixes and range bounds are E.164 strings with a leading ``+``
 (``+81312345678``); matching is done on those strings, so every number the
-daemon looks up must come from ``screening.numbers.parse_number`` too.
+daemon looks up must come from ``screening.core.numbers.parse_number`` too.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 
 import phonenumbers
 
-from screening.model import ListEntry, ListKind, MatchKind
-from screening.numbers import NumberError, clean_digits, parse_number
+from screening.core.model import ListEntry, ListKind, MatchKind
+from screening.core.numbers import NumberError, clean_digits, parse_number
 
 __all__ = ["ListSpecError", "NumberLists", "entry_problem", "parse_iso_utc", "parse_list_spec"]
 

@@ -48,7 +48,8 @@ from typing import Any, Self
 
 from sqlite_utils import Database
 
-from blocklist.store import MIGRATIONS, iso_utc
+from blocklist.store import MIGRATIONS
+from screening.core.clock import iso_utc
 
 __all__ = [
     "ACTIVE_STATUSES", "AlertKind", "AlertRow", "DeliveryRow", "DeliveryStatus", "NewAlert", "NewDelivery",

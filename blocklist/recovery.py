@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from blocklist.durability import fsync_dir
-from blocklist.store import Store, iso_utc
+from blocklist.store import Store
+from screening.core.clock import iso_utc
 
 __all__ = [
     "DAMAGED_STORE_MESSAGE",

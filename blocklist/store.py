@@ -64,7 +64,22 @@ from sqlite_utils import Database
 
 from blocklist.durability import SYNCHRONOUS, append_durably, fsync_dir
 from blocklist.lists import NumberLists, entry_problem, parse_iso_utc
-from screening.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt
+from screening.core.clock import iso_utc
+from screening.core.model import (
+    UNFINISHED_STATES,
+    Action,
+    CallerID,
+    CallState,
+    Category,
+    Decision,
+    EventKind,
+    ListEntry,
+    ListKind,
+    MatchKind,
+    Prompt,
+    ReviewLabel,
+    Verdict,
+)
 
 __all__ = [
     "CallFilter", "CallRow", "CallState", "EventKind", "EventRow", "FlagRow", "RecordingRow", "ReviewLabel", "Store",
@@ -81,58 +96,6 @@ _GENERATION = "lists_generation"
 
 class StoreError(RuntimeError):
     """The store cannot answer a read, or the database is unusable for this version."""
-
-
-class CallState(StrEnum):
-    OFFERED = "offered"  # caller ID complete, row written BEFORE any action is taken
-    DECIDED = "decided"
-    ACTING = "acting"
-    COMPLETED = "completed"
-    INTERRUPTED = "interrupted"  # found unfinished after a crash / power cut
-    FAILED = "failed"
-
-
-UNFINISHED_STATES = (CallState.OFFERED, CallState.DECIDED, CallState.ACTING)
-
-
-class EventKind(StrEnum):
-    """Known event kinds. Stored as text, so newer kinds read back as plain str."""
-
-    OFFERED = "offered"
-    DECIDED = "decided"
-    ANSWERED = "answered"
-    PLAYED = "played"
-    LISTENED = "listened"
-    HUNG_UP = "hung_up"
-    HANDSET = "handset"
-    REJECTED = "rejected"  # declined without answering (SIP: the upstream honours a rejection)
-    HOUSEHOLD = "household"  # the household phone's leg was rung (SIP)
-    DTMF = "dtmf"
-    ENDED = "ended"
-    ERROR = "error"
-    LINE_FAULT = "line_fault"
-    LINE_RESTORED = "line_restored"
-    CONFIG = "config"
-    RECORDING = "recording"  # a recording was stored, repaired or deleted (detail says which)
-    TRANSCRIPT = "transcript"
-    FRAUD = "fraud"  # the detector's verdict became fraud, live during the call
-    HOUSEHOLD_WARNING = "household_warning"
-    REVIEW = "review"  # a person marked the call as fraud / not fraud (detail: label, by, detector_verdict)
-
-
-class Verdict(StrEnum):
-    """The fraud detector's verdict on a call's transcript."""
-
-    FRAUD = "fraud"
-    SUSPICIOUS = "suspicious"
-    CLEAN = "clean"
-
-
-class ReviewLabel(StrEnum):
-    """A person's judgement of a call: shown in the log, and evaluation data for the detector."""
-
-    FRAUD = "fraud"
-    NOT_FRAUD = "not_fraud"
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,12 +245,6 @@ class EventRow:
     at: str
     kind: EventKind | str  # str for kinds this version does not know
     detail: dict[str, Any]
-
-
-def iso_utc(moment: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and 'Z': sorts as text, so SQL can compare it."""
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def relpath_problem(relpath: str) -> str | None:

@@ -1,4 +1,4 @@
-"""A USB voice modem as a :class:`screening.line.LineAdapter`, over pyserial.
+"""A USB voice modem as a :class:`screening.core.line.LineAdapter`, over pyserial.
 
 Threads
 -------
@@ -9,7 +9,7 @@ says passes through it and is sorted into three kinds:
   (``dialects.FINAL_REPLIES``) go into the single pending-command slot, and
   the waiting thread is woken through its ``threading.Event``;
 * unsolicited news: ``RING``, caller-ID fields, DLE event codes. They become
-  :mod:`screening.line` events on a queue the call loop drains with
+  :mod:`screening.core.line` events on a queue the call loop drains with
   :meth:`ModemLine.next_event`, or stop signals for :meth:`play` / :meth:`listen`;
 * audio, while the modem is in receive data state (after ``CONNECT`` to
   ``AT+VRX``), unshielded and handed to the thread running :meth:`listen`.
@@ -73,8 +73,8 @@ from firmware.dialects import (
 from firmware.dle import DTMF_DIGITS, DleEvent
 from firmware.handset_state import HandsetState
 from firmware.number_display import NdTiming, NumberDisplayReceiver
-from screening.callerid import CallerIdBuilder, CidField, parse_cid_line
-from screening.line import (
+from screening.core.callerid import CallerIdBuilder, CidField, parse_cid_line
+from screening.core.line import (
     AudioClip,
     AudioSink,
     CallOffered,
@@ -90,7 +90,7 @@ from screening.line import (
     Ring,
     RingingStopped,
 )
-from screening.model import CallerID
+from screening.core.model import CallerID
 from screening.voice_call import DialResult
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """An external Number Display adapter on a serial port, as a caller-ID source.
 
 The adapter decodes the exchange's ND signal and prints each caller as a frame
-(format: ``screening/nd_adapter_frame.py``); it does not answer calls, so it is
+(format: ``screening/core/nd_adapter_frame.py``); it does not answer calls, so it is
 paired with a modem line by ``firmware/nd_line.py``.
 
 One reader thread owns the port: it splits the byte stream into frames, answers
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import serial
 
-from screening.line import CallOffered, LineFault, LineRestored
-from screening.nd_adapter_frame import (
+from screening.core.line import CallOffered, LineFault, LineRestored
+from screening.core.nd_adapter_frame import (
     ACK,
     DEFAULT_FORMAT,
     NAK,

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from firmware.dialects import CADENCE_PERIOD_S
 from firmware.modem_line import ModemLine
 from firmware.nd_adapter import NdAdapter
-from screening.line import (
+from screening.core.line import (
     AudioClip,
     AudioSink,
     CallOffered,

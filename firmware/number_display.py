@@ -34,9 +34,9 @@ from enum import StrEnum
 from typing import Protocol
 
 from firmware.v23_fsk import SAMPLE_RATE, FskRx, demodulate, from_pcm16
-from screening.line import AudioSink, EndReason, LineError
-from screening.model import CallerID
-from screening.nd_frame import NdFrameError, caller_id_from_message, decode_frame
+from screening.core.line import AudioSink, EndReason, LineError
+from screening.core.model import CallerID
+from screening.core.nd_frame import NdFrameError, caller_id_from_message, decode_frame
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Self
 
-from blocklist.store import EventKind, Store, Verdict
-from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
+from blocklist.store import Store
+from screening.core.model import EventKind, Verdict
+from screening.core.model import CallerID, Decision, ListEntry, ListKind, MatchKind
 
 if TYPE_CHECKING:
     from screening.alert_wiring import RunningAlerts

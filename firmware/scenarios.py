@@ -20,7 +20,7 @@ from typing import Any, Final, Literal
 from firmware.dialects import RingCadence
 from firmware.audio_format import WavError, wav_to_line_u8
 from firmware.dle import DTMF_DIGITS
-from screening.model import Reason
+from screening.core.model import Reason
 
 LINE_SAMPLE_RATE = 8000  # both emulated dialects stream 8 kHz u8 (firmware/dialects.py)
 SILENCE_U8 = 0x80

@@ -9,7 +9,7 @@ Beyond the modem's answer/play/listen/hang-up a SIP line can reject a call witho
 ringing (``reject_unanswered``, where the upstream honours it), let an allowed call
 ring through to the household phone (``ring_household``) and connect a warned call
 to it once the warning has played (``connect_household``): see
-:class:`screening.line.CallRouting`.
+:class:`screening.core.line.CallRouting`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from firmware.sip_endpoint import (
 )
 from firmware.sip_media import SAMPLE_RATE
 from screening.config import SipUpstream
-from screening.line import AudioClip, AudioSink, CallOffered, EndReason, LineError, LineEvent, Ring
+from screening.core.line import AudioClip, AudioSink, CallOffered, EndReason, LineError, LineEvent, Ring
 from screening.voice_call import DialResult
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class SipLine:
         if not state.gone.wait(timeout):
             log.warning("%s: call not confirmed ended %.1fs after hang-up", self.name, timeout)
 
-    # ---- call routing (screening.line.CallRouting) ----------------------------
+    # ---- call routing (screening.core.line.CallRouting) ----------------------------
 
     def reject_unanswered(self, timeout: float = 5.0) -> bool:
         """Decline without answering where that stops the call (hgw/trunk); False on an FXO adapter."""

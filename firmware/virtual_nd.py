@@ -19,8 +19,8 @@ from enum import StrEnum
 import numpy as np
 
 from firmware.v23_fsk import SAMPLE_RATE, FskTx, modulate, to_u8
-from screening.model import Reason
-from screening.nd_frame import encode_caller
+from screening.core.model import Reason
+from screening.core.nd_frame import encode_caller
 
 REASON_CODES = {r.value: r for r in Reason}
 

@@ -1,6 +1,6 @@
 """A fake Number Display adapter on a real pty, for tests and the demo.
 
-It behaves like the adapter ``screening/nd_adapter_frame.py`` describes: each
+It behaves like the adapter ``screening/core/nd_adapter_frame.py`` describes: each
 caller is one frame; a NAK or no answer within ``resend_wait_s`` makes it send
 the frame again, up to ``max_sends`` times. It can also misbehave on purpose:
 corrupt the block check of the first sends, write raw garbage, vanish (the
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from screening.callerid import CidField
-from screening.model import Reason
-from screening.nd_adapter_frame import ACK, DEFAULT_FORMAT, NAK, NdFrameFormat, build_frame
+from screening.core.callerid import CidField
+from screening.core.model import Reason
+from screening.core.nd_adapter_frame import ACK, DEFAULT_FORMAT, NAK, NdFrameFormat, build_frame
 
 log = logging.getLogger(__name__)
 

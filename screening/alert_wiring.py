@@ -17,12 +17,12 @@ from blocklist.feeds import FeedUpdate
 from blocklist.store import Store
 from screening.alerts import AlertService, AlertWorker
 from screening.config import Config
-from screening.line import LineAdapter
+from screening.core.line import LineAdapter
 from screening.line_jobs import LineJobs, QueuedVoiceCaller
-from screening.local_time import region_zone
-from screening.model import Action, CallerID, Decision
+from screening.core.clock import region_zone
+from screening.core.model import Action, CallerID, Decision
 from screening.notify import AppriseNotifier
-from screening.numbers import national_format
+from screening.core.numbers import national_format
 from voice.pipeline import FraudEvent
 
 log = logging.getLogger(__name__)

@@ -44,12 +44,13 @@ from blocklist.outbox import (
     Outbox,
     Urgency,
 )  # fmt: skip
-from blocklist.store import iso_utc
-from screening.config import Config, Language, RelativeConfig
-from screening.model import Action
+from screening.core.clock import iso_utc
+from screening.config import Config, RelativeConfig
+from screening.core.model import Language
+from screening.core.model import Action
 from screening.notify import DeliveryResult, Level, Notifier, VoiceCaller, voice_result
-from screening.local_time import local_stamp, region_zone
-from screening.safe_text import terminal_safe
+from screening.core.clock import local_stamp, region_zone
+from screening.core.safe_text import terminal_safe
 
 if TYPE_CHECKING:
     from blocklist.store import Store

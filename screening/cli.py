@@ -20,13 +20,13 @@ from typing import Any
 
 from blocklist.lists import ListSpecError, parse_iso_utc, parse_list_spec
 from blocklist.store import Store
-from screening.callerid import caller_id_for_check
+from screening.core.callerid import caller_id_for_check
 from screening.config import Config, ConfigError, load_config
-from screening.model import ListEntry, ListKind, Reason
-from screening.local_time import local_stamp, region_zone
-from screening.numbers import national_format
-from screening.rules import Policy, decide
-from screening.safe_text import TerminalSafeFormatter, terminal_safe
+from screening.core.model import ListEntry, ListKind, Reason
+from screening.core.clock import local_stamp, region_zone
+from screening.core.numbers import national_format
+from screening.core.rules import Policy, decide
+from screening.core.safe_text import TerminalSafeFormatter, terminal_safe
 
 log = logging.getLogger("mamoru")
 
@@ -116,7 +116,7 @@ def _existing_store(cfg: Config) -> Store | None:
 
 
 def _lists_if_db(cfg: Config):
-    from screening.rules import NoLists
+    from screening.core.rules import NoLists
 
     if not Path(cfg.store.db).exists():
         return NoLists()

@@ -18,7 +18,7 @@ dataclass defaults are produced by running the same parsers on the TOML
 defaults, so the docs, the defaults and the validation cannot drift apart.
 
 Policy: :class:`RulesConfig` carries everything the pure rules engine needs,
-with the same field names as ``screening.rules.Policy`` -- including
+with the same field names as ``screening.core.rules.Policy`` -- including
 ``home_region``, copied from ``line.home_region`` (it is not a key of its own in
 ``[rules]``) -- so ``Policy(**dataclasses.asdict(config.rules))`` works.
 
@@ -47,7 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 import phonenumbers
 
 from firmware.dialects import DIALECTS, RingCadence
-from screening.model import Action
+from screening.core.model import Action, Language
 
 log = logging.getLogger(__name__)
 
@@ -417,12 +417,6 @@ class LogConfig:
     """``[log]``: how chatty the daemon is."""
 
     level: LogLevel = _setting("info", _choice(LogLevel), "Log level: debug, info, warning or error.")
-
-
-class Language(StrEnum):
-    JA = "ja"
-    EN = "en"
-    KO = "ko"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1025,7 +1019,7 @@ def _check_relative(
     prefix: str, values: dict[str, Any], home_region: str, file: str, problems: list[ConfigProblem]
 ) -> dict[str, Any]:
     """The phone must be a valid number of the home region; stored as E.164."""
-    from screening.numbers import NumberError, parse_number
+    from screening.core.numbers import NumberError, parse_number
 
     phone = values.get("phone")
     if phone is not None:

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Protocol
 
 from blocklist.lists import NumberLists
-from blocklist.store import EventKind, Store
-from screening.line import (
+from blocklist.store import Store
+from screening.core.model import EventKind
+from screening.core.line import (
     CallOffered,
     HandsetOffHook,
     HandsetOnHook,
@@ -40,9 +41,9 @@ from screening.line import (
 from screening.config import BUILTIN_SOURCE, COMMAND_LINE_SOURCE, Config, ConfigError, load_config
 from screening.line_jobs import LineJobs
 from screening.list_cache import ListCache
-from screening.model import Action, CallerID, Decision, Prompt
+from screening.core.model import Action, CallerID, Decision, Prompt
 from screening.session import Announcements, CallSession, Outcome, SessionSettings
-from screening.rules import Policy
+from screening.core.rules import Policy
 from screening.status import LineProblem, StatusWriter
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ reads these instead.
 
 from __future__ import annotations
 
-from screening.line import EndReason
-from screening.model import Action, CallerID, Reason
-from screening.numbers import national_format
+from screening.core.line import EndReason
+from screening.core.model import Action, CallerID, Reason
+from screening.core.numbers import national_format
 from screening.session import Outcome
 
 __all__ = ["action_words", "caller_words", "end_words"]

@@ -31,9 +31,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from blocklist.recovery import DAMAGED_STORE_MESSAGE, read_notices
 from screening import doctor_text
-from screening.config import BUILTIN_SOURCE, Config, ConfigError, Language, load_config
-from screening.local_time import local_stamp, region_zone
-from screening.safe_text import terminal_safe
+from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
+from screening.core.model import Language
+from screening.core.clock import local_stamp, region_zone
+from screening.core.safe_text import terminal_safe
 from screening.status import STATUS_FILE_NAME, DaemonStatus, LineProblem, LineState, StatusError, read_status
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def _daemon_status(db_path: Path) -> DaemonStatus | None:
 def _probe_modem(uri: str, cfg: Config, timeout_s: float) -> Check:
     """Open the port, let the modem reset and identify itself, then ``AT``; all bounded."""
     from firmware.modem_line import ModemLine
-    from screening.line import LineError
+    from screening.core.line import LineError
 
     kwargs: dict[str, Any] = {
         "home_region": cfg.line.home_region, "cadence": cfg.line.cadence, "name": "doctor",

@@ -16,8 +16,8 @@ import re
 from collections.abc import Sequence
 from typing import Protocol
 
-from screening.config import Language
-from screening.safe_text import pad_columns
+from screening.core.model import Language
+from screening.core.safe_text import pad_columns
 
 __all__ = ["format_report", "say", "title", "untranslated"]
 

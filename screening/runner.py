@@ -31,12 +31,12 @@ from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
 from screening.cli import CliError, policy_from_config
 from screening.daemon import CallSettings, ConfigReloader, Daemon
-from screening.line import LineAdapter
-from screening.model import CallerID, Decision, ListEntry, ListKind, MatchKind
-from screening.numbers import parse_number
+from screening.core.line import LineAdapter
+from screening.core.model import CallerID, Decision, ListEntry, ListKind, MatchKind
+from screening.core.numbers import parse_number
 from screening.session import SessionSettings
 from screening.demo_text import action_words, caller_words, end_words
-from screening.safe_text import pad_columns, terminal_safe
+from screening.core.safe_text import pad_columns, terminal_safe
 from screening.status import StatusWriter
 from voice.retention import RetentionPolicy
 from screening.alert_wiring import RunningAlerts, start_alerts

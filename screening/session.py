@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from blocklist.store import CallState, EventKind
-from screening.line import AudioClip, CallRouting, EndReason, LineAdapter, LineError
-from screening.model import Action, CallerID, Decision, Prompt
-from screening.numbers import national_format
-from screening.rules import ListLookup, Policy, decide
+from screening.core.model import CallState, EventKind
+from screening.core.line import AudioClip, CallRouting, EndReason, LineAdapter, LineError
+from screening.core.model import Action, CallerID, Decision, Prompt
+from screening.core.numbers import national_format
+from screening.core.rules import ListLookup, Policy, decide
 
 log = logging.getLogger(__name__)
 

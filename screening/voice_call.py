@@ -28,7 +28,7 @@ from typing import Protocol
 import phonenumbers
 from phonenumbers import NumberParseException
 
-from screening.line import (
+from screening.core.line import (
     AudioClip,
     Dtmf,
     EndReason,
@@ -37,7 +37,7 @@ from screening.line import (
     LineEvent,
     LineFault,
 )
-from screening.numbers import clean_digits
+from screening.core.numbers import clean_digits
 
 log = logging.getLogger(__name__)
 

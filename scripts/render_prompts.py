@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from firmware.audio_format import read_wav_pcm16, resample_pcm16
-from screening.model import Prompt
+from screening.core.model import Prompt
 from voice.speech import MessageFragment
 
 # Everything rendered: caller announcements plus fixed message fragments

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from blocklist.store import CallState, EventKind, Store
-from screening.model import CallerID
+from blocklist.store import Store
+from screening.core.model import CallState, EventKind
+from screening.core.model import CallerID
 from voice.adoption import ADOPTED_LINE, adopt_orphan_recordings, recording_relpath
 from voice.recorder import CallRecorder
 from voice.retention import RetentionPolicy

@@ -30,9 +30,10 @@ from blocklist.outbox import DeliveryStatus, Outbox
 from blocklist.store import Store
 from screening.alerts import AlertService, AlertWorker, add_alert_parsers, backoff, render
 from screening.config import Config, parse_config
-from screening.model import Action, CallerID, Category, Decision
+from screening.core.model import Action, CallerID, Category, Decision
 from screening.notify import AppriseNotifier, mask
-from voice.detector import Detection, Flag, Verdict
+from voice.detector import Detection, Flag
+from screening.core.model import Verdict
 from voice.pipeline import FraudEvent
 
 SMTP_PASSWORD = "Smtp-S3cret-pw"
@@ -246,7 +247,7 @@ def test_message_per_language() -> None:
 
 def render_kind(kind: str, payload: dict[str, Any], language: str) -> tuple[str, str]:
     from blocklist.outbox import AlertKind
-    from screening.config import Language
+    from screening.core.model import Language
 
     return render(AlertKind(kind), payload, Language(language), UTC)
 

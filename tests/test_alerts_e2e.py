@@ -23,7 +23,7 @@ import pytest
 from blocklist.store import Store
 from screening.alert_wiring import start_alerts
 from screening.config import parse_config
-from screening.model import CallerID
+from screening.core.model import CallerID
 from test_alerts import HttpReceiver, json_url
 from voice.asr import Segment, Word
 from voice.detector import PhrasePack
@@ -60,7 +60,7 @@ dir = "{tmp_path / "rec"}"
                         '[[call]]\nnmbr = "0398765432"\nhang_up_after_s = 400\ngap_s = 1\n', encoding="utf-8")
     db = tmp_path / "m.db"
     with Store(db) as store:
-        from screening.model import ListEntry, ListKind, MatchKind
+        from screening.core.model import ListEntry, ListKind, MatchKind
         store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432", note="fake bank"))
     env = {**os.environ, "HOME": str(tmp_path)}
     env.pop("MAMORU_CONFIG", None)
@@ -118,7 +118,7 @@ def test_relative_is_phoned_after_the_fraud_call_and_acknowledges_with_1(tmp_pat
     from firmware.virtual_modem import VirtualModem
     from screening.daemon import Daemon
     from screening.line_jobs import LineJobs
-    from screening.rules import Policy
+    from screening.core.rules import Policy
     from screening.session import SessionSettings
     from test_alerts import fraud_event
     from voice.announcements import ToneAnnouncements

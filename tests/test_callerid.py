@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from screening.callerid import (
+from screening.core.callerid import (
     CallerIdBuilder,
     CidField,
     caller_id_for_check,
@@ -17,7 +17,7 @@ from screening.callerid import (
     parse_cid_line,
     reason_from_code,
 )
-from screening.model import CallerID, Reason
+from screening.core.model import CallerID, Reason
 
 CID_DATA = Path(__file__).parent / "data" / "cid"
 

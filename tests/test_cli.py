@@ -245,7 +245,7 @@ HOSTILE_NUMBER = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202e0120"  # retitle, clear sc
 
 def _hostile_call(db: str) -> None:
     from blocklist.store import Store
-    from screening.model import Action, CallerID, Category, Decision
+    from screening.core.model import Action, CallerID, Category, Decision
 
     store = Store(Path(db), recover_calls=False)
     store.open()
@@ -271,7 +271,7 @@ def test_run_prints_and_logs_a_callers_number_escaped(capsys: pytest.CaptureFixt
     import logging
 
     from screening.cli import _setup_logging
-    from screening.model import Action, CallerID, Category, Decision
+    from screening.core.model import Action, CallerID, Category, Decision
     from screening.runner import _demo_printer
 
     _demo_printer("JP")(7, CallerID(raw_number=HOSTILE_NUMBER), Decision(Action.WARN, "unknown", "r", Category.INVALID))
@@ -293,7 +293,7 @@ def test_calls_show_local_time_with_its_zone_and_json_keeps_utc(db: str) -> None
     from datetime import UTC, datetime
 
     from blocklist.store import Store
-    from screening.model import CallerID
+    from screening.core.model import CallerID
 
     store = Store(Path(db), recover_calls=False)
     store.open()

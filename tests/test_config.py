@@ -10,21 +10,9 @@ from pathlib import Path
 import pytest
 
 from firmware.dialects import DIALECTS, RingCadence
-from screening.config import (
-    BUILTIN_SOURCE,
-    Config,
-    ConfigError,
-    ConfigProblem,
-    Language,
-    LineConfig,
-    LogLevel,
-    ModemChoice,
-    RulesConfig,
-    load_config,
-    reference_markdown,
-    schema,
-)
-from screening.model import Action
+from screening.config import BUILTIN_SOURCE, Config, ConfigError, ConfigProblem, LineConfig, LogLevel, ModemChoice, RulesConfig, load_config, reference_markdown, schema
+from screening.core.model import Language
+from screening.core.model import Action
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "mamoru.example.toml"
 
@@ -495,7 +483,7 @@ def test_rules_carry_line_home_region() -> None:
 
 def test_rules_config_converts_to_rules_policy() -> None:
     """RulesConfig and the rules engine's Policy must not drift apart."""
-    rules = pytest.importorskip("screening.rules")
+    rules = pytest.importorskip("screening.core.rules")
     config = Config(line=LineConfig(home_region="US"))
     policy = rules.Policy(**dataclasses.asdict(config.rules))
     assert policy.home_region == "US"

@@ -15,7 +15,7 @@ import pytest
 
 from screening import config_edit
 from screening.config import ConfigError, ConfigProblem, load_config
-from screening.model import Action
+from screening.core.model import Action
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "mamoru.example.toml"

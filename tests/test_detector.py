@@ -16,17 +16,8 @@ from pathlib import Path
 import pytest
 
 from voice.detect_cli import add_detect_parser, cmd_detect
-from voice.detector import (
-    Detection,
-    Flag,
-    FraudDetector,
-    PhrasePack,
-    PhrasePackError,
-    StreamingDetector,
-    TextRules,
-    Verdict,
-    normalize,
-)
+from voice.detector import Detection, Flag, FraudDetector, PhrasePack, PhrasePackError, StreamingDetector, TextRules, normalize
+from screening.core.model import Verdict
 
 CORPUS = Path("/work/shared/corpus")
 

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from blocklist.store import CallState, Store
+from blocklist.store import Store
+from screening.core.model import CallState
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, USR_5637, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import CallOutcome, VirtualModem
 from screening.daemon import Daemon
-from screening.model import Action, ListEntry, ListKind, MatchKind
-from screening.rules import Policy
+from screening.core.model import Action, ListEntry, ListKind, MatchKind
+from screening.core.rules import Policy
 from screening.session import SessionSettings
 from voice.announcements import ToneAnnouncements
 

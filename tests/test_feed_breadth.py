@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from blocklist.feed_breadth import BreadthLimits, feed_breadth_problem
-from screening.model import ListEntry, ListKind, MatchKind
+from screening.core.model import ListEntry, ListKind, MatchKind
 
 LIMITS = BreadthLimits()
 

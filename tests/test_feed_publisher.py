@@ -19,7 +19,7 @@ from tuf.api.metadata import Metadata, Root
 from blocklist.feed_cli import add_publish_parsers
 from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, Role, feed_file
 from blocklist.formats import FEED_FORMAT_ID, FEED_HEADER, ListFormat, read_entries, read_feed, write_entries
-from screening.model import ListEntry, ListKind, MatchKind
+from screening.core.model import ListEntry, ListKind, MatchKind
 
 EMPTY = write_entries([], ListFormat.FEED, home_region="JP")
 

@@ -40,7 +40,7 @@ from blocklist.feeds import (
 )
 from blocklist.formats import FEED_FORMAT_ID, ListFormat, read_entries, write_entries
 from blocklist.store import Store
-from screening.model import ListEntry, ListKind, MatchKind
+from screening.core.model import ListEntry, ListKind, MatchKind
 
 NUMBER_A = "+81312340001"  # 03-1234-0001
 NUMBER_B = "+81312340002"
@@ -210,7 +210,7 @@ def test_entries_lapse_when_no_verified_check_renews_them(applied: Feed) -> None
 
 
 def test_a_persons_own_entry_outlives_the_feed(applied: Feed) -> None:
-    from screening.model import ListEntry, MatchKind
+    from screening.core.model import ListEntry, MatchKind
 
     applied.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, NUMBER_A, source="family", note="ours"))
     applied.publish(NUMBER_C)
@@ -617,8 +617,8 @@ def test_daemon_picks_up_a_new_number_on_its_timer_and_blocks_its_call(feed: Fee
     from firmware.scenarios import CallScript
     from firmware.virtual_modem import CallOutcome, VirtualModem
     from screening.daemon import Daemon
-    from screening.model import Action
-    from screening.rules import Policy
+    from screening.core.model import Action
+    from screening.core.rules import Policy
     from screening.session import SessionSettings
     from voice.announcements import ToneAnnouncements
 
@@ -726,7 +726,7 @@ def test_stopping_while_waiting_for_the_line_abandons_the_write_quietly(feed: Fe
 
 def test_the_call_loop_keeps_its_snapshot_while_a_feed_is_written_then_takes_the_offered_one(feed: Feed) -> None:
     from screening.daemon import ListCache
-    from screening.model import ListEntry, MatchKind
+    from screening.core.model import ListEntry, MatchKind
 
     feed.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, NUMBER_A))
     cache = ListCache(feed.store)
@@ -753,7 +753,7 @@ def test_the_runner_starts_feed_updates_only_when_configured(feed: Feed) -> None
     from firmware.modem_line import ModemLine
     from screening.config import Config
     from screening.daemon import Daemon
-    from screening.rules import Policy
+    from screening.core.rules import Policy
     from screening.runner import start_feed_updates
     from voice.announcements import ToneAnnouncements
 

@@ -27,8 +27,9 @@ from blocklist.formats import (
     write_entries,
 )
 from blocklist.lists import ListSpecError, parse_list_spec
-from blocklist.store import Store, iso_utc
-from screening.model import ListEntry, ListKind, MatchKind
+from blocklist.store import Store
+from screening.core.clock import iso_utc
+from screening.core.model import ListEntry, ListKind, MatchKind
 
 DATA = Path(__file__).parent / "data" / "lists"
 EXACT, PREFIX, RANGE = MatchKind.EXACT, MatchKind.PREFIX, MatchKind.RANGE

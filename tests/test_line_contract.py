@@ -44,7 +44,8 @@ from typing import Any, Literal, Self
 
 import pytest
 
-from blocklist.store import CallRow, CallState, EventRow, Store
+from blocklist.store import CallRow, EventRow, Store
+from screening.core.model import CallState
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.nd_adapter import NdAdapter
@@ -53,9 +54,9 @@ from firmware.scenarios import CallScript
 from firmware.virtual_modem import CallOutcome, CallRecord, VirtualModem
 from firmware.virtual_nd_adapter import VirtualNdAdapter
 from screening.daemon import Daemon
-from screening.line import AudioClip, LineAdapter
-from screening.model import Action, ListEntry, ListKind, MatchKind, Prompt, Reason
-from screening.rules import Policy
+from screening.core.line import AudioClip, LineAdapter
+from screening.core.model import Action, ListEntry, ListKind, MatchKind, Prompt, Reason
+from screening.core.rules import Policy
 from screening.session import SessionSettings
 from voice.announcements import ToneAnnouncements
 
@@ -505,7 +506,7 @@ class SipRig(LineRig):
 
     def _open_line(self) -> LineAdapter:
         from firmware.sip_line import SipLine, SipSettings
-        from screening.sip_callerid import caller_id_from_sip
+        from screening.core.sip_callerid import caller_id_from_sip
 
         for attempt in range(3):  # a free port can be taken between probing and binding
             self.port = free_udp_port()

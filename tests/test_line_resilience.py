@@ -21,9 +21,10 @@ from firmware.handset_state import HandsetState
 from screening import doctor_text
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import CallOutcome
-from screening.model import Action
+from screening.core.model import Action
 from screening.alert_wiring import start_alerts
-from screening.config import Config, Language, parse_config
+from screening.config import Config, parse_config
+from screening.core.model import Language
 from screening.doctor import check_line
 from screening.status import LineProblem, StatusWriter
 from tests.test_alerts import HttpReceiver, json_url

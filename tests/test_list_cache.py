@@ -18,7 +18,7 @@ import pytest
 from blocklist.lists import NumberLists
 from blocklist.store import Store
 from screening.daemon import ListCache
-from screening.model import ListEntry, ListKind, MatchKind
+from screening.core.model import ListEntry, ListKind, MatchKind
 
 WAIT_S = 10.0
 NUMBER_A, NUMBER_B, NUMBER_C = "+81312340001", "+81312340002", "+81312340003"
@@ -137,7 +137,7 @@ def test_a_running_daemon_swaps_a_cli_edit_in_before_the_next_call_rings(tmp_pat
     """The idle loop notices the edit and the snapshot is rebuilt while the line is quiet, so the
     very next call from that number is blocked — without the call ever rebuilding the lists."""
     from firmware.scenarios import CallScript
-    from screening.model import Action
+    from screening.core.model import Action
     from tests.test_e2e import Rig
 
     with Rig(tmp_path) as rig:

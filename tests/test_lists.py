@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocklist.lists import ListSpecError, NumberLists, parse_list_spec
-from screening.model import ListEntry, ListKind, MatchKind
-from screening.numbers import parse_number
+from screening.core.model import ListEntry, ListKind, MatchKind
+from screening.core.numbers import parse_number
 
 EXACT, PREFIX, RANGE = MatchKind.EXACT, MatchKind.PREFIX, MatchKind.RANGE
 

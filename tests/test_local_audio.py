@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 
 from firmware.audio_format import resample_pcm16
-from screening.line import AudioClip
-from screening.model import Prompt
+from screening.core.line import AudioClip
+from screening.core.model import Prompt
 from voice import local_audio
 from voice.announcements import PromptLibrary
 from voice.local_audio import (
@@ -91,7 +91,7 @@ def _recorded(tmp_path: Path) -> tuple[wave._wave_params, bytes]:
 _PLAY = """
     import json, sys, time
     import sounddevice as sd
-    from screening.model import Prompt
+    from screening.core.model import Prompt
     from voice.announcements import PromptLibrary
     from voice.local_audio import HouseholdSpeaker
     if sys.argv[1] == "refuse-8k":  # a device that, like many USB speakers, only takes 44.1/48 kHz
@@ -195,7 +195,7 @@ def test_unknown_device_is_a_clear_error(tmp_path: Path) -> None:
     that do exist, for both speaker and tap. Does not prove: behaviour when a device vanishes mid-play."""
     script = """
         import json
-        from screening.line import AudioClip
+        from screening.core.line import AudioClip
         from voice.local_audio import HouseholdSpeaker, LineTap, LocalAudioError
         errors = []
         for attempt in (lambda: HouseholdSpeaker("no-such-speaker").play(AudioClip("x", bytes(16)), 1.0),

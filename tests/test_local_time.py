@@ -8,8 +8,8 @@ from pathlib import Path
 from blocklist.store import Store
 from screening.config import load_config
 from screening.doctor import check_clock, run_checks
-from screening.local_time import local_stamp, region_zone
-from screening.model import CallerID
+from screening.core.clock import local_stamp, region_zone
+from screening.core.model import CallerID
 from voice.service import build_voice
 
 LATE_UTC = datetime(2026, 12, 5, 15, 30, 7, tzinfo=UTC)  # already the 6th in Tokyo

@@ -38,8 +38,8 @@ from firmware.dle import shield
 from firmware.modem_line import PLAY_CHUNK_S, PLAY_LEAD_S, ModemLine, UnsupportedModem
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import CallOutcome, CallRecord, VirtualModem
-from screening.line import AudioClip, CallOffered, Dtmf, EndReason, LineAdapter, LineError, LineEvent, Ring
-from screening.model import Reason
+from screening.core.line import AudioClip, CallOffered, Dtmf, EndReason, LineAdapter, LineError, LineEvent, Ring
+from screening.core.model import Reason
 
 # ---- framing -------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocklist.store import CallState, Store
+from blocklist.store import Store
+from screening.core.model import CallState
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.nd_adapter import NdAdapter
@@ -25,13 +26,13 @@ from firmware.nd_line import NdAdapterLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
 from firmware.virtual_nd_adapter import VirtualNdAdapter
-from screening.callerid import CidField
+from screening.core.callerid import CidField
 from screening.config import Config, ConfigError, load_config
 from screening.daemon import Daemon
 from screening.doctor import check_nd_adapter, run_checks
-from screening.line import CallOffered, LineFault, LineRestored, Ring, RingingStopped
-from screening.model import Action, CallerID, ListEntry, ListKind, MatchKind, Reason
-from screening.nd_adapter_frame import (
+from screening.core.line import CallOffered, LineFault, LineRestored, Ring, RingingStopped
+from screening.core.model import Action, CallerID, ListEntry, ListKind, MatchKind, Reason
+from screening.core.nd_adapter_frame import (
     DEFAULT_FORMAT,
     ETX,
     STX,
@@ -41,7 +42,7 @@ from screening.nd_adapter_frame import (
     build_frame,
     parse_frame,
 )
-from screening.rules import Policy
+from screening.core.rules import Policy
 from screening.session import SessionSettings
 from voice.announcements import ToneAnnouncements
 

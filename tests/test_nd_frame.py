@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from screening.model import Reason
-from screening.nd_frame import (
+from screening.core.model import Reason
+from screening.core.nd_frame import (
     NdFault,
     NdFrameError,
     NdParam,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from screening.model import Reason
-from screening.nd_frame import encode_caller
+from screening.core.model import Reason
+from screening.core.nd_frame import encode_caller
 
 ROOT = Path(__file__).parent.parent
 

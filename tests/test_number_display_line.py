@@ -20,9 +20,9 @@ from firmware.scenarios import CallScript, load_scenario
 from firmware.v23_fsk import FskTx
 from firmware.virtual_modem import CallOutcome, CallRecord, VirtualModem
 from firmware.virtual_nd import NdExchange, NdLineOutcome
-from screening.line import CallOffered, LineEvent, Ring, RingingStopped
-from screening.model import Reason
-from screening.nd_frame import encode_caller
+from screening.core.line import CallOffered, LineEvent, Ring, RingingStopped
+from screening.core.model import Reason
+from screening.core.nd_frame import encode_caller
 
 pytestmark = pytest.mark.timeout(60)
 

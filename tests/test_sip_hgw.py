@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from blocklist.store import CallState, EventKind, Store
+from blocklist.store import Store
+from screening.core.model import CallState, EventKind
 from screening.config import SipUpstream, load_config
-from screening.model import Action, ListEntry, ListKind, MatchKind, Reason
-from screening.sip_callerid import caller_id_from_sip
+from screening.core.model import Action, ListEntry, ListKind, MatchKind, Reason
+from screening.core.sip_callerid import caller_id_from_sip
 
 pytestmark = pytest.mark.timeout(180)
 

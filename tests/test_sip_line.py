@@ -22,7 +22,8 @@ import pytest
 
 pytest.importorskip("pjsua2")
 
-from blocklist.store import CallState, Store
+from blocklist.store import Store
+from screening.core.model import CallState
 from firmware.sip_line import (
     CallerIdFn,
     SipLine,
@@ -32,7 +33,7 @@ from firmware.sip_line import (
 )
 from screening.config import Config
 from screening.daemon import Daemon
-from screening.line import (
+from screening.core.line import (
     AudioClip,
     CallOffered,
     EndReason,
@@ -41,7 +42,7 @@ from screening.line import (
     Ring,
     RingingStopped,
 )
-from screening.model import (
+from screening.core.model import (
     Action,
     CallerID,
     Category,
@@ -51,9 +52,9 @@ from screening.model import (
     Prompt,
     Reason,
 )
-from screening.rules import Policy
+from screening.core.rules import Policy
 from screening.session import SessionSettings
-from screening.sip_callerid import caller_id_from_sip
+from screening.core.sip_callerid import caller_id_from_sip
 from voice.announcements import ToneAnnouncements
 
 ROOT = Path(__file__).parent.parent

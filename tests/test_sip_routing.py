@@ -19,11 +19,11 @@ import pytest
 
 pytest.importorskip("pjsua2")
 
-from blocklist.store import EventKind
+from screening.core.model import EventKind
 from firmware.sip_line import SipLine, SipSettings, sip_lines_from_uri, sip_settings_from_uri
 from screening.config import Config, SipUpstream
-from screening.line import LineAdapter, LineFault, LineRestored
-from screening.model import Action, Prompt
+from screening.core.line import LineAdapter, LineFault, LineRestored
+from screening.core.model import Action, Prompt
 from tests.test_sip_line import BLOCKED, FAMILY, ROOT, UNKNOWN, Rig, free_udp_port, result_of
 from voice.announcements import ToneAnnouncements
 

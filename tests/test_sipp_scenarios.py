@@ -7,7 +7,7 @@ their calls complete: the UAS only exits 0 once it has seen the whole dialog (AC
 scenario that silently sent nothing fails here. All pairs run concurrently to keep this quick.
 
 Then each scenario's INVITE is caught on a raw UDP socket (declined with 603, as the SIP line
-rejects) and fed to :func:`screening.sip_callerid.caller_id_from_sip`: the bytes SIPp really
+rejects) and fed to :func:`screening.core.sip_callerid.caller_id_from_sip`: the bytes SIPp really
 sends must give the caller ID the scenario is named for.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from screening.model import Reason
-from screening.sip_callerid import caller_id_from_sip
+from screening.core.model import Reason
+from screening.core.sip_callerid import caller_id_from_sip
 
 SIPP_DIR = Path(__file__).parent / "data" / "sipp"
 UAC_SCENARIOS = sorted(p.stem for p in SIPP_DIR.glob("uac_*.xml"))

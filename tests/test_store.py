@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from blocklist.store import MIGRATIONS, CallState, EventKind, Store, StoreError
-from screening.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt, Reason
+from blocklist.store import MIGRATIONS, Store, StoreError
+from screening.core.model import CallState, EventKind
+from screening.core.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt, Reason
 
 CALLER = CallerID(raw_number="0312345678", number_e164="+81312345678", name="TANAKA", date="0601", time="1002")
 WARN = Decision(Action.WARN, "unknown", "Not in the family list.", Category.DOMESTIC, Prompt.WARNING)

@@ -26,7 +26,7 @@ from blocklist.recovery import (
     set_aside_if_damaged,
 )
 from blocklist.store import Store
-from screening.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt
+from screening.core.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt
 from tests.test_alerts import HttpReceiver, json_url
 from tests.test_web_health import items
 from tests.test_web_settings import CONFIG, ja, running_web, write_config

@@ -16,8 +16,8 @@ from firmware.v23_fsk import (
     modulate,
     to_u8,
 )
-from screening.model import Reason
-from screening.nd_frame import NdParam, decode_frame, encode_caller
+from screening.core.model import Reason
+from screening.core.nd_frame import NdParam, decode_frame, encode_caller
 
 NUMBER_FRAME = encode_caller("0312345678")
 

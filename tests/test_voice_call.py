@@ -23,7 +23,7 @@ from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CalleeScript
 from firmware.virtual_modem import DialOutcome, VirtualModem
-from screening.line import AudioClip
+from screening.core.line import AudioClip
 from screening.voice_call import CallAlertStatus, VoiceCallAlerter, dial_string
 from voice import speech
 from voice.announcements import LANGUAGES

@@ -29,23 +29,16 @@ import httpx
 import pytest
 
 from blocklist.outbox import AlertKind, NewAlert, NewDelivery, Outbox, Urgency
-from blocklist.store import (
-    MIGRATIONS,
-    CallFilter,
-    CallState,
-    EventKind,
-    ReviewLabel,
-    Store,
-    Verdict,
-)
+from blocklist.store import MIGRATIONS, CallFilter, Store
+from screening.core.model import CallState, EventKind, ReviewLabel, Verdict
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
 from screening.config import load_config
 from screening.daemon import Daemon
-from screening.model import Action, CallerID, ListEntry, ListKind, MatchKind, Reason
-from screening.rules import NoLists, Policy, decide
+from screening.core.model import Action, CallerID, ListEntry, ListKind, MatchKind, Reason
+from screening.core.rules import NoLists, Policy, decide
 from screening.session import SessionSettings
 from screening.web.context import WebContext
 from screening.web.i18n import missing

@@ -20,7 +20,7 @@ from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
 from screening.daemon import Daemon
-from screening.rules import Policy
+from screening.core.rules import Policy
 from screening.session import SessionSettings
 from screening.status import (
     STATUS_FILE_NAME,

@@ -16,7 +16,7 @@ from test_web_calls import Site, csrf_of, login, post_form, start_site
 
 from blocklist.formats import ListFormat, read_entries
 from blocklist.store import Store
-from screening.model import ListEntry, ListKind, MatchKind
+from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.web.pages_calls import region_zone
 
 pytestmark = pytest.mark.timeout(120)

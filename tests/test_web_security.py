@@ -32,7 +32,7 @@ from test_web_auth import (
     set_cookies,
 )
 
-from screening.model import CallerID
+from screening.core.model import CallerID
 from screening.web.auth import PRE_SESSION_COOKIE, SESSION_COOKIE, Role
 
 pytestmark = pytest.mark.timeout(180)
@@ -194,7 +194,7 @@ def test_no_get_route_changes_state(rig: WebRig) -> None:
 
 
 def _kind(value: str):
-    from screening.model import ListKind
+    from screening.core.model import ListKind
 
     return ListKind(value)
 

@@ -24,7 +24,7 @@ import pytest
 
 from blocklist.store import Store
 from screening.config import load_config
-from screening.model import Prompt
+from screening.core.model import Prompt
 from screening.web.context import WebContext
 from screening.web.i18n import UiLanguage, translate
 from screening.web.server import WebServer, serve_in_thread

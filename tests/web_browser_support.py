@@ -39,7 +39,7 @@ from firmware.audio_format import wav_to_line_u8
 from firmware.dialects import CONEXANT_CX93001, RingCadence
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import CallRecord, VirtualModem
-from screening.model import Prompt
+from screening.core.model import Prompt
 from voice.announcements import PromptLibrary
 
 log = logging.getLogger(__name__)

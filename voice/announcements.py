@@ -22,8 +22,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from firmware.audio_format import WavError, read_wav_pcm16, resample_pcm16
-from screening.line import AudioClip
-from screening.model import Prompt
+from screening.core.line import AudioClip
+from screening.core.model import Prompt
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware.audio_format import WavError, read_wav_pcm16
-from screening.config import Config, Language, load_config
+from screening.config import Config, load_config
+from screening.core.model import Language
 from voice.asr import (
     CallTranscriber,
     ModelError,

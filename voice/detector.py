@@ -41,9 +41,9 @@ import tomllib
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from importlib import resources
 from typing import Any
+from screening.core.model import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,6 @@ _REGEX_META = frozenset("()|?*+[]{}")
 _APOSTROPHES = frozenset("'\u2019\u2018`\u02bc\uff07")
 _KATAKANA_FIRST, _KATAKANA_LAST = 0x30A1, 0x30F6
 _KANA_OFFSET = 0x60
-
-
-class Verdict(StrEnum):
-    FRAUD = "fraud"
-    SUSPICIOUS = "suspicious"
-    CLEAN = "clean"
 
 
 class PhrasePackError(Exception):

@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from firmware.audio_format import resample_pcm16
-from screening.line import AudioClip, AudioSink
+from screening.core.line import AudioClip, AudioSink
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from blocklist.store import EventKind
+from screening.core.model import EventKind
 from firmware.audio_format import resample_pcm16
-from screening.line import AudioClip
+from screening.core.line import AudioClip
 from voice.adoption import recording_relpath
 from voice.recorder import CallRecorder
 
@@ -59,7 +59,7 @@ class VoiceService:
     model: SpeechModel | None  # None: no transcription (recording still happens)
     on_fraud: list[FraudHandler] = field(default_factory=list)
     on_segment: list[Callable[[int, Segment], None]] = field(default_factory=list)  # benchmarks, tests
-    zone: tzinfo = UTC  # recording folders are dated in the unit's local day (screening.local_time)
+    zone: tzinfo = UTC  # recording folders are dated in the unit's local day (screening.core.clock)
 
     def start_call(self, call_id: int, started: datetime | None = None) -> CallAudio:
         when = (started or datetime.now(UTC)).astimezone(self.zone)

@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-from blocklist.store import EventKind, relpath_problem
+from blocklist.store import relpath_problem
+from screening.core.model import EventKind
 
 __all__ = [
     "HEADER_BYTES", "CallRecorder", "RecordingInfo", "repair_interrupted", "repair_wav", "resolve_recording",

@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from blocklist.store import CallRow, EventKind, Store, StoreError
+from blocklist.store import CallRow, Store, StoreError
+from screening.core.model import EventKind
 from screening.config import ConfigError, load_config
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from blocklist.store import EventKind, Store
+from blocklist.store import Store
+from screening.core.model import EventKind
 from screening.config import Config
-from screening.local_time import region_zone
-from screening.model import Prompt
+from screening.core.clock import region_zone
+from screening.core.model import Prompt
 from voice.adoption import adopt_orphan_recordings
 from voice.announcements import PromptLibrary
 from voice.pipeline import FraudEvent, VoiceService

@@ -21,7 +21,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from firmware.audio_format import WavError, read_wav_pcm16
-from screening.line import AudioClip
+from screening.core.line import AudioClip
 from voice.announcements import (
     LANGUAGES,
     PROMPTS_DIR,

@@ -33,7 +33,8 @@ import tomlkit
 from securesystemslib.signer import CryptoSigner
 from tomlkit.items import AoT, Table
 
-from screening.config import ConfigError, Language
+from screening.config import ConfigError
+from screening.core.model import Language
 
 from .bundle import (
     BUNDLE_SUFFIX,

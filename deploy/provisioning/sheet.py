@@ -17,9 +17,10 @@ from html import escape
 
 import segno
 
-from screening.config import Config, Language
-from screening.model import Action
-from screening.numbers import national_format
+from screening.config import Config
+from screening.core.model import Language
+from screening.core.model import Action
+from screening.core.numbers import national_format
 
 from .bundle import BundleContent, format_utc
 

@@ -26,23 +26,12 @@ from starlette.routing import Route
 
 from blocklist.lists import NumberLists, parse_iso_utc
 from blocklist.outbox import VOICE_CHANNEL, AlertKind, DeliveryStatus
-from blocklist.store import (
-    CallFilter,
-    CallRow,
-    CallState,
-    EventKind,
-    EventRow,
-    FlagRow,
-    ReviewLabel,
-    Store,
-    StoreError,
-    Verdict,
-    iso_utc,
-    relpath_problem,
-)  # fmt: skip
-from screening.model import Action, ListEntry, ListKind, MatchKind, Reason
-from screening.local_time import region_zone
-from screening.numbers import clean_digits, national_format
+from blocklist.store import CallFilter, CallRow, EventRow, FlagRow, Store, StoreError, relpath_problem
+from screening.core.clock import iso_utc
+from screening.core.model import CallState, EventKind, ReviewLabel, Verdict
+from screening.core.model import Action, ListEntry, ListKind, MatchKind, Reason
+from screening.core.clock import region_zone
+from screening.core.numbers import clean_digits, national_format
 from screening.web.auth import User, require_user
 from screening.web.context import WebContext
 from screening.web.i18n import UiLanguage, register, translate

@@ -33,9 +33,10 @@ from blocklist.formats import (
     write_entries,
 )
 from blocklist.lists import parse_iso_utc, parse_list_spec
-from blocklist.store import Store, StoreError, iso_utc
-from screening.model import ListEntry, ListKind, MatchKind
-from screening.numbers import national_format
+from blocklist.store import Store, StoreError
+from screening.core.clock import iso_utc
+from screening.core.model import ListEntry, ListKind, MatchKind
+from screening.core.numbers import national_format
 from screening.web.auth import require_user
 from screening.web.context import WebContext
 from screening.web.i18n import UiLanguage, register, translate

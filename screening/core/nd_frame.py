@@ -16,7 +16,7 @@ FSK has been turned back into octets (``firmware/v23_fsk.py``)::
 Parameters we use: 0x01 date/time (MMDDHHMM), 0x02 caller number (ASCII
 digits), 0x04 reason for absence of number (``P``/``O``/``C``/``S``),
 0x09 dialled number. The result is the same :class:`CallerID` the modem's
-formatted caller ID gives, built by :func:`screening.callerid.caller_id_from_fields`
+formatted caller ID gives, built by :func:`screening.core.callerid.caller_id_from_fields`
 so that every caller-ID source follows one set of rules.
 """
 
@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
-from screening.callerid import CidField, caller_id_from_fields
-from screening.model import CallerID, Reason
+from screening.core.callerid import CidField, caller_id_from_fields
+from screening.core.model import CallerID, Reason
 
 DLE, SOH, STX, ETX = 0x10, 0x01, 0x02, 0x03
 HEADER = 0x07  # "caller ID" frame header

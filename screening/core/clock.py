@@ -45,3 +45,14 @@ def local_stamp(moment: datetime, zone: tzinfo, *, seconds: bool = True) -> str:
     local = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(zone)
     clock = local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
     return f"{clock} {local.tzname()}"
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and 'Z': sorts as text, so SQL can compare it."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_now() -> datetime:
+    """Now, aware, in UTC: the one clock every stored timestamp is taken from."""
+    return datetime.now(UTC)

@@ -2,7 +2,7 @@
 
 Pure: no I/O, no clock. The SIP line hands over the INVITE's headers as
 received (name, value) pairs plus the packet's source address, and gets back
-the same :class:`~screening.model.CallerID` the modem path produces, so the
+the same :class:`~screening.core.model.CallerID` the modem path produces, so the
 rules cannot tell a SIP call from a modem call.
 
 Identity, in order of trust (the first identity that gives a number or a
@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from itertools import islice
 from urllib.parse import unquote
 
-from screening.callerid import normalise_number, reason_from_code
-from screening.model import CallerID, Reason
+from screening.core.callerid import normalise_number, reason_from_code
+from screening.core.model import CallerID, Reason
 
 log = logging.getLogger(__name__)
 

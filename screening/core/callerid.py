@@ -2,7 +2,7 @@
 
 Pure functions and one small accumulator; no I/O. The modem reader feeds every
 line it reads through :func:`parse_cid_line`, adds the fields to a
-:class:`CallerIdBuilder`, and builds a :class:`~screening.model.CallerID` once
+:class:`CallerIdBuilder`, and builds a :class:`~screening.core.model.CallerID` once
 the block looks complete or the line has been quiet for a moment.
 
 What real modems print (USRobotics 5637, Conexant CX93001, and friends)::
@@ -33,8 +33,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
-from screening.model import CallerID, Reason
-from screening.numbers import try_parse_number
+from screening.core.model import CallerID, Reason
+from screening.core.numbers import try_parse_number
 
 log = logging.getLogger(__name__)
 

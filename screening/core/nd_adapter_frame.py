@@ -1,6 +1,6 @@
 """Frames from an external Japanese Number Display (ND) adapter's serial output.
 
-Pure: bytes in, :class:`~screening.model.CallerID` out; no I/O, no clock (the
+Pure: bytes in, :class:`~screening.core.model.CallerID` out; no I/O, no clock (the
 caller passes ``now``). The driver (``firmware/nd_adapter.py``) feeds what it
 reads into a :class:`FrameReader`, parses each complete frame with
 :func:`parse_frame`, and answers ACK or NAK.
@@ -26,7 +26,7 @@ STX/ETX/BCC framing with ACK/NAK is the usual Japanese RS-232C "basic mode"
 convention. No public serial-output specification of a commercial ND adapter was
 found; one published hobby build (a Sony TL-C10 adapter with a microcontroller
 on its demodulator) prints ``NMBR=<number>`` or ``NMBR=P/C/O`` lines instead,
-which the modem caller-ID parser (``screening/callerid.py``) already reads.
+which the modem caller-ID parser (``screening/core/callerid.py``) already reads.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from screening.callerid import CidField, caller_id_from_fields
-from screening.model import CallerID
+from screening.core.callerid import CidField, caller_id_from_fields
+from screening.core.model import CallerID
 
 STX, ETX, ACK, NAK = 0x02, 0x03, 0x06, 0x15
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from screening.model import CallerID
+from screening.core.model import CallerID
 
 
 class EndReason(StrEnum):

@@ -121,3 +121,63 @@ class Decision:
             "category": self.category.value,
             "prompt": self.prompt.value if self.prompt else None,
         }
+
+
+class Language(StrEnum):
+    """The household's language: prompts, speech model, fraud phrases, pages and alerts."""
+
+    JA = "ja"
+    EN = "en"
+    KO = "ko"
+
+
+class CallState(StrEnum):
+    OFFERED = "offered"  # caller ID complete, row written BEFORE any action is taken
+    DECIDED = "decided"
+    ACTING = "acting"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"  # found unfinished after a crash / power cut
+    FAILED = "failed"
+
+
+UNFINISHED_STATES = (CallState.OFFERED, CallState.DECIDED, CallState.ACTING)
+
+
+class EventKind(StrEnum):
+    """Known event kinds. Stored as text, so newer kinds read back as plain str."""
+
+    OFFERED = "offered"
+    DECIDED = "decided"
+    ANSWERED = "answered"
+    PLAYED = "played"
+    LISTENED = "listened"
+    HUNG_UP = "hung_up"
+    HANDSET = "handset"
+    REJECTED = "rejected"  # declined without answering (SIP: the upstream honours a rejection)
+    HOUSEHOLD = "household"  # the household phone's leg was rung (SIP)
+    DTMF = "dtmf"
+    ENDED = "ended"
+    ERROR = "error"
+    LINE_FAULT = "line_fault"
+    LINE_RESTORED = "line_restored"
+    CONFIG = "config"
+    RECORDING = "recording"  # a recording was stored, repaired or deleted (detail says which)
+    TRANSCRIPT = "transcript"
+    FRAUD = "fraud"  # the detector's verdict became fraud, live during the call
+    HOUSEHOLD_WARNING = "household_warning"
+    REVIEW = "review"  # a person marked the call as fraud / not fraud (detail: label, by, detector_verdict)
+
+
+class Verdict(StrEnum):
+    """The fraud detector's verdict on a call's transcript."""
+
+    FRAUD = "fraud"
+    SUSPICIOUS = "suspicious"
+    CLEAN = "clean"
+
+
+class ReviewLabel(StrEnum):
+    """A person's judgement of a call: shown in the log, and evaluation data for the detector."""
+
+    FRAUD = "fraud"
+    NOT_FRAUD = "not_fraud"

@@ -22,8 +22,8 @@ from typing import Protocol
 
 import phonenumbers
 
-from screening.model import Action, CallerID, Category, Decision, ListEntry, Prompt, Reason
-from screening.numbers import try_parse_number
+from screening.core.model import Action, CallerID, Category, Decision, ListEntry, Prompt, Reason
+from screening.core.numbers import try_parse_number
 
 
 class ListLookup(Protocol):
