@@ -71,3 +71,58 @@ def test_the_units_own_names_open_the_page(rig: WebRig, host: str) -> None:
     port = urlsplit(rig.url).port
     response = rig.client(headers={"Host": f"{host}:{port}"}).get("/setup")
     assert response.status_code == 200, host
+
+
+# ---- item 12: the login limiter ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def users_rig(rig: WebRig) -> WebRig:
+    rig.add_user(ADMIN, ADMIN_PW, Role.INSTALLER)
+    rig.add_user(FAMILY, FAMILY_PW, Role.FAMILY)
+    return rig
+
+
+def _ready_login(client: httpx.Client, name: str, password: str) -> tuple[httpx.Client, dict[str, str]]:
+    return client, {"csrf_token": csrf_of(client), "name": name, "password": password}
+
+
+def test_parallel_wrong_passwords_are_counted_before_they_are_checked(users_rig: WebRig) -> None:
+    install(users_rig.app, limits=LoginLimits(max_failures=5, lock_s=60.0))
+    # 60 browsers of one attacker, each with its own token, fire at once
+    prepared = [_ready_login(users_rig.client(), ADMIN, f"guess-{n:04d}-wrong") for n in range(60)]
+    barrier = threading.Barrier(len(prepared), timeout=30)
+
+    def fire(item: tuple[httpx.Client, dict[str, str]]) -> int:
+        client, data = item
+        barrier.wait()
+        return client.post("/login", data=data).status_code
+
+    with ThreadPoolExecutor(len(prepared)) as pool:
+        codes = list(pool.map(fire, prepared, timeout=120))
+    assert codes.count(401) <= 5, f"{codes.count(401)} wrong passwords were checked, the limit is 5"
+    assert codes.count(401) + codes.count(429) == 60, codes
+
+
+def test_a_guessing_source_cannot_lock_the_owner_out(users_rig: WebRig) -> None:
+    install(users_rig.app, limits=LoginLimits(max_failures=5, lock_s=900.0))
+    attacker = _client_from(users_rig, "127.0.0.2")
+    codes = [login(attacker, ADMIN, f"guess-{n}-wrong-pw").status_code for n in range(12)]
+    assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}  # the attacker locked itself ...
+    owner = _client_from(users_rig, "127.0.0.3")
+    assert login(owner, ADMIN, ADMIN_PW).status_code == 303  # ... not the installer elsewhere
+
+
+def test_a_name_guessed_from_many_sources_still_opens_for_the_owners_browser(users_rig: WebRig) -> None:
+    install(users_rig.app, limits=LoginLimits(max_failures=3, lock_s=900.0, name_max_failures=6))
+    owner = _client_from(users_rig, "127.0.0.9")
+    assert login(owner, ADMIN, ADMIN_PW).status_code == 303  # the owner's phone, known from before
+    owner.post("/logout", data={"csrf_token": csrf_of(owner, "/account")})
+    for n in range(6):  # a botnet: two guesses from each of three sources
+        assert login(_client_from(users_rig, f"127.0.1.{n // 2}"), ADMIN, f"guess-{n}-wrong").status_code == 401
+    # the name is now locked for browsers never seen with it, even with the right password ...
+    assert login(_client_from(users_rig, "127.0.2.1"), ADMIN, ADMIN_PW).status_code == 429
+    # ... but not for the owner's browser
+    assert login(owner, ADMIN, ADMIN_PW).status_code == 303
+    # and other names are untouched
+    assert login(_client_from(users_rig, "127.0.2.2"), FAMILY, FAMILY_PW).status_code == 303

@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from screening.web.context import WebContext
 from screening.web.i18n import DEFAULT_LANGUAGE, UiLanguage, register, translate
+from screening.web.login_throttle import DEVICE_COOKIE, DEVICE_COOKIE_MAX_AGE, Attempt, LoginLimiter, LoginLimits
 from screening.web.templating import LANG_COOKIE, render, request_language
 
 log = logging.getLogger(__name__)
@@ -593,67 +594,6 @@ class SessionStore:
                     session.stamp = new
 
 
-# ---- login rate limiting -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LoginLimits:
-    """``max_failures`` wrong logins lock for ``lock_s``; each further lock doubles, up to ``max_lock_s``."""
-
-    max_failures: int = 5
-    lock_s: float = 60.0
-    max_lock_s: float = 900.0
-    forget_s: float = 24 * 3600.0  # a quiet day clears the doubling
-    max_keys: int = 10000
-
-
-@dataclass(slots=True)
-class _Strikes:
-    failures: int = 0
-    locks: int = 0
-    locked_until: float = 0.0
-    last: float = 0.0
-
-
-class LoginLimiter:
-    """Failures per client address and per user name (unknown names too: nothing to learn from a lock)."""
-
-    def __init__(self, limits: LoginLimits, clock: Callable[[], float]) -> None:
-        self.limits = limits
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._strikes: OrderedDict[str, _Strikes] = OrderedDict()
-
-    def wait_s(self, keys: Iterable[str]) -> float:
-        """Seconds until every key is unlocked (0 = go ahead)."""
-        now = self._clock()
-        with self._lock:
-            return max((s.locked_until - now for k in keys if (s := self._strikes.get(k))), default=0.0)
-
-    def failed(self, keys: Iterable[str]) -> None:
-        now = self._clock()
-        with self._lock:
-            for key in keys:
-                strikes = self._strikes.pop(key, None) or _Strikes()
-                if now - strikes.last > self.limits.forget_s:
-                    strikes = _Strikes()
-                strikes.failures += 1
-                strikes.last = now
-                if strikes.failures >= self.limits.max_failures:
-                    lock = min(self.limits.lock_s * 2**strikes.locks, self.limits.max_lock_s)
-                    strikes.locked_until, strikes.failures = now + lock, 0
-                    strikes.locks += 1
-                    log.warning("web login: %s locked for %.0f s after repeated failures", key, lock)
-                self._strikes[key] = strikes
-                while len(self._strikes) > self.limits.max_keys:
-                    self._strikes.popitem(last=False)
-
-    def succeeded(self, keys: Iterable[str]) -> None:
-        with self._lock:
-            for key in keys:
-                self._strikes.pop(key, None)
-
-
 # ---- per-app state -------------------------------------------------------------------------
 
 
@@ -787,11 +727,16 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _limit_keys(request: Request, name: str) -> list[str]:
-    keys = [f"address {_client(request)}"]
-    if name:
-        keys.append(f"name {name.casefold()[:MAX_NAME_LENGTH * 2]!r}")
-    return keys
+def _begin_attempt(request: Request, name: str) -> Attempt | float:
+    """Reserve a password check for this source (or this known browser), or the seconds to wait."""
+    limiter = auth_state(request).limiter
+    return limiter.begin(limiter.keys(_client(request), name, request.cookies.get(DEVICE_COOKIE)))
+
+
+def _device_cookie_for(request: Request, response: Response, name: str) -> None:
+    """This browser logged in as ``name``: a lock on the name never applies to it (login_throttle.py)."""
+    token = auth_state(request).limiter.device_token(name)
+    _set_cookie(response, request, DEVICE_COOKIE, token, max_age=DEVICE_COOKIE_MAX_AGE)
 
 
 def _session_cookie_for(request: Request, response: Response, session: Session) -> None:
@@ -1043,6 +988,7 @@ async def setup_page(request: Request) -> Response:
     session = _start_session(request, account)
     response = RedirectResponse("/", status_code=303)
     _session_cookie_for(request, response, session)
+    _device_cookie_for(request, response, account.name)
     return response
 
 
@@ -1070,27 +1016,30 @@ async def login_page(request: Request) -> Response:
     name = _field(form, "name", 256).strip()
     password = _field(form, "password", MAX_PASSWORD_LENGTH + 1)
     next_url = safe_next(_field(form, "next", 2048))
-    keys = _limit_keys(request, name)
-    wait = state.limiter.wait_s(keys)
-    if wait > 0:
-        minutes = max(1, -int(-wait // 60))
+    attempt = _begin_attempt(request, name)
+    if not isinstance(attempt, Attempt):
+        minutes = max(1, -int(-attempt // 60))
         return _login_form(request, status_code=429, notice="auth.login.locked", name=name, next_url=next_url,
                            minutes=minutes)
     account = state.users.find(name) if name else None
+    ok: bool | None = False  # anything but a finished check counts as a failure ...
     try:
         ok = await to_thread.run_sync(verify_password, account.password_hash if account else None, password)
+        ok = ok and account is not None and len(password) <= MAX_PASSWORD_LENGTH
     except HashBusy:
+        ok = None  # ... except a check that never ran (every hash slot busy)
         return _login_form(request, status_code=503, notice="auth.login.busy", name=name, next_url=next_url)
-    if not ok or account is None or len(password) > MAX_PASSWORD_LENGTH:
-        state.limiter.failed(keys)
+    finally:
+        state.limiter.finish(attempt, ok=ok)
+    if not ok or account is None:
         log.warning("web login failed for %r from %s", name[:64], _client(request))
         return _login_form(request, status_code=401, notice="auth.login.failed", name=name, next_url=next_url)
-    state.limiter.succeeded(keys)
     account = await _rehash_if_needed(state, account, password)
     session = _start_session(request, account)
     log.info("web login: %s (%s) from %s", account.name, account.role.value, _client(request))
     response = RedirectResponse(next_url, status_code=303)
     _session_cookie_for(request, response, session)
+    _device_cookie_for(request, response, account.name)
     return response
 
 
@@ -1164,16 +1113,20 @@ async def account_password(request: Request) -> Response:
     form = await request.form()
     current = _field(form, "current", MAX_PASSWORD_LENGTH + 1)
     password, password2 = _field(form, "password"), _field(form, "password2")
-    keys = _limit_keys(request, user.name)
-    if state.limiter.wait_s(keys) > 0:
+    attempt = _begin_attempt(request, user.name)
+    if not isinstance(attempt, Attempt):
         return _account_page(request, user, {"current": "auth.error.wrong_current"}, status_code=429)
     account = state.users.find(user.name)
+    ok: bool | None = False
     try:
         ok = await to_thread.run_sync(verify_password, account.password_hash if account else None, current)
+        ok = ok and account is not None
     except HashBusy:
+        ok = None
         return _error(request, "auth.login.busy", 503)
+    finally:
+        state.limiter.finish(attempt, ok=ok)
     if not ok or account is None:
-        state.limiter.failed(keys)
         log.warning("web: wrong current password for %s from %s", user.name, _client(request))
         return _account_page(request, user, {"current": "auth.error.wrong_current"}, status_code=400)
     errors = password_problems(user.name, password, password2)
