@@ -126,3 +126,103 @@ def test_a_name_guessed_from_many_sources_still_opens_for_the_owners_browser(use
     assert login(owner, ADMIN, ADMIN_PW).status_code == 303
     # and other names are untouched
     assert login(_client_from(users_rig, "127.0.2.2"), FAMILY, FAMILY_PW).status_code == 303
+
+
+# ---- item 9: bodies ---------------------------------------------------------------------------------------
+
+
+def _chunked_post(rig: WebRig, path: str, headers: dict[str, str], chunks: int, chunk: bytes,
+                  content_type: str = "multipart/form-data; boundary=xyz") -> bytes:  # fmt: skip
+    """Send a chunked POST chunk by chunk, stopping as soon as the server has answered; the reply."""
+    parts = urlsplit(rig.url)
+    head = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Type: {content_type}",
+            "Transfer-Encoding: chunked", *[f"{k}: {v}" for k, v in headers.items()]]  # fmt: skip
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        sock.settimeout(0.0)
+        reply = b""
+        for _ in range(chunks):
+            try:
+                reply += sock.recv(65536)
+            except BlockingIOError:
+                pass
+            except ConnectionError:
+                break
+            if reply:
+                break
+            try:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            except (BlockingIOError, ConnectionError):
+                break
+            time.sleep(0.002)
+        sock.settimeout(10)
+        try:
+            while b"\r\n\r\n" not in reply and (more := sock.recv(65536)):
+                reply += more
+        except (TimeoutError, ConnectionError):
+            pass
+    return reply
+
+
+def test_a_post_without_any_session_is_refused_before_its_body_is_read(users_rig: WebRig) -> None:
+    # 64 KiB chunks, at most 320 of them (20 MiB): the answer must come long before the end
+    reply = _chunked_post(users_rig, "/login", {}, chunks=320, chunk=b"x" * 65536)
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:120]
+
+
+def test_an_anonymous_body_is_capped_small(users_rig: WebRig) -> None:
+    browser = users_rig.client()
+    csrf_of(browser)  # the pre-session of the login form
+    cookies = {"Cookie": "; ".join(f"{k}={v}" for k, v in browser.cookies.items())}
+    for content_type in ("multipart/form-data; boundary=xyz", "application/x-www-form-urlencoded"):
+        reply = _chunked_post(users_rig, "/login", cookies, chunks=320, chunk=b"x" * 65536, content_type=content_type)
+        assert reply.split(b" ", 2)[1] in (b"413", b"415"), (content_type, reply[:120])
+    assert login(users_rig.client(), FAMILY, FAMILY_PW).status_code == 303  # and the page still works
+
+
+def test_upload_caps_follow_the_pages_file_caps() -> None:
+    from deploy.provisioning.bundle import MAX_BUNDLE_BYTES
+
+    from screening.web import limits, pages_lists, pages_settings
+
+    def cap(path: str) -> int:
+        return limits.body_limit(limits.Sender.USER, path, limits.MULTIPART)
+
+    assert cap("/lists/import") == pages_lists.MAX_IMPORT_BYTES + limits.MULTIPART_OVERHEAD_BYTES
+    assert cap("/settings/announcements/warning") == pages_settings.MAX_RECORDING_BYTES + limits.MULTIPART_OVERHEAD_BYTES
+    assert cap("/settings/provision") == MAX_BUNDLE_BYTES + limits.MULTIPART_OVERHEAD_BYTES
+    assert cap("/lists/add") == limits.FORM_BODY_BYTES  # no upload there
+    assert limits.body_limit(limits.Sender.ANONYMOUS, "/lists/import", limits.MULTIPART) == 0
+
+
+def test_a_logged_in_upload_is_spooled_to_the_data_directory(users_rig: WebRig) -> None:
+    admin = users_rig.client()
+    assert login(admin, ADMIN, ADMIN_PW).status_code == 303
+    token = csrf_of(admin, "/lists")
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # an unnamed spool file shows up as an open descriptor into the data dir
+        import os
+
+        while not stop.is_set():
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    target = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith(str(users_rig.data)) and "mamoru.db" not in target:
+                    seen.append(target)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        csv = b"number,note\n" + b"".join(b"0312345%03d,x\n" % (n % 1000) for n in range(200_000))
+        response = admin.post("/lists/import", data={"csrf_token": token, "kind": "block"},
+                              files={"file": ("big.csv", csv, "text/csv")})  # fmt: skip
+        assert response.status_code < 500
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert seen, "a multi-megabyte upload was held in memory, not spooled next to the database"

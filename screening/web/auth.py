@@ -47,6 +47,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from screening.web.context import WebContext
 from screening.web.i18n import DEFAULT_LANGUAGE, UiLanguage, register, translate
+from screening.web.limits import (
+    DRAIN_LIMIT_BYTES,
+    MULTIPART,
+    BodyTooLarge,
+    ClientGone,
+    Sender,
+    SpooledBody,
+    body_limit,
+)
 from screening.web.login_throttle import DEVICE_COOKIE, DEVICE_COOKIE_MAX_AGE, Attempt, LoginLimiter, LoginLimits
 from screening.web.templating import LANG_COOKIE, render, request_language
 
@@ -62,9 +71,6 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; nobody needs to make us hash megabytes
 MAX_NAME_LENGTH = 32
-MAX_FORM_BYTES = 64 * 1024
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-DRAIN_LIMIT_BYTES = MAX_UPLOAD_BYTES + 1024 * 1024  # read (and drop) this much of a refused body: clean 413
 ANONYMOUS_SESSION_S = 2 * 3600.0
 MAX_ANONYMOUS_SESSIONS = 5000
 MAX_USER_SESSIONS = 500
@@ -155,6 +161,7 @@ register({
         "auth.done.user_added": "追加しました。",
         "auth.done.user_removed": "削除しました。その人はすぐにログアウトされます。",
         "auth.too_large": "送られた内容が大きすぎます。",
+        "auth.unsupported": "ここでは、この送り方は受け付けていません。",
         "auth.redirecting": "移動しています。自動で移らないときは、こちらを押してください。",
     },
     "en": {
@@ -215,6 +222,7 @@ register({
         "auth.done.user_added": "Added.",
         "auth.done.user_removed": "Removed. That person is logged out at once.",
         "auth.too_large": "What was sent is too large.",
+        "auth.unsupported": "This kind of upload is not accepted here.",
         "auth.redirecting": "Opening the page. If nothing happens, press here.",
     },
 })  # fmt: skip
@@ -786,48 +794,6 @@ def _same_origin(headers: Mapping[str, str], scheme: str) -> bool:
     return True
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    """The whole body, up to ``limit``; beyond it the rest is read and dropped, then _BodyTooLarge."""
-    chunks: list[bytes] = []
-    size = 0
-    too_large = False
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _BodyTooLarge if too_large else ConnectionError("client went away")
-        body = message.get("body", b"")
-        size += len(body)
-        if size > limit:
-            too_large = True
-            chunks.clear()
-            if size > DRAIN_LIMIT_BYTES:
-                raise _BodyTooLarge
-        elif body:
-            chunks.append(body)
-        if not message.get("more_body", False):
-            break
-    if too_large:
-        raise _BodyTooLarge
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
 class SessionMiddleware:
     """Resolves the user, sends everyone to /setup before the first account, checks bodies and CSRF."""
 
@@ -853,13 +819,17 @@ class SessionMiddleware:
         if response is not None:
             await response(scope, receive, self._with_cookies(send, request, new_anonymous))
             return
-        if request.method in UNSAFE_METHODS:
-            checked = await self._check_unsafe(request, session, receive)
-            if isinstance(checked, Response):
-                await checked(scope, receive, send)
-                return
-            receive = checked
-        await self.app(scope, receive, self._with_cookies(send, request, new_anonymous))
+        if request.method not in UNSAFE_METHODS:
+            await self.app(scope, receive, self._with_cookies(send, request, new_anonymous))
+            return
+        checked = await self._check_unsafe(request, user, session, receive)
+        if isinstance(checked, Response):
+            await checked(scope, receive, send)
+            return
+        try:
+            await self.app(scope, checked.replay(receive), self._with_cookies(send, request, new_anonymous))
+        finally:
+            checked.close()
 
     def _resolve(self, state: AuthState, request: Request) -> tuple[User | None, Session | None]:
         """(user, session): a valid login first, else the anonymous pre-session."""
@@ -883,25 +853,47 @@ class SessionMiddleware:
             return _bounce(request)
         return None
 
-    async def _check_unsafe(self, request: Request, session: Session | None, receive: Receive) -> Response | Receive:
+    async def _check_unsafe(self, request: Request, user: User | None, session: Session | None,
+                            receive: Receive) -> Response | SpooledBody:  # fmt: skip
+        """The CSRF check; the body read (spooled, capped by sender and route) and ready to replay."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        limit = MAX_UPLOAD_BYTES if content_type == "multipart/form-data" else MAX_FORM_BYTES
+        sender = Sender.USER if user is not None else Sender.ANONYMOUS if session is not None else Sender.NOBODY
+        limit = body_limit(sender, request.url.path, content_type)
+        if limit == 0:
+            # Decided from the headers alone: not one byte of the body is read (issue 12.9).
+            log.info("web: %s %s refused before its body: %s sender, %s", request.method, request.url.path,
+                     sender.value, content_type or "no content type")  # fmt: skip
+            key, status = ("error.csrf", 403) if sender is Sender.NOBODY else ("auth.unsupported", 415)
+            return _closing(_error(request, key, status))
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > DRAIN_LIMIT_BYTES:
-            return _error(request, "auth.too_large", 413)
+        # A user's too-large upload is drained for a clean 413 page; an anonymous one is not worth reading.
+        if declared.isdigit() and int(declared) > (DRAIN_LIMIT_BYTES if sender is Sender.USER else limit):
+            return _closing(_error(request, "auth.too_large", 413))
+        body = SpooledBody(self.ctx.users_path.parent)
         try:
-            body = await _read_body(receive, limit)
-        except _BodyTooLarge:
-            return _error(request, "auth.too_large", 413)
-        except ConnectionError:
+            await body.read(receive, limit, drain=sender is Sender.USER)
+        except BodyTooLarge:
+            body.close()
+            return _closing(_error(request, "auth.too_large", 413))
+        except ClientGone:
+            body.close()
             return _error(request, "error.bad_request", 400)
+        refused = await self._csrf_refusal(request, session, content_type, body, receive)
+        if refused is not None:
+            body.close()
+            return refused
+        return body
+
+    @staticmethod
+    async def _csrf_refusal(request: Request, session: Session | None, content_type: str, body: SpooledBody,
+                            receive: Receive) -> Response | None:  # fmt: skip
         if not _same_origin(request.headers, request.url.scheme):
             log.warning("web: %s %s refused: Origin/Referer is another site", request.method, request.url.path)
             return _error(request, "error.csrf", 403)
         token = request.headers.get(CSRF_HEADER)
-        if token is None and content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        if token is None and content_type in (MULTIPART, "application/x-www-form-urlencoded"):
             try:
-                async with Request(request.scope, _replay(body, receive)).form() as form:
+                async with Request(request.scope, body.replay(receive)).form() as form:
                     token = _field(form, CSRF_FIELD, 256)
             except Exception as exc:  # noqa: BLE001 -- any parser failure on hostile input is the client's error
                 log.info("web: %s %s: unreadable form: %s", request.method, request.url.path, exc)
@@ -909,7 +901,7 @@ class SessionMiddleware:
         if session is None or not token or not hmac.compare_digest(token.encode(), session.csrf.encode()):
             log.info("web: %s %s refused: missing or wrong CSRF token", request.method, request.url.path)
             return _error(request, "error.csrf", 403)
-        return _replay(body, receive)
+        return None
 
     @staticmethod
     def _with_cookies(send: Send, request: Request, new_anonymous: Session | None) -> Send:
@@ -928,6 +920,12 @@ class SessionMiddleware:
 def _error(request: Request, key: str, status_code: int) -> Response:
     return render(request, "error.html", {"message": translate(request_language(request), key)},
                   status_code=status_code)  # fmt: skip
+
+
+def _closing(response: Response) -> Response:
+    """A refusal sent before the body was read (or all of it): the connection cannot be reused."""
+    response.headers["connection"] = "close"
+    return response
 
 
 def _bounce(request: Request) -> Response:
