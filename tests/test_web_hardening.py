@@ -226,3 +226,69 @@ def test_a_logged_in_upload_is_spooled_to_the_data_directory(users_rig: WebRig) 
         stop.set()
         watcher.join(5)
     assert seen, "a multi-megabyte upload was held in memory, not spooled next to the database"
+
+
+# ---- item 10: slowloris and connection floods ----------------------------------------------------------
+
+
+def _server_closed(sock: socket.socket) -> bool:
+    """Without waiting: has the server closed this connection?"""
+    previous = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+    finally:
+        sock.settimeout(previous)
+
+
+def test_idle_connections_from_one_source_are_capped(users_rig: WebRig) -> None:
+    from screening.web.connections import ConnectionLimits
+
+    limits = ConnectionLimits()
+    parts = urlsplit(users_rig.url)
+    flood = []
+    try:
+        for _ in range(limits.max_per_source + 100):
+            sock = socket.socket()
+            sock.bind(("127.0.0.2", 0))
+            sock.connect((parts.hostname, parts.port))
+            flood.append(sock)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            open_ = sum(not _server_closed(s) for s in flood)
+            if open_ <= limits.max_per_source:
+                break
+            time.sleep(0.1)
+        assert open_ <= limits.max_per_source, f"{open_} idle connections of one source held open"
+        # another source is served while the flood lasts
+        assert login(_client_from(users_rig, "127.0.0.3"), FAMILY, FAMILY_PW).status_code == 303
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def test_a_request_head_trickled_byte_by_byte_is_cut_off(users_rig: WebRig) -> None:
+    from screening.web.connections import ConnectionLimits
+
+    timeout = ConnectionLimits().header_timeout_s
+    parts = urlsplit(users_rig.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(f"GET /login HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode())
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < timeout + 5:
+            try:
+                sock.sendall(b"X-a: b\r\n")  # never the blank line that ends the head
+            except ConnectionError:
+                closed = True
+                break
+            if _server_closed(sock):
+                closed = True
+                break
+            time.sleep(0.5)
+        assert closed, f"a head trickled for {timeout + 5:.0f} s kept its connection"
+        assert time.monotonic() - started >= timeout - 1  # and not before its time
