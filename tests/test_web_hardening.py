@@ -292,3 +292,27 @@ def test_a_request_head_trickled_byte_by_byte_is_cut_off(users_rig: WebRig) -> N
             time.sleep(0.5)
         assert closed, f"a head trickled for {timeout + 5:.0f} s kept its connection"
         assert time.monotonic() - started >= timeout - 1  # and not before its time
+
+
+def test_a_flood_spread_over_many_sources_does_not_starve_a_browser(users_rig: WebRig) -> None:
+    from screening.web.connections import ConnectionLimits
+
+    limits = ConnectionLimits()
+    parts = urlsplit(users_rig.url)
+    flood = []
+    per_source = limits.max_per_source - 2
+    try:
+        for n in range(limits.max_connections // per_source + 3):  # more than the server takes in all
+            for _ in range(per_source):
+                sock = socket.socket()
+                sock.bind((f"127.0.3.{n + 1}", 0))
+                sock.connect((parts.hostname, parts.port))
+                sock.sendall(b"GET / HTTP/1.1\r\n")  # and never more
+                flood.append(sock)
+        time.sleep(0.5)
+        for _ in range(5):  # each time a browser comes, it is served
+            assert login(_client_from(users_rig, "127.0.0.3"), FAMILY, FAMILY_PW).status_code == 303
+        assert sum(not _server_closed(s) for s in flood) <= limits.max_connections
+    finally:
+        for sock in flood:
+            sock.close()

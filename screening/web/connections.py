@@ -4,8 +4,10 @@ uvicorn has no limit on open connections and no deadline for a request head: 1,1
 idle connections used up the process's file descriptors. :func:`guarded_protocol` makes
 an h11 protocol class for one server that
 
-- closes a new connection at once when the server already holds ``max_connections``, or
-  its source (IPv4 address, IPv6 /64) holds ``max_per_source``;
+- closes a new connection at once when its source (IPv4 address, IPv6 /64) already holds
+  ``max_per_source``; when the server holds ``max_connections``, it drops the connection that
+  has waited longest without sending a request (else the new one), so a flood spread over
+  many sources cannot starve a browser that sends its request at once;
 - closes a connection whose request head is not complete ``header_timeout_s`` after it
   opened or after the previous response (trickling bytes does not reset the clock).
 """
@@ -59,12 +61,16 @@ class _GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._source: str | None = None  # set while this connection is counted
+        self._opened = 0.0
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         source = source_of(self.client[0]) if self.client else "unknown"
-        if len(self.connections) > self.limits.max_connections:
+        self._opened = time.monotonic()
+        # Aborted connections stay in the set until the loop reports them lost: count the live ones.
+        live = sum(1 for c in self.connections if not getattr(c, "transport", None) or not c.transport.is_closing())
+        if live > self.limits.max_connections and not self._evict_one_waiting():
             self.tally.note_refusal(f"{self.limits.max_connections} connections open", source)
             transport.abort()
             return
@@ -75,6 +81,22 @@ class _GuardedH11Protocol(H11Protocol):
         self.tally.per_source[source] += 1
         self._source = source
         self._arm_head_timer()
+
+    def _waiting_for_head(self) -> bool:
+        return (self._source is not None and not self.transport.is_closing() and self.conn.their_state is h11.IDLE
+                and (self.cycle is None or self.cycle.response_complete))  # fmt: skip
+
+    def _evict_one_waiting(self) -> bool:
+        """Full: drop the connection that has waited longest without a request head (slowloris, or an
+        idle keep-alive). A real browser sends its head at once, so a flood cannot starve it."""
+        waiting = [c for c in self.connections if isinstance(c, _GuardedH11Protocol) and c._waiting_for_head()]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda c: c._opened)
+        self.tally.note_refusal("full: the longest-waiting connection without a request was dropped",
+                                oldest._source or "unknown")  # fmt: skip
+        oldest.transport.abort()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
