@@ -63,3 +63,16 @@ def test_the_page_lives_in_its_own_process_is_restarted_and_stopped(tmp_path: Pa
         assert web.stop()
     assert second is not None and not _alive(second)
     assert not _page_answers(port)
+
+
+def test_stopping_while_the_page_starts_is_quick_and_leaves_no_process(tmp_path: Path) -> None:
+    config = tmp_path / "mamoru.toml"
+    config.write_text(f'[store]\ndb = "{tmp_path / "mamoru.db"}"\n[web]\nport = {_free_port()}\n', encoding="utf-8")
+    web = WebProcess(load_config(config, env={}), tmp_path / "mamoru.db", None).start()
+    time.sleep(0.2)  # spawned, still importing
+    started = time.monotonic()
+    assert web.stop()
+    assert time.monotonic() - started < 5.0
+    assert web.pid is None
+    assert not [p for p in Path(f"/proc/{os.getpid()}/task").glob("*/children")
+                if p.read_text().strip()], "a web page process was left behind"

@@ -90,7 +90,7 @@ class WebProcess:
         finally:
             os.close(write_fd)
         try:
-            port = _read_ready(read_fd, child, timeout)
+            port = _read_ready(read_fd, child, timeout, self._stop)
         except BaseException:
             _end(child)
             raise
@@ -125,6 +125,8 @@ class WebProcess:
             try:
                 self._spawn(START_TIMEOUT_S)
             except (OSError, RuntimeError) as exc:
+                if self._stop.is_set():
+                    return
                 failures += 1
                 log.error("web page not started (screening goes on without it): %s", exc)
                 continue
@@ -147,13 +149,15 @@ class WebProcess:
         return _end(child, timeout) if child is not None else True
 
 
-def _read_ready(read_fd: int, child: subprocess.Popen[bytes], timeout: float) -> int:
-    """The port the child reports on its ready pipe, or an error when it exits or stays silent."""
+def _read_ready(read_fd: int, child: subprocess.Popen[bytes], timeout: float, stop: threading.Event) -> int:
+    """The port the child reports on its ready pipe, or an error when it exits, stays silent or we stop."""
     deadline = time.monotonic() + timeout
     data = b""
     with selectors.DefaultSelector() as selector:
         selector.register(read_fd, selectors.EVENT_READ)
         while b"\n" not in data:
+            if stop.is_set():
+                raise RuntimeError("stopping before the web page process listened")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RuntimeError(f"web page process did not listen within {timeout:.0f} s")
