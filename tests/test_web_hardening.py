@@ -73,6 +73,21 @@ def test_the_units_own_names_open_the_page(rig: WebRig, host: str) -> None:
     assert response.status_code == 200, host
 
 
+def test_an_ip_host_must_be_the_address_the_connection_arrived_on(tmp_path: Path) -> None:
+    from screening.config import load_config
+    from screening.web.hostcheck import host_allowed
+
+    config = tmp_path / "mamoru.toml"
+    config.write_text('[web]\nallowed_hosts = ["10.0.0.9"]\n[alerts]\nweb_base_url = "https://mamoru.example.jp/"\n')
+    cfg = load_config(config, env={})
+    assert host_allowed("192.168.1.20", cfg, local_address="192.168.1.20")
+    assert host_allowed("fe80::1", cfg, local_address="fe80::1%eth0")
+    assert not host_allowed("192.168.1.21", cfg, local_address="192.168.1.20")
+    assert host_allowed("10.0.0.9", cfg, local_address="192.168.1.20")  # configured
+    assert host_allowed("mamoru.example.jp", cfg, local_address="192.168.1.20")  # where alerts link to
+    assert not host_allowed("example.jp", cfg, local_address="192.168.1.20")
+
+
 # ---- item 12: the login limiter ---------------------------------------------------------------------
 
 
