@@ -157,12 +157,6 @@ class LoginLimiter:
                     self._fail(key, strikes, now)
                 self._put(key, strikes)
 
-    def wait_s(self, keys: tuple[tuple[KeyKind, str], ...]) -> float:
-        """Seconds until every key is unlocked (0 = go ahead); reserves nothing."""
-        now = self._clock()
-        with self._lock:
-            return max((s.locked_until - now for k in keys if (s := self._strikes.get(k))), default=0.0)
-
     def _current(self, key: tuple[KeyKind, str], now: float) -> _Strikes:
         strikes = self._strikes.get(key) or _Strikes(last=now)
         if strikes.pending == 0 and strikes.locked_until <= now and now - strikes.last > self.limits.forget_s:
