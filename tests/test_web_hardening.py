@@ -331,3 +331,19 @@ def test_a_flood_spread_over_many_sources_does_not_starve_a_browser(users_rig: W
     finally:
         for sock in flood:
             sock.close()
+
+
+def test_an_anonymous_body_sent_slowly_is_cut_off(users_rig: WebRig) -> None:
+    from screening.web.limits import ANONYMOUS_BODY_TIMEOUT_S
+
+    browser = users_rig.client()
+    csrf_of(browser)
+    parts = urlsplit(users_rig.url)
+    cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    with socket.create_connection((parts.hostname, parts.port), timeout=ANONYMOUS_BODY_TIMEOUT_S + 10) as sock:
+        sock.sendall(f"POST /login HTTP/1.1\r\nHost: {parts.netloc}\r\nCookie: {cookie}\r\n"
+                     "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nname=".encode())
+        started = time.monotonic()
+        reply = sock.recv(65536)  # and never the rest of the body
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+    assert ANONYMOUS_BODY_TIMEOUT_S - 1 <= time.monotonic() - started <= ANONYMOUS_BODY_TIMEOUT_S + 5

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import anyio
 from anyio import to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -48,8 +49,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from screening.web.context import WebContext
 from screening.web.i18n import DEFAULT_LANGUAGE, UiLanguage, register, translate
 from screening.web.limits import (
+    ANONYMOUS_BODY_TIMEOUT_S,
     DRAIN_LIMIT_BYTES,
     MULTIPART,
+    USER_BODY_TIMEOUT_S,
     BodyTooLarge,
     ClientGone,
     Sender,
@@ -162,6 +165,7 @@ register({
         "auth.done.user_removed": "削除しました。その人はすぐにログアウトされます。",
         "auth.too_large": "送られた内容が大きすぎます。",
         "auth.unsupported": "ここでは、この送り方は受け付けていません。",
+        "auth.too_slow": "送られるのに時間がかかりすぎました。もう一度お試しください。",
         "auth.redirecting": "移動しています。自動で移らないときは、こちらを押してください。",
     },
     "en": {
@@ -223,6 +227,7 @@ register({
         "auth.done.user_removed": "Removed. That person is logged out at once.",
         "auth.too_large": "What was sent is too large.",
         "auth.unsupported": "This kind of upload is not accepted here.",
+        "auth.too_slow": "Sending took too long. Please try again.",
         "auth.redirecting": "Opening the page. If nothing happens, press here.",
     },
 })  # fmt: skip
@@ -871,7 +876,11 @@ class SessionMiddleware:
             return _closing(_error(request, "auth.too_large", 413))
         body = SpooledBody(self.ctx.users_path.parent)
         try:
-            await body.read(receive, limit, drain=sender is Sender.USER)
+            with anyio.fail_after(USER_BODY_TIMEOUT_S if sender is Sender.USER else ANONYMOUS_BODY_TIMEOUT_S):
+                await body.read(receive, limit, drain=sender is Sender.USER)
+        except TimeoutError:  # a body trickled in to hold the connection
+            body.close()
+            return _closing(_error(request, "auth.too_slow", 408))
         except BodyTooLarge:
             body.close()
             return _closing(_error(request, "auth.too_large", 413))

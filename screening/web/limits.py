@@ -37,6 +37,10 @@ MAX_BODY_BYTES = max(limit for _, limit in UPLOAD_ROUTES)
 # instead of a reset connection; beyond it the connection is simply closed.
 DRAIN_LIMIT_BYTES = MAX_BODY_BYTES + 1024 * 1024
 SPOOL_IN_MEMORY_BYTES = 256 * 1024
+# The whole body must arrive within this (slow-body slowloris): login forms are tiny; a user's
+# 20 MB upload over a poor Wi-Fi link (1 Mbit/s) takes under three minutes.
+ANONYMOUS_BODY_TIMEOUT_S = 10.0
+USER_BODY_TIMEOUT_S = 300.0
 REPLAY_CHUNK_BYTES = 64 * 1024
 MULTIPART = "multipart/form-data"
 
