@@ -347,3 +347,13 @@ def test_an_anonymous_body_sent_slowly_is_cut_off(users_rig: WebRig) -> None:
         reply = sock.recv(65536)  # and never the rest of the body
     assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
     assert ANONYMOUS_BODY_TIMEOUT_S - 1 <= time.monotonic() - started <= ANONYMOUS_BODY_TIMEOUT_S + 5
+
+
+@pytest.mark.parametrize(("address", "source"), [
+    ("192.0.2.7", "192.0.2.7"), ("::ffff:192.0.2.7", "192.0.2.7"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"), ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+])  # fmt: skip
+def test_a_source_is_an_ipv4_address_or_an_ipv6_64(address: str, source: str) -> None:
+    from screening.web.login_throttle import source_of
+
+    assert source_of(address) == source
