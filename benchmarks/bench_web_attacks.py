@@ -70,6 +70,15 @@ def proc_status(pid: int) -> dict[str, int]:
     return values
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     """Child processes of ``pid``, whichever of its threads started them."""
     found: list[int] = []
@@ -269,6 +278,8 @@ def run_one(name: str, attack: Attack | None, calls: int, time_scale: float) -> 
         before = {"daemon": proc_status(daemon.pid), "web": {}}
         if children(daemon.pid):
             before["web"] = proc_status(children(daemon.pid)[0])
+        web_pid = (children(daemon.pid) or [0])[0]
+        cpu_before = {"daemon": cpu_s(daemon.pid), "web": cpu_s(web_pid)}
         threads = (attack(port, stop, attack_tally) if attack else []) + prober(port, stop, probe_tally)
         started = time.monotonic()
         while time.monotonic() - started < CALLS_TIMEOUT_S:
@@ -285,6 +296,7 @@ def run_one(name: str, attack: Attack | None, calls: int, time_scale: float) -> 
                 break
             time.sleep(SAMPLE_S)
         attack_s = time.monotonic() - started
+        cpu_used = {"daemon": cpu_s(daemon.pid) - cpu_before["daemon"], "web": cpu_s(web_pid) - cpu_before["web"]}
         stop.set()
         for thread in threads:
             thread.join(15)
@@ -318,6 +330,7 @@ def run_one(name: str, attack: Attack | None, calls: int, time_scale: float) -> 
                        "after": after["web"].get("VmRSS")},
         "web_fds": {"before": before["web"].get("fds"), "peak": peaks["web_fds"]},
         "web_processes_seen": len(web_pids),
+        "cpu_percent_of_one_core": {who: round(100 * used / attack_s, 1) for who, used in cpu_used.items()},
         "page_probes": dict(probe_tally.replies),
         "attack_replies": dict(attack_tally.replies.most_common(8)),
         "daemon_exit": daemon.returncode,
