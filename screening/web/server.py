@@ -1,6 +1,6 @@
 """Run the web app with uvicorn on a thread of its own, with a clean, bounded stop.
 
-Used by `mamoru run` (next to screening: a web failure never stops screening),
+Used by the page's own process that `mamoru run` starts (screening/web/process.py),
 by `mamoru web` and by the tests (port 0 = a free port, see ``WebServer.port``).
 """
 
@@ -168,7 +168,7 @@ def config_file(cfg: Config) -> Path | None:
 
 
 def start_for_daemon(cfg: Config, db_path: Path, recordings_dir: Path | None = None) -> WebServer | None:
-    """`mamoru run`: serve ``[web]`` next to screening; any failure is logged and screening goes on."""
+    """The page's process under `mamoru run`: serve ``[web]``; any failure is logged, None returned."""
     if not cfg.web.enabled:
         return None
     try:
