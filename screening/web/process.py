@@ -47,7 +47,7 @@ TMP_DIR_NAME = "web-tmp"
 
 
 class WebProcess:
-    """One web page child; ``start`` returns once it listens (RuntimeError/OSError if it does not)."""
+    """The web page's child process, kept running in the background until ``stop``."""
 
     def __init__(self, cfg: Config, db_path: Path, recordings_dir: Path | None) -> None:
         self._cfg = cfg
