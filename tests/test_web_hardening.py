@@ -46,9 +46,9 @@ def test_first_run_setup_from_a_rebound_name_is_refused(rig: WebRig) -> None:
     # even with a CSRF token and pre-session from a real visit, the rebound name gets nothing
     good = rig.client()
     token = csrf_of(good, "/setup")
+    evil.cookies.update(good.cookies)
     response = evil.post("/setup", data={"csrf_token": token, "name": "attacker", "password": "attacker-pass-1",
-                                         "password2": "attacker-pass-1", "language": "ja"},
-                         cookies=dict(good.cookies))  # fmt: skip
+                                         "password2": "attacker-pass-1", "language": "ja"})  # fmt: skip
     assert response.status_code == 421
     assert rig.users.setup_needed(), "the rebound name created an account"
 
