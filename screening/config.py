@@ -697,6 +697,19 @@ def _listen_host() -> _Parser[str]:
     return _Parser("IP address or host name", convert)
 
 
+def _allowed_hosts() -> _Parser[tuple[str, ...]]:
+    """Host names or IP addresses, without port or scheme; kept lower-case (the Host check compares so)."""
+    check = _listen_host().convert
+
+    def item(text: str) -> str:
+        try:
+            return check(text.strip()).lower()
+        except _Invalid:
+            raise _Invalid(f"expected a host name or an IP address, without scheme or port (got {text!r})") from None
+
+    return _string_list("host names", item, tuple)
+
+
 @dataclass(frozen=True, slots=True)
 class WebConfig:
     """``[web]``: the family and installer web page, served by `mamoru run` (and `mamoru web`)."""
@@ -709,6 +722,12 @@ class WebConfig:
     )
     port: int = _setting(8080, _int_range(0, 65535), "TCP port of the web page (0 = any free port, logged).")
     session_hours: int = _setting(12, _int_range(1, 720), "A login lasts this many hours.")
+    allowed_hosts: tuple[str, ...] = _setting(
+        [], _allowed_hosts(),
+        "More names the page may be opened by (e.g. `[\"mamoru.home.arpa\"]`); loopback, the unit's own "
+        "addresses, `mamoru.local`, `<hostname>.local` and the host of `[alerts] web_base_url` always work. "
+        "Any other `Host:` is refused (DNS rebinding).",
+    )
 
 
 class SipUpstream(StrEnum):

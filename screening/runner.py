@@ -46,7 +46,7 @@ from screening.panel_wiring import start_panel
 from voice.service import RecordingHousekeeping, build_prompts, build_voice
 
 if TYPE_CHECKING:
-    from screening.web.server import WebServer
+    from screening.web.process import WebProcess
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
                   f"database {db_path}", flush=True)
             after = None
             if sim.stay:
-                page = f"http://127.0.0.1:{web.port}/" if web is not None else None
+                port = web.wait_ready() if web is not None else None
+                page = f"http://127.0.0.1:{port}/" if port else None
                 after = ("mamoru demo: the scripted calls are done. "
                          + (f"See them on the web page: {page} (first visit: set a password). " if page else "")
                          + "Press Ctrl-C to stop.")  # fmt: skip
@@ -305,19 +306,20 @@ def call_settings_from_config(cfg: Config) -> CallSettings:
     return CallSettings(policy_from_config(cfg), build_prompts(cfg), float(cfg.line.call_timeout_s))
 
 
-def start_web(cfg: Config, db_path: Path, recordings_dir: Path | None) -> WebServer | None:
-    """The web page next to screening (``[web] enabled``); None when off or when it failed (logged).
+def start_web(cfg: Config, db_path: Path, recordings_dir: Path | None) -> WebProcess | None:
+    """The web page in its own process (``[web] enabled``); None when off or when it failed (logged).
 
     ``db_path`` and ``recordings_dir`` are the ones screening really uses (the demo's differ from cfg's).
+    No web load reaches the call loop: see screening/web/process.py.
     """
     if not cfg.web.enabled:
         return None
     try:
-        from screening.web.server import start_for_daemon
+        from screening.web.process import start_web_process
     except ImportError as exc:  # a unit installed without the web packages still screens
         log.error("web page not started: %s", exc)
         return None
-    return start_for_daemon(cfg, db_path, recordings_dir)
+    return start_web_process(cfg, db_path, recordings_dir)
 
 
 def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon, others: Sequence[Daemon] = (),

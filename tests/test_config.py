@@ -267,6 +267,9 @@ BAD_VALUES = [
     ("web", "port", "65536", "must be between 0 and 65535 (got 65536)"),
     ("web", "port", '"8080"', 'expected an integer (got string "8080")'),
     ("web", "session_hours", "0", "must be between 1 and 720 (got 0)"),
+    ("web", "allowed_hosts", '["http://mamoru.home.arpa"]', "item 0: expected a host name or an IP address"),
+    ("web", "allowed_hosts", '["mamoru.home.arpa:8080"]', "without scheme or port"),
+    ("web", "allowed_hosts", '"mamoru.home.arpa"', "expected an array of strings"),
 ]
 
 # [[relatives]] entries: (TOML of one entry, key of the problem, message). A secret in a bad URL is never echoed.

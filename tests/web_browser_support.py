@@ -1,8 +1,8 @@
 """What the browser tests drive: the real appliance (``mamoru run`` with its web server) and Chromium.
 
 ``Appliance`` is one household's unit: a config file, a database, a recordings
-directory, ``mamoru run`` as a subprocess (screening and the web page in one
-process, as on a Pi) and the virtual modem it screens. The modem lives in the
+directory, ``mamoru run`` as a subprocess (screening, with the web page in its
+own child process, as on a Pi) and the virtual modem it screens. The modem lives in the
 test process, on a real pty the daemon opens through ``modem://``, so a test
 can place a call whenever it needs one (``sim:`` plays a fixed list of calls
 and stops the daemon when they are done). The line runs at real speed

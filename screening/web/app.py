@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from screening.web import auth, pages_calls, pages_health, pages_lists, pages_settings
 from screening.web.context import WebContext
+from screening.web.hostcheck import HostCheck
 from screening.web.i18n import translate
 from screening.web.templating import render, request_language
 
@@ -81,7 +82,9 @@ def create_app(ctx: WebContext) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders), Middleware(auth.SessionMiddleware, ctx=ctx)],
+        # HostCheck first: a rebound name (DNS rebinding) gets nothing, not even a pre-session.
+        middleware=[Middleware(HostCheck, config=ctx.config), Middleware(SecurityHeaders),
+                    Middleware(auth.SessionMiddleware, ctx=ctx)],
         exception_handlers={HTTPException: _http_error, auth.LoginRequired: _login_required},
     )
     app.state.ctx = ctx

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import anyio
 from anyio import to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -47,6 +48,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from screening.web.context import WebContext
 from screening.web.i18n import DEFAULT_LANGUAGE, UiLanguage, register, translate
+from screening.web.limits import (
+    ANONYMOUS_BODY_TIMEOUT_S,
+    DRAIN_LIMIT_BYTES,
+    MULTIPART,
+    USER_BODY_TIMEOUT_S,
+    BodyTooLarge,
+    ClientGone,
+    Sender,
+    SpooledBody,
+    body_limit,
+)
+from screening.web.login_throttle import DEVICE_COOKIE, DEVICE_COOKIE_MAX_AGE, Attempt, LoginLimiter, LoginLimits
 from screening.web.templating import LANG_COOKIE, render, request_language
 
 log = logging.getLogger(__name__)
@@ -61,9 +74,6 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; nobody needs to make us hash megabytes
 MAX_NAME_LENGTH = 32
-MAX_FORM_BYTES = 64 * 1024
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-DRAIN_LIMIT_BYTES = MAX_UPLOAD_BYTES + 1024 * 1024  # read (and drop) this much of a refused body: clean 413
 ANONYMOUS_SESSION_S = 2 * 3600.0
 MAX_ANONYMOUS_SESSIONS = 5000
 MAX_USER_SESSIONS = 500
@@ -154,6 +164,8 @@ register({
         "auth.done.user_added": "追加しました。",
         "auth.done.user_removed": "削除しました。その人はすぐにログアウトされます。",
         "auth.too_large": "送られた内容が大きすぎます。",
+        "auth.unsupported": "ここでは、この送り方は受け付けていません。",
+        "auth.too_slow": "送られるのに時間がかかりすぎました。もう一度お試しください。",
         "auth.redirecting": "移動しています。自動で移らないときは、こちらを押してください。",
     },
     "en": {
@@ -214,6 +226,8 @@ register({
         "auth.done.user_added": "Added.",
         "auth.done.user_removed": "Removed. That person is logged out at once.",
         "auth.too_large": "What was sent is too large.",
+        "auth.unsupported": "This kind of upload is not accepted here.",
+        "auth.too_slow": "Sending took too long. Please try again.",
         "auth.redirecting": "Opening the page. If nothing happens, press here.",
     },
 })  # fmt: skip
@@ -593,67 +607,6 @@ class SessionStore:
                     session.stamp = new
 
 
-# ---- login rate limiting -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LoginLimits:
-    """``max_failures`` wrong logins lock for ``lock_s``; each further lock doubles, up to ``max_lock_s``."""
-
-    max_failures: int = 5
-    lock_s: float = 60.0
-    max_lock_s: float = 900.0
-    forget_s: float = 24 * 3600.0  # a quiet day clears the doubling
-    max_keys: int = 10000
-
-
-@dataclass(slots=True)
-class _Strikes:
-    failures: int = 0
-    locks: int = 0
-    locked_until: float = 0.0
-    last: float = 0.0
-
-
-class LoginLimiter:
-    """Failures per client address and per user name (unknown names too: nothing to learn from a lock)."""
-
-    def __init__(self, limits: LoginLimits, clock: Callable[[], float]) -> None:
-        self.limits = limits
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._strikes: OrderedDict[str, _Strikes] = OrderedDict()
-
-    def wait_s(self, keys: Iterable[str]) -> float:
-        """Seconds until every key is unlocked (0 = go ahead)."""
-        now = self._clock()
-        with self._lock:
-            return max((s.locked_until - now for k in keys if (s := self._strikes.get(k))), default=0.0)
-
-    def failed(self, keys: Iterable[str]) -> None:
-        now = self._clock()
-        with self._lock:
-            for key in keys:
-                strikes = self._strikes.pop(key, None) or _Strikes()
-                if now - strikes.last > self.limits.forget_s:
-                    strikes = _Strikes()
-                strikes.failures += 1
-                strikes.last = now
-                if strikes.failures >= self.limits.max_failures:
-                    lock = min(self.limits.lock_s * 2**strikes.locks, self.limits.max_lock_s)
-                    strikes.locked_until, strikes.failures = now + lock, 0
-                    strikes.locks += 1
-                    log.warning("web login: %s locked for %.0f s after repeated failures", key, lock)
-                self._strikes[key] = strikes
-                while len(self._strikes) > self.limits.max_keys:
-                    self._strikes.popitem(last=False)
-
-    def succeeded(self, keys: Iterable[str]) -> None:
-        with self._lock:
-            for key in keys:
-                self._strikes.pop(key, None)
-
-
 # ---- per-app state -------------------------------------------------------------------------
 
 
@@ -787,11 +740,16 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _limit_keys(request: Request, name: str) -> list[str]:
-    keys = [f"address {_client(request)}"]
-    if name:
-        keys.append(f"name {name.casefold()[:MAX_NAME_LENGTH * 2]!r}")
-    return keys
+def _begin_attempt(request: Request, name: str) -> Attempt | float:
+    """Reserve a password check for this source (or this known browser), or the seconds to wait."""
+    limiter = auth_state(request).limiter
+    return limiter.begin(limiter.keys(_client(request), name, request.cookies.get(DEVICE_COOKIE)))
+
+
+def _device_cookie_for(request: Request, response: Response, name: str) -> None:
+    """This browser logged in as ``name``: a lock on the name never applies to it (login_throttle.py)."""
+    token = auth_state(request).limiter.device_token(name)
+    _set_cookie(response, request, DEVICE_COOKIE, token, max_age=DEVICE_COOKIE_MAX_AGE)
 
 
 def _session_cookie_for(request: Request, response: Response, session: Session) -> None:
@@ -841,48 +799,6 @@ def _same_origin(headers: Mapping[str, str], scheme: str) -> bool:
     return True
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    """The whole body, up to ``limit``; beyond it the rest is read and dropped, then _BodyTooLarge."""
-    chunks: list[bytes] = []
-    size = 0
-    too_large = False
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _BodyTooLarge if too_large else ConnectionError("client went away")
-        body = message.get("body", b"")
-        size += len(body)
-        if size > limit:
-            too_large = True
-            chunks.clear()
-            if size > DRAIN_LIMIT_BYTES:
-                raise _BodyTooLarge
-        elif body:
-            chunks.append(body)
-        if not message.get("more_body", False):
-            break
-    if too_large:
-        raise _BodyTooLarge
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
 class SessionMiddleware:
     """Resolves the user, sends everyone to /setup before the first account, checks bodies and CSRF."""
 
@@ -908,13 +824,17 @@ class SessionMiddleware:
         if response is not None:
             await response(scope, receive, self._with_cookies(send, request, new_anonymous))
             return
-        if request.method in UNSAFE_METHODS:
-            checked = await self._check_unsafe(request, session, receive)
-            if isinstance(checked, Response):
-                await checked(scope, receive, send)
-                return
-            receive = checked
-        await self.app(scope, receive, self._with_cookies(send, request, new_anonymous))
+        if request.method not in UNSAFE_METHODS:
+            await self.app(scope, receive, self._with_cookies(send, request, new_anonymous))
+            return
+        checked = await self._check_unsafe(request, user, session, receive)
+        if isinstance(checked, Response):
+            await checked(scope, receive, send)
+            return
+        try:
+            await self.app(scope, checked.replay(receive), self._with_cookies(send, request, new_anonymous))
+        finally:
+            checked.close()
 
     def _resolve(self, state: AuthState, request: Request) -> tuple[User | None, Session | None]:
         """(user, session): a valid login first, else the anonymous pre-session."""
@@ -938,25 +858,51 @@ class SessionMiddleware:
             return _bounce(request)
         return None
 
-    async def _check_unsafe(self, request: Request, session: Session | None, receive: Receive) -> Response | Receive:
+    async def _check_unsafe(self, request: Request, user: User | None, session: Session | None,
+                            receive: Receive) -> Response | SpooledBody:  # fmt: skip
+        """The CSRF check; the body read (spooled, capped by sender and route) and ready to replay."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        limit = MAX_UPLOAD_BYTES if content_type == "multipart/form-data" else MAX_FORM_BYTES
+        sender = Sender.USER if user is not None else Sender.ANONYMOUS if session is not None else Sender.NOBODY
+        limit = body_limit(sender, request.url.path, content_type)
+        if limit == 0:
+            # Decided from the headers alone: not one byte of the body is read (issue 12.9).
+            log.info("web: %s %s refused before its body: %s sender, %s", request.method, request.url.path,
+                     sender.value, content_type or "no content type")  # fmt: skip
+            key, status = ("error.csrf", 403) if sender is Sender.NOBODY else ("auth.unsupported", 415)
+            return _closing(_error(request, key, status))
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > DRAIN_LIMIT_BYTES:
-            return _error(request, "auth.too_large", 413)
+        # A user's too-large upload is drained for a clean 413 page; an anonymous one is not worth reading.
+        if declared.isdigit() and int(declared) > (DRAIN_LIMIT_BYTES if sender is Sender.USER else limit):
+            return _closing(_error(request, "auth.too_large", 413))
+        body = SpooledBody(self.ctx.users_path.parent)
         try:
-            body = await _read_body(receive, limit)
-        except _BodyTooLarge:
-            return _error(request, "auth.too_large", 413)
-        except ConnectionError:
+            with anyio.fail_after(USER_BODY_TIMEOUT_S if sender is Sender.USER else ANONYMOUS_BODY_TIMEOUT_S):
+                await body.read(receive, limit, drain=sender is Sender.USER)
+        except TimeoutError:  # a body trickled in to hold the connection
+            body.close()
+            return _closing(_error(request, "auth.too_slow", 408))
+        except BodyTooLarge:
+            body.close()
+            return _closing(_error(request, "auth.too_large", 413))
+        except ClientGone:
+            body.close()
             return _error(request, "error.bad_request", 400)
+        refused = await self._csrf_refusal(request, session, content_type, body, receive)
+        if refused is not None:
+            body.close()
+            return refused
+        return body
+
+    @staticmethod
+    async def _csrf_refusal(request: Request, session: Session | None, content_type: str, body: SpooledBody,
+                            receive: Receive) -> Response | None:  # fmt: skip
         if not _same_origin(request.headers, request.url.scheme):
             log.warning("web: %s %s refused: Origin/Referer is another site", request.method, request.url.path)
             return _error(request, "error.csrf", 403)
         token = request.headers.get(CSRF_HEADER)
-        if token is None and content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        if token is None and content_type in (MULTIPART, "application/x-www-form-urlencoded"):
             try:
-                async with Request(request.scope, _replay(body, receive)).form() as form:
+                async with Request(request.scope, body.replay(receive)).form() as form:
                     token = _field(form, CSRF_FIELD, 256)
             except Exception as exc:  # noqa: BLE001 -- any parser failure on hostile input is the client's error
                 log.info("web: %s %s: unreadable form: %s", request.method, request.url.path, exc)
@@ -964,7 +910,7 @@ class SessionMiddleware:
         if session is None or not token or not hmac.compare_digest(token.encode(), session.csrf.encode()):
             log.info("web: %s %s refused: missing or wrong CSRF token", request.method, request.url.path)
             return _error(request, "error.csrf", 403)
-        return _replay(body, receive)
+        return None
 
     @staticmethod
     def _with_cookies(send: Send, request: Request, new_anonymous: Session | None) -> Send:
@@ -983,6 +929,12 @@ class SessionMiddleware:
 def _error(request: Request, key: str, status_code: int) -> Response:
     return render(request, "error.html", {"message": translate(request_language(request), key)},
                   status_code=status_code)  # fmt: skip
+
+
+def _closing(response: Response) -> Response:
+    """A refusal sent before the body was read (or all of it): the connection cannot be reused."""
+    response.headers["connection"] = "close"
+    return response
 
 
 def _bounce(request: Request) -> Response:
@@ -1043,6 +995,7 @@ async def setup_page(request: Request) -> Response:
     session = _start_session(request, account)
     response = RedirectResponse("/", status_code=303)
     _session_cookie_for(request, response, session)
+    _device_cookie_for(request, response, account.name)
     return response
 
 
@@ -1070,27 +1023,30 @@ async def login_page(request: Request) -> Response:
     name = _field(form, "name", 256).strip()
     password = _field(form, "password", MAX_PASSWORD_LENGTH + 1)
     next_url = safe_next(_field(form, "next", 2048))
-    keys = _limit_keys(request, name)
-    wait = state.limiter.wait_s(keys)
-    if wait > 0:
-        minutes = max(1, -int(-wait // 60))
+    attempt = _begin_attempt(request, name)
+    if not isinstance(attempt, Attempt):
+        minutes = max(1, -int(-attempt // 60))
         return _login_form(request, status_code=429, notice="auth.login.locked", name=name, next_url=next_url,
                            minutes=minutes)
     account = state.users.find(name) if name else None
+    ok: bool | None = False  # anything but a finished check counts as a failure ...
     try:
         ok = await to_thread.run_sync(verify_password, account.password_hash if account else None, password)
+        ok = ok and account is not None and len(password) <= MAX_PASSWORD_LENGTH
     except HashBusy:
+        ok = None  # ... except a check that never ran (every hash slot busy)
         return _login_form(request, status_code=503, notice="auth.login.busy", name=name, next_url=next_url)
-    if not ok or account is None or len(password) > MAX_PASSWORD_LENGTH:
-        state.limiter.failed(keys)
+    finally:
+        state.limiter.finish(attempt, ok=ok)
+    if not ok or account is None:
         log.warning("web login failed for %r from %s", name[:64], _client(request))
         return _login_form(request, status_code=401, notice="auth.login.failed", name=name, next_url=next_url)
-    state.limiter.succeeded(keys)
     account = await _rehash_if_needed(state, account, password)
     session = _start_session(request, account)
     log.info("web login: %s (%s) from %s", account.name, account.role.value, _client(request))
     response = RedirectResponse(next_url, status_code=303)
     _session_cookie_for(request, response, session)
+    _device_cookie_for(request, response, account.name)
     return response
 
 
@@ -1164,16 +1120,20 @@ async def account_password(request: Request) -> Response:
     form = await request.form()
     current = _field(form, "current", MAX_PASSWORD_LENGTH + 1)
     password, password2 = _field(form, "password"), _field(form, "password2")
-    keys = _limit_keys(request, user.name)
-    if state.limiter.wait_s(keys) > 0:
+    attempt = _begin_attempt(request, user.name)
+    if not isinstance(attempt, Attempt):
         return _account_page(request, user, {"current": "auth.error.wrong_current"}, status_code=429)
     account = state.users.find(user.name)
+    ok: bool | None = False
     try:
         ok = await to_thread.run_sync(verify_password, account.password_hash if account else None, current)
+        ok = ok and account is not None
     except HashBusy:
+        ok = None
         return _error(request, "auth.login.busy", 503)
+    finally:
+        state.limiter.finish(attempt, ok=ok)
     if not ok or account is None:
-        state.limiter.failed(keys)
         log.warning("web: wrong current password for %s from %s", user.name, _client(request))
         return _account_page(request, user, {"current": "auth.error.wrong_current"}, status_code=400)
     errors = password_problems(user.name, password, password2)

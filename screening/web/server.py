@@ -1,6 +1,6 @@
 """Run the web app with uvicorn on a thread of its own, with a clean, bounded stop.
 
-Used by `mamoru run` (next to screening: a web failure never stops screening),
+Used by the page's own process that `mamoru run` starts (screening/web/process.py),
 by `mamoru web` and by the tests (port 0 = a free port, see ``WebServer.port``).
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from screening.config import BUILTIN_SOURCE, COMMAND_LINE_SOURCE, Config
+from screening.web.connections import ConnectionLimits, guarded_protocol
 from screening.web.context import WebContext
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class WebServer:
 
 
 def serve_in_thread(ctx: WebContext, host: str, port: int, *, app: Any = None, tls: tuple[Path, Path] | None = None,
-                    timeout: float = START_TIMEOUT_S) -> WebServer:  # fmt: skip
+                    timeout: float = START_TIMEOUT_S, limits: ConnectionLimits | None = None) -> WebServer:  # fmt: skip
     """Serve ``create_app(ctx)`` (or ``app``) on host:port; returns once it accepts connections.
 
     ``tls`` = (certificate, key) PEM files serves https (a reverse proxy usually does that instead).
@@ -125,6 +126,7 @@ def serve_in_thread(ctx: WebContext, host: str, port: int, *, app: Any = None, t
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, host=host, port=bound_port, log_config=None, log_level="warning", access_log=False,
+        http=guarded_protocol(limits or ConnectionLimits()),  # connection caps, request-head deadline
         lifespan="off", proxy_headers=False, server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, timeout_keep_alive=5,
         ssl_certfile=str(tls[0]) if tls else None, ssl_keyfile=str(tls[1]) if tls else None,
@@ -166,7 +168,7 @@ def config_file(cfg: Config) -> Path | None:
 
 
 def start_for_daemon(cfg: Config, db_path: Path, recordings_dir: Path | None = None) -> WebServer | None:
-    """`mamoru run`: serve ``[web]`` next to screening; any failure is logged and screening goes on."""
+    """The page's process under `mamoru run`: serve ``[web]``; any failure is logged, None returned."""
     if not cfg.web.enabled:
         return None
     try:
