@@ -12,8 +12,9 @@ What is admitted to a real call (with sockets):
 
 * only from ``trusted_upstreams`` when they are set (others: 403);
 * one call slot at a time per source address, or per calling number when the INVITE comes
-  from the configured upstream (which carries every caller of the household's line);
-  withheld callers from the upstream are not limited this way (486 when the slot is held);
+  from the configured upstream (which carries every caller of the household's line); callers
+  without a number through the upstream share one key that may hold every slot but one, so
+  a flood of anonymous calls cannot take the last (486 when the slots are held);
 * at most ``source_rate_per_s`` new calls a second per source / number, with a burst (503);
 * only while the sockets in use, counting closed ones until their slot is free again, stay
   under the budget (503). The budget, not the rates, is what keeps the process alive.
@@ -49,8 +50,8 @@ class AdmissionLimits:
     reserve_handles: int = 4  # never planned for: a margin for anything pjsua opens besides calls
     # pjlib frees a closed socket's slot PJ_IOQUEUE_KEY_FREE_DELAY (500 ms) later; counted twice as long.
     handle_free_delay_s: float = 1.0
-    source_rate_per_s: float = 2.0  # new calls a second from one source (or one number via the upstream)
-    source_burst: float = 4.0
+    source_rate_per_s: float = 5.0  # new calls a second from one source (or one number via the upstream)
+    source_burst: float = 10.0
 
     @property
     def max_media_calls(self) -> int:
@@ -76,6 +77,7 @@ class _Bucket:
         return True
 
 
+WITHHELD = "withheld"  # the key of the upstream's callers without a number
 _MAX_BUCKETS = 4096  # sources remembered; beyond that the fullest (idle) buckets are forgotten
 
 
@@ -104,16 +106,24 @@ class Admission:
         """``trusted_upstreams`` are set and this address is not one of them."""
         return bool(self._trusted) and not self._upstream(source_ip)
 
-    def key_for(self, source_ip: str, number: str | None) -> str | None:
-        """What "one caller" is: the number for the upstream's calls (None: withheld), else the address."""
+    def key_for(self, source_ip: str, number: str | None) -> str:
+        """What "one caller" is: the number for the upstream's calls, else the address."""
         if self.from_upstream(source_ip):
-            return f"number:{number}" if number else None
+            return f"number:{number}" if number else WITHHELD
         return f"source:{source_ip}"
+
+    @staticmethod
+    def slots_for(key: str, slots: int) -> int:
+        """Call slots one key may hold at once."""
+        return max(1, slots - 1) if key == WITHHELD else 1
 
     # ---- the decision ---------------------------------------------------------------
 
-    def decide(self, key: str | None, now: float, *, slot_free: bool, key_holds_slot: bool) -> Refusal | None:
-        """None to admit (the caller then opens media: :meth:`media_opened`), else the refusal."""
+    def decide(self, key: str, now: float, *, slot_free: bool, key_holds_slot: bool) -> Refusal | None:
+        """None to admit (the caller then opens media: :meth:`media_opened`), else the refusal.
+
+        ``key_holds_slot``: the key already holds as many slots as :meth:`slots_for` allows.
+        """
         refusal = self._decide(key, now, slot_free=slot_free, key_holds_slot=key_holds_slot)
         if refusal is not None:
             self.refused[refusal] += 1
@@ -123,10 +133,10 @@ class Admission:
         self.refused[Refusal.NOT_UPSTREAM] += 1
         return Refusal.NOT_UPSTREAM
 
-    def _decide(self, key: str | None, now: float, *, slot_free: bool, key_holds_slot: bool) -> Refusal | None:
+    def _decide(self, key: str, now: float, *, slot_free: bool, key_holds_slot: bool) -> Refusal | None:
         if not slot_free or key_holds_slot:
             return Refusal.BUSY
-        if key is not None and not self._take(key, now):
+        if not self._take(key, now):
             return Refusal.OVERLOADED
         if self.media_calls(now) >= self.limits.max_media_calls:
             return Refusal.OVERLOADED

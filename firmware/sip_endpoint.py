@@ -678,9 +678,9 @@ class SipEndpoint:
             caller = self._caller_from(message, prm.rdata.srcAddress)
             key = self.admission.key_for(source_ip, caller.number_e164 or caller.raw_number)
             slot_free = any(s.attached and not s.busy() for s in self.slots)
-            holds = key is not None and any(
-                s.current is not None and not s.current.gone.is_set() and s.current.admission_key == key
-                for s in self.slots)
+            held = sum(1 for s in self.slots
+                       if s.current is not None and not s.current.gone.is_set() and s.current.admission_key == key)
+            holds = held >= self.admission.slots_for(key, sum(1 for s in self.slots if s.attached))
             refusal = self.admission.decide(key, now, slot_free=slot_free, key_holds_slot=holds)
         if refusal is None:
             self.admission.media_opened()
