@@ -121,6 +121,8 @@ def flood_case(tmp: Path, name: str, args: argparse.Namespace) -> dict[str, obje
             cpu_flood = cpu_s(daemon.pid) - cpu_before if alive else None
         time.sleep(args.settle_s)
         rss_after = daemon.rss_kb() if alive else None
+        if alive:
+            daemon.wait_rows_finished(sum(1 for r in legit.results if r.get("code") == "603"))
         rows = daemon.calls_by_number(numbers) if alive else {}
         codes: dict[str, int] = {}
         for r in legit.results:
@@ -143,12 +145,18 @@ def flood_case(tmp: Path, name: str, args: argparse.Namespace) -> dict[str, obje
             "legit": {"calls": len(numbers), "final_codes": codes, "screened_and_logged": len(screened),
                       "invite_to_final_ms": summary(legit.latencies_ms(code=603))},
             "refused_by_daemon": refusals(daemon),
-            "rss_kb": {"before": rss_before, "peak": max(rss.samples, default=None), "after": rss_after},
+            "rss_kb": {"before": rss_before, "peak": max(rss.samples, default=None), "after": rss_after,
+                       f"after_{args.linger_s:.0f}s": None},
+            "unscreened_rows": {n: {k: row[k] for k in ("action", "state", "end_reason", "error")}
+                                for n, row in rows.items() if n not in screened},
             "cpu_s_during_flood": None if cpu_flood is None else round(cpu_flood, 2),
             "log_problems": daemon.log_problems(),
         }
         if not alive:
             result["daemon_log_tail"] = daemon.log_tail(10)
+        elif args.linger_s:  # pjsip keeps a refused INVITE's transaction until its ACK, or 32 s
+            time.sleep(args.linger_s)
+            result["rss_kb"][f"after_{args.linger_s:.0f}s"] = daemon.rss_kb()  # type: ignore[index]
         log.info("%s: alive=%s, legit %d/%d screened (%s), RSS %s -> peak %s kB, refused %s", name, alive,
                  len(screened), len(numbers), codes, rss_before, result["rss_kb"]["peak"],  # type: ignore[index]
                  result["refused_by_daemon"])
@@ -184,13 +192,14 @@ def main() -> int:
     ap.add_argument("--legit", type=int, default=8, help="real (blocklisted) calls placed during the flood")
     ap.add_argument("--legit-rate", type=float, default=1.0, help="real calls started per second")
     ap.add_argument("--settle-s", type=float, default=2.0)
+    ap.add_argument("--linger-s", type=float, default=35.0, help="then wait this long for one more RSS reading")
     ap.add_argument("--case", choices=sorted(CASES), action="append", help="only these cases (default: all)")
     ap.add_argument("--quick", action="store_true", help="2 s floods, 2 real calls; writes no JSON unless --json-out")
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--keep", action="store_true", help="keep the working directory")
     args = ap.parse_args()
     if args.quick:
-        args.seconds, args.legit, args.settle_s = 2.0, 2, 1.0
+        args.seconds, args.legit, args.settle_s, args.linger_s = 2.0, 2, 1.0, 0.0
     json_out = args.json_out or (None if args.quick else DEFAULT_JSON)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("blocklist.store").setLevel(logging.WARNING)

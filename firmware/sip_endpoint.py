@@ -149,7 +149,6 @@ class CallState:
     answer_when_household_answers: bool = False  # an allowed call is answered by the household
     outgoing: bool = False  # we placed it (an alert call): answered = the far end picked up
     household_rung_at: float | None = None  # monotonic; the household leg gives up after ring_timeout_s
-    admission_key: str | None = None  # who this caller is for "one slot per source" (sip_admission)
     answered_at: float | None = None  # monotonic, when our 200 OK went out
     acked: bool = False  # the caller's ACK came (the dialog is confirmed)
 
@@ -163,6 +162,7 @@ class Slot:
     current: CallState | None = None
     attached: bool = False
     in_use: bool = False  # the slot's call loop is still acting on a call (perhaps one already gone)
+    last_key: str | None = None  # admission key of the slot's latest call: held while the slot is busy
 
     def busy(self) -> bool:
         return self.in_use or (self.current is not None and not self.current.gone.is_set())
@@ -627,6 +627,7 @@ class SipEndpoint:
             raise LineError(f"{self.name}: the line is busy")
         call = _Call(self, self._account)
         call.slot = slot
+        slot.last_key = None
         state = CallState(call, CallerID(), time.monotonic(), decided=True, outgoing=True)
         slot.current = state
         self._hold_media(call)
@@ -678,8 +679,8 @@ class SipEndpoint:
             caller = self._caller_from(message, prm.rdata.srcAddress)
             key = self.admission.key_for(source_ip, caller.number_e164 or caller.raw_number)
             slot_free = any(s.attached and not s.busy() for s in self.slots)
-            held = sum(1 for s in self.slots
-                       if s.current is not None and not s.current.gone.is_set() and s.current.admission_key == key)
+            # A slot whose loop still finishes the caller's last call counts as held by that caller.
+            held = sum(1 for s in self.slots if s.busy() and s.last_key == key)
             holds = held >= self.admission.slots_for(key, sum(1 for s in self.slots if s.attached))
             refusal = self.admission.decide(key, now, slot_free=slot_free, key_holds_slot=holds)
         if refusal is None:
@@ -741,8 +742,9 @@ class SipEndpoint:
             self._refuse(call, 486)
             return
         call.slot = slot
+        slot.last_key = key
         now = time.monotonic()
-        slot.current = state = CallState(call, caller, now, admission_key=key)
+        slot.current = state = CallState(call, caller, now)
         # Caller ID first: the daemon screens on it; the Ring is what a no-CID call is screened by.
         slot.events.put((CallOffered(caller, now), state))
         slot.events.put((Ring(1, now), state))
