@@ -63,7 +63,7 @@ CASES = {  # name: (trusted_upstreams, flood source, legitimate calls' source)
     "trusted": ([HOST], HOST, HOST),
     "open": ([], HOST, GATEWAY),
 }
-_REFUSED = re.compile(r"refused with (\d{3}): .*\((\d+) such so far\)")
+_REFUSED = re.compile(r"refused with (\d{3}): .*\((\d+) such so far")
 
 
 def cpu_s(pid: int) -> float:

@@ -364,11 +364,21 @@ class SipEndpoint:
                 self._unclaimed_admission()
                 self._run_commands()
                 self._tick()
-                self._dead_calls.clear()
+                self._bury()
         except Exception:  # noqa: BLE001 -- logged; teardown still runs
             log.error("%s: SIP thread failed:\n%s", self.name, traceback.format_exc())
         finally:
             self._shutdown(endpoint)
+
+    def _bury(self) -> None:
+        """Free the pjsua2 objects of ended calls, before pjsua can give their call id to a new call.
+
+        ``~Call`` clears the user data of its call id and hangs up whatever call is active under
+        that id: run after the id went to a new call, it silently kills that call (seen under a
+        flood, where one poll took more INVITEs than pjsua has call ids). So the dead go before
+        every new call id is handed out (account selection, makeCall) and after every poll.
+        """
+        self._dead_calls.clear()
 
     def _decision_pending(self) -> bool:
         """A call waits for the daemon's answer/reject: poll fast so the command goes out at once.
@@ -609,6 +619,7 @@ class SipEndpoint:
         state.household = leg
         state.household_rung_at = time.monotonic()
         self._hold_media(leg)
+        self._bury()
         try:
             leg.makeCall(target, prm)
         except pj.Error as exc:
@@ -631,6 +642,7 @@ class SipEndpoint:
         state = CallState(call, CallerID(), time.monotonic(), decided=True, outgoing=True)
         slot.current = state
         self._hold_media(call)
+        self._bury()
         try:
             call.makeCall(uri, pj.CallOpParam(True))
         except pj.Error as exc:
@@ -663,6 +675,7 @@ class SipEndpoint:
         without them (see ``firmware/sip_admission.py``).
         """
         self._refusal = None
+        self._bury()  # pjsua has picked this INVITE's call id but not yet made the call active
         message = prm.rdata.wholeMsg
         if self._account is None or self._refusals is None or not message.startswith("INVITE "):
             return  # only an INVITE opens media; pjsua's choice stands
@@ -699,8 +712,9 @@ class SipEndpoint:
         self._refusal_logged_at[refusal] = now
         why = {Refusal.NOT_UPSTREAM: "not an upstream", Refusal.BUSY: "every call slot busy, or the caller "
                "already holds one", Refusal.OVERLOADED: "too many calls, too fast"}[refusal]
-        log.warning("%s: INVITE from %s refused with %d: %s (%d such so far)", self.name, source_ip,
-                    int(refusal), why, self.admission.refused[refusal])
+        slots = " ".join(f"{s.index}:{'busy' if s.busy() else 'free'}/{s.last_key}" for s in self.slots)
+        log.warning("%s: INVITE from %s refused with %d: %s (%d such so far; slots %s)", self.name, source_ip,
+                    int(refusal), why, self.admission.refused[refusal], slots)
 
     def _on_refused_incoming(self, account: Any, prm: Any) -> None:
         refusal, self._refusal = self._refusal or Refusal.OVERLOADED, None

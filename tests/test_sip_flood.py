@@ -19,6 +19,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,10 @@ BURST_RATE = 1000  # INVITE/s, as in the issue
 BURST_CALLS = 400  # 0.4 s of it: the unfixed daemon died after 40
 
 
-def sipp_burst(daemon: MamoruDaemon, cwd: Path, *, source_ip: str, calls: int = BURST_CALLS,
-               rate: int = BURST_RATE, timeout_s: float = 20.0) -> int:
-    """SIPp's built-in UAC (INVITE with SDP, ACK, BYE) at ``rate``/s; its exit code."""
+@contextmanager
+def sipp_burst_running(daemon: MamoruDaemon, cwd: Path, *, source_ip: str, calls: int = BURST_CALLS,
+                       rate: int = BURST_RATE, timeout_s: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:
+    """SIPp's built-in UAC (INVITE with SDP, ACK, BYE) at ``rate``/s, running; waited for (bounded) on exit."""
     name = f"burst-{uuid.uuid4().hex[:6]}"
     args = [_sipp(), "-sn", "uac", "-i", source_ip, "-p", str(free_udp_port()), "-mp", str(free_udp_port(span=4)),
             "-r", str(rate), "-m", str(calls), "-l", str(calls), "-timeout", f"{timeout_s:.0f}s", "-nostdin",
@@ -55,13 +57,18 @@ def sipp_burst(daemon: MamoruDaemon, cwd: Path, *, source_ip: str, calls: int = 
     with (cwd / f"{name}_stderr.log").open("w") as stderr:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd)
         try:
-            code = proc.wait(timeout=timeout_s + 15)
+            yield proc
+            proc.wait(timeout=timeout_s + 15)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
-    log.info("sipp burst of %d INVITEs at %d/s from %s: exit %s", calls, rate, source_ip, code)
-    return int(code)
+    log.info("sipp burst of %d INVITEs at %d/s from %s: exit %s", calls, rate, source_ip, proc.returncode)
+
+
+def sipp_burst(daemon: MamoruDaemon, cwd: Path, *, source_ip: str, calls: int = BURST_CALLS) -> None:
+    with sipp_burst_running(daemon, cwd, source_ip=source_ip, calls=calls):
+        pass
 
 
 @pytest.fixture
@@ -102,6 +109,23 @@ def test_a_burst_from_the_trusted_upstream_leaves_the_daemon_screening(
     trusted_daemon.assert_alive(f"{BURST_CALLS} INVITEs at {BURST_RATE}/s from the trusted upstream")
     assert_blocked_caller_still_screened(trusted_daemon, tmp_path, "a trusted burst")
     trusted_daemon.assert_stops_cleanly()
+
+
+def test_calls_placed_during_a_burst_are_screened(daemon_plain: MamoruDaemon, tmp_path: Path) -> None:
+    """Three callers from another address while 4000 INVITEs arrive at 1000/s: each is answered,
+    announced and hung up by mamoru, with its own row. (The flood's refused calls used to free their
+    pjsua2 objects after pjsua had given the call id to a new call: that killed the new call.)"""
+    with sipp_burst_running(daemon_plain, tmp_path, source_ip="127.0.0.1", calls=4000) as burst:
+        time.sleep(0.5)
+        for i in range(3):
+            assert burst.poll() is None, "the burst ended before the calls were placed: not a test of anything"
+            run_sipp("hostile_caller", daemon_plain, tmp_path, keys={"caller": BLOCKED}, source_ip=ELSEWHERE,
+                     timeout_s=10).assert_ok(f"blocked caller {i + 1} during a burst")
+    daemon_plain.assert_alive("the burst")
+    daemon_plain.wait_calls(3)
+    mine = [(r["action"], r["rule"], r["end_reason"]) for r in daemon_plain.calls() if r["raw_number"] == BLOCKED]
+    assert mine == [("block", "blocklist:local", "announced_and_hung_up")] * 3, mine
+    daemon_plain.assert_stops_cleanly()
 
 
 def test_never_acked_invites_from_one_address_hold_one_slot_not_all(daemon_plain: MamoruDaemon,
