@@ -30,6 +30,7 @@ from tests.test_sip_hostile import (  # noqa: E402 -- after the importorskip
     BLOCKED,
     MamoruDaemon,
     RawUac,
+    _flood_numbers,
     _sipp,
     assert_blocked_caller_still_screened,
     free_udp_port,
@@ -105,6 +106,12 @@ def test_a_burst_from_outside_the_trusted_upstreams_leaves_the_daemon_screening(
 
 def test_a_burst_from_the_trusted_upstream_leaves_the_daemon_screening(
         trusted_daemon: MamoruDaemon, tmp_path: Path) -> None:
+    """1000 INVITEs at 1000/s through the upstream, each from its own (blocklisted) number, then
+    SIPp's anonymous ``uac`` burst: the daemon used to abort on the first."""
+    _flood_numbers(tmp_path / "numbers.csv", BURST_RATE)
+    run_sipp("hostile_flood", trusted_daemon, tmp_path, calls=BURST_RATE, rate=BURST_RATE, limit=BURST_RATE,
+             inf=tmp_path / "numbers.csv", timeout_s=30)  # its outcome: refusals, mostly; alive is the point
+    trusted_daemon.assert_alive(f"{BURST_RATE} numbered INVITEs at {BURST_RATE}/s from the trusted upstream")
     sipp_burst(trusted_daemon, tmp_path, source_ip="127.0.0.1")
     trusted_daemon.assert_alive(f"{BURST_CALLS} INVITEs at {BURST_RATE}/s from the trusted upstream")
     assert_blocked_caller_still_screened(trusted_daemon, tmp_path, "a trusted burst")
