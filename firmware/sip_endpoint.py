@@ -495,7 +495,11 @@ class SipEndpoint:
             if state is not None and state.answered_at is not None and not state.acked and not state.outgoing \
                     and not state.gone.is_set() and now - state.answered_at > _ACK_TIMEOUT_S:
                 log.warning("%s: no ACK %.0fs after our answer: ending the call", self.name, _ACK_TIMEOUT_S)
-                self.hang_up_call(state, 200)
+                try:
+                    self.hang_up_call(state, 200)
+                except pj.Error as exc:  # the slot is freed all the same; the loop must go on
+                    log.warning("%s: hang-up without ACK: %s", self.name, exc.info())
+                    self._let_go(state)
                 continue
             if state is None or state.answered.is_set() or state.gone.is_set() or state.outgoing:
                 continue
