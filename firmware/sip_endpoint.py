@@ -162,7 +162,7 @@ class Slot:
     current: CallState | None = None
     attached: bool = False
     in_use: bool = False  # the slot's call loop is still acting on a call (perhaps one already gone)
-    last_key: str | None = None  # admission key of the slot's latest call: held while the slot is busy
+    last_key: str | None = None  # admission key of the slot's latest call: held by it while the call is up
 
     def busy(self) -> bool:
         return self.in_use or (self.current is not None and not self.current.gone.is_set())
@@ -696,8 +696,8 @@ class SipEndpoint:
             caller = self._caller_from(message, prm.rdata.srcAddress)
             key = self.admission.key_for(source_ip, caller.number_e164 or caller.raw_number)
             slot_free = any(s.attached and not s.busy() for s in self.slots)
-            # A slot whose loop still finishes the caller's last call counts as held by that caller.
-            held = sum(1 for s in self.slots if s.busy() and s.last_key == key)
+            held = sum(1 for s in self.slots
+                       if s.current is not None and not s.current.gone.is_set() and s.last_key == key)
             holds = held >= self.admission.slots_for(key, sum(1 for s in self.slots if s.attached))
             refusal = self.admission.decide(key, now, slot_free=slot_free, key_holds_slot=holds)
         if refusal is None:
