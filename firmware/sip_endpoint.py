@@ -62,7 +62,10 @@ _SESSION_TERMINATED = 171140  # PJSIP_ESESSIONTERMINATED: the caller left while 
 _QUIET_PJ_LOGS = ("RTP socket bind()", "RTCP socket bind()")  # pjsua just takes the next port
 _PJ_LEVELS = {0: logging.ERROR, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
 _MAX_MESSAGE_CHARS = 65536  # an INVITE bigger than this is read only this far for caller ID
-_PJSUA_MAX_CALLS = 32  # PJSUA_MAX_CALLS: refused INVITEs and calls waiting for their last ACK/BYE need room
+# pjsua's call table: refused INVITEs (for an instant) and calls waiting for their last ACK/BYE need
+# room besides the slots' caller and household legs. pjsua caps it at its build's PJSUA_MAX_CALLS,
+# silently: 4 in the x86_64 wheel (measured), 32 in scripts/build_pjproject.sh's build.
+_PJSUA_MAX_CALLS = 32
 # An answer whose ACK has not come by then (retransmissions lost for this long) is given up on:
 # pjsip itself waits 64*T1 = 32 s, then sends a BYE that waits 32 s more -- a minute of a slot.
 _ACK_TIMEOUT_S = 8.0
@@ -276,7 +279,9 @@ class SipEndpoint:
         self.admission = Admission(settings.trusted_upstreams)  # owner thread only
         self._refusal: Refusal | None = None  # the last selected INVITE's, for _on_refused_incoming
         self._admitted: tuple[str | None, CallerID] | None = None  # its key and caller, until it becomes a call
-        self._lingering: dict[int, Any] = {}  # calls we are done with, waiting for pjsua's DISCONNECTED
+        # Calls we are done with, waiting for pjsua's DISCONNECTED, with their caller's admission key:
+        # they still take one of pjsua's calls, so they count as that caller's one call.
+        self._lingering: dict[int, tuple[Any, str | None]] = {}
         self._refusal_logged_at: dict[Refusal, float] = {}
         self._dead_calls: list[Any] = []  # deleted outside pjsua2 callbacks
         self._dead_accounts: list[Any] = []  # shut down, kept until libDestroy
@@ -596,7 +601,7 @@ class SipEndpoint:
             except pj.Error as exc:
                 log.debug("%s: unhooking the unacknowledged call's audio: %s", self.name, exc.info())
         call.slot = None
-        self._lingering[id(call)] = call  # freed on DISCONNECTED, on this thread
+        self._lingering[id(call)] = (call, slot.last_key)  # freed on DISCONNECTED, on this thread
         self._end(slot, state, 408)
 
     def call_household(self, state: CallState, *, answer_caller: bool) -> bool:
@@ -698,6 +703,7 @@ class SipEndpoint:
             slot_free = any(s.attached and not s.busy() for s in self.slots)
             held = sum(1 for s in self.slots
                        if s.current is not None and not s.current.gone.is_set() and s.last_key == key)
+            held += sum(1 for _, k in self._lingering.values() if k == key)
             holds = held >= self.admission.slots_for(key, sum(1 for s in self.slots if s.attached))
             refusal = self.admission.decide(key, now, slot_free=slot_free, key_holds_slot=holds)
         if refusal is None:

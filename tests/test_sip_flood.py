@@ -185,9 +185,9 @@ def test_a_warned_call_whose_answer_is_never_acked_is_ended_within_seconds(trust
     them through the upstream that never ACK would hold every slot for 30 s and more. mamoru gives
     up on an answer 8 s without ACK: the four calls are over (rows finished) within 12 s.
 
-    Not asserted: that the next INVITE is taken. While pjsip still waits to send its BYE after the
-    missing ACK, the x86_64 wheel answers new INVITEs 486 "too many calls" itself (measured: for
-    more than 40 s); see the README's SIP section."""
+    Not asserted: that the next INVITE is taken. The four calls keep pjsua's calls until their BYE
+    goes out, and the x86_64 wheel has 4 in all: it answers new INVITEs 486 "too many calls"
+    itself meanwhile (measured: more than 40 s); see the README's SIP section."""
     with RawUac(trusted_daemon.port) as uac:
         for i in range(4):
             uac.invite(uac.new_dialog(f"no-ack-{i}", user=f"066222333{i}"))
