@@ -323,15 +323,16 @@ _RESULT = re.compile(r"RESULT (.*)$")
 
 
 def run_sipp(scenario: str, rows: list[tuple[str, ...]], *, target_port: int, limit: int, rate: float,
-             timeout_s: float, workdir: Path) -> SippRun:  # fmt: skip
-    """One SIPp client run of ``len(rows)`` calls; every bound is SIPp's ``-timeout`` plus a margin here."""
+             timeout_s: float, workdir: Path, source: str = HOST) -> SippRun:  # fmt: skip
+    """One SIPp client run of ``len(rows)`` calls from ``source``; every bound is SIPp's ``-timeout`` plus a
+    margin here."""
     workdir.mkdir(parents=True)
     inf = workdir / "calls.csv"
     inf.write_text("SEQUENTIAL\n" + "".join(";".join(r) + ";\n" for r in rows), encoding="ascii")
     log_file = workdir / "results.log"
     stat_file = workdir / "stat.csv"
     cmd = [shutil.which("sipp") or "sipp", "-sf", str(SIPP_DIR / f"{scenario}.xml"), "-inf", str(inf),
-           "-i", HOST, "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+           "-i", source, "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
            "-m", str(len(rows)), "-l", str(limit), "-r", f"{rate:g}", "-rp", "1000",
            "-trace_logs", "-log_file", str(log_file), "-trace_rtt", "-rtt_freq", "1",
            "-trace_stat", "-stf", str(stat_file), "-trace_err", "-error_file", str(workdir / "errors.log"),

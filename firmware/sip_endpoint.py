@@ -33,11 +33,12 @@ from typing import Any, Protocol
 
 import pjsua2 as pj  # type: ignore[import-untyped]
 
+from firmware.sip_admission import Admission, Refusal
 from firmware.sip_media import FRAME_MS, SAMPLE_RATE, FramePort
 from screening.config import SipUpstream
 from screening.core.line import CallOffered, Dtmf, LineError, LineEvent, LineFault, LineRestored, Ring, RingingStopped
 from screening.core.model import CallerID
-from screening.core.sip_callerid import caller_id_from_sip, is_trusted
+from screening.core.sip_callerid import caller_id_from_sip
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,13 @@ _SESSION_TERMINATED = 171140  # PJSIP_ESESSIONTERMINATED: the caller left while 
 _QUIET_PJ_LOGS = ("RTP socket bind()", "RTCP socket bind()")  # pjsua just takes the next port
 _PJ_LEVELS = {0: logging.ERROR, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
 _MAX_MESSAGE_CHARS = 65536  # an INVITE bigger than this is read only this far for caller ID
+# pjsua's call table: refused INVITEs (for an instant) and calls waiting for their last ACK/BYE need
+# room besides the slots' caller and household legs. pjsua caps it at its build's PJSUA_MAX_CALLS,
+# silently: 4 in the x86_64 wheel (measured), 32 in scripts/build_pjproject.sh's build.
+_PJSUA_MAX_CALLS = 32
+# An answer whose ACK has not come by then (retransmissions lost for this long) is given up on:
+# pjsip itself waits 64*T1 = 32 s, then sends a BYE that waits 32 s more -- a minute of a slot.
+_ACK_TIMEOUT_S = 8.0
 
 
 def parse_sip_headers(message: str) -> SipHeaders:
@@ -144,6 +152,8 @@ class CallState:
     answer_when_household_answers: bool = False  # an allowed call is answered by the household
     outgoing: bool = False  # we placed it (an alert call): answered = the far end picked up
     household_rung_at: float | None = None  # monotonic; the household leg gives up after ring_timeout_s
+    answered_at: float | None = None  # monotonic, when our 200 OK went out
+    acked: bool = False  # the caller's ACK came (the dialog is confirmed)
 
 
 @dataclass(slots=True)
@@ -155,6 +165,7 @@ class Slot:
     current: CallState | None = None
     attached: bool = False
     in_use: bool = False  # the slot's call loop is still acting on a call (perhaps one already gone)
+    last_key: str | None = None  # admission key of the slot's latest call: held by it while the call is up
 
     def busy(self) -> bool:
         return self.in_use or (self.current is not None and not self.current.gone.is_set())
@@ -181,6 +192,7 @@ class _Call(pj.Call):  # type: ignore[misc]
         self._endpoint = endpoint
         self.leg = leg
         self.slot: Slot | None = None
+        self.holds_media = False  # counted in Admission until pjsua reports it disconnected
 
     @guarded
     def onCallState(self, prm: Any) -> None:
@@ -225,6 +237,28 @@ class _Account(pj.Account):  # type: ignore[misc]
         self._endpoint._on_reg_state(prm.code, prm.reason, prm.expiration)
 
 
+class _RefusalAccount(pj.Account):  # type: ignore[misc]
+    """Where INVITEs that are not admitted go: its calls get a loopback media transport (no socket)."""
+
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        super().__init__()
+        self._endpoint = endpoint
+
+    @guarded
+    def onIncomingCall(self, prm: Any) -> None:
+        self._endpoint._on_refused_incoming(self, prm)
+
+
+class _Endpoint(pj.Endpoint):  # type: ignore[misc]
+    def __init__(self, owner: SipEndpoint) -> None:
+        super().__init__()
+        self._owner = owner
+
+    @guarded
+    def onSelectAccount(self, prm: Any) -> None:
+        self._owner._select_account(prm)
+
+
 class SipEndpoint:
     """The pjsua2 endpoint and its owner thread, shared by the SipLines of its slots."""
 
@@ -241,6 +275,14 @@ class SipEndpoint:
         self._start_error: str | None = None
         self._thread: threading.Thread | None = None
         self._account: _Account | None = None
+        self._refusals: _RefusalAccount | None = None
+        self.admission = Admission(settings.trusted_upstreams)  # owner thread only
+        self._refusal: Refusal | None = None  # the last selected INVITE's, for _on_refused_incoming
+        self._admitted: tuple[str | None, CallerID] | None = None  # its key and caller, until it becomes a call
+        # Calls we are done with, waiting for pjsua's DISCONNECTED, with their caller's admission key:
+        # they still take one of pjsua's calls, so they count as that caller's one call.
+        self._lingering: dict[int, tuple[Any, str | None]] = {}
+        self._refusal_logged_at: dict[Refusal, float] = {}
         self._dead_calls: list[Any] = []  # deleted outside pjsua2 callbacks
         self._dead_accounts: list[Any] = []  # shut down, kept until libDestroy
         self._users = 0
@@ -308,14 +350,14 @@ class SipEndpoint:
     # ---- owner thread: the loop ---------------------------------------------------
 
     def _run(self) -> None:
-        endpoint = pj.Endpoint()
+        endpoint = _Endpoint(self)
         try:
             endpoint.libCreate()
             self._start(endpoint)
         except pj.Error as exc:
             self._start_error = exc.info()
             self._started.set()
-            self._account = None
+            self._account = self._refusals = None
             for slot in self.slots:
                 slot.port = None
             endpoint.libDestroy()
@@ -324,13 +366,24 @@ class SipEndpoint:
         try:
             while not self._stop.is_set():
                 endpoint.libHandleEvents(_FAST_POLL_MS if self._decision_pending() else _POLL_MS)
+                self._unclaimed_admission()
                 self._run_commands()
                 self._tick()
-                self._dead_calls.clear()
+                self._bury()
         except Exception:  # noqa: BLE001 -- logged; teardown still runs
             log.error("%s: SIP thread failed:\n%s", self.name, traceback.format_exc())
         finally:
             self._shutdown(endpoint)
+
+    def _bury(self) -> None:
+        """Free the pjsua2 objects of ended calls, before pjsua can give their call id to a new call.
+
+        ``~Call`` clears the user data of its call id and hangs up whatever call is active under
+        that id: run after the id went to a new call, it silently kills that call (seen under a
+        flood, where one poll took more INVITEs than pjsua has call ids). So the dead go before
+        every new call id is handed out (account selection, makeCall) and after every poll.
+        """
+        self._dead_calls.clear()
 
     def _decision_pending(self) -> bool:
         """A call waits for the daemon's answer/reject: poll fast so the command goes out at once.
@@ -347,7 +400,10 @@ class SipEndpoint:
         config.uaConfig.threadCnt = 0  # we poll from this thread; no pjsua worker threads
         config.uaConfig.mainThreadOnly = False
         config.uaConfig.userAgent = "mamoru"
-        config.uaConfig.maxCalls = 2 * len(self.slots) + 2  # caller + household legs, and a busy reply
+        # Room for the slots' caller and household legs, refused INVITEs (they take a call for an
+        # instant) and answered calls waiting for an ACK or BYE that never comes; pjsua answers
+        # 486 itself, before opening anything, when every call is taken.
+        config.uaConfig.maxCalls = _PJSUA_MAX_CALLS
         config.logConfig.level = 2
         config.logConfig.consoleLevel = 2
         config.logConfig.decor = 0  # no timestamps or colours: logging adds its own
@@ -369,6 +425,14 @@ class SipEndpoint:
             slot.port.create(f"mamoru-{slot.index}")
         self._account = _Account(self)
         self._account.create(self._account_config(), True)
+        self._refusals = _RefusalAccount(self)
+        self._refusals.create(self._refusal_config(), False)
+
+    def _refusal_config(self) -> Any:
+        config = pj.AccountConfig()
+        config.idUri = f"sip:refused@{self.settings.host}:{self.settings.port}"
+        config.mediaConfig.useLoopMedTp = True  # no RTP/RTCP sockets for a call we refuse anyway
+        return config
 
     def _account_config(self) -> Any:
         s = self.settings
@@ -433,6 +497,15 @@ class SipEndpoint:
                     and now - state.household_rung_at > self.settings.ring_timeout_s:
                 log.info("%s: the household phone was not picked up in %.0fs", self.name, self.settings.ring_timeout_s)
                 self._hang_up_household(state)
+            if state is not None and state.answered_at is not None and not state.acked and not state.outgoing \
+                    and not state.gone.is_set() and now - state.answered_at > _ACK_TIMEOUT_S:
+                log.warning("%s: no ACK %.0fs after our answer: ending the call", self.name, _ACK_TIMEOUT_S)
+                try:
+                    self.hang_up_call(state, 200)
+                except pj.Error as exc:  # the slot is freed all the same; the loop must go on
+                    log.warning("%s: hang-up without ACK: %s", self.name, exc.info())
+                    self._let_go(state)
+                continue
             if state is None or state.answered.is_set() or state.gone.is_set() or state.outgoing:
                 continue
             elapsed = now - state.offered_at
@@ -458,7 +531,8 @@ class SipEndpoint:
         for slot in self.slots:
             slot.current = None
         self._dead_calls.clear()
-        self._account = None
+        self._lingering.clear()
+        self._account = self._refusals = None
         self._dead_accounts.clear()
         try:
             endpoint.audDevManager().setNoDev()  # stop the bridge clock before the ports go
@@ -485,6 +559,7 @@ class SipEndpoint:
                 raise
             log.info("%s: the caller left just before the answer", self.name)  # play() will see it
             return
+        state.answered_at = time.monotonic()
         state.answered.set()
 
     def ring_call(self, state: CallState) -> None:
@@ -509,6 +584,25 @@ class SipEndpoint:
             if exc.status != _SESSION_TERMINATED:
                 raise
             log.info("%s: the call had already ended", self.name)
+        if state.answered.is_set() and not state.acked and not state.outgoing and not state.gone.is_set():
+            # pjsua keeps it until the ACK or BYE timers run out (up to a minute); the slot need not wait.
+            self._let_go(state)
+
+    def _let_go(self, state: CallState) -> None:
+        """We are done with a call pjsua still holds (its answer never ACKed): free its slot now."""
+        call, slot = state.call, self._slot_of(state)
+        if call is None or slot is None:
+            return
+        log.info("%s: call slot freed; the unacknowledged call is left to pjsua's timers", self.name)
+        if slot.port is not None and state.media is not None:
+            try:  # the next call in this slot must not hear (or record) this one
+                state.media.stopTransmit(slot.port)
+                slot.port.stopTransmit(state.media)
+            except pj.Error as exc:
+                log.debug("%s: unhooking the unacknowledged call's audio: %s", self.name, exc.info())
+        call.slot = None
+        self._lingering[id(call)] = (call, slot.last_key)  # freed on DISCONNECTED, on this thread
+        self._end(slot, state, 408)
 
     def call_household(self, state: CallState, *, answer_caller: bool) -> bool:
         """Place the household leg (the phone rings); False when no household phone is configured."""
@@ -517,6 +611,9 @@ class SipEndpoint:
             return False
         if state.household is not None:
             return True
+        if not self.admission.has_room(time.monotonic()):
+            log.error("%s: too many calls at once to ring the household phone", self.name)
+            return False
         leg = _Call(self, self._account, leg=Leg.HOUSEHOLD)
         leg.slot = self._slot_of(state)
         prm = pj.CallOpParam(True)
@@ -530,10 +627,13 @@ class SipEndpoint:
         state.answer_when_household_answers = answer_caller
         state.household = leg
         state.household_rung_at = time.monotonic()
+        self._hold_media(leg)
+        self._bury()
         try:
             leg.makeCall(target, prm)
         except pj.Error as exc:
             log.warning("%s: could not call the household phone %s: %s", self.name, target, exc.info())
+            self._release_media(leg)
             state.household = None
             state.household_ended.set()
             self._dead_calls.append(leg)
@@ -543,15 +643,19 @@ class SipEndpoint:
 
     def place_call(self, slot: Slot, uri: str) -> CallState:
         """An outgoing call from ``slot`` (phoning a relative); its state, or LineError."""
-        if slot.busy() or self._account is None:
+        if slot.busy() or self._account is None or not self.admission.has_room(time.monotonic()):
             raise LineError(f"{self.name}: the line is busy")
         call = _Call(self, self._account)
         call.slot = slot
+        slot.last_key = None
         state = CallState(call, CallerID(), time.monotonic(), decided=True, outgoing=True)
         slot.current = state
+        self._hold_media(call)
+        self._bury()
         try:
             call.makeCall(uri, pj.CallOpParam(True))
         except pj.Error as exc:
+            self._release_media(call)
             slot.current = None
             self._dead_calls.append(call)
             raise LineError(f"{self.name}: could not call {uri}: {exc.info()}") from None
@@ -573,23 +677,96 @@ class SipEndpoint:
 
     # ---- pjsua2 callbacks (owner thread) --------------------------------------
 
-    def _on_incoming(self, account: Any, prm: Any) -> None:
+    def _select_account(self, prm: Any) -> None:
+        """pjsua's account choice for a new request: an INVITE we refuse goes to the socketless one.
+
+        This runs before pjsua opens the call's media sockets, the only place it can be refused
+        without them (see ``firmware/sip_admission.py``).
+        """
+        self._refusal = None
+        self._bury()  # pjsua has picked this INVITE's call id but not yet made the call active
+        message = prm.rdata.wholeMsg
+        if self._account is None or self._refusals is None or not message.startswith("INVITE "):
+            return  # only an INVITE opens media; pjsua's choice stands
         source_ip = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
-        if self.settings.trusted_upstreams and not is_trusted(source_ip, self.settings.trusted_upstreams):
+        now = time.monotonic()
+        key: str | None = None
+        caller = CallerID()
+        if self.admission.refuses_source(source_ip):
             # Only the gateway/adapter sends us calls: anyone else on the network could claim the
             # family's number (From is the caller's word) and ring straight through.
-            log.warning("%s: INVITE from %s, not an upstream: 403", self.name, source_ip)
-            self._refuse(_Call(self, account, prm.callId), 403)
+            refusal: Refusal | None = self.admission.refuse_source()
+        else:
+            # Caller ID before the Call object exists: no traceback logged here can hold the call.
+            caller = self._caller_from(message, prm.rdata.srcAddress)
+            key = self.admission.key_for(source_ip, caller.number_e164 or caller.raw_number)
+            slot_free = any(s.attached and not s.busy() for s in self.slots)
+            held = sum(1 for s in self.slots
+                       if s.current is not None and not s.current.gone.is_set() and s.last_key == key)
+            held += sum(1 for _, k in self._lingering.values() if k == key)
+            holds = held >= self.admission.slots_for(key, sum(1 for s in self.slots if s.attached))
+            refusal = self.admission.decide(key, now, slot_free=slot_free, key_holds_slot=holds)
+        if refusal is None:
+            self.admission.media_opened()
+            self._admitted = (key, caller)
+            prm.accountIndex = self._account.getId()
             return
-        # Caller ID before the Call object exists: no traceback logged here can hold the call.
-        caller = self._caller_from(prm.rdata.wholeMsg, prm.rdata.srcAddress)
+        self._refusal = refusal
+        self._log_refusal(refusal, source_ip, now)
+        prm.accountIndex = self._refusals.getId()
+
+    def _log_refusal(self, refusal: Refusal, source_ip: str, now: float) -> None:
+        """At most one line a second per kind of refusal: a flood must not become a logging flood."""
+        if now - self._refusal_logged_at.get(refusal, -1.0) < 1.0:
+            return
+        self._refusal_logged_at[refusal] = now
+        why = {Refusal.NOT_UPSTREAM: "not an upstream", Refusal.BUSY: "every call slot busy, or the caller "
+               "already holds one", Refusal.OVERLOADED: "too many calls, too fast"}[refusal]
+        slots = " ".join(f"{s.index}:{'busy' if s.busy() else 'free'}/{s.last_key}" for s in self.slots)
+        log.warning("%s: INVITE from %s refused with %d: %s (%d such so far; slots %s)", self.name, source_ip,
+                    int(refusal), why, self.admission.refused[refusal], slots)
+
+    def _on_refused_incoming(self, account: Any, prm: Any) -> None:
+        refusal, self._refusal = self._refusal or Refusal.OVERLOADED, None
+        self._refuse(_Call(self, account, prm.callId), int(refusal))
+
+    def _unclaimed_admission(self) -> None:
+        """An admitted INVITE pjsua ended itself (bad SDP …) before it became a call: sockets closed."""
+        if self._admitted is not None:
+            self._admitted = None
+            self.admission.media_closed(time.monotonic())
+
+    def _hold_media(self, call: Any) -> None:
+        call.holds_media = True
+        self.admission.media_opened()
+
+    def _release_media(self, call: Any) -> None:
+        if getattr(call, "holds_media", False):
+            call.holds_media = False
+            self.admission.media_closed(time.monotonic())
+
+    def _on_incoming(self, account: Any, prm: Any) -> None:
+        admitted, self._admitted = self._admitted, None
         call = _Call(self, account, prm.callId)
+        call.holds_media = True  # pjsua opened its sockets before this callback
+        if admitted is None:  # not through _select_account (it failed): counted all the same
+            self.admission.media_opened()
+            source_ip = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
+            if self.admission.refuses_source(source_ip):
+                log.warning("%s: INVITE from %s, not an upstream: 403", self.name, source_ip)
+                self._refuse(call, 403)
+                return
+            caller = self._caller_from(prm.rdata.wholeMsg, prm.rdata.srcAddress)
+            key = self.admission.key_for(source_ip, caller.number_e164 or caller.raw_number)
+        else:
+            key, caller = admitted
         slot = next((s for s in self.slots if s.attached and not s.busy()), None)
         if slot is None:
             log.info("%s: every call slot busy, 486", self.name)
             self._refuse(call, 486)
             return
         call.slot = slot
+        slot.last_key = key
         now = time.monotonic()
         slot.current = state = CallState(call, caller, now)
         # Caller ID first: the daemon screens on it; the Ring is what a no-CID call is screened by.
@@ -647,13 +824,20 @@ class SipEndpoint:
             state.household_media.startTransmit(state.media)
 
     def _on_call_state(self, call: Any, inv_state: int, code: int) -> None:
+        if inv_state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._release_media(call)
+            if self._lingering.pop(id(call), None) is not None:
+                self._dead_calls.append(call)
+                return
         if call.leg is Leg.HOUSEHOLD:
             self._on_household_state(call, inv_state, code)
             return
         if inv_state == pj.PJSIP_INV_STATE_CONFIRMED:
             state = self._state_of(call)
-            if state is not None and state.outgoing:
-                state.answered.set()
+            if state is not None:
+                state.acked = True
+                if state.outgoing:
+                    state.answered.set()
             return
         if inv_state != pj.PJSIP_INV_STATE_DISCONNECTED:
             return
@@ -661,10 +845,14 @@ class SipEndpoint:
         state = self._state_of(call)
         if slot is None or state is None:
             return
+        self._dead_calls.append(call)
+        self._end(slot, state, code)
+
+    def _end(self, slot: Slot, state: CallState, code: int) -> None:
+        """The call is over for its slot (pjsua's DISCONNECTED, or we let it go)."""
         state.final_code = code
         state.gone.set()
         slot.current = None
-        self._dead_calls.append(call)
         if state.household is not None and not state.household_ended.is_set():
             self._hang_up_household(state)
         # Call loops keep this CallState after the call (and an exception's traceback keeps frames

@@ -85,10 +85,14 @@ cd "${SRC}"
 # PJ_IOQUEUE_MAX_HANDLES: every INVITE opens an RTP and an RTCP socket whose ioqueue slot is
 # reused 0.5 s after it closes; the default 64 run out under an INVITE flood (~100/s), and a
 # build with assertions on aborts there. NDEBUG turns such asserts into error returns.
+# PJSUA_MAX_CALLS: the slots' caller and household legs, refused INVITEs and calls waiting for an
+# ACK that never comes all take one; pjsua silently caps [sip] max_calls' need at it (the x86_64
+# wheel has 4).
 cat >pjlib/include/pj/config_site.h <<'CFG'
 /* mamoru: audio-only SIP endpoint, no sound card */
 #define PJMEDIA_HAS_VIDEO 0
 #define PJ_IOQUEUE_MAX_HANDLES 1024
+#define PJSUA_MAX_CALLS 32
 CFG
 ./configure --prefix="${PJ_PREFIX}" --enable-shared --disable-video --disable-sound \
 	--disable-libyuv --disable-libwebrtc --disable-v4l2 --disable-openh264 \

@@ -82,7 +82,7 @@ def test_unit_is_a_watched_notify_service() -> None:
     assert service["NotifyAccess"] == ["main"]
     assert service["WatchdogSec"] == ["30"]
     assert service["Restart"] == ["always"]
-    assert service["RestartSec"] == ["2"]
+    assert service["RestartSec"] == ["1"]
     assert service["ExecStart"] == ["/opt/mamoru/venv/bin/mamoru run --config /etc/mamoru/mamoru.toml"]
     assert service["User"] == ["mamoru"]
     assert service["SupplementaryGroups"][0].split() == ["dialout", "audio", "gpio"]
