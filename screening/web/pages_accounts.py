@@ -25,9 +25,7 @@ from screening.web.accounts import (
     verify_password,
 )
 from screening.web.i18n import UiLanguage
-from screening.web.login_throttle import (
-    Attempt,
-)
+from screening.web.login_throttle import Attempt
 from screening.web.sessions import (
     LANG_COOKIE_MAX_AGE,
     User,
