@@ -39,10 +39,6 @@ WEB_SOURCE = "family"
 # --------------------------------------------------------------------------- shared with pages_lists
 
 
-_WEEKDAYS = {UiLanguage.JA: "月火水木金土日", UiLanguage.EN: ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")}
-_MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
 def local_time(iso: str | None, zone: tzinfo, lang: UiLanguage, now: datetime, *, seconds: bool = False) -> str:
     """'今日 14:05', '昨日 9:30', '11月3日(月) 14:05' (with the year when not this year)."""
     if not iso:
@@ -58,12 +54,10 @@ def local_time(iso: str | None, zone: tzinfo, lang: UiLanguage, now: datetime, *
         return translate(lang, "calls.today", time=clock)
     if days == 1:
         return translate(lang, "calls.yesterday", time=clock)
-    weekday = _WEEKDAYS[lang][moment.weekday()]
-    if lang is UiLanguage.JA:
-        year = f"{moment.year}年" if moment.year != today.year else ""
-        return f"{year}{moment.month}月{moment.day}日({weekday}) {clock}"
-    year = f" {moment.year}" if moment.year != today.year else ""
-    return f"{weekday} {moment.day} {_MONTHS_EN[moment.month - 1]}{year} {clock}"
+    return translate(lang, "calls.date" if moment.year == today.year else "calls.date_year",
+                     weekday=translate(lang, f"calls.weekday.{moment.weekday()}"),
+                     month=translate(lang, f"calls.month.{moment.month}"), day=moment.day, year=moment.year,
+                     time=clock)  # fmt: skip
 
 
 def note_text(lang: UiLanguage, note: str) -> str:
