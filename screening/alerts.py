@@ -44,6 +44,7 @@ from blocklist.outbox import (
     Outbox,
     Urgency,
 )  # fmt: skip
+from screening import i18n
 from screening.core.clock import iso_utc
 from screening.config import Config, RelativeConfig
 from screening.core.model import Language
@@ -83,75 +84,27 @@ def _parse_iso(text: str) -> datetime:
 
 # ---- messages ------------------------------------------------------------------------
 
-_HOUSEHOLD = {Language.JA: "ご実家", Language.EN: "your family's home", Language.KO: "본가"}
-_CATEGORIES: dict[Language, dict[str, str]] = {
-    Language.JA: {"impersonation": "なりすまし", "family_emergency": "家族の緊急事態", "payment_instruction": "支払いの指示",
-                  "refund": "還付金", "legal_overdue": "逮捕・未納", "secrecy_urgency": "口止め・急がせ",
-                  "investment_romance": "投資・ロマンス", "ivr_prompt": "自動音声"},
-    Language.EN: {"impersonation": "impersonation", "family_emergency": "family emergency",
-                  "payment_instruction": "payment instruction", "refund": "refund", "legal_overdue": "legal threat",
-                  "secrecy_urgency": "secrecy and urgency", "investment_romance": "investment or romance",
-                  "ivr_prompt": "recorded voice menu"},
-    Language.KO: {"impersonation": "사칭", "family_emergency": "가족 긴급상황", "payment_instruction": "송금 지시",
-                  "refund": "환급금", "legal_overdue": "법적 위협", "secrecy_urgency": "비밀 유지·재촉",
-                  "investment_romance": "투자·로맨스", "ivr_prompt": "자동 음성"},
-}  # fmt: skip
-_TEMPLATES: dict[Language, dict[AlertKind, tuple[str, str]]] = {
-    Language.EN: {
-        AlertKind.FRAUD: ("mamoru: possible fraud call now",
-                          "mamoru: {household} is on a call that sounds like fraud — caller {caller}, heard: "
-                          "{phrases} ({categories}) at {time}."),
-        AlertKind.REPEAT_BLOCK: ("mamoru: blocked caller keeps trying",
-                                 "mamoru: {caller} was blocked {count} times in {minutes} minutes (last at {time})."),
-        AlertKind.HEALTH: ("mamoru needs attention", "mamoru needs attention: {message} ({time})"),
-        AlertKind.DIGEST: ("mamoru: daily summary",
-                           "mamoru, last 24 h: {total} calls, {blocked} blocked, {warned} warned, {fraud} fraud."),
-        AlertKind.TEST: ("mamoru: test alert", "mamoru test alert ({time}): if you can read this, alerts reach you."),
-    },
-    Language.JA: {
-        AlertKind.FRAUD: ("mamoru: 詐欺の疑いのある通話中",
-                          "mamoru: {household}が詐欺の疑いのある電話で通話中です — 相手 {caller}、"
-                          "聞き取った言葉: {phrases}（{categories}）{time}"),
-        AlertKind.REPEAT_BLOCK: ("mamoru: 拒否した相手から何度も着信",
-                                 "mamoru: {caller} を{minutes}分間に{count}回拒否しました（最後 {time}）"),
-        AlertKind.HEALTH: ("mamoru: 点検が必要です", "mamoru: 点検が必要です — {message}（{time}）"),
-        AlertKind.DIGEST: ("mamoru: 本日のまとめ",
-                           "mamoru 過去24時間: 着信{total}件、拒否{blocked}件、警告{warned}件、詐欺の疑い{fraud}件"),
-        AlertKind.TEST: ("mamoru: テスト通知", "mamoru テスト通知（{time}）: これが読めれば通知は届いています。"),
-    },
-    Language.KO: {
-        AlertKind.FRAUD: ("mamoru: 사기 의심 통화 중",
-                          "mamoru: {household}에서 사기로 의심되는 통화 중입니다 — 발신 {caller}, 들린 말: "
-                          "{phrases} ({categories}) {time}"),
-        AlertKind.REPEAT_BLOCK: ("mamoru: 차단된 발신자가 계속 전화함",
-                                 "mamoru: {caller} 번호를 {minutes}분 동안 {count}번 차단했습니다 (마지막 {time})."),
-        AlertKind.HEALTH: ("mamoru 점검 필요", "mamoru 점검 필요: {message} ({time})"),
-        AlertKind.DIGEST: ("mamoru: 일일 요약",
-                           "mamoru 최근 24시간: 전화 {total}통, 차단 {blocked}, 경고 {warned}, 사기 의심 {fraud}."),
-        AlertKind.TEST: ("mamoru: 테스트 알림", "mamoru 테스트 알림 ({time}): 이 메시지가 보이면 알림이 도착합니다."),
-    },
-}
-_LINK = {Language.JA: "詳細: {url}", Language.EN: "Details: {url}", Language.KO: "자세히: {url}"}
-_SEPARATOR = {Language.JA: "、", Language.EN: ", ", Language.KO: ", "}
+ALERTS_CATALOGUE = "alerts"  # screening/i18n/alerts.<language>.toml
 
 
 def render(kind: AlertKind, payload: dict[str, Any], language: Language, tz: tzinfo | None,
            household: str | None = None) -> tuple[str, str]:  # fmt: skip
     """(title, body) of an alert in ``language``, from its stored facts."""
-    title, template = _TEMPLATES[language][kind]
+    texts = i18n.catalogue(ALERTS_CATALOGUE, language.value)
+    title, template = texts[f"{kind.value}.title"], texts[f"{kind.value}.body"]
     local = _parse_iso(payload["at"]).astimezone(tz)
-    sep = _SEPARATOR[language]
-    labels = _CATEGORIES[language]
+    sep = texts["separator"]
     values = {
         **{k: v for k, v in payload.items() if isinstance(v, str | int | float)},
-        "household": household or _HOUSEHOLD[language],
+        "household": household or texts["household"],
         "time": f"{local:%H:%M}",
         "phrases": sep.join(payload.get("phrases", [])) or "-",
-        "categories": sep.join(labels.get(c, c.replace("_", " ")) for c in payload.get("categories", [])) or "-",
+        "categories": sep.join(texts.get(f"category.{c}", c.replace("_", " "))
+                               for c in payload.get("categories", [])) or "-",
     }
     body = template.format_map(_Blank(values))
     if payload.get("url"):
-        body += "\n" + _LINK[language].format(url=payload["url"])
+        body += "\n" + texts["link"].format(url=payload["url"])
     if payload.get("detail"):
         body += "\n" + str(payload["detail"])
     return title, body

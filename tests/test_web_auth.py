@@ -27,20 +27,13 @@ import pytest
 
 from blocklist.store import Store
 from screening.config import load_config
+from screening.web.accounts import Account, Role, UserFile, hash_password
 from screening.web.app import create_app
-from screening.web.auth import (
-    PRE_SESSION_COOKIE,
-    SESSION_COOKIE,
-    Account,
-    LoginLimits,
-    Role,
-    UserFile,
-    hash_password,
-    install,
-)
 from screening.web.context import WebContext
 from screening.web.i18n import UiLanguage, translate
+from screening.web.login_throttle import LoginLimits
 from screening.web.server import WebServer, serve_in_thread
+from screening.web.sessions import PRE_SESSION_COOKIE, SESSION_COOKIE, install
 
 pytestmark = pytest.mark.timeout(120)
 

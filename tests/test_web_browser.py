@@ -29,7 +29,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, Playwright, expect, sync_playwright
 
-import screening.web.app  # noqa: F401  (importing the pages registers their messages for translate())
 from screening.web.i18n import UiLanguage, translate
 from tests.web_browser_support import (
     INTERNATIONAL_CALLER,

@@ -17,7 +17,9 @@ import httpx
 import pytest
 from test_web_auth import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, WebRig, csrf_of, login
 
-from screening.web.auth import LoginLimits, Role, install
+from screening.web.accounts import Role
+from screening.web.login_throttle import LoginLimits
+from screening.web.sessions import install
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -197,14 +199,13 @@ def test_an_anonymous_body_is_capped_small(users_rig: WebRig) -> None:
 
 def test_upload_caps_follow_the_pages_file_caps() -> None:
     from deploy.provisioning.bundle import MAX_BUNDLE_BYTES
-
-    from screening.web import limits, pages_lists, pages_settings
+    from screening.web import limits, pages_lists, recordings
 
     def cap(path: str) -> int:
         return limits.body_limit(limits.Sender.USER, path, limits.MULTIPART)
 
     assert cap("/lists/import") == pages_lists.MAX_IMPORT_BYTES + limits.MULTIPART_OVERHEAD_BYTES
-    assert cap("/settings/announcements/warning") == pages_settings.MAX_RECORDING_BYTES + limits.MULTIPART_OVERHEAD_BYTES
+    assert cap("/settings/announcements/warning") == recordings.MAX_RECORDING_BYTES + limits.MULTIPART_OVERHEAD_BYTES
     assert cap("/settings/provision") == MAX_BUNDLE_BYTES + limits.MULTIPART_OVERHEAD_BYTES
     assert cap("/lists/add") == limits.FORM_BODY_BYTES  # no upload there
     assert limits.body_limit(limits.Sender.ANONYMOUS, "/lists/import", limits.MULTIPART) == 0

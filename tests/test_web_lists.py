@@ -16,8 +16,8 @@ from test_web_calls import Site, csrf_of, login, post_form, start_site
 
 from blocklist.formats import ListFormat, read_entries
 from blocklist.store import Store
+from screening.core.clock import region_zone
 from screening.core.model import ListEntry, ListKind, MatchKind
-from screening.web.pages_calls import region_zone
 
 pytestmark = pytest.mark.timeout(120)
 

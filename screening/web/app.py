@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,13 +14,27 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from screening.web import auth, pages_calls, pages_health, pages_lists, pages_settings
+from screening.web import (
+    pages_accounts,
+    pages_announcements,
+    pages_calls,
+    pages_health,
+    pages_lists,
+    pages_login,
+    pages_relatives,
+    pages_rules,
+    pages_system,
+)
 from screening.web.context import WebContext
 from screening.web.hostcheck import HostCheck
 from screening.web.i18n import translate
+from screening.web.middleware import SessionMiddleware
+from screening.web.sessions import LoginRequired, login_url, require_user
 from screening.web.templating import render, request_language
 
 log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 # No script at all, nothing from elsewhere, never framed: the page works without JavaScript.
 SECURITY_HEADERS = {
@@ -61,11 +76,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _login_required(request: Request, exc: Exception) -> Response:
-    return RedirectResponse(auth.login_url(request), status_code=303)
+    return RedirectResponse(login_url(request), status_code=303)
 
 
 async def _home(request: Request) -> Response:
-    auth.require_user(request)
+    require_user(request)
     return RedirectResponse("/calls", status_code=303)
 
 
@@ -73,19 +88,23 @@ def create_app(ctx: WebContext) -> Starlette:
     """One app per server; ``ctx.store`` must already be open."""
     routes = [
         Route("/", _home),
-        *auth.routes,
+        *pages_login.routes,
+        *pages_accounts.routes,
         *pages_calls.routes,
         *pages_lists.routes,
-        *pages_settings.routes,
+        *pages_rules.routes,
+        *pages_relatives.routes,
+        *pages_announcements.routes,
+        *pages_system.routes,
         *pages_health.routes,
-        Mount("/static", StaticFiles(directory=str(auth.STATIC_DIR)), name="static"),
+        Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
     app = Starlette(
         routes=routes,
         # HostCheck first: a rebound name (DNS rebinding) gets nothing, not even a pre-session.
         middleware=[Middleware(HostCheck, config=ctx.config), Middleware(SecurityHeaders),
-                    Middleware(auth.SessionMiddleware, ctx=ctx)],
-        exception_handlers={HTTPException: _http_error, auth.LoginRequired: _login_required},
+                    Middleware(SessionMiddleware, ctx=ctx)],
+        exception_handlers={HTTPException: _http_error, LoginRequired: _login_required},
     )
     app.state.ctx = ctx
     return app

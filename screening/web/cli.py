@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from screening.config import BUILTIN_SOURCE, Config
-from screening.web.auth import (
+from screening.web.accounts import (
     Account,
     Role,
     UserFile,
@@ -95,7 +95,12 @@ def cmd_web(args: argparse.Namespace) -> int:
     from blocklist.store import Store
     from screening.runner import demo_db_path
     from screening.web.context import WebContext
-    from screening.web.server import config_file, config_for_paths, safe_host, serve_in_thread
+    from screening.web.server import (
+        config_file,
+        config_for_paths,
+        safe_host,
+        serve_in_thread,
+    )
 
     cli = _cli()
     cfg = cli._load(args)

@@ -25,7 +25,7 @@ from starlette.types import Message, Receive
 ANONYMOUS_BODY_BYTES = 16 * 1024
 FORM_BODY_BYTES = 64 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers and the other fields of an upload form
-# The file caps of the pages (pages_lists.MAX_IMPORT_BYTES, pages_settings.MAX_RECORDING_BYTES,
+# The file caps of the pages (pages_lists.MAX_IMPORT_BYTES, recordings.MAX_RECORDING_BYTES,
 # provisioning MAX_BUNDLE_BYTES) plus the overhead; tests/test_web_hardening.py keeps them in step.
 UPLOAD_ROUTES: tuple[tuple[re.Pattern[str], int], ...] = (
     (re.compile(r"/lists/import"), 20 * 1024 * 1024 + MULTIPART_OVERHEAD_BYTES),

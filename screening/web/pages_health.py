@@ -27,128 +27,24 @@ from blocklist.lists import parse_iso_utc
 from blocklist.recovery import read_notices
 from screening import doctor
 from screening.config import Config
-from screening.status import DaemonStatus, LineProblem, LineState, StatusError, mamoru_version, read_status
-from screening.web.auth import require_user
+from screening.core.clock import region_zone
+from screening.status import (
+    DaemonStatus,
+    LineProblem,
+    LineState,
+    StatusError,
+    mamoru_version,
+    read_status,
+)
 from screening.web.context import WebContext
-from screening.web.i18n import UiLanguage, register, translate
-from screening.web.pages_calls import region_zone
+from screening.web.i18n import UiLanguage, translate
+from screening.web.sessions import require_user
 from screening.web.templating import render, request_language
 
 log = logging.getLogger(__name__)
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
 _BADGE = {OK: "verdict-clean", WARNING: "verdict-suspicious", PROBLEM: "verdict-fraud"}  # existing colour classes
-
-register({
-    "ja": {
-        "health.title": "本体の状態",
-        "health.intro": "電話の見守り（まもる）がきちんと動いているかを表示します。",
-        "health.all_ok": "すべて正常です。電話を見守っています。",
-        "health.some_warnings": "動いていますが、確かめてほしいことがあります。",
-        "health.problems": "{count}件の問題があります。赤い「問題」の行をご覧ください。",
-        "health.checked_at": "{time} に確認しました。",
-        "health.severity.ok": "正常",
-        "health.severity.warning": "注意",
-        "health.severity.problem": "問題",
-        "health.item.line": "電話回線",
-        "health.item.last_call": "最後の電話",
-        "health.item.speech_model": "詐欺の言葉の聞き取り",
-        "health.item.disk": "保存の空き容量",
-        "health.item.recordings": "通話の録音",
-        "health.item.feeds": "警察などの番号リスト",
-        "health.item.database": "通話の記録",
-        "health.item.clock": "時計",
-        "health.item.version": "まもるの版",
-        "health.line.ok": "電話回線につながっていて、電話を見守っています（{since}から）。",
-        "health.line.sim": "お試し用の仮の回線で動いています。本当の電話は見守っていません。",
-        "health.line.fault": "電話回線（モデム）とつながっていません（{since}から）。モデムのUSBケーブルを確かめてください。",
-        "health.line.stopped": "電話の見守りは止まっています（{since}から）。本体を再起動してください。",
-        "health.line.missing": "モデムが見つかりません（{device}、{since}から）。モデムのUSBケーブルを確かめてください。見つかりしだい、見守りを始めます。",
-        "health.line.handset_stuck": "受話器が上がったままになっていて、電話を見守れていません。電話機の受話器がきちんと置かれているか確かめてください。置かれているのに直らないときは、モデムのUSBケーブルを抜いて、10秒後に差し直してください。",
-        "health.line.stale": "電話の見守りから、{minutes}分以上応答がありません。本体を再起動してください。",
-        "health.line.no_status": "電話の見守りの状態が、まだ届いていません。動き始めたばかりか、止まっています。",
-        "health.line.unreadable": "電話の見守りの状態が読めません。設置担当者にご連絡ください。",
-        "health.last_call.at": "{time}",
-        "health.last_call.none": "まだ電話はありません。",
-        "health.speech_model.ok": "通話の中の詐欺の言葉を聞き取っています。",
-        "health.speech_model.installed": "聞き取りの準備ができています。",
-        "health.speech_model.off": "聞き取りは、設定で切ってあります。",
-        "health.speech_model.missing": "聞き取りの仕組み（音声モデル）がないため、詐欺の言葉を聞き取れません。通話の録音はされます。",
-        "health.disk.ok": "十分あります（空き {free}、{percent}%）。",
-        "health.disk.problem": "ほとんど残っていません（空き {free}、{percent}%）。古い録音を消してください。",
-        "health.recordings.summary": "{count}件（{size}）を保存しています。{days}日より古い録音は消えます。",
-        "health.recordings.none": "まだ録音はありません。{days}日より古い録音は消えます。",
-        "health.recordings.off": "録音はしない設定です。",
-        "health.recordings.problem": "録音を保存できません。設置担当者にご連絡ください。",
-        "health.feeds.ok": "最新です（{names}）。",
-        "health.feeds.none": "使っていません（ご自分のリストだけを使っています）。",
-        "health.feeds.stale": "しばらく更新できていないリストがあります。本体がインターネットにつながっているか確かめてください。",
-        "health.feeds.expired": "古くなって使われていないリストがあります。本体がインターネットにつながっているか確かめてください。",
-        "health.database.ok": "正常です。",
-        "health.database.warning": "まだないか、次に起動したときに更新されます。",
-        "health.database.problem": "読めないか、壊れています。設置担当者にご連絡ください。",
-        "health.database.damaged": "壊れていたため別の名前で残し、新しい記録で電話の見守りを続けています。"
-                                   "これまでの記録は設置担当者が取り戻せます。ご連絡ください。",
-        "health.clock.ok": "正しいようです（{time}）。",
-        "health.clock.problem": "時計が狂っています。本体をインターネットにつないで、再起動してください。",
-        "health.version": "まもる {version}",
-        "health.failed": "確認できませんでした。設置担当者にご連絡ください。",
-    },
-    "en": {
-        "health.title": "Status",
-        "health.intro": "Whether mamoru is working and screening calls.",
-        "health.all_ok": "Everything is working. Calls are being screened.",
-        "health.some_warnings": "Working, but please check the items marked \"check\".",
-        "health.problems": "{count} problem(s). Please see the items marked \"problem\".",
-        "health.checked_at": "Checked at {time}.",
-        "health.severity.ok": "OK",
-        "health.severity.warning": "check",
-        "health.severity.problem": "problem",
-        "health.item.line": "Telephone line",
-        "health.item.last_call": "Last call",
-        "health.item.speech_model": "Listening for fraud",
-        "health.item.disk": "Free space",
-        "health.item.recordings": "Call recordings",
-        "health.item.feeds": "Police number lists",
-        "health.item.database": "Call records",
-        "health.item.clock": "Clock",
-        "health.item.version": "mamoru version",
-        "health.line.ok": "Connected to the telephone line and screening calls (since {since}).",
-        "health.line.sim": "Running on the demonstration line. Real calls are not screened.",
-        "health.line.fault": "The telephone modem is not answering (since {since}). Please check its USB cable.",
-        "health.line.stopped": "Call screening has stopped (since {since}). Please restart the unit.",
-        "health.line.missing": "modem not found at {device} (since {since}). Please check its USB cable; screening starts as soon as it is found.",
-        "health.line.handset_stuck": "The telephone's handset seems to be off the hook, so calls are not screened. Please put it back properly; if it is, unplug the modem's USB cable and plug it back in after 10 seconds.",
-        "health.line.stale": "Call screening has not answered for more than {minutes} minutes. Please restart the unit.",
-        "health.line.no_status": "No news from call screening yet: it has just started, or it is not running.",
-        "health.line.unreadable": "The screening status cannot be read. Please contact the installer.",
-        "health.last_call.at": "{time}",
-        "health.last_call.none": "No calls yet.",
-        "health.speech_model.ok": "Calls are listened to for fraud.",
-        "health.speech_model.installed": "Ready to listen for fraud.",
-        "health.speech_model.off": "Listening for fraud is switched off in the settings.",
-        "health.speech_model.missing": "The speech model is missing, so calls cannot be checked for fraud. Calls are still recorded.",
-        "health.disk.ok": "Enough ({free} free, {percent}%).",
-        "health.disk.problem": "Almost full ({free} free, {percent}%). Please delete old recordings.",
-        "health.recordings.summary": "{count} recording(s), {size}. Recordings older than {days} days are deleted.",
-        "health.recordings.none": "No recordings yet. Recordings older than {days} days are deleted.",
-        "health.recordings.off": "Calls are not recorded (switched off in the settings).",
-        "health.recordings.problem": "Recordings cannot be saved. Please contact the installer.",
-        "health.feeds.ok": "Up to date ({names}).",
-        "health.feeds.none": "None (only your own lists are used).",
-        "health.feeds.stale": "Some lists could not be updated lately. Please check the unit's internet connection.",
-        "health.feeds.expired": "Some lists are out of date and no longer used. Please check the unit's internet connection.",
-        "health.database.ok": "Readable.",
-        "health.database.warning": "Not there yet, or updated at the next start.",
-        "health.database.problem": "Cannot be read or damaged. Please contact the installer.",
-        "health.database.damaged": "They were damaged: kept aside, and calls are screened with new records. "
-                                   "The installer can recover the old ones; please contact them.",
-        "health.clock.ok": "Looks right ({time}).",
-        "health.clock.problem": "The clock is wrong. Connect the unit to the internet and restart it.",
-        "health.version": "mamoru {version}",
-        "health.failed": "This could not be checked. Please contact the installer.",
-    },
-})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from screening.config import BUILTIN_SOURCE, COMMAND_LINE_SOURCE, Config
+from screening.web.accounts import UserFile
 from screening.web.connections import ConnectionLimits, guarded_protocol
 from screening.web.context import WebContext
 
@@ -42,8 +43,6 @@ def is_loopback(host: str) -> bool:
 
 def safe_host(host: str, users_path: Path) -> str:
     """The host to serve on: a non-loopback address only once a web password exists."""
-    from screening.web.auth import UserFile
-
     if is_loopback(host) or UserFile(users_path).accounts():
         return host
     log.warning("web: no web password is set yet, so the page is served on %s only, not on %s. "
