@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from firmware.audio_format import resample_pcm16
+from screening.core.audio import resample_pcm16
 from firmware.sip_endpoint import (
     CallerIdFn,
     CallState,

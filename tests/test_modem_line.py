@@ -32,7 +32,8 @@ from firmware.at_channel import (
     VoiceStreamDecoder,
     reference_frames,
 )
-from firmware.audio_format import pcm16_to_u8, resample_pcm16, u8_to_pcm16
+from firmware.audio_format import pcm16_to_u8, u8_to_pcm16
+from screening.core.audio import resample_pcm16
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.dle import shield
 from firmware.modem_line import PLAY_CHUNK_S, PLAY_LEAD_S, ModemLine, UnsupportedModem

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from firmware.audio_format import read_wav_pcm16, u8_to_pcm16
+from firmware.audio_format import u8_to_pcm16
+from screening.core.audio import read_wav_pcm16
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CalleeScript

@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from firmware.audio_format import WavError, read_wav_pcm16
+from screening.core.audio import WavError, read_wav_pcm16
 from screening import config_edit
 from screening.config import Config, ConfigError, ConfigProblem, RelativeConfig
 from screening.core.model import Language
