@@ -78,6 +78,7 @@ from screening.core.line import (
     AudioClip,
     AudioSink,
     CallOffered,
+    DialResult,
     Dtmf,
     EndReason,
     HandsetOffHook,
@@ -91,7 +92,6 @@ from screening.core.line import (
     RingingStopped,
 )
 from screening.core.model import CallerID
-from screening.voice_call import DialResult
 
 log = logging.getLogger(__name__)
 

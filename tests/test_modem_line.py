@@ -596,7 +596,7 @@ def test_close_leaves_no_threads() -> None:
 
 
 def test_dial_answered_then_play_and_dtmf(dialect_key: str) -> None:
-    from firmware.modem_line import DialResult
+    from screening.core.line import DialResult
     from firmware.scenarios import CalleeScript
 
     with modem_and_line(dialect_key) as (modem, line):
@@ -614,7 +614,7 @@ def test_dial_answered_then_play_and_dtmf(dialect_key: str) -> None:
 
 
 def test_dial_busy_no_answer_and_refusals() -> None:
-    from firmware.modem_line import DialResult
+    from screening.core.line import DialResult
     from firmware.scenarios import CalleeScript
 
     with modem_and_line("usr") as (modem, line):
@@ -634,7 +634,7 @@ def test_dial_busy_no_answer_and_refusals() -> None:
 def test_dial_without_call_progress_is_aborted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Our own bound on the dial: abort (any character), hang up, report NO_ANSWER, no recovery."""
     from firmware import modem_line
-    from firmware.modem_line import DialResult
+    from screening.core.line import DialResult
     from firmware.scenarios import CalleeScript
     from firmware.virtual_modem import DialOutcome
 
