@@ -38,7 +38,8 @@ from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.dle import shield
 from firmware.modem_line import PLAY_CHUNK_S, PLAY_LEAD_S, ModemLine, UnsupportedModem
 from firmware.scenarios import CallScript
-from firmware.virtual_modem import CallOutcome, CallRecord, VirtualModem
+from firmware.virtual_modem import VirtualModem
+from firmware.vmodem.records import CallOutcome, CallRecord
 from screening.core.line import AudioClip, CallOffered, Dtmf, EndReason, LineAdapter, LineError, LineEvent, Ring
 from screening.core.model import Reason
 
@@ -636,7 +637,7 @@ def test_dial_without_call_progress_is_aborted(monkeypatch: pytest.MonkeyPatch) 
     from firmware import modem_line
     from screening.core.line import DialResult
     from firmware.scenarios import CalleeScript
-    from firmware.virtual_modem import DialOutcome
+    from firmware.vmodem.records import DialOutcome
 
     monkeypatch.setattr(modem_line, "DIAL_OVERHEAD_S", -39.6)  # wait 0.4 s for a 40 s ring time
     with modem_and_line("conexant") as (modem, line):
