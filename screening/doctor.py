@@ -268,7 +268,7 @@ def _probe_modem(uri: str, cfg: Config, timeout_s: float) -> Check:
 
 def _modem_open_failure(exc: Exception, port: str) -> Check:
     """Tell apart 'in use by the running service', 'wrong modem' and 'not answering'."""
-    from firmware.modem_line import CommandTimeout, UnsupportedModem
+    from firmware.modemline.support import CommandTimeout, UnsupportedModem
 
     text = f"{exc} {exc.__cause__ or ''}"
     if "lock" in text.lower() and "exclusive" in text.lower():

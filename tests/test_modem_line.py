@@ -36,7 +36,8 @@ from firmware.audio_format import pcm16_to_u8, u8_to_pcm16
 from screening.core.audio import resample_pcm16
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.dle import shield
-from firmware.modem_line import PLAY_CHUNK_S, PLAY_LEAD_S, ModemLine, UnsupportedModem
+from firmware.modem_line import ModemLine
+from firmware.modemline.support import PLAY_CHUNK_S, PLAY_LEAD_S, UnsupportedModem
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
 from firmware.vmodem.records import CallOutcome, CallRecord
