@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # before vosk loads: one core means one thread
 
-from firmware.audio_format import read_wav_pcm16
+from screening.core.audio import read_wav_pcm16
 from voice.asr import (
     DEFAULT_MAX_RECOGNIZER_S,
     DEFAULT_RECYCLE_AFTER_S,

@@ -35,7 +35,7 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from firmware.dialects import CADENCE_PERIOD_S
 from firmware.modem_line import ModemLine
@@ -44,14 +44,12 @@ from screening.core.line import (
     AudioClip,
     AudioSink,
     CallOffered,
+    DialResult,
     EndReason,
     LineEvent,
     Ring,
     RingingStopped,
 )
-
-if TYPE_CHECKING:
-    from firmware.modem_line import DialResult
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from firmware.dialects import RingCadence
-from firmware.audio_format import WavError, wav_to_line_u8
+from firmware.audio_format import wav_to_line_u8
+from screening.core.audio import WavError
 from firmware.dle import DTMF_DIGITS
 from screening.core.model import Reason
 

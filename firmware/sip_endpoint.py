@@ -35,7 +35,7 @@ import pjsua2 as pj  # type: ignore[import-untyped]
 
 from firmware.sip_admission import Admission, Refusal
 from firmware.sip_media import FRAME_MS, SAMPLE_RATE, FramePort
-from screening.config import SipUpstream
+from screening.core.line import SipUpstream
 from screening.core.line import CallOffered, Dtmf, LineError, LineEvent, LineFault, LineRestored, Ring, RingingStopped
 from screening.core.model import CallerID
 from screening.core.sip_callerid import caller_id_from_sip

@@ -21,10 +21,9 @@ import queue
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from firmware.audio_format import resample_pcm16
+from screening.core.audio import resample_pcm16
 from firmware.sip_endpoint import (
     CallerIdFn,
     CallState,
@@ -35,12 +34,18 @@ from firmware.sip_endpoint import (
     settle_s,
 )
 from firmware.sip_media import SAMPLE_RATE
-from screening.config import SipUpstream
-from screening.core.line import AudioClip, AudioSink, CallOffered, EndReason, LineError, LineEvent, Ring
-from screening.voice_call import DialResult
-
-if TYPE_CHECKING:
-    from screening.config import Config
+from firmware.sip_settings import SipDefaults
+from screening.core.line import (
+    AudioClip,
+    AudioSink,
+    CallOffered,
+    DialResult,
+    EndReason,
+    LineError,
+    LineEvent,
+    Ring,
+    SipUpstream,
+)
 
 __all__ = ["CallerIdFn", "SipEndpoint", "SipLine", "SipSettings", "parse_sip_headers", "sip_line_from_uri",
            "sip_lines_from_uri"]
@@ -259,7 +264,8 @@ _QUERY_KEYS = ("trusted", "reject", "ring_timeout", "upstream", "household", "ma
                "outbound")
 
 
-def sip_settings_from_uri(uri: str, cfg: Config | None = None, env: dict[str, str] | None = None) -> SipSettings:
+def sip_settings_from_uri(uri: str, defaults: SipDefaults | None = None,
+                          env: dict[str, str] | None = None) -> SipSettings:
     """``sip://HOST:PORT`` (take INVITEs) or ``sip://USER@REGISTRAR[:PORT]`` (register) → settings.
 
     ``[sip]`` gives the defaults; the URI's query (``trusted``, ``reject``, ``ring_timeout``,
@@ -276,7 +282,7 @@ def sip_settings_from_uri(uri: str, cfg: Config | None = None, env: dict[str, st
     unknown = set(query) - set(_QUERY_KEYS)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} in {uri!r} (known: {', '.join(_QUERY_KEYS)})")
-    sip = cfg.sip if cfg is not None else None
+    sip = defaults
     env = dict(os.environ) if env is None else env
 
     def number(key: str, default: float, kind: type = float) -> float:
@@ -313,7 +319,7 @@ def sip_settings_from_uri(uri: str, cfg: Config | None = None, env: dict[str, st
         raise ValueError(f"reject must be a 4xx-6xx response code in {uri!r}")
     return SipSettings(
         host=host, port=port, trusted_upstreams=trusted,
-        home_region=cfg.line.home_region if cfg is not None else "JP",
+        home_region=sip.home_region if sip else "JP",
         upstream=upstream, reject_code=reject,
         ring_timeout_s=number("ring_timeout", float(sip.ring_timeout_s) if sip else 60.0),
         max_calls=max(1, int(number("max_calls", sip.max_calls if sip else 1, int))),
@@ -344,14 +350,15 @@ def _read_secret(path: Path) -> str:
     return secret
 
 
-def sip_lines_from_uri(uri: str, cfg: Config | None = None, *, caller_id: CallerIdFn | None = None,
+def sip_lines_from_uri(uri: str, defaults: SipDefaults | None = None, *, caller_id: CallerIdFn | None = None,
                        env: dict[str, str] | None = None) -> list[SipLine]:
     """The ``max_calls`` lines (slots) of one endpoint; no I/O until a line is opened."""
-    settings = sip_settings_from_uri(uri, cfg, env)
+    settings = sip_settings_from_uri(uri, defaults, env)
     endpoint = SipEndpoint(settings, caller_id, name=f"sip:{settings.host}:{settings.port}")
     return [SipLine(settings, endpoint=endpoint, slot=i) for i in range(len(endpoint.slots))]
 
 
-def sip_line_from_uri(uri: str, cfg: Config | None = None, *, caller_id: CallerIdFn | None = None) -> SipLine:
+def sip_line_from_uri(uri: str, defaults: SipDefaults | None = None, *,
+                      caller_id: CallerIdFn | None = None) -> SipLine:
     """The first line of ``sip_lines_from_uri`` (one call at a time unless more lines are opened)."""
-    return sip_lines_from_uri(uri, cfg, caller_id=caller_id)[0]
+    return sip_lines_from_uri(uri, defaults, caller_id=caller_id)[0]

@@ -47,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 import phonenumbers
 
 from firmware.dialects import DIALECTS, RingCadence
+from screening.core.line import SipUpstream
 from screening.core.model import Action, Language
 
 log = logging.getLogger(__name__)
@@ -728,14 +729,6 @@ class WebConfig:
         "addresses, `mamoru.local`, `<hostname>.local` and the host of `[alerts] web_base_url` always work. "
         "Any other `Host:` is refused (DNS rebinding).",
     )
-
-
-class SipUpstream(StrEnum):
-    """What sends us INVITEs; it decides whether a SIP rejection really stops the phone ringing."""
-
-    FXO = "fxo"  # an FXO adapter on the analog line: rejecting leaves the line ringing, so block = announce
-    HGW = "hgw"  # an extension of a home gateway (NTT Hikari Denwa HGW): a rejection stops the call
-    TRUNK = "trunk"  # a SIP trunk or PBX: a rejection stops the call
 
 
 def _trusted_hosts() -> _Parser[tuple[str, ...]]:

@@ -35,6 +35,7 @@ from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
 from screening.core.model import Language
 from screening.core.clock import local_stamp, region_zone
 from screening.core.safe_text import terminal_safe
+from screening.line_factory import sip_defaults
 from screening.status import STATUS_FILE_NAME, DaemonStatus, LineProblem, LineState, StatusError, read_status
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def check_sip_line(cfg: Config, db_path: Path) -> Check:
             "Ask your helper to install it: pip install 'mamoru[sip]', or scripts/build_pjproject.sh on the box.",
         )
     try:
-        settings = sip_settings_from_uri(cfg.line.uri, cfg)
+        settings = sip_settings_from_uri(cfg.line.uri, sip_defaults(cfg))
     except ValueError as exc:
         return Check.problem("line", f"The internet-telephone settings are not usable: {exc}.",
                              "Ask your helper to correct [line] uri and [sip] in the settings file.")
@@ -267,7 +268,7 @@ def _probe_modem(uri: str, cfg: Config, timeout_s: float) -> Check:
 
 def _modem_open_failure(exc: Exception, port: str) -> Check:
     """Tell apart 'in use by the running service', 'wrong modem' and 'not answering'."""
-    from firmware.modem_line import CommandTimeout, UnsupportedModem
+    from firmware.modemline.support import CommandTimeout, UnsupportedModem
 
     text = f"{exc} {exc.__cause__ or ''}"
     if "lock" in text.lower() and "exclusive" in text.lower():

@@ -42,6 +42,7 @@ from voice.retention import RetentionPolicy
 from screening.alert_wiring import RunningAlerts, start_alerts
 from screening.line_jobs import LineJobs
 from screening.watchdog import Watchdog
+from screening.line_factory import sip_defaults
 from screening.panel_wiring import start_panel
 from voice.service import RecordingHousekeeping, build_prompts, build_voice
 
@@ -124,7 +125,7 @@ def sip_lines_from_config(uri: str, cfg: Config) -> list[LineAdapter]:
         raise CliError(f"line {uri} needs pjsua2, which is not installed ({exc}): pip install "
                        "'mamoru[sip]' on x86_64; on a Raspberry Pi run scripts/build_pjproject.sh") from None
     try:
-        return list(sip_lines_from_uri(uri, cfg))
+        return list(sip_lines_from_uri(uri, sip_defaults(cfg)))
     except ValueError as exc:
         raise CliError(f"line {uri}: {exc}") from None
 

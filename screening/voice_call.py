@@ -30,6 +30,7 @@ from phonenumbers import NumberParseException
 
 from screening.core.line import (
     AudioClip,
+    DialResult,
     Dtmf,
     EndReason,
     HandsetOffHook,
@@ -44,16 +45,6 @@ log = logging.getLogger(__name__)
 ACK_DIGIT = "1"
 PLAY_SLACK_S = 5.0  # beyond a clip's length before playback counts as stuck
 HANG_UP_TIMEOUT_S = 5.0
-
-
-class DialResult(StrEnum):
-    """How an outgoing call attempt ended (what a line adapter's ``dial`` returns)."""
-
-    ANSWERED = "answered"  # the far end picked up; play/listen/hang_up apply as on an answered call
-    BUSY = "busy"
-    NO_ANSWER = "no_answer"
-    NO_DIALTONE = "no_dialtone"  # the line is in use, or the adapter refused (household on the line)
-    FAILED = "failed"  # the modem refused or the line is faulty
 
 
 class CallAlertStatus(StrEnum):

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from firmware.audio_format import read_wav_pcm16, resample_pcm16
+from screening.core.audio import read_wav_pcm16, resample_pcm16
 from screening.core.model import Prompt
 from voice.speech import MessageFragment
 

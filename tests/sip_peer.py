@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pjsua2 as pj  # type: ignore[import-untyped]
 
-from firmware.audio_format import read_wav_pcm16, resample_pcm16
+from screening.core.audio import read_wav_pcm16, resample_pcm16
 from firmware.sip_media import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, FramePort
 
 log = logging.getLogger("sip_peer")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.audio_format import read_wav_pcm16
+from screening.core.audio import read_wav_pcm16
 from voice.asr import (
     CallTranscriber,
     ModelError,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.audio_format import WavError, read_wav_pcm16, wav_to_line_u8
+from firmware.audio_format import wav_to_line_u8
+from screening.core.audio import WavError, read_wav_pcm16
 
 
 def _write(path: Path, width: int, channels: int, rate: int, seconds: float = 0.5) -> list[float]:

@@ -24,7 +24,8 @@ from screening.core.model import CallState
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, USR_5637, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
-from firmware.virtual_modem import CallOutcome, VirtualModem
+from firmware.virtual_modem import VirtualModem
+from firmware.vmodem.records import CallOutcome
 from screening.daemon import Daemon
 from screening.core.model import Action, ListEntry, ListKind, MatchKind
 from screening.core.rules import Policy

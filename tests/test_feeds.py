@@ -615,7 +615,8 @@ def test_daemon_picks_up_a_new_number_on_its_timer_and_blocks_its_call(feed: Fee
     from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
     from firmware.modem_line import ModemLine
     from firmware.scenarios import CallScript
-    from firmware.virtual_modem import CallOutcome, VirtualModem
+    from firmware.virtual_modem import VirtualModem
+    from firmware.vmodem.records import CallOutcome
     from screening.daemon import Daemon
     from screening.core.model import Action
     from screening.core.rules import Policy

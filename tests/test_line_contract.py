@@ -51,7 +51,8 @@ from firmware.modem_line import ModemLine
 from firmware.nd_adapter import NdAdapter
 from firmware.nd_line import NdAdapterLine
 from firmware.scenarios import CallScript
-from firmware.virtual_modem import CallOutcome, CallRecord, VirtualModem
+from firmware.virtual_modem import VirtualModem
+from firmware.vmodem.records import CallOutcome, CallRecord
 from firmware.virtual_nd_adapter import VirtualNdAdapter
 from screening.daemon import Daemon
 from screening.core.line import AudioClip, LineAdapter

@@ -20,7 +20,7 @@ import pytest
 from firmware.handset_state import HandsetState
 from screening import doctor_text
 from firmware.scenarios import CallScript
-from firmware.virtual_modem import CallOutcome
+from firmware.vmodem.records import CallOutcome
 from screening.core.model import Action
 from screening.alert_wiring import start_alerts
 from screening.config import Config, parse_config

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from firmware.audio_format import resample_pcm16
+from screening.core.audio import resample_pcm16
 from screening.core.line import AudioClip
 from screening.core.model import Prompt
 from voice import local_audio

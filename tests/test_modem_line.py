@@ -32,12 +32,15 @@ from firmware.at_channel import (
     VoiceStreamDecoder,
     reference_frames,
 )
-from firmware.audio_format import pcm16_to_u8, resample_pcm16, u8_to_pcm16
+from firmware.audio_format import pcm16_to_u8, u8_to_pcm16
+from screening.core.audio import resample_pcm16
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.dle import shield
-from firmware.modem_line import PLAY_CHUNK_S, PLAY_LEAD_S, ModemLine, UnsupportedModem
+from firmware.modem_line import ModemLine
+from firmware.modemline.support import PLAY_CHUNK_S, PLAY_LEAD_S, UnsupportedModem
 from firmware.scenarios import CallScript
-from firmware.virtual_modem import CallOutcome, CallRecord, VirtualModem
+from firmware.virtual_modem import VirtualModem
+from firmware.vmodem.records import CallOutcome, CallRecord
 from screening.core.line import AudioClip, CallOffered, Dtmf, EndReason, LineAdapter, LineError, LineEvent, Ring
 from screening.core.model import Reason
 
@@ -595,7 +598,7 @@ def test_close_leaves_no_threads() -> None:
 
 
 def test_dial_answered_then_play_and_dtmf(dialect_key: str) -> None:
-    from firmware.modem_line import DialResult
+    from screening.core.line import DialResult
     from firmware.scenarios import CalleeScript
 
     with modem_and_line(dialect_key) as (modem, line):
@@ -613,7 +616,7 @@ def test_dial_answered_then_play_and_dtmf(dialect_key: str) -> None:
 
 
 def test_dial_busy_no_answer_and_refusals() -> None:
-    from firmware.modem_line import DialResult
+    from screening.core.line import DialResult
     from firmware.scenarios import CalleeScript
 
     with modem_and_line("usr") as (modem, line):
@@ -633,9 +636,9 @@ def test_dial_busy_no_answer_and_refusals() -> None:
 def test_dial_without_call_progress_is_aborted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Our own bound on the dial: abort (any character), hang up, report NO_ANSWER, no recovery."""
     from firmware import modem_line
-    from firmware.modem_line import DialResult
+    from screening.core.line import DialResult
     from firmware.scenarios import CalleeScript
-    from firmware.virtual_modem import DialOutcome
+    from firmware.vmodem.records import DialOutcome
 
     monkeypatch.setattr(modem_line, "DIAL_OVERHEAD_S", -39.6)  # wait 0.4 s for a 40 s ring time
     with modem_and_line("conexant") as (modem, line):

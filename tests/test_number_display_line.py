@@ -18,7 +18,8 @@ from firmware.modem_line import ModemLine
 from firmware.number_display import NdOutcome, NdTiming
 from firmware.scenarios import CallScript, load_scenario
 from firmware.v23_fsk import FskTx
-from firmware.virtual_modem import CallOutcome, CallRecord, VirtualModem
+from firmware.virtual_modem import VirtualModem
+from firmware.vmodem.records import CallOutcome, CallRecord
 from firmware.virtual_nd import NdExchange, NdLineOutcome
 from screening.core.line import CallOffered, LineEvent, Ring, RingingStopped
 from screening.core.model import Reason

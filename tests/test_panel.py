@@ -20,7 +20,8 @@ from gpiozero.pins.mock import MockFactory
 
 from blocklist.store import Store
 from screening.core.model import EventKind, Verdict
-from firmware.panel import FrontPanel, PanelHooks, PanelPins, PanelState
+from firmware.panel import FrontPanel, PanelPins, PanelState
+from screening.panel_wiring import PanelHooks
 from screening.core.model import Action, CallerID, Category, Decision, ListKind, MatchKind
 
 GREEN, RED, BUTTON, BUZZER = 17, 27, 22, 23

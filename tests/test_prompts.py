@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 
-from firmware.audio_format import read_wav_pcm16, resample_pcm16
+from screening.core.audio import read_wav_pcm16, resample_pcm16
 from screening.core.model import Language
 from screening.core.model import Prompt
 from voice import announcements

@@ -57,7 +57,7 @@ pytest.importorskip("apprise")
 
 from blocklist.store import Store
 from screening.core.model import CallState, EventKind
-from firmware.audio_format import read_wav_pcm16, resample_pcm16
+from screening.core.audio import read_wav_pcm16, resample_pcm16
 from screening.core.model import Action, Prompt
 from voice.announcements import PromptLibrary
 

@@ -27,7 +27,8 @@ import pytest
 
 from blocklist.store import Store
 from screening.core.model import CallState, EventKind
-from screening.config import SipUpstream, load_config
+from screening.config import load_config
+from screening.core.line import SipUpstream
 from screening.core.model import Action, ListEntry, ListKind, MatchKind, Reason
 from screening.core.sip_callerid import caller_id_from_sip
 

@@ -32,6 +32,7 @@ from firmware.sip_line import (
     sip_line_from_uri,
 )
 from screening.config import Config
+from screening.line_factory import sip_defaults
 from screening.daemon import Daemon
 from screening.core.line import (
     AudioClip,
@@ -359,7 +360,7 @@ def test_sip_headers_are_unfolded_and_compact_names_expanded() -> None:
 def test_sip_line_from_uri() -> None:
     cfg = Config.defaults()
     line = sip_line_from_uri("sip://127.0.0.1:5090?trusted=10.0.0.1,10.0.0.2&reject=486&ring_timeout=20",
-                             replace(cfg, line=replace(cfg.line, home_region="GB")))
+                             sip_defaults(replace(cfg, line=replace(cfg.line, home_region="GB"))))
     assert (line.settings.host, line.settings.port, line.settings.reject_code) == ("127.0.0.1", 5090, 486)
     assert line.settings.trusted_upstreams == frozenset({"10.0.0.1", "10.0.0.2"})
     assert (line.settings.ring_timeout_s, line.settings.home_region) == (20.0, "GB")

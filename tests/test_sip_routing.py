@@ -21,7 +21,9 @@ pytest.importorskip("pjsua2")
 
 from screening.core.model import EventKind
 from firmware.sip_line import SipLine, SipSettings, sip_lines_from_uri, sip_settings_from_uri
-from screening.config import Config, SipUpstream
+from screening.config import Config
+from screening.core.line import SipUpstream
+from screening.line_factory import sip_defaults
 from screening.core.line import LineAdapter, LineFault, LineRestored
 from screening.core.model import Action, Prompt
 from tests.test_sip_line import BLOCKED, FAMILY, ROOT, UNKNOWN, Rig, free_udp_port, result_of
@@ -196,7 +198,7 @@ def test_a_relative_is_phoned_over_sip_and_acknowledges_with_1(tmp_path: Path) -
 
 
 def test_without_an_outbound_route_a_sip_line_does_not_dial(tmp_path: Path) -> None:
-    from screening.voice_call import DialResult
+    from screening.core.line import DialResult
 
     with Rig(tmp_path) as rig:
         assert not rig.lines[0].can_dial()
@@ -248,7 +250,7 @@ def test_registers_with_digest_auth_and_recovers_a_lost_registration(tmp_path: P
     cfg = Config.defaults()
     cfg = replace(cfg, sip=replace(cfg.sip, password_file=secret))
     line = sip_lines_from_uri(f"sip://mamoru@127.0.0.1:{port}?bind=127.0.0.1:{free_udp_port()}&retry=1",
-                              cfg, env={})[0]
+                              sip_defaults(cfg), env={})[0]
     up = None
     line.open()
     try:
@@ -295,11 +297,11 @@ def test_settings_from_uri_and_config(tmp_path: Path) -> None:
     cfg = Config.defaults()
     cfg = replace(cfg, sip=replace(cfg.sip, upstream=SipUpstream.HGW, trusted_upstreams=("192.168.1.1/32",),
                                    household="sip:phone@192.168.1.20", max_calls=2))
-    s = sip_settings_from_uri("sip://0.0.0.0:5062", cfg, env={})
+    s = sip_settings_from_uri("sip://0.0.0.0:5062", sip_defaults(cfg), env={})
     assert (s.host, s.port, s.upstream, s.max_calls, s.registrar) == ("0.0.0.0", 5062, SipUpstream.HGW, 2, None)
     assert s.trusted_upstreams == frozenset({"192.168.1.1/32"}) and s.household == "sip:phone@192.168.1.20"
     s = sip_settings_from_uri("sip://0312345678@192.168.1.1?bind=0.0.0.0:5070&upstream=trunk&expires=120",
-                              cfg, env={"MAMORU_SIP_PASSWORD": "pw"})
+                              sip_defaults(cfg), env={"MAMORU_SIP_PASSWORD": "pw"})
     assert (s.registrar, s.user, s.password, s.host, s.port) == ("192.168.1.1", "0312345678", "pw", "0.0.0.0", 5070)
     assert s.upstream is SipUpstream.TRUNK and s.register_expires_s == 120
     assert "pw" not in repr(s)  # the password never reaches a log line
@@ -307,11 +309,12 @@ def test_settings_from_uri_and_config(tmp_path: Path) -> None:
                          ("sip://h:5060?upstream=modem", "upstream"), ("sip://h?reject=200", "reject"),
                          ("sip://u@h?bind=nonsense", "bind")]:
         with pytest.raises(ValueError, match=problem):
-            sip_settings_from_uri(bad, cfg, env={})
+            sip_settings_from_uri(bad, sip_defaults(cfg), env={})
     empty = tmp_path / "empty.secret"
     empty.write_text("\n")
     with pytest.raises(ValueError, match="empty"):
-        sip_settings_from_uri("sip://u@h", replace(cfg, sip=replace(cfg.sip, password_file=empty)), env={})
+        defaults = sip_defaults(replace(cfg, sip=replace(cfg.sip, password_file=empty)))
+        sip_settings_from_uri("sip://u@h", defaults, env={})
 
 
 def test_a_household_phone_nobody_picks_up_stops_ringing_and_the_warned_caller_stays_recorded(

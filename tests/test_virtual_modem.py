@@ -31,13 +31,9 @@ from firmware.scenarios import (
     demo_scenario,
     load_scenario,
 )
-from firmware.virtual_modem import (
-    CallOutcome,
-    VirtualModem,
-    emulate_forever,
-    format_cid_block,
-    parse_at_body,
-)
+from firmware.virtual_modem import VirtualModem, emulate_forever
+from firmware.vmodem.at import format_cid_block, parse_at_body
+from firmware.vmodem.records import CallOutcome
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -592,7 +588,7 @@ def test_parser_only_raises_value_error(body: str) -> None:
 
 def test_dial_answered_reports_after_ringback_goes_away(make_modem: ModemFactory, ports) -> None:
     from firmware.scenarios import CalleeScript
-    from firmware.virtual_modem import DialOutcome
+    from firmware.vmodem.records import DialOutcome
 
     modem = make_modem(USR_5637)
     port = ports(modem)
@@ -619,7 +615,7 @@ def test_dial_answered_reports_after_ringback_goes_away(make_modem: ModemFactory
 
 def test_dial_call_progress_results(make_modem: ModemFactory, ports) -> None:
     from firmware.scenarios import CalleeScript
-    from firmware.virtual_modem import DialOutcome
+    from firmware.vmodem.records import DialOutcome
 
     modem = make_modem()
     port = ports(modem)

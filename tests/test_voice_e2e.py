@@ -190,7 +190,7 @@ def test_a_fraud_event_raised_on_a_partial_keeps_the_call_judged_fraud(tmp_path:
 
 def test_worker_reports_partial_hypotheses_from_the_real_model(model) -> None:
     """The real recogniser's partial results reach the handler while audio is still being fed."""
-    from firmware.audio_format import read_wav_pcm16
+    from screening.core.audio import read_wav_pcm16
     from voice.asr import CallTranscriber, TranscriptionWorker
 
     pcm, rate = read_wav_pcm16(SPEECH / "ko_benign.wav")

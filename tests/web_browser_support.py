@@ -38,7 +38,8 @@ from playwright.sync_api import BrowserContext, Page, Playwright, ViewportSize, 
 from firmware.audio_format import wav_to_line_u8
 from firmware.dialects import CONEXANT_CX93001, RingCadence
 from firmware.scenarios import CallScript
-from firmware.virtual_modem import CallRecord, VirtualModem
+from firmware.virtual_modem import VirtualModem
+from firmware.vmodem.records import CallRecord
 from screening.core.model import Prompt
 from voice.announcements import PromptLibrary
 

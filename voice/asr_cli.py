@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firmware.audio_format import WavError, read_wav_pcm16
+from screening.core.audio import WavError, read_wav_pcm16
 from screening.config import Config, load_config
 from screening.core.model import Language
 from voice.asr import (

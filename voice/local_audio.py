@@ -24,7 +24,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from firmware.audio_format import resample_pcm16
+from screening.core.audio import resample_pcm16
 from screening.core.line import AudioClip, AudioSink
 
 log = logging.getLogger(__name__)

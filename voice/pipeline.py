@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from screening.core.model import EventKind
-from firmware.audio_format import resample_pcm16
+from screening.core.audio import resample_pcm16
 from screening.core.line import AudioClip
 from voice.adoption import recording_relpath
 from voice.recorder import CallRecorder

@@ -20,7 +20,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from firmware.audio_format import WavError, read_wav_pcm16
+from screening.core.audio import WavError, read_wav_pcm16
 from screening.core.line import AudioClip
 from voice.announcements import (
     LANGUAGES,

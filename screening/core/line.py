@@ -29,6 +29,24 @@ class EndReason(StrEnum):
     TIMEOUT = "timeout"
 
 
+class DialResult(StrEnum):
+    """How an outgoing call attempt ended (what a line adapter's ``dial`` returns)."""
+
+    ANSWERED = "answered"  # the far end picked up; play/listen/hang_up apply as on an answered call
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    NO_DIALTONE = "no_dialtone"  # the line is in use, or the adapter refused (household on the line)
+    FAILED = "failed"  # the modem refused or the line is faulty
+
+
+class SipUpstream(StrEnum):
+    """What sends us INVITEs; it decides whether a SIP rejection really stops the phone ringing."""
+
+    FXO = "fxo"  # an FXO adapter on the analog line: rejecting leaves the line ringing, so block = announce
+    HGW = "hgw"  # an extension of a home gateway (NTT Hikari Denwa HGW): a rejection stops the call
+    TRUNK = "trunk"  # a SIP trunk or PBX: a rejection stops the call
+
+
 # ---- events from the line -------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import tempfile
 import wave
 from pathlib import Path
 
-from firmware.audio_format import WavError, read_wav_pcm16
+from screening.core.audio import WavError, read_wav_pcm16
 from screening import config_edit
 from screening.core.model import Prompt
 from screening.web.context import WebContext
