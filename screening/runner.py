@@ -29,7 +29,8 @@ from firmware.nd_line import NdAdapterLine
 from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_scenario, load_scenario
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
-from screening.cli import CliError, policy_from_config
+from screening.cli.common import CliError
+from screening.policy import policy_from_config
 from screening.daemon import CallSettings, ConfigReloader, Daemon
 from screening.core.line import LineAdapter
 from screening.core.model import CallerID, Decision, ListEntry, ListKind, MatchKind

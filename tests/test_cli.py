@@ -270,7 +270,7 @@ def test_calls_never_send_a_callers_control_characters_to_the_terminal(db: str) 
 def test_run_prints_and_logs_a_callers_number_escaped(capsys: pytest.CaptureFixture[str]) -> None:
     import logging
 
-    from screening.cli import _setup_logging
+    from screening.log_setup import setup_logging
     from screening.core.model import Action, CallerID, Category, Decision
     from screening.runner import _demo_printer
 
@@ -281,7 +281,7 @@ def test_run_prints_and_logs_a_callers_number_escaped(capsys: pytest.CaptureFixt
     saved = root.handlers[:]
     root.handlers.clear()
     try:
-        _setup_logging("info")
+        setup_logging("info")
         logging.getLogger("mamoru.test").warning("caller %s\nsecond line", HOSTILE_NUMBER)
     finally:
         root.handlers[:] = saved

@@ -1,0 +1,154 @@
+"""The import architecture, checked by walking the code rather than by inspection.
+
+Every ``import`` of every module of ours counts, at the top of a file or inside a function: a
+function-level import hides a loop from Python but not from the design. Rules:
+
+1. no import cycles between our modules;
+2. ``screening/core`` imports nothing of ours outside the core;
+3. the adapters and features ``firmware/``, ``voice/``, ``blocklist/`` import nothing of
+   ``screening`` except ``screening.core``.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("screening", "firmware", "voice", "blocklist", "deploy")
+CORE = "screening.core"
+CORE_ONLY = ("firmware", "voice", "blocklist")
+
+# Rule 3 still broken on this branch by modules that other restructuring branches own: the SIP
+# adapters take the app Config, the modem and SIP lines take DialResult from screening.voice_call,
+# the panel driver holds a use case (h13-adapters); the voice service takes the app Config (h13-root);
+# the feeds take the app Config (h13-store). The lead empties this set after merging them; nothing
+# may be added to it. An entry that no longer holds fails too, so the set only shrinks.
+KNOWN_UNTIL_MERGE: frozenset[tuple[str, str]] = frozenset({
+    ("blocklist.feeds", "screening.config"),
+    ("firmware.modem_line", "screening.voice_call"),
+    ("firmware.panel", "screening.alert_wiring"),
+    ("firmware.sip_endpoint", "screening.config"),
+    ("firmware.sip_line", "screening.config"),
+    ("firmware.sip_line", "screening.voice_call"),
+    ("voice.service", "screening.config"),
+})
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+@cache
+def our_modules() -> dict[str, Path]:
+    """Every module of ours by dotted name (packages by their ``__init__``)."""
+    modules: dict[str, Path] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if all((parent / "__init__.py").exists() for parent in path.parents if parent != ROOT
+                   and ROOT in parent.parents):
+                modules[_module_name(path)] = path
+    return modules
+
+
+def _imported(name: str, path: Path) -> Iterator[str]:
+    """The dotted names a module imports, anywhere in its body; ``from a import b`` yields ``a.b``
+    when that is a module of ours, else ``a``."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                yield f"{base}.{alias.name}" if f"{base}.{alias.name}" in our_modules() else base
+
+
+def _ours(target: str) -> str | None:
+    """The module of ours a dotted import name lands in (``a.b.C`` → ``a.b``), None if not ours."""
+    modules = our_modules()
+    while target and target not in modules:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+@cache
+def graph() -> dict[str, frozenset[str]]:
+    edges: dict[str, frozenset[str]] = {}
+    for name, path in our_modules().items():
+        targets = {_ours(t) for t in _imported(name, path)}
+        edges[name] = frozenset(t for t in targets if t is not None and t != name)
+    return edges
+
+
+def _cycles(edges: dict[str, frozenset[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(edges.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component: list[str] = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_the_walk_sees_our_modules() -> None:
+    edges = graph()
+    assert {"screening.cli", "screening.cli.common", "screening.core.model", "firmware.modem_line"} <= set(edges)
+    assert "screening.core.model" in edges["screening.core.rules"]
+
+
+def test_no_import_cycles() -> None:
+    cycles = _cycles(graph())
+    report = "\n".join(" <-> ".join(str(our_modules()[m].relative_to(ROOT)) for m in c) for c in cycles)
+    assert not cycles, f"import cycles between our modules:\n{report}"
+
+
+def test_the_core_imports_nothing_of_ours_outside_the_core() -> None:
+    wrong = sorted((name, target) for name, targets in graph().items() if _in(name, CORE)
+                   for target in targets if not _in(target, CORE))
+    assert not wrong, f"screening.core must import only itself: {wrong}"
+
+
+def test_adapters_and_features_take_only_the_core_from_screening() -> None:
+    wrong = {(name, target) for name, targets in graph().items()
+             if any(_in(name, package) for package in CORE_ONLY)
+             for target in targets if _in(target, "screening") and not _in(target, CORE)}
+    assert not wrong - KNOWN_UNTIL_MERGE, f"import only screening.core from screening: {sorted(wrong - KNOWN_UNTIL_MERGE)}"
+    assert not KNOWN_UNTIL_MERGE - wrong, f"fixed, so drop from KNOWN_UNTIL_MERGE: {sorted(KNOWN_UNTIL_MERGE - wrong)}"
