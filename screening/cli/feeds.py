@@ -27,6 +27,7 @@ from blocklist.feeds import (
     update_all,
     update_feed,
 )  # fmt: skip
+from blocklist.formats import ListFormat, read_entries, write_entries
 from blocklist.store import StoreError
 from screening.cli.common import (
     CliError,
@@ -237,8 +238,6 @@ def _update_dict(result: FeedUpdate) -> dict[str, Any]:
 
 
 def cmd_publish_init(args: argparse.Namespace) -> int:
-    from blocklist.formats import ListFormat, write_entries
-
     repo = FeedRepository(args.dir)
     result = _publishing(lambda: repo.init(write_entries([], ListFormat.FEED, home_region="JP"), 0,
                                            expiry=_expiry(args)))  # fmt: skip
@@ -251,7 +250,6 @@ def cmd_publish_init(args: argparse.Namespace) -> int:
 
 
 def cmd_publish_numbers(args: argparse.Namespace) -> int:
-    from blocklist.formats import ListFormat, read_entries
     try:
         data = args.csv.read_bytes()
     except OSError as exc:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deploy.provisioning.bulk import BulkError, BulkJob
 from deploy.provisioning.bundle import (
     BUNDLE_SUFFIX,
     DEFAULT_ISSUER_KEYS_DIR,
@@ -34,8 +35,9 @@ from deploy.provisioning.bundle import (
     validate_config_toml,
     write_private_file,
 )
-from deploy.provisioning.sheet import DEFAULT_WEB_URL
+from deploy.provisioning.sheet import DEFAULT_WEB_URL, SheetData, render_sheet
 from screening.cli.common import CliError
+from screening.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +143,6 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_make(args: argparse.Namespace) -> int:
-    from screening.config import ConfigError
-
     output = Path(args.output)
     config_path = Path(args.config)
     try:
@@ -168,8 +168,6 @@ def cmd_make(args: argparse.Namespace) -> int:
     print(f"wrote {output}: household {household_id}, valid until {format_utc(content.not_after)}"
           + (f", unit {content.unit}" if content.unit else ", any unit"))  # fmt: skip
     if args.sheet:
-        from deploy.provisioning.sheet import SheetData, render_sheet
-
         config = validate_config_toml(config_text, str(config_path))
         write_private_file(Path(args.sheet), render_sheet(SheetData(content, config, args.web_url, args.family_user,
                                                                     password)).encode())  # fmt: skip
@@ -180,8 +178,6 @@ def cmd_make(args: argparse.Namespace) -> int:
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
-    from deploy.provisioning.bulk import BulkError, BulkJob
-
     try:
         job = BulkJob(Path(args.households), Path(args.template), Path(args.output), load_signer(Path(args.key)),
                       _issuer_name(args), web_url=args.web_url, feeds=_feeds(args), valid_days=args.valid_days,

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from blocklist.store import Store
 from screening.cli.common import EXIT_ERROR, EXIT_OK, CliError, load
 from screening.config import BUILTIN_SOURCE, Config
 from screening.log_setup import setup_logging
@@ -24,7 +25,7 @@ from screening.web.auth import (
     name_problem,
     password_problems,
 )
-from screening.web.context import USERS_FILE_NAME
+from screening.web.context import USERS_FILE_NAME, WebContext
 from screening.web.i18n import UiLanguage, translate
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,7 @@ def data_db_path(cfg: Config, explicit_db: bool) -> Path:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from blocklist.store import Store
     from screening.runner import demo_db_path
-    from screening.web.context import WebContext
     from screening.web.server import (
         config_file,
         config_for_paths,
