@@ -80,12 +80,23 @@ def _ours(target: str) -> str | None:
     return target or None
 
 
+def _with_packages(importer: str, target: str) -> Iterator[str]:
+    """``target`` and the packages Python runs on the way to it (``a.b.c`` runs ``a`` and ``a.b``),
+    except the importer's own packages, which are already running."""
+    parts = target.split(".")
+    for depth in range(1, len(parts) + 1):
+        module = ".".join(parts[:depth])
+        if module == target or not _in(importer, module):
+            yield module
+
+
 @cache
 def graph() -> dict[str, frozenset[str]]:
     edges: dict[str, frozenset[str]] = {}
     for name, path in our_modules().items():
-        targets = {_ours(t) for t in _imported(name, path)}
-        edges[name] = frozenset(t for t in targets if t is not None and t != name)
+        targets = {module for t in _imported(name, path) if (ours := _ours(t)) is not None
+                   for module in _with_packages(name, ours)}
+        edges[name] = frozenset(t for t in targets if t != name)
     return edges
 
 
@@ -132,6 +143,9 @@ def test_the_walk_sees_our_modules() -> None:
     edges = graph()
     assert {"screening.cli", "screening.cli.common", "screening.core.model", "firmware.modem_line"} <= set(edges)
     assert "screening.core.model" in edges["screening.core.rules"]
+    # Importing a module runs its packages: from outside, the CLI's bottom brings the CLI root with it.
+    assert list(_with_packages("screening.runner", "screening.cli.common")) == ["screening.cli", "screening.cli.common"]
+    assert list(_with_packages("screening.cli.run", "screening.cli.common")) == ["screening.cli.common"]
 
 
 def test_no_import_cycles() -> None:
@@ -147,8 +161,10 @@ def test_the_core_imports_nothing_of_ours_outside_the_core() -> None:
 
 
 def test_adapters_and_features_take_only_the_core_from_screening() -> None:
+    # Reaching the core runs screening/__init__.py on the way: fine while it imports nothing.
+    assert not graph()["screening"], "screening/__init__.py must import nothing"
     wrong = {(name, target) for name, targets in graph().items()
              if any(_in(name, package) for package in CORE_ONLY)
-             for target in targets if _in(target, "screening") and not _in(target, CORE)}
+             for target in targets if _in(target, "screening") and not _in(target, CORE) and target != "screening"}
     assert not wrong - KNOWN_UNTIL_MERGE, f"import only screening.core from screening: {sorted(wrong - KNOWN_UNTIL_MERGE)}"
     assert not KNOWN_UNTIL_MERGE - wrong, f"fixed, so drop from KNOWN_UNTIL_MERGE: {sorted(KNOWN_UNTIL_MERGE - wrong)}"

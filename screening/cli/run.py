@@ -111,7 +111,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     # The composition root imports every adapter: only when this command runs.
-    from screening.runner import run_daemon
+    from screening.runner import LineSetupError, run_daemon
 
     cfg = load(args)
     setup_logging(cfg.log.level, args.verbose)
@@ -128,4 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    return run_daemon(cfg, stop, demo_db_explicit=bool(args.db))
+    try:
+        return run_daemon(cfg, stop, demo_db_explicit=bool(args.db))
+    except LineSetupError as exc:
+        raise CliError(str(exc)) from None
