@@ -71,6 +71,8 @@ def register(subparsers: Any) -> None:
 
 
 def _is_demo(cfg: Config) -> bool:
+    # Here and below: the composition root and the server import every adapter and Starlette;
+    # the other `mamoru` commands, all registered at start, should not pay for that.
     from screening.runner import is_sim
 
     return cfg.source == BUILTIN_SOURCE and is_sim(cfg.line.uri)
