@@ -22,11 +22,11 @@ PACKAGES = ("screening", "firmware", "voice", "blocklist", "deploy")
 CORE = "screening.core"
 CORE_ONLY = ("firmware", "voice", "blocklist")
 
-# Rule 3 still broken on this branch by modules that other restructuring branches own: the SIP
-# adapters take the app Config, the modem and SIP lines take DialResult from screening.voice_call,
-# the panel driver holds a use case (h13-adapters); the voice service takes the app Config (h13-root);
-# the feeds take the app Config (h13-store). The lead empties this set after merging them; nothing
-# may be added to it. An entry that no longer holds fails too, so the set only shrinks.
+# Rule 3 is still broken by modules that the parallel restructurings own: the SIP adapters take the
+# app Config, the modem and SIP lines take DialResult from screening.voice_call, the panel driver
+# holds a use case (adapters); the voice service takes the app Config (composition root); the feeds
+# take the app Config (store). Emptied once those are merged; nothing may be added to it. An entry
+# that no longer holds fails too, so the set only shrinks.
 KNOWN_UNTIL_MERGE: frozenset[tuple[str, str]] = frozenset({
     ("blocklist.feeds", "screening.config"),
     ("firmware.modem_line", "screening.voice_call"),
