@@ -24,8 +24,6 @@ when sent, so Hanako gets English and Taro Japanese from the same alert.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -50,14 +48,12 @@ from screening.config import Config, RelativeConfig
 from screening.core.model import Language
 from screening.core.model import Action
 from screening.notify import DeliveryResult, Level, Notifier, VoiceCaller, voice_result
-from screening.core.clock import local_stamp, region_zone
-from screening.core.safe_text import terminal_safe
 
 if TYPE_CHECKING:
     from blocklist.store import Store
     from voice.pipeline import FraudEvent
 
-__all__ = ["AlertService", "AlertWorker", "ChannelResult", "add_alert_parsers", "backoff", "render"]
+__all__ = ["AlertService", "AlertWorker", "ChannelResult", "backoff", "render"]
 
 log = logging.getLogger(__name__)
 
@@ -529,78 +525,3 @@ class AlertWorker:
 
         with self._service.wake:
             self._service.wake.wait_for(woken, timeout=timeout)
-
-
-# ---- CLI -----------------------------------------------------------------------------
-
-
-def add_alert_parsers(subparsers: Any) -> None:
-    """``mamoru alert test`` and ``mamoru alerts``; the lead wires this into screening.cli.build_parser."""
-    p = subparsers.add_parser("alert", help="alert tools")
-    asub = p.add_subparsers(dest="alert_command", required=True)
-    q = asub.add_parser("test", help="send a test alert through every channel of every (or one) relative")
-    q.add_argument("--to", metavar="NAME", help="only this relative")
-    _common_args(q)
-    q.set_defaults(func=cmd_alert_test)
-    p = subparsers.add_parser("alerts", help="the alert outbox with delivery status, newest first")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--limit", type=int, default=20)
-    _common_args(p)
-    p.set_defaults(func=cmd_alerts)
-
-
-def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="F", help="TOML config (default: $MAMORU_CONFIG, /etc/mamoru/mamoru.toml)")
-    p.add_argument("--db", metavar="F", help="SQLite database (overrides [store] db)")
-
-
-def cmd_alert_test(args: argparse.Namespace) -> int:
-    from screening.cli import _load, _open_store
-    from screening.notify import AppriseNotifier
-
-    config = _load(args)
-    if not config.relatives:
-        print("no [[relatives]] configured: nobody to alert")
-        return 1
-    store = _open_store(config)
-    try:
-        with AlertService(store, config, AppriseNotifier()) as service:
-            try:
-                results = service.test_alert(args.to)
-            except KeyError:
-                names = ", ".join(r.name for r in config.relatives)
-                print(f"no relative named {args.to!r} (configured: {names})")
-                return 1
-    finally:
-        store.close()
-    for r in results:
-        print(f"{r.relative}\t{r.channel}\t{'ok' if r.ok else 'failed: ' + (r.error or '?')}")
-    return 0 if all(r.ok for r in results) else 1
-
-
-def cmd_alerts(args: argparse.Namespace) -> int:
-    from screening.cli import _existing_store, _load
-
-    config = _load(args)
-    store = _existing_store(config)  # read-only: never creates a database
-    rows = []
-    if store is not None:
-        try:
-            store.count_calls()  # connects and migrates (the Store does it lazily)
-            with Outbox(store.path) as outbox:
-                rows = outbox.recent(args.limit)
-        finally:
-            store.close()
-    if args.json:
-        print(json.dumps([{**a.as_dict(), "deliveries": [d.as_dict() for d in ds]} for a, ds in rows],
-                         ensure_ascii=False, indent=2))  # fmt: skip
-        return 0
-    zone = region_zone(config.line.home_region)  # people read local time; --json keeps UTC
-    for alert, deliveries in rows:
-        acked = f"  acknowledged by {alert.acked_by}" if alert.acked_by else ""
-        when = local_stamp(_parse_iso(alert.created_at), zone)
-        print(terminal_safe(f"#{alert.id} {when} {alert.kind.value} ({alert.urgency.value}){acked}: {alert.subject}"))
-        for d in deliveries:
-            extra = f" — {d.last_error}" if d.last_error and d.status.value != "sent" else ""
-            print(terminal_safe(f"    {d.relative:<12} {d.channel:<40} {d.status.value} (attempts {d.attempts}){extra}"))
-    return 0

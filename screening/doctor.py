@@ -13,8 +13,6 @@ wait and integrity check), so the doctor itself cannot hang.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import shutil
@@ -23,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +32,6 @@ from screening import doctor_text
 from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
 from screening.core.model import Language
 from screening.core.clock import local_stamp, region_zone
-from screening.core.safe_text import terminal_safe
 from screening.line_factory import sip_defaults
 from screening.status import STATUS_FILE_NAME, DaemonStatus, LineProblem, LineState, StatusError, read_status
 
@@ -534,16 +531,6 @@ def _parse_time(text: str | None) -> datetime | None:
 # ---- command line -------------------------------------------------------------------
 
 
-def add_doctor_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """``mamoru doctor [--config F] [--db F] [--json]``."""
-    p = subparsers.add_parser("doctor", help="check that this box can screen calls, in plain words")
-    p.add_argument("--config", metavar="F", help="TOML config (default: $MAMORU_CONFIG, /etc/mamoru/mamoru.toml)")
-    p.add_argument("--db", metavar="F", help="SQLite database (overrides [store] db)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_doctor)
-    return p
-
-
 def collect(config_path: Path | None, db: str | None) -> list[Check]:
     """Load the config, then run the checks; a broken config still gets the clock checked."""
     try:
@@ -562,25 +549,6 @@ def report_language(config_path: Path | None) -> Language:
         return load_config(config_path).voice.language
     except ConfigError:
         return Language.JA
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    """Exit 0 when nothing is a problem (warnings allowed), 1 otherwise."""
-    # The modem layer logs its retries and timeouts; the family reads our summary instead.
-    firmware_log = logging.getLogger("firmware")
-    level = firmware_log.level
-    firmware_log.setLevel(logging.CRITICAL)
-    try:
-        checks = collect(Path(args.config) if args.config else None, args.db)
-    finally:
-        firmware_log.setLevel(level)
-    healthy = all(c.severity != "problem" for c in checks)
-    if args.json:  # for programs: the checks' own (English) words
-        print(json.dumps({"ok": healthy, "checks": [asdict(c) for c in checks]}, ensure_ascii=False, indent=2))
-    else:
-        print(terminal_safe(format_report(checks, report_language(Path(args.config) if args.config else None)),
-                            keep_lines=True))
-    return 0 if healthy else 1
 
 
 def format_report(checks: Sequence[Check], language: Language = Language.JA) -> str:

@@ -29,7 +29,7 @@ from firmware.nd_line import NdAdapterLine
 from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_scenario, load_scenario
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
-from screening.cli import CliError, policy_from_config
+from screening.policy import policy_from_config
 from screening.daemon import CallSettings, ConfigReloader, Daemon
 from screening.core.line import LineAdapter
 from screening.core.model import CallerID, Decision, ListEntry, ListKind, MatchKind
@@ -117,17 +117,21 @@ def with_nd_adapter(modem: ModemLine, cfg: Config) -> LineAdapter:
     return NdAdapterLine(modem, adapter, no_cid_ring=cfg.line.no_caller_id_ring)
 
 
+class LineSetupError(Exception):
+    """The configured line cannot be built; the message is one line for whoever runs ``mamoru run``."""
+
+
 def sip_lines_from_config(uri: str, cfg: Config) -> list[LineAdapter]:
     """``sip://...`` → one SipLine per ``[sip] max_calls`` slot of one endpoint (pjsua2 is optional)."""
     try:
         from firmware.sip_line import sip_lines_from_uri
     except ImportError as exc:
-        raise CliError(f"line {uri} needs pjsua2, which is not installed ({exc}): pip install "
+        raise LineSetupError(f"line {uri} needs pjsua2, which is not installed ({exc}): pip install "
                        "'mamoru[sip]' on x86_64; on a Raspberry Pi run scripts/build_pjproject.sh") from None
     try:
         return list(sip_lines_from_uri(uri, sip_defaults(cfg)))
     except ValueError as exc:
-        raise CliError(f"line {uri}: {exc}") from None
+        raise LineSetupError(f"line {uri}: {exc}") from None
 
 
 def demo_db_path() -> Path:

@@ -28,7 +28,8 @@ from aiosmtpd.smtp import AuthResult
 
 from blocklist.outbox import DeliveryStatus, Outbox
 from blocklist.store import Store
-from screening.alerts import AlertService, AlertWorker, add_alert_parsers, backoff, render
+from screening.alerts import AlertService, AlertWorker, backoff, render
+from screening.cli import alerts as alerts_cli
 from screening.config import Config, parse_config
 from screening.core.model import Action, CallerID, Category, Decision
 from screening.notify import AppriseNotifier, mask
@@ -506,7 +507,7 @@ def test_secrets_never_logged_or_stored(store: Store, http: HttpReceiver, smtp: 
 
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mamoru")
-    add_alert_parsers(parser.add_subparsers(dest="command", required=True))
+    alerts_cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -443,10 +443,10 @@ def test_resolve_korean_falls_back_to_pip_package(tmp_path: Path) -> None:
 
 
 def _run_cli(argv: list[str], config: Path) -> int:
-    from voice.asr_cli import add_asr_parsers
+    from screening.cli import asr
 
     parser = argparse.ArgumentParser(prog="mamoru")
-    add_asr_parsers(parser.add_subparsers(dest="command", required=True))
+    asr.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args([*argv, "--config", str(config)])
     return int(args.func(args))
 

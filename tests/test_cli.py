@@ -270,8 +270,8 @@ def test_calls_never_send_a_callers_control_characters_to_the_terminal(db: str) 
 def test_run_prints_and_logs_a_callers_number_escaped(capsys: pytest.CaptureFixture[str]) -> None:
     import logging
 
-    from screening.cli import _setup_logging
     from screening.core.model import Action, CallerID, Category, Decision
+    from screening.log_setup import setup_logging
     from screening.runner import _demo_printer
 
     _demo_printer("JP")(7, CallerID(raw_number=HOSTILE_NUMBER), Decision(Action.WARN, "unknown", "r", Category.INVALID))
@@ -281,7 +281,7 @@ def test_run_prints_and_logs_a_callers_number_escaped(capsys: pytest.CaptureFixt
     saved = root.handlers[:]
     root.handlers.clear()
     try:
-        _setup_logging("info")
+        setup_logging("info")
         logging.getLogger("mamoru.test").warning("caller %s\nsecond line", HOSTILE_NUMBER)
     finally:
         root.handlers[:] = saved
@@ -335,3 +335,23 @@ def test_alerts_show_local_time(db: str) -> None:
         service.close()
     assert "#1 2026-12-06 00:30:07 JST health" in mamoru("alerts", "--db", db).stdout
     assert json.loads(mamoru("alerts", "--json", "--db", db).stdout)[0]["created_at"].endswith("Z")
+
+
+def test_run_reports_a_line_that_cannot_be_built_as_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+
+    from screening import runner
+    from screening.cli import main
+
+    def no_line(*_args: object, **_kwargs: object) -> int:
+        raise runner.LineSetupError("line sip://127.0.0.1:5099 needs pjsua2, which is not installed")
+
+    monkeypatch.setattr(runner, "run_daemon", no_line)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}  # cmd_run installs its own
+    try:
+        assert main(["run", "--line", "sip://127.0.0.1:5099", "--db", str(tmp_path / "m.db")]) == 1
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    assert capsys.readouterr().err.strip().endswith("mamoru: line sip://127.0.0.1:5099 needs pjsua2, which is not installed")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from voice.detect_cli import add_detect_parser, cmd_detect
+from screening.cli.detect import cmd_detect, register
 from voice.detector import Detection, Flag, FraudDetector, PhrasePack, PhrasePackError, StreamingDetector, TextRules, normalize
 from screening.core.model import Verdict
 
@@ -376,7 +376,7 @@ def test_streaming_tail_is_bounded_on_long_calls() -> None:
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str], stdin: str | None = None,
             monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="mamoru")
-    add_detect_parser(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["detect", *argv])
     assert args.func is cmd_detect
     if stdin is not None and monkeypatch is not None:

@@ -17,10 +17,10 @@ import pytest
 from blocklist.store import MIGRATIONS, Store
 from firmware.virtual_modem import VirtualModem
 from screening import doctor
+from screening.cli import doctor as doctor_cli
 from screening.config import Config, ConfigError, load_config
 from screening.doctor import (
     Check,
-    add_doctor_parser,
     check_clock,
     check_database,
     check_feeds,
@@ -76,7 +76,7 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mamoru")
-    add_doctor_parser(parser.add_subparsers(dest="command", required=True))
+    doctor_cli.register(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 

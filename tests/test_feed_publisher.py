@@ -16,9 +16,9 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root
 
-from blocklist.feed_cli import add_publish_parsers
 from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, Role, feed_file
 from blocklist.formats import FEED_FORMAT_ID, FEED_HEADER, ListFormat, read_entries, read_feed, write_entries
+from screening.cli import feeds as feeds_cli
 from screening.core.model import ListEntry, ListKind, MatchKind
 
 EMPTY = write_entries([], ListFormat.FEED, home_region="JP")
@@ -170,7 +170,7 @@ def test_feed_file_refuses_allow_entries() -> None:
 
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mamoru")
-    add_publish_parsers(parser.add_subparsers(dest="command", required=True))
+    feeds_cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))
 
@@ -197,7 +197,7 @@ def test_publish_cli_init_numbers_refresh_rotate(tmp_path: Path, capsys: pytest.
 
 def test_publish_cli_refuses_a_csv_with_problems_and_names_each_line(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from screening.cli import CliError
+    from screening.cli.common import CliError
 
     repo_dir = tmp_path / "police"
     _cli(["publish", "init", str(repo_dir)])

@@ -25,7 +25,6 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
-from blocklist.feed_cli import add_feed_parsers
 from blocklist.feed_publisher import Expiry, FeedRepository, Role, feed_file
 from blocklist.feeds import (
     BreadthLimits,
@@ -40,6 +39,7 @@ from blocklist.feeds import (
 )
 from blocklist.formats import FEED_FORMAT_ID, ListFormat, read_entries, write_entries
 from blocklist.store import Store
+from screening.cli import feeds as feeds_cli
 from screening.core.model import ListEntry, ListKind, MatchKind
 
 NUMBER_A = "+81312340001"  # 03-1234-0001
@@ -571,13 +571,13 @@ def test_unknown_feed_name_is_a_feed_error(feed: Feed) -> None:
 
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mamoru")
-    add_feed_parsers(parser.add_subparsers(dest="command", required=True))
+    feeds_cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))
 
 
 def test_feed_cli_add_update_list_remove(feed: Feed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from screening.cli import CliError
+    from screening.cli.common import CliError
 
     config = tmp_path / "mamoru.toml"
     config.write_text(f'[store]\ndb = "{feed.store.path}"\n[feeds]\ndir = "{feed.feeds_dir}"\n')

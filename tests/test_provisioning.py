@@ -541,7 +541,7 @@ def test_a_feed_root_that_is_not_self_signed_is_not_signed(tmp_path, issuer, fam
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MAMORU_CONFIG")}
-    return subprocess.run([sys.executable, "-m", "deploy.provisioning.cli", "provision", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "screening.cli", "provision", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 

@@ -556,7 +556,7 @@ def test_language_per_user_and_for_anonymous_pages(users_rig: WebRig) -> None:
 
 def web_cli(*args: str, stdin: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "MAMORU_CONFIG"}
-    return subprocess.run([sys.executable, "-m", "screening.web.cli", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "screening.cli", *args], input=stdin, capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=timeout, check=False)  # fmt: skip
 
 
@@ -615,7 +615,7 @@ def _free_port() -> int:
 def test_mamoru_web_serves_loopback_only_until_a_password_exists(tmp_path: Path) -> None:
     db = tmp_path / "mamoru.db"
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "screening.web.cli", "web", "--db", str(db), "--host", "0.0.0.0",
+    proc = subprocess.Popen([sys.executable, "-m", "screening.cli", "web", "--db", str(db), "--host", "0.0.0.0",
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)  # fmt: skip
     try:

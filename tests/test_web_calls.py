@@ -59,7 +59,7 @@ from voice.announcements import ToneAnnouncements
 from voice.asr import Segment, Word
 from voice.detector import PhrasePack
 from voice.pipeline import VoiceService
-from voice.review_export import add_review_export_parser
+from screening.cli import review_export as review_export_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -570,7 +570,7 @@ def test_reviewed_calls_export_for_mamoru_detect(site: Site, tmp_path: Path) -> 
         for call_id, label in ((fraud, "fraud"), (benign, "not_fraud"), (no_text, "not_fraud")):
             post_form(client, f"/calls/{call_id}", f"/calls/{call_id}/review", {"label": label})
     parser = argparse.ArgumentParser()
-    add_review_export_parser(parser.add_subparsers())
+    review_export_cli.register(parser.add_subparsers())
     out = tmp_path / "reviewed.jsonl"
     args = parser.parse_args(["review-export", "--config", str(site.config_path), "-o", str(out)])
     assert args.func(args) == 0

@@ -461,7 +461,7 @@ def test_a_provisioning_bundle_is_applied_and_a_tampered_one_refused(web: Web, t
 def test_the_reloader_applies_valid_changes_once_and_ignores_invalid_ones(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from screening.cli import policy_from_config
+    from screening.policy import policy_from_config
     from screening.daemon import CallSettings, ConfigReloader
     from voice.announcements import ToneAnnouncements
 
@@ -513,7 +513,7 @@ def test_the_daemon_uses_settings_saved_on_the_page_from_the_next_call(web: Web,
     from firmware.modem_line import ModemLine
     from firmware.scenarios import CallScript
     from firmware.virtual_modem import VirtualModem
-    from screening.cli import policy_from_config
+    from screening.policy import policy_from_config
     from screening.daemon import CallSettings, ConfigReloader, Daemon
     from screening.session import SessionSettings
     from voice.service import build_prompts

@@ -2,6 +2,6 @@
 
 ``bundle`` (format, keys, sign, verify, apply on the unit), ``bulk`` (one bundle
 and one printed sheet per row of a households CSV), ``sheet`` (the printed HTML
-sheet with the web login QR code), ``cli`` (``mamoru provision ...``).
+sheet with the web login QR code), the commands are ``mamoru provision ...`` (screening/cli/provision.py).
 See docs/provisioning.md.
 """

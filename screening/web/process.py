@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from screening.cli import _setup_logging
+from screening.log_setup import setup_logging
 from screening.config import Config, load_config
 from screening.web.server import config_file, start_for_daemon
 
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     args = parser.parse_args(argv)
     cfg = load_config(Path(args.config) if args.config else None).with_overrides(db=args.db)
-    _setup_logging(cfg.log.level)
+    setup_logging(cfg.log.level)
     _lower_priority()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -20,12 +20,10 @@ from typing import Any
 from blocklist.recovery import DamageNotice, clear_notice, read_notices, salvage
 from screening.config import load_config
 
-__all__ = ["add_store_parsers"]
-
 log = logging.getLogger(__name__)
 
 
-def add_store_parsers(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     p = subparsers.add_parser("store", help="database tools")
     ssub = p.add_subparsers(dest="store_action", required=True)
     q = ssub.add_parser("recover", help="salvage what can be read from a damaged database set aside at start-up")

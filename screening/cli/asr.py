@@ -1,13 +1,12 @@
 """``mamoru transcribe`` and ``mamoru model install|list``.
 
-Kept out of ``screening/cli.py`` so the voice commands, and the heavy imports
-they need (vosk, the detector), load only when one of them runs; the lead's
-CLI calls :func:`add_asr_parsers` to register them.
+The heavy imports these commands need (vosk, the detector, the model installer)
+load only when one of them runs.
 
 Each command handles its own expected failures (missing model, bad WAV, failed
 download) as one ``mamoru: ...`` line on stderr and exit code 1, so it does not
-depend on the host CLI's error types (importing them here would be circular).
-A bad config file raises ``ConfigError``, which the host CLI already reports.
+need the CLI's error type. A bad config file raises ``ConfigError``, which the CLI
+root reports.
 """
 
 from __future__ import annotations
@@ -187,7 +186,7 @@ def _config_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="F", help="TOML config (default: $MAMORU_CONFIG, /etc/mamoru/mamoru.toml)")
 
 
-def add_asr_parsers(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """Register ``transcribe`` and ``model`` on the top-level subparsers of ``mamoru``."""
     p = subparsers.add_parser("transcribe", help="transcribe a WAV file and score it for fraud")
     p.add_argument("file", metavar="FILE.wav", help="any PCM WAV (telephone audio: 8 kHz mono)")

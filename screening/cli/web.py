@@ -1,8 +1,4 @@
-"""``mamoru web`` (serve the web page on its own) and ``mamoru web passwd NAME`` (set a web password).
-
-The lead wires :func:`add_web_parsers` into ``screening.cli``; until then
-``python -m screening.web.cli web ...`` runs the same commands.
-"""
+"""``mamoru web`` (serve the web page on its own) and ``mamoru web passwd NAME`` (set a web password)."""
 
 from __future__ import annotations
 
@@ -12,12 +8,14 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from blocklist.store import Store
+from screening.cli.common import EXIT_ERROR, EXIT_OK, CliError, load
 from screening.config import BUILTIN_SOURCE, Config
+from screening.log_setup import setup_logging
 from screening.web.accounts import (
     Account,
     Role,
@@ -27,7 +25,7 @@ from screening.web.accounts import (
     name_problem,
     password_problems,
 )
-from screening.web.context import USERS_FILE_NAME
+from screening.web.context import USERS_FILE_NAME, WebContext
 from screening.web.i18n import UiLanguage, translate
 
 log = logging.getLogger(__name__)
@@ -52,7 +50,7 @@ def _config_args(p: argparse.ArgumentParser, default: Any = None) -> None:
                    help="SQLite database (overrides [store] db); web-users.json lives next to it")  # fmt: skip
 
 
-def add_web_parsers(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """``mamoru web [--host H] [--port P] [--db F] [--config F]`` and ``mamoru web passwd NAME``."""
     p = subparsers.add_parser("web", help="serve the family and installer web page on its own (`mamoru run` "
                                           "serves it too); `web passwd NAME` sets a web password")  # fmt: skip
@@ -72,13 +70,9 @@ def add_web_parsers(subparsers: Any) -> None:
     q.set_defaults(func=cmd_web_passwd)
 
 
-def _cli() -> Any:
-    from screening import cli
-
-    return cli
-
-
 def _is_demo(cfg: Config) -> bool:
+    # Here and below: the composition root and the server import every adapter and Starlette;
+    # the other `mamoru` commands, all registered at start, should not pay for that.
     from screening.runner import is_sim
 
     return cfg.source == BUILTIN_SOURCE and is_sim(cfg.line.uri)
@@ -92,9 +86,7 @@ def data_db_path(cfg: Config, explicit_db: bool) -> Path:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from blocklist.store import Store
     from screening.runner import demo_db_path
-    from screening.web.context import WebContext
     from screening.web.server import (
         config_file,
         config_for_paths,
@@ -102,9 +94,8 @@ def cmd_web(args: argparse.Namespace) -> int:
         serve_in_thread,
     )
 
-    cli = _cli()
-    cfg = cli._load(args)
-    cli._setup_logging(cfg.log.level, args.verbose)
+    cfg = load(args)
+    setup_logging(cfg.log.level, args.verbose)
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else cfg.log.level.as_logging)
     db_path = data_db_path(cfg, explicit_db=bool(args.db))
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,50 +118,48 @@ def cmd_web(args: argparse.Namespace) -> int:
         try:
             web = serve_in_thread(ctx, host, port)
         except OSError as exc:
-            raise cli.CliError(f"cannot serve the web page on {host}:{port}: {exc.strerror or exc}") from None
+            raise CliError(f"cannot serve the web page on {host}:{port}: {exc.strerror or exc}") from None
         print(f"mamoru web: serving {web.url}/ (database {db_path})", flush=True)
         try:
             while not stop.wait(POLL_S):
                 if not web.running:
                     log.error("web server thread ended unexpectedly")
-                    return cli.EXIT_ERROR
+                    return EXIT_ERROR
         finally:
             web.stop()
     finally:
         store.close()
-    return cli.EXIT_OK
+    return EXIT_OK
 
 
 def _read_password(from_stdin: bool) -> tuple[str, str]:
     """(password, the same typed again); from stdin the first line counts twice."""
-    cli = _cli()
     if from_stdin:
         line = sys.stdin.readline()
         password = line.removesuffix("\n").removesuffix("\r")
         return password, password
     if not sys.stdin.isatty():
-        raise cli.CliError("no terminal to ask for the password: pipe it in with --stdin")
+        raise CliError("no terminal to ask for the password: pipe it in with --stdin")
     try:
         return getpass.getpass("New web password: "), getpass.getpass("The same again: ")
     except EOFError:
-        raise cli.CliError("no password given") from None
+        raise CliError("no password given") from None
 
 
 def cmd_web_passwd(args: argparse.Namespace) -> int:
-    cli = _cli()
     args.config, args.db = getattr(args, "config", None), getattr(args, "db", None)
-    cfg = cli._load(args)
+    cfg = load(args)
     users = UserFile(data_db_path(cfg, explicit_db=bool(args.db)).parent / USERS_FILE_NAME)
     if users.broken:
-        raise cli.CliError(f"{users.broken}; fix it or move it away, then try again")
+        raise CliError(f"{users.broken}; fix it or move it away, then try again")
     name = args.name.strip()
     problem = name_problem(name)
     if problem:
-        raise cli.CliError(translate(UiLanguage.EN, problem))
+        raise CliError(translate(UiLanguage.EN, problem))
     password, password2 = _read_password(args.stdin)
     problems = password_problems(name, password, password2)
     if problems:
-        raise cli.CliError(translate(UiLanguage.EN, next(iter(problems.values()))))
+        raise CliError(translate(UiLanguage.EN, next(iter(problems.values()))))
     existing = users.find(name)
     chosen_role = Role(args.role) if args.role else None
     chosen_language = UiLanguage(args.language) if args.language else None
@@ -185,32 +174,8 @@ def cmd_web_passwd(args: argparse.Namespace) -> int:
             account = Account(name, role, password_hash, chosen_language)
             users.add(account)
     except (UsersFileError, OSError) as exc:
-        raise cli.CliError(f"cannot write {users.path}: {exc}") from None
+        raise CliError(f"cannot write {users.path}: {exc}") from None
     verb = "changed" if existing is not None else "created"
     print(f"web user {account.name} ({account.role.value}) {verb} in {users.path}; "
           "any open session of this user has ended")  # fmt: skip
-    return cli.EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m screening.web.cli web ...`` (same as ``mamoru web ...`` once wired)."""
-    cli = _cli()
-    parser = argparse.ArgumentParser(prog="mamoru")
-    add_web_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        cli._setup_logging("warning")
-    try:
-        return int(args.func(args))
-    except cli.ConfigError as exc:
-        print(f"mamoru: configuration error:\n{exc}", file=sys.stderr)
-        return cli.EXIT_USAGE
-    except cli.CliError as exc:
-        print(f"mamoru: {exc}", file=sys.stderr)
-        return cli.EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return EXIT_OK

@@ -1,9 +1,4 @@
-"""``mamoru feed ...`` (on the unit) and ``mamoru publish ...`` (on the issuer's machine).
-
-Argparse only at import; the command functions import the CLI plumbing lazily.
-The lead wires ``add_feed_parsers`` and ``add_publish_parsers`` into
-``screening.cli.build_parser``.
-"""
+"""``mamoru feed ...`` (on the unit) and ``mamoru publish ...`` (on the issuer's machine)."""
 
 from __future__ import annotations
 
@@ -14,22 +9,48 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, PublishResult, Role, feed_file
+from blocklist.feed_publisher import (
+    Expiry,
+    FeedRepository,
+    PublishError,
+    PublishResult,
+    Role,
+    feed_file,
+)
 from blocklist.feeds import (
-    FeedError, FeedOutcome, FeedUpdate, add_feed, breadth_limits, remove_feed, update_all, update_feed,
+    FeedError,
+    FeedOutcome,
+    FeedUpdate,
+    add_feed,
+    breadth_limits,
+    remove_feed,
+    update_all,
+    update_feed,
 )  # fmt: skip
+from blocklist.formats import ListFormat, read_entries, write_entries
 from blocklist.store import StoreError
-from screening.core.model import ListKind
+from screening.cli.common import (
+    CliError,
+    add_common_args,
+    existing_store,
+    load,
+    local_time,
+    open_store,
+)
 from screening.core.clock import region_zone
+from screening.core.model import ListKind
 from screening.core.safe_text import terminal_safe
-
-__all__ = ["add_feed_parsers", "add_publish_parsers"]
 
 ROLE_CHOICES = [r.value for r in Role] + ["all"]
 _DEFAULT = Expiry()
 
 
-def add_feed_parsers(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
+    _add_feed_parsers(subparsers)
+    _add_publish_parsers(subparsers)
+
+
+def _add_feed_parsers(subparsers: Any) -> None:
     """``mamoru feed add|update|list|remove``."""
     p = subparsers.add_parser("feed", help="signed number feeds this unit follows (police lists)")
     fsub = p.add_subparsers(dest="feed_action", required=True)
@@ -38,22 +59,22 @@ def add_feed_parsers(subparsers: Any) -> None:
     q.add_argument("url", help="base URL holding metadata/ and targets/")
     q.add_argument("--root", required=True, metavar="ROOT.json", help="the feed's root metadata, from its issuer")
     q.add_argument("--no-update", action="store_true", help="do not fetch the list now")
-    _common(q)
+    add_common_args(q)
     q.set_defaults(func=cmd_feed_add)
     q = fsub.add_parser("update", help="check every feed (or one) now and apply new lists")
     q.add_argument("name", nargs="?")
-    _common(q, json_flag=True)
+    add_common_args(q, json_flag=True)
     q.set_defaults(func=cmd_feed_update)
     q = fsub.add_parser("list", help="feeds with version, entries, last check and last error")
-    _common(q, json_flag=True)
+    add_common_args(q, json_flag=True)
     q.set_defaults(func=cmd_feed_list)
     q = fsub.add_parser("remove", help="stop following a feed and delete its numbers")
     q.add_argument("name")
-    _common(q)
+    add_common_args(q)
     q.set_defaults(func=cmd_feed_remove)
 
 
-def add_publish_parsers(subparsers: Any) -> None:
+def _add_publish_parsers(subparsers: Any) -> None:
     """``mamoru publish init|numbers|rotate-keys|refresh`` (issuer side; needs no unit config)."""
     p = subparsers.add_parser("publish", help="issuer tools: a signed number feed (TUF repository)")
     psub = p.add_subparsers(dest="publish_action", required=True)
@@ -79,13 +100,6 @@ def add_publish_parsers(subparsers: Any) -> None:
     q.add_argument("dir", type=Path)
     _lifetimes(q)
     q.set_defaults(func=cmd_publish_refresh)
-
-
-def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
-    p.add_argument("--config", metavar="F", help="TOML config (default: $MAMORU_CONFIG, /etc/mamoru/mamoru.toml)")
-    p.add_argument("--db", metavar="F", help="SQLite database (overrides [store] db)")
-    if json_flag:
-        p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _days(text: str) -> int:
@@ -119,15 +133,11 @@ def _expiry(args: argparse.Namespace) -> Expiry:
 
 
 def _feeds_context(args: argparse.Namespace) -> tuple[Any, Any]:
-    from screening.cli import _load, _open_store
-
-    cfg = _load(args)
-    return cfg, _open_store(cfg)
+    cfg = load(args)
+    return cfg, open_store(cfg)
 
 
 def cmd_feed_add(args: argparse.Namespace) -> int:
-    from screening.cli import CliError
-
     try:
         root_json = Path(args.root).read_bytes()
     except OSError as exc:
@@ -149,8 +159,6 @@ def cmd_feed_add(args: argparse.Namespace) -> int:
 
 
 def cmd_feed_update(args: argparse.Namespace) -> int:
-    from screening.cli import CliError
-
     cfg, store = _feeds_context(args)
     try:
         if args.name:
@@ -172,12 +180,8 @@ def cmd_feed_update(args: argparse.Namespace) -> int:
 
 
 def cmd_feed_list(args: argparse.Namespace) -> int:
-    from screening.cli import CliError
-
-    from screening.cli import _existing_store, _load, _local
-
-    cfg = _load(args)
-    store = _existing_store(cfg)  # read-only: never creates a database
+    cfg = load(args)
+    store = existing_store(cfg)  # read-only: never creates a database
     if store is None:
         rows: list[dict[str, Any]] = []
     else:
@@ -196,15 +200,13 @@ def cmd_feed_list(args: argparse.Namespace) -> int:
     for row in rows:
         version = f"v{row['version']}" if row["version"] is not None else "never applied"
         print(terminal_safe(f"{row['name']:<16} {version:<14} {row['entries']:>9} entries  checked "
-                            f"{_local(row['checked_at'], zone) or 'never'}  {row['url']}"))  # fmt: skip
+                            f"{local_time(row['checked_at'], zone) or 'never'}  {row['url']}"))  # fmt: skip
         if row["error"]:  # the words come partly from the feed server
-            print(terminal_safe(f"{'':<16} last error {_local(row['error_at'], zone)}: {row['error']}"))
+            print(terminal_safe(f"{'':<16} last error {local_time(row['error_at'], zone)}: {row['error']}"))
     return 0
 
 
 def cmd_feed_remove(args: argparse.Namespace) -> int:
-    from screening.cli import CliError
-
     cfg, store = _feeds_context(args)
     try:
         removed = remove_feed(store, cfg.feeds.dir, args.name)
@@ -236,8 +238,6 @@ def _update_dict(result: FeedUpdate) -> dict[str, Any]:
 
 
 def cmd_publish_init(args: argparse.Namespace) -> int:
-    from blocklist.formats import ListFormat, write_entries
-
     repo = FeedRepository(args.dir)
     result = _publishing(lambda: repo.init(write_entries([], ListFormat.FEED, home_region="JP"), 0,
                                            expiry=_expiry(args)))  # fmt: skip
@@ -250,9 +250,6 @@ def cmd_publish_init(args: argparse.Namespace) -> int:
 
 
 def cmd_publish_numbers(args: argparse.Namespace) -> int:
-    from blocklist.formats import ListFormat, read_entries
-    from screening.cli import CliError
-
     try:
         data = args.csv.read_bytes()
     except OSError as exc:
@@ -292,8 +289,6 @@ def cmd_publish_refresh(args: argparse.Namespace) -> int:
 
 
 def _publishing(action: Any) -> PublishResult:
-    from screening.cli import CliError
-
     try:
         result: PublishResult = action()
     except PublishError as exc:

@@ -1,8 +1,4 @@
-"""``mamoru provision``: issuer keys, bundles one by one or from a CSV, applying one on a unit.
-
-The lead wires :func:`add_provision_parsers` into ``screening.cli.build_parser``;
-``python -m deploy.provisioning.cli`` runs the same commands on their own.
-"""
+"""``mamoru provision``: issuer keys, bundles one by one or from a CSV, applying one on a unit."""
 
 from __future__ import annotations
 
@@ -10,11 +6,11 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .bundle import (
+from deploy.provisioning.bulk import BulkError, BulkJob
+from deploy.provisioning.bundle import (
     BUNDLE_SUFFIX,
     DEFAULT_ISSUER_KEYS_DIR,
     DEFAULT_VALID_DAYS,
@@ -39,14 +35,16 @@ from .bundle import (
     validate_config_toml,
     write_private_file,
 )
-from .sheet import DEFAULT_WEB_URL
+from deploy.provisioning.sheet import DEFAULT_WEB_URL, SheetData, render_sheet
+from screening.cli.common import CliError
+from screening.config import ConfigError
 
 log = logging.getLogger(__name__)
 
 SYSTEM_CONFIG = Path("/etc/mamoru/mamoru.toml")
 
 
-def add_provision_parsers(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """``mamoru provision keygen|make|bulk|apply|keys``."""
     p = subparsers.add_parser("provision", help="signed provisioning bundles: make them (issuer), apply one (unit)")
     psub = p.add_subparsers(dest="provision_command", required=True)
@@ -109,12 +107,6 @@ def _issuer_args(q: argparse.ArgumentParser) -> None:
                    help=f"the bundle expires after this many days (default {DEFAULT_VALID_DAYS})")  # fmt: skip
 
 
-def _cli_error(message: str) -> Exception:
-    from screening.cli import CliError
-
-    return CliError(message)
-
-
 def _issuer_name(args: argparse.Namespace) -> str:
     if args.issuer:
         return str(args.issuer)
@@ -122,7 +114,7 @@ def _issuer_name(args: argparse.Namespace) -> str:
     try:
         return load_public_key(public).issuer
     except ValueError:
-        raise _cli_error(f"give --issuer NAME (no readable {public} beside the key)") from None
+        raise CliError(f"give --issuer NAME (no readable {public} beside the key)") from None
 
 
 def _feeds(args: argparse.Namespace) -> list[FeedSpec]:
@@ -131,9 +123,9 @@ def _feeds(args: argparse.Namespace) -> list[FeedSpec]:
         try:
             document = json.loads(Path(root).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _cli_error(f"--feed {name}: {root}: not a readable JSON root ({exc})") from None
+            raise CliError(f"--feed {name}: {root}: not a readable JSON root ({exc})") from None
         if not isinstance(document, dict):
-            raise _cli_error(f"--feed {name}: {root}: not TUF root metadata")
+            raise CliError(f"--feed {name}: {root}: not TUF root metadata")
         feeds.append(FeedSpec(name, url, document))
     return feeds
 
@@ -142,7 +134,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     try:
         private, public = generate_issuer_key(Path(args.dir), args.issuer)
     except BundleError as exc:
-        raise _cli_error(str(exc)) from None
+        raise CliError(str(exc)) from None
     keyid = load_public_key(public).keyid
     print(f"issuer key {keyid[:16]} for {args.issuer!r}")
     print(f"  private: {private} (keep it offline; anyone holding it can configure every unit)")
@@ -151,14 +143,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_make(args: argparse.Namespace) -> int:
-    from screening.config import ConfigError
-
     output = Path(args.output)
     config_path = Path(args.config)
     try:
         config_text = config_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise _cli_error(f"{config_path}: cannot read: {exc}") from None
+        raise CliError(f"{config_path}: cannot read: {exc}") from None
     generated = args.family_password is None
     password = generate_password() if generated else args.family_password
     try:
@@ -171,15 +161,13 @@ def cmd_make(args: argparse.Namespace) -> int:
                               valid_days=args.valid_days)  # fmt: skip
         data = make_bundle(content, load_signer(Path(args.key)))
     except BundleError as exc:
-        raise _cli_error(str(exc)) from None
+        raise CliError(str(exc)) from None
     except ConfigError as exc:
-        raise _cli_error(f"the config does not pass validation; nothing was signed:\n{exc}") from None
+        raise CliError(f"the config does not pass validation; nothing was signed:\n{exc}") from None
     write_private_file(output, data)
     print(f"wrote {output}: household {household_id}, valid until {format_utc(content.not_after)}"
           + (f", unit {content.unit}" if content.unit else ", any unit"))  # fmt: skip
     if args.sheet:
-        from .sheet import SheetData, render_sheet
-
         config = validate_config_toml(config_text, str(config_path))
         write_private_file(Path(args.sheet), render_sheet(SheetData(content, config, args.web_url, args.family_user,
                                                                     password)).encode())  # fmt: skip
@@ -190,15 +178,13 @@ def cmd_make(args: argparse.Namespace) -> int:
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
-    from .bulk import BulkError, BulkJob
-
     try:
         job = BulkJob(Path(args.households), Path(args.template), Path(args.output), load_signer(Path(args.key)),
                       _issuer_name(args), web_url=args.web_url, feeds=_feeds(args), valid_days=args.valid_days,
                       encoding=args.encoding)  # fmt: skip
         result = job.run()
     except (BulkError, BundleError) as exc:
-        raise _cli_error(str(exc)) from None
+        raise CliError(str(exc)) from None
     for made in result.made:
         print(f"ok     {made.household_id}: {made.bundle.name}, {made.sheet.name}")
     for problem in result.problems:
@@ -214,7 +200,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         result = applier.apply([Path(b) for b in args.bundles], dry_run=args.dry_run)
     except BundleRefused as exc:
-        raise _cli_error(str(exc)) from None
+        raise CliError(str(exc)) from None
     if args.json:
         c = result.bundle.content
         print(json.dumps({
@@ -240,29 +226,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(f"no issuer keys in {directory}: this unit accepts no provisioning bundle")
     files = len(list(directory.glob("*.json"))) if directory.is_dir() else 0
     if args.require and (not keys or len(keys) != files):
-        raise _cli_error(f"{directory}: {files - len(keys)} of {files} key file(s) unusable" if keys or files
+        raise CliError(f"{directory}: {files - len(keys)} of {files} key file(s) unusable" if keys or files
                          else f"{directory}: no issuer key")  # fmt: skip
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m deploy.provisioning.cli``: the provision commands without the rest of ``mamoru``."""
-    from screening.cli import CliError
-    from screening.config import ConfigError
-
-    parser = argparse.ArgumentParser(prog="mamoru")
-    add_provision_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return int(args.func(args))
-    except ConfigError as exc:
-        print(f"mamoru: configuration error:\n{exc}", file=sys.stderr)
-        return 2
-    except CliError as exc:
-        print(f"mamoru: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,7 +29,7 @@ DEFAULT_LANGUAGE = "ja"
 LANGUAGES = ("ja", "en", "ko")
 
 
-def add_detect_parser(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """Register ``detect`` on the ``mamoru`` sub-command parser (``set_defaults(func=cmd_detect)``)."""
     p = subparsers.add_parser("detect", help="score a call transcript for phone fraud, as JSON")
     p.add_argument("--config", metavar="F", help="TOML config; its [voice] language is the default --lang")

@@ -1,0 +1,35 @@
+"""``mamoru modem emulate``: a virtual voice modem on a pty, for demos and tests."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from typing import Any
+
+from screening.log_setup import setup_logging
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("modem", help="modem tools")
+    msub = p.add_subparsers(dest="modem_action", required=True)
+    q = msub.add_parser("emulate", help="start a virtual voice modem on a pty and print its device path")
+    q.add_argument("--dialect", choices=["usr", "conexant"], default="conexant")
+    q.add_argument("--cadence", choices=["jp", "jp_nd", "na", "uk"], default="jp")
+    q.add_argument("--scenario", metavar="F", help="TOML call scenario (default: the demo calls)")
+    q.add_argument("--no-calls", action="store_true", help="place no calls, just be a modem")
+    q.add_argument("--time-scale", type=float, default=1.0, help="<1 runs the scenario faster")
+    q.add_argument("--link", metavar="PATH", help="also make this stable symlink to the pty")
+    q.add_argument("-v", "--verbose", action="store_true")
+    q.set_defaults(func=cmd_modem_emulate, own_logging=True)
+
+
+def cmd_modem_emulate(args: argparse.Namespace) -> int:
+    # The composition root imports every adapter: only when this command runs.
+    from screening.runner import emulate_modem
+
+    setup_logging("info", args.verbose)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return emulate_modem(args, stop)
