@@ -62,9 +62,10 @@ from typing import Any, Self, TypeVar
 
 from sqlite_utils import Database
 
-from blocklist.durability import SYNCHRONOUS, append_durably, fsync_dir
+from blocklist.durability import SYNCHRONOUS, append_durably
 from blocklist.lists import NumberLists, entry_problem, parse_iso_utc
 from screening.core.clock import iso_utc
+from screening.core.files import fsync_dir
 from screening.core.model import (
     UNFINISHED_STATES,
     Action,
