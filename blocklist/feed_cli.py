@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, PublishResult, Role, feed_file
+from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, PublishResult, KeyRole, feed_file
 from blocklist.feeds import (
     FeedError, FeedOutcome, FeedUpdate, add_feed, breadth_limits, remove_feed, update_all, update_feed,
 )  # fmt: skip
@@ -25,7 +25,7 @@ from screening.core.safe_text import terminal_safe
 
 __all__ = ["add_feed_parsers", "add_publish_parsers"]
 
-ROLE_CHOICES = [r.value for r in Role] + ["all"]
+ROLE_CHOICES = [r.value for r in KeyRole] + ["all"]
 _DEFAULT = Expiry()
 
 
@@ -104,7 +104,7 @@ def _days_of(value: timedelta | object) -> int:
 
 
 def _lifetimes(p: argparse.ArgumentParser, *, root: bool = False) -> None:
-    for role in (Role.TIMESTAMP, Role.SNAPSHOT, Role.TARGETS) + ((Role.ROOT,) if root else ()):
+    for role in (KeyRole.TIMESTAMP, KeyRole.SNAPSHOT, KeyRole.TARGETS) + ((KeyRole.ROOT,) if root else ()):
         p.add_argument(f"--{role.value}-days", type=_days, default=_days_of(getattr(_DEFAULT, role.value)),
                        metavar="N", help=f"{role.value} metadata lifetime (default %(default)s)")  # fmt: skip
 
@@ -274,11 +274,11 @@ def cmd_publish_numbers(args: argparse.Namespace) -> int:
 
 
 def cmd_publish_rotate(args: argparse.Namespace) -> int:
-    roles = list(Role) if args.role == "all" else [Role(args.role)]
+    roles = list(KeyRole) if args.role == "all" else [KeyRole(args.role)]
     repo = FeedRepository(args.dir)
     result = _publishing(lambda: repo.rotate_keys(roles, expiry=_expiry(args)))
     print(f"new {', '.join(r.value for r in roles)} key(s); root v{result.root_version} signed by old and new keys")
-    if Role.ROOT in roles:
+    if KeyRole.ROOT in roles:
         print(f"WARNING: move the new {repo.keys_dir / 'root.pem'} offline again.", file=sys.stderr)
     return 0
 

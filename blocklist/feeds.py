@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -49,6 +48,7 @@ from blocklist.feed_breadth import BreadthLimits, feed_breadth_problem
 from blocklist.lists import NumberLists
 from blocklist.store import FEED_SOURCE_PREFIX, Store, StoreError
 from screening.core.clock import iso_utc
+from screening.core.files import DEFAULT_MODE, atomic_write_bytes
 from screening.core.model import ListKind
 from screening.core.numbers import try_parse_number
 
@@ -241,10 +241,10 @@ def _install_anchor(paths: FeedPaths, root_json: bytes) -> None:
     if paths.base.exists():
         shutil.rmtree(paths.base)
     paths.metadata.mkdir(parents=True)
-    _write_atomic(paths.anchor, root_json)
+    atomic_write_bytes(paths.anchor, root_json, mode=DEFAULT_MODE)
     # ngclient's cache starts at the anchor; from the first update on it keeps root.json as a link
     # into its root_history/. The anchor itself stays in NAME/root.json and is passed as bootstrap.
-    _write_atomic(paths.metadata / "root.json", root_json)
+    atomic_write_bytes(paths.metadata / "root.json", root_json, mode=DEFAULT_MODE)
 
 
 def remove_feed(store: Store, feeds_dir: Path, name: str) -> bool:
@@ -255,20 +255,6 @@ def remove_feed(store: Store, feeds_dir: Path, name: str) -> bool:
         shutil.rmtree(paths.base)
         existed = True
     return existed
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- update

@@ -11,11 +11,9 @@ heartbeat, so a reader can tell a stopped or wedged daemon from a quiet one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -24,6 +22,8 @@ from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from screening.core.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -209,24 +209,11 @@ class StatusWriter:
         self._written_at = self._monotonic()
         data = (json.dumps(self._status.to_json(), ensure_ascii=False, indent=1) + "\n").encode()
         try:
-            _write_atomic(self.path, data)
+            # Readers (the web page) may be another user: 0644, it holds nothing secret. Not durable: a
+            # heartbeat need not survive a power cut, and an fsync every 30 s would wear the SD card.
+            atomic_write_bytes(self.path, data, mode=0o644, durable=False)
         except OSError as exc:
             log.warning("could not write the status file %s: %s", self.path, exc.strerror or exc)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Readers (the web page) may be another user: 0644, it holds nothing secret. No fsync: a
-    # heartbeat need not survive a power cut, and one every 30 s would wear the SD card.
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o644)
-            out.write(data)
-        os.replace(temp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
 
 
 def _iso(moment: datetime) -> str:

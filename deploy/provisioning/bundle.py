@@ -28,8 +28,7 @@ import logging
 import os
 import re
 import secrets
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -42,6 +41,7 @@ from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from screening.config import Config, ConfigError, load_config, parse_config, parse_toml_text
+from screening.core.files import atomic_write_bytes, staged_file
 
 if TYPE_CHECKING:
     from blocklist.store import Store
@@ -731,14 +731,13 @@ class Applier:
         path = self.config_path
         path.parent.mkdir(parents=True, exist_ok=True)
         previous = path.stat() if path.exists() else None
-        with _temp_file(path, data, previous.st_mode & 0o777 if previous else 0o640, previous) as temp:
+        mode = previous.st_mode & 0o777 if previous else 0o640
+        with staged_file(path, data, mode=mode, owner_like=previous) as temp:
             load_config(temp, env={})  # the exact bytes about to go live, read back as a file
             backup = None
             if previous is not None:
                 backup = path.with_name(path.name + ".bak")
                 _replace_with_link_or_copy(path, backup)
-            os.replace(temp, path)
-        _fsync_dir(path.parent)
         return backup
 
     def _add_feeds(self, bundle: VerifiedBundle, config: Config, db: Path) -> tuple[tuple[str, FeedAction, str], ...]:
@@ -806,25 +805,6 @@ def _read_or_none(path: Path) -> bytes | None:
         return None
 
 
-@contextlib.contextmanager
-def _temp_file(path: Path, data: bytes, mode: int, like: os.stat_result | None) -> Iterator[Path]:
-    """A fsync'ed sibling temp file with ``mode`` (and ``like``'s owner when root); removed unless renamed."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            if like is not None and os.geteuid() == 0:
-                os.fchown(out.fileno(), like.st_uid, like.st_gid)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        yield temp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-
-
 def _replace_with_link_or_copy(path: Path, backup: Path) -> None:
     """Make ``backup`` the current ``path`` content, atomically, keeping its mode and owner."""
     staging = backup.with_name(backup.name + ".tmp")
@@ -848,17 +828,7 @@ def write_private_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if _read_or_none(path) == data:
         return
-    with _temp_file(path, data, 0o600, path.parent.stat()) as temp:
-        os.replace(temp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write_bytes(path, data, mode=0o600, owner_like=path.parent.stat())
 
 
 def decode_payload(bundle_file: bytes) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 import threading
 import time
 import unicodedata
@@ -46,6 +45,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from screening.core.files import atomic_write_bytes
 from screening.web.context import WebContext
 from screening.web.i18n import DEFAULT_LANGUAGE, UiLanguage, register, translate
 from screening.web.limits import (
@@ -494,32 +494,14 @@ def _account_json(account: Account) -> dict[str, Any]:
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """temp + fsync + rename, mode 0600 (password hashes); as root, owned like the file or its directory."""
+    """Atomic, mode 0600 (password hashes); as root, owned like the file or its directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         owner = path.stat()
     except FileNotFoundError:
         owner = path.parent.stat()
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        if os.geteuid() == 0:
-            # `mamoru web passwd` run with sudo must leave a file the service user can still read.
-            os.fchown(fd, owner.st_uid, owner.st_gid)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # `mamoru web passwd` run with sudo must leave a file the service user can still read.
+    atomic_write_bytes(path, data, mode=0o600, owner_like=owner)
 
 
 # ---- sessions -------------------------------------------------------------------------

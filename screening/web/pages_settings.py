@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
 import tempfile
 import tomllib
@@ -43,6 +42,7 @@ from screening import config_edit
 from screening.config import Config, ConfigError, ConfigProblem, RelativeConfig
 from screening.core.model import Language
 from screening.core.model import Action, Prompt
+from screening.core.files import atomic_write_bytes
 from screening.core.numbers import national_format
 from screening.web.auth import Role, User, require_user
 from screening.web.context import WebContext
@@ -805,17 +805,7 @@ def store_recording(ctx: WebContext, prompt: Prompt, data: bytes) -> Path:
     directory = _prompts_dir(ctx)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{prompt.value}.wav"
-    fd, name = tempfile.mkstemp(dir=directory, prefix=f".{prompt.value}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o644)  # nothing secret; the daemon may run as another user
-            out.write(wav)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(name, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
+    atomic_write_bytes(target, wav, mode=0o644)  # nothing secret; the daemon may run as another user
     return target
 
 
