@@ -36,6 +36,7 @@ from tuf.api.metadata import Metadata, MetaFile, Root, Signed, Snapshot, TargetF
 from tuf.api.serialization.json import JSONSerializer
 
 from blocklist.feeds import TARGET_NAME  # the one target units look for
+from screening.core.clock import utc_now
 from screening.core.files import DEFAULT_MODE, atomic_write_bytes
 from screening.core.model import ListEntry, ListKind
 
@@ -96,10 +97,6 @@ class PublishResult:
     warnings: tuple[str, ...] = ()
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class FeedRepository:
     """One feed repository directory (see the module docstring). The constructor touches nothing."""
 
@@ -114,7 +111,7 @@ class FeedRepository:
     def init(self, feed_bytes: bytes, entries: int = 0, *, expiry: Expiry = Expiry(),
              now: datetime | None = None) -> PublishResult:
         """Create keys and version 1 of every role, publishing ``feed_bytes`` (normally the empty list)."""
-        now = now or _utc_now()
+        now = now or utc_now()
         if (self.metadata_dir / "root.json").exists() or (self.keys_dir.exists() and any(self.keys_dir.iterdir())):
             raise PublishError(f"{self.path} is already a feed repository (keys/ or metadata/root.json exist)")
         for directory in (self.keys_dir, self.metadata_dir, self.targets_dir):
@@ -135,7 +132,7 @@ class FeedRepository:
     def publish_numbers(self, feed_bytes: bytes, entries: int, *, expiry: Expiry = Expiry(),
                         now: datetime | None = None) -> PublishResult:
         """Make ``feed_bytes`` (a mamoru-feed/1 file holding ``entries`` rows) the list units apply."""
-        now = now or _utc_now()
+        now = now or utc_now()
         with self._locked():
             root = self._load(KeyRole.ROOT, Root)
             signers = self._signers(root.signed, (KeyRole.TARGETS, KeyRole.SNAPSHOT, KeyRole.TIMESTAMP))
@@ -149,7 +146,7 @@ class FeedRepository:
 
         Targets is re-signed too when it would otherwise expire before the new snapshot.
         """
-        now = now or _utc_now()
+        now = now or utc_now()
         with self._locked():
             root = self._load(KeyRole.ROOT, Root)
             signers = self._signers(root.signed, (KeyRole.TARGETS, KeyRole.SNAPSHOT, KeyRole.TIMESTAMP))
@@ -170,7 +167,7 @@ class FeedRepository:
         a new version; snapshot and timestamp always get a new version.
         Needs keys/root.pem (bring the offline root key back for this).
         """
-        now = now or _utc_now()
+        now = now or utc_now()
         rotating = set(roles)
         if not rotating:
             raise PublishError("no role to rotate")

@@ -19,14 +19,15 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import phonenumbers
 
+from screening.core.clock import parse_iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.numbers import NumberError, clean_digits, parse_number
 
-__all__ = ["ListSpecError", "NumberLists", "entry_problem", "parse_iso_utc", "parse_list_spec"]
+__all__ = ["ListSpecError", "NumberLists", "entry_problem", "parse_list_spec"]
 
 # What may appear in a written number besides digits and a leading '+'.
 # Japanese typists use the long-vowel mark 'ー' and assorted dashes as hyphens.
@@ -154,12 +155,6 @@ def _national_to_e164_prefix(original: str, digits: str, home_region: str) -> st
 
 def _has_country_code(digits: str) -> bool:
     return any(int(digits[:n]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE for n in (1, 2, 3) if len(digits) >= n)
-
-
-def parse_iso_utc(text: str) -> datetime:
-    """Parse an ISO-8601 timestamp; naive values are taken as UTC. Raises ValueError."""
-    value = datetime.fromisoformat(text)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # --------------------------------------------------------------------------- matching

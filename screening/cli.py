@@ -18,12 +18,12 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from blocklist.lists import ListSpecError, parse_iso_utc, parse_list_spec
+from blocklist.lists import ListSpecError, parse_list_spec
 from blocklist.store import Store
 from screening.core.callerid import caller_id_for_check
 from screening.config import Config, ConfigError, load_config
 from screening.core.model import ListEntry, ListKind, Reason
-from screening.core.clock import local_stamp, region_zone
+from screening.core.clock import local_stamp, parse_iso_utc, region_zone
 from screening.core.numbers import national_format
 from screening.core.rules import Policy, decide
 from screening.core.safe_text import TerminalSafeFormatter, terminal_safe

@@ -17,12 +17,13 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from screening.core.clock import iso_utc, parse_iso_utc, utc_now
 from screening.core.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,14 @@ class DaemonStatus:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": STATUS_FORMAT,
-            "line": {"state": self.line_state.value, "since": _iso(self.line_since), "message": self.line_message,
+            "line": {"state": self.line_state.value, "since": iso_utc(self.line_since, timespec="seconds"),
+                     "message": self.line_message,
                      "problem": self.line_problem.value if self.line_problem else None},
-            "last_call_at": _iso(self.last_call_at) if self.last_call_at else None,
+            "last_call_at": iso_utc(self.last_call_at, timespec="seconds") if self.last_call_at else None,
             "speech_model_loaded": self.speech_model,
             "version": self.version,
             "pid": self.pid,
-            "updated_at": _iso(self.updated_at),
+            "updated_at": iso_utc(self.updated_at, timespec="seconds"),
         }
 
     @classmethod
@@ -152,7 +154,7 @@ class StatusWriter:
         *,
         speech_model: bool | None = None,
         interval_s: float = WRITE_INTERVAL_S,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = Path(path)
@@ -216,12 +218,7 @@ class StatusWriter:
             log.warning("could not write the status file %s: %s", self.path, exc.strerror or exc)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _parse(text: object) -> datetime:
     if not isinstance(text, str):
         raise ValueError(f"expected a time, got {text!r}")
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return parse_iso_utc(text)

@@ -34,6 +34,7 @@ from securesystemslib.signer import CryptoSigner
 from tomlkit.items import AoT, Table
 
 from screening.config import ConfigError
+from screening.core.clock import utc_now
 from screening.core.model import Language
 
 from .bundle import (
@@ -51,7 +52,6 @@ from .bundle import (
     make_bundle,
     new_content,
     normalise_serial,
-    utc_now,
     validate_config_toml,
     write_private_file,
 )

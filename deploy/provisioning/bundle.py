@@ -41,6 +41,7 @@ from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from screening.config import Config, ConfigError, load_config, parse_config, parse_toml_text
+from screening.core.clock import iso_utc, utc_now
 from screening.core.files import atomic_write_bytes, staged_file
 
 if TYPE_CHECKING:
@@ -152,8 +153,8 @@ class BundleContent:
         payload: dict[str, Any] = {
             "format": FORMAT,
             "issuer": self.issuer,
-            "issued_at": format_utc(self.issued_at),
-            "not_after": format_utc(self.not_after),
+            "issued_at": iso_utc(self.issued_at, timespec="seconds"),
+            "not_after": iso_utc(self.not_after, timespec="seconds"),
             "household": {"id": self.household.id, "label": self.household.label},
             "config_toml": self.config_toml,
             "feeds": [{"name": f.name, "url": f.url, "root": dict(f.root)} for f in self.feeds],
@@ -262,15 +263,6 @@ def _time(value: object, where: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{where}: needs a time zone, e.g. 2026-04-01T00:00:00Z (got {text!r})")
     return moment.astimezone(UTC)
-
-
-def format_utc(moment: datetime) -> str:
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 # ---- passwords and feed roots ------------------------------------------------------------
@@ -519,8 +511,8 @@ def verify_bundle(
     except RecursionError:
         raise refuse(Refusal.BAD_PAYLOAD, "signed content is nested too deeply") from None
     if now >= content.not_after:
-        raise refuse(Refusal.EXPIRED, f"valid until {format_utc(content.not_after)}, it is now {format_utc(now)};"
-                                      " ask the issuer for a new bundle")  # fmt: skip
+        until, at = iso_utc(content.not_after, timespec="seconds"), iso_utc(now, timespec="seconds")
+        raise refuse(Refusal.EXPIRED, f"valid until {until}, it is now {at}; ask the issuer for a new bundle")
     if content.unit is not None:
         if unit_serial is None:
             raise refuse(Refusal.WRONG_UNIT, f"made for unit {content.unit}, and this unit's serial cannot be read")
@@ -586,8 +578,9 @@ class ApplyResult:
     def summary(self) -> list[str]:
         c = self.bundle.content
         verb = "would apply" if self.dry_run else "applied"
+        issued = iso_utc(c.issued_at, timespec="seconds")
         lines = [f"{verb} bundle for household {c.household.id} ({c.household.label}) from {c.issuer}, issued "
-                 + f"{format_utc(c.issued_at)}, signed by key {self.bundle.signer.keyid[:16]}"]  # fmt: skip
+                 + f"{issued}, signed by key {self.bundle.signer.keyid[:16]}"]  # fmt: skip
         if not self.config_changed:
             lines.append(f"  config: {self.config_path} already has this content")
         elif self.dry_run:
@@ -631,11 +624,11 @@ def check_rollback(bundle: VerifiedBundle, state: Mapping[str, Any] | None) -> N
     last = _time(state["issued_at"], "issued_at")
     issued = bundle.content.issued_at
     if issued < last:
-        raise BundleRefused(Refusal.ROLLBACK, f"issued {format_utc(issued)}, older than the bundle applied before"
-                            f" (issued {format_utc(last)})", bundle.source)  # fmt: skip
+        raise BundleRefused(Refusal.ROLLBACK, f"issued {iso_utc(issued, timespec='seconds')}, older than the bundle"
+                            f" applied before (issued {iso_utc(last, timespec='seconds')})", bundle.source)  # fmt: skip
     if issued == last and state["sha256"] != bundle.sha256:
-        raise BundleRefused(Refusal.ROLLBACK, f"a different bundle issued at the same time ({format_utc(last)})"
-                            " was applied before", bundle.source)  # fmt: skip
+        raise BundleRefused(Refusal.ROLLBACK, "a different bundle issued at the same time"
+                            f" ({iso_utc(last, timespec='seconds')}) was applied before", bundle.source)  # fmt: skip
 
 
 def select_bundle(
@@ -723,8 +716,9 @@ class Applier:
 
     def _state(self, bundle: VerifiedBundle) -> dict[str, Any]:
         c = bundle.content
-        return {"format": STATE_FORMAT, "issued_at": format_utc(c.issued_at), "sha256": bundle.sha256,
-                "household": c.household.id, "issuer": c.issuer, "applied_at": format_utc(self.clock())}  # fmt: skip
+        return {"format": STATE_FORMAT, "issued_at": iso_utc(c.issued_at, timespec="seconds"), "sha256": bundle.sha256,
+                "household": c.household.id, "issuer": c.issuer,
+                "applied_at": iso_utc(self.clock(), timespec="seconds")}  # fmt: skip
 
     def _install_config(self, data: bytes) -> Path | None:
         """temp + fsync, validated as a file, then rename; the previous file stays as ``.bak``."""
@@ -792,7 +786,7 @@ def _web_users_document(bundle: VerifiedBundle) -> dict[str, Any]:
     return {
         "format": WEB_USERS_FORMAT,
         "issuer": c.issuer,
-        "issued_at": format_utc(c.issued_at),
+        "issued_at": iso_utc(c.issued_at, timespec="seconds"),
         "household": {"id": c.household.id, "label": c.household.label},
         "users": [{"name": u.name, "role": u.role.value, "password_hash": u.password_hash} for u in c.web_users],
     }

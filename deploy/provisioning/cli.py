@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from screening.core.clock import iso_utc
+
 from .bundle import (
     BUNDLE_SUFFIX,
     DEFAULT_ISSUER_KEYS_DIR,
@@ -27,7 +29,6 @@ from .bundle import (
     Household,
     WebRole,
     WebUser,
-    format_utc,
     generate_issuer_key,
     generate_password,
     hash_password,
@@ -175,7 +176,8 @@ def cmd_make(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise _cli_error(f"the config does not pass validation; nothing was signed:\n{exc}") from None
     write_private_file(output, data)
-    print(f"wrote {output}: household {household_id}, valid until {format_utc(content.not_after)}"
+    until = iso_utc(content.not_after, timespec="seconds")
+    print(f"wrote {output}: household {household_id}, valid until {until}"
           + (f", unit {content.unit}" if content.unit else ", any unit"))  # fmt: skip
     if args.sheet:
         from .sheet import SheetData, render_sheet
@@ -220,7 +222,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(json.dumps({
             "applied": not result.dry_run, "ok": result.ok, "source": result.bundle.source,
             "household": {"id": c.household.id, "label": c.household.label}, "issuer": c.issuer,
-            "issued_at": format_utc(c.issued_at), "keyid": result.bundle.signer.keyid,
+            "issued_at": iso_utc(c.issued_at, timespec="seconds"), "keyid": result.bundle.signer.keyid,
             "config": str(result.config_path), "config_changed": result.config_changed,
             "backup": str(result.backup_path) if result.backup_path else None,
             "web_users": str(result.web_users_path),

@@ -24,13 +24,21 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from blocklist.lists import NumberLists, parse_iso_utc
+from blocklist.lists import NumberLists
 from blocklist.outbox import VOICE_CHANNEL, AlertKind, DeliveryStatus
 from blocklist.store import CallFilter, CallRow, EventRow, FlagRow, Store, StoreError, relpath_problem
-from screening.core.clock import iso_utc
-from screening.core.model import CallState, EventKind, ReviewLabel, Verdict
-from screening.core.model import Action, ListEntry, ListKind, MatchKind, Reason
-from screening.core.clock import region_zone
+from screening.core.clock import iso_utc, parse_iso_utc, region_zone
+from screening.core.model import (
+    Action,
+    CallState,
+    EventKind,
+    ListEntry,
+    ListKind,
+    MatchKind,
+    Reason,
+    ReviewLabel,
+    Verdict,
+)
 from screening.core.numbers import clean_digits, national_format
 from screening.web.auth import User, require_user
 from screening.web.context import WebContext

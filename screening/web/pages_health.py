@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from blocklist.lists import parse_iso_utc
 from blocklist.recovery import read_notices
 from screening import doctor
 from screening.config import Config
+from screening.core.clock import parse_iso_utc
 from screening.status import DaemonStatus, LineProblem, LineState, StatusError, mamoru_version, read_status
 from screening.web.auth import require_user
 from screening.web.context import WebContext

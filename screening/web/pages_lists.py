@@ -32,9 +32,9 @@ from blocklist.formats import (
     read_entries,
     write_entries,
 )
-from blocklist.lists import parse_iso_utc, parse_list_spec
+from blocklist.lists import parse_list_spec
 from blocklist.store import Store, StoreError
-from screening.core.clock import iso_utc
+from screening.core.clock import iso_utc, parse_iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.numbers import national_format
 from screening.web.auth import require_user
