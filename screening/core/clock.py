@@ -14,8 +14,7 @@ from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-import phonenumbers.timezone
+from screening.core.numbers import region_time_zones
 
 __all__ = ["iso_utc", "local_stamp", "parse_iso_utc", "region_zone", "utc_now"]
 
@@ -29,9 +28,7 @@ def region_zone(region: str) -> tzinfo:
     phonenumbers knows each region's zones; for a region with several (US) the one
     of its example number is taken, as good a guess as any without a config key.
     """
-    example = phonenumbers.example_number(region)
-    names = phonenumbers.timezone.time_zones_for_number(example) if example is not None else ()
-    for name in names:
+    for name in region_time_zones(region):
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):

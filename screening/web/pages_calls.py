@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import phonenumbers
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,7 +38,7 @@ from screening.core.model import (
     ReviewLabel,
     Verdict,
 )
-from screening.core.numbers import clean_digits, national_format
+from screening.core.numbers import clean_digits, national_format, region_dialling
 from screening.web.auth import User, require_user
 from screening.web.context import WebContext
 from screening.web.i18n import UiLanguage, register, translate
@@ -433,7 +432,7 @@ def number_fragments(text: str, region: str) -> tuple[str, ...]:
     if any(ch.isalpha() for ch in text):
         return ()
     fragments = {digits}
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    meta = region_dialling(region)
     trunk = meta.national_prefix if meta is not None else None
     if not digits.startswith("+") and trunk and body.startswith(trunk) and meta is not None:
         fragments.add(f"+{meta.country_code}{body[len(trunk):]}")
