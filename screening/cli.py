@@ -24,6 +24,7 @@ from screening.core.callerid import caller_id_for_check
 from screening.config import Config, ConfigError, load_config
 from screening.core.model import ListEntry, ListKind, Reason
 from screening.core.clock import local_stamp, parse_iso_utc, region_zone
+from screening.core.files import atomic_write_bytes
 from screening.core.numbers import national_format
 from screening.core.rules import Policy, decide
 from screening.core.safe_text import TerminalSafeFormatter, terminal_safe
@@ -290,12 +291,9 @@ def _export_list(args: argparse.Namespace, kind: ListKind, store: Store | None, 
         sys.stdout.flush()
         return EXIT_OK
     target = Path(args.output)
-    partial = target.with_name(f".{target.name}.partial")
-    try:  # via a temporary name: an interrupted export never leaves half a list behind
-        partial.write_bytes(data)
-        partial.replace(target)
+    try:  # atomically: an interrupted export never leaves half a list behind
+        atomic_write_bytes(target, data)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         raise CliError(f"cannot write {target}: {exc.strerror or exc}") from exc
     print(f"exported {len(entries)} {kind.value} entr{'y' if len(entries) == 1 else 'ies'} to {target}",
           file=sys.stderr)  # fmt: skip

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from blocklist.store import CallRow, Store, StoreError
+from screening.core.files import atomic_write_text
 from screening.core.model import EventKind
 from screening.config import ConfigError, load_config
 
@@ -114,13 +114,4 @@ def _write(text: str, output: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(output)
-    partial = target.with_name(f".{target.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # callers' words: private
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        partial.replace(target)
-    except OSError:
-        partial.unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(output), text, mode=0o600)  # callers' words: private
