@@ -50,7 +50,7 @@ _SERIALIZER = JSONSerializer(compact=False)  # indented: issuers read these file
 
 
 class KeyRole(StrEnum):
-    """A TUF signing role: which key signs which metadata (a web account's role is ``screening.web.auth.Role``)."""
+    """A TUF signing role: which key signs which metadata (a web account's is ``screening.core.model.Role``)."""
 
     ROOT = "root"
     TARGETS = "targets"

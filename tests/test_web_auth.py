@@ -27,13 +27,13 @@ import pytest
 
 from blocklist.store import Store
 from screening.config import load_config
+from screening.core.model import Role
 from screening.web.app import create_app
 from screening.web.auth import (
     PRE_SESSION_COOKIE,
     SESSION_COOKIE,
     Account,
     LoginLimits,
-    Role,
     UserFile,
     hash_password,
     install,

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from test_web_auth import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, WebRig, csrf_of, login
 
-from screening.web.auth import LoginLimits, Role, install
+from screening.core.model import Role
+from screening.web.auth import LoginLimits, install
 
 pytestmark = pytest.mark.timeout(180)
 

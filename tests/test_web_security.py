@@ -33,7 +33,8 @@ from test_web_auth import (
 )
 
 from screening.core.model import CallerID
-from screening.web.auth import PRE_SESSION_COOKIE, SESSION_COOKIE, Role
+from screening.core.model import Role
+from screening.web.auth import PRE_SESSION_COOKIE, SESSION_COOKIE
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -43,6 +43,7 @@ from securesystemslib.signer import CryptoSigner, SSlibKey
 from screening.config import Config, ConfigError, load_config, parse_config, parse_toml_text
 from screening.core.clock import iso_utc, utc_now
 from screening.core.files import atomic_write_bytes, staged_file
+from screening.core.model import Role
 
 if TYPE_CHECKING:
     from blocklist.store import Store
@@ -106,15 +107,10 @@ class BundleError(Exception):
     """An issuer-side problem (key file, config, feed root): nothing was signed or written."""
 
 
-class WebRole(StrEnum):
-    FAMILY = "family"
-    INSTALLER = "installer"
-
-
 @dataclass(frozen=True, slots=True)
 class WebUser:
     name: str
-    role: WebRole
+    role: Role
     password_hash: str  # argon2 (PHC string)
 
 
@@ -184,7 +180,7 @@ class BundleContent:
             item, where = _mapping(raw, f"web.users[{i}]"), f"web.users[{i}]"
             role_text = _text_at(item, "role", where)
             try:
-                role = WebRole(role_text)
+                role = Role(role_text)
             except ValueError:
                 raise ValueError(f"{where}.role: must be family or installer (got {role_text!r})") from None
             users.append(WebUser(_text_at(item, "name", where), role, _text_at(item, "password_hash", where)))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from screening.core.clock import iso_utc
+from screening.core.model import Role
 
 from .bundle import (
     BUNDLE_SUFFIX,
@@ -27,7 +28,6 @@ from .bundle import (
     BundleRefused,
     FeedSpec,
     Household,
-    WebRole,
     WebUser,
     generate_issuer_key,
     generate_password,
@@ -163,9 +163,9 @@ def cmd_make(args: argparse.Namespace) -> int:
     generated = args.family_password is None
     password = generate_password() if generated else args.family_password
     try:
-        users = [WebUser(args.family_user, WebRole.FAMILY, hash_password(password))]
+        users = [WebUser(args.family_user, Role.FAMILY, hash_password(password))]
         if args.installer_password:
-            users.append(WebUser("installer", WebRole.INSTALLER, hash_password(args.installer_password)))
+            users.append(WebUser("installer", Role.INSTALLER, hash_password(args.installer_password)))
         household_id = args.household_id or output.name.removesuffix(BUNDLE_SUFFIX)
         content = new_content(issuer=_issuer_name(args), household=Household(household_id, args.label or household_id),
                               config_toml=config_text, feeds=_feeds(args), web_users=users, unit=args.unit,

@@ -46,6 +46,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from screening.core.files import atomic_write_bytes
+from screening.core.model import Role
 from screening.web.context import WebContext
 from screening.web.i18n import DEFAULT_LANGUAGE, UiLanguage, register, translate
 from screening.web.limits import (
@@ -82,15 +83,6 @@ HASH_SLOTS = 2  # concurrent argon2 runs (64 MiB each): a Pi must survive a burs
 HASH_SLOT_WAIT_S = 30.0
 # Paths that work before the first account exists (everything else redirects to /setup).
 FIRST_RUN_PATHS = frozenset({"/setup", "/language"})
-
-
-class Role(StrEnum):
-    FAMILY = "family"
-    INSTALLER = "installer"
-
-    def covers(self, needed: Role) -> bool:
-        """The installer may do everything family may."""
-        return self is Role.INSTALLER or needed is Role.FAMILY
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from screening.config import BUILTIN_SOURCE, Config
+from screening.core.model import Role
 from screening.web.auth import (
     Account,
-    Role,
     UserFile,
     UsersFileError,
     hash_password,

@@ -41,10 +41,10 @@ from firmware.audio_format import WavError, read_wav_pcm16
 from screening import config_edit
 from screening.config import Config, ConfigError, ConfigProblem, RelativeConfig
 from screening.core.model import Language
-from screening.core.model import Action, Prompt
+from screening.core.model import Action, Prompt, Role
 from screening.core.files import atomic_write_bytes
 from screening.core.numbers import national_format
-from screening.web.auth import Role, User, require_user
+from screening.web.auth import User, require_user
 from screening.web.context import WebContext
 from screening.web.i18n import register, translate
 from screening.web.templating import render, request_language
