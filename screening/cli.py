@@ -23,7 +23,7 @@ from blocklist.store import Store
 from screening.core.callerid import caller_id_for_check
 from screening.config import Config, ConfigError, load_config
 from screening.core.model import ListEntry, ListKind, Reason
-from screening.core.clock import local_stamp, parse_iso_utc, region_zone
+from screening.core.clock import iso_utc, local_stamp, parse_iso_utc, region_zone, utc_now
 from screening.core.files import atomic_write_bytes
 from screening.core.numbers import national_format
 from screening.core.rules import Policy, decide
@@ -159,15 +159,13 @@ def _parse_expiry(args: argparse.Namespace) -> str | None:
     if args.days is not None:
         if args.days <= 0:
             raise CliError("--days must be a positive number of days")
-        return (datetime.now(UTC) + timedelta(days=args.days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_utc(utc_now() + timedelta(days=args.days), timespec="seconds")
     if args.expires:
         try:
-            when = datetime.fromisoformat(args.expires)
+            when = parse_iso_utc(args.expires)  # a bare date or time is UTC
         except ValueError as exc:
             raise CliError(f"--expires {args.expires!r}: use a date like 2027-03-31") from exc
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_utc(when, timespec="seconds")
     return None
 
 
