@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 
 from screening.core.numbers import (
-    NumberError, country_code_dialling, country_code_for_region, country_code_length, dialled_from, is_fixed_line,
-    is_possible_parts, is_supported_region, national_parts, region_dialling, region_time_zones,
+    NumberError,
+    country_code_dialling,
+    country_code_for_region,
+    country_code_length,
+    dialled_from,
+    is_fixed_line,
+    is_possible_parts,
+    is_supported_region,
+    national_parts,
+    region_dialling,
+    region_time_zones,
 )  # fmt: skip
 
 
