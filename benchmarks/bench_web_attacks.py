@@ -48,7 +48,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from screening.web.accounts import Account, Role, UserFile, hash_password  # noqa: E402
+from screening.core.model import Role  # noqa: E402
+from screening.web.accounts import Account, UserFile, hash_password  # noqa: E402
 
 BODY_BYTES = 20 * 1024 * 1024
 CHUNK = b"x" * 65536

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 
-import phonenumbers
 
 from screening.core.model import ListEntry, ListKind, MatchKind
+from screening.core.numbers import country_code_for_region, country_code_length, is_fixed_line
 
 __all__ = ["DEFAULT_PROTECTED", "BreadthLimits", "feed_breadth_problem"]
 
@@ -51,18 +50,9 @@ class BreadthLimits:
     protected: tuple[str, ...] = DEFAULT_PROTECTED
 
 
-@lru_cache(maxsize=1024)
-def _country_code_length(head: str) -> int:
-    """Digits of the country code that ``head`` (an E.164 number's first 3 digits) starts with; 0: none."""
-    for n in (1, 2, 3):
-        if len(head) >= n and int(head[:n]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-            return n
-    return 0
-
-
 def _split_country(e164: str) -> tuple[int, str] | None:
     """``+81312…`` -> (81, "312…"); None when no country code starts it (country codes are prefix-free)."""
-    n = _country_code_length(e164[1:4])
+    n = country_code_length(e164[1:4])
     return (int(e164[1 : 1 + n]), e164[1 + n :]) if n else None
 
 
@@ -82,8 +72,7 @@ def _police_station(e164: str) -> bool:
     """A home-country landline ending …0110 (a mobile number may end so by chance)."""
     if not e164.endswith(OFFICIAL_SUFFIXES):
         return False
-    number = phonenumbers.parse(e164, None)
-    return phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.FIXED_LINE
+    return is_fixed_line(e164)
 
 
 def _covers(entry: ListEntry, number: str) -> bool:
@@ -97,7 +86,7 @@ def _covers(entry: ListEntry, number: str) -> bool:
 
 def feed_breadth_problem(entries: Iterable[ListEntry], limits: BreadthLimits) -> str | None:
     """Why this whole feed blocks too much (one sentence naming the worst offence), or None."""
-    home_cc = phonenumbers.country_code_for_region(limits.home_region)
+    home_cc = country_code_for_region(limits.home_region)
     protected = frozenset(limits.protected)
     spans: dict[int, list[tuple[int, int]]] = {}  # prefixes and ranges, merged per country below
     singles: dict[int, int] = {}  # exact numbers: summed, not merged (a million of them barely register)

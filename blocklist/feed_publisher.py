@@ -23,7 +23,6 @@ import copy
 import fcntl
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,9 +36,11 @@ from tuf.api.metadata import Metadata, MetaFile, Root, Signed, Snapshot, TargetF
 from tuf.api.serialization.json import JSONSerializer
 
 from blocklist.feeds import TARGET_NAME  # the one target units look for
+from screening.core.clock import utc_now
+from screening.core.files import DEFAULT_MODE, atomic_write_bytes
 from screening.core.model import ListEntry, ListKind
 
-__all__ = ["TARGET_NAME", "Expiry", "FeedRepository", "PublishError", "PublishResult", "Role", "feed_file"]
+__all__ = ["TARGET_NAME", "Expiry", "FeedRepository", "PublishError", "PublishResult", "KeyRole", "feed_file"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ ROOT_EXPIRY_WARNING = timedelta(days=60)
 _SERIALIZER = JSONSerializer(compact=False)  # indented: issuers read these files
 
 
-class Role(StrEnum):
+class KeyRole(StrEnum):
+    """A TUF signing role: which key signs which metadata (a web account's is ``screening.core.model.Role``)."""
+
     ROOT = "root"
     TARGETS = "targets"
     SNAPSHOT = "snapshot"
@@ -74,7 +77,7 @@ class Expiry:
     snapshot: timedelta | datetime = timedelta(days=30)
     timestamp: timedelta | datetime = timedelta(days=7)
 
-    def at(self, role: Role, now: datetime) -> datetime:
+    def at(self, role: KeyRole, now: datetime) -> datetime:
         value = getattr(self, role.value)
         moment = value if isinstance(value, datetime) else now + value
         return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -94,24 +97,6 @@ class PublishResult:
     warnings: tuple[str, ...] = ()
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp: 0600 until chmod
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class FeedRepository:
     """One feed repository directory (see the module docstring). The constructor touches nothing."""
 
@@ -126,34 +111,34 @@ class FeedRepository:
     def init(self, feed_bytes: bytes, entries: int = 0, *, expiry: Expiry = Expiry(),
              now: datetime | None = None) -> PublishResult:
         """Create keys and version 1 of every role, publishing ``feed_bytes`` (normally the empty list)."""
-        now = now or _utc_now()
+        now = now or utc_now()
         if (self.metadata_dir / "root.json").exists() or (self.keys_dir.exists() and any(self.keys_dir.iterdir())):
             raise PublishError(f"{self.path} is already a feed repository (keys/ or metadata/root.json exist)")
         for directory in (self.keys_dir, self.metadata_dir, self.targets_dir):
             directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.keys_dir, 0o700)
         with self._locked():
-            signers = {role: CryptoSigner.generate_ed25519() for role in Role}
+            signers = {role: CryptoSigner.generate_ed25519() for role in KeyRole}
             for role, signer in signers.items():
-                _write_atomic(self._key_path(role), signer.private_bytes, mode=0o600)
-            root = Metadata(Root(expires=expiry.at(Role.ROOT, now), consistent_snapshot=True))
+                atomic_write_bytes(self._key_path(role), signer.private_bytes, mode=0o600)
+            root = Metadata(Root(expires=expiry.at(KeyRole.ROOT, now), consistent_snapshot=True))
             for role, signer in signers.items():
                 root.signed.add_key(signer.public_key, role.value)
-            root.sign(signers[Role.ROOT])
+            root.sign(signers[KeyRole.ROOT])
             self._write_root(root)
-            targets = Metadata(Targets(expires=expiry.at(Role.TARGETS, now)))
+            targets = Metadata(Targets(expires=expiry.at(KeyRole.TARGETS, now)))
             return self._publish(root.signed, targets, signers, feed_bytes, entries, expiry, now, fresh=True)
 
     def publish_numbers(self, feed_bytes: bytes, entries: int, *, expiry: Expiry = Expiry(),
                         now: datetime | None = None) -> PublishResult:
         """Make ``feed_bytes`` (a mamoru-feed/1 file holding ``entries`` rows) the list units apply."""
-        now = now or _utc_now()
+        now = now or utc_now()
         with self._locked():
-            root = self._load(Role.ROOT, Root)
-            signers = self._signers(root.signed, (Role.TARGETS, Role.SNAPSHOT, Role.TIMESTAMP))
-            targets = self._load(Role.TARGETS, Targets)
+            root = self._load(KeyRole.ROOT, Root)
+            signers = self._signers(root.signed, (KeyRole.TARGETS, KeyRole.SNAPSHOT, KeyRole.TIMESTAMP))
+            targets = self._load(KeyRole.TARGETS, Targets)
             targets.signed.version += 1
-            targets.signed.expires = expiry.at(Role.TARGETS, now)
+            targets.signed.expires = expiry.at(KeyRole.TARGETS, now)
             return self._publish(root.signed, targets, signers, feed_bytes, entries, expiry, now)
 
     def refresh(self, *, expiry: Expiry = Expiry(), now: datetime | None = None) -> PublishResult:
@@ -161,19 +146,19 @@ class FeedRepository:
 
         Targets is re-signed too when it would otherwise expire before the new snapshot.
         """
-        now = now or _utc_now()
+        now = now or utc_now()
         with self._locked():
-            root = self._load(Role.ROOT, Root)
-            signers = self._signers(root.signed, (Role.TARGETS, Role.SNAPSHOT, Role.TIMESTAMP))
-            targets = self._load(Role.TARGETS, Targets)
-            renew_targets = targets.signed.expires <= expiry.at(Role.SNAPSHOT, now)
+            root = self._load(KeyRole.ROOT, Root)
+            signers = self._signers(root.signed, (KeyRole.TARGETS, KeyRole.SNAPSHOT, KeyRole.TIMESTAMP))
+            targets = self._load(KeyRole.TARGETS, Targets)
+            renew_targets = targets.signed.expires <= expiry.at(KeyRole.SNAPSHOT, now)
             if renew_targets:
                 targets.signed.version += 1
-                targets.signed.expires = expiry.at(Role.TARGETS, now)
+                targets.signed.expires = expiry.at(KeyRole.TARGETS, now)
                 self._sign(targets, root.signed, signers)
             return self._commit(root.signed, targets, signers, expiry, now, write_targets=renew_targets)
 
-    def rotate_keys(self, roles: Iterable[Role], *, expiry: Expiry = Expiry(),
+    def rotate_keys(self, roles: Iterable[KeyRole], *, expiry: Expiry = Expiry(),
                     now: datetime | None = None) -> PublishResult:
         """New keys for ``roles``; a new root version signed by the old and the new root keys.
 
@@ -182,38 +167,38 @@ class FeedRepository:
         a new version; snapshot and timestamp always get a new version.
         Needs keys/root.pem (bring the offline root key back for this).
         """
-        now = now or _utc_now()
+        now = now or utc_now()
         rotating = set(roles)
         if not rotating:
             raise PublishError("no role to rotate")
         with self._locked():
-            old_root = self._load(Role.ROOT, Root)
-            signers = self._signers(old_root.signed, tuple(Role))
+            old_root = self._load(KeyRole.ROOT, Root)
+            signers = self._signers(old_root.signed, tuple(KeyRole))
             new_signers = {role: CryptoSigner.generate_ed25519() for role in rotating}
             # The new keys are on disk before any metadata names them: a crash in between
             # leaves an unused .next key, never metadata whose key is lost.
             for role, signer in new_signers.items():
-                _write_atomic(self._next_key_path(role), signer.private_bytes, mode=0o600)
+                atomic_write_bytes(self._next_key_path(role), signer.private_bytes, mode=0o600)
             root = Metadata(copy.deepcopy(old_root.signed))
             root.signed.version += 1
-            root.signed.expires = expiry.at(Role.ROOT, now)
+            root.signed.expires = expiry.at(KeyRole.ROOT, now)
             for role, signer in new_signers.items():
                 for keyid in list(root.signed.roles[role.value].keyids):
                     root.signed.revoke_key(keyid, role.value)
                 root.signed.add_key(signer.public_key, role.value)
             # Signed by the old root keys (the chain) and the new ones (self-signature).
-            root.sign(signers[Role.ROOT])
-            if Role.ROOT in new_signers:
-                root.sign(new_signers[Role.ROOT], append=True)
+            root.sign(signers[KeyRole.ROOT])
+            if KeyRole.ROOT in new_signers:
+                root.sign(new_signers[KeyRole.ROOT], append=True)
             signers.update(new_signers)
             self._write_root(root)
-            targets = self._load(Role.TARGETS, Targets)
-            if Role.TARGETS in rotating:
+            targets = self._load(KeyRole.TARGETS, Targets)
+            if KeyRole.TARGETS in rotating:
                 targets.signed.version += 1
-                targets.signed.expires = expiry.at(Role.TARGETS, now)
+                targets.signed.expires = expiry.at(KeyRole.TARGETS, now)
                 self._sign(targets, root.signed, signers)
             result = self._commit(root.signed, targets, signers, expiry, now,
-                                  write_targets=Role.TARGETS in rotating)  # fmt: skip
+                                  write_targets=KeyRole.TARGETS in rotating)  # fmt: skip
             for role in new_signers:  # the old private keys go: rotated means retired
                 os.replace(self._next_key_path(role), self._key_path(role))
             return result
@@ -221,17 +206,17 @@ class FeedRepository:
     def status(self) -> dict[str, object]:
         """Versions, expiry and list size as served now (for `mamoru publish status`-like output)."""
         out: dict[str, object] = {}
-        for role, cls in ((Role.ROOT, Root), (Role.TARGETS, Targets), (Role.SNAPSHOT, Snapshot),
-                          (Role.TIMESTAMP, Timestamp)):  # fmt: skip
+        for role, cls in ((KeyRole.ROOT, Root), (KeyRole.TARGETS, Targets), (KeyRole.SNAPSHOT, Snapshot),
+                          (KeyRole.TIMESTAMP, Timestamp)):  # fmt: skip
             md = self._load(role, cls)
             out[role.value] = {"version": md.signed.version, "expires": md.signed.expires.isoformat()}
-        info = self._load(Role.TARGETS, Targets).signed.targets.get(TARGET_NAME)
+        info = self._load(KeyRole.TARGETS, Targets).signed.targets.get(TARGET_NAME)
         out["entries"] = (info.custom or {}).get("entries") if info else None
         return out
 
     # ----------------------------------------------------------------- internals
 
-    def _publish(self, root: Root, targets: Metadata[Targets], signers: dict[Role, CryptoSigner],
+    def _publish(self, root: Root, targets: Metadata[Targets], signers: dict[KeyRole, CryptoSigner],
                  feed_bytes: bytes, entries: int, expiry: Expiry, now: datetime, *,
                  fresh: bool = False) -> PublishResult:
         from blocklist.formats import FEED_FORMAT_ID
@@ -241,7 +226,7 @@ class FeedRepository:
         previous = targets.signed.targets.get(TARGET_NAME)
         digest = info.hashes[HASH_ALGORITHM]
         # Consistent snapshots: the unit fetches targets/<sha256>.numbers.csv.
-        _write_atomic(self.targets_dir / f"{digest}.{TARGET_NAME}", feed_bytes)
+        atomic_write_bytes(self.targets_dir / f"{digest}.{TARGET_NAME}", feed_bytes, mode=DEFAULT_MODE)
         targets.signed.targets[TARGET_NAME] = info
         self._sign(targets, root, signers)
         result = self._commit(root, targets, signers, expiry, now, write_targets=True, fresh=fresh)
@@ -252,37 +237,39 @@ class FeedRepository:
                 old.unlink(missing_ok=True)
         return result
 
-    def _commit(self, root: Root, targets: Metadata[Targets], signers: dict[Role, CryptoSigner],
+    def _commit(self, root: Root, targets: Metadata[Targets], signers: dict[KeyRole, CryptoSigner],
                 expiry: Expiry, now: datetime, *, write_targets: bool, fresh: bool = False) -> PublishResult:
         """Write targets (if changed), then a new snapshot, then a new timestamp: the order units read them."""
         versioned_targets = self.metadata_dir / f"{targets.signed.version}.targets.json"
         if write_targets:
             targets_bytes = targets.to_bytes(_SERIALIZER)
-            _write_atomic(versioned_targets, targets_bytes)
+            atomic_write_bytes(versioned_targets, targets_bytes, mode=DEFAULT_MODE)
         else:  # the served bytes, not a re-serialisation: snapshot pins their hash
             targets_bytes = versioned_targets.read_bytes()
         if fresh:
-            snapshot = Metadata(Snapshot(expires=expiry.at(Role.SNAPSHOT, now)))
-            timestamp = Metadata(Timestamp(expires=expiry.at(Role.TIMESTAMP, now)))
+            snapshot = Metadata(Snapshot(expires=expiry.at(KeyRole.SNAPSHOT, now)))
+            timestamp = Metadata(Timestamp(expires=expiry.at(KeyRole.TIMESTAMP, now)))
         else:
-            snapshot = self._load(Role.SNAPSHOT, Snapshot)
+            snapshot = self._load(KeyRole.SNAPSHOT, Snapshot)
             snapshot.signed.version += 1
-            timestamp = self._load(Role.TIMESTAMP, Timestamp)
+            timestamp = self._load(KeyRole.TIMESTAMP, Timestamp)
             timestamp.signed.version += 1
-        snapshot.signed.expires = expiry.at(Role.SNAPSHOT, now)
+        snapshot.signed.expires = expiry.at(KeyRole.SNAPSHOT, now)
         # Hashes pin each file to the one signed above it: files mixed from two publishes fail.
         snapshot.signed.meta["targets.json"] = MetaFile.from_data(targets.signed.version, targets_bytes,
                                                                   [HASH_ALGORITHM])  # fmt: skip
         self._sign(snapshot, root, signers)
         snapshot_bytes = snapshot.to_bytes(_SERIALIZER)
-        _write_atomic(self.metadata_dir / f"{snapshot.signed.version}.snapshot.json", snapshot_bytes)
-        timestamp.signed.expires = expiry.at(Role.TIMESTAMP, now)
+        versioned_snapshot = self.metadata_dir / f"{snapshot.signed.version}.snapshot.json"
+        atomic_write_bytes(versioned_snapshot, snapshot_bytes, mode=DEFAULT_MODE)
+        timestamp.signed.expires = expiry.at(KeyRole.TIMESTAMP, now)
         timestamp.signed.snapshot_meta = MetaFile.from_data(snapshot.signed.version, snapshot_bytes, [HASH_ALGORITHM])
         self._sign(timestamp, root, signers)
         if write_targets:
-            _write_atomic(self.metadata_dir / "targets.json", targets_bytes)
-        _write_atomic(self.metadata_dir / "snapshot.json", snapshot_bytes)
-        _write_atomic(self.metadata_dir / "timestamp.json", timestamp.to_bytes(_SERIALIZER))  # last: goes live
+            atomic_write_bytes(self.metadata_dir / "targets.json", targets_bytes, mode=DEFAULT_MODE)
+        atomic_write_bytes(self.metadata_dir / "snapshot.json", snapshot_bytes, mode=DEFAULT_MODE)
+        # last: goes live
+        atomic_write_bytes(self.metadata_dir / "timestamp.json", timestamp.to_bytes(_SERIALIZER), mode=DEFAULT_MODE)
         info = targets.signed.targets.get(TARGET_NAME)
         warnings = []
         if root.expires - now < ROOT_EXPIRY_WARNING:
@@ -301,18 +288,18 @@ class FeedRepository:
             warnings=tuple(warnings),
         )
 
-    def _sign(self, md: Metadata, root: Root, signers: dict[Role, CryptoSigner]) -> None:
-        role = Role(md.signed.type)
+    def _sign(self, md: Metadata, root: Root, signers: dict[KeyRole, CryptoSigner]) -> None:
+        role = KeyRole(md.signed.type)
         md.sign(signers[role])
         # Refuse to publish what a unit would refuse: the signature must satisfy root.
         root.verify_delegate(role.value, md.signed_bytes, md.signatures)
 
     def _write_root(self, root: Metadata[Root]) -> None:
         data = root.to_bytes(_SERIALIZER)
-        _write_atomic(self.metadata_dir / f"{root.signed.version}.root.json", data)
-        _write_atomic(self.metadata_dir / "root.json", data)
+        atomic_write_bytes(self.metadata_dir / f"{root.signed.version}.root.json", data, mode=DEFAULT_MODE)
+        atomic_write_bytes(self.metadata_dir / "root.json", data, mode=DEFAULT_MODE)
 
-    def _load(self, role: Role, cls: type[Signed]) -> Metadata:
+    def _load(self, role: KeyRole, cls: type[Signed]) -> Metadata:
         path = self.metadata_dir / f"{role.value}.json"
         try:
             md = Metadata.from_file(str(path))
@@ -325,7 +312,7 @@ class FeedRepository:
             raise PublishError(f"{path}: holds {md.signed.type} metadata, expected {role.value}")
         return md
 
-    def _signers(self, root: Root, roles: Iterable[Role]) -> dict[Role, CryptoSigner]:
+    def _signers(self, root: Root, roles: Iterable[KeyRole]) -> dict[KeyRole, CryptoSigner]:
         """Load each role's private key and check that root names it (a stale key file would sign in vain)."""
         signers = {}
         for role in roles:
@@ -342,15 +329,15 @@ class FeedRepository:
                     break
             else:
                 where = self._key_path(role)
-                hint = " (the root key is kept offline: put it back for this operation)" if role is Role.ROOT else ""
+                hint = " (the root key is kept offline: put it back for this operation)" if role is KeyRole.ROOT else ""
                 raise PublishError(f"no key for {role.value} that root version {root.version} trusts in "
                                    f"{where}{hint}")  # fmt: skip
         return signers
 
-    def _key_path(self, role: Role) -> Path:
+    def _key_path(self, role: KeyRole) -> Path:
         return self.keys_dir / f"{role.value}.pem"
 
-    def _next_key_path(self, role: Role) -> Path:
+    def _next_key_path(self, role: KeyRole) -> Path:
         return self.keys_dir / f"{role.value}.next.pem"
 
     @contextmanager

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -32,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +47,8 @@ from tuf.ngclient.fetcher import FetcherInterface
 from blocklist.feed_breadth import BreadthLimits, feed_breadth_problem
 from blocklist.lists import NumberLists
 from blocklist.store import FEED_SOURCE_PREFIX, Store, StoreError
-from screening.core.clock import iso_utc
+from screening.core.clock import iso_utc, utc_now
+from screening.core.files import DEFAULT_MODE, atomic_write_bytes
 from screening.core.model import ListKind
 from screening.core.numbers import try_parse_number
 
@@ -199,10 +199,6 @@ def breadth_limits(cfg: Config) -> BreadthLimits:
     return BreadthLimits(cfg.feeds.max_share_percent, cfg.feeds.min_prefix_digits, region, protected)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 # --------------------------------------------------------------------------- add / remove
 
 
@@ -230,7 +226,7 @@ def add_feed(store: Store, feeds_dir: Path, name: str, url: str, root_json: byte
                             "first")  # fmt: skip
     else:
         _install_anchor(paths, root_json)
-        store.save_feed(name, url=base_url, added_at=iso_utc(_now()))
+        store.save_feed(name, url=base_url, added_at=iso_utc(utc_now()))
         log.info("feed %s added: %s (root version %d)", name, base_url, root.signed.version)
     if first_update:
         update_feed(store, feeds_dir, name, max_age_days=max_age_days, limits=limits)
@@ -241,10 +237,10 @@ def _install_anchor(paths: FeedPaths, root_json: bytes) -> None:
     if paths.base.exists():
         shutil.rmtree(paths.base)
     paths.metadata.mkdir(parents=True)
-    _write_atomic(paths.anchor, root_json)
+    atomic_write_bytes(paths.anchor, root_json, mode=DEFAULT_MODE)
     # ngclient's cache starts at the anchor; from the first update on it keeps root.json as a link
     # into its root_history/. The anchor itself stays in NAME/root.json and is passed as bootstrap.
-    _write_atomic(paths.metadata / "root.json", root_json)
+    atomic_write_bytes(paths.metadata / "root.json", root_json, mode=DEFAULT_MODE)
 
 
 def remove_feed(store: Store, feeds_dir: Path, name: str) -> bool:
@@ -255,20 +251,6 @@ def remove_feed(store: Store, feeds_dir: Path, name: str) -> bool:
         shutil.rmtree(paths.base)
         existed = True
     return existed
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- update
@@ -405,7 +387,7 @@ def _update(store: Store, paths: FeedPaths, name: str, row: dict[str, Any], *, m
         digest = info.hashes.get("sha256")
         if not digest:
             raise _Refused(Refusal.BAD_METADATA, f"{TARGET_NAME} has no sha256 hash")
-        now = _now()
+        now = utc_now()
         expires_at = iso_utc(now + timedelta(days=max_age_days))
         if digest == row.get("target_hash"):
             before_write()
@@ -477,7 +459,7 @@ def _failed(store: Store, name: str, refusal: Refusal, detail: str, *, record: b
     log.warning("feed %s: refused update: %s", name, why)
     if record:
         try:
-            store.save_feed(name, error=f"{refusal.value}: {why}", error_at=iso_utc(_now()))
+            store.save_feed(name, error=f"{refusal.value}: {why}", error_at=iso_utc(utc_now()))
         except (StoreError, ValueError) as exc:
             log.warning("feed %s: could not record the failure: %s", name, exc)
     outcome = FeedOutcome.UNREACHABLE if refusal is Refusal.UNREACHABLE else FeedOutcome.REFUSED
@@ -599,7 +581,7 @@ class FeedTimer:
                 if self.on_refused is not None and result.refusal is Refusal.TOO_BROAD:
                     self.on_refused(result)
                 if self.on_lists is not None and store.lists_generation() != before:
-                    self.on_lists(store.load_lists(_now()))  # a million entries take seconds: not on the call loop
+                    self.on_lists(store.load_lists(utc_now()))  # a million entries take seconds: not on the call loop
             finally:
                 if self.hold_lists is not None:
                     self.hold_lists(0)  # offered or not: the call loop may reload again

@@ -63,12 +63,14 @@ from enum import StrEnum
 from functools import lru_cache
 from io import StringIO
 
-import phonenumbers
 
-from blocklist.lists import ListSpecError, parse_iso_utc, parse_list_spec
+from blocklist.lists import ListSpecError, parse_list_spec
 from blocklist.store import FEED_SOURCE_PREFIX
-from screening.core.clock import iso_utc
+from screening.core.clock import iso_utc, parse_iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
+from screening.core.numbers import (
+    country_code_dialling, country_code_length, is_possible_parts, national_format, national_parts, region_dialling,
+)  # fmt: skip
 from screening.core.safe_text import csv_cell, csv_uncell
 
 __all__ = [
@@ -313,8 +315,7 @@ _FTC_DIGITS = re.compile(r"[2-9][0-9]{9}")
 @lru_cache(maxsize=512)
 def _national_prefix(country_code: int) -> tuple[bool, re.Pattern[str] | None]:
     """(metadata known, national_prefix_for_parsing) of a country code's main region."""
-    region = phonenumbers.region_code_for_country_code(country_code)
-    meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    meta = country_code_dialling(country_code)
     if meta is None:
         return False, None
     pattern = meta.national_prefix_for_parsing
@@ -323,10 +324,8 @@ def _national_prefix(country_code: int) -> tuple[bool, re.Pattern[str] | None]:
 
 def _country_code(digits: str) -> int | None:
     """The leading 1-3 digits that are a country code, as phonenumbers splits them (codes are prefix-free)."""
-    for n in (1, 2, 3):
-        if (code := int(digits[:n])) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-            return code
-    return None
+    n = country_code_length(digits)
+    return int(digits[:n]) if n else None
 
 
 def _fast_e164(text: str) -> str | None:
@@ -355,8 +354,7 @@ def _fast_e164(text: str) -> str | None:
     known, national_prefix = _national_prefix(country_code)
     if not known or (national_prefix is not None and national_prefix.match(national)):
         return None
-    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
-    return text if phonenumbers.is_possible_number(number) else None
+    return text if is_possible_parts(country_code, national) else None
 
 
 def _spec(text: str, home_region: str) -> tuple[MatchKind, str, str | None]:
@@ -715,17 +713,11 @@ def _written_form(entry: ListEntry, home_region: str) -> str:
 
 
 def _national(e164: str, home_region: str) -> str | None:
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return None
-    home = phonenumbers.region_code_for_number(number) == home_region
-    style = phonenumbers.PhoneNumberFormat.NATIONAL if home else phonenumbers.PhoneNumberFormat.INTERNATIONAL
-    return phonenumbers.format_number(number, style)
+    return national_format(e164, home_region) if national_parts(e164) is not None else None
 
 
 def _national_prefix_text(prefix: str, home_region: str) -> str | None:
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(home_region)
+    meta = region_dialling(home_region)
     if meta is None or not meta.national_prefix or not prefix.startswith(f"+{meta.country_code}"):
         return None
     return f"{meta.national_prefix}{prefix[len(str(meta.country_code)) + 1 :]}*"

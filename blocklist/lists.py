@@ -19,14 +19,14 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
-import phonenumbers
 
+from screening.core.clock import parse_iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
-from screening.core.numbers import NumberError, clean_digits, parse_number
+from screening.core.numbers import NumberError, clean_digits, country_code_length, parse_number, region_dialling
 
-__all__ = ["ListSpecError", "NumberLists", "entry_problem", "parse_iso_utc", "parse_list_spec"]
+__all__ = ["ListSpecError", "NumberLists", "entry_problem", "parse_list_spec"]
 
 # What may appear in a written number besides digits and a leading '+'.
 # Japanese typists use the long-vowel mark 'ー' and assorted dashes as hyphens.
@@ -126,7 +126,7 @@ def _parse_prefix(original: str, folded: str, home_region: str) -> str:
         prefix = digits
     else:
         prefix = _national_to_e164_prefix(original, digits, home_region)
-    if not _has_country_code(prefix[1:]):
+    if not country_code_length(prefix[1:]):
         raise ListSpecError(f"{original!r}: prefix {prefix} does not start with a known country code")
     if len(prefix) - 1 > _MAX_E164_DIGITS:
         raise ListSpecError(f"{original!r}: prefix is longer than any phone number")
@@ -134,7 +134,7 @@ def _parse_prefix(original: str, folded: str, home_region: str) -> str:
 
 
 def _national_to_e164_prefix(original: str, digits: str, home_region: str) -> str:
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(home_region)
+    meta = region_dialling(home_region)
     if meta is None:
         raise ListSpecError(f"{original!r}: unknown home region {home_region!r}")
     idd = re.match(meta.international_prefix or "00", digits)
@@ -150,16 +150,6 @@ def _national_to_e164_prefix(original: str, digits: str, home_region: str) -> st
             f"write +{meta.country_code}* if that is really meant"
         )
     return f"+{meta.country_code}{national}"
-
-
-def _has_country_code(digits: str) -> bool:
-    return any(int(digits[:n]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE for n in (1, 2, 3) if len(digits) >= n)
-
-
-def parse_iso_utc(text: str) -> datetime:
-    """Parse an ISO-8601 timestamp; naive values are taken as UTC. Raises ValueError."""
-    value = datetime.fromisoformat(text)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # --------------------------------------------------------------------------- matching

@@ -36,9 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from blocklist.durability import fsync_dir
 from blocklist.store import Store
 from screening.core.clock import iso_utc
+from screening.core.files import atomic_write_text, fsync_dir
 
 __all__ = [
     "DAMAGED_STORE_MESSAGE",
@@ -209,17 +209,7 @@ def damaged_copies(db: Path) -> list[Path]:
 def _write_notices(db: Path, notices: list[DamageNotice]) -> None:
     target = notice_path(db)
     data = json.dumps({"damaged": [n.as_dict() for n in notices]}, ensure_ascii=False, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
+    atomic_write_text(target, data, mode=0o600)
 
 
 # --------------------------------------------------------------------------- salvage

@@ -42,7 +42,6 @@ CLI tools open the store with ``recover_calls=False``.
 from __future__ import annotations
 
 import dataclasses
-
 import fcntl
 import functools
 import json
@@ -54,7 +53,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -62,9 +61,10 @@ from typing import Any, Self, TypeVar
 
 from sqlite_utils import Database
 
-from blocklist.durability import SYNCHRONOUS, append_durably, fsync_dir
-from blocklist.lists import NumberLists, entry_problem, parse_iso_utc
-from screening.core.clock import iso_utc
+from blocklist.durability import SYNCHRONOUS, append_durably
+from blocklist.lists import NumberLists, entry_problem
+from screening.core.clock import iso_utc, parse_iso_utc, utc_now
+from screening.core.files import fsync_dir
 from screening.core.model import (
     UNFINISHED_STATES,
     Action,
@@ -266,10 +266,6 @@ def relpath_problem(relpath: str) -> str | None:
     if path.parts in ((), (".",)):
         return "names the recordings dir itself"
     return None
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --------------------------------------------------------------------------- schema
@@ -684,7 +680,7 @@ class Store:
         self,
         path: str | Path,
         *,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
         spool_dir: str | Path | None = None,
         read_only: bool = False,
         recover_calls: bool = True,

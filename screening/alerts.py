@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Self
 
 from blocklist.outbox import (
@@ -43,10 +43,9 @@ from blocklist.outbox import (
     Urgency,
 )  # fmt: skip
 from screening import i18n
-from screening.core.clock import iso_utc
 from screening.config import Config, RelativeConfig
-from screening.core.model import Language
-from screening.core.model import Action
+from screening.core.clock import iso_utc, parse_iso_utc, utc_now
+from screening.core.model import Action, Language
 from screening.notify import DeliveryResult, Level, Notifier, VoiceCaller, voice_result
 
 if TYPE_CHECKING:
@@ -65,17 +64,9 @@ _LEVEL = {AlertKind.FRAUD: Level.FAILURE, AlertKind.REPEAT_BLOCK: Level.WARNING,
           AlertKind.DIGEST: Level.INFO, AlertKind.TEST: Level.INFO}  # fmt: skip
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def backoff(attempts: int) -> timedelta:
     """Delay before the next try after ``attempts`` failed ones: quick at first (a blip), then patient."""
     return timedelta(seconds=BACKOFF_S[min(max(attempts, 1), len(BACKOFF_S)) - 1])
-
-
-def _parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text)  # 3.11 reads the trailing Z
 
 
 # ---- messages ------------------------------------------------------------------------
@@ -88,7 +79,7 @@ def render(kind: AlertKind, payload: dict[str, Any], language: Language, tz: tzi
     """(title, body) of an alert in ``language``, from its stored facts."""
     texts = i18n.catalogue(ALERTS_CATALOGUE, language.value)
     title, template = texts[f"{kind.value}.title"], texts[f"{kind.value}.body"]
-    local = _parse_iso(payload["at"]).astimezone(tz)
+    local = parse_iso_utc(payload["at"]).astimezone(tz)
     sep = texts["separator"]
     values = {
         **{k: v for k, v in payload.items() if isinstance(v, str | int | float)},
@@ -136,7 +127,7 @@ class AlertService:
         store: Store,
         config: Config,
         notifier: Notifier,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
         *,
         voice_caller: VoiceCaller | None = None,
         tz: tzinfo | None = None,
@@ -363,7 +354,7 @@ class AlertService:
 
     def _hold(self, alert: AlertRow, delivery: DeliveryRow, now: datetime, this_cycle: set[int]) -> bool:
         """True if this delivery must not go now (and it has been expired or postponed as needed)."""
-        created = _parse_iso(alert.created_at)
+        created = parse_iso_utc(alert.created_at)
         if now - created > timedelta(hours=self._alerts.retry_max_hours):
             self.outbox.mark_expired(delivery, f"not delivered within {self._alerts.retry_max_hours} h"
                                      + (f": {delivery.last_error}" if delivery.last_error else ""))  # fmt: skip
@@ -398,7 +389,7 @@ class AlertService:
             return None
         if len(sent) < limit:  # the budget went to alerts being sent right now
             return now + timedelta(minutes=1)
-        return _parse_iso(sent[-limit]) + timedelta(hours=1, seconds=1)
+        return parse_iso_utc(sent[-limit]) + timedelta(hours=1, seconds=1)
 
     def _submit(self, alert: AlertRow, delivery: DeliveryRow) -> Future[bool]:
         if self._pool is None:
@@ -451,7 +442,7 @@ class AlertService:
             return
         error = result.error or "failed"
         retry_at = now + backoff(attempts)
-        deadline = _parse_iso(alert.created_at) + timedelta(hours=self._alerts.retry_max_hours)
+        deadline = parse_iso_utc(alert.created_at) + timedelta(hours=self._alerts.retry_max_hours)
         if not retry or retry_at > deadline:
             self.outbox.mark_expired(delivery, error)
             log.error("alert %d to %s via %s given up: %s", alert.id, delivery.relative, delivery.channel, error)
@@ -469,7 +460,7 @@ class AlertService:
     def seconds_until_due(self, now: datetime) -> float | None:
         """How long the worker may sleep before something becomes due (None: nothing pending)."""
         nxt = self.outbox.next_due_at()
-        return None if nxt is None else max(0.0, (_parse_iso(nxt) - now).total_seconds())
+        return None if nxt is None else max(0.0, (parse_iso_utc(nxt) - now).total_seconds())
 
     def now(self) -> datetime:
         return self._clock()

@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-import phonenumbers
 
 from firmware.dialects import DIALECTS, RingCadence
 from screening.core.line import SipUpstream
 from screening.core.model import Action, Language
+from screening.core.numbers import is_supported_region
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _int_range(low: int, high: int | None = None) -> _Parser[int]:
 
 def _check_region(value: str) -> str:
     region = value.strip().upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
+    if not is_supported_region(region):
         raise _Invalid(f"not a supported ISO 3166 region code (got {value!r}; e.g. 'JP', 'US', 'GB')")
     return region
 

@@ -15,13 +15,10 @@ mistake next to the field it came from.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT
 
 from screening.config import Config, ConfigError, ConfigProblem, decode_config_text, load_config
+from screening.core.files import staged_file
 
 log = logging.getLogger(__name__)
 
@@ -230,40 +228,14 @@ def _read_text(path: Path) -> str:
 def _replace_validated(path: Path, text: str) -> Config:
     """temp file + fsync, loaded by the real loader (problems named after ``path``), then rename."""
     previous = path.stat()
-    with _temp_beside(path, text.encode("utf-8"), previous) as temp:
+    # Keep the file's mode (it holds alert secrets) and, run as root, its owner.
+    with staged_file(path, text.encode("utf-8"), mode=previous.st_mode & 0o777, owner_like=previous) as temp:
         try:
             load_config(temp, env={})  # the exact bytes about to go live, read back as a file
         except ConfigError as exc:
             # The temp file's name means nothing to the user: name the real file.
             raise ConfigError([ConfigProblem(str(path), p.key, p.message) for p in exc.problems]) from None
-        os.replace(temp, path)
-    _fsync_dir(path.parent)
     log.info("config %s changed", path)
     return load_config(path, env={})  # ``source`` is the real path again
 
 
-@contextlib.contextmanager
-def _temp_beside(path: Path, data: bytes, like: os.stat_result) -> Iterator[Path]:
-    """A fsync'ed sibling temp file with ``like``'s mode (and owner, as root); removed unless renamed."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), like.st_mode & 0o777)  # it holds alert secrets: keep it as private
-            if os.geteuid() == 0:
-                os.fchown(out.fileno(), like.st_uid, like.st_gid)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        yield temp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 from blocklist.recovery import DAMAGED_STORE_MESSAGE, read_notices
 from screening import doctor_text
 from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
+from screening.core.clock import local_stamp, parse_iso_utc, region_zone, utc_now
 from screening.core.model import Language
 from screening.core.clock import local_stamp, region_zone
 from screening.line_factory import sip_defaults
@@ -79,7 +80,7 @@ def run_checks(
     *,
     db_path: Path | None = None,
     modem_timeout_s: float = MODEM_TIMEOUT_S,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    now: Callable[[], datetime] = utc_now,
 ) -> list[Check]:
     """Every check, in the order a helper would look at them. Never raises."""
     database = Path(db_path) if db_path is not None else Path(cfg.store.db)
@@ -522,10 +523,9 @@ def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        value = datetime.fromisoformat(text)
+        return parse_iso_utc(text)
     except ValueError:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 # ---- command line -------------------------------------------------------------------

@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from blocklist.lists import NumberLists, parse_iso_utc
+from blocklist.lists import NumberLists
 from blocklist.store import Store
+from screening.core.clock import parse_iso_utc
 
 __all__ = ["FIRST_LOAD_WAIT_S", "SMALL_LISTS", "SMALL_LISTS_WAIT_S", "ListCache"]
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 from screening.core.model import CallState, EventKind
-from screening.core.line import AudioClip, CallRouting, EndReason, LineAdapter, LineError
+from screening.core.line import AudioClip, CallAudio, CallRouting, EndReason, LineAdapter, LineError
 from screening.core.model import Action, CallerID, Decision, Prompt
 from screening.core.numbers import national_format
 from screening.core.rules import ListLookup, Policy, decide
@@ -49,16 +49,6 @@ class Outcome(StrEnum):
     ANNOUNCED = "announced_and_hung_up"
     REJECTED = "rejected"  # declined without answering: the phone never rang
     FAILED = "failed"
-
-
-class CallAudio(Protocol):
-    """One answered call's audio: recording, live transcription (voice.pipeline.CallAudio)."""
-
-    def played(self, clip: AudioClip) -> None: ...
-
-    def received(self, pcm16: bytes) -> None: ...
-
-    def finish(self) -> None: ...
 
 
 class VoiceHooks(Protocol):

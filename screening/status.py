@@ -11,19 +11,20 @@ heartbeat, so a reader can tell a stopped or wedged daemon from a quiet one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from screening.core.clock import iso_utc, parse_iso_utc, utc_now
+from screening.core.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,14 @@ class DaemonStatus:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": STATUS_FORMAT,
-            "line": {"state": self.line_state.value, "since": _iso(self.line_since), "message": self.line_message,
+            "line": {"state": self.line_state.value, "since": iso_utc(self.line_since, timespec="seconds"),
+                     "message": self.line_message,
                      "problem": self.line_problem.value if self.line_problem else None},
-            "last_call_at": _iso(self.last_call_at) if self.last_call_at else None,
+            "last_call_at": iso_utc(self.last_call_at, timespec="seconds") if self.last_call_at else None,
             "speech_model_loaded": self.speech_model,
             "version": self.version,
             "pid": self.pid,
-            "updated_at": _iso(self.updated_at),
+            "updated_at": iso_utc(self.updated_at, timespec="seconds"),
         }
 
     @classmethod
@@ -152,7 +154,7 @@ class StatusWriter:
         *,
         speech_model: bool | None = None,
         interval_s: float = WRITE_INTERVAL_S,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = Path(path)
@@ -209,32 +211,14 @@ class StatusWriter:
         self._written_at = self._monotonic()
         data = (json.dumps(self._status.to_json(), ensure_ascii=False, indent=1) + "\n").encode()
         try:
-            _write_atomic(self.path, data)
+            # Readers (the web page) may be another user: 0644, it holds nothing secret. Not durable: a
+            # heartbeat need not survive a power cut, and an fsync every 30 s would wear the SD card.
+            atomic_write_bytes(self.path, data, mode=0o644, durable=False)
         except OSError as exc:
             log.warning("could not write the status file %s: %s", self.path, exc.strerror or exc)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Readers (the web page) may be another user: 0644, it holds nothing secret. No fsync: a
-    # heartbeat need not survive a power cut, and one every 30 s would wear the SD card.
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o644)
-            out.write(data)
-        os.replace(temp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _parse(text: object) -> datetime:
     if not isinstance(text, str):
         raise ValueError(f"expected a time, got {text!r}")
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return parse_iso_utc(text)

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-import phonenumbers
-from phonenumbers import NumberParseException
 
 from screening.core.line import (
     AudioClip,
@@ -38,7 +36,7 @@ from screening.core.line import (
     LineEvent,
     LineFault,
 )
-from screening.core.numbers import clean_digits
+from screening.core.numbers import NumberError, clean_digits, dialled_from
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +92,9 @@ def dial_string(number: str, home_region: str = "JP") -> str:
     text = clean_digits(number)
     if text.startswith("+"):
         try:
-            parsed = phonenumbers.parse(text, None)
-        except NumberParseException as exc:
+            text = dialled_from(text, home_region)
+        except NumberError as exc:
             raise ValueError(f"not a phone number: {number!r} ({exc})") from exc
-        text = phonenumbers.format_out_of_country_calling_number(parsed, home_region)
         if "+" in text:  # a region without one international prefix: nothing to dial
             raise ValueError(f"cannot tell how to dial {number!r} from {home_region}")
         text = "".join(ch for ch in text if ch.isdigit())

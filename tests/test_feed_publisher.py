@@ -16,7 +16,7 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root
 
-from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, Role, feed_file
+from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, KeyRole, feed_file
 from blocklist.formats import FEED_FORMAT_ID, FEED_HEADER, ListFormat, read_entries, read_feed, write_entries
 from screening.cli import feeds as feeds_cli
 from screening.core.model import ListEntry, ListKind, MatchKind
@@ -48,7 +48,7 @@ def repo(tmp_path: Path) -> FeedRepository:
 
 def test_init_lays_out_keys_and_consistent_snapshot_metadata(repo: FeedRepository) -> None:
     assert stat.S_IMODE(repo.keys_dir.stat().st_mode) == 0o700
-    for role in Role:
+    for role in KeyRole:
         key = repo.keys_dir / f"{role.value}.pem"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         assert b"PRIVATE KEY" in key.read_bytes()
@@ -59,7 +59,7 @@ def test_init_lays_out_keys_and_consistent_snapshot_metadata(repo: FeedRepositor
     assert isinstance(root.signed, Root) and root.signed.consistent_snapshot and root.signed.version == 1
     verify(repo, "root", root)
     # four distinct ed25519 keys, one per role
-    keyids = [root.signed.roles[r.value].keyids for r in Role]
+    keyids = [root.signed.roles[r.value].keyids for r in KeyRole]
     assert all(len(k) == 1 for k in keyids) and len({k[0] for k in keyids}) == 4
     assert {root.signed.keys[k[0]].keytype for k in keyids} == {"ed25519"}
     for name, role in (("1.targets.json", "targets"), ("1.snapshot.json", "snapshot"), ("timestamp.json", "timestamp")):
@@ -117,7 +117,7 @@ def test_refresh_resigns_timestamp_and_snapshot_with_the_same_list(repo: FeedRep
 def test_rotating_root_signs_the_new_root_with_old_and_new_keys(repo: FeedRepository) -> None:
     v1 = md(repo, "1.root.json").signed
     old_key = (repo.keys_dir / "root.pem").read_bytes()
-    result = repo.rotate_keys([Role.ROOT])
+    result = repo.rotate_keys([KeyRole.ROOT])
     assert result.root_version == 2
     v2 = md(repo, "2.root.json")
     v1.verify_delegate("root", v2.signed_bytes, v2.signatures)  # the chain: old keys vouch for the new root
@@ -129,7 +129,7 @@ def test_rotating_root_signs_the_new_root_with_old_and_new_keys(repo: FeedReposi
 
 def test_rotating_an_online_key_needs_a_new_root_and_resigns_its_role(repo: FeedRepository) -> None:
     v1 = md(repo, "1.root.json").signed
-    result = repo.rotate_keys([Role.TARGETS])
+    result = repo.rotate_keys([KeyRole.TARGETS])
     assert (result.root_version, result.targets_version) == (2, 2)
     v2 = md(repo, "2.root.json")
     v1.verify_delegate("root", v2.signed_bytes, v2.signatures)
@@ -148,10 +148,10 @@ def test_the_offline_root_key_is_needed_only_for_rotation(repo: FeedRepository, 
     repo.publish_numbers(feed_file(entries("03-1234-0001"), "JP"), 1)
     repo.refresh()
     with pytest.raises(PublishError, match="root.*offline"):
-        repo.rotate_keys([Role.TIMESTAMP])
+        repo.rotate_keys([KeyRole.TIMESTAMP])
     assert not (repo.metadata_dir / "2.root.json").exists()
     os.replace(offline, repo.keys_dir / "root.pem")
-    assert repo.rotate_keys([Role.TIMESTAMP]).root_version == 2
+    assert repo.rotate_keys([KeyRole.TIMESTAMP]).root_version == 2
 
 
 def test_a_stale_key_file_is_named_not_silently_used(repo: FeedRepository) -> None:

@@ -25,7 +25,7 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
-from blocklist.feed_publisher import Expiry, FeedRepository, Role, feed_file
+from blocklist.feed_publisher import Expiry, FeedRepository, KeyRole, feed_file
 from blocklist.feeds import (
     BreadthLimits,
     FeedError,
@@ -487,15 +487,15 @@ def test_a_locked_database_is_a_refusal_and_the_next_check_applies(applied: Feed
 # --------------------------------------------------------------------------- key rotation
 
 
-@pytest.mark.parametrize("roles", [[Role.TIMESTAMP], [Role.TARGETS], [Role.ROOT], list(Role)])
-def test_units_follow_a_key_rotation(applied: Feed, roles: list[Role]) -> None:
+@pytest.mark.parametrize("roles", [[KeyRole.TIMESTAMP], [KeyRole.TARGETS], [KeyRole.ROOT], list(KeyRole)])
+def test_units_follow_a_key_rotation(applied: Feed, roles: list[KeyRole]) -> None:
     applied.repo.rotate_keys(roles)
     applied.publish(NUMBER_C)
     result = applied.update()
     assert result.outcome is FeedOutcome.APPLIED and applied.blocked(NUMBER_C) and not applied.blocked(NUMBER_A)
     # a unit that slept through two root rotations walks the chain too
-    applied.repo.rotate_keys([Role.ROOT])
-    applied.repo.rotate_keys([Role.ROOT, Role.SNAPSHOT])
+    applied.repo.rotate_keys([KeyRole.ROOT])
+    applied.repo.rotate_keys([KeyRole.ROOT, KeyRole.SNAPSHOT])
     applied.publish(NUMBER_A)
     assert applied.update().outcome is FeedOutcome.APPLIED and applied.blocked(NUMBER_A)
     history = sorted(p.name for p in (applied.feeds_dir / "police" / "metadata" / "root_history").iterdir())
@@ -505,7 +505,7 @@ def test_units_follow_a_key_rotation(applied: Feed, roles: list[Role]) -> None:
 def test_old_keys_cannot_sign_after_rotation(applied: Feed, tmp_path: Path) -> None:
     old_keys = tmp_path / "old-keys"
     shutil.copytree(applied.repo.keys_dir, old_keys)
-    applied.repo.rotate_keys([Role.TIMESTAMP])
+    applied.repo.rotate_keys([KeyRole.TIMESTAMP])
     applied.sync()
     assert applied.update().ok  # unit now trusts root v2, which no longer names the old timestamp key
     # someone still holding the retired timestamp key signs a newer timestamp

@@ -8,7 +8,7 @@ from pathlib import Path
 from blocklist.store import Store
 from screening.config import load_config
 from screening.doctor import check_clock, run_checks
-from screening.core.clock import local_stamp, region_zone
+from screening.core.clock import iso_utc, local_stamp, parse_iso_utc, region_zone
 from screening.core.model import CallerID
 from voice.service import build_voice
 
@@ -45,3 +45,14 @@ def test_recording_folders_are_dated_in_the_units_local_day(tmp_path: Path) -> N
         assert row.recording.endswith("-003007.wav")
     finally:
         store.close()
+
+
+def test_stored_times_are_one_utc_form() -> None:
+    """Every module writes and reads UTC through screening.core.clock: one form, any offset read back."""
+    moment = datetime(2026, 12, 5, 15, 30, 7, 123456, tzinfo=UTC)
+    assert iso_utc(moment) == "2026-12-05T15:30:07.123Z"
+    assert iso_utc(moment, timespec="seconds") == "2026-12-05T15:30:07Z"  # truncated, as bundles are signed
+    assert iso_utc(moment.replace(tzinfo=None)) == "2026-12-05T15:30:07.123Z"  # naive is UTC
+    assert parse_iso_utc("2026-12-06T00:30:07+09:00") == datetime(2026, 12, 5, 15, 30, 7, tzinfo=UTC)
+    assert parse_iso_utc("2026-12-05T15:30:07Z").tzinfo is UTC
+    assert parse_iso_utc("2026-12-05T15:30:07") == datetime(2026, 12, 5, 15, 30, 7, tzinfo=UTC)

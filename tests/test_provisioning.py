@@ -37,7 +37,6 @@ from deploy.provisioning.bundle import (
     FeedSpec,
     Household,
     Refusal,
-    WebRole,
     WebUser,
     decode_payload,
     generate_issuer_key,
@@ -50,7 +49,7 @@ from deploy.provisioning.bundle import (
 )
 from deploy.provisioning.sheet import QR_ERROR, QR_SCALE, qr_svg
 from screening.config import ConfigError, load_config
-from screening.core.model import Language
+from screening.core.model import Language, Role
 
 REPO = Path(__file__).resolve().parent.parent
 NTFY_SECRET = "mamoru-yamada-k3x9q"
@@ -102,7 +101,7 @@ def content_for(tmp_path: Path, family_hash: tuple[str, str], **overrides: objec
         "issuer": "Setagaya Police Station",
         "household": Household("H001", "山田 花子 様"),
         "config_toml": household_toml(tmp_path / "data"),
-        "web_users": [WebUser("family", WebRole.FAMILY, family_hash[1])],
+        "web_users": [WebUser("family", Role.FAMILY, family_hash[1])],
     }
     fields.update(overrides)
     return new_content(**fields)  # type: ignore[arg-type]

@@ -27,7 +27,8 @@ import pytest
 
 from blocklist.store import Store
 from screening.config import load_config
-from screening.web.accounts import Account, Role, UserFile, hash_password
+from screening.core.model import Role
+from screening.web.accounts import Account, UserFile, hash_password
 from screening.web.app import create_app
 from screening.web.context import WebContext
 from screening.web.i18n import UiLanguage, translate

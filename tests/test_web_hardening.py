@@ -17,7 +17,7 @@ import httpx
 import pytest
 from test_web_auth import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, WebRig, csrf_of, login
 
-from screening.web.accounts import Role
+from screening.core.model import Role
 from screening.web.login_throttle import LoginLimits
 from screening.web.sessions import install
 

@@ -33,7 +33,7 @@ from test_web_auth import (
 )
 
 from screening.core.model import CallerID
-from screening.web.accounts import Role
+from screening.core.model import Role
 from screening.web.sessions import PRE_SESSION_COOKIE, SESSION_COOKIE
 
 pytestmark = pytest.mark.timeout(180)

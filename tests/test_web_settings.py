@@ -24,7 +24,7 @@ import pytest
 
 from blocklist.store import Store
 from screening.config import load_config
-from screening.core.model import Prompt
+from screening.core.model import Prompt, Role
 from screening.web.context import WebContext
 from screening.web.i18n import UiLanguage, translate
 from screening.web.server import WebServer, serve_in_thread
@@ -411,15 +411,15 @@ def test_installer_changes_system_settings_with_errors_next_to_fields(web: Web) 
 
 
 def _bundle(tmp_path: Path, config_toml: str, installer_hash: str) -> tuple[bytes, Path]:
-    from deploy.provisioning.bundle import Household, WebRole, WebUser, generate_issuer_key, load_signer, \
-        make_bundle, new_content  # fmt: skip
+    from deploy.provisioning.bundle import Household, WebUser, generate_issuer_key, load_signer, make_bundle, \
+        new_content  # fmt: skip
 
     private, public = generate_issuer_key(tmp_path / "issuer", "Setagaya Police Station")
     trusted = tmp_path / "unit-keys"
     trusted.mkdir()
     (trusted / "setagaya.pub.json").write_bytes(public.read_bytes())
     content = new_content(issuer="Setagaya Police Station", household=Household("H001", "山田 花子 様"),
-                          config_toml=config_toml, web_users=[WebUser(INSTALLER[0], WebRole.INSTALLER,
+                          config_toml=config_toml, web_users=[WebUser(INSTALLER[0], Role.INSTALLER,
                                                                       installer_hash)])  # fmt: skip
     return make_bundle(content, load_signer(private)), trusted
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from screening.core.model import EventKind
 from screening.core.audio import resample_pcm16
-from screening.core.line import AudioClip
+from screening.core.line import AudioClip, CallAudio
 from voice.adoption import recording_relpath
 from voice.recorder import CallRecorder
 
@@ -61,7 +61,7 @@ class VoiceService:
     on_segment: list[Callable[[int, Segment], None]] = field(default_factory=list)  # benchmarks, tests
     zone: tzinfo = UTC  # recording folders are dated in the unit's local day (screening.core.clock)
 
-    def start_call(self, call_id: int, started: datetime | None = None) -> CallAudio:
+    def start_call(self, call_id: int, started: datetime | None = None) -> VoiceCallAudio:
         when = (started or datetime.now(UTC)).astimezone(self.zone)
         recorder, relpath = None, None
         if self.recordings_dir is not None:
@@ -72,11 +72,11 @@ class VoiceService:
                 self.store.set_recording(call_id, relpath)
             else:
                 recorder, relpath = None, None
-        return CallAudio(self, call_id, recorder, relpath)
+        return VoiceCallAudio(self, call_id, recorder, relpath)
 
 
-class CallAudio:
-    """Audio of one answered call. ``received`` is the line's AudioSink."""
+class VoiceCallAudio(CallAudio):
+    """Audio of one answered call: recorded, transcribed, checked. ``received`` is the line's AudioSink."""
 
     def __init__(self, service: VoiceService, call_id: int, recorder: CallRecorder | None,
                  relpath: str | None) -> None:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol, Self
 
 from blocklist.store import relpath_problem
+from screening.core.files import fsync_dir
 from screening.core.model import EventKind
 
 __all__ = [
@@ -88,20 +89,6 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         if written <= 0:
             raise OSError(f"pwrite wrote {written} bytes")
         view, offset = view[written:], offset + written
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a new file's directory entry durable too (a power cut could otherwise lose the file)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the file itself is synced
-    finally:
-        os.close(fd)
 
 
 class CallRecorder:
@@ -165,7 +152,7 @@ class CallRecorder:
             except OSError as exc:
                 self._fail("cannot write recording header", exc)
                 return False
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         log.debug("recording to %s", self.path)
         return True
 

@@ -34,7 +34,8 @@ from securesystemslib.signer import CryptoSigner
 from tomlkit.items import AoT, Table
 
 from screening.config import ConfigError
-from screening.core.model import Language
+from screening.core.clock import utc_now
+from screening.core.model import Language, Role
 
 from .bundle import (
     BUNDLE_SUFFIX,
@@ -44,14 +45,12 @@ from .bundle import (
     BundleError,
     FeedSpec,
     Household,
-    WebRole,
     WebUser,
     generate_password,
     hash_password,
     make_bundle,
     new_content,
     normalise_serial,
-    utc_now,
     validate_config_toml,
     write_private_file,
 )
@@ -347,7 +346,7 @@ class BulkJob:
         config_text = household_config(template, row)
         config = validate_config_toml(config_text, f"{self.households_csv}:{row.line}")
         password = generate_password()
-        user = WebUser(row.web_user, WebRole.FAMILY, hash_password(password))
+        user = WebUser(row.web_user, Role.FAMILY, hash_password(password))
         content = new_content(issuer=self.issuer, household=Household(row.household_id, row.label),
                               config_toml=config_text, feeds=self.feeds, web_users=[user], unit=row.unit,
                               valid_days=self.valid_days, now=now)  # fmt: skip

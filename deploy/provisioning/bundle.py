@@ -28,8 +28,7 @@ import logging
 import os
 import re
 import secrets
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -42,6 +41,9 @@ from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from screening.config import Config, ConfigError, load_config, parse_config, parse_toml_text
+from screening.core.clock import iso_utc, utc_now
+from screening.core.files import atomic_write_bytes, staged_file
+from screening.core.model import Role
 
 if TYPE_CHECKING:
     from blocklist.store import Store
@@ -105,15 +107,10 @@ class BundleError(Exception):
     """An issuer-side problem (key file, config, feed root): nothing was signed or written."""
 
 
-class WebRole(StrEnum):
-    FAMILY = "family"
-    INSTALLER = "installer"
-
-
 @dataclass(frozen=True, slots=True)
 class WebUser:
     name: str
-    role: WebRole
+    role: Role
     password_hash: str  # argon2 (PHC string)
 
 
@@ -152,8 +149,8 @@ class BundleContent:
         payload: dict[str, Any] = {
             "format": FORMAT,
             "issuer": self.issuer,
-            "issued_at": format_utc(self.issued_at),
-            "not_after": format_utc(self.not_after),
+            "issued_at": iso_utc(self.issued_at, timespec="seconds"),
+            "not_after": iso_utc(self.not_after, timespec="seconds"),
             "household": {"id": self.household.id, "label": self.household.label},
             "config_toml": self.config_toml,
             "feeds": [{"name": f.name, "url": f.url, "root": dict(f.root)} for f in self.feeds],
@@ -183,7 +180,7 @@ class BundleContent:
             item, where = _mapping(raw, f"web.users[{i}]"), f"web.users[{i}]"
             role_text = _text_at(item, "role", where)
             try:
-                role = WebRole(role_text)
+                role = Role(role_text)
             except ValueError:
                 raise ValueError(f"{where}.role: must be family or installer (got {role_text!r})") from None
             users.append(WebUser(_text_at(item, "name", where), role, _text_at(item, "password_hash", where)))
@@ -262,15 +259,6 @@ def _time(value: object, where: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{where}: needs a time zone, e.g. 2026-04-01T00:00:00Z (got {text!r})")
     return moment.astimezone(UTC)
-
-
-def format_utc(moment: datetime) -> str:
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 # ---- passwords and feed roots ------------------------------------------------------------
@@ -519,8 +507,8 @@ def verify_bundle(
     except RecursionError:
         raise refuse(Refusal.BAD_PAYLOAD, "signed content is nested too deeply") from None
     if now >= content.not_after:
-        raise refuse(Refusal.EXPIRED, f"valid until {format_utc(content.not_after)}, it is now {format_utc(now)};"
-                                      " ask the issuer for a new bundle")  # fmt: skip
+        until, at = iso_utc(content.not_after, timespec="seconds"), iso_utc(now, timespec="seconds")
+        raise refuse(Refusal.EXPIRED, f"valid until {until}, it is now {at}; ask the issuer for a new bundle")
     if content.unit is not None:
         if unit_serial is None:
             raise refuse(Refusal.WRONG_UNIT, f"made for unit {content.unit}, and this unit's serial cannot be read")
@@ -586,8 +574,9 @@ class ApplyResult:
     def summary(self) -> list[str]:
         c = self.bundle.content
         verb = "would apply" if self.dry_run else "applied"
+        issued = iso_utc(c.issued_at, timespec="seconds")
         lines = [f"{verb} bundle for household {c.household.id} ({c.household.label}) from {c.issuer}, issued "
-                 + f"{format_utc(c.issued_at)}, signed by key {self.bundle.signer.keyid[:16]}"]  # fmt: skip
+                 + f"{issued}, signed by key {self.bundle.signer.keyid[:16]}"]  # fmt: skip
         if not self.config_changed:
             lines.append(f"  config: {self.config_path} already has this content")
         elif self.dry_run:
@@ -631,11 +620,11 @@ def check_rollback(bundle: VerifiedBundle, state: Mapping[str, Any] | None) -> N
     last = _time(state["issued_at"], "issued_at")
     issued = bundle.content.issued_at
     if issued < last:
-        raise BundleRefused(Refusal.ROLLBACK, f"issued {format_utc(issued)}, older than the bundle applied before"
-                            f" (issued {format_utc(last)})", bundle.source)  # fmt: skip
+        raise BundleRefused(Refusal.ROLLBACK, f"issued {iso_utc(issued, timespec='seconds')}, older than the bundle"
+                            f" applied before (issued {iso_utc(last, timespec='seconds')})", bundle.source)  # fmt: skip
     if issued == last and state["sha256"] != bundle.sha256:
-        raise BundleRefused(Refusal.ROLLBACK, f"a different bundle issued at the same time ({format_utc(last)})"
-                            " was applied before", bundle.source)  # fmt: skip
+        raise BundleRefused(Refusal.ROLLBACK, "a different bundle issued at the same time"
+                            f" ({iso_utc(last, timespec='seconds')}) was applied before", bundle.source)  # fmt: skip
 
 
 def select_bundle(
@@ -723,22 +712,22 @@ class Applier:
 
     def _state(self, bundle: VerifiedBundle) -> dict[str, Any]:
         c = bundle.content
-        return {"format": STATE_FORMAT, "issued_at": format_utc(c.issued_at), "sha256": bundle.sha256,
-                "household": c.household.id, "issuer": c.issuer, "applied_at": format_utc(self.clock())}  # fmt: skip
+        return {"format": STATE_FORMAT, "issued_at": iso_utc(c.issued_at, timespec="seconds"), "sha256": bundle.sha256,
+                "household": c.household.id, "issuer": c.issuer,
+                "applied_at": iso_utc(self.clock(), timespec="seconds")}  # fmt: skip
 
     def _install_config(self, data: bytes) -> Path | None:
         """temp + fsync, validated as a file, then rename; the previous file stays as ``.bak``."""
         path = self.config_path
         path.parent.mkdir(parents=True, exist_ok=True)
         previous = path.stat() if path.exists() else None
-        with _temp_file(path, data, previous.st_mode & 0o777 if previous else 0o640, previous) as temp:
+        mode = previous.st_mode & 0o777 if previous else 0o640
+        with staged_file(path, data, mode=mode, owner_like=previous) as temp:
             load_config(temp, env={})  # the exact bytes about to go live, read back as a file
             backup = None
             if previous is not None:
                 backup = path.with_name(path.name + ".bak")
                 _replace_with_link_or_copy(path, backup)
-            os.replace(temp, path)
-        _fsync_dir(path.parent)
         return backup
 
     def _add_feeds(self, bundle: VerifiedBundle, config: Config, db: Path) -> tuple[tuple[str, FeedAction, str], ...]:
@@ -793,7 +782,7 @@ def _web_users_document(bundle: VerifiedBundle) -> dict[str, Any]:
     return {
         "format": WEB_USERS_FORMAT,
         "issuer": c.issuer,
-        "issued_at": format_utc(c.issued_at),
+        "issued_at": iso_utc(c.issued_at, timespec="seconds"),
         "household": {"id": c.household.id, "label": c.household.label},
         "users": [{"name": u.name, "role": u.role.value, "password_hash": u.password_hash} for u in c.web_users],
     }
@@ -804,25 +793,6 @@ def _read_or_none(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
-
-
-@contextlib.contextmanager
-def _temp_file(path: Path, data: bytes, mode: int, like: os.stat_result | None) -> Iterator[Path]:
-    """A fsync'ed sibling temp file with ``mode`` (and ``like``'s owner when root); removed unless renamed."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            if like is not None and os.geteuid() == 0:
-                os.fchown(out.fileno(), like.st_uid, like.st_gid)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        yield temp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
 
 
 def _replace_with_link_or_copy(path: Path, backup: Path) -> None:
@@ -848,17 +818,7 @@ def write_private_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if _read_or_none(path) == data:
         return
-    with _temp_file(path, data, 0o600, path.parent.stat()) as temp:
-        os.replace(temp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write_bytes(path, data, mode=0o600, owner_like=path.parent.stat())
 
 
 def decode_payload(bundle_file: bytes) -> dict[str, Any]:

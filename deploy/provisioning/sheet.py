@@ -18,11 +18,12 @@ from html import escape
 import segno
 
 from screening.config import Config
+from screening.core.clock import iso_utc
 from screening.core.model import Language
 from screening.core.model import Action
 from screening.core.numbers import national_format
 
-from .bundle import BundleContent, format_utc
+from .bundle import BundleContent
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def render_sheet(data: SheetData) -> str:
     if feeds:
         feeds = f"<h2>{_t(*_TEXT['feeds'])}</h2>\n<p>{_t(*_TEXT['feeds_text'])}</p>\n<ul>{feeds}</ul>"
     unit = escape(c.unit) if c.unit else _t(*_TEXT["any_unit"])
-    issued, valid_until = format_utc(c.issued_at)[:10], format_utc(c.not_after)[:10]
+    issued, valid_until = iso_utc(c.issued_at)[:10], iso_utc(c.not_after)[:10]  # the day only
     return f"""<!DOCTYPE html>
 <html lang="ja">
 <head>
@@ -258,7 +259,7 @@ def render_index(
 </head>
 <body>
 <h1>{_t("まもる 装置一覧", "mamoru units")}</h1>
-<p class="small">{escape(issuer)} · {escape(format_utc(generated_at))} · {escape(source)} ·
+<p class="small">{escape(issuer)} · {escape(iso_utc(generated_at, timespec="seconds"))} · {escape(source)} ·
 {len(entries)} 台 / units</p>
 <table class="index">
 <tr><th>ID</th><th>{_t("世帯", "Household")}</th><th>{_t("装置", "Unit")}</th><th>{_t("家族", "Relatives")}</th>

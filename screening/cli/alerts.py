@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
 from typing import Any
 
 from blocklist.outbox import Outbox
 from screening.alerts import AlertService
 from screening.cli.common import add_common_args, existing_store, load, open_store
-from screening.core.clock import local_stamp, region_zone
+from screening.core.clock import local_stamp, parse_iso_utc, region_zone
 from screening.core.safe_text import terminal_safe
 from screening.notify import AppriseNotifier
 
@@ -69,7 +68,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     zone = region_zone(config.line.home_region)  # people read local time; --json keeps UTC
     for alert, deliveries in rows:
         acked = f"  acknowledged by {alert.acked_by}" if alert.acked_by else ""
-        when = local_stamp(datetime.fromisoformat(alert.created_at), zone)
+        when = local_stamp(parse_iso_utc(alert.created_at), zone)
         print(terminal_safe(f"#{alert.id} {when} {alert.kind.value} ({alert.urgency.value}){acked}: {alert.subject}"))
         for d in deliveries:
             extra = f" — {d.last_error}" if d.last_error and d.status.value != "sent" else ""

@@ -14,7 +14,7 @@ from blocklist.feed_publisher import (
     FeedRepository,
     PublishError,
     PublishResult,
-    Role,
+    KeyRole,
     feed_file,
 )
 from blocklist.feeds import (
@@ -41,7 +41,7 @@ from screening.core.clock import region_zone
 from screening.core.model import ListKind
 from screening.core.safe_text import terminal_safe
 
-ROLE_CHOICES = [r.value for r in Role] + ["all"]
+ROLE_CHOICES = [r.value for r in KeyRole] + ["all"]
 _DEFAULT = Expiry()
 
 
@@ -118,7 +118,7 @@ def _days_of(value: timedelta | object) -> int:
 
 
 def _lifetimes(p: argparse.ArgumentParser, *, root: bool = False) -> None:
-    for role in (Role.TIMESTAMP, Role.SNAPSHOT, Role.TARGETS) + ((Role.ROOT,) if root else ()):
+    for role in (KeyRole.TIMESTAMP, KeyRole.SNAPSHOT, KeyRole.TARGETS) + ((KeyRole.ROOT,) if root else ()):
         p.add_argument(f"--{role.value}-days", type=_days, default=_days_of(getattr(_DEFAULT, role.value)),
                        metavar="N", help=f"{role.value} metadata lifetime (default %(default)s)")  # fmt: skip
 
@@ -271,11 +271,11 @@ def cmd_publish_numbers(args: argparse.Namespace) -> int:
 
 
 def cmd_publish_rotate(args: argparse.Namespace) -> int:
-    roles = list(Role) if args.role == "all" else [Role(args.role)]
+    roles = list(KeyRole) if args.role == "all" else [KeyRole(args.role)]
     repo = FeedRepository(args.dir)
     result = _publishing(lambda: repo.rotate_keys(roles, expiry=_expiry(args)))
     print(f"new {', '.join(r.value for r in roles)} key(s); root v{result.root_version} signed by old and new keys")
-    if Role.ROOT in roles:
+    if KeyRole.ROOT in roles:
         print(f"WARNING: move the new {repo.keys_dir / 'root.pem'} offline again.", file=sys.stderr)
     return 0
 

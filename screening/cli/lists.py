@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from screening.config import Config
 from screening.core.model import ListEntry, ListKind
 from screening.core.numbers import national_format
 from screening.core.safe_text import terminal_safe
+from screening.core.clock import iso_utc, parse_iso_utc, utc_now
+from screening.core.files import atomic_write_bytes
 
 
 def register(sub: Any) -> None:
@@ -74,15 +76,13 @@ def _parse_expiry(args: argparse.Namespace) -> str | None:
     if args.days is not None:
         if args.days <= 0:
             raise CliError("--days must be a positive number of days")
-        return (datetime.now(UTC) + timedelta(days=args.days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_utc(utc_now() + timedelta(days=args.days), timespec="seconds")
     if args.expires:
         try:
-            when = datetime.fromisoformat(args.expires)
+            when = parse_iso_utc(args.expires)  # a bare date or time is UTC
         except ValueError as exc:
             raise CliError(f"--expires {args.expires!r}: use a date like 2027-03-31") from exc
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_utc(when, timespec="seconds")
     return None
 
 
@@ -200,12 +200,9 @@ def _export_list(args: argparse.Namespace, kind: ListKind, store: Store | None, 
         sys.stdout.flush()
         return EXIT_OK
     target = Path(args.output)
-    partial = target.with_name(f".{target.name}.partial")
-    try:  # via a temporary name: an interrupted export never leaves half a list behind
-        partial.write_bytes(data)
-        partial.replace(target)
+    try:  # atomically: an interrupted export never leaves half a list behind
+        atomic_write_bytes(target, data)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         raise CliError(f"cannot write {target}: {exc.strerror or exc}") from exc
     print(f"exported {len(entries)} {kind.value} entr{'y' if len(entries) == 1 else 'ies'} to {target}",
           file=sys.stderr)  # fmt: skip

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.provisioning.bulk import BulkError, BulkJob
+from screening.core.clock import iso_utc
+from screening.core.model import Role
 from deploy.provisioning.bundle import (
     BUNDLE_SUFFIX,
     DEFAULT_ISSUER_KEYS_DIR,
@@ -21,9 +23,7 @@ from deploy.provisioning.bundle import (
     BundleRefused,
     FeedSpec,
     Household,
-    WebRole,
     WebUser,
-    format_utc,
     generate_issuer_key,
     generate_password,
     hash_password,
@@ -152,9 +152,9 @@ def cmd_make(args: argparse.Namespace) -> int:
     generated = args.family_password is None
     password = generate_password() if generated else args.family_password
     try:
-        users = [WebUser(args.family_user, WebRole.FAMILY, hash_password(password))]
+        users = [WebUser(args.family_user, Role.FAMILY, hash_password(password))]
         if args.installer_password:
-            users.append(WebUser("installer", WebRole.INSTALLER, hash_password(args.installer_password)))
+            users.append(WebUser("installer", Role.INSTALLER, hash_password(args.installer_password)))
         household_id = args.household_id or output.name.removesuffix(BUNDLE_SUFFIX)
         content = new_content(issuer=_issuer_name(args), household=Household(household_id, args.label or household_id),
                               config_toml=config_text, feeds=_feeds(args), web_users=users, unit=args.unit,
@@ -165,7 +165,8 @@ def cmd_make(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CliError(f"the config does not pass validation; nothing was signed:\n{exc}") from None
     write_private_file(output, data)
-    print(f"wrote {output}: household {household_id}, valid until {format_utc(content.not_after)}"
+    until = iso_utc(content.not_after, timespec="seconds")
+    print(f"wrote {output}: household {household_id}, valid until {until}"
           + (f", unit {content.unit}" if content.unit else ", any unit"))  # fmt: skip
     if args.sheet:
         config = validate_config_toml(config_text, str(config_path))
@@ -206,7 +207,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(json.dumps({
             "applied": not result.dry_run, "ok": result.ok, "source": result.bundle.source,
             "household": {"id": c.household.id, "label": c.household.label}, "issuer": c.issuer,
-            "issued_at": format_utc(c.issued_at), "keyid": result.bundle.signer.keyid,
+            "issued_at": iso_utc(c.issued_at, timespec="seconds"), "keyid": result.bundle.signer.keyid,
             "config": str(result.config_path), "config_changed": result.config_changed,
             "backup": str(result.backup_path) if result.backup_path else None,
             "web_users": str(result.web_users_path),

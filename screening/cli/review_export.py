@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from blocklist.store import Store, StoreError
 from screening.config import ConfigError, load_config
 from voice.review_export import review_records
+from screening.core.files import atomic_write_text
 
 EXIT_OK, EXIT_ERROR = 0, 1
 LANGUAGES = ("ja", "en", "ko")
@@ -70,13 +70,4 @@ def _write(text: str, output: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(output)
-    partial = target.with_name(f".{target.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # callers' words: private
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        partial.replace(target)
-    except OSError:
-        partial.unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(output), text, mode=0o600)  # callers' words: private

@@ -15,10 +15,10 @@ from typing import Any
 from blocklist.store import Store
 from screening.cli.common import EXIT_ERROR, EXIT_OK, CliError, load
 from screening.config import BUILTIN_SOURCE, Config
+from screening.core.model import Role
 from screening.log_setup import setup_logging
 from screening.web.accounts import (
     Account,
-    Role,
     UserFile,
     UsersFileError,
     hash_password,

@@ -14,10 +14,9 @@ from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-import phonenumbers.timezone
+from screening.core.numbers import region_time_zones
 
-__all__ = ["local_stamp", "region_zone"]
+__all__ = ["iso_utc", "local_stamp", "parse_iso_utc", "region_zone", "utc_now"]
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +28,7 @@ def region_zone(region: str) -> tzinfo:
     phonenumbers knows each region's zones; for a region with several (US) the one
     of its example number is taken, as good a guess as any without a config key.
     """
-    example = phonenumbers.example_number(region)
-    names = phonenumbers.timezone.time_zones_for_number(example) if example is not None else ()
-    for name in names:
+    for name in region_time_zones(region):
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
@@ -47,10 +44,19 @@ def local_stamp(moment: datetime, zone: tzinfo, *, seconds: bool = True) -> str:
     return f"{clock} {local.tzname()}"
 
 
-def iso_utc(moment: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and 'Z': sorts as text, so SQL can compare it."""
+def iso_utc(moment: datetime, *, timespec: str = "milliseconds") -> str:
+    """ISO-8601 UTC with 'Z' (a naive ``moment`` is taken as UTC): sorts as text, so SQL can compare it.
+
+    Milliseconds for the store; ``timespec="seconds"`` (truncated) for files people read and sign.
+    """
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def parse_iso_utc(text: str) -> datetime:
+    """Parse an ISO-8601 timestamp ('Z' or any offset) to aware UTC; naive values are taken as UTC. Raises ValueError."""
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utc_now() -> datetime:

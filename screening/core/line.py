@@ -138,6 +138,20 @@ class AudioClip:
 AudioSink = Callable[[bytes], None]
 
 
+class CallAudio(Protocol):
+    """One answered call's audio as the session feeds it: recording, live transcription.
+
+    The voice pipeline implements it (``voice.pipeline.VoiceCallAudio``); the session
+    depends only on this, so a unit without speech recognition runs the same call path.
+    """
+
+    def played(self, clip: AudioClip) -> None: ...
+
+    def received(self, pcm16: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 @runtime_checkable
 class LineAdapter(Protocol):
     """One telephone line. Constructors do no I/O; ``open()`` does."""

@@ -131,6 +131,17 @@ class Language(StrEnum):
     KO = "ko"
 
 
+class Role(StrEnum):
+    """A web account's role (what the bundle grants and the page checks); a TUF key's is ``KeyRole``."""
+
+    FAMILY = "family"
+    INSTALLER = "installer"
+
+    def covers(self, needed: Role) -> bool:
+        """The installer may do everything family may."""
+        return self is Role.INSTALLER or needed is Role.FAMILY
+
+
 class CallState(StrEnum):
     OFFERED = "offered"  # caller ID complete, row written BEFORE any action is taken
     DECIDED = "decided"

@@ -20,10 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import phonenumbers
 
 from screening.core.model import Action, CallerID, Category, Decision, ListEntry, Prompt, Reason
-from screening.core.numbers import try_parse_number
+from screening.core.numbers import national_parts, try_parse_number
 
 
 class ListLookup(Protocol):
@@ -106,14 +105,13 @@ def looks_official(caller: CallerID, policy: Policy) -> bool:
     if raw in policy.official_numbers:
         return True
     if caller.number_e164:
-        try:
-            num = phonenumbers.parse(caller.number_e164, None)
-        except phonenumbers.NumberParseException:
+        parts = national_parts(caller.number_e164)
+        if parts is None:
             return False
-        national = str(num.national_number)
+        national, region = parts
         if national in policy.official_numbers:
             return True
-        if phonenumbers.region_code_for_number(num) == policy.home_region:
+        if region == policy.home_region:
             return any(national.endswith(sfx) for sfx in policy.official_suffixes)
     return False
 

@@ -13,12 +13,10 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from screening.web.i18n import UiLanguage
+from screening.core.files import atomic_write_bytes
+from screening.core.model import Role
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +35,6 @@ MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; nobody needs to make us h
 MAX_NAME_LENGTH = 32
 HASH_SLOTS = 2  # concurrent argon2 runs (64 MiB each): a Pi must survive a burst of logins
 HASH_SLOT_WAIT_S = 30.0
-
-
-class Role(StrEnum):
-    FAMILY = "family"
-    INSTALLER = "installer"
-
-    def covers(self, needed: Role) -> bool:
-        """The installer may do everything family may."""
-        return self is Role.INSTALLER or needed is Role.FAMILY
 
 
 # ---- names and passwords -------------------------------------------------------------
@@ -307,29 +298,11 @@ def _account_json(account: Account) -> dict[str, Any]:
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """temp + fsync + rename, mode 0600 (password hashes); as root, owned like the file or its directory."""
+    """Atomic, mode 0600 (password hashes); as root, owned like the file or its directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         owner = path.stat()
     except FileNotFoundError:
         owner = path.parent.stat()
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        if os.geteuid() == 0:
-            # `mamoru web passwd` run with sudo must leave a file the service user can still read.
-            os.fchown(fd, owner.st_uid, owner.st_gid)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # `mamoru web passwd` run with sudo must leave a file the service user can still read.
+    atomic_write_bytes(path, data, mode=0o600, owner_like=owner)

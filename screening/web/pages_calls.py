@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
-import phonenumbers
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,7 +38,7 @@ from screening.core.model import (
     ReviewLabel,
     Verdict,
 )
-from screening.core.numbers import clean_digits
+from screening.core.numbers import clean_digits, region_dialling
 from screening.web.call_views import (
     WEB_NOTE,
     WEB_SOURCE,
@@ -124,7 +123,7 @@ def number_fragments(text: str, region: str) -> tuple[str, ...]:
     if any(ch.isalpha() for ch in text):
         return ()
     fragments = {digits}
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    meta = region_dialling(region)
     trunk = meta.national_prefix if meta is not None else None
     if not digits.startswith("+") and trunk and body.startswith(trunk) and meta is not None:
         fragments.add(f"+{meta.country_code}{body[len(trunk):]}")

@@ -23,11 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from blocklist.lists import parse_iso_utc
 from blocklist.recovery import read_notices
 from screening import doctor
 from screening.config import Config
-from screening.core.clock import region_zone
+from screening.core.clock import parse_iso_utc, region_zone
 from screening.status import (
     DaemonStatus,
     LineProblem,

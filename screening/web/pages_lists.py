@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
-import phonenumbers
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -32,11 +31,11 @@ from blocklist.formats import (
     read_entries,
     write_entries,
 )
-from blocklist.lists import parse_iso_utc, parse_list_spec
+from blocklist.lists import parse_list_spec
 from blocklist.store import Store, StoreError
-from screening.core.clock import iso_utc, region_zone
+from screening.core.clock import iso_utc, parse_iso_utc, region_zone
 from screening.core.model import ListEntry, ListKind, MatchKind
-from screening.core.numbers import national_format
+from screening.core.numbers import national_format, region_dialling
 from screening.web.call_views import (
     WEB_SOURCE,
     done_message,
@@ -86,7 +85,7 @@ def entry_label(entry: ListEntry, region: str) -> str:
         return national_format(entry.value, region)
     if entry.match is MatchKind.RANGE:
         return f"{national_format(entry.value, region)} 〜 {national_format(entry.value_end or '', region)}"
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    meta = region_dialling(region)
     home = f"+{meta.country_code}" if meta is not None else None
     if meta is not None and meta.national_prefix and home and entry.value.startswith(home):
         return f"{meta.national_prefix}{entry.value[len(home):]}*"

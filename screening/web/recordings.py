@@ -6,10 +6,8 @@ Uploaded recordings are converted here, so the daemon never has to resample a ph
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import os
 import tempfile
 import wave
 from pathlib import Path
@@ -19,6 +17,7 @@ from screening import config_edit
 from screening.core.model import Prompt
 from screening.web.context import WebContext
 from screening.web.settings_common import SettingsProblem, save_config
+from screening.core.files import atomic_write_bytes
 from voice.announcements import (
     MAX_OVERRIDE_S,
     SAMPLE_RATE,
@@ -79,15 +78,5 @@ def store_recording(ctx: WebContext, prompt: Prompt, data: bytes) -> Path:
     directory = prompts_dir(ctx)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{prompt.value}.wav"
-    fd, name = tempfile.mkstemp(dir=directory, prefix=f".{prompt.value}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o644)  # nothing secret; the daemon may run as another user
-            out.write(wav)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(name, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
+    atomic_write_bytes(target, wav, mode=0o644)  # nothing secret; the daemon may run as another user
     return target

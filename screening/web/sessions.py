@@ -29,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from screening.web.accounts import Account, Role, UserFile, UsersFileError
+from screening.core.model import Role
+from screening.web.accounts import Account, UserFile, UsersFileError
 from screening.web.context import WebContext
 from screening.web.i18n import DEFAULT_LANGUAGE, UiLanguage, translate
 from screening.web.login_throttle import (
