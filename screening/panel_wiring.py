@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from blocklist.store import Store
 from screening.config import Config
+from screening.events import CallScreened, EventBus, FraudHeard, LineFault, LineRestored
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +18,22 @@ log = logging.getLogger(__name__)
 class RunningPanel:
     panel: object  # firmware.panel.FrontPanel
     hooks: object  # firmware.panel.PanelHooks
+
+    def subscribe(self, bus: EventBus) -> Callable[[], None]:
+        """Show the daemon's events on the panel; returns the function that stops listening."""
+        hooks: Any = self.hooks
+        unsubscribers = [
+            bus.subscribe(CallScreened, lambda event: hooks.on_screened(event.call_id, event.caller, event.decision)),
+            bus.subscribe(LineFault, lambda event: hooks.on_line_fault(event.message)),
+            bus.subscribe(LineRestored, lambda event: hooks.on_line_restored(event.message)),
+            bus.subscribe(FraudHeard, lambda event: hooks.on_fraud(event.fraud)),
+        ]
+
+        def unsubscribe() -> None:
+            for stop_listening in unsubscribers:
+                stop_listening()
+
+        return unsubscribe
 
     def close(self) -> None:
         self.panel.close()  # type: ignore[attr-defined]
