@@ -79,7 +79,6 @@ class ModelMissing:
 
 Event = CallScreened | FraudHeard | LineFault | LineRestored | HandsetStale | FeedRefused | StoreDamaged | ModelMissing
 E = TypeVar("E", bound=Event)
-Handler = Callable[[E], None]
 
 
 class EventBus:
@@ -87,11 +86,12 @@ class EventBus:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._handlers: dict[type[Event], list[Callable[[Event], None]]] = {}
+        self._handlers: dict[type, list[Callable[[Event], object]]] = {}
 
-    def subscribe(self, kind: type[E], handler: Callable[[E], None]) -> Callable[[], None]:
-        """Call ``handler`` for every published ``kind``; returns the function that unsubscribes."""
-        erased: Callable[[Event], None] = handler  # type: ignore[assignment]  # keyed by kind: only E arrives
+    def subscribe(self, kind: type[E], handler: Callable[[E], object]) -> Callable[[], None]:
+        """Call ``handler`` for every published ``kind`` (its result is ignored); returns the function
+        that unsubscribes."""
+        erased: Callable[[Event], object] = handler  # type: ignore[assignment]  # keyed by kind: only E arrives
         with self._lock:
             self._handlers.setdefault(kind, []).append(erased)
 

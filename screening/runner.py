@@ -47,7 +47,7 @@ from screening.alert_wiring import RunningAlerts, start_alerts
 from screening.line_jobs import LineJobs
 from screening.watchdog import Watchdog
 from screening.panel_wiring import start_panel
-from voice.service import RecordingHousekeeping, build_prompts, build_voice
+from voice.service import RecordingHousekeeping, VoiceSettings, build_prompts, build_voice
 
 if TYPE_CHECKING:
     from screening.web.process import WebProcess
@@ -189,7 +189,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         # Phoning a relative needs a line that dials (the modem; SIP with an upstream).
         dialer = line if isinstance(line, Dialer) and line.can_dial() else None
         alerts = stack.enter_context(run_alerts(cfg, store, dialer, jobs, bus))
-        voice = build_voice(cfg, store, places.recordings_dir)
+        voice_settings = voice_settings_from_config(cfg)
+        voice = build_voice(voice_settings, store, places.recordings_dir)
         voice.on_fraud.append(lambda event: bus.publish(FraudHeard(event)))
         if read_notices(places.db_path):
             bus.publish(StoreDamaged(DAMAGED_STORE_MESSAGE))
@@ -205,8 +206,10 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
 
         if alerts is not None:
             alerts.check_disk(places.recordings_dir or places.db_path.parent)
-        daemon = Daemon(line, store, policy_from_config(cfg), build_prompts(cfg),
-                        SessionSettings(call_timeout_s=float(cfg.line.call_timeout_s), voice=voice),
+        # Start-up and every reload map the config the same way: one source for policy, prompts, call timeout.
+        initial = call_settings_from_config(cfg)
+        daemon = Daemon(line, store, initial.policy, initial.announcements,
+                        SessionSettings(call_timeout_s=initial.call_timeout_s, voice=voice),
                         no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs,
                         on_tick=watchdog.beat,
                         # settings saved on the web page apply from the next call; status.json feeds /health
@@ -402,9 +405,18 @@ def _slot_daemon(main: Daemon, line: LineAdapter, cfg: Config) -> Daemon:
                   _lists=main.list_cache())
 
 
+def voice_settings_from_config(cfg: Config) -> VoiceSettings:
+    """``[voice]`` (and the line's region, for local times) as the voice side's own settings."""
+    v = cfg.voice
+    return VoiceSettings(language=v.language, prompts_dir=v.prompts_dir, transcribe=v.transcribe,
+                         model_dir=v.model_dir, models_dir=v.models_dir, household_warning=v.household_warning,
+                         speaker_device=v.speaker_device, home_region=cfg.line.home_region)
+
+
 def call_settings_from_config(cfg: Config) -> CallSettings:
     """What a call is screened with; rebuilt by the daemon when the config file changes."""
-    return CallSettings(policy_from_config(cfg), build_prompts(cfg), float(cfg.line.call_timeout_s))
+    return CallSettings(policy_from_config(cfg), build_prompts(voice_settings_from_config(cfg)),
+                        float(cfg.line.call_timeout_s))
 
 
 def start_web(cfg: Config, db_path: Path, recordings_dir: Path | None) -> WebProcess | None:
