@@ -1,6 +1,10 @@
 """Composition root: build the line, store and daemon from config and run them.
 
-This is the one place in ``screening`` that imports adapters from ``firmware``.
+This is the one place in ``screening`` that imports adapters from ``firmware``. Each feature
+(store, web page, virtual modem, lines, alerts, panel, feed timer, further call loops) starts as a
+context manager under one ``ExitStack`` in :func:`run_daemon`, so they stop in reverse order; they
+hear each other through the event bus (``screening.events``), and the root maps the config into
+each part's own settings (``VoiceSettings``, ``CallSettings``).
 ``sim:`` runs the whole appliance on a built-in virtual modem (a real pty
 driven through pyserial, exactly like a USB modem) with a scripted set of calls.
 """
