@@ -51,7 +51,7 @@ from screening.alert_wiring import RunningAlerts, start_alerts
 from screening.line_jobs import LineJobs
 from screening.watchdog import Watchdog
 from screening.panel_wiring import start_panel
-from voice.service import RecordingHousekeeping, VoiceSettings, build_prompts, build_voice
+from voice.service import RecordingHousekeeping, VoiceSettings, build_prompts, build_voice, household_warner
 
 if TYPE_CHECKING:
     from screening.web.process import WebProcess
@@ -183,6 +183,10 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
     with ExitStack() as stack:
         stack.callback(stop.set)  # last out: whatever still waits on ``stop`` ends too
         store = stack.enter_context(open_store(places))
+        voice_settings = voice_settings_from_config(cfg)
+        warn_household = household_warner(voice_settings, store)
+        if warn_household is not None:  # subscribed first: the house hears of a fraud before anyone else
+            bus.subscribe(FraudHeard, lambda event: warn_household(event.fraud))
         housekeeping = start_housekeeping(cfg, store, places)
         web = stack.enter_context(run_web(cfg, places))
         modem = stack.enter_context(run_virtual_modem(cfg, sim)) if sim is not None else None
@@ -193,7 +197,6 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         # Phoning a relative needs a line that dials (the modem; SIP with an upstream).
         dialer = line if isinstance(line, Dialer) and line.can_dial() else None
         alerts = stack.enter_context(run_alerts(cfg, store, dialer, jobs, bus))
-        voice_settings = voice_settings_from_config(cfg)
         voice = build_voice(voice_settings, store, places.recordings_dir)
         voice.on_fraud.append(lambda event: bus.publish(FraudHeard(event)))
         if read_notices(places.db_path):

@@ -19,7 +19,7 @@ from screening.core.clock import region_zone
 from screening.core.model import EventKind, Language, Prompt
 from voice.adoption import adopt_orphan_recordings
 from voice.announcements import PromptLibrary
-from voice.pipeline import FraudEvent, VoiceService
+from voice.pipeline import FraudEvent, FraudHandler, VoiceService
 from voice.recorder import repair_interrupted
 from voice.retention import RetentionPolicy, apply_retention
 
@@ -58,8 +58,6 @@ def build_voice(settings: VoiceSettings, store: Store, recordings_dir: Path | No
     model = _load_model(settings) if settings.transcribe else None
     service = VoiceService(store=store, recordings_dir=recordings_dir, pack=pack, model=model,
                            zone=region_zone(settings.home_region))
-    if settings.household_warning:
-        service.on_fraud.append(_household_warner(settings, store))
     return service
 
 
@@ -81,8 +79,13 @@ def _load_model(settings: VoiceSettings):  # -> SpeechModel | None
     return model
 
 
-def _household_warner(settings: VoiceSettings, store: Store):
-    """On a fraud verdict, tell the person in the house, through their own speaker."""
+def household_warner(settings: VoiceSettings, store: Store) -> FraudHandler | None:
+    """On a fraud verdict, tell the person in the house, through their own speaker (None: not wanted).
+
+    The composition root subscribes it to the fraud events, first, so the house hears it soonest.
+    """
+    if not settings.household_warning:
+        return None
     prompts = PromptLibrary(settings.language.value, settings.prompts_dir)
     device = settings.speaker_device
 
