@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +44,25 @@ def test_unsubscribed_handlers_hear_nothing_more() -> None:
     unsubscribe()
     bus.publish(LineFault("two"))
     assert heard == ["one"]
+
+
+def test_run_daemon_stops_what_it_started_in_reverse_order_when_a_later_part_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from screening import runner
+    from screening.config import parse_config
+
+    cfg = parse_config({"line": {"uri": "sim:"}, "store": {"db": str(tmp_path / "calls.db")},
+                        "recording": {"enabled": False}, "web": {"enabled": False}}, "test")  # fmt: skip
+    stopped: list[str] = []
+    real_modem_stop, real_line_close = runner.VirtualModem.stop, runner.ModemLine.close
+    monkeypatch.setattr(runner.VirtualModem, "stop", lambda self, *a: (stopped.append("modem"), real_modem_stop(self)))
+    monkeypatch.setattr(runner.ModemLine, "close", lambda self: (stopped.append("line"), real_line_close(self)))
+
+    def broken_voice(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("voice failed to start")
+
+    monkeypatch.setattr(runner, "build_voice", broken_voice)
+    stop = threading.Event()
+    with pytest.raises(RuntimeError, match="voice failed"):
+        runner.run_daemon(cfg, stop)
+    assert stopped == ["line", "modem"] and stop.is_set()
