@@ -202,7 +202,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         if read_notices(places.db_path):
             bus.publish(StoreDamaged(DAMAGED_STORE_MESSAGE))
         if voice.model is None and cfg.voice.transcribe:
-            bus.publish(ModelMissing(f"no speech model for {cfg.voice.language.value}: "
+            bus.publish(ModelMissing(f"no speech model for {cfg.voice.language}: "
                                      "calls are recorded but not checked for fraud"))
         def hourly() -> None:
             if housekeeping is not None:

@@ -44,7 +44,7 @@ class VoiceSettings:
 
 
 def build_prompts(settings: VoiceSettings) -> PromptLibrary:
-    prompts = PromptLibrary(settings.language.value, settings.prompts_dir)
+    prompts = PromptLibrary(settings.language, settings.prompts_dir)
     for problem in prompts.check():  # also loads and caches every clip before the first call
         log.error("announcements: %s", problem)
     return prompts
@@ -54,7 +54,7 @@ def build_voice(settings: VoiceSettings, store: Store, recordings_dir: Path | No
     """The shared voice service. Loads the speech model once (seconds, hundreds of MB)."""
     from voice.detector import PhrasePack
 
-    pack = PhrasePack.load(settings.language.value)
+    pack = PhrasePack.load(settings.language)
     model = _load_model(settings) if settings.transcribe else None
     service = VoiceService(store=store, recordings_dir=recordings_dir, pack=pack, model=model,
                            zone=region_zone(settings.home_region))
@@ -70,7 +70,7 @@ def _load_model(settings: VoiceSettings):  # -> SpeechModel | None
                     "installed (%s; pip install 'mamoru[voice]')", exc)
         return None
     try:
-        path = resolve_model_dir(settings.language.value, settings.model_dir, settings.models_dir)
+        path = resolve_model_dir(settings.language, settings.model_dir, settings.models_dir)
         model = SpeechModel.load(path)
     except ModelError as exc:
         log.warning("calls are screened and recorded but not listened to for fraud: %s", exc)
@@ -86,7 +86,7 @@ def household_warner(settings: VoiceSettings, store: Store) -> FraudHandler | No
     """
     if not settings.household_warning:
         return None
-    prompts = PromptLibrary(settings.language.value, settings.prompts_dir)
+    prompts = PromptLibrary(settings.language, settings.prompts_dir)
     device = settings.speaker_device
 
     def warn(event: FraudEvent) -> None:
