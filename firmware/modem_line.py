@@ -294,6 +294,10 @@ class ModemLine(VoiceAudio, Reader, Recovery):
             self._off_hook = True
             self._rings.reset()
 
+    def can_dial(self) -> bool:
+        """A modem always can (a missing one fails the dial itself)."""
+        return True
+
     def dial(self, number: str, timeout: float = 60.0) -> DialResult:
         """Call ``number`` in voice mode; ``timeout`` is how long it may ring.
 

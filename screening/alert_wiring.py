@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,8 @@ from screening.core.clock import region_zone
 from screening.core.model import Action, CallerID, Decision
 from screening.notify import AppriseNotifier
 from screening.core.numbers import national_format
+from screening.events import (CallScreened, EventBus, FeedRefused, FraudHeard, HandsetStale, LineFault, ModelMissing,
+                              StoreDamaged)
 from voice.pipeline import FraudEvent
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,26 @@ class RunningAlerts:
                                    f"The number feed {update.name!r} was refused, the old list stays: {update.reason}")
 
         return on_refused
+
+    def subscribe(self, bus: EventBus) -> Callable[[], None]:
+        """Hear the daemon's events on ``bus``; returns the function that stops listening."""
+        on_fraud, on_screened = self.fraud_handler(), self.screened_handler()
+        on_fault, on_stale, on_refused = self.line_fault_handler(), self.handset_stale_handler(), self.feed_refused_handler()
+        unsubscribers = [
+            bus.subscribe(FraudHeard, lambda event: on_fraud(event.fraud)),
+            bus.subscribe(CallScreened, lambda event: on_screened(event.call_id, event.caller, event.decision)),
+            bus.subscribe(LineFault, lambda event: on_fault(event.message)),
+            bus.subscribe(HandsetStale, lambda event: on_stale(event.message)),
+            bus.subscribe(FeedRefused, lambda event: on_refused(event.update)),
+            bus.subscribe(StoreDamaged, lambda event: self.service.on_health("store_damaged", event.message)),
+            bus.subscribe(ModelMissing, lambda event: self.service.on_health("model_missing", event.message)),
+        ]
+
+        def unsubscribe() -> None:
+            for stop_listening in unsubscribers:
+                stop_listening()
+
+        return unsubscribe
 
     def check_disk(self, path: Path) -> None:
         """Health alert when the data partition is nearly full (recordings and the database stop)."""

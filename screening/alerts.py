@@ -421,7 +421,7 @@ class AlertService:
         if delivery.channel_index == VOICE_CHANNEL:
             if self._voice_caller is None or not relative.phone:
                 return DeliveryResult(False, "no voice caller / phone configured")
-            return voice_result(self._voice_caller.call(relative.phone, body, language.value))
+            return voice_result(self._voice_caller.call(relative.phone, body, language))
         if delivery.channel_index >= len(relative.notify):
             return DeliveryResult(False, "channel no longer in the config")
         try:

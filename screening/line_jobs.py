@@ -17,6 +17,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
+from screening.core.model import Language
+
 log = logging.getLogger(__name__)
 
 DEFAULT_JOB_TIMEOUT_S = 900.0  # a fraud call may last long; the alert waits for the line
@@ -66,5 +68,5 @@ class QueuedVoiceCaller:
     alerter: Any  # screening.voice_call.VoiceCallAlerter
     timeout_s: float = DEFAULT_JOB_TIMEOUT_S
 
-    def call(self, number: str, message_text: str, language: str) -> Any:
+    def call(self, number: str, message_text: str, language: Language) -> Any:
         return self.jobs.submit(lambda: self.alerter.call(number, message_text, language), self.timeout_s)

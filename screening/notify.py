@@ -29,6 +29,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Protocol
 
+from screening.core.model import Language
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -67,7 +69,7 @@ class VoiceCaller(Protocol):
     while the household is on the line, and the dispatcher retries later.
     """
 
-    def call(self, number: str, message_text: str, language: str) -> Any: ...
+    def call(self, number: str, message_text: str, language: Language) -> Any: ...
 
 
 def voice_result(result: Any) -> DeliveryResult:

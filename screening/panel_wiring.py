@@ -10,12 +10,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from blocklist.store import Store
 from firmware.panel import FrontPanel, PanelPins, PanelState
 from screening.config import Config
 from screening.core.model import CallerID, Decision, EventKind, ListEntry, ListKind, MatchKind, Verdict
+
+from screening.events import CallScreened, EventBus, FraudHeard, LineFault, LineRestored
 
 if TYPE_CHECKING:
     from screening.alert_wiring import RunningAlerts
@@ -30,6 +32,22 @@ REPORTED_NOTE = "reported with the button"
 class RunningPanel:
     panel: FrontPanel
     hooks: PanelHooks
+
+    def subscribe(self, bus: EventBus) -> Callable[[], None]:
+        """Show the daemon's events on the panel; returns the function that stops listening."""
+        hooks: Any = self.hooks
+        unsubscribers = [
+            bus.subscribe(CallScreened, lambda event: hooks.on_screened(event.call_id, event.caller, event.decision)),
+            bus.subscribe(LineFault, lambda event: hooks.on_line_fault(event.message)),
+            bus.subscribe(LineRestored, lambda event: hooks.on_line_restored(event.message)),
+            bus.subscribe(FraudHeard, lambda event: hooks.on_fraud(event.fraud)),
+        ]
+
+        def unsubscribe() -> None:
+            for stop_listening in unsubscribers:
+                stop_listening()
+
+        return unsubscribe
 
     def close(self) -> None:
         self.panel.close()

@@ -1,6 +1,10 @@
 """Composition root: build the line, store and daemon from config and run them.
 
-This is the one place in ``screening`` that imports adapters from ``firmware``.
+This is the one place in ``screening`` that imports adapters from ``firmware``. Each feature
+(store, web page, virtual modem, lines, alerts, panel, feed timer, further call loops) starts as a
+context manager under one ``ExitStack`` in :func:`run_daemon`, so they stop in reverse order; they
+hear each other through the event bus (``screening.events``), and the root maps the config into
+each part's own settings (``VoiceSettings``, ``CallSettings``).
 ``sim:`` runs the whole appliance on a built-in virtual modem (a real pty
 driven through pyserial, exactly like a USB modem) with a scripted set of calls.
 """
@@ -12,7 +16,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,16 +32,19 @@ from firmware.number_display import NdTiming
 from firmware.nd_adapter import NdAdapter
 from firmware.nd_line import NdAdapterLine
 from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_scenario, load_scenario
+from firmware.usb_power import UsbPowerCycler
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
 from screening.policy import policy_from_config
 from screening.daemon import CallSettings, ConfigReloader, Daemon
-from screening.core.line import LineAdapter
+from screening.core.line import Dialer, LineAdapter
 from screening.core.model import CallerID, Decision, ListEntry, ListKind, MatchKind
 from screening.core.numbers import parse_number
 from screening.session import SessionSettings
 from screening.demo_text import action_words, caller_words, end_words
 from screening.core.safe_text import pad_columns, terminal_safe
+from screening.events import (CallScreened, EventBus, FeedRefused, FraudHeard, HandsetStale, LineFault, LineRestored,
+                              ModelMissing, StoreDamaged)
 from screening.status import StatusWriter
 from voice.retention import RetentionPolicy
 from screening.alert_wiring import RunningAlerts, start_alerts
@@ -44,7 +52,7 @@ from screening.line_jobs import LineJobs
 from screening.watchdog import Watchdog
 from screening.line_factory import sip_defaults
 from screening.panel_wiring import start_panel
-from voice.service import RecordingHousekeeping, build_prompts, build_voice
+from voice.service import RecordingHousekeeping, VoiceSettings, build_prompts, build_voice, household_warner
 
 if TYPE_CHECKING:
     from screening.web.process import WebProcess
@@ -147,56 +155,164 @@ def seed_demo_lists(store: Store, home_region: str) -> None:
                               source="local", note="fake bank caller (demo)"))
 
 
-def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = False) -> int:
-    """``mamoru run``: screen calls until SIGTERM (or, on ``sim:``, until the demo calls are done)."""
-    uri = cfg.line.uri
-    sim = SimOptions.from_uri(uri) if is_sim(uri) else None
+@dataclass(frozen=True, slots=True)
+class DataPlaces:
+    """Where this run keeps its database and recordings (the demo's differ from the config's)."""
+
+    db_path: Path
+    recordings_dir: Path | None
+
+
+def data_places(cfg: Config, sim: SimOptions | None, demo_db_explicit: bool) -> DataPlaces:
     db_path = Path(cfg.store.db)
     recordings_dir: Path | None = cfg.recording.dir if cfg.recording.enabled else None
-    if (sim is not None or urlsplit(uri).scheme == "sip") and cfg.source == BUILTIN_SOURCE:
+    if (sim is not None or urlsplit(cfg.line.uri).scheme == "sip") and cfg.source == BUILTIN_SOURCE:
         # The demo (and a SIP line tried without a settings file) never needs root or touches /var/lib.
         if not demo_db_explicit:
             db_path = demo_db_path()
         if recordings_dir is not None:
             recordings_dir = demo_db_path().parent / "recordings"
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    set_aside_if_damaged(db_path)  # a damaged database must never stop screening: kept aside, a fresh one used
-    store = Store(db_path)
-    store.open()
-    housekeeping = None
-    if recordings_dir is not None:
-        housekeeping = RecordingHousekeeping(store, recordings_dir, RetentionPolicy.from_config(cfg.recording))
-        housekeeping.at_start()
-    modem: VirtualModem | None = None
-    line: LineAdapter
-    extra_lines: list[LineAdapter] = []  # a SIP line's further call slots: one daemon loop each
-    extra_threads: list[threading.Thread] = []
-    alerts = None
-    panel = None
-    watchdog: Watchdog | None = None
-    feeds: FeedTimer | None = None
-    web = None
-    try:
-        web = start_web(cfg, db_path, recordings_dir)
-        if sim is not None:
+    return DataPlaces(db_path, recordings_dir)
+
+
+def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = False) -> int:
+    """``mamoru run``: screen calls until SIGTERM (or, on ``sim:``, until the demo calls are done).
+
+    Every feature starts as a context manager under one ExitStack: they stop in reverse order,
+    on a normal end and on an error alike. Features talk through the event bus, not to each other.
+    """
+    sim = SimOptions.from_uri(cfg.line.uri) if is_sim(cfg.line.uri) else None
+    places = data_places(cfg, sim, demo_db_explicit)
+    bus = EventBus()
+    watchdog = Watchdog()  # no I/O until told: line jobs and housekeeping report their budgets to it
+    with ExitStack() as stack:
+        stack.callback(stop.set)  # last out: whatever still waits on ``stop`` ends too
+        store = stack.enter_context(open_store(places))
+        voice_settings = voice_settings_from_config(cfg)
+        warn_household = household_warner(voice_settings, store)
+        if warn_household is not None:  # subscribed first: the house hears of a fraud before anyone else
+            bus.subscribe(FraudHeard, lambda event: warn_household(event.fraud))
+        housekeeping = start_housekeeping(cfg, store, places)
+        web = stack.enter_context(run_web(cfg, places))
+        modem = stack.enter_context(run_virtual_modem(cfg, sim)) if sim is not None else None
+        if modem is not None:
             seed_demo_lists(store, cfg.line.home_region)
-            modem = VirtualModem(DIALECTS[sim.dialect], cfg.line.cadence, sim.time_scale)
-            modem.start()
-            line = modem_line_from_uri(f"modem://{modem.device_path}", cfg, name="sim",
-                                       ring_gap_s=1.5 * CADENCE_PERIOD_S[cfg.line.cadence] * sim.time_scale,
-                                       number_display=NdTiming().scaled(sim.time_scale))
+        line, *extra_lines = stack.enter_context(open_lines(cfg, sim, modem))
+        jobs = LineJobs(guard=lambda: watchdog.busy(LINE_JOB_BUDGET_S, "phoning a relative"))
+        # Phoning a relative needs a line that dials (the modem; SIP with an upstream).
+        dialer = line if isinstance(line, Dialer) and line.can_dial() else None
+        alerts = stack.enter_context(run_alerts(cfg, store, dialer, jobs, bus))
+        voice = build_voice(voice_settings, store, places.recordings_dir)
+        voice.on_fraud.append(lambda event: bus.publish(FraudHeard(event)))
+        if read_notices(places.db_path):
+            bus.publish(StoreDamaged(DAMAGED_STORE_MESSAGE))
+        if voice.model is None and cfg.voice.transcribe:
+            bus.publish(ModelMissing(f"no speech model for {cfg.voice.language}: "
+                                     "calls are recorded but not checked for fraud"))
+        def hourly() -> None:
+            if housekeeping is not None:
+                with watchdog.busy(HOUSEKEEPING_BUDGET_S, "recording retention"):
+                    housekeeping.run()
+            if alerts is not None:
+                alerts.check_disk(places.recordings_dir or places.db_path.parent)
+
+        if alerts is not None:
+            alerts.check_disk(places.recordings_dir or places.db_path.parent)
+        # Start-up and every reload map the config the same way: one source for policy, prompts, call timeout.
+        initial = call_settings_from_config(cfg)
+        daemon = Daemon(line, store, initial.policy, initial.announcements,
+                        SessionSettings(call_timeout_s=initial.call_timeout_s, voice=voice),
+                        no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs,
+                        on_tick=watchdog.beat,
+                        # settings saved on the web page apply from the next call; status.json feeds /health
+                        reloader=ConfigReloader.for_config(
+                            cfg, call_settings_from_config,
+                            on_change=[alerts.service.reconfigure] if alerts is not None else []),
+                        status=StatusWriter.beside(places.db_path, speech_model=voice.model is not None))
+        publish_daemon_events(daemon, bus)
+        stack.enter_context(run_panel(cfg, store, alerts, bus))
+        if modem is not None:
+            assert sim is not None
+            run_demo_scenario(cfg, sim, modem, web, places, stop, bus)
+        extra_daemons = [_slot_daemon(daemon, extra, cfg) for extra in extra_lines]
+        stack.enter_context(run_feed_updates(cfg, places.db_path, daemon, extra_daemons, bus))
+        stack.callback(watchdog.stopping)
+        stack.enter_context(run_slot_loops(extra_daemons, stop))
+        watchdog.ready(f"screening on {line.name}" + (f" ({1 + len(extra_lines)} calls at once)" if extra_lines else ""))
+        daemon.run(stop)
+    if modem is not None:
+        _print_summary(store_path=places.db_path, cfg=cfg, count=len(modem.records()))
+    return 0
+
+
+# ---- features: each starts, yields what the others need, and stops on leaving -------------------
+
+
+@contextmanager
+def open_store(places: DataPlaces) -> Iterator[Store]:
+    places.db_path.parent.mkdir(parents=True, exist_ok=True)
+    set_aside_if_damaged(places.db_path)  # a damaged database must never stop screening: kept aside, a fresh one used
+    store = Store(places.db_path)
+    store.open()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def start_housekeeping(cfg: Config, store: Store, places: DataPlaces) -> RecordingHousekeeping | None:
+    """Recordings repaired and retention applied now; the daemon runs it again hourly. Nothing to stop."""
+    if places.recordings_dir is None:
+        return None
+    housekeeping = RecordingHousekeeping(store, places.recordings_dir, RetentionPolicy.from_config(cfg.recording))
+    housekeeping.at_start()
+    return housekeeping
+
+
+@contextmanager
+def run_web(cfg: Config, places: DataPlaces) -> Iterator[WebProcess | None]:
+    web = start_web(cfg, places.db_path, places.recordings_dir)
+    try:
+        yield web
+    finally:
+        if web is not None:
+            web.stop()
+
+
+@contextmanager
+def run_virtual_modem(cfg: Config, sim: SimOptions) -> Iterator[VirtualModem]:
+    modem = VirtualModem(DIALECTS[sim.dialect], cfg.line.cadence, sim.time_scale)
+    modem.start()
+    try:
+        yield modem
+    finally:
+        modem.stop()
+
+
+@contextmanager
+def open_lines(cfg: Config, sim: SimOptions | None, modem: VirtualModem | None) -> Iterator[list[LineAdapter]]:
+    """The line (first), and a SIP line's further call slots: one call loop each. Closed on leaving."""
+    uri = cfg.line.uri
+    lines: list[LineAdapter] = []
+    with ExitStack() as opened:
+        if modem is not None and sim is not None:
+            lines = [modem_line_from_uri(f"modem://{modem.device_path}", cfg, name="sim",
+                                         ring_gap_s=1.5 * CADENCE_PERIOD_S[cfg.line.cadence] * sim.time_scale,
+                                         number_display=NdTiming().scaled(sim.time_scale))]
         elif urlsplit(uri).scheme == "sip":
             if cfg.line.nd_adapter is not None:
                 log.warning("[line] nd_adapter is ignored on a SIP line: the INVITE carries the caller ID")
-            line, *extra_lines = sip_lines_from_config(uri, cfg)
-            for extra in extra_lines:
-                extra.open()
+            lines = sip_lines_from_config(uri, cfg)
         else:
-            from firmware.usb_power import UsbPowerCycler
-
             modem_line = modem_line_from_uri(uri, cfg)
             modem_line.power_cycler = UsbPowerCycler(urlsplit(uri).path)
-            line = with_nd_adapter(modem_line, cfg)
+            lines = [with_nd_adapter(modem_line, cfg)]
+        line, *extra_lines = lines
+        # Closed in reverse: the main line last, as before the slots existed.
+        opened.callback(line.close)
+        for extra in extra_lines:
+            extra.open()
+            opened.callback(extra.close)
         if isinstance(line, (ModemLine, NdAdapterLine)) and modem is None:
             line.open_or_retry()  # a missing modem is a health problem to report, not a crash
         else:
@@ -204,94 +320,89 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         cycler = getattr(line, "power_cycler", None)
         if cycler is not None:
             cycler.locate()  # now, while the device is there: it may vanish when wedged
-        watchdog = Watchdog()
-        jobs = LineJobs(guard=lambda: watchdog.busy(LINE_JOB_BUDGET_S, "phoning a relative"))
-        # Phoning a relative needs a line that dials (the modem).
-        dials = hasattr(line, "dial") and getattr(line, "can_dial", lambda: True)()
-        alerts = start_alerts(cfg, store, line if dials else None, jobs)
-        voice = build_voice(cfg, store, recordings_dir)
-        if alerts is not None:
-            voice.on_fraud.append(alerts.fraud_handler())
-            if read_notices(db_path):
-                alerts.service.on_health("store_damaged", DAMAGED_STORE_MESSAGE)
-            if voice.model is None and cfg.voice.transcribe:
-                alerts.service.on_health("model_missing", f"no speech model for {cfg.voice.language.value}: "
-                                         "calls are recorded but not checked for fraud")
-        def hourly() -> None:
-            if housekeeping is not None:
-                with watchdog.busy(HOUSEKEEPING_BUDGET_S, "recording retention"):
-                    housekeeping.run()
-            if alerts is not None:
-                alerts.check_disk(recordings_dir or db_path.parent)
+        yield lines
 
-        if alerts is not None:
-            alerts.check_disk(recordings_dir or db_path.parent)
-        daemon = Daemon(line, store, policy_from_config(cfg), build_prompts(cfg),
-                        SessionSettings(call_timeout_s=float(cfg.line.call_timeout_s), voice=voice),
-                        no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs,
-                        on_tick=watchdog.beat,
-                        # settings saved on the web page apply from the next call; status.json feeds /health
-                        reloader=ConfigReloader.for_config(
-                            cfg, call_settings_from_config,
-                            on_change=[alerts.service.reconfigure] if alerts is not None else []),
-                        status=StatusWriter.beside(db_path, speech_model=voice.model is not None))
-        if alerts is not None:
-            daemon.on_screened = _chain(daemon.on_screened, alerts.screened_handler())
-            daemon.on_line_fault = alerts.line_fault_handler()
-            daemon.on_handset_stale = alerts.handset_stale_handler()
-        panel = start_panel(cfg, store, alerts)
-        if panel is not None:
-            daemon.on_screened = _chain(daemon.on_screened, panel.hooks.on_screened)
-            daemon.on_line_fault = _chain(daemon.on_line_fault, panel.hooks.on_line_fault)
-            daemon.on_line_restored = panel.hooks.on_line_restored
-            voice.on_fraud.append(panel.hooks.on_fraud)
-        if modem is not None:
-            scenario = load_scenario(sim.scenario) if sim and sim.scenario else demo_scenario()
-            daemon.on_screened = _chain(_demo_printer(cfg.line.home_region), daemon.on_screened)
-            print(f"mamoru demo: virtual modem on {modem.device_path}, {len(scenario)} scripted calls, "
-                  f"database {db_path}", flush=True)
-            after = None
-            if sim.stay:
-                port = web.wait_ready() if web is not None else None
-                page = f"http://127.0.0.1:{port}/" if port else None
-                after = ("mamoru demo: the scripted calls are done. "
-                         + (f"See them on the web page: {page} (first visit: set a password). " if page else "")
-                         + "Press Ctrl-C to stop.")  # fmt: skip
-            _stop_when_scenario_done(modem, scenario, stop, after=after)
-        extra_daemons = [_slot_daemon(daemon, extra, cfg) for extra in extra_lines]
-        feeds = start_feed_updates(cfg, db_path, daemon, extra_daemons, alerts)
-        for n, extra_daemon in enumerate(extra_daemons, start=2):
-            thread = threading.Thread(target=extra_daemon.run, args=(stop,), name=f"call-loop-{n}", daemon=True)
-            thread.start()
-            extra_threads.append(thread)
-        watchdog.ready(f"screening on {line.name}" + (f" ({1 + len(extra_lines)} calls at once)" if extra_lines else ""))
-        daemon.run(stop)
+
+@contextmanager
+def run_alerts(cfg: Config, store: Store, dialer: LineAdapter | None, jobs: LineJobs,
+               bus: EventBus) -> Iterator[RunningAlerts | None]:  # fmt: skip
+    alerts = start_alerts(cfg, store, dialer, jobs)
+    if alerts is None:
+        yield None
+        return
+    unsubscribe = alerts.subscribe(bus)
+    try:
+        yield alerts
     finally:
-        stop.set()
-        for thread in extra_threads:
-            thread.join(timeout=15.0)
-        for extra in extra_lines:
-            extra.close()
-        if watchdog is not None:
-            watchdog.stopping()
-        if web is not None:
-            web.stop()
+        unsubscribe()
+        alerts.stop()
+
+
+def publish_daemon_events(daemon: Daemon, bus: EventBus) -> None:
+    """The call loop reports through one callback per kind; the bus hands it to every subscriber."""
+    daemon.on_screened = lambda call_id, caller, decision: bus.publish(CallScreened(call_id, caller, decision))
+    daemon.on_line_fault = lambda message: bus.publish(LineFault(message))
+    daemon.on_line_restored = lambda message: bus.publish(LineRestored(message))
+    daemon.on_handset_stale = lambda message: bus.publish(HandsetStale(message))
+
+
+@contextmanager
+def run_panel(cfg: Config, store: Store, alerts: RunningAlerts | None, bus: EventBus) -> Iterator[None]:
+    panel = start_panel(cfg, store, alerts)
+    if panel is None:
+        yield
+        return
+    unsubscribe = panel.subscribe(bus)
+    try:
+        yield
+    finally:
+        unsubscribe()
+        panel.close()
+
+
+def run_demo_scenario(cfg: Config, sim: SimOptions, modem: VirtualModem, web: WebProcess | None,
+                      places: DataPlaces, stop: threading.Event, bus: EventBus) -> None:  # fmt: skip
+    """Print each demo call as it is screened; place the scripted calls; stop when they are done."""
+    scenario = load_scenario(sim.scenario) if sim.scenario else demo_scenario()
+    show = _demo_printer(cfg.line.home_region)
+    bus.subscribe(CallScreened, lambda event: show(event.call_id, event.caller, event.decision))
+    print(f"mamoru demo: virtual modem on {modem.device_path}, {len(scenario)} scripted calls, "
+          f"database {places.db_path}", flush=True)
+    after = None
+    if sim.stay:
+        port = web.wait_ready() if web is not None else None
+        page = f"http://127.0.0.1:{port}/" if port else None
+        after = ("mamoru demo: the scripted calls are done. "
+                 + (f"See them on the web page: {page} (first visit: set a password). " if page else "")
+                 + "Press Ctrl-C to stop.")  # fmt: skip
+    _stop_when_scenario_done(modem, scenario, stop, after=after)
+
+
+@contextmanager
+def run_feed_updates(cfg: Config, db_path: Path, daemon: Daemon, others: Sequence[Daemon],
+                     bus: EventBus) -> Iterator[FeedTimer | None]:  # fmt: skip
+    feeds = start_feed_updates(cfg, db_path, daemon, others, bus)
+    try:
+        yield feeds
+    finally:
         if feeds is not None:
             feeds.stop()
-        if panel is not None:
-            panel.close()
-        if alerts is not None:
-            alerts.stop()
-        try:
-            if "line" in locals():
-                line.close()
-        finally:
-            if modem is not None:
-                modem.stop()
-            store.close()
-    if modem is not None:
-        _print_summary(store_path=db_path, cfg=cfg, count=len(modem.records()))
-    return 0
+
+
+@contextmanager
+def run_slot_loops(daemons: Sequence[Daemon], stop: threading.Event) -> Iterator[None]:
+    """A call loop thread per further SIP call slot; on leaving, ``stop`` is set and they are joined."""
+    threads: list[threading.Thread] = []
+    try:
+        for n, daemon in enumerate(daemons, start=2):
+            thread = threading.Thread(target=daemon.run, args=(stop,), name=f"call-loop-{n}", daemon=True)
+            thread.start()
+            threads.append(thread)
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15.0)
 
 
 def _slot_daemon(main: Daemon, line: LineAdapter, cfg: Config) -> Daemon:
@@ -306,9 +417,18 @@ def _slot_daemon(main: Daemon, line: LineAdapter, cfg: Config) -> Daemon:
                   _lists=main.list_cache())
 
 
+def voice_settings_from_config(cfg: Config) -> VoiceSettings:
+    """``[voice]`` (and the line's region, for local times) as the voice side's own settings."""
+    v = cfg.voice
+    return VoiceSettings(language=v.language, prompts_dir=v.prompts_dir, transcribe=v.transcribe,
+                         model_dir=v.model_dir, models_dir=v.models_dir, household_warning=v.household_warning,
+                         speaker_device=v.speaker_device, home_region=cfg.line.home_region)
+
+
 def call_settings_from_config(cfg: Config) -> CallSettings:
     """What a call is screened with; rebuilt by the daemon when the config file changes."""
-    return CallSettings(policy_from_config(cfg), build_prompts(cfg), float(cfg.line.call_timeout_s))
+    return CallSettings(policy_from_config(cfg), build_prompts(voice_settings_from_config(cfg)),
+                        float(cfg.line.call_timeout_s))
 
 
 def start_web(cfg: Config, db_path: Path, recordings_dir: Path | None) -> WebProcess | None:
@@ -328,7 +448,7 @@ def start_web(cfg: Config, db_path: Path, recordings_dir: Path | None) -> WebPro
 
 
 def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon, others: Sequence[Daemon] = (),
-                       alerts: RunningAlerts | None = None) -> FeedTimer | None:  # fmt: skip
+                       bus: EventBus | None = None) -> FeedTimer | None:  # fmt: skip
     """Signed feeds are checked on their own thread every ``[feeds] update_minutes`` (0 = never)."""
     if cfg.feeds.update_minutes <= 0:
         return None
@@ -338,21 +458,9 @@ def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon, others: Seque
                       max_age_days=cfg.feeds.max_age_days,
                       line_idle=daemon.line_idle if not others else lambda: all(d.line_idle() for d in loops),
                       on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists, limits=breadth_limits(cfg),
-                      on_refused=alerts.feed_refused_handler() if alerts is not None else None)  # fmt: skip
+                      on_refused=(lambda update: bus.publish(FeedRefused(update))) if bus is not None else None)  # fmt: skip
     timer.start()
     return timer
-
-
-def _chain(first, second):
-    """Run two callbacks with the same arguments (either may be None)."""
-    if first is None or second is None:
-        return first or second
-
-    def both(*args: object) -> None:
-        first(*args)
-        second(*args)
-
-    return both
 
 
 def _stop_when_scenario_done(modem: VirtualModem, scenario: list[CallScript], stop: threading.Event, *,

@@ -36,6 +36,7 @@ from screening.core.line import (
     LineEvent,
     LineFault,
 )
+from screening.core.model import Language
 from screening.core.numbers import NumberError, clean_digits, dialled_from
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class DialingLine(Protocol):
     def next_event(self, timeout: float) -> LineEvent | None: ...
 
 
-SpeechFn = Callable[[str, str], AudioClip]  # (text, language) -> clip, e.g. voice.speech.render_message
+SpeechFn = Callable[[str, Language], AudioClip]  # (text, language) -> clip, e.g. voice.speech.render_message
 
 
 def dial_string(number: str, home_region: str = "JP") -> str:
@@ -147,7 +148,7 @@ class VoiceCallAlerter:
         """Stop waiting between attempts (shutdown); a call in progress finishes its step."""
         self._cancel.set()
 
-    def call(self, number: str, message_text: str, language: str) -> CallAlertResult:
+    def call(self, number: str, message_text: str, language: Language) -> CallAlertResult:
         """Phone ``number`` and play ``message_text`` in ``language``; never raises for line trouble."""
         try:
             digits = dial_string(number, self.home_region)

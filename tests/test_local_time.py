@@ -10,6 +10,7 @@ from screening.config import load_config
 from screening.doctor import check_clock, run_checks
 from screening.core.clock import iso_utc, local_stamp, parse_iso_utc, region_zone
 from screening.core.model import CallerID
+from screening.runner import voice_settings_from_config
 from voice.service import build_voice
 
 LATE_UTC = datetime(2026, 12, 5, 15, 30, 7, tzinfo=UTC)  # already the 6th in Tokyo
@@ -36,7 +37,7 @@ def test_recording_folders_are_dated_in_the_units_local_day(tmp_path: Path) -> N
     store = Store(tmp_path / "calls.db")
     store.open()
     try:
-        voice = build_voice(load_config(config, env={}), store, tmp_path / "rec")
+        voice = build_voice(voice_settings_from_config(load_config(config, env={})), store, tmp_path / "rec")
         call_id = store.begin_call("test", CallerID(raw_number="0312345678"))
         audio = voice.start_call(call_id, LATE_UTC)
         audio.finish()

@@ -516,12 +516,14 @@ def test_the_daemon_uses_settings_saved_on_the_page_from_the_next_call(web: Web,
     from screening.policy import policy_from_config
     from screening.daemon import CallSettings, ConfigReloader, Daemon
     from screening.session import SessionSettings
+    from screening.runner import voice_settings_from_config
     from voice.service import build_prompts
 
     scale = 0.05
 
     def call_settings(cfg: Any) -> CallSettings:  # what the runner builds for every (re)load
-        return CallSettings(policy_from_config(cfg), build_prompts(cfg), float(cfg.line.call_timeout_s))
+        return CallSettings(policy_from_config(cfg), build_prompts(voice_settings_from_config(cfg)),
+                            float(cfg.line.call_timeout_s))
 
     cfg = load_config(web.config_path).with_overrides(db=web.ctx.store.path)
     modem = VirtualModem(CONEXANT_CX93001, RingCadence.JAPAN, scale)

@@ -15,13 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from blocklist.store import Store
-from screening.core.model import EventKind
-from screening.config import Config
 from screening.core.clock import region_zone
-from screening.core.model import Prompt
+from screening.core.model import EventKind, Language, Prompt
 from voice.adoption import adopt_orphan_recordings
 from voice.announcements import PromptLibrary
-from voice.pipeline import FraudEvent, VoiceService
+from voice.pipeline import FraudEvent, FraudHandler, VoiceService
 from voice.recorder import repair_interrupted
 from voice.retention import RetentionPolicy, apply_retention
 
@@ -30,28 +28,40 @@ log = logging.getLogger(__name__)
 SPEAKER_TIMEOUT_S = 30.0
 
 
-def build_prompts(cfg: Config) -> PromptLibrary:
-    prompts = PromptLibrary(cfg.voice.language.value, cfg.voice.prompts_dir)
+@dataclass(frozen=True, slots=True)
+class VoiceSettings:
+    """What the voice side is built from; the composition root maps ``[voice]`` (and the line's
+    region, for local times) into it, so voice never reads the app's Config."""
+
+    language: Language
+    prompts_dir: Path | None
+    transcribe: bool
+    model_dir: Path | None
+    models_dir: Path
+    household_warning: bool
+    speaker_device: str | None
+    home_region: str
+
+
+def build_prompts(settings: VoiceSettings) -> PromptLibrary:
+    prompts = PromptLibrary(settings.language, settings.prompts_dir)
     for problem in prompts.check():  # also loads and caches every clip before the first call
         log.error("announcements: %s", problem)
     return prompts
 
 
-def build_voice(cfg: Config, store: Store, recordings_dir: Path | None) -> VoiceService:
+def build_voice(settings: VoiceSettings, store: Store, recordings_dir: Path | None) -> VoiceService:
     """The shared voice service. Loads the speech model once (seconds, hundreds of MB)."""
     from voice.detector import PhrasePack
 
-    language = cfg.voice.language.value
-    pack = PhrasePack.load(language)
-    model = _load_model(cfg) if cfg.voice.transcribe else None
+    pack = PhrasePack.load(settings.language)
+    model = _load_model(settings) if settings.transcribe else None
     service = VoiceService(store=store, recordings_dir=recordings_dir, pack=pack, model=model,
-                           zone=region_zone(cfg.line.home_region))
-    if cfg.voice.household_warning:
-        service.on_fraud.append(_household_warner(cfg, store))
+                           zone=region_zone(settings.home_region))
     return service
 
 
-def _load_model(cfg: Config):  # -> SpeechModel | None
+def _load_model(settings: VoiceSettings):  # -> SpeechModel | None
     try:
         from voice.asr import ModelError, SpeechModel, resolve_model_dir
     except ImportError as exc:  # the voice extra is not installed
@@ -60,7 +70,7 @@ def _load_model(cfg: Config):  # -> SpeechModel | None
                     "installed (%s; pip install 'mamoru[voice]')", exc)
         return None
     try:
-        path = resolve_model_dir(cfg.voice.language.value, cfg.voice.model_dir, cfg.voice.models_dir)
+        path = resolve_model_dir(settings.language, settings.model_dir, settings.models_dir)
         model = SpeechModel.load(path)
     except ModelError as exc:
         log.warning("calls are screened and recorded but not listened to for fraud: %s", exc)
@@ -69,10 +79,15 @@ def _load_model(cfg: Config):  # -> SpeechModel | None
     return model
 
 
-def _household_warner(cfg: Config, store: Store):
-    """On a fraud verdict, tell the person in the house, through their own speaker."""
-    prompts = PromptLibrary(cfg.voice.language.value, cfg.voice.prompts_dir)
-    device = cfg.voice.speaker_device
+def household_warner(settings: VoiceSettings, store: Store) -> FraudHandler | None:
+    """On a fraud verdict, tell the person in the house, through their own speaker (None: not wanted).
+
+    The composition root subscribes it to the fraud events, first, so the house hears it soonest.
+    """
+    if not settings.household_warning:
+        return None
+    prompts = PromptLibrary(settings.language, settings.prompts_dir)
+    device = settings.speaker_device
 
     def warn(event: FraudEvent) -> None:
         def play() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from screening.core.audio import WavError, read_wav_pcm16
 from screening.core.line import AudioClip
+from screening.core.model import Language
 from voice.announcements import (
     LANGUAGES,
     PROMPTS_DIR,
@@ -54,7 +55,7 @@ class MessageSource(StrEnum):
     FALLBACK = "fallback"
 
 
-def render_message(text: str, language: str, *, espeak: str | None = None,
+def render_message(text: str, language: Language, *, espeak: str | None = None,
                    timeout_s: float = SYNTH_TIMEOUT_S) -> AudioClip:
     """``text`` spoken in ``language`` as 8 kHz mono 16-bit; the shipped message if that fails.
 

@@ -209,5 +209,18 @@ class CallRouting(Protocol):
         ...
 
 
+@runtime_checkable
+class Dialer(Protocol):
+    """A line that can place calls (the modem; a SIP line with an upstream): phoning a relative."""
+
+    def can_dial(self) -> bool:
+        """Whether calls can be placed now (a SIP line needs an outbound proxy or a registrar)."""
+        ...
+
+    def dial(self, number: str, timeout: float) -> object:
+        """Phone ``number``; returns the adapter's dial result (``DialResult``)."""
+        ...
+
+
 class LineError(RuntimeError):
     """A line operation failed (device gone, ERROR reply, no reply in time)."""
