@@ -18,7 +18,7 @@ from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, Publi
 from blocklist.feeds import (
     FeedError, FeedOutcome, FeedUpdate, add_feed, breadth_limits, remove_feed, update_all, update_feed,
 )  # fmt: skip
-from blocklist.store import StoreError
+from blocklist.store.rows import StoreError
 from screening.core.model import ListKind
 from screening.core.clock import region_zone
 from screening.core.safe_text import terminal_safe

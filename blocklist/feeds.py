@@ -47,7 +47,8 @@ from tuf.ngclient.fetcher import FetcherInterface
 
 from blocklist.feed_breadth import BreadthLimits, feed_breadth_problem
 from blocklist.lists import NumberLists
-from blocklist.store import FEED_SOURCE_PREFIX, Store, StoreError
+from blocklist.store import Store
+from blocklist.store.rows import FEED_SOURCE_PREFIX, StoreError
 from screening.core.clock import iso_utc
 from screening.core.model import ListKind
 from screening.core.numbers import try_parse_number

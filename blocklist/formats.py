@@ -66,7 +66,7 @@ from io import StringIO
 import phonenumbers
 
 from blocklist.lists import ListSpecError, parse_iso_utc, parse_list_spec
-from blocklist.store import FEED_SOURCE_PREFIX
+from blocklist.store.rows import FEED_SOURCE_PREFIX
 from screening.core.clock import iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.safe_text import csv_cell, csv_uncell

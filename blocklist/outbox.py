@@ -48,7 +48,7 @@ from typing import Any, Self
 
 from sqlite_utils import Database
 
-from blocklist.store import MIGRATIONS
+from blocklist.store.schema import MIGRATIONS
 from screening.core.clock import iso_utc
 
 __all__ = [
@@ -58,7 +58,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # migration 3 of blocklist.store created the outbox tables
+SCHEMA_VERSION = 3  # migration 3 (blocklist.store.schema) created the outbox tables
 VOICE_CHANNEL = -1  # channel_index of a phone call to the relative's `phone`
 
 

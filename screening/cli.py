@@ -225,7 +225,7 @@ def _import_list(args: argparse.Namespace, kind: ListKind, cfg: Config) -> int:
     is locked only for the write (the daemon keeps recording calls while a big file parses),
     and ``--strict`` can refuse before anything is touched."""
     from blocklist.formats import ListFormat, RowProblem, detect_format, read_entries
-    from blocklist.store import FEED_SOURCE_PREFIX, StoreError
+    from blocklist.store.rows import FEED_SOURCE_PREFIX, StoreError
 
     name = "stdin" if args.file == "-" else args.file
     try:
@@ -277,7 +277,7 @@ def _import_list(args: argparse.Namespace, kind: ListKind, cfg: Config) -> int:
 
 def _export_list(args: argparse.Namespace, kind: ListKind, store: Store | None, region: str) -> int:
     from blocklist.formats import ListFormat, write_entries
-    from blocklist.store import FEED_SOURCE_PREFIX
+    from blocklist.store.rows import FEED_SOURCE_PREFIX
 
     stored = store.list_entries(kind) if store is not None else []
     entries = [e for e in stored if args.with_feeds or not e.source.startswith(FEED_SOURCE_PREFIX)]

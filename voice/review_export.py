@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from blocklist.store import CallRow, Store, StoreError
+from blocklist.store import Store
+from blocklist.store.rows import CallRow, StoreError
 from screening.core.model import EventKind
 from screening.config import ConfigError, load_config
 

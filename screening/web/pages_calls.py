@@ -26,7 +26,8 @@ from starlette.routing import Route
 
 from blocklist.lists import NumberLists, parse_iso_utc
 from blocklist.outbox import VOICE_CHANNEL, AlertKind, DeliveryStatus
-from blocklist.store import CallFilter, CallRow, EventRow, FlagRow, Store, StoreError, relpath_problem
+from blocklist.store import Store
+from blocklist.store.rows import CallFilter, CallRow, EventRow, FlagRow, StoreError, relpath_problem
 from screening.core.clock import iso_utc
 from screening.core.model import CallState, EventKind, ReviewLabel, Verdict
 from screening.core.model import Action, ListEntry, ListKind, MatchKind, Reason

@@ -33,7 +33,8 @@ from blocklist.formats import (
     write_entries,
 )
 from blocklist.lists import parse_iso_utc, parse_list_spec
-from blocklist.store import Store, StoreError
+from blocklist.store import Store
+from blocklist.store.rows import StoreError
 from screening.core.clock import iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.numbers import national_format
