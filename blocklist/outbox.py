@@ -23,6 +23,15 @@ moves both into the file once it is writable again. What cannot survive is a
 crash *during* such an outage — the only window where an alert can be lost,
 and one where it has usually already been sent.
 
+So the database has two outage strategies on purpose, not by accident: the
+spool for evidence (call records, which nobody reads back until later), the
+in-memory copy for the work queue (alerts, which the dispatcher reads back at
+once). Putting the outbox on the spool would need reads that merge the file
+with spooled records and provisional alert/delivery ids resolved after replay:
+a second engine, not a simplification. The schema is shared all the same:
+the outbox's tables are migration 3 of ``blocklist.store.schema``, and the
+in-memory copy is built from those same migrations.
+
 Delivery semantics are at-least-once: a row is marked ``sending`` before the
 send; one found ``sending`` at start-up (the process died mid-send) is retried.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from blocklist.feeds import FeedTimer, breadth_limits
+from blocklist.feeds import FeedTimer
 from blocklist.recovery import DAMAGED_STORE_MESSAGE, read_notices, set_aside_if_damaged
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
@@ -43,6 +43,7 @@ from screening.alert_wiring import RunningAlerts, start_alerts
 from screening.line_jobs import LineJobs
 from screening.watchdog import Watchdog
 from screening.panel_wiring import start_panel
+from screening.feed_wiring import feed_limits
 from voice.service import RecordingHousekeeping, build_prompts, build_voice
 
 if TYPE_CHECKING:
@@ -332,7 +333,7 @@ def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon, others: Seque
     timer = FeedTimer(db_path, cfg.feeds.dir, interval_s=cfg.feeds.update_minutes * 60.0,
                       max_age_days=cfg.feeds.max_age_days,
                       line_idle=daemon.line_idle if not others else lambda: all(d.line_idle() for d in loops),
-                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists, limits=breadth_limits(cfg),
+                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists, limits=feed_limits(cfg),
                       on_refused=alerts.feed_refused_handler() if alerts is not None else None)  # fmt: skip
     timer.start()
     return timer
