@@ -46,6 +46,7 @@ from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
 from blocklist.feed_breadth import BreadthLimits, feed_breadth_problem
+from blocklist.formats import FEED_FORMAT_ID, read_feed
 from blocklist.lists import NumberLists
 from blocklist.store import Store
 from blocklist.store.rows import FEED_SOURCE_PREFIX, StoreError
@@ -394,8 +395,6 @@ def _nothing() -> None:
 
 def _update(store: Store, paths: FeedPaths, name: str, row: dict[str, Any], *, max_age_days: int,
             timeout_s: float, before_write: Callable[[], None], limits: BreadthLimits) -> FeedUpdate:
-    from blocklist.formats import FEED_FORMAT_ID, read_feed  # the list format; imported when a feed is read
-
     try:
         anchor = paths.anchor.read_bytes()
     except OSError as exc:
