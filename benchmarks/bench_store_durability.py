@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import blocklist.store as store_module  # noqa: E402
+import blocklist.store.engine as store_module  # noqa: E402
 from blocklist.recovery import find_damage  # noqa: E402
 from blocklist.store import Store
 from screening.core.model import EventKind

@@ -36,6 +36,7 @@ from tuf.api.metadata import Metadata, MetaFile, Root, Signed, Snapshot, TargetF
 from tuf.api.serialization.json import JSONSerializer
 
 from blocklist.feeds import TARGET_NAME  # the one target units look for
+from blocklist.formats import FEED_FORMAT_ID, ListFormat, read_feed, write_entries
 from screening.core.clock import utc_now
 from screening.core.files import DEFAULT_MODE, atomic_write_bytes
 from screening.core.model import ListEntry, ListKind
@@ -219,8 +220,6 @@ class FeedRepository:
     def _publish(self, root: Root, targets: Metadata[Targets], signers: dict[KeyRole, CryptoSigner],
                  feed_bytes: bytes, entries: int, expiry: Expiry, now: datetime, *,
                  fresh: bool = False) -> PublishResult:
-        from blocklist.formats import FEED_FORMAT_ID
-
         info = TargetFile.from_data(TARGET_NAME, feed_bytes, [HASH_ALGORITHM])
         info.unrecognized_fields["custom"] = {"format": FEED_FORMAT_ID, "entries": entries}
         previous = targets.signed.targets.get(TARGET_NAME)
@@ -361,8 +360,6 @@ def feed_file(entries: list[ListEntry], home_region: str) -> bytes:
     Raises PublishError if the round trip does not give back the same entries
     (never sign a file the units would refuse or read differently).
     """
-    from blocklist.formats import ListFormat, read_feed, write_entries
-
     if any(e.list is not ListKind.BLOCK for e in entries):
         raise PublishError("a feed only blocks: remove the allow entries")
     data = write_entries(entries, ListFormat.FEED, home_region=home_region)

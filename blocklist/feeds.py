@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import tuf
@@ -45,18 +45,17 @@ from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
 from blocklist.feed_breadth import BreadthLimits, feed_breadth_problem
+from blocklist.formats import FEED_FORMAT_ID, read_feed
 from blocklist.lists import NumberLists
-from blocklist.store import FEED_SOURCE_PREFIX, Store, StoreError
+from blocklist.store import Store
+from blocklist.store.rows import FEED_SOURCE_PREFIX, StoreError
 from screening.core.clock import iso_utc, utc_now
 from screening.core.files import DEFAULT_MODE, atomic_write_bytes
 from screening.core.model import ListKind
 from screening.core.numbers import try_parse_number
 
-if TYPE_CHECKING:
-    from screening.config import Config
-
 __all__ = [
-    "TARGET_NAME", "BreadthLimits", "FeedError", "breadth_limits", "FeedOutcome", "FeedTimer", "FeedUpdate", "Refusal", "add_feed", "check_root",
+    "TARGET_NAME", "BreadthLimits", "FeedError", "FeedSettings", "breadth_limits", "FeedOutcome", "FeedTimer", "FeedUpdate", "Refusal", "add_feed", "check_root",
     "feed_paths", "normalize_url", "remove_feed", "update_all", "update_feed", "validate_name",
 ]  # fmt: skip
 
@@ -187,16 +186,32 @@ def check_root(root_json: bytes, what: str = "root metadata") -> Metadata[Root]:
     return md
 
 
-def breadth_limits(cfg: Config) -> BreadthLimits:
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """``[feeds]`` and what it needs from ``[line]``/``[rules]``, as the feed code reads them.
+
+    The composition root and the CLI build it from the app config, so feeds never see that config.
+    """
+
+    dir: Path
+    update_minutes: int
+    max_age_days: int
+    max_share_percent: float
+    min_prefix_digits: int
+    home_region: str
+    official_numbers: frozenset[str]
+
+
+def breadth_limits(settings: FeedSettings) -> BreadthLimits:
     """The ``[feeds]`` limits on how much one feed may block, for the unit's home region.
 
     The numbers no feed may block are the rules' own ``official_numbers`` (110, 118, 119 …), in the
     E.164 form the daemon looks them up in; ``#9110`` and the like cannot be on a list anyway.
     """
-    region = cfg.line.home_region
-    parsed = (try_parse_number(raw, region) for raw in cfg.rules.official_numbers if raw.isdigit())
+    region = settings.home_region
+    parsed = (try_parse_number(raw, region) for raw in settings.official_numbers if raw.isdigit())
     protected = tuple(sorted({n.e164 for n in parsed if n is not None}))
-    return BreadthLimits(cfg.feeds.max_share_percent, cfg.feeds.min_prefix_digits, region, protected)
+    return BreadthLimits(settings.max_share_percent, settings.min_prefix_digits, region, protected)
 
 
 # --------------------------------------------------------------------------- add / remove
@@ -362,8 +377,6 @@ def _nothing() -> None:
 
 def _update(store: Store, paths: FeedPaths, name: str, row: dict[str, Any], *, max_age_days: int,
             timeout_s: float, before_write: Callable[[], None], limits: BreadthLimits) -> FeedUpdate:
-    from blocklist.formats import FEED_FORMAT_ID, read_feed  # the list format; imported when a feed is read
-
     try:
         anchor = paths.anchor.read_bytes()
     except OSError as exc:

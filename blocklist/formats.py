@@ -65,7 +65,7 @@ from io import StringIO
 
 
 from blocklist.lists import ListSpecError, parse_list_spec
-from blocklist.store import FEED_SOURCE_PREFIX
+from blocklist.store.rows import FEED_SOURCE_PREFIX
 from screening.core.clock import iso_utc, parse_iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.numbers import (

@@ -1,6 +1,6 @@
 """Allow/block number lists: parsing what users type, and fast matching.
 
-Pure: no I/O, no clock. The store (``blocklist/store.py``) persists
+Pure: no I/O, no clock. The store (``blocklist/store/``) persists
 ``ListEntry`` rows; the daemon turns them into an immutable ``NumberLists``
 snapshot with ``NumberLists.build`` and swaps it atomically when the store's
 ``lists_generation`` changes, so a lookup never sees a half-updated list.

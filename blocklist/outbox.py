@@ -23,6 +23,15 @@ moves both into the file once it is writable again. What cannot survive is a
 crash *during* such an outage — the only window where an alert can be lost,
 and one where it has usually already been sent.
 
+So the database has two outage strategies on purpose, not by accident: the
+spool for evidence (call records, which nobody reads back until later), the
+in-memory copy for the work queue (alerts, which the dispatcher reads back at
+once). Putting the outbox on the spool would need reads that merge the file
+with spooled records and provisional alert/delivery ids resolved after replay:
+a second engine, not a simplification. The schema is shared all the same:
+the outbox's tables are migration 3 of ``blocklist.store.schema``, and the
+in-memory copy is built from those same migrations.
+
 Delivery semantics are at-least-once: a row is marked ``sending`` before the
 send; one found ``sending`` at start-up (the process died mid-send) is retried.
 
@@ -48,7 +57,7 @@ from typing import Any, Self
 
 from sqlite_utils import Database
 
-from blocklist.store import MIGRATIONS
+from blocklist.store.schema import MIGRATIONS
 from screening.core.clock import iso_utc
 
 __all__ = [
@@ -58,7 +67,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # migration 3 of blocklist.store created the outbox tables
+SCHEMA_VERSION = 3  # migration 3 (blocklist.store.schema) created the outbox tables
 VOICE_CHANNEL = -1  # channel_index of a phone call to the relative's `phone`
 
 

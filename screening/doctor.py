@@ -377,7 +377,7 @@ def check_clock(now: datetime, zone: tzinfo = UTC) -> Check:
 
 def check_database(path: Path) -> Check:
     """Opens read-only (never migrates or locks out the daemon) and checks the schema version."""
-    from blocklist.store import MIGRATIONS
+    from blocklist.store.schema import MIGRATIONS
 
     damaged = read_notices(path)
     if damaged:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from blocklist.feeds import FeedTimer, breadth_limits
+from blocklist.feeds import FeedTimer
 from blocklist.recovery import DAMAGED_STORE_MESSAGE, read_notices, set_aside_if_damaged
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
@@ -53,6 +53,7 @@ from screening.watchdog import Watchdog
 from screening.line_factory import sip_defaults
 from screening.panel_wiring import start_panel
 from voice.service import RecordingHousekeeping, VoiceSettings, build_prompts, build_voice, household_warner
+from screening.feed_wiring import feed_limits
 
 if TYPE_CHECKING:
     from screening.web.process import WebProcess
@@ -457,7 +458,7 @@ def start_feed_updates(cfg: Config, db_path: Path, daemon: Daemon, others: Seque
     timer = FeedTimer(db_path, cfg.feeds.dir, interval_s=cfg.feeds.update_minutes * 60.0,
                       max_age_days=cfg.feeds.max_age_days,
                       line_idle=daemon.line_idle if not others else lambda: all(d.line_idle() for d in loops),
-                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists, limits=breadth_limits(cfg),
+                      on_lists=daemon.offer_lists, hold_lists=daemon.hold_lists, limits=feed_limits(cfg),
                       on_refused=(lambda update: bus.publish(FeedRefused(update))) if bus is not None else None)  # fmt: skip
     timer.start()
     return timer

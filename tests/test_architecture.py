@@ -22,14 +22,6 @@ PACKAGES = ("screening", "firmware", "voice", "blocklist", "deploy")
 CORE = "screening.core"
 CORE_ONLY = ("firmware", "voice", "blocklist")
 
-# Rule 3 is still broken by modules that the parallel restructurings own: the SIP adapters take the
-# app Config, the modem and SIP lines take DialResult from screening.voice_call, the panel driver
-# holds a use case (adapters); the voice service takes the app Config (composition root); the feeds
-# take the app Config (store). Emptied once those are merged; nothing may be added to it. An entry
-# that no longer holds fails too, so the set only shrinks.
-KNOWN_UNTIL_MERGE: frozenset[tuple[str, str]] = frozenset({
-    ("blocklist.feeds", "screening.config"),
-})
 
 
 def _module_name(path: Path) -> str:
@@ -161,8 +153,7 @@ def test_adapters_and_features_take_only_the_core_from_screening() -> None:
     wrong = {(name, target) for name, targets in graph().items()
              if any(_in(name, package) for package in CORE_ONLY)
              for target in targets if _in(target, "screening") and not _in(target, CORE) and target != "screening"}
-    assert not wrong - KNOWN_UNTIL_MERGE, f"import only screening.core from screening: {sorted(wrong - KNOWN_UNTIL_MERGE)}"
-    assert not KNOWN_UNTIL_MERGE - wrong, f"fixed, so drop from KNOWN_UNTIL_MERGE: {sorted(KNOWN_UNTIL_MERGE - wrong)}"
+    assert not wrong, f"import only screening.core from screening: {sorted(wrong)}"
 
 
 def test_only_the_cli_imports_the_cli() -> None:

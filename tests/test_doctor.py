@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from blocklist.store import MIGRATIONS, Store
+from blocklist.store import Store
+from blocklist.store.schema import MIGRATIONS
 from firmware.virtual_modem import VirtualModem
 from screening import doctor
 from screening.cli import doctor as doctor_cli

@@ -81,12 +81,12 @@ def test_an_ordinary_police_feed_passes() -> None:
 
 
 def test_the_units_limits_protect_the_rules_official_numbers() -> None:
-    from blocklist.feeds import breadth_limits
+    from screening.feed_wiring import feed_limits
     from screening.config import parse_config
 
     cfg = parse_config({"feeds": {"max_share_percent": 2.5, "min_prefix_digits": 4},
                         "rules": {"official_numbers": ["110", "119", "#9110", "171"]}}, source="test")  # fmt: skip
-    limits = breadth_limits(cfg)
+    limits = feed_limits(cfg)
     assert (limits.max_share_percent, limits.min_prefix_digits) == (2.5, 4)
     assert limits.protected == ("+81110", "+81119", "+81171")
     assert "emergency" in (feed_breadth_problem([block("+81171")], limits) or "")

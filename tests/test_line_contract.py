@@ -44,7 +44,8 @@ from typing import Any, Literal, Self
 
 import pytest
 
-from blocklist.store import CallRow, EventRow, Store
+from blocklist.store import Store
+from blocklist.store.rows import CallRow, EventRow
 from screening.core.model import CallState
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from blocklist.store import MIGRATIONS, Store, StoreError
+from blocklist.store import Store
+from blocklist.store.rows import StoreError
+from blocklist.store.schema import MIGRATIONS
 from screening.core.model import CallState, EventKind
 from screening.core.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt, Reason
 
@@ -670,3 +672,39 @@ def test_migration_4_keeps_existing_entries(db_path: Path, clock: FakeClock) -> 
         s.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81312345678", note="mine"))
         assert len(s.list_entries(ListKind.BLOCK)) == 2
     assert user_version(db_path) == len(MIGRATIONS)
+
+
+# A database written by the store before it became a package (schema 5: a reviewed fraud call
+# with its events, flag and recording; a person's and a feed's list entry; a feed row; an alert
+# with its delivery). Its tables, migration numbers and meta keys must keep meaning the same.
+SCHEMA5_DB = Path(__file__).parent / "data" / "store" / "schema5.db"
+
+
+def test_a_database_from_the_single_module_store_opens_unchanged(tmp_path: Path, clock: FakeClock) -> None:
+    from blocklist.outbox import AlertKind, Outbox
+
+    path = tmp_path / "calls.db"
+    path.write_bytes(SCHEMA5_DB.read_bytes())
+    with make_store(path, clock) as s:
+        assert user_version(path) == len(MIGRATIONS) == 5
+        (call,) = s.recent_calls()
+        assert (call.number_e164, call.state, call.end_reason) == ("+81312345678", CallState.COMPLETED, "remote_hangup")
+        assert (call.verdict, call.review_label, call.reviewed_by) == ("fraud", "fraud", "hanako")
+        assert (call.recording, call.recording_bytes) == ("2026/12/01/call-1.wav", 32044)
+        assert [e.kind for e in s.events_for(call.id)] == [EventKind.OFFERED, EventKind.HUNG_UP, EventKind.REVIEW]
+        assert [(f.phrase, f.start_s) for f in s.flags_for(call.id)] == [("振り込んで", 1.5)]
+        assert [e.value for e in s.own_entries(ListKind.BLOCK)] == ["+81501234567"]
+        assert s.feed_entry_counts() == {"police": 1}
+        assert s.feed("police")["version"] == 3
+        generation = s.lists_generation()
+        assert generation > 0 and s.load_lists(clock()).generation == generation
+        ((alert, deliveries),) = s.alert_rows_for_call(call.id)
+        assert (alert["dedupe_key"], [d["relative"] for d in deliveries]) == (f"fraud:{call.id}", ["hanako"])
+        s.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81311112222"))  # and it takes writes
+        assert s.lists_generation() == generation + 1
+    outbox = Outbox(path).open()
+    try:
+        ((row, _),) = outbox.recent()
+        assert row.kind is AlertKind.FRAUD and row.call_id == call.id
+    finally:
+        outbox.close()

@@ -29,7 +29,9 @@ import httpx
 import pytest
 
 from blocklist.outbox import AlertKind, NewAlert, NewDelivery, Outbox, Urgency
-from blocklist.store import MIGRATIONS, CallFilter, Store
+from blocklist.store import Store
+from blocklist.store.schema import MIGRATIONS
+from blocklist.store.rows import CallFilter
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
@@ -364,7 +366,7 @@ def test_call_page_escapes_a_hostile_transcript_and_marks_the_flagged_phrases(si
 
 def test_transcript_marks_the_occurrence_at_the_flags_time() -> None:
     """A phrase said twice but flagged once is marked where it was flagged (pure function)."""
-    from blocklist.store import CallRow, EventRow, FlagRow
+    from blocklist.store.rows import CallRow, EventRow, FlagRow
 
     row = CallRow(1, "u", "2025-01-01T00:00:00.000Z", "sim", None, None, None, None, None, None, None, None, None,
                   None, None, CallState.COMPLETED, None, None, None)  # fmt: skip

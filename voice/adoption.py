@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from blocklist.store import RecordingRow
+from blocklist.store.rows import RecordingRow
 from voice.recorder import repair_wav, resolve_recording
 
 __all__ = ["ADOPTED_LINE", "adopt_orphan_recordings", "recording_relpath"]

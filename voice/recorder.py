@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-from blocklist.store import relpath_problem
+from blocklist.store.rows import relpath_problem
 from screening.core.files import fsync_dir
 from screening.core.model import EventKind
 

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from blocklist.store import RecordingRow
+from blocklist.store.rows import RecordingRow
 from screening.core.clock import iso_utc
 from screening.core.model import EventKind
 from voice.recorder import resolve_recording

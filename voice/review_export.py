@@ -20,7 +20,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from blocklist.store import CallRow, Store
+from blocklist.store import Store
+from blocklist.store.rows import CallRow
 from screening.core.model import EventKind
 
 log = logging.getLogger(__name__)

@@ -747,14 +747,15 @@ class Applier:
         return tuple(outcomes)
 
     def _add_one_feed(self, store: Store, config: Config, feed: FeedSpec) -> tuple[str, FeedAction, str]:
-        from blocklist.feeds import add_feed, breadth_limits
+        from blocklist.feeds import add_feed
+        from screening.feed_wiring import feed_limits
 
         known = store.feed(feed.name) is not None
         try:
             # Re-adding the same feed is harmless (the feed module compares URL and root bytes).
             add_feed(store, config.feeds.dir, feed.name, feed.url, feed.root_bytes(),
                      first_update=self.first_feed_update, max_age_days=config.feeds.max_age_days,
-                     limits=breadth_limits(config))  # fmt: skip
+                     limits=feed_limits(config))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 -- FeedError, StoreError ...: the rest of the bundle stays applied
             log.error("feed %s from the bundle could not be added: %s", feed.name, exc)
             return (feed.name, FeedAction.FAILED, str(exc))

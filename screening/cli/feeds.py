@@ -22,13 +22,12 @@ from blocklist.feeds import (
     FeedOutcome,
     FeedUpdate,
     add_feed,
-    breadth_limits,
     remove_feed,
     update_all,
     update_feed,
 )  # fmt: skip
 from blocklist.formats import ListFormat, read_entries, write_entries
-from blocklist.store import StoreError
+from blocklist.store.rows import StoreError
 from screening.cli.common import (
     CliError,
     add_common_args,
@@ -37,9 +36,11 @@ from screening.cli.common import (
     local_time,
     open_store,
 )
+from screening.feed_wiring import feed_limits
 from screening.core.clock import region_zone
 from screening.core.model import ListKind
 from screening.core.safe_text import terminal_safe
+from screening.feed_wiring import feed_limits
 
 ROLE_CHOICES = [r.value for r in KeyRole] + ["all"]
 _DEFAULT = Expiry()
@@ -145,11 +146,11 @@ def cmd_feed_add(args: argparse.Namespace) -> int:
     cfg, store = _feeds_context(args)
     try:
         add_feed(store, cfg.feeds.dir, args.name, args.url, root_json, first_update=False,
-                 max_age_days=cfg.feeds.max_age_days, limits=breadth_limits(cfg))  # fmt: skip
+                 max_age_days=cfg.feeds.max_age_days, limits=feed_limits(cfg))  # fmt: skip
         print(f"feed {args.name}: trusted ({store.feed(args.name)['url']})")
         if not args.no_update:
             result = update_feed(store, cfg.feeds.dir, args.name, max_age_days=cfg.feeds.max_age_days,
-                                 limits=breadth_limits(cfg))
+                                 limits=feed_limits(cfg))
             print(_describe(result) + ("" if result.ok else " (the feed stays added; it is retried)"))
     except (FeedError, StoreError) as exc:
         raise CliError(str(exc)) from exc
@@ -163,9 +164,9 @@ def cmd_feed_update(args: argparse.Namespace) -> int:
     try:
         if args.name:
             results = [update_feed(store, cfg.feeds.dir, args.name, max_age_days=cfg.feeds.max_age_days,
-                                   limits=breadth_limits(cfg))]
+                                   limits=feed_limits(cfg))]
         else:
-            results = update_all(store, cfg.feeds.dir, max_age_days=cfg.feeds.max_age_days, limits=breadth_limits(cfg))
+            results = update_all(store, cfg.feeds.dir, max_age_days=cfg.feeds.max_age_days, limits=feed_limits(cfg))
     except (FeedError, StoreError) as exc:
         raise CliError(str(exc)) from exc
     finally:

@@ -16,7 +16,8 @@ from blocklist.formats import (
     write_entries,
 )
 from blocklist.lists import ListSpecError, parse_list_spec
-from blocklist.store import FEED_SOURCE_PREFIX, Store, StoreError
+from blocklist.store import Store
+from blocklist.store.rows import FEED_SOURCE_PREFIX, StoreError
 from screening.cli.common import (
     EXIT_ERROR,
     EXIT_OK,

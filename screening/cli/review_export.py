@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from blocklist.store import Store, StoreError
+from blocklist.store import Store
+from blocklist.store.rows import StoreError
 from screening.config import ConfigError, load_config
 from voice.review_export import review_records
 from screening.core.files import atomic_write_text

@@ -15,11 +15,7 @@ from typing import Any
 
 from blocklist.lists import parse_iso_utc
 from blocklist.outbox import VOICE_CHANNEL, AlertKind, DeliveryStatus
-from blocklist.store import (
-    CallRow,
-    EventRow,
-    FlagRow,
-)
+from blocklist.store.rows import CallRow, EventRow, FlagRow
 from screening.core.model import (
     CallState,
     EventKind,

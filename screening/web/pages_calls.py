@@ -22,13 +22,8 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from blocklist.lists import NumberLists
-from blocklist.store import (
-    CallFilter,
-    CallRow,
-    Store,
-    StoreError,
-    relpath_problem,
-)
+from blocklist.store import Store
+from blocklist.store.rows import CallFilter, CallRow, StoreError, relpath_problem
 from screening.core.clock import iso_utc, region_zone
 from screening.core.model import (
     Action,

@@ -32,7 +32,8 @@ from blocklist.formats import (
     write_entries,
 )
 from blocklist.lists import parse_list_spec
-from blocklist.store import Store, StoreError
+from blocklist.store import Store
+from blocklist.store.rows import StoreError
 from screening.core.clock import iso_utc, parse_iso_utc, region_zone
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.numbers import national_format, region_dialling
