@@ -45,7 +45,7 @@ from screening.session import SessionSettings  # noqa: E402
 from voice.announcements import PromptLibrary  # noqa: E402
 from voice.asr import SpeechModel, packaged_model_dir  # noqa: E402
 from voice.detector import PhrasePack, StreamingDetector  # noqa: E402
-from voice.pipeline import CallAudio, VoiceService  # noqa: E402
+from voice.pipeline import VoiceService  # noqa: E402
 
 SPEECH = ROOT / "tests" / "data" / "speech"
 

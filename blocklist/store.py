@@ -277,7 +277,7 @@ def _utc_now() -> datetime:
 
 def _migration_1(db: Database) -> None:
     """Initial schema. ``if_not_exists`` everywhere so a half-applied run can be redone."""
-    db["calls"].create(
+    db.table("calls").create(
         {
             "id": int, "call_uid": str, "started_at": str, "line": str, "raw_number": str,
             "number_e164": str, "name": str, "reason_code": str, "cid_date": str, "cid_time": str,
@@ -288,20 +288,20 @@ def _migration_1(db: Database) -> None:
         not_null={"call_uid", "started_at", "line", "state"},
         if_not_exists=True,
     )
-    db["calls"].create_index(["call_uid"], unique=True, if_not_exists=True)
-    db["calls"].create_index(["state"], if_not_exists=True)
-    db["calls"].create_index(["started_at"], if_not_exists=True)
-    db["events"].create(
+    db.table("calls").create_index(["call_uid"], unique=True, if_not_exists=True)
+    db.table("calls").create_index(["state"], if_not_exists=True)
+    db.table("calls").create_index(["started_at"], if_not_exists=True)
+    db.table("events").create(
         {"id": int, "call_id": int, "at": str, "kind": str, "detail": str},
         pk="id",
         not_null={"at", "kind", "detail"},
         if_not_exists=True,
     )
-    db["events"].create_index(["call_id"], if_not_exists=True)
-    db["events"].create_index(["at"], if_not_exists=True)
+    db.table("events").create_index(["call_id"], if_not_exists=True)
+    db.table("events").create_index(["at"], if_not_exists=True)
     # value_end is '' (not NULL) for exact/prefix entries: SQLite treats NULLs as
     # distinct in UNIQUE constraints, which would defeat the upsert.
-    db["list_entries"].create(
+    db.table("list_entries").create(
         {
             "id": int, "list": str, "match": str, "value": str, "value_end": str, "source": str,
             "note": str, "added_at": str, "expires_at": str,
@@ -311,8 +311,8 @@ def _migration_1(db: Database) -> None:
         defaults={"value_end": "", "source": "local", "note": ""},
         if_not_exists=True,
     )
-    db["list_entries"].create_index(["list", "match", "value", "value_end"], unique=True, if_not_exists=True)
-    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db.table("list_entries").create_index(["list", "match", "value", "value_end"], unique=True, if_not_exists=True)
+    db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
     db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, '0')", [_GENERATION])
 
 
@@ -1180,7 +1180,7 @@ class Store:
                     generation = self.lists_generation()
                     # Feed rows first: when a feed and a person list the same number, the
                     # person's entry (its note, its expiry) is the one NumberLists keeps.
-                    entries = []
+                    entries: list[ListEntry] = []
                     for where in ("feed <> ''", "feed = ''"):
                         rows = db.execute(
                             f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM list_entries "

@@ -178,7 +178,7 @@ class Daemon:
     on_line_fault: Callable[[str], None] | None = None  # e.g. a health alert to the family
     on_line_restored: Callable[[str], None] | None = None
     on_handset_stale: Callable[[str], None] | None = None  # e.g. a health alert: phone left off the hook
-    on_tick: Callable[[], None] | None = None  # every loop wake-up (≤ 0.5 s apart): the systemd watchdog
+    on_tick: Callable[[], object] | None = None  # every loop wake-up (≤ 0.5 s apart): the systemd watchdog
     line_jobs: LineJobs | None = None  # e.g. phoning a relative: runs here, between calls
     housekeeping: Callable[[], None] | None = None  # e.g. recording retention; run between calls
     housekeeping_interval_s: float = 3600.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from blocklist.store import Store
 from screening.config import Config
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class RunningPanel:
     panel: object  # firmware.panel.FrontPanel
-    hooks: object  # firmware.panel.PanelHooks
+    hooks: Any  # firmware.panel.PanelHooks (not imported: the driver imports this module's callers)
 
     def close(self) -> None:
         self.panel.close()  # type: ignore[attr-defined]

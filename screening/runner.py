@@ -246,7 +246,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             print(f"mamoru demo: virtual modem on {modem.device_path}, {len(scenario)} scripted calls, "
                   f"database {db_path}", flush=True)
             after = None
-            if sim.stay:
+            if sim is not None and sim.stay:
                 port = web.wait_ready() if web is not None else None
                 page = f"http://127.0.0.1:{port}/" if port else None
                 after = ("mamoru demo: the scripted calls are done. "

@@ -77,7 +77,7 @@ class Screened(NamedTuple):
 class SessionSettings:
     call_timeout_s: float = 600.0  # longest we stay on a warned call
     voice: VoiceHooks | None = None  # recording + live transcription; None = neither
-    tick: Callable[[], None] | None = None  # liveness while on a long call (the systemd watchdog)
+    tick: Callable[[], object] | None = None  # liveness while on a long call (the systemd watchdog)
 
 
 @dataclass(slots=True)
