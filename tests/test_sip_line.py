@@ -56,16 +56,11 @@ from screening.core.rules import Policy
 from screening.session import SessionSettings
 from screening.core.sip_callerid import caller_id_from_sip
 from voice.announcements import ToneAnnouncements
+from tests.support.ports import free_udp_port
 
 ROOT = Path(__file__).parent.parent
 PEER = ROOT / "tests" / "sip_peer.py"
 FAMILY, BLOCKED, UNKNOWN = "0312345678", "0398765432", "0662223333"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Recorder:

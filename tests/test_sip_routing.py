@@ -24,7 +24,8 @@ from firmware.sip_line import SipLine, SipSettings, sip_lines_from_uri, sip_sett
 from screening.config import Config, SipUpstream
 from screening.core.line import LineAdapter, LineFault, LineRestored
 from screening.core.model import Action, Prompt
-from tests.test_sip_line import BLOCKED, FAMILY, ROOT, UNKNOWN, Rig, free_udp_port, result_of
+from tests.support.ports import free_udp_port
+from tests.test_sip_line import BLOCKED, FAMILY, ROOT, UNKNOWN, Rig, result_of
 from voice.announcements import ToneAnnouncements
 
 PHONE = ROOT / "tests" / "sip_phone.py"

@@ -41,6 +41,7 @@ from screening.web.auth import (
 from screening.web.context import WebContext
 from screening.web.i18n import UiLanguage, translate
 from screening.web.server import WebServer, serve_in_thread
+from tests.support.ports import free_tcp_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -613,15 +614,9 @@ def test_cli_passwd_refuses_a_damaged_users_file(tmp_path: Path) -> None:
     assert (tmp_path / "web-users.json").read_text() == "not json"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_mamoru_web_serves_loopback_only_until_a_password_exists(tmp_path: Path) -> None:
     db = tmp_path / "mamoru.db"
-    port = _free_port()
+    port = free_tcp_port()
     proc = subprocess.Popen([sys.executable, "-m", "screening.web.cli", "web", "--db", str(db), "--host", "0.0.0.0",
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)  # fmt: skip
@@ -764,7 +759,7 @@ def _wait_for_web(url: str, timeout: float = 30.0) -> httpx.Response:
 
 
 def test_run_serves_the_web_page_loopback_only_without_a_password(tmp_path: Path, capfd) -> None:
-    port = _free_port()
+    port = free_tcp_port()
     with DaemonRun(tmp_path, f'host = "0.0.0.0"\nport = {port}') as run:
         response = _wait_for_web(f"http://127.0.0.1:{port}/calls")
         assert (response.status_code, response.headers["location"]) == (303, "/setup")
@@ -778,7 +773,7 @@ def test_run_serves_the_web_page_loopback_only_without_a_password(tmp_path: Path
 
 
 def test_run_serves_every_address_once_a_password_exists(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_tcp_port()
     UserFile(tmp_path / "data" / "web-users.json").add(Account(ADMIN, Role.INSTALLER, hash_password(ADMIN_PW)))
     with DaemonRun(tmp_path, f'host = "0.0.0.0"\nport = {port}'):
         response = _wait_for_web(f"http://127.0.0.2:{port}/calls")
@@ -802,7 +797,7 @@ def test_run_keeps_screening_when_the_web_port_is_taken(tmp_path: Path, caplog) 
 
 
 def test_run_without_web(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_tcp_port()
     with DaemonRun(tmp_path, f"enabled = false\nport = {port}") as run:
         assert run.screened("0662223333") == "allow:unknown"
         with pytest.raises(httpx.ConnectError):

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from firmware.scenarios import CallScript
 from firmware.virtual_modem import CallRecord, VirtualModem
 from screening.core.model import Prompt
 from voice.announcements import PromptLibrary
+from tests.support.ports import free_tcp_port
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,6 @@ def open_browser(pw: Playwright, profile_dir: Path, viewport: ViewportSize = DES
     context.set_default_navigation_timeout(ACTION_TIMEOUT_MS)
     expect.set_options(timeout=ACTION_TIMEOUT_MS)
     return context
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the daemon binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- the appliance ------------------------------------------------------------------
@@ -176,7 +169,7 @@ port = {self.port}
     def start(self) -> Appliance:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         device = self.modem.start()
-        self.port = free_port()
+        self.port = free_tcp_port()
         self._write_config(device)
         env = {k: v for k, v in os.environ.items() if k != "MAMORU_CONFIG"}
         env.update(HOME=str(self.root), XDG_STATE_HOME=str(self.root / "state"), PYTHONUNBUFFERED="1")
