@@ -3,9 +3,12 @@ and the fixtures more than one module uses. Helpers live in ``tests/support``.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.receivers import HttpReceiver
 
 # Markers by module, kept here in one table rather than spread over the modules: a test module's
 # cost is a property of the suite's lanes, not of what it checks. Markers are registered in
@@ -51,3 +54,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             for value in callspec.params.values():
                 if isinstance(value, str) and value in PARAM_MARKS:
                     item.add_marker(PARAM_MARKS[value])
+
+
+@pytest.fixture
+def http() -> Iterator[HttpReceiver]:
+    """A started HTTP receiver (ntfy / JSON webhook stand-in) on 127.0.0.1."""
+    receiver = HttpReceiver().start()
+    yield receiver
+    receiver.stop()

@@ -44,13 +44,6 @@ def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth
 
 
 @pytest.fixture
-def http() -> Iterator[HttpReceiver]:
-    receiver = HttpReceiver().start()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
 def smtp() -> Iterator[tuple[SmtpSink, int]]:
     sink, port = SmtpSink(), free_tcp_port()
     controller = aiosmtpd_controller.Controller(sink, hostname="127.0.0.1", port=port, authenticator=_authenticate,

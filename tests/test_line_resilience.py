@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,9 @@ from screening.config import Config, parse_config
 from screening.core.model import Language
 from screening.doctor import check_line
 from screening.status import LineProblem, StatusWriter
-from tests.test_alerts import HttpReceiver, json_url
+from tests.support.receivers import HttpReceiver, json_url
 from tests.test_e2e import ROOT, Rig, _env, _wait_for, off_hook_commands
-from tests.test_web_health import items, web  # noqa: F401 -- web is a fixture
-from tests.test_web_settings import Web, ja
+from tests.support.web import Web, items, ja, running_modem_web
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,6 +38,11 @@ STRAY_HANDSET_OFF_HOOK = b"\x10H"  # DLE H: what a noisy line or a confused firm
 
 
 # ---- item 3: a stray DLE H ---------------------------------------------------------
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Web]:
+    yield from running_modem_web(tmp_path)
 
 
 def test_handset_state_rules() -> None:

@@ -166,15 +166,8 @@ language = "ko"
 
 
 @pytest.fixture
-def receiver() -> Iterator[HttpReceiver]:
-    r = HttpReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, receiver: HttpReceiver) -> Iterator[Daemon]:
-    d = Daemon(tmp_path, receiver)
+def daemon(tmp_path: Path, http: HttpReceiver) -> Iterator[Daemon]:
+    d = Daemon(tmp_path, http)
     try:
         yield d.start()
     finally:
@@ -349,7 +342,7 @@ def check_recorded_and_transcribed(daemon: Daemon, caller: dict[str, Any], wav: 
 
 
 def test_fraud_script_over_sip_is_recorded_transcribed_and_the_relative_alerted_during_the_call(
-        daemon: Daemon, receiver: HttpReceiver, tmp_path: Path) -> None:
+        daemon: Daemon, http: HttpReceiver, tmp_path: Path) -> None:
     wav = SPEECH / FRAUD_WAV
     caller = call_and_speak(daemon, wav, tmp_path)
     # seven sentences with 0.8-1.5 s pauses: at least three segments must be stored live
@@ -377,8 +370,8 @@ def test_fraud_script_over_sip_is_recorded_transcribed_and_the_relative_alerted_
         flagged = [f.phrase for f in flags]
 
     # The relative was alerted, naming the caller and what was said, while the caller was still on.
-    alerts = receiver.wait_matching("/jisoo", CALLER_SHOWN, timeout=5)
-    assert alerts, f"no fraud alert at the receiver: {receiver.received}\n{daemon.log_text()}"
+    alerts = http.wait_matching("/jisoo", CALLER_SHOWN, timeout=5)
+    assert alerts, f"no fraud alert at the receiver: {http.received}\n{daemon.log_text()}"
     body, arrived_mono = alerts[0]
     text = json.dumps(body, ensure_ascii=False)
     assert any(p in text for p in flagged), (text, flagged)
@@ -388,7 +381,7 @@ def test_fraud_script_over_sip_is_recorded_transcribed_and_the_relative_alerted_
 
 
 def test_everyday_talk_over_sip_is_recorded_and_transcribed_but_raises_no_alarm(
-        daemon: Daemon, receiver: HttpReceiver, tmp_path: Path) -> None:
+        daemon: Daemon, http: HttpReceiver, tmp_path: Path) -> None:
     """The control: the same path with a benign caller ends clean, and the relative hears nothing."""
     wav = SPEECH / BENIGN_WAV
     caller = call_and_speak(daemon, wav, tmp_path)
@@ -398,4 +391,4 @@ def test_everyday_talk_over_sip_is_recorded_and_transcribed_but_raises_no_alarm(
         assert row.verdict is not None and row.verdict.value != "fraud" and row.fraud_at is None, row
         assert not [e for e in store.events_for(row.id) if e.kind is EventKind.FRAUD]
     time.sleep(1.0)  # an alert would have been sent at once, during the call
-    assert not receiver.matching("/jisoo", CALLER_SHOWN), receiver.received
+    assert not http.matching("/jisoo", CALLER_SHOWN), http.received
