@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from test_web_auth import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, WebRig, csrf_of, login
+from tests.support.web_rig import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, WebRig, csrf_of, login
 
 from screening.web.auth import LoginLimits, Role, install
 
