@@ -33,10 +33,8 @@ import json
 import logging
 import math
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 import wave
 from array import array
@@ -58,6 +56,7 @@ from screening.core.model import CallState, EventKind
 from firmware.audio_format import read_wav_pcm16, resample_pcm16
 from screening.core.model import Action, Prompt
 from voice.announcements import PromptLibrary
+from tests.support.daemon import DaemonProcess
 from tests.support.ports import free_udp_port
 from tests.support.receivers import HttpReceiver
 
@@ -83,7 +82,7 @@ FRAUD_WAV, BENIGN_WAV = "ko_fraud_sip.wav", "ko_benign.wav"
 # ---- local receiver and daemon ---------------------------------------------------------------
 
 
-class Daemon:
+class Daemon(DaemonProcess):
     """``mamoru run --line sip://127.0.0.1:PORT`` as a subprocess, its log collected as it runs."""
 
     def __init__(self, tmp: Path, receiver: HttpReceiver) -> None:
@@ -116,60 +115,22 @@ name = "Jisoo"
 notify = ["json://127.0.0.1:{receiver.port}/jisoo"]
 language = "ko"
 ''', encoding="utf-8")
-        self.lines: list[str] = []
-        self._lines_changed = threading.Condition()
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> Daemon:
-        env = {**os.environ, "HOME": str(self.tmp / "home"), "XDG_STATE_HOME": str(self.tmp / "state")}
+        env = {**os.environ, "HOME": str(tmp / "home"), "XDG_STATE_HOME": str(tmp / "state")}
         env.pop("MAMORU_CONFIG", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "screening.cli", "run", "--line", f"sip://127.0.0.1:{self.port}",
-             "--config", str(self.config), "--db", str(self.db)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if not self.wait_log("screening on line sip:", DAEMON_READY_S):
-            raise AssertionError(f"daemon not screening within {DAEMON_READY_S:.0f} s:\n{self.log_text()}")
+        super().__init__(["run", "--line", f"sip://127.0.0.1:{self.port}", "--config", str(self.config),
+                          "--db", str(self.db)], env)  # fmt: skip
+
+    def start_screening(self) -> Daemon:
+        self.start("screening on line sip:", DAEMON_READY_S)
         assert any("speech model" in line and "loaded" in line for line in self.lines), self.log_text()
         return self
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            with self._lines_changed:
-                self.lines.append(line.rstrip("\n"))
-                self._lines_changed.notify_all()
-
-    def wait_log(self, needle: str, timeout: float) -> bool:
-        with self._lines_changed:
-            return self._lines_changed.wait_for(
-                lambda: any(needle in line for line in self.lines)
-                or (self.proc is not None and self.proc.poll() is not None), timeout,
-            ) and any(needle in line for line in self.lines)
-
-    def log_text(self) -> str:
-        with self._lines_changed:
-            return "\n".join(self.lines[-80:])
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                log.error("daemon did not stop on SIGTERM, killing it:\n%s", self.log_text())
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
 
 
 @pytest.fixture
 def daemon(tmp_path: Path, http: HttpReceiver) -> Iterator[Daemon]:
     d = Daemon(tmp_path, http)
     try:
-        yield d.start()
+        yield d.start_screening()
     finally:
         code = d.stop()
         log.info("daemon exited with %s", code)

@@ -1,14 +1,18 @@
 """The daemon, run two ways: in-process on the virtual modem over a real pty (``ModemDaemonRig``), and
-as the ``mamoru`` command in a subprocess (``daemon_env`` for its environment)."""
+as the ``mamoru`` command in a subprocess (``DaemonProcess``; ``daemon_env`` for its environment)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
@@ -20,6 +24,8 @@ from screening.core.rules import Policy
 from screening.daemon import Daemon
 from screening.session import SessionSettings
 from voice.announcements import ToneAnnouncements
+
+log = logging.getLogger(__name__)
 
 SCALE = 0.05  # virtual-modem time: 20x faster than a real line
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -91,3 +97,58 @@ def wait_for(predicate: Callable[[], object], timeout: float) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+class DaemonProcess:
+    """``python -m screening.cli ARGS`` in a subprocess, its output (stdout and stderr) collected line by
+    line as it runs, stopped with SIGTERM as systemd does."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str]) -> None:
+        self.args = list(args)
+        self.env = env
+        self.lines: list[str] = []
+        self._lines_changed = threading.Condition()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, ready: str, timeout: float) -> Self:
+        """Start it and wait until a line of its output contains ``ready``."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "screening.cli", *self.args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, cwd=ROOT)  # fmt: skip
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        if not self.wait_log(ready, timeout):
+            raise AssertionError(f"daemon not ready ({ready!r}) within {timeout:.0f} s:\n{self.log_text()}")
+        return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._lines_changed:
+                self.lines.append(line.rstrip("\n"))
+                self._lines_changed.notify_all()
+
+    def wait_log(self, needle: str, timeout: float) -> bool:
+        """True once a line contains ``needle``; False after ``timeout`` or if the process ended first."""
+        with self._lines_changed:
+            return self._lines_changed.wait_for(
+                lambda: any(needle in line for line in self.lines)
+                or (self.proc is not None and self.proc.poll() is not None), timeout,
+            ) and any(needle in line for line in self.lines)
+
+    def log_text(self) -> str:
+        with self._lines_changed:
+            return "\n".join(self.lines[-80:])
+
+    def stop(self) -> int | None:
+        """SIGTERM, then kill after 30 s; the exit code (None if never started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log.error("daemon did not stop on SIGTERM, killing it:\n%s", self.log_text())
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode

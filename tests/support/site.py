@@ -4,7 +4,6 @@ logged in through the real login form."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +15,9 @@ from blocklist.store import Store
 from screening.config import load_config
 from screening.web.context import WebContext
 from screening.web.server import WebServer, serve_in_thread
+from tests.support.web import csrf_of
+
+__all__ = ["FAMILY", "INSTALLER", "Site", "csrf_of", "login", "post_form", "start_site", "write_config"]
 
 INSTALLER = ("kazuko", "installer-pass-1")
 FAMILY = ("taro", "family-pass-12")
@@ -27,12 +29,6 @@ def write_config(tmp: Path) -> Path:
     path.write_text(f'[line]\nhome_region = "JP"\n\n[store]\ndb = "{tmp / "calls.db"}"\n\n'
                     f'[recording]\ndir = "{tmp / "recordings"}"\n', encoding="utf-8")  # fmt: skip
     return path
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
 
 
 @dataclass

@@ -54,6 +54,7 @@ update_minutes = 0
 
 
 def csrf_of(html: str) -> str:
+    """The CSRF token of the (first) form in a page."""
     match = CSRF.search(html)
     assert match is not None, "no CSRF token in the page"
     return match[1]
