@@ -46,7 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.module.__name__.rpartition(".")[2] if item.module is not None else ""
+        module_object = getattr(item, "module", None)  # None for non-Python items
+        module = module_object.__name__.rpartition(".")[2] if module_object is not None else ""
         for name in MODULE_MARKS.get(module, ()):
             item.add_marker(name)
         callspec = getattr(item, "callspec", None)

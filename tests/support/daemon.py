@@ -35,7 +35,7 @@ class ModemDaemonRig:
     """A running daemon on a virtual modem, with its store."""
 
     def __init__(self, tmp: Path, dialect=CONEXANT_CX93001, cadence=RingCadence.JAPAN,
-                 line_options: dict[str, object] | None = None) -> None:
+                 line_options: dict[str, Any] | None = None) -> None:
         self.modem = VirtualModem(dialect, cadence, SCALE)
         self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
         self.cadence = cadence

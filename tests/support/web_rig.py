@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -44,7 +45,7 @@ class WebRig:
     def url(self) -> str:
         return self.server.url
 
-    def client(self, **kwargs: object) -> httpx.Client:
+    def client(self, **kwargs: Any) -> httpx.Client:
         client = httpx.Client(base_url=self.url, follow_redirects=False, timeout=15.0, **kwargs)
         self._clients.append(client)
         return client
