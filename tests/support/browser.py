@@ -44,7 +44,7 @@ from tests.support.ports import free_tcp_port
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SPEECH_DIR = ROOT / "tests" / "data" / "speech"
 SCREENSHOTS_DIR = ROOT / "docs" / "screenshots"
 
