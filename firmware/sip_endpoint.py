@@ -278,7 +278,7 @@ class SipEndpoint:
         self._refusals: _RefusalAccount | None = None
         self.admission = Admission(settings.trusted_upstreams)  # owner thread only
         self._refusal: Refusal | None = None  # the last selected INVITE's, for _on_refused_incoming
-        self._admitted: tuple[str | None, CallerID] | None = None  # its key and caller, until it becomes a call
+        self._admitted: tuple[str, CallerID] | None = None  # its key and caller, until it becomes a call
         # Calls we are done with, waiting for pjsua's DISCONNECTED, with their caller's admission key:
         # they still take one of pjsua's calls, so they count as that caller's one call.
         self._lingering: dict[int, tuple[Any, str | None]] = {}

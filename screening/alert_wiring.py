@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from blocklist.feeds import FeedUpdate
 from blocklist.store import Store
@@ -145,10 +146,10 @@ def start_alerts(cfg: Config, store: Store, line: LineAdapter | None = None,
         return None
     voice_caller = None
     if line is not None and jobs is not None and cfg.alerts.voice_call and any(r.phone for r in cfg.relatives):
-        from screening.voice_call import VoiceCallAlerter
+        from screening.voice_call import DialingLine, VoiceCallAlerter
         from voice.speech import render_message
 
-        voice_caller = QueuedVoiceCaller(jobs, VoiceCallAlerter(line, render_message,
+        voice_caller = QueuedVoiceCaller(jobs, VoiceCallAlerter(cast(DialingLine, line), render_message,
                                                                 home_region=cfg.line.home_region))
     # The unit's zone (not the system's, which a Pi image leaves unset): times in messages, quiet hours.
     service = AlertService(store, cfg, AppriseNotifier(), voice_caller=voice_caller,

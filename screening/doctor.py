@@ -32,7 +32,6 @@ from screening import doctor_text
 from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
 from screening.core.clock import local_stamp, parse_iso_utc, region_zone, utc_now
 from screening.core.model import Language
-from screening.core.clock import local_stamp, region_zone
 from screening.line_factory import sip_defaults
 from screening.status import STATUS_FILE_NAME, DaemonStatus, LineProblem, LineState, StatusError, read_status
 

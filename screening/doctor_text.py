@@ -24,10 +24,15 @@ __all__ = ["format_report", "say", "title", "untranslated"]
 
 
 class _Finding(Protocol):
-    name: str
-    severity: str
-    message: str
-    fix: str
+    # Read-only, so doctor.Check (whose severity is a str enum) matches.
+    @property
+    def name(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def fix(self) -> str: ...
 
 
 DOCTOR_CATALOGUE = "doctor"  # screening/i18n/doctor.<language>.toml; sentences: doctor_sentences.ja.toml

@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Set up a virtualenv from the repo's own files and run the whole test suite.
-# Set-up needs the network (Debian packages, PyPI); the suite itself then runs offline.
+# Set up a virtualenv from the repo's own files, check the code (ruff, mypy) and run the whole test
+# suite (what CI runs). Set-up needs the network (Debian packages, PyPI); the checks and the suite
+# then run offline.
+#   --fast  leave out the tests marked slow, sip, asr, browser or image (markers: tests/conftest.py):
+#           a few minutes instead of ~15. Other arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+FAST_LANE="not (slow or sip or asr or browser or image)"
+args=()
+fast=0
+for arg in "$@"; do
+    if [ "$arg" = --fast ]; then fast=1; else args+=("$arg"); fi
+done
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "mamoru needs Python 3.11+" >&2; exit 2; }
 # System tools some tests use, and why. Installed from Debian when run as root, without recommends
@@ -46,4 +55,12 @@ if [ ! -e "${WHEELHOUSE}/.complete" ] || [ pyproject.toml -nt "${WHEELHOUSE}/.co
     rm -f "${WHEELHOUSE}"/mamoru-*.whl  # the test builds mamoru itself from the checkout, fresh
     touch "${WHEELHOUSE}/.complete"
 fi
-exec .venv/bin/python -m pytest -q "$@"
+# Static checks first; either failing fails the run (set -e). Their settings: pyproject.toml.
+echo "checks: ruff"
+.venv/bin/python -m ruff check --quiet .
+echo "checks: mypy"
+.venv/bin/python -m mypy
+if [ "$fast" = 1 ]; then
+    exec .venv/bin/python -m pytest -q -m "$FAST_LANE" "${args[@]}"
+fi
+exec .venv/bin/python -m pytest -q "${args[@]}"

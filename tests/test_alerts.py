@@ -4,19 +4,13 @@ HTTP receiver playing ntfy and a generic JSON webhook. Every wait is bounded."""
 from __future__ import annotations
 
 import argparse
-import email
-import email.policy
 import json
 import logging
-import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,96 +30,13 @@ from screening.notify import AppriseNotifier, mask
 from voice.detector import Detection, Flag
 from screening.core.model import Verdict
 from voice.pipeline import FraudEvent
+from tests.support.ports import free_tcp_port
+from tests.support.receivers import JSON_PASSWORD, SMTP_PASSWORD, HttpReceiver, SmtpSink, json_url, mail_url
 
-SMTP_PASSWORD = "Smtp-S3cret-pw"
-JSON_PASSWORD = "Json-S3cret-pw"
 T0 = datetime(2025, 3, 3, 5, 5, tzinfo=UTC)  # 14:05 in Tokyo
 
 
 # ---- local receivers --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class HttpReceiver:
-    """ntfy / JSON webhook stand-in. ``mode``: ok | error (500) | slow (sleeps ``delay`` then 200)."""
-
-    port: int = field(default_factory=free_port)
-    mode: str = "ok"
-    delay: float = 1.5
-    received: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
-    arrived: threading.Condition = field(default_factory=threading.Condition)
-    _server: ThreadingHTTPServer | None = None
-
-    def start(self) -> HttpReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if receiver.mode == "slow":
-                    time.sleep(receiver.delay)
-                if receiver.mode == "error":
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                with receiver.arrived:
-                    receiver.received.append((self.path, json.loads(data or b"{}"), time.monotonic()))
-                    receiver.arrived.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def paths(self, prefix: str) -> list[dict[str, Any]]:
-        return [body for path, body, _ in self.received if path.startswith(prefix)]
-
-    def wait_for(self, prefix: str, count: int = 1, timeout: float = 5.0) -> bool:
-        with self.arrived:
-            return self.arrived.wait_for(lambda: len(self.paths(prefix)) >= count, timeout)
-
-
-class SmtpSink:
-    """aiosmtpd handler: keeps every message, accepts one user/password over plain SMTP."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[email.message.EmailMessage, float]] = []
-        self.arrived = threading.Condition()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-        with self.arrived:
-            self.messages.append((message, time.monotonic()))  # type: ignore[arg-type]
-            self.arrived.notify_all()
-        return "250 OK"
-
-    def wait_for(self, count: int = 1, timeout: float = 5.0) -> bool:
-        with self.arrived:
-            return self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
-
-    def text(self, index: int = 0) -> str:
-        message = self.messages[index][0]
-        part = message.get_body(preferencelist=("plain", "html"))
-        return f"{message['Subject']}\n{part.get_content() if part else ''}"
 
 
 def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
@@ -134,15 +45,8 @@ def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth
 
 
 @pytest.fixture
-def http() -> Iterator[HttpReceiver]:
-    receiver = HttpReceiver().start()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
 def smtp() -> Iterator[tuple[SmtpSink, int]]:
-    sink, port = SmtpSink(), free_port()
+    sink, port = SmtpSink(), free_tcp_port()
     controller = aiosmtpd_controller.Controller(sink, hostname="127.0.0.1", port=port, authenticator=_authenticate,
                                                 auth_require_tls=False, ready_timeout=5)  # fmt: skip
     controller.start()
@@ -163,15 +67,6 @@ class FakeClock:
     def advance(self, **delta: float) -> datetime:
         self.now += timedelta(**delta)
         return self.now
-
-
-def json_url(port: int, path: str = "hook", secret: bool = False) -> str:
-    auth = f"mamoru:{JSON_PASSWORD}@" if secret else ""
-    return f"json://{auth}127.0.0.1:{port}/{path}"
-
-
-def mail_url(port: int, to: str = "taro@example.com") -> str:
-    return f"mailto://mamoru:{SMTP_PASSWORD}@127.0.0.1:{port}?from=mamoru@example.com&to={to}"
 
 
 def make_config(relatives: list[dict[str, Any]], **alerts: Any) -> Config:
@@ -310,7 +205,7 @@ def test_slow_receiver_times_out_and_is_retried(store: Store, http: HttpReceiver
 
 def test_gives_up_after_retry_max_hours(store: Store) -> None:
     clock = FakeClock()
-    svc = service(store, make_config([{"name": "Taro", "notify": [json_url(free_port())]}], retry_max_hours=1),
+    svc = service(store, make_config([{"name": "Taro", "notify": [json_url(free_tcp_port())]}], retry_max_hours=1),
                   clock)  # fmt: skip
     try:
         svc.on_health("modem_lost", "the modem stopped answering")
@@ -482,7 +377,7 @@ def test_secrets_never_logged_or_stored(store: Store, http: HttpReceiver, smtp: 
     caplog.set_level(logging.DEBUG)
     sink, smtp_port = smtp
     clock = FakeClock()
-    dead = free_port()
+    dead = free_tcp_port()
     config = make_config([{"name": "Taro", "notify": [json_url(http.port, secret=True), mail_url(smtp_port),
                                                       json_url(dead, secret=True), mail_url(dead)]}])  # fmt: skip
     svc = service(store, config, clock)
@@ -513,7 +408,7 @@ def run_cli(argv: list[str]) -> int:
 
 
 def test_cli_alert_test_and_alerts(tmp_path: Path, http: HttpReceiver, capsys: pytest.CaptureFixture[str]) -> None:
-    dead = free_port()
+    dead = free_tcp_port()
     config = tmp_path / "mamoru.toml"
     config.write_text(f"""
 [store]

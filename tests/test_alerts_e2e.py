@@ -24,20 +24,13 @@ from blocklist.store import Store
 from screening.alert_wiring import start_alerts
 from screening.config import parse_config
 from screening.core.model import CallerID
-from test_alerts import HttpReceiver, json_url
+from tests.support.receivers import HttpReceiver, json_url
 from voice.asr import Segment, Word
 from voice.detector import PhrasePack
 from voice.pipeline import VoiceService
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture
-def http():
-    receiver = HttpReceiver().start()
-    yield receiver
-    receiver.stop()
 
 
 def test_repeat_blocked_caller_alerts_a_relative_through_the_daemon(tmp_path: Path, http: HttpReceiver) -> None:

@@ -7,12 +7,10 @@ store; subprocess tests run the ``mamoru`` command exactly as a user would.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,81 +19,23 @@ import pytest
 
 from blocklist.store import Store
 from screening.core.model import CallState
-from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, USR_5637, RingCadence
-from firmware.modem_line import ModemLine
+from firmware.dialects import USR_5637, RingCadence
 from firmware.scenarios import CallScript
-from firmware.virtual_modem import VirtualModem
 from firmware.vmodem.records import CallOutcome
-from screening.daemon import Daemon
-from screening.core.model import Action, ListEntry, ListKind, MatchKind
-from screening.core.rules import Policy
-from screening.session import SessionSettings
-from voice.announcements import ToneAnnouncements
+from screening.core.model import Action
+from tests.support.daemon import ROOT, ModemDaemonRig, daemon_env, off_hook_commands, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
-SCALE = 0.05
-ROOT = Path(__file__).parent.parent
-
-
-class Rig:
-    """A running daemon on a virtual modem, with its store."""
-
-    def __init__(self, tmp: Path, dialect=CONEXANT_CX93001, cadence=RingCadence.JAPAN,
-                 line_options: dict[str, object] | None = None) -> None:
-        self.modem = VirtualModem(dialect, cadence, SCALE)
-        self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
-        self.cadence = cadence
-        self.line_options = line_options or {}
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def __enter__(self) -> Rig:
-        self.modem.start()
-        self.store.open()
-        self.store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81312345678", source="family"))
-        self.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
-        self.line = ModemLine(str(self.modem.device_path), "auto", "JP", self.cadence,
-                              ring_gap_s=1.5 * CADENCE_PERIOD_S[self.cadence] * SCALE, **self.line_options)
-        self.line.open()
-        self.daemon = Daemon(self.line, self.store, Policy(), ToneAnnouncements(), SessionSettings(30.0))
-        self.thread = threading.Thread(target=self.daemon.run, args=(self.stop,), daemon=True)
-        self.thread.start()
-        return self
-
-    def call(self, script: CallScript, timeout: float = 30.0):
-        record = self.modem.place_call(script)
-        return self.modem.wait_for_call_end(record, timeout=timeout)
-
-    def wait_calls(self, n: int, timeout: float = 10.0) -> list:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = self.store.recent_calls(limit=100)
-            if len(rows) >= n and all(r.state in (CallState.COMPLETED, CallState.FAILED) for r in rows):
-                return list(reversed(rows))
-            time.sleep(0.02)
-        raise AssertionError(f"expected {n} finished calls, have {self.store.recent_calls(limit=100)}")
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
-        self.line.close()
-        self.modem.stop()
-        self.store.close()
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    with Rig(tmp_path) as r:
+def rig(tmp_path: Path) -> Iterator[ModemDaemonRig]:
+    with ModemDaemonRig(tmp_path) as r:
         yield r
 
 
-def off_hook_commands(record) -> list[str]:
-    return [c for _, c in record.commands if c.upper().replace(" ", "") in ("AT+VLS=1", "ATA")]
-
-
-def test_blocked_caller_is_answered_before_the_phone_rings_twice(rig: Rig) -> None:
+def test_blocked_caller_is_answered_before_the_phone_rings_twice(rig: ModemDaemonRig) -> None:
     rec = rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200))
     assert rec.outcome is CallOutcome.ANSWERED
     assert rec.rings <= 1, "household phone rang past the first ring"
@@ -106,14 +46,14 @@ def test_blocked_caller_is_answered_before_the_phone_rings_twice(rig: Rig) -> No
     assert kinds[:2] == ["offered", "decided"] and "answered" in kinds and "hung_up" in kinds
 
 
-def test_allowlisted_family_rings_and_nothing_is_played(rig: Rig) -> None:
+def test_allowlisted_family_rings_and_nothing_is_played(rig: ModemDaemonRig) -> None:
     rec = rig.call(CallScript(nmbr="0312345678", max_rings=3))
     assert rec.outcome is CallOutcome.GAVE_UP and rec.rings == 3
     assert off_hook_commands(rec) == [] and rec.played_audio == b""
     assert rig.wait_calls(1)[0].action is Action.ALLOW
 
 
-def test_withheld_gets_number_request_and_unknown_gets_warning_then_stays_on(rig: Rig) -> None:
+def test_withheld_gets_number_request_and_unknown_gets_warning_then_stays_on(rig: ModemDaemonRig) -> None:
     withheld = rig.call(CallScript(nmbr="P", hang_up_after_s=200))
     unknown = rig.call(CallScript(nmbr="0662223333", hang_up_after_s=60))
     assert withheld.outcome is CallOutcome.ANSWERED
@@ -126,7 +66,7 @@ def test_withheld_gets_number_request_and_unknown_gets_warning_then_stays_on(rig
     assert withheld.played_audio[:2000] != unknown.played_audio[:2000]
 
 
-def test_call_waiting_guard_never_answers_into_a_conversation(rig: Rig) -> None:
+def test_call_waiting_guard_never_answers_into_a_conversation(rig: ModemDaemonRig) -> None:
     rig.modem.set_handset(True)
     time.sleep(0.1)
     rec = rig.call(CallScript(nmbr="0398765432", handset_off_hook_at_s=0, max_rings=2))
@@ -137,21 +77,21 @@ def test_call_waiting_guard_never_answers_into_a_conversation(rig: Rig) -> None:
 
 
 def test_no_caller_id_service_is_screened_on_the_second_ring(tmp_path: Path) -> None:
-    with Rig(tmp_path, USR_5637, RingCadence.NORTH_AMERICA) as rig:
+    with ModemDaemonRig(tmp_path, USR_5637, RingCadence.NORTH_AMERICA) as rig:
         rec = rig.call(CallScript(raw_cid_lines=(), hang_up_after_s=1))
         assert rec.rings == 2 and off_hook_commands(rec)
         row = rig.wait_calls(1)[0]
         assert (row.rule, row.action) == ("no_caller_id", Action.WARN)
 
 
-def test_garbage_on_the_line_is_survived(rig: Rig) -> None:
+def test_garbage_on_the_line_is_survived(rig: ModemDaemonRig) -> None:
     rig.modem.inject(b"\x00\xff\xfe garbage \r\nNMBR = \r\n\x10z\r\nDATE = 9999\r\n" + bytes(range(256)))
     time.sleep(0.2)
     rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200))
     assert rig.wait_calls(1)[-1].action is Action.BLOCK
 
 
-def test_locked_database_loses_no_call_record(rig: Rig) -> None:
+def test_locked_database_loses_no_call_record(rig: ModemDaemonRig) -> None:
     blocker = sqlite3.connect(rig.store.path, timeout=0.1)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
@@ -165,7 +105,7 @@ def test_locked_database_loses_no_call_record(rig: Rig) -> None:
     assert [(r.action, r.rule) for r in rows] == [(Action.BLOCK, "blocklist:local"), (Action.REQUEST_NUMBER, "withheld")]
 
 
-def test_modem_vanishes_and_comes_back_then_screens_again(rig: Rig) -> None:
+def test_modem_vanishes_and_comes_back_then_screens_again(rig: ModemDaemonRig) -> None:
     rig.modem.vanish()
     time.sleep(0.5)
     rig.modem.reappear()
@@ -183,15 +123,10 @@ def test_modem_vanishes_and_comes_back_then_screens_again(rig: Rig) -> None:
 # ---- the command, as a user runs it ------------------------------------------------
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if k != "MAMORU_CONFIG"}, "HOME": str(tmp),
-            "XDG_STATE_HOME": str(tmp / "state")}
-
-
 def test_demo_command_screens_the_scripted_calls(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     proc = subprocess.run([sys.executable, "-m", "screening.cli", "run", "--line", "sim:?time_scale=0.05",
-                           "--db", str(db)], capture_output=True, text=True, timeout=120, env=_env(tmp_path),
+                           "--db", str(db)], capture_output=True, text=True, timeout=120, env=daemon_env(tmp_path),
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(subprocess.run([sys.executable, "-m", "screening.cli", "calls", "--json", "--db", str(db)],
@@ -224,13 +159,13 @@ def test_sigterm_stops_the_daemon_cleanly_and_a_killed_call_is_marked_interrupte
     scenario.write_text('[[call]]\nnmbr = "0662223333"\nhang_up_after_s = 600\n', encoding="utf-8")
     db = tmp_path / "m.db"
     emu = subprocess.Popen([sys.executable, "-m", "screening.cli", "modem", "emulate", "--no-calls"],
-                           stdout=subprocess.PIPE, text=True, cwd=ROOT, env=_env(tmp_path))
+                           stdout=subprocess.PIPE, text=True, cwd=ROOT, env=daemon_env(tmp_path))
     try:
         device = emu.stdout.readline().strip()
         assert device
         run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--line", f"modem://{device}",
-                                "--db", str(db)], stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env(tmp_path))
-        _wait_for(lambda: db.exists() and _count(db, "select count(*) from events") >= 0, 20)
+                                "--db", str(db)], stderr=subprocess.PIPE, text=True, cwd=ROOT, env=daemon_env(tmp_path))
+        wait_for(lambda: db.exists() and _count(db, "select count(*) from events") >= 0, 20)
         time.sleep(1.0)
         run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=10) == 0
@@ -241,9 +176,9 @@ def test_sigterm_stops_the_daemon_cleanly_and_a_killed_call_is_marked_interrupte
     # A daemon killed mid-call (-9) leaves the row; the next start marks it interrupted.
     run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--line",
                             f"sim:?time_scale=0.05&scenario={scenario}", "--db", str(db)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=_env(tmp_path))
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=daemon_env(tmp_path))
     try:
-        _wait_for(lambda: _count(db, "select count(*) from calls where state = 'acting'") == 1, 30)
+        wait_for(lambda: _count(db, "select count(*) from calls where state = 'acting'") == 1, 30)
         time.sleep(0.3)
     finally:
         run.kill()
@@ -264,16 +199,7 @@ def _count(db: Path, sql: str) -> int:
         return -1
 
 
-def _wait_for(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def test_wedged_modem_is_power_cycled_after_failed_reconnects(rig: Rig) -> None:
+def test_wedged_modem_is_power_cycled_after_failed_reconnects(rig: ModemDaemonRig) -> None:
     """The modem vanishes and does not come back by itself; after 3 failed reconnects the line
     cuts its USB power (here: a cycler whose power cycle brings the virtual device back, as a real
     one re-enumerates) and screening resumes. Real sysfs/uhubctl: tests/test_usb_power.py."""

@@ -689,6 +689,7 @@ def test_feed_timer_waits_for_an_idle_line(feed: Feed) -> None:
 # --------------------------------------------------------------------------- scale
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # ~40 s on x86 (parsing and inserting a million rows); figures: benchmarks/bench_feed.py
 def test_a_million_entry_feed_is_applied_and_looked_up(feed: Feed) -> None:
     n = 1_000_000

@@ -28,7 +28,6 @@ import itertools
 import json
 import logging
 import math
-import socket
 import subprocess
 import sys
 import threading
@@ -61,6 +60,7 @@ from screening.core.model import Action, ListEntry, ListKind, MatchKind, Prompt,
 from screening.core.rules import Policy
 from screening.session import SessionSettings
 from voice.announcements import ToneAnnouncements
+from tests.support.ports import free_udp_port
 
 log = logging.getLogger(__name__)
 
@@ -485,12 +485,6 @@ class NdModemRig(ModemRig):
 
 
 # -- SIP --
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SipRig(LineRig):

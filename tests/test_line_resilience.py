@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,9 @@ from screening.config import Config, parse_config
 from screening.core.model import Language
 from screening.doctor import check_line
 from screening.status import LineProblem, StatusWriter
-from tests.test_alerts import HttpReceiver, json_url
-from tests.test_e2e import ROOT, Rig, _env, _wait_for, off_hook_commands
-from tests.test_web_health import items, web  # noqa: F401 -- web is a fixture
-from tests.test_web_settings import Web, ja
+from tests.support.receivers import HttpReceiver, json_url
+from tests.support.daemon import ROOT, ModemDaemonRig, daemon_env, off_hook_commands, wait_for
+from tests.support.web import Web, items, ja, running_modem_web
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,6 +38,11 @@ STRAY_HANDSET_OFF_HOOK = b"\x10H"  # DLE H: what a noisy line or a confused firm
 
 
 # ---- item 3: a stray DLE H ---------------------------------------------------------
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Web]:
+    yield from running_modem_web(tmp_path)
 
 
 def test_handset_state_rules() -> None:
@@ -55,9 +60,9 @@ def test_handset_state_rules() -> None:
 
 
 def test_stray_handset_bytes_do_not_stop_screening(tmp_path: Path) -> None:
-    with Rig(tmp_path) as rig:
+    with ModemDaemonRig(tmp_path) as rig:
         rig.modem.inject(STRAY_HANDSET_OFF_HOOK)
-        _wait_for(rig.line.handset_off_hook, 2.0)  # the line believes the household picked up
+        wait_for(rig.line.handset_off_hook, 2.0)  # the line believes the household picked up
         first = rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200, max_rings=4))
         second = rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200, max_rings=4))
         # The phone rang, so the handset cannot have been off-hook: both calls are screened.
@@ -70,13 +75,13 @@ def test_stray_handset_bytes_do_not_stop_screening(tmp_path: Path) -> None:
 
 
 def test_a_stray_handset_state_kept_through_a_reconnect_is_corrected_by_the_next_ring(tmp_path: Path) -> None:
-    with Rig(tmp_path) as rig:
+    with ModemDaemonRig(tmp_path) as rig:
         rig.modem.inject(STRAY_HANDSET_OFF_HOOK)
-        _wait_for(rig.line.handset_off_hook, 2.0)
+        wait_for(rig.line.handset_off_hook, 2.0)
         rig.modem.vanish()
         time.sleep(0.3)
         rig.modem.reappear()
-        _wait_for(lambda: rig.line.ping(0.5), 15.0)
+        wait_for(lambda: rig.line.ping(0.5), 15.0)
         assert rig.line.handset_off_hook()  # after a modem reset nobody knows: the guard stays cautious
         rec = rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200, max_rings=4))
         assert rec.outcome is CallOutcome.ANSWERED and rec.rings <= 1
@@ -85,9 +90,9 @@ def test_a_stray_handset_state_kept_through_a_reconnect_is_corrected_by_the_next
 
 def test_a_ringing_while_the_handset_is_believed_up_is_one_row(tmp_path: Path) -> None:
     """The real call-waiting guard still holds: caller ID only (no ring), one row, never answered."""
-    with Rig(tmp_path) as rig:
+    with ModemDaemonRig(tmp_path) as rig:
         rig.modem.set_handset(True)
-        _wait_for(rig.line.handset_off_hook, 2.0)
+        wait_for(rig.line.handset_off_hook, 2.0)
         # call-waiting: caller ID only, no RING; the household really is on the line
         rec = rig.call(CallScript(nmbr="0398765432", handset_off_hook_at_s=0, max_rings=4))
         assert rec.outcome is CallOutcome.LINE_IN_USE and off_hook_commands(rec) == []
@@ -98,7 +103,7 @@ def test_a_ringing_while_the_handset_is_believed_up_is_one_row(tmp_path: Path) -
 
 def test_handset_off_hook_too_long_is_reported(tmp_path: Path) -> None:
     """The phone left off the hook (or a stuck state): status.json says so, for doctor and the health page."""
-    with Rig(tmp_path, line_options={"handset_stale_s": 0.3}) as rig:
+    with ModemDaemonRig(tmp_path, line_options={"handset_stale_s": 0.3}) as rig:
         rig.modem.inject(STRAY_HANDSET_OFF_HOOK)
         status_path = rig.store.path.parent / "status.json"
 
@@ -108,16 +113,16 @@ def test_handset_off_hook_too_long_is_reported(tmp_path: Path) -> None:
             except (OSError, ValueError):
                 return None
 
-        _wait_for(lambda: problem() == "handset_stuck", 5.0)
+        wait_for(lambda: problem() == "handset_stuck", 5.0)
         rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200, max_rings=4))
-        _wait_for(lambda: problem() is None, 5.0)  # the ring showed the handset is down: cleared
+        wait_for(lambda: problem() is None, 5.0)  # the ring showed the handset is down: cleared
 
 
 def test_handset_off_hook_too_long_alerts_the_family(tmp_path: Path) -> None:
     receiver = HttpReceiver().start()
     config = parse_config({"relatives": [{"name": "Taro", "notify": [json_url(receiver.port, "taro")]}]}, "test")
     try:
-        with Rig(tmp_path, line_options={"handset_stale_s": 0.3}) as rig:
+        with ModemDaemonRig(tmp_path, line_options={"handset_stale_s": 0.3}) as rig:
             alerts = start_alerts(config, rig.store)
             assert alerts is not None
             try:
@@ -172,10 +177,10 @@ def test_health_page_names_the_missing_modem(web: Web) -> None:
 
 
 def test_repeated_caller_id_block_is_one_call(tmp_path: Path) -> None:
-    with Rig(tmp_path) as rig:
+    with ModemDaemonRig(tmp_path) as rig:
         script = CallScript(nmbr="0662223333", hang_up_after_s=40, max_rings=4)
         record = rig.modem.place_call(script)
-        _wait_for(lambda: rig.modem.off_hook, 5.0)  # answered
+        wait_for(lambda: rig.modem.off_hook, 5.0)  # answered
         assert record.cid_bytes is not None
         rig.modem.inject(record.cid_bytes)  # the modem prints the same block again
         rig.modem.wait_for_call_end(record, 30.0)
@@ -189,9 +194,9 @@ def test_repeated_caller_id_block_is_one_call(tmp_path: Path) -> None:
 
 def test_caller_id_block_repeated_before_the_answer_is_one_call(tmp_path: Path) -> None:
     """The modem prints the block twice in a row (no ring between): one call, screened once."""
-    with Rig(tmp_path) as rig:
+    with ModemDaemonRig(tmp_path) as rig:
         record = rig.modem.place_call(CallScript(nmbr="0662223333", hang_up_after_s=40, max_rings=4))
-        _wait_for(lambda: record.cid_bytes is not None, 5.0)
+        wait_for(lambda: record.cid_bytes is not None, 5.0)
         time.sleep(0.02)  # after the line's quiet gap (5 ms): a block of its own, not one long block
         assert record.cid_bytes is not None
         rig.modem.inject(record.cid_bytes)
@@ -223,13 +228,13 @@ def test_run_without_the_modem_keeps_running_and_starts_screening_when_it_appear
     config.write_text(f'[voice]\ntranscribe = false\n[web]\nenabled = false\n[recording]\nenabled = false\n'
                       f'[[relatives]]\nname = "Taro"\nnotify = ["{json_url(receiver.port, "taro")}"]\n',
                       encoding="utf-8")
-    env = _env(tmp_path)
+    env = daemon_env(tmp_path)
     run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--config", str(config),
                             "--line", f"modem://{device}", "--db", str(db)],
                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     emu = None
     try:
-        _wait_for(lambda: (_line_status(db) or {}).get("state") == "fault", 20)
+        wait_for(lambda: (_line_status(db) or {}).get("state") == "fault", 20)
         status = _line_status(db)
         assert status is not None and f"modem not found at {device}" in str(status["message"])
         assert run.poll() is None, "mamoru run exited without a modem"
@@ -238,8 +243,8 @@ def test_run_without_the_modem_keeps_running_and_starts_screening_when_it_appear
         emu = subprocess.Popen([sys.executable, "-m", "screening.cli", "modem", "emulate", "--link", str(device),
                                 "--scenario", str(scenario), "--time-scale", "0.5"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
-        _wait_for(lambda: (_line_status(db) or {}).get("state") == "ok", 30)
-        _wait_for(lambda: _count_calls(db) >= 1, 30)
+        wait_for(lambda: (_line_status(db) or {}).get("state") == "ok", 30)
+        wait_for(lambda: _count_calls(db) >= 1, 30)
     finally:
         for proc in (emu, run):
             if proc is not None and proc.poll() is None:

@@ -18,7 +18,9 @@ import pytest
 from blocklist.lists import NumberLists
 from blocklist.store import Store
 from screening.daemon import ListCache
-from screening.core.model import ListEntry, ListKind, MatchKind
+from firmware.scenarios import CallScript
+from screening.core.model import Action, ListEntry, ListKind, MatchKind
+from tests.support.daemon import ModemDaemonRig
 
 WAIT_S = 10.0
 NUMBER_A, NUMBER_B, NUMBER_C = "+81312340001", "+81312340002", "+81312340003"
@@ -136,11 +138,7 @@ def test_many_loops_share_one_rebuild(db: Path, daemon_store: Store) -> None:
 def test_a_running_daemon_swaps_a_cli_edit_in_before_the_next_call_rings(tmp_path: Path) -> None:
     """The idle loop notices the edit and the snapshot is rebuilt while the line is quiet, so the
     very next call from that number is blocked — without the call ever rebuilding the lists."""
-    from firmware.scenarios import CallScript
-    from screening.core.model import Action
-    from tests.test_e2e import Rig
-
-    with Rig(tmp_path) as rig:
+    with ModemDaemonRig(tmp_path) as rig:
         cache = rig.daemon.list_cache()
         deadline = time.monotonic() + WAIT_S
         while cache.snapshot.generation == 0 and time.monotonic() < deadline:

@@ -239,6 +239,7 @@ def test_range_lookup_agrees_with_brute_force(spans: list[tuple[int, int]], prob
         assert int(found.value_end[-3:]) - int(found.value[-3:]) == min(w for w, _ in covering)  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_million_entries_build_and_lookup() -> None:
     """Scale check (no timing assertion): 1 M entries, 10 k random lookups, all correct."""
     rng = random.Random(1234)

@@ -33,18 +33,14 @@ import json
 import logging
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import wave
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +56,9 @@ from screening.core.model import CallState, EventKind
 from screening.core.audio import read_wav_pcm16, resample_pcm16
 from screening.core.model import Action, Prompt
 from voice.announcements import PromptLibrary
+from tests.support.daemon import DaemonProcess
+from tests.support.ports import free_udp_port
+from tests.support.receivers import HttpReceiver
 
 pytestmark = pytest.mark.timeout(150)
 log = logging.getLogger(__name__)
@@ -83,66 +82,10 @@ FRAUD_WAV, BENIGN_WAV = "ko_fraud_sip.wav", "ko_benign.wav"
 # ---- local receiver and daemon ---------------------------------------------------------------
 
 
-@dataclass
-class AlertReceiver:
-    """A JSON webhook on 127.0.0.1 (what apprise's json:// posts to); keeps body and arrival time."""
-
-    port: int = 0
-    received: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)  # path, body, CLOCK_MONOTONIC
-    arrived: threading.Condition = field(default_factory=threading.Condition)
-    _server: ThreadingHTTPServer | None = None
-
-    def start(self) -> AlertReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                at = time.monotonic()
-                with receiver.arrived:
-                    receiver.received.append((self.path, json.loads(data or b"{}"), at))
-                    receiver.arrived.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def matching(self, path: str, needle: str) -> list[tuple[dict[str, Any], float]]:
-        with self.arrived:
-            return [(body, at) for p, body, at in self.received
-                    if p == path and needle in json.dumps(body, ensure_ascii=False)]
-
-    def wait_for(self, path: str, needle: str, timeout: float) -> list[tuple[dict[str, Any], float]]:
-        with self.arrived:
-            self.arrived.wait_for(lambda: bool(self.matching(path, needle)), timeout)
-        return self.matching(path, needle)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Daemon:
+class Daemon(DaemonProcess):
     """``mamoru run --line sip://127.0.0.1:PORT`` as a subprocess, its log collected as it runs."""
 
-    def __init__(self, tmp: Path, receiver: AlertReceiver) -> None:
+    def __init__(self, tmp: Path, receiver: HttpReceiver) -> None:
         self.tmp = tmp
         self.port = free_udp_port()
         self.db = tmp / "mamoru.db"
@@ -172,67 +115,22 @@ name = "Jisoo"
 notify = ["json://127.0.0.1:{receiver.port}/jisoo"]
 language = "ko"
 ''', encoding="utf-8")
-        self.lines: list[str] = []
-        self._lines_changed = threading.Condition()
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> Daemon:
-        env = {**os.environ, "HOME": str(self.tmp / "home"), "XDG_STATE_HOME": str(self.tmp / "state")}
+        env = {**os.environ, "HOME": str(tmp / "home"), "XDG_STATE_HOME": str(tmp / "state")}
         env.pop("MAMORU_CONFIG", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "screening.cli", "run", "--line", f"sip://127.0.0.1:{self.port}",
-             "--config", str(self.config), "--db", str(self.db)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if not self.wait_log("screening on line sip:", DAEMON_READY_S):
-            raise AssertionError(f"daemon not screening within {DAEMON_READY_S:.0f} s:\n{self.log_text()}")
+        super().__init__(["run", "--line", f"sip://127.0.0.1:{self.port}", "--config", str(self.config),
+                          "--db", str(self.db)], env)  # fmt: skip
+
+    def start_screening(self) -> Daemon:
+        self.start("screening on line sip:", DAEMON_READY_S)
         assert any("speech model" in line and "loaded" in line for line in self.lines), self.log_text()
         return self
 
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            with self._lines_changed:
-                self.lines.append(line.rstrip("\n"))
-                self._lines_changed.notify_all()
-
-    def wait_log(self, needle: str, timeout: float) -> bool:
-        with self._lines_changed:
-            return self._lines_changed.wait_for(
-                lambda: any(needle in line for line in self.lines)
-                or (self.proc is not None and self.proc.poll() is not None), timeout,
-            ) and any(needle in line for line in self.lines)
-
-    def log_text(self) -> str:
-        with self._lines_changed:
-            return "\n".join(self.lines[-80:])
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                log.error("daemon did not stop on SIGTERM, killing it:\n%s", self.log_text())
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
-
 
 @pytest.fixture
-def receiver() -> Iterator[AlertReceiver]:
-    r = AlertReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, receiver: AlertReceiver) -> Iterator[Daemon]:
-    d = Daemon(tmp_path, receiver)
+def daemon(tmp_path: Path, http: HttpReceiver) -> Iterator[Daemon]:
+    d = Daemon(tmp_path, http)
     try:
-        yield d.start()
+        yield d.start_screening()
     finally:
         code = d.stop()
         log.info("daemon exited with %s", code)
@@ -405,7 +303,7 @@ def check_recorded_and_transcribed(daemon: Daemon, caller: dict[str, Any], wav: 
 
 
 def test_fraud_script_over_sip_is_recorded_transcribed_and_the_relative_alerted_during_the_call(
-        daemon: Daemon, receiver: AlertReceiver, tmp_path: Path) -> None:
+        daemon: Daemon, http: HttpReceiver, tmp_path: Path) -> None:
     wav = SPEECH / FRAUD_WAV
     caller = call_and_speak(daemon, wav, tmp_path)
     # seven sentences with 0.8-1.5 s pauses: at least three segments must be stored live
@@ -433,8 +331,8 @@ def test_fraud_script_over_sip_is_recorded_transcribed_and_the_relative_alerted_
         flagged = [f.phrase for f in flags]
 
     # The relative was alerted, naming the caller and what was said, while the caller was still on.
-    alerts = receiver.wait_for("/jisoo", CALLER_SHOWN, timeout=5)
-    assert alerts, f"no fraud alert at the receiver: {receiver.received}\n{daemon.log_text()}"
+    alerts = http.wait_matching("/jisoo", CALLER_SHOWN, timeout=5)
+    assert alerts, f"no fraud alert at the receiver: {http.received}\n{daemon.log_text()}"
     body, arrived_mono = alerts[0]
     text = json.dumps(body, ensure_ascii=False)
     assert any(p in text for p in flagged), (text, flagged)
@@ -444,7 +342,7 @@ def test_fraud_script_over_sip_is_recorded_transcribed_and_the_relative_alerted_
 
 
 def test_everyday_talk_over_sip_is_recorded_and_transcribed_but_raises_no_alarm(
-        daemon: Daemon, receiver: AlertReceiver, tmp_path: Path) -> None:
+        daemon: Daemon, http: HttpReceiver, tmp_path: Path) -> None:
     """The control: the same path with a benign caller ends clean, and the relative hears nothing."""
     wav = SPEECH / BENIGN_WAV
     caller = call_and_speak(daemon, wav, tmp_path)
@@ -454,4 +352,4 @@ def test_everyday_talk_over_sip_is_recorded_and_transcribed_but_raises_no_alarm(
         assert row.verdict is not None and row.verdict.value != "fraud" and row.fraud_at is None, row
         assert not [e for e in store.events_for(row.id) if e.kind is EventKind.FRAUD]
     time.sleep(1.0)  # an alert would have been sent at once, during the call
-    assert not receiver.matching("/jisoo", CALLER_SHOWN), receiver.received
+    assert not http.matching("/jisoo", CALLER_SHOWN), http.received

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -31,6 +30,7 @@ from screening.config import load_config
 from screening.core.line import SipUpstream
 from screening.core.model import Action, ListEntry, ListKind, MatchKind, Reason
 from screening.core.sip_callerid import caller_id_from_sip
+from tests.support.ports import free_udp_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -67,12 +67,6 @@ def test_privacy_header_still_withholds_whatever_the_display_name() -> None:
 ROOT = Path(__file__).parent.parent
 SIPP_DIR = ROOT / "tests" / "data" / "sipp"
 FAMILY, BLOCKED, UNKNOWN = "0312345678", "0398765432", "0662223333"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _sipp() -> str:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.ports import free_udp_port
 
 pytest.importorskip("pjsua2")
 
@@ -68,29 +69,6 @@ FINISHED = ("completed", "failed")
 # ---------------------------------------------------------------------------------------------
 # the daemon under test
 # ---------------------------------------------------------------------------------------------
-
-
-def free_udp_port(span: int = 1) -> int:
-    """A free UDP port on 127.0.0.1 with the ``span - 1`` ports above it free too (RTP, RTCP …)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + span > 65535:
-            continue
-        held: list[socket.socket] = []
-        try:
-            for p in range(port, port + span):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(s)
-                s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no free UDP port range")
 
 
 def _write_tone_wav(path: Path, freq: float, seconds: float, rate: int = 8000) -> None:

@@ -6,26 +6,20 @@ The daemon, session, store and tone announcements are the real ones; only the li
 from __future__ import annotations
 
 import itertools
-import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from array import array
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Self
 
 import pytest
 
 pytest.importorskip("pjsua2")
 
-from blocklist.store import Store
-from screening.core.model import CallState
 from firmware.sip_line import (
-    CallerIdFn,
     SipLine,
     SipSettings,
     parse_sip_headers,
@@ -33,9 +27,7 @@ from firmware.sip_line import (
 )
 from screening.config import Config
 from screening.line_factory import sip_defaults
-from screening.daemon import Daemon
 from screening.core.line import (
-    AudioClip,
     CallOffered,
     EndReason,
     LineError,
@@ -47,124 +39,17 @@ from screening.core.model import (
     Action,
     CallerID,
     Category,
-    ListEntry,
-    ListKind,
-    MatchKind,
     Prompt,
     Reason,
 )
-from screening.core.rules import Policy
-from screening.session import SessionSettings
 from screening.core.sip_callerid import caller_id_from_sip
 from voice.announcements import ToneAnnouncements
-
-ROOT = Path(__file__).parent.parent
-PEER = ROOT / "tests" / "sip_peer.py"
-FAMILY, BLOCKED, UNKNOWN = "0312345678", "0398765432", "0662223333"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Recorder:
-    """A real CallAudio: keeps what the session hands it (the voice pipeline's seat)."""
-
-    def __init__(self) -> None:
-        self.clips: list[str] = []
-        self.received_pcm = bytearray()
-        self.finished = False
-
-    def start_call(self, call_id: int) -> Recorder:
-        return self
-
-    def played(self, clip: AudioClip) -> None:
-        self.clips.append(clip.name)
-
-    def received(self, pcm16: bytes) -> None:
-        self.received_pcm += pcm16
-
-    def finish(self) -> None:
-        self.finished = True
-
-
-class Rig:
-    """``lines`` call loops (one Daemon each) on one SIP endpoint, a real store, tone prompts."""
-
-    def __init__(self, tmp: Path, ring_timeout_s: float = 20.0, trusted: frozenset[str] = frozenset(),
-                 caller_id: CallerIdFn = caller_id_from_sip, lines: int = 1, **settings: object) -> None:
-        self.port = free_udp_port()
-        self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
-        self.voices = [Recorder() for _ in range(lines)]
-        base = SipSettings(host="127.0.0.1", port=self.port, ring_period_s=1.0, ring_timeout_s=ring_timeout_s,
-                           trusted_upstreams=trusted, max_calls=lines)
-        first = SipLine(replace(base, **settings), caller_id)  # type: ignore[arg-type]
-        self.lines: list[SipLine] = [first] + [SipLine(first.settings, endpoint=first.endpoint, slot=i)
-                                               for i in range(1, lines)]
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
-
-    @property
-    def line(self) -> SipLine:
-        return self.lines[0]
-
-    @property
-    def voice(self) -> Recorder:
-        return self.voices[0]
-
-    def __enter__(self) -> Self:
-        self.store.open()
-        self.store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.EXACT, "+81312345678", source="family"))
-        self.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
-        for line, voice in zip(self.lines, self.voices):
-            line.open()
-            daemon = Daemon(line, self.store, Policy(), ToneAnnouncements(), SessionSettings(30.0, voice=voice))
-            thread = threading.Thread(target=daemon.run, args=(self.stop,), daemon=True)
-            thread.start()
-            self.threads.append(thread)
-        return self
-
-    def start_call(self, user: str, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, str(PEER), "--uri", f"sip:mamoru@127.0.0.1:{self.port}",
-             "--from", f"sip:{user}@127.0.0.1", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-
-    def call(self, user: str, *args: str, timeout: float = 30.0) -> dict:
-        return result_of(self.start_call(user, *args), timeout)
-
-    def wait_calls(self, n: int, timeout: float = 10.0) -> list:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = self.store.recent_calls(limit=100)
-            if len(rows) >= n and all(r.state in (CallState.COMPLETED, CallState.FAILED) for r in rows):
-                return list(reversed(rows))
-            time.sleep(0.02)
-        raise AssertionError(f"expected {n} finished calls, have {self.store.recent_calls(limit=100)}")
-
-    def event_kinds(self, call_id: int) -> list[str]:
-        return [e.kind for e in self.store.events_for(call_id)]
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
-        for line in self.lines:
-            line.close()
-        self.store.close()
-
-
-def result_of(proc: subprocess.Popen[str], timeout: float = 30.0) -> dict:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err[-2000:]
-    return json.loads(out.strip().splitlines()[-1])
-
+from tests.support.ports import free_udp_port
+from tests.support.sip import BLOCKED, FAMILY, PEER, ROOT, UNKNOWN, SipDaemonRig, result_of
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    with Rig(tmp_path) as r:
+def rig(tmp_path: Path) -> Iterator[SipDaemonRig]:
+    with SipDaemonRig(tmp_path) as r:
         yield r
 
 
@@ -177,7 +62,7 @@ def near(values: list[int], expected: list[int]) -> bool:
     return len(values) == len(expected) and all(abs(v - e) <= 0.15 * e for v, e in zip(values, expected))
 
 
-def test_blocked_caller_hears_the_announcement_then_we_hang_up(rig: Rig) -> None:
+def test_blocked_caller_hears_the_announcement_then_we_hang_up(rig: SipDaemonRig) -> None:
     result = rig.call(BLOCKED)
     assert result["answered"] and result["ended_by"] == "them" and result["final_code"] == 200
     assert near(freqs(result), [480, 480]), result  # NUMBER_BLOCKED: two 480 Hz bursts
@@ -187,7 +72,7 @@ def test_blocked_caller_hears_the_announcement_then_we_hang_up(rig: Rig) -> None
     assert row.line == f"sip:127.0.0.1:{rig.port}"
 
 
-def test_withheld_caller_gets_the_number_request(rig: Rig) -> None:
+def test_withheld_caller_gets_the_number_request(rig: SipDaemonRig) -> None:
     result = rig.call("anonymous", "--header", "Privacy: id")
     assert result["answered"] and result["ended_by"] == "them"
     assert near(freqs(result), [523, 659, 784]), result  # NUMBER_REQUEST's rising three tones
@@ -195,7 +80,7 @@ def test_withheld_caller_gets_the_number_request(rig: Rig) -> None:
     assert (row.action, row.reason_code) == (Action.REQUEST_NUMBER, Reason.WITHHELD.value)
 
 
-def test_international_caller_is_blocked_over_pcma(rig: Rig) -> None:
+def test_international_caller_is_blocked_over_pcma(rig: SipDaemonRig) -> None:
     result = rig.call("+441632960123", "--codec", "PCMA/8000")
     assert result["codec"] == "PCMA" and result["answered"]
     # INTERNATIONAL_BLOCKED: one unbroken ~1 s sweep 950/1400/1800 Hz (mean ~1380)
@@ -205,7 +90,7 @@ def test_international_caller_is_blocked_over_pcma(rig: Rig) -> None:
     assert row.action is Action.BLOCK and row.rule.startswith("international")
 
 
-def test_unknown_caller_is_warned_then_recorded_until_they_hang_up(rig: Rig) -> None:
+def test_unknown_caller_is_warned_then_recorded_until_they_hang_up(rig: SipDaemonRig) -> None:
     result = rig.call(UNKNOWN, "--hang-up-after", "3.0")
     assert result["answered"] and result["ended_by"] == "us"
     assert near(freqs(result)[:3], [880, 660, 880]), result  # the warning, then we stayed on
@@ -220,7 +105,7 @@ def test_unknown_caller_is_warned_then_recorded_until_they_hang_up(rig: Rig) -> 
     assert 400 <= crossings / 2 / (len(samples) / 8000) <= 480
 
 
-def test_caller_hanging_up_mid_announcement_ends_the_call_early(rig: Rig) -> None:
+def test_caller_hanging_up_mid_announcement_ends_the_call_early(rig: SipDaemonRig) -> None:
     started = time.monotonic()
     result = rig.call(BLOCKED, "--hang-up-after", "0.3")
     assert result["ended_by"] == "us" and result["heard_ms"] < 800
@@ -229,7 +114,7 @@ def test_caller_hanging_up_mid_announcement_ends_the_call_early(rig: Rig) -> Non
     assert time.monotonic() - started < 10
 
 
-def test_allowed_caller_rings_and_cancel_before_answer_is_clean(rig: Rig) -> None:
+def test_allowed_caller_rings_and_cancel_before_answer_is_clean(rig: SipDaemonRig) -> None:
     result = rig.call(FAMILY, "--cancel-after", "1.5")
     assert result["rang"] and not result["answered"] and result["final_code"] == 487
     assert result["heard_ms"] == 0
@@ -241,7 +126,7 @@ def test_allowed_caller_rings_and_cancel_before_answer_is_clean(rig: Rig) -> Non
 
 
 def test_allowed_call_with_no_phone_leg_is_declined_after_the_ring_timeout(tmp_path: Path) -> None:
-    with Rig(tmp_path, ring_timeout_s=1.5) as rig:
+    with SipDaemonRig(tmp_path, ring_timeout_s=1.5) as rig:
         result = rig.call(FAMILY)
         assert result["rang"] and not result["answered"] and result["final_code"] == 480
         assert 1.0 <= result["elapsed_s"] < 6
@@ -251,16 +136,16 @@ def test_asserted_identity_counts_only_from_the_trusted_upstream(tmp_path: Path)
     pai = f"P-Asserted-Identity: <sip:{BLOCKED}@127.0.0.1>"
     for sub in ("untrusted", "trusted"):
         (tmp_path / sub).mkdir()
-    with Rig(tmp_path / "untrusted") as rig:  # a spoofed PAI is ignored: From (family) decides
+    with SipDaemonRig(tmp_path / "untrusted") as rig:  # a spoofed PAI is ignored: From (family) decides
         assert not rig.call(FAMILY, "--header", pai, "--cancel-after", "1.0")["answered"]
         assert rig.wait_calls(1)[0].action is Action.ALLOW
-    with Rig(tmp_path / "trusted", trusted=frozenset({"127.0.0.1"})) as rig:
+    with SipDaemonRig(tmp_path / "trusted", trusted=frozenset({"127.0.0.1"})) as rig:
         assert rig.call(FAMILY, "--header", pai)["answered"]
         row = rig.wait_calls(1)[0]
         assert (row.action, row.number_e164) == (Action.BLOCK, "+81398765432")
 
 
-def test_caller_without_usable_id_is_screened_by_ring_count(rig: Rig) -> None:
+def test_caller_without_usable_id_is_screened_by_ring_count(rig: SipDaemonRig) -> None:
     result = rig.call("alice", "--hang-up-after", "2.5")
     assert result["answered"]
     row = rig.wait_calls(1)[0]
@@ -272,13 +157,13 @@ def test_a_caller_id_parser_failure_still_screens_the_call(tmp_path: Path) -> No
                home_region: str) -> CallerID:
         raise ValueError("unparseable")
 
-    with Rig(tmp_path, caller_id=broken) as rig:
+    with SipDaemonRig(tmp_path, caller_id=broken) as rig:
         assert rig.call(BLOCKED, "--hang-up-after", "2.5")["answered"]
         row = rig.wait_calls(1)[0]
         assert (row.action, row.category) == (Action.WARN, Category.NO_CALLER_ID)
 
 
-def test_garbage_datagrams_are_survived(rig: Rig) -> None:
+def test_garbage_datagrams_are_survived(rig: SipDaemonRig) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for junk in (b"\x00\xff\xfe garbage", b"INVITE sip:x SIP/2.0\r\n\r\n",
                      b"INVITE sip:mamoru@127.0.0.1 SIP/2.0\r\nFrom: <<<\r\nTo: x\r\n\r\n" + b"A" * 3000):
@@ -288,7 +173,7 @@ def test_garbage_datagrams_are_survived(rig: Rig) -> None:
     assert [r.action for r in rig.wait_calls(1)] == [Action.BLOCK]
 
 
-def test_second_call_while_busy_gets_486(rig: Rig) -> None:
+def test_second_call_while_busy_gets_486(rig: SipDaemonRig) -> None:
     first = rig.start_call(UNKNOWN, "--hang-up-after", "4")
     time.sleep(1.5)
     second = rig.call(BLOCKED)

@@ -26,7 +26,8 @@ from screening.core.line import SipUpstream
 from screening.line_factory import sip_defaults
 from screening.core.line import LineAdapter, LineFault, LineRestored
 from screening.core.model import Action, Prompt
-from tests.test_sip_line import BLOCKED, FAMILY, ROOT, UNKNOWN, Rig, free_udp_port, result_of
+from tests.support.ports import free_udp_port
+from tests.support.sip import BLOCKED, FAMILY, ROOT, UNKNOWN, SipDaemonRig, result_of
 from voice.announcements import ToneAnnouncements
 
 PHONE = ROOT / "tests" / "sip_phone.py"
@@ -79,7 +80,7 @@ def freqs(result: dict) -> list[int]:
 @pytest.mark.parametrize("upstream", [SipUpstream.TRUNK, SipUpstream.HGW])
 def test_blocked_caller_is_rejected_without_ringing_where_the_upstream_honours_it(
         tmp_path: Path, upstream: SipUpstream) -> None:
-    with Rig(tmp_path, upstream=upstream, reject_code=603) as rig:
+    with SipDaemonRig(tmp_path, upstream=upstream, reject_code=603) as rig:
         result = rig.call(BLOCKED)
         assert (result["final_code"], result["rang"], result["answered"]) == (603, False, False), result
         row = rig.wait_calls(1)[0]
@@ -93,7 +94,7 @@ def test_blocked_caller_is_rejected_without_ringing_where_the_upstream_honours_i
 
 def test_on_an_fxo_adapter_a_blocked_caller_is_answered_and_announced(tmp_path: Path) -> None:
     # Rejecting the adapter's INVITE would leave the analog line ringing in the house.
-    with Rig(tmp_path, upstream=SipUpstream.FXO) as rig:
+    with SipDaemonRig(tmp_path, upstream=SipUpstream.FXO) as rig:
         result = rig.call(BLOCKED)
         assert result["answered"] and len(result["bursts"]) == 2, result
         assert rig.wait_calls(1)[0].end_reason == "announced_and_hung_up"
@@ -104,7 +105,7 @@ def test_on_an_fxo_adapter_a_blocked_caller_is_answered_and_announced(tmp_path: 
 
 def test_allowed_caller_rings_through_to_the_household_phone(tmp_path: Path) -> None:
     phone = Phone("--answer-after", "1.0")
-    with Rig(tmp_path, household=phone.uri) as rig:
+    with SipDaemonRig(tmp_path, household=phone.uri) as rig:
         caller = rig.call(FAMILY, "--hang-up-after", "2.5")
         heard = phone.result()
         assert caller["rang"] and caller["answered"] and caller["ended_by"] == "us", caller
@@ -121,7 +122,7 @@ def test_allowed_caller_rings_through_to_the_household_phone(tmp_path: Path) -> 
 
 def test_allowed_caller_is_declined_when_the_household_phone_is_busy(tmp_path: Path) -> None:
     phone = Phone("--answer-after", "0.3", "--reject", "486")
-    with Rig(tmp_path, household=phone.uri) as rig:
+    with SipDaemonRig(tmp_path, household=phone.uri) as rig:
         caller = rig.call(FAMILY)
         assert caller["rang"] and not caller["answered"] and caller["final_code"] == 480, caller
         assert not phone.result()["answered"]
@@ -130,7 +131,7 @@ def test_allowed_caller_is_declined_when_the_household_phone_is_busy(tmp_path: P
 
 def test_warned_call_is_connected_after_the_warning_and_both_voices_are_recorded(tmp_path: Path) -> None:
     phone = Phone("--answer-after", "0.5", "--hang-up-after", "2.0")
-    with Rig(tmp_path, household=phone.uri) as rig:
+    with SipDaemonRig(tmp_path, household=phone.uri) as rig:
         caller = rig.call(UNKNOWN)
         heard = phone.result()
         # The caller heard the warning (880/660/880) first, then the household's 660 Hz voice.
@@ -154,7 +155,7 @@ def test_warned_call_is_connected_after_the_warning_and_both_voices_are_recorded
 def test_four_calls_at_once_are_each_screened_and_a_fifth_gets_busy(tmp_path: Path) -> None:
     # Four callers at once come through the configured upstream (a trunk, a gateway): any other
     # address gets one call slot at a time (firmware/sip_admission.py).
-    with Rig(tmp_path, lines=4, trusted=frozenset({"127.0.0.1"})) as rig:
+    with SipDaemonRig(tmp_path, lines=4, trusted=frozenset({"127.0.0.1"})) as rig:
         callers = [rig.start_call(number, "--hang-up-after", "4.0")
                    for number in (UNKNOWN, "0662224444", "09011112222", "0120333444")]
         time.sleep(2.0)  # all four answered and warned; each caller stays on 4 s
@@ -200,7 +201,7 @@ def test_a_relative_is_phoned_over_sip_and_acknowledges_with_1(tmp_path: Path) -
 def test_without_an_outbound_route_a_sip_line_does_not_dial(tmp_path: Path) -> None:
     from screening.core.line import DialResult
 
-    with Rig(tmp_path) as rig:
+    with SipDaemonRig(tmp_path) as rig:
         assert not rig.lines[0].can_dial()
         assert rig.lines[0].dial("0312345678", 5) is DialResult.FAILED
 
@@ -320,7 +321,7 @@ def test_settings_from_uri_and_config(tmp_path: Path) -> None:
 def test_a_household_phone_nobody_picks_up_stops_ringing_and_the_warned_caller_stays_recorded(
         tmp_path: Path) -> None:
     phone = Phone("--answer-after", "30")  # rings, nobody there
-    with Rig(tmp_path, household=phone.uri, ring_timeout_s=2.0) as rig:
+    with SipDaemonRig(tmp_path, household=phone.uri, ring_timeout_s=2.0) as rig:
         caller = rig.call(UNKNOWN, "--hang-up-after", "5.0")
         heard = phone.result()
         assert caller["answered"] and caller["ended_by"] == "us", caller
@@ -332,7 +333,7 @@ def test_a_household_phone_nobody_picks_up_stops_ringing_and_the_warned_caller_s
 
 def test_invites_from_outside_the_configured_upstreams_are_refused(tmp_path: Path) -> None:
     # A host on the home network that is not the gateway claims the family's number.
-    with Rig(tmp_path, trusted_upstreams=frozenset({"127.0.0.2"})) as rig:
+    with SipDaemonRig(tmp_path, trusted_upstreams=frozenset({"127.0.0.2"})) as rig:
         result = rig.call(FAMILY)
         assert (result["final_code"], result["rang"], result["answered"]) == (403, False, False), result
         time.sleep(0.3)

@@ -24,6 +24,7 @@ import pytest
 
 from screening.core.model import Reason
 from screening.core.sip_callerid import caller_id_from_sip
+from tests.support.ports import free_udp_port
 
 SIPP_DIR = Path(__file__).parent / "data" / "sipp"
 UAC_SCENARIOS = sorted(p.stem for p in SIPP_DIR.glob("uac_*.xml"))
@@ -38,12 +39,6 @@ class _Pair:
     uas: subprocess.Popen[str]
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _sipp() -> str:
     path = shutil.which("sipp")
     if path is None:
@@ -53,15 +48,15 @@ def _sipp() -> str:
 
 def _start_pair(sipp: str, uac: str, uas: str, log_dir: Path) -> _Pair:
     calls = CALLS.get(uac, 1)
-    uas_port = _free_udp_port()
+    uas_port = free_udp_port()
     common = ["-i", "127.0.0.1", "-m", str(calls), "-timeout", "20s", "-timeout_error", "-nostdin"]
     uas_scenario = ["-sn", "uas"] if uas == "builtin_uas" else ["-sf", str(SIPP_DIR / f"{uas}.xml")]
     uas_proc = subprocess.Popen(
-        [sipp, *uas_scenario, "-p", str(uas_port), "-mp", str(_free_udp_port()), *common],
+        [sipp, *uas_scenario, "-p", str(uas_port), "-mp", str(free_udp_port()), *common],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=log_dir,
     )
     uac_proc = subprocess.Popen(
-        [sipp, "-sf", str(SIPP_DIR / f"{uac}.xml"), "-p", str(_free_udp_port()), "-mp", str(_free_udp_port()),
+        [sipp, "-sf", str(SIPP_DIR / f"{uac}.xml"), "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
          "-r", "100", *common, f"127.0.0.1:{uas_port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=log_dir,
     )
@@ -156,8 +151,8 @@ def test_scenario_invite_on_the_wire_parses_as_intended(scenario: str, e164: str
         sock.settimeout(10)
         port = sock.getsockname()[1]
         proc = subprocess.Popen(
-            [sipp, "-sf", str(SIPP_DIR / f"{scenario}.xml"), "-i", "127.0.0.1", "-p", str(_free_udp_port()),
-             "-mp", str(_free_udp_port()), "-m", "1", "-timeout", "15s", "-timeout_error", "-nostdin",
+            [sipp, "-sf", str(SIPP_DIR / f"{scenario}.xml"), "-i", "127.0.0.1", "-p", str(free_udp_port()),
+             "-mp", str(free_udp_port()), "-m", "1", "-timeout", "15s", "-timeout_error", "-nostdin",
              f"127.0.0.1:{port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
         )

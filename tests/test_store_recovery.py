@@ -27,9 +27,8 @@ from blocklist.recovery import (
 )
 from blocklist.store import Store
 from screening.core.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt
-from tests.test_alerts import HttpReceiver, json_url
-from tests.test_web_health import items
-from tests.test_web_settings import CONFIG, ja, running_web, write_config
+from tests.support.receivers import HttpReceiver, json_url
+from tests.support.web import CONFIG, items, ja, running_web, write_config
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -29,59 +29,31 @@ from blocklist.store import Store
 from screening.config import load_config
 from screening.core.model import Role
 from screening.web.accounts import Account, UserFile, hash_password
-from screening.web.app import create_app
-from screening.web.context import WebContext
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import UiLanguage
 from screening.web.login_throttle import LoginLimits
-from screening.web.server import WebServer, serve_in_thread
+from screening.web.server import serve_in_thread
 from screening.web.sessions import PRE_SESSION_COOKIE, SESSION_COOKIE, install
+from tests.support.ports import free_tcp_port
+from tests.support.web_rig import (
+    ADMIN,
+    ADMIN_PW,
+    CSRF_RE,
+    FAMILY,
+    FAMILY_PW,
+    WebRig,
+    csrf_of,
+    en,
+    is_login_redirect,
+    ja,
+    logged_in,
+    login,
+    post,
+    set_cookies,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
-CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
-ADMIN, ADMIN_PW = "admin", "kanri-pass-2024"
-FAMILY, FAMILY_PW = "hanako", "hanako-no-pass"
-
-
-class WebRig:
-    """A real server over a real database and users file; ``client()`` gives an httpx client."""
-
-    def __init__(self, tmp: Path, *, config_extra: str = "", limits: LoginLimits | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:  # fmt: skip
-        self.data = tmp / "data"
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.config_path = tmp / "mamoru.toml"
-        self.config_path.write_text(f'[store]\ndb = "{self.data / "mamoru.db"}"\n{config_extra}', encoding="utf-8")
-        cfg = load_config(self.config_path, env={})
-        self.store = Store(cfg.store.db)
-        self.store.open()
-        self.ctx = WebContext.for_config(cfg, self.store, self.config_path)
-        self.app = create_app(self.ctx)
-        self.auth = install(self.app, limits=limits)
-        self.users = UserFile(self.ctx.users_path)
-        self.server: WebServer = serve_in_thread(self.ctx, "127.0.0.1", 0, app=self.app, tls=tls)
-        self._clients: list[httpx.Client] = []
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def client(self, **kwargs: object) -> httpx.Client:
-        client = httpx.Client(base_url=self.url, follow_redirects=False, timeout=15.0, **kwargs)
-        self._clients.append(client)
-        return client
-
-    def add_user(self, name: str, password: str, role: Role = Role.FAMILY, language: UiLanguage | None = None) -> None:
-        self.users.add(Account(name, role, hash_password(password), language))
-
-    def close(self) -> None:
-        for client in self._clients:
-            client.close()
-        assert self.server.stop(timeout=10.0), "server did not stop"
-        self.store.close()
-
-
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[WebRig]:
     web = WebRig(tmp_path)
@@ -97,49 +69,6 @@ def users_rig(rig: WebRig) -> WebRig:
     rig.add_user(ADMIN, ADMIN_PW, Role.INSTALLER)
     rig.add_user(FAMILY, FAMILY_PW, Role.FAMILY)
     return rig
-
-
-def csrf_of(client: httpx.Client, path: str = "/login") -> str:
-    response = client.get(path)
-    assert response.status_code == 200, (path, response.status_code, response.headers.get("location"))
-    match = CSRF_RE.search(response.text)
-    assert match, f"no CSRF field on {path}"
-    return match.group(1)
-
-
-def login(client: httpx.Client, name: str, password: str, next_url: str | None = None) -> httpx.Response:
-    data = {"csrf_token": csrf_of(client), "name": name, "password": password}
-    if next_url is not None:
-        data["next"] = next_url
-    return client.post("/login", data=data)
-
-
-def logged_in(rig: WebRig, name: str, password: str) -> httpx.Client:
-    client = rig.client()
-    response = login(client, name, password)
-    assert response.status_code == 303, response.text
-    return client
-
-
-def post(client: httpx.Client, path: str, data: dict[str, str], *, token_from: str = "/account") -> httpx.Response:
-    return client.post(path, data={"csrf_token": csrf_of(client, token_from), **data})
-
-
-def set_cookies(response: httpx.Response) -> dict[str, str]:
-    """name -> the whole Set-Cookie header of that cookie."""
-    return {header.split("=", 1)[0]: header for header in response.headers.get_list("set-cookie")}
-
-
-def ja(key: str, **values: object) -> str:
-    return translate(UiLanguage.JA, key, **values)
-
-
-def en(key: str, **values: object) -> str:
-    return translate(UiLanguage.EN, key, **values)
-
-
-def is_login_redirect(response: httpx.Response) -> bool:
-    return response.status_code == 303 and response.headers["location"].startswith("/login")
 
 
 # ---- first run ----------------------------------------------------------------------
@@ -607,15 +536,9 @@ def test_cli_passwd_refuses_a_damaged_users_file(tmp_path: Path) -> None:
     assert (tmp_path / "web-users.json").read_text() == "not json"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_mamoru_web_serves_loopback_only_until_a_password_exists(tmp_path: Path) -> None:
     db = tmp_path / "mamoru.db"
-    port = _free_port()
+    port = free_tcp_port()
     proc = subprocess.Popen([sys.executable, "-m", "screening.cli", "web", "--db", str(db), "--host", "0.0.0.0",
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)  # fmt: skip
@@ -758,7 +681,7 @@ def _wait_for_web(url: str, timeout: float = 30.0) -> httpx.Response:
 
 
 def test_run_serves_the_web_page_loopback_only_without_a_password(tmp_path: Path, capfd) -> None:
-    port = _free_port()
+    port = free_tcp_port()
     with DaemonRun(tmp_path, f'host = "0.0.0.0"\nport = {port}') as run:
         response = _wait_for_web(f"http://127.0.0.1:{port}/calls")
         assert (response.status_code, response.headers["location"]) == (303, "/setup")
@@ -772,7 +695,7 @@ def test_run_serves_the_web_page_loopback_only_without_a_password(tmp_path: Path
 
 
 def test_run_serves_every_address_once_a_password_exists(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_tcp_port()
     UserFile(tmp_path / "data" / "web-users.json").add(Account(ADMIN, Role.INSTALLER, hash_password(ADMIN_PW)))
     with DaemonRun(tmp_path, f'host = "0.0.0.0"\nport = {port}'):
         response = _wait_for_web(f"http://127.0.0.2:{port}/calls")
@@ -796,7 +719,7 @@ def test_run_keeps_screening_when_the_web_port_is_taken(tmp_path: Path, caplog) 
 
 
 def test_run_without_web(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_tcp_port()
     with DaemonRun(tmp_path, f"enabled = false\nport = {port}") as run:
         assert run.screened("0662223333") == "allow:unknown"
         with pytest.raises(httpx.ConnectError):

@@ -1,7 +1,7 @@
 """The web page in a real browser: Debian's Chromium driven by Playwright, against the real appliance.
 
 ``mamoru run`` screens a virtual modem line and serves the web page in one
-process (tests/web_browser_support.py). The tests do what a family member does
+process (tests/support/browser.py). The tests do what a family member does
 on a phone: set a password on first run, log in, find the call a scripted fraud
 caller made, play its recording, block the number, change a rule and see the
 next call follow it, switch the language, log out. Security in the browser:
@@ -30,7 +30,7 @@ import pytest
 from playwright.sync_api import Page, Playwright, expect, sync_playwright
 
 from screening.web.i18n import UiLanguage, translate
-from tests.web_browser_support import (
+from tests.support.browser import (
     INTERNATIONAL_CALLER,
     PHONE,
     UNKNOWN_CALLER,

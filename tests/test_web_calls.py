@@ -6,7 +6,7 @@ same file, as `mamoru web` runs) serves the pages; an httpx client logs in throu
 the real setup and login forms. Actions taken on the page must change what the
 daemon does with the next call.
 
-The helpers above the tests are shared with tests/test_web_lists.py.
+The site rig (server, accounts, login) is tests/support/site.py, shared with tests/test_web_lists.py.
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ import threading
 import time
 import wave
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from blocklist.outbox import AlertKind, NewAlert, NewDelivery, Outbox, Urgency
@@ -36,7 +34,6 @@ from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
-from screening.config import load_config
 from screening.core.clock import region_zone
 from screening.core.model import (
     Action,
@@ -50,25 +47,22 @@ from screening.core.model import (
     ReviewLabel,
     Verdict,
 )
-from screening.core.rules import NoLists, Policy, decide
 from screening.daemon import Daemon
+from screening.core.rules import NoLists, Policy, decide
 from screening.session import SessionSettings
 from screening.web.call_views import WEB_NOTE, transcript_lines
-from screening.web.context import WebContext
 from screening.web.i18n import missing
-from screening.web.server import WebServer, serve_in_thread
 from voice.announcements import ToneAnnouncements
 from voice.asr import Segment, Word
 from voice.detector import PhrasePack
 from voice.pipeline import VoiceService
 from screening.cli import review_export as review_export_cli
+from tests.support.site import FAMILY, Site, login, post_form, start_site
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).parent.parent
 SCALE = 0.05
-INSTALLER = ("kazuko", "installer-pass-1")
-FAMILY = ("taro", "family-pass-12")
 UNKNOWN = "0662223333"  # warned and recorded
 WARNED_E164 = "+81662223333"
 BLOCKED = "0398765432"
@@ -77,83 +71,6 @@ HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def write_config(tmp: Path) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / "mamoru.toml"
-    path.write_text(f'[line]\nhome_region = "JP"\n\n[store]\ndb = "{tmp / "calls.db"}"\n\n'
-                    f'[recording]\ndir = "{tmp / "recordings"}"\n', encoding="utf-8")  # fmt: skip
-    return path
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
-
-
-@dataclass
-class Site:
-    """A real web server on 127.0.0.1 over a real store file, and how to reach it."""
-
-    tmp: Path
-    config_path: Path
-    store: Store  # the web's own connection
-    server: WebServer
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=10.0)
-
-    def recordings(self) -> Path:
-        return self.tmp / "recordings"
-
-    def stop(self) -> None:
-        self.server.stop(timeout=10)
-        self.store.close()
-
-
-def start_site(tmp: Path) -> Site:
-    """Server + accounts: the installer made through /setup, a family member through /users/add."""
-    config_path = write_config(tmp)
-    cfg = load_config(config_path)
-    store = Store(tmp / "calls.db", recover_calls=False).open()
-    site = Site(tmp, config_path, store, serve_in_thread(WebContext.for_config(cfg, store, config_path),
-                                                         "127.0.0.1", 0))  # fmt: skip
-    with site.client() as client:
-        page = client.get("/setup")
-        response = client.post("/setup", data={"csrf_token": csrf_of(page.text), "name": INSTALLER[0],
-                                               "password": INSTALLER[1], "password2": INSTALLER[1],
-                                               "language": "ja"})  # fmt: skip
-        assert response.status_code == 303, response.text
-        page = client.get("/users")
-        response = client.post("/users/add", data={"csrf_token": csrf_of(page.text), "name": FAMILY[0],
-                                                   "password": FAMILY[1], "role": "family",
-                                                   "language": "ja"})  # fmt: skip
-        assert response.status_code == 303, response.text
-    return site
-
-
-@contextmanager
-def login(site: Site, who: tuple[str, str] = FAMILY) -> Iterator[httpx.Client]:
-    """A client logged in through the real login form (the one place tests log in)."""
-    with site.client() as client:
-        page = client.get("/login")
-        response = client.post("/login", data={"csrf_token": csrf_of(page.text), "name": who[0],
-                                               "password": who[1], "next": "/calls"})  # fmt: skip
-        assert response.status_code == 303 and response.headers["location"] == "/calls", response.text
-        yield client
-
-
-def post_form(client: httpx.Client, page_path: str, action: str, data: dict[str, str],
-              files: dict | None = None) -> httpx.Response:  # fmt: skip
-    """Submit a form the way a browser does: CSRF token from the page the form is on."""
-    token = csrf_of(client.get(page_path).text)
-    return client.post(action, data={"csrf_token": token, **data}, files=files)
 
 
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from test_web_auth import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, WebRig, csrf_of, login
+from tests.support.web_rig import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, WebRig, csrf_of, login
 
 from screening.core.model import Role
 from screening.web.login_throttle import LoginLimits
@@ -287,6 +287,7 @@ def test_idle_connections_from_one_source_are_capped(users_rig: WebRig) -> None:
             sock.close()
 
 
+@pytest.mark.slow
 def test_a_request_head_trickled_byte_by_byte_is_cut_off(users_rig: WebRig) -> None:
     from screening.web.connections import ConnectionLimits
 
@@ -334,6 +335,7 @@ def test_a_flood_spread_over_many_sources_does_not_starve_a_browser(users_rig: W
             sock.close()
 
 
+@pytest.mark.slow
 def test_an_anonymous_body_sent_slowly_is_cut_off(users_rig: WebRig) -> None:
     from screening.web.limits import ANONYMOUS_BODY_TIMEOUT_S
 

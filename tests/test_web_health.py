@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import html
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +29,7 @@ from screening.status import (
     mamoru_version,
     read_status,
 )
-from tests.test_web_settings import CONFIG, Web, ja, running_web, write_config
+from tests.support.web import Web, items, ja, new_client, running_modem_web
 from voice.announcements import ToneAnnouncements
 
 TOKYO = "Asia/Tokyo"
@@ -136,20 +134,9 @@ def test_a_status_write_failure_never_raises(tmp_path: Path) -> None:
 # ---- the health page ---------------------------------------------------------------------------
 
 
-def items(page: str) -> dict[str, tuple[str, str]]:
-    """{item: (severity, message)} as shown on the page."""
-    found = re.findall(r'<p id="health-(\w+)" data-severity="(\w+)">.*?<span class="message">(.*?)</span></p>', page,
-                       re.S)  # fmt: skip
-    return {name: (severity, html.unescape(message)) for name, severity, message in found}
-
-
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[Web]:
-    # a modem line (not the demo line), so "ok" really means ok
-    text = CONFIG.replace('uri = "sim:"', 'uri = "modem:///dev/mamoru-modem"')
-    text = text.replace("transcribe = false", f'transcribe = true\nmodels_dir = "{tmp_path / "models"}"')
-    config = write_config(tmp_path, text)
-    yield from running_web(tmp_path, config)
+    yield from running_modem_web(tmp_path)
 
 
 def test_the_health_page_reflects_the_status_file(web: Web) -> None:
@@ -193,8 +180,6 @@ def test_the_health_page_reflects_the_status_file(web: Web) -> None:
 
 
 def test_the_health_page_needs_a_login(web: Web) -> None:
-    from tests.test_web_settings import new_client
-
     anonymous = new_client(web.server)
     try:
         response = anonymous.get("/health")

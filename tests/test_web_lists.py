@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_web_calls import Site, csrf_of, login, post_form, start_site
 
 from blocklist.formats import ListFormat, read_entries
 from blocklist.store import Store
 from screening.core.clock import region_zone
 from screening.core.model import ListEntry, ListKind, MatchKind
+from tests.support.site import Site, csrf_of, login, post_form, start_site
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -13,14 +12,9 @@ import pytest
 
 from screening.config import load_config
 from screening.web.process import RESTART_BACKOFF_S, START_TIMEOUT_S, WebProcess
+from tests.support.ports import free_tcp_port
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -39,7 +33,7 @@ def _page_answers(port: int) -> bool:
 
 
 def test_the_page_lives_in_its_own_process_is_restarted_and_stopped(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_tcp_port()
     config = tmp_path / "mamoru.toml"
     config.write_text(f'[store]\ndb = "{tmp_path / "mamoru.db"}"\n[web]\nport = {port}\n', encoding="utf-8")
     cfg = load_config(config, env={})
@@ -67,7 +61,7 @@ def test_the_page_lives_in_its_own_process_is_restarted_and_stopped(tmp_path: Pa
 
 def test_stopping_while_the_page_starts_is_quick_and_leaves_no_process(tmp_path: Path) -> None:
     config = tmp_path / "mamoru.toml"
-    config.write_text(f'[store]\ndb = "{tmp_path / "mamoru.db"}"\n[web]\nport = {_free_port()}\n', encoding="utf-8")
+    config.write_text(f'[store]\ndb = "{tmp_path / "mamoru.db"}"\n[web]\nport = {free_tcp_port()}\n', encoding="utf-8")
     web = WebProcess(load_config(config, env={}), tmp_path / "mamoru.db", None).start()
     time.sleep(0.2)  # spawned, still importing
     started = time.monotonic()

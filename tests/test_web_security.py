@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from starlette.routing import Route
-from test_web_auth import (
+from tests.support.web_rig import (
     ADMIN,
     ADMIN_PW,
     CSRF_RE,

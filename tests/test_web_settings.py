@@ -15,7 +15,6 @@ import tomllib
 import wave
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,135 +24,27 @@ import pytest
 from blocklist.store import Store
 from screening.config import load_config
 from screening.core.model import Prompt, Role
-from screening.web.context import WebContext
-from screening.web.i18n import UiLanguage, translate
-from screening.web.server import WebServer, serve_in_thread
 from voice.announcements import PromptLibrary
+from tests.support.receivers import HttpReceiver
+from tests.support.web import (
+    CONFIG,
+    FAMILY,
+    INSTALLER,
+    Web,
+    add_family_member,
+    ja,
+    log_in,
+    new_client,
+    running_web,
+    write_config,
+)
 
-JA = UiLanguage.JA
-INSTALLER = ("kanrisha", "installer-pass-1")
-FAMILY = ("musuko", "family-pass-12")
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SECRET = "Json-S3cret-pw"
 TOKEN_PATH = "hook-TOKEN-7f3k"
-
-CONFIG = """\
-# mamoru test unit for the settings pages
-[line]
-uri = "sim:"
-home_region = "JP"
-
-[rules]
-# what happens to a caller who hides the number
-withheld = "request_number"   # 非通知: ask them to call again with the number shown
-
-[store]
-db = "{data}/mamoru.db"
-
-[voice]
-language = "ja"
-transcribe = false
-
-[recording]
-dir = "{data}/recordings"
-keep_days = 90
-
-[feeds]
-dir = "{data}/feeds"
-update_minutes = 0
-"""
-
-
-# ---- a running web page --------------------------------------------------------------------
-
-
-def csrf_of(html: str) -> str:
-    match = CSRF.search(html)
-    assert match is not None, "no CSRF token in the page"
-    return match[1]
-
-
-@dataclass
-class Web:
-    """One household's web page, served for real; ``client`` is a logged-in browser-like session."""
-
-    server: WebServer
-    ctx: WebContext
-    config_path: Path | None
-    data: Path
-    client: httpx.Client
-    token: str = ""
-
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return self.client.get(path, **kwargs)
-
-    def post(self, path: str, data: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
-        return self.client.post(path, data={"csrf_token": self.token, **(data or {})}, **kwargs)
-
-
-def new_client(server: WebServer) -> httpx.Client:
-    return httpx.Client(base_url=server.url, timeout=30.0, follow_redirects=False)
-
-
-def set_up_installer(client: httpx.Client) -> str:
-    """First run, through the real setup form: the first account is the installer. Returns the CSRF token."""
-    token = csrf_of(client.get("/setup").text)
-    name, password = INSTALLER
-    response = client.post("/setup", data={"csrf_token": token, "name": name, "password": password,
-                                           "password2": password, "language": "ja"})  # fmt: skip
-    assert response.status_code == 303, response.text
-    return csrf_of(client.get("/settings").text)
-
-
-def log_in(client: httpx.Client, name: str, password: str) -> str:
-    """Through the real login form; returns the logged-in session's CSRF token."""
-    token = csrf_of(client.get("/login").text)
-    response = client.post("/login", data={"csrf_token": token, "name": name, "password": password, "next": "/"})
-    assert response.status_code == 303, response.text
-    return csrf_of(client.get("/settings").text)
-
-
-def add_family_member(web: Web) -> None:
-    name, password = FAMILY
-    response = web.post("/users/add", {"name": name, "password": password, "role": "family", "language": "ja"})
-    assert response.status_code == 303, response.text
-
-
-def write_config(root: Path, text: str = CONFIG) -> Path:
-    data = root / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    path = root / "mamoru.toml"
-    path.write_text(text.format(data=data), encoding="utf-8")
-    return path
-
 
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[Web]:
     yield from running_web(tmp_path, write_config(tmp_path))
-
-
-def running_web(root: Path, config_path: Path | None) -> Iterator[Web]:
-    cfg = load_config(config_path) if config_path else load_config(None, env={}, system_path=root / "absent")
-    data = root / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    cfg = cfg.with_overrides(db=data / "mamoru.db")
-    store = Store(cfg.store.db, recover_calls=False)
-    store.open()
-    ctx = WebContext.for_config(cfg, store, config_path)
-    server = serve_in_thread(ctx, "127.0.0.1", 0)
-    client = new_client(server)
-    try:
-        web = Web(server, ctx, config_path, data, client)
-        web.token = set_up_installer(client)
-        yield web
-    finally:
-        client.close()
-        server.stop()
-        store.close()
-
-
-def ja(key: str, **values: object) -> str:
-    return translate(JA, key, **values)
 
 
 def field_errors_after(html: str, field_name: str) -> list[str]:
@@ -220,23 +111,14 @@ def test_demo_settings_explain_how_to_save(tmp_path: Path) -> None:
 # ---- relatives ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def receiver() -> Iterator[Any]:
-    from tests.test_alerts import HttpReceiver
-
-    http = HttpReceiver().start()
-    yield http
-    http.stop()
-
-
-def test_relative_saved_masked_tested_through_the_real_alert_path_and_removed(web: Web, receiver: Any) -> None:
-    url = f"json://mamoru:{SECRET}@127.0.0.1:{receiver.port}/{TOKEN_PATH}"
+def test_relative_saved_masked_tested_through_the_real_alert_path_and_removed(web: Web, http: HttpReceiver) -> None:
+    url = f"json://mamoru:{SECRET}@127.0.0.1:{http.port}/{TOKEN_PATH}"
     response = web.post("/settings/relatives", {"original": "", "name": "Taro", "notify": url,
                                                 "phone": "090-1234-5678", "language": ""})  # fmt: skip
     assert response.status_code == 303, response.text
     page = web.get(response.headers["location"])
     assert ja("settings.done.relative_saved") in page.text
-    assert SECRET not in page.text and TOKEN_PATH not in page.text and str(receiver.port) not in page.text
+    assert SECRET not in page.text and TOKEN_PATH not in page.text and str(http.port) not in page.text
     assert "JSON ●●●● (1)" in page.text and "090-1234-5678" in page.text
     saved = tomllib.loads(web.config_path.read_text(encoding="utf-8"))["relatives"]
     assert saved == [{"name": "Taro", "notify": [url], "phone": "090-1234-5678"}]
@@ -244,13 +126,13 @@ def test_relative_saved_masked_tested_through_the_real_alert_path_and_removed(we
     # "send test" goes through the outbox and apprise to the receiver, and the page says so
     response = web.post("/settings/relatives/test", {"name": "taro"})
     assert response.status_code == 200
-    assert receiver.wait_for(f"/{TOKEN_PATH}", timeout=10)
+    assert http.wait_for(f"/{TOKEN_PATH}", timeout=10)
     assert ja("settings.relatives.test_result", name="Taro") in response.text
     assert "JSON：" + ja("settings.relatives.test_ok") in response.text
     assert SECRET not in response.text and TOKEN_PATH not in response.text
 
     # an edit leaving the placeholder in place keeps the stored URL; a second URL is added
-    second = f"json://127.0.0.1:{receiver.port}/second"
+    second = f"json://127.0.0.1:{http.port}/second"
     response = web.post("/settings/relatives", {"original": "Taro", "name": "Taro Yamada",
                                                 "notify": f"JSON ●●●● (1)\n{second}\n", "phone": "",
                                                 "language": "en"})  # fmt: skip
@@ -264,8 +146,8 @@ def test_relative_saved_masked_tested_through_the_real_alert_path_and_removed(we
     assert ja("settings.relatives.none") in web.get("/settings/relatives").text
 
 
-def test_relative_mistakes_are_shown_next_to_their_fields(web: Web, receiver: Any) -> None:
-    good = f"json://127.0.0.1:{receiver.port}/ok"
+def test_relative_mistakes_are_shown_next_to_their_fields(web: Web, http: HttpReceiver) -> None:
+    good = f"json://127.0.0.1:{http.port}/ok"
     before = web.config_path.read_bytes()
     response = web.post("/settings/relatives", {"original": "", "name": "Hanako",
                                                 "notify": f"{good}\nthis is not an address", "phone": "12"})
@@ -505,6 +387,7 @@ def test_the_reloader_applies_valid_changes_once_and_ignores_invalid_ones(
     assert ConfigReloader.for_config(load_config(None, env={}, system_path=tmp_path / "none"), build) is None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_the_daemon_uses_settings_saved_on_the_page_from_the_next_call(web: Web, caplog: pytest.LogCaptureFixture) -> None:
     import threading

@@ -200,7 +200,7 @@ class Exchange(ModemBase):
         if script.hang_up_after_s is not None:
             self._schedule(call, now + self._real(script.hang_up_after_s), lambda at: self._caller_hangs_up(call, at))
         for offset, digit in script.dtmf:
-            self._schedule(call, now + self._real(offset), lambda at, d=digit: self._dtmf(call, d, at))
+            self._schedule(call, now + self._real(offset), functools.partial(self._dtmf, call, digit))
         pickup = script.handset_off_hook_at_s
         if pickup is not None and pickup > 0:
             pickup_at = call.first_ring_due + self._real(pickup)

@@ -40,7 +40,6 @@ from screening.feed_wiring import feed_limits
 from screening.core.clock import region_zone
 from screening.core.model import ListKind
 from screening.core.safe_text import terminal_safe
-from screening.feed_wiring import feed_limits
 
 ROLE_CHOICES = [r.value for r in KeyRole] + ["all"]
 _DEFAULT = Expiry()

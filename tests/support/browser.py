@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -42,10 +41,11 @@ from firmware.virtual_modem import VirtualModem
 from firmware.vmodem.records import CallRecord
 from screening.core.model import Prompt
 from voice.announcements import PromptLibrary
+from tests.support.ports import free_tcp_port
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SPEECH_DIR = ROOT / "tests" / "data" / "speech"
 SCREENSHOTS_DIR = ROOT / "docs" / "screenshots"
 
@@ -88,13 +88,6 @@ def open_browser(pw: Playwright, profile_dir: Path, viewport: ViewportSize = DES
     context.set_default_navigation_timeout(ACTION_TIMEOUT_MS)
     expect.set_options(timeout=ACTION_TIMEOUT_MS)
     return context
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the daemon binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- the appliance ------------------------------------------------------------------
@@ -177,7 +170,7 @@ port = {self.port}
     def start(self) -> Appliance:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         device = self.modem.start()
-        self.port = free_port()
+        self.port = free_tcp_port()
         self._write_config(device)
         env = {k: v for k, v in os.environ.items() if k != "MAMORU_CONFIG"}
         env.update(HOME=str(self.root), XDG_STATE_HOME=str(self.root / "state"), PYTHONUNBUFFERED="1")

@@ -1,0 +1,65 @@
+"""Suite-wide set-up: the markers of whole test modules (what ``scripts/test.sh --fast`` leaves out)
+and the fixtures more than one module uses. Helpers live in ``tests/support``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.receivers import HttpReceiver
+
+# Markers by module, kept here in one table rather than spread over the modules: a test module's
+# cost is a property of the suite's lanes, not of what it checks. Markers are registered in
+# pyproject.toml. "slow" is anything that takes tens of seconds (daemon processes, real-time
+# calls, long waits), measured with --durations=0.
+MODULE_MARKS: dict[str, tuple[str, ...]] = {
+    "test_sip_e2e": ("sip", "asr", "slow"),
+    "test_sip_hgw": ("sip", "slow"),
+    "test_sip_hostile": ("sip", "slow"),
+    "test_sip_line": ("sip", "slow"),
+    "test_sip_routing": ("sip", "slow"),
+    "test_sipp_scenarios": ("sip", "slow"),
+    "test_asr": ("asr", "slow"),
+    "test_voice_e2e": ("asr", "slow"),
+    "test_web_browser": ("browser", "slow"),
+    "test_image_recipe": ("image", "slow"),
+    "test_power_cut": ("image", "slow"),
+    "test_e2e": ("slow",),
+    "test_alerts_e2e": ("slow",),
+    "test_line_resilience": ("slow",),
+    "test_number_display_e2e": ("slow",),
+    "test_store_recovery": ("slow",),
+}
+# Parameters naming an adapter that needs a marker wherever they appear (the line contract runs
+# every test on the modem, the Number Display modem and SIP).
+PARAM_MARKS: dict[str, str] = {"sip": "sip"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    here = Path(__file__).parent
+    stale = sorted(name for name in MODULE_MARKS if not (here / f"{name}.py").exists())
+    if stale:  # a renamed module would silently join the fast lane
+        raise pytest.UsageError(f"tests/conftest.py MODULE_MARKS names missing modules: {stale}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module_object = getattr(item, "module", None)  # None for non-Python items
+        module = module_object.__name__.rpartition(".")[2] if module_object is not None else ""
+        for name in MODULE_MARKS.get(module, ()):
+            item.add_marker(name)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            for value in callspec.params.values():
+                if isinstance(value, str) and value in PARAM_MARKS:
+                    item.add_marker(PARAM_MARKS[value])
+
+
+@pytest.fixture
+def http() -> Iterator[HttpReceiver]:
+    """A started HTTP receiver (ntfy / JSON webhook stand-in) on 127.0.0.1."""
+    receiver = HttpReceiver().start()
+    yield receiver
+    receiver.stop()
