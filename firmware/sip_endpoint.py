@@ -707,6 +707,7 @@ class SipEndpoint:
             holds = held >= self.admission.slots_for(key, sum(1 for s in self.slots if s.attached))
             refusal = self.admission.decide(key, now, slot_free=slot_free, key_holds_slot=holds)
         if refusal is None:
+            assert key is not None  # only the branch that worked out the caller's key admits
             self.admission.media_opened()
             self._admitted = (key, caller)
             prm.accountIndex = self._account.getId()
