@@ -28,25 +28,23 @@ from securesystemslib.signer import CryptoSigner
 
 from blocklist.store import Store
 from deploy.provisioning.bulk import BulkJob
+from deploy.provisioning.apply import Applier, FeedAction
 from deploy.provisioning.bundle import (
-    Applier,
     BundleContent,
     BundleError,
     BundleRefused,
-    FeedAction,
     FeedSpec,
     Household,
     Refusal,
     WebUser,
     decode_payload,
-    generate_issuer_key,
     generate_password,
     hash_password,
-    load_signer,
     make_bundle,
     new_content,
     sign_payload,
 )
+from deploy.provisioning.keys import generate_issuer_key, load_signer
 from deploy.provisioning.sheet import QR_ERROR, QR_SCALE, qr_svg
 from screening.config import ConfigError, load_config
 from screening.core.model import Language, Role

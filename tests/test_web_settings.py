@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from blocklist.store import Store
+from deploy.provisioning.keys import generate_issuer_key, load_signer
 from screening.config import load_config
 from screening.core.model import Prompt, Role
 from voice.announcements import PromptLibrary
@@ -293,8 +294,7 @@ def test_installer_changes_system_settings_with_errors_next_to_fields(web: Web) 
 
 
 def _bundle(tmp_path: Path, config_toml: str, installer_hash: str) -> tuple[bytes, Path]:
-    from deploy.provisioning.bundle import Household, WebUser, generate_issuer_key, load_signer, make_bundle, \
-        new_content  # fmt: skip
+    from deploy.provisioning.bundle import Household, WebUser, make_bundle, new_content
 
     private, public = generate_issuer_key(tmp_path / "issuer", "Setagaya Police Station")
     trusted = tmp_path / "unit-keys"

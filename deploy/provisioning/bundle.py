@@ -1,4 +1,4 @@
-"""Provisioning bundles: format, issuer keys, signing, verification, applying on a unit.
+"""Provisioning bundles: format, signing, verification.
 
 A bundle is a DSSE envelope (``securesystemslib.dsse``) whose payload is the JSON
 of :class:`BundleContent` -- the household's whole ``mamoru.toml``, the feeds it
@@ -6,13 +6,15 @@ follows (with their TUF root metadata) and its web users' argon2 password hashes
 -- signed with the issuing office's ed25519 key.
 
 A unit trusts the public keys in a directory baked into its image
-(``/etc/mamoru/issuer-keys``), never keys named by its config: a bundle replaces
-the config, so the config must not decide which bundles are trusted. It refuses
-(:class:`BundleRefused`, with a :class:`Refusal` reason) anything not signed by
+(``/etc/mamoru/issuer-keys``, read by ``keys``), never keys named by its config: a
+bundle replaces the config, so the config must not decide which bundles are trusted.
+It refuses (:class:`BundleRefused`, with a :class:`Refusal` reason) anything not signed by
 one of those keys, modified, of the wrong payload type, truncated, expired, made
-for another unit, older than the last bundle it applied, or whose config fails
-``screening.config`` validation -- which is checked when the bundle is made and
+for another unit, older than the last bundle it applied (checked by ``apply``), or whose
+config fails ``screening.config`` validation -- which is checked when the bundle is made and
 again on the unit, because the unit may run a newer, stricter mamoru.
+
+Issuer key files are in ``keys``, applying a bundle on the unit in ``apply``.
 
 Time stamps are UTC ``YYYY-MM-DDTHH:MM:SSZ``. A bundle "from the future" is not
 refused: a Pi has no RTC and boots with the clock fake-hwclock saved.
@@ -21,11 +23,9 @@ refused: a Pi has no RTC and boots with the clock fake-hwclock saved.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -33,34 +33,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from securesystemslib.dsse import Envelope
-from securesystemslib.exceptions import FormatError
-from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
-from screening.config import Config, ConfigError, load_config, parse_config, parse_toml_text
+from screening.config import Config, ConfigError, parse_config, parse_toml_text
 from screening.core.clock import iso_utc, utc_now
-from screening.core.files import atomic_write_bytes, staged_file
+from screening.core.files import atomic_write_bytes
 from screening.core.model import Role
-
-if TYPE_CHECKING:
-    from blocklist.store import Store
 
 log = logging.getLogger(__name__)
 
 FORMAT = "mamoru-bundle/1"
 PAYLOAD_TYPE = "application/vnd.mamoru.bundle+json"
 BUNDLE_SUFFIX = ".mamoru-bundle"
-DEFAULT_ISSUER_KEYS_DIR = Path("/etc/mamoru/issuer-keys")
 DEVICE_SERIAL_PATH = Path("/proc/device-tree/serial-number")
-PRIVATE_KEY_NAME = "issuer.key"
-PUBLIC_KEY_NAME = "issuer.pub.json"
-STATE_FILE_NAME = "bundle-state.json"
-STATE_FORMAT = "mamoru-bundle-state/1"
-WEB_USERS_FILE_NAME = "web-users.json"
-WEB_USERS_FORMAT = "mamoru-web-users/1"
 DEFAULT_VALID_DAYS = 365
 # A bundle is a config, a few roots and hashes: kilobytes. Never read a huge file into memory.
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
@@ -186,8 +174,8 @@ class BundleContent:
             users.append(WebUser(_text_at(item, "name", where), role, _text_at(item, "password_hash", where)))
         content = cls(
             issuer=_text_at(top, "issuer"),
-            issued_at=_time(top.get("issued_at"), "issued_at"),
-            not_after=_time(top.get("not_after"), "not_after"),
+            issued_at=parse_time(top.get("issued_at"), "issued_at"),
+            not_after=parse_time(top.get("not_after"), "not_after"),
             household=Household(_text_at(household, "id", "household"), _text_at(household, "label", "household")),
             config_toml=_text_at(top, "config_toml"),
             feeds=tuple(feeds),
@@ -240,18 +228,18 @@ def _sequence(value: object, where: str) -> list[Any]:
     return value
 
 
-def _text(value: object, where: str) -> str:
+def parse_text(value: object, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{where}: expected a non-empty string (got {value!r:.60})")
     return value
 
 
 def _text_at(obj: Mapping[str, Any], key: str, where: str = "") -> str:
-    return _text(obj.get(key), f"{where}.{key}" if where else key)
+    return parse_text(obj.get(key), f"{where}.{key}" if where else key)
 
 
-def _time(value: object, where: str) -> datetime:
-    text = _text(value, where)
+def parse_time(value: object, where: str) -> datetime:
+    text = parse_text(value, where)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -310,7 +298,7 @@ def validate_config_toml(text: str, origin: str) -> Config:
     return parse_config(parse_toml_text(text, origin), source=origin)
 
 
-# ---- issuer keys ------------------------------------------------------------------------------
+# ---- trusted issuer keys (here because verification names them; their files: keys.py) ---------
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,89 +312,6 @@ class IssuerKey:
     @property
     def keyid(self) -> str:
         return self.key.keyid
-
-
-def public_key_document(key: SSlibKey, issuer: str) -> dict[str, Any]:
-    return {"issuer": issuer, "keyid": key.keyid, **key.to_dict()}
-
-
-def generate_issuer_key(directory: Path, issuer: str) -> tuple[Path, Path]:
-    """Write ``issuer.key`` (PKCS#8 PEM, 0600) and ``issuer.pub.json``; never overwrite a key."""
-    if not issuer.strip():
-        raise BundleError("the issuer needs a name, e.g. 'Tokyo MPD Setagaya'")
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    private, public = directory / PRIVATE_KEY_NAME, directory / PUBLIC_KEY_NAME
-    for path in (private, public):
-        if path.exists():
-            raise BundleError(f"{path} already exists: a new key would orphan every unit built with the old one")
-    signer = CryptoSigner.generate_ed25519()
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(signer.private_bytes)
-        out.flush()
-        os.fsync(out.fileno())
-    document = public_key_document(signer.public_key, issuer.strip())
-    public.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    log.info("issuer key %s for %r written to %s", signer.public_key.keyid[:16], issuer, directory)
-    return private, public
-
-
-def load_signer(path: Path) -> CryptoSigner:
-    """The issuer's private key (PEM); BundleError names the file."""
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"{path}: cannot read the issuer key: {exc.strerror or exc}") from None
-    if path.stat().st_mode & 0o077:
-        log.warning("%s is readable by others (mode %o): it can sign bundles every unit accepts",
-                    path, path.stat().st_mode & 0o777)  # fmt: skip
-    try:
-        signer = CryptoSigner(load_pem_private_key(pem, password=None))
-    except (ValueError, TypeError) as exc:
-        raise BundleError(f"{path}: not an unencrypted ed25519 PEM private key ({exc})") from None
-    if signer.public_key.keytype != "ed25519":
-        raise BundleError(f"{path}: a {signer.public_key.keytype} key; units only trust ed25519 issuer keys")
-    return signer
-
-
-def load_public_key(path: Path) -> IssuerKey:
-    """One ``*.pub.json`` written by :func:`generate_issuer_key`; ValueError names the problem."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable JSON key file ({exc})") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"{path}: expected a JSON object")  # noqa: TRY004 -- bad input, not a bug
-    document = dict(document)
-    issuer = str(document.pop("issuer", "") or path.stem)
-    document.pop("keyid", None)
-    try:
-        # The key id is recomputed (TUF's definition), never trusted from the file: it is what signatures name.
-        canonical = encode_canonical({k: document[k] for k in ("keytype", "scheme", "keyval")})
-        key = SSlibKey.from_dict(hashlib.sha256(str(canonical).encode()).hexdigest(), document)
-    except (KeyError, TypeError, ValueError, FormatError) as exc:
-        raise ValueError(f"{path}: not a public key ({exc})") from None
-    if key.keytype != "ed25519":
-        raise ValueError(f"{path}: key type {key.keytype!r}; mamoru issuer keys are ed25519")
-    return IssuerKey(issuer, key, path)
-
-
-def load_trusted_keys(directory: Path) -> list[IssuerKey]:
-    """Every ``*.json`` key in ``directory``; a broken file is logged and skipped."""
-    keys: list[IssuerKey] = []
-    try:
-        candidates = sorted(directory.glob("*.json"))
-    except OSError as exc:
-        log.error("cannot list issuer keys in %s: %s", directory, exc)
-        return keys
-    for path in candidates:
-        try:
-            keys.append(load_public_key(path))
-        except ValueError as exc:
-            log.error("ignoring issuer key file: %s", exc)
-    return keys
 
 
 # ---- signing -------------------------------------------------------------------------------
@@ -546,278 +451,20 @@ def _check_signature(
     return by_id[next(iter(accepted))]
 
 
-# ---- applying (the unit) ---------------------------------------------------------------------
+# ---- files --------------------------------------------------------------------------------------
 
 
-class FeedAction(StrEnum):
-    ADDED = "added"
-    ALREADY = "already followed"
-    FAILED = "failed"
-    WOULD_ADD = "would be added"
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    bundle: VerifiedBundle
-    config_path: Path
-    config_changed: bool
-    backup_path: Path | None
-    web_users_path: Path
-    state_path: Path
-    feeds: tuple[tuple[str, FeedAction, str], ...] = ()  # (name, outcome, detail)
-    dry_run: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return all(outcome is not FeedAction.FAILED for _, outcome, _ in self.feeds)
-
-    def summary(self) -> list[str]:
-        c = self.bundle.content
-        verb = "would apply" if self.dry_run else "applied"
-        issued = iso_utc(c.issued_at, timespec="seconds")
-        lines = [f"{verb} bundle for household {c.household.id} ({c.household.label}) from {c.issuer}, issued "
-                 + f"{issued}, signed by key {self.bundle.signer.keyid[:16]}"]  # fmt: skip
-        if not self.config_changed:
-            lines.append(f"  config: {self.config_path} already has this content")
-        elif self.dry_run:
-            lines.append(f"  config: would write {self.config_path}")
-        else:
-            kept = f" (previous kept as {self.backup_path.name})" if self.backup_path else ""
-            lines.append(f"  config: wrote {self.config_path}{kept}")
-        users = ", ".join(f"{u.name} ({u.role.value})" for u in c.web_users) or "none"
-        lines.append(f"  web users: {users} -> {self.web_users_path}")
-        for name, outcome, detail in self.feeds:
-            lines.append(f"  feed {name}: {outcome.value}{': ' + detail if detail else ''}")
-        return lines
-
-
-def state_path_for(config_path: Path) -> Path:
-    return config_path.parent / STATE_FILE_NAME
-
-
-def read_state(path: Path) -> dict[str, Any] | None:
-    """The last applied bundle's issued_at and sha256; a damaged file refuses (fails closed)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise BundleRefused(Refusal.ROLLBACK, f"cannot read {path}: {exc.strerror or exc}", str(path)) from None
-    try:
-        state = json.loads(text)
-        _time(state["issued_at"], "issued_at")
-        _text(state["sha256"], "sha256")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleRefused(Refusal.ROLLBACK, f"the record of the last applied bundle is damaged ({exc});"
-                            f" remove {path} to accept any valid bundle again", str(path)) from None  # fmt: skip
-    return state
-
-
-def check_rollback(bundle: VerifiedBundle, state: Mapping[str, Any] | None) -> None:
-    """Refuse anything older than the last applied bundle; the same bundle again is fine."""
-    if state is None:
-        return
-    last = _time(state["issued_at"], "issued_at")
-    issued = bundle.content.issued_at
-    if issued < last:
-        raise BundleRefused(Refusal.ROLLBACK, f"issued {iso_utc(issued, timespec='seconds')}, older than the bundle"
-                            f" applied before (issued {iso_utc(last, timespec='seconds')})", bundle.source)  # fmt: skip
-    if issued == last and state["sha256"] != bundle.sha256:
-        raise BundleRefused(Refusal.ROLLBACK, "a different bundle issued at the same time"
-                            f" ({iso_utc(last, timespec='seconds')}) was applied before", bundle.source)  # fmt: skip
-
-
-def select_bundle(
-    candidates: Sequence[Path], keys: Sequence[IssuerKey], *, now: datetime, unit_serial: str | None,
-    state: Mapping[str, Any] | None,
-) -> VerifiedBundle:  # fmt: skip
-    """The one candidate acceptable for this unit (a USB stick may carry a whole office's bundles)."""
-    accepted: list[VerifiedBundle] = []
-    refusals: list[BundleRefused] = []
-    for path in candidates:
-        try:
-            data = _read_limited(path)
-            bundle = verify_bundle(data, keys, now=now, unit_serial=unit_serial, source=str(path))
-            check_rollback(bundle, state)
-            accepted.append(bundle)
-        except BundleRefused as exc:
-            log.info("%s", exc)
-            refusals.append(exc)
-        except Exception as exc:  # noqa: BLE001 -- one bad file on the stick must never stop the good one
-            log.warning("%s: unexpected failure while checking it", path, exc_info=True)
-            refusals.append(BundleRefused(Refusal.UNREADABLE, f"could not be checked ({type(exc).__name__})",
-                                          str(path)))  # fmt: skip
-    if len(candidates) == 1:
-        if refusals:
-            raise refusals[0]
-        return accepted[0]
-    if not accepted:
-        detail = "; ".join(str(r) for r in refusals) or "no bundle files given"
-        raise BundleRefused(Refusal.NONE_VALID, detail, f"{len(candidates)} bundles")
-    if len(accepted) > 1:
-        names = ", ".join(b.source for b in accepted)
-        raise BundleRefused(Refusal.AMBIGUOUS, f"{len(accepted)} are valid for this unit ({names}); leave only one",
-                            f"{len(candidates)} bundles")  # fmt: skip
-    return accepted[0]
-
-
-def _read_limited(path: Path) -> bytes:
-    try:
-        with path.open("rb") as source:
-            data = source.read(MAX_BUNDLE_BYTES + 1)
-    except OSError as exc:
-        raise BundleRefused(Refusal.UNREADABLE, f"cannot read: {exc.strerror or exc}", str(path)) from None
-    return data
-
-
-@dataclass(slots=True)
-class Applier:
-    """Applies bundles on a unit. No I/O until :meth:`apply`."""
-
-    issuer_keys_dir: Path = DEFAULT_ISSUER_KEYS_DIR
-    config_path: Path = Path("/etc/mamoru/mamoru.toml")
-    serial_path: Path = DEVICE_SERIAL_PATH
-    db_override: Path | None = None
-    first_feed_update: bool = True
-    clock: Callable[[], datetime] = utc_now
-
-    def apply(self, candidates: Sequence[Path], *, dry_run: bool = False) -> ApplyResult:
-        keys = load_trusted_keys(self.issuer_keys_dir)
-        if not keys:
-            raise BundleRefused(Refusal.NO_TRUSTED_KEYS, f"no issuer keys in {self.issuer_keys_dir}: this unit"
-                                " accepts no bundle", "unit")  # fmt: skip
-        state_path = state_path_for(self.config_path)
-        bundle = select_bundle(candidates, keys, now=self.clock(), unit_serial=read_unit_serial(self.serial_path),
-                               state=read_state(state_path))  # fmt: skip
-        config_bytes = bundle.content.config_toml.encode("utf-8")
-        changed = _read_or_none(self.config_path) != config_bytes
-        config = bundle.config
-        db = self.db_override or config.store.db
-        web_users_path = Path(db).parent / WEB_USERS_FILE_NAME
-        if dry_run:
-            feeds = tuple((f.name, FeedAction.WOULD_ADD, f.url) for f in bundle.content.feeds)
-            return ApplyResult(bundle, self.config_path, changed, None, web_users_path, state_path, feeds, True)
-
-        backup = self._install_config(config_bytes) if changed else None
-        _write_private_json(web_users_path, _web_users_document(bundle))
-        feeds = self._add_feeds(bundle, config, Path(db))
-        _give_to_directory_owner([Path(db), Path(f"{db}-wal"), Path(f"{db}-shm"), config.feeds.dir])
-        result = ApplyResult(bundle, self.config_path, changed, backup, web_users_path, state_path, feeds)
-        if result.ok:
-            # Recorded only when everything is in: a failed feed can be retried with the same bundle.
-            _write_private_json(state_path, self._state(bundle))
-        log.info("bundle %s (household %s, issuer %s) applied%s", bundle.source, bundle.content.household.id,
-                 bundle.content.issuer, "" if result.ok else " except for a feed")  # fmt: skip
-        return result
-
-    def _state(self, bundle: VerifiedBundle) -> dict[str, Any]:
-        c = bundle.content
-        return {"format": STATE_FORMAT, "issued_at": iso_utc(c.issued_at, timespec="seconds"), "sha256": bundle.sha256,
-                "household": c.household.id, "issuer": c.issuer,
-                "applied_at": iso_utc(self.clock(), timespec="seconds")}  # fmt: skip
-
-    def _install_config(self, data: bytes) -> Path | None:
-        """temp + fsync, validated as a file, then rename; the previous file stays as ``.bak``."""
-        path = self.config_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        previous = path.stat() if path.exists() else None
-        mode = previous.st_mode & 0o777 if previous else 0o640
-        with staged_file(path, data, mode=mode, owner_like=previous) as temp:
-            load_config(temp, env={})  # the exact bytes about to go live, read back as a file
-            backup = None
-            if previous is not None:
-                backup = path.with_name(path.name + ".bak")
-                _replace_with_link_or_copy(path, backup)
-        return backup
-
-    def _add_feeds(self, bundle: VerifiedBundle, config: Config, db: Path) -> tuple[tuple[str, FeedAction, str], ...]:
-        if not bundle.content.feeds:
-            return ()
-        from blocklist.store import Store
-
-        db.parent.mkdir(parents=True, exist_ok=True)
-        outcomes: list[tuple[str, FeedAction, str]] = []
-        store = Store(db, recover_calls=False)
-        store.open()
-        try:
-            for feed in bundle.content.feeds:
-                outcomes.append(self._add_one_feed(store, config, feed))
-        finally:
-            store.close()
-        return tuple(outcomes)
-
-    def _add_one_feed(self, store: Store, config: Config, feed: FeedSpec) -> tuple[str, FeedAction, str]:
-        from blocklist.feeds import add_feed
-        from screening.feed_wiring import feed_limits
-
-        known = store.feed(feed.name) is not None
-        try:
-            # Re-adding the same feed is harmless (the feed module compares URL and root bytes).
-            add_feed(store, config.feeds.dir, feed.name, feed.url, feed.root_bytes(),
-                     first_update=self.first_feed_update, max_age_days=config.feeds.max_age_days,
-                     limits=feed_limits(config))  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 -- FeedError, StoreError ...: the rest of the bundle stays applied
-            log.error("feed %s from the bundle could not be added: %s", feed.name, exc)
-            return (feed.name, FeedAction.FAILED, str(exc))
-        row = store.feed(feed.name) or {}
-        detail = f"last check failed: {row['error']}" if row.get("error") else f"{row.get('entries', 0)} numbers"
-        return (feed.name, FeedAction.ALREADY if known else FeedAction.ADDED, detail)
-
-
-def _give_to_directory_owner(paths: Sequence[Path]) -> None:
-    """Run as root (first boot), the database and feed files must still be the service user's to write."""
-    if os.geteuid() != 0:
-        return
-    for path in paths:
-        if not path.exists():
-            continue
-        owner = path.parent.stat()
-        if owner.st_uid == 0:
-            continue
-        for item in (path, *path.rglob("*")) if path.is_dir() else (path,):
-            os.chown(item, owner.st_uid, owner.st_gid, follow_symlinks=False)
-
-
-def _web_users_document(bundle: VerifiedBundle) -> dict[str, Any]:
-    c = bundle.content
-    return {
-        "format": WEB_USERS_FORMAT,
-        "issuer": c.issuer,
-        "issued_at": iso_utc(c.issued_at, timespec="seconds"),
-        "household": {"id": c.household.id, "label": c.household.label},
-        "users": [{"name": u.name, "role": u.role.value, "password_hash": u.password_hash} for u in c.web_users],
-    }
-
-
-def _read_or_none(path: Path) -> bytes | None:
+def read_or_none(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
     except FileNotFoundError:
         return None
 
 
-def _replace_with_link_or_copy(path: Path, backup: Path) -> None:
-    """Make ``backup`` the current ``path`` content, atomically, keeping its mode and owner."""
-    staging = backup.with_name(backup.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        staging.unlink()
-    try:
-        os.link(path, staging)
-    except OSError:  # a file system without hard links (e.g. FAT)
-        import shutil
-
-        shutil.copy2(path, staging)
-    os.replace(staging, backup)
-
-
-def _write_private_json(path: Path, document: Mapping[str, Any]) -> None:
-    write_private_file(path, (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode())
-
-
 def write_private_file(path: Path, data: bytes) -> None:
     """Atomic, 0600 (it holds secrets); when root, owned like its directory (the service user reads it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if _read_or_none(path) == data:
+    if read_or_none(path) == data:
         return
     atomic_write_bytes(path, data, mode=0o600, owner_like=path.parent.stat())
 

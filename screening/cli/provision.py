@@ -12,28 +12,30 @@ from typing import Any
 from deploy.provisioning.bulk import BulkError, BulkJob
 from screening.core.clock import iso_utc
 from screening.core.model import Role
+from deploy.provisioning.apply import Applier
 from deploy.provisioning.bundle import (
     BUNDLE_SUFFIX,
-    DEFAULT_ISSUER_KEYS_DIR,
     DEFAULT_VALID_DAYS,
     DEVICE_SERIAL_PATH,
-    PUBLIC_KEY_NAME,
-    Applier,
     BundleError,
     BundleRefused,
     FeedSpec,
     Household,
     WebUser,
-    generate_issuer_key,
     generate_password,
     hash_password,
-    load_public_key,
-    load_signer,
-    load_trusted_keys,
     make_bundle,
     new_content,
     validate_config_toml,
     write_private_file,
+)
+from deploy.provisioning.keys import (
+    DEFAULT_ISSUER_KEYS_DIR,
+    PUBLIC_KEY_NAME,
+    generate_issuer_key,
+    load_public_key,
+    load_signer,
+    load_trusted_keys,
 )
 from deploy.provisioning.sheet import DEFAULT_WEB_URL, SheetData, render_sheet
 from screening.cli.common import CliError

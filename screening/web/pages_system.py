@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from deploy.provisioning.apply import Applier
 from deploy.provisioning.bundle import (
     BUNDLE_SUFFIX,
     MAX_BUNDLE_BYTES,
-    Applier,
     BundleRefused,
 )
 from screening import config_edit
