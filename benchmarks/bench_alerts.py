@@ -27,7 +27,9 @@ from blocklist.store import Store
 from screening.alerts import AlertService, AlertWorker
 from screening.config import parse_config
 from screening.notify import AppriseNotifier
-from tests.test_alerts import HttpReceiver, SmtpSink, fraud_event, free_port, json_url, mail_url
+from tests.support.ports import free_tcp_port as free_port
+from tests.support.receivers import HttpReceiver, SmtpSink, json_url, mail_url
+from tests.test_alerts import fraud_event
 
 log = logging.getLogger("bench_alerts")
 WAIT_S = 5.0

@@ -18,6 +18,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_sip_e2e": ("sip", "asr", "slow"),
     "test_sip_hgw": ("sip", "slow"),
     "test_sip_hostile": ("sip", "slow"),
+    "test_sip_flood": ("sip", "slow"),
     "test_sip_line": ("sip", "slow"),
     "test_sip_routing": ("sip", "slow"),
     "test_sipp_scenarios": ("sip", "slow"),

@@ -26,12 +26,12 @@ import pytest
 
 pytest.importorskip("pjsua2")
 
-from tests.test_sip_hostile import (  # noqa: E402 -- after the importorskip
+from tests.support.sip_hostile import (  # noqa: E402 -- after the importorskip
     BLOCKED,
     MamoruDaemon,
     RawUac,
-    _flood_numbers,
-    _sipp,
+    flood_numbers,
+    sipp_binary,
     assert_blocked_caller_still_screened,
     free_udp_port,
     run_sipp,
@@ -52,7 +52,7 @@ def sipp_burst_running(daemon: MamoruDaemon, cwd: Path, *, source_ip: str, calls
                        rate: int = BURST_RATE, timeout_s: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:
     """SIPp's built-in UAC (INVITE with SDP, ACK, BYE) at ``rate``/s, running; waited for (bounded) on exit."""
     name = f"burst-{uuid.uuid4().hex[:6]}"
-    args = [_sipp(), "-sn", "uac", "-i", source_ip, "-p", str(free_udp_port()), "-mp", str(free_udp_port(span=4)),
+    args = [sipp_binary(), "-sn", "uac", "-i", source_ip, "-p", str(free_udp_port()), "-mp", str(free_udp_port(span=4)),
             "-r", str(rate), "-m", str(calls), "-l", str(calls), "-timeout", f"{timeout_s:.0f}s", "-nostdin",
             "-trace_err", "-error_file", str(cwd / f"{name}_errors.log"), f"127.0.0.1:{daemon.port}"]
     with (cwd / f"{name}_stderr.log").open("w") as stderr:
@@ -108,7 +108,7 @@ def test_a_burst_from_the_trusted_upstream_leaves_the_daemon_screening(
         trusted_daemon: MamoruDaemon, tmp_path: Path) -> None:
     """1000 INVITEs at 1000/s through the upstream, each from its own (blocklisted) number, then
     SIPp's anonymous ``uac`` burst: the daemon used to abort on the first."""
-    _flood_numbers(tmp_path / "numbers.csv", BURST_RATE)
+    flood_numbers(tmp_path / "numbers.csv", BURST_RATE)
     run_sipp("hostile_flood", trusted_daemon, tmp_path, calls=BURST_RATE, rate=BURST_RATE, limit=BURST_RATE,
              inf=tmp_path / "numbers.csv", timeout_s=30)  # its outcome: refusals, mostly; alive is the point
     trusted_daemon.assert_alive(f"{BURST_RATE} numbered INVITEs at {BURST_RATE}/s from the trusted upstream")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import wave
 from pathlib import Path
 
 import pytest
+
+from tests.support.sipp import sipp_binary
 
 from blocklist.store import Store
 from screening.core.model import CallState, EventKind
@@ -69,13 +70,6 @@ SIPP_DIR = ROOT / "tests" / "data" / "sipp"
 FAMILY, BLOCKED, UNKNOWN = "0312345678", "0398765432", "0662223333"
 
 
-def _sipp() -> str:
-    path = shutil.which("sipp")
-    if path is None:
-        pytest.fail("sipp is not installed: apt-get install -y sip-tester (scripts/test.sh does this as root)")
-    return path
-
-
 class Hgw:
     """The gateway's side of mamoru's extension: SIPp as registrar and TEL1 on one address and port."""
 
@@ -83,7 +77,7 @@ class Hgw:
         self.port = free_udp_port()
         self.log = tmp / "hgw_messages.log"
         self.proc = subprocess.Popen(
-            [_sipp(), "-sf", str(SIPP_DIR / "hgw_gateway.xml"), "-i", HGW, "-p", str(self.port),
+            [sipp_binary(), "-sf", str(SIPP_DIR / "hgw_gateway.xml"), "-i", HGW, "-p", str(self.port),
              "-mp", str(free_udp_port()), "-m", "99", "-nostdin", "-trace_msg", "-message_file", str(self.log)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp)
         time.sleep(0.3)
@@ -115,7 +109,7 @@ class Hgw:
 def _external_call(mamoru_port: int, from_: str, tmp: Path) -> None:
     """The HGW offering one external call to mamoru's extension (SIPp UAC); returns when it ended."""
     proc = subprocess.run(
-        [_sipp(), "-sf", str(SIPP_DIR / "hgw_incoming.xml"), "-key", "from", from_, "-s", "mamoru",
+        [sipp_binary(), "-sf", str(SIPP_DIR / "hgw_incoming.xml"), "-key", "from", from_, "-s", "mamoru",
          "-i", HGW, "-p", str(free_udp_port()), "-mp", str(free_udp_port()), "-m", "1", "-timeout", "30s",
          "-nostdin", f"{HGW}:{mamoru_port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp, timeout=45)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from tests.support.sipp import sipp_binary
 
 pytest.importorskip("pjsua2")
 
@@ -209,17 +210,10 @@ def test_without_an_outbound_route_a_sip_line_does_not_dial(tmp_path: Path) -> N
 # ---- registering as an extension --------------------------------------------------------
 
 
-def _sipp() -> str:
-    path = shutil.which("sipp")
-    if path is None:
-        pytest.fail("sipp is not installed: apt-get install -y sip-tester (scripts/test.sh does this as root)")
-    return path
-
-
 def _registrar(tmp_path: Path, scenario: str, port: int | None = None) -> tuple[subprocess.Popen[str], int]:
     """SIPp as the registrar (digest auth verified by SIPp itself) on ``port``."""
     port = port or free_udp_port()
-    proc = subprocess.Popen([_sipp(), "-sf", str(SIPP_DIR / f"{scenario}.xml"), "-i", "127.0.0.1", "-p", str(port),
+    proc = subprocess.Popen([sipp_binary(), "-sf", str(SIPP_DIR / f"{scenario}.xml"), "-i", "127.0.0.1", "-p", str(port),
                              "-mp", str(free_udp_port()), "-m", "1", "-timeout", "40s", "-nostdin"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     time.sleep(0.3)
