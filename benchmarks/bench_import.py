@@ -80,7 +80,8 @@ def write_case(case: str, rows: int, path: Path, rng: random.Random) -> None:
 
 
 def child(case: str, mode: str, path: Path, db: Path) -> dict[str, object]:
-    from blocklist.formats import RowProblem, iter_entries, read_entries
+    from blocklist.formats import iter_entries, read_entries
+    from blocklist.list_records import RowProblem
     from blocklist.store import Store
     from screening.core.model import ListEntry, ListKind
 

@@ -3,6 +3,8 @@
 Pure: bytes in, ``ListEntry`` values out (and back); no I/O, no clock. The CLI
 (``mamoru block|allow import|export``) and the signed feeds (``blocklist.feeds``)
 use it; ``docs/lists.md`` is the user-facing description of the same formats.
+The line reader every format shares is ``blocklist.list_records``; the fast path
+for numbers already in E.164 form is ``blocklist.list_numbers``.
 
 Formats
 -------
@@ -63,18 +65,19 @@ from enum import StrEnum
 from functools import lru_cache
 from io import StringIO
 
-
+from blocklist.list_numbers import country_code_of, ftc_number, list_spec
+from blocklist.list_records import (
+    MAX_LINE_CHARS, Lines, Record, RowProblem, csv_records, decode_line, excerpt, plain_records, split_header,
+)  # fmt: skip
 from blocklist.lists import ListSpecError, parse_list_spec
 from blocklist.store.rows import FEED_SOURCE_PREFIX
 from screening.core.clock import iso_utc, parse_iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
-from screening.core.numbers import (
-    country_code_dialling, country_code_length, is_possible_parts, national_format, national_parts, region_dialling,
-)  # fmt: skip
+from screening.core.numbers import national_format, national_parts, region_dialling
 from screening.core.safe_text import csv_cell, csv_uncell
 
 __all__ = [
-    "FEED_FORMAT_ID", "FEED_HEADER", "EntryStream", "ImportResult", "ListFormat", "RowProblem", "detect_format",
+    "FEED_FORMAT_ID", "FEED_HEADER", "EntryStream", "ImportResult", "ListFormat", "detect_format",
     "iter_entries", "read_entries", "read_feed", "write_entries",
 ]  # fmt: skip
 
@@ -84,13 +87,9 @@ FEED_HEADER = "number,reason,expires"
 FEED_FORMAT_ID = "mamoru-feed/1"
 
 _BOM = b"\xef\xbb\xbf"
-_MAX_LINE_CHARS = 64 * 1024  # a real row is < 1 KiB; this bounds what one bad line costs
-_MAX_RECORD_LINES = 100  # a quoted field spanning more lines is a quote left open
 _MAX_NOTE_CHARS = 500
 _MAX_SOURCE_CHARS = 64
-_EXCERPT_CHARS = 80
 _ANY_REGION = "ZZ"  # phonenumbers' "unknown region": fine for numbers written with '+'
-_FTC_REGION = "US"
 _NOTE_CACHE_MAX = 10_000  # distinct reasons shared as one str each (a feed repeats a few)
 
 
@@ -99,15 +98,6 @@ class ListFormat(StrEnum):
     CSV = "csv"
     FTC = "ftc"
     FEED = "feed"
-
-
-@dataclass(frozen=True, slots=True)
-class RowProblem:
-    """A row that was skipped. ``line`` is 1-based; ``text`` is printable and at most ~80 characters."""
-
-    line: int
-    text: str
-    problem: str
 
 
 @dataclass(slots=True)
@@ -130,35 +120,19 @@ MIN_FEED_PREFIX_NATIONAL_DIGITS = 2
 def detect_format(data: bytes) -> ListFormat:
     """Guess the format from the header: FEED if line 1 is exactly FEED_HEADER, FTC or CSV by
     the first non-blank line's column names, else PLAIN."""
-    head = data[: _MAX_LINE_CHARS * 4].removeprefix(_BOM)
+    head = data[: MAX_LINE_CHARS * 4].removeprefix(_BOM)
     first = re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0]
     if first == FEED_HEADER.encode():
         return ListFormat.FEED
     for raw in re.split(rb"\r\n|\r|\n", head):
         if raw.strip():
-            names = {_column_name(n) for n in _split_header(_decode_line(raw))}
+            names = {_column_name(n) for n in split_header(decode_line(raw))}
             if "company_phone_number" in names:
                 return ListFormat.FTC
             if any(_CSV_COLUMNS.get(n) == "number" for n in names):
                 return ListFormat.CSV
             break
     return ListFormat.PLAIN
-
-
-def _decode_line(raw: bytes) -> str:
-    for encoding in ("utf-8", "cp932"):
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("utf-8", "replace")
-
-
-def _split_header(line: str) -> list[str]:
-    try:
-        return next(csv.reader([line]), [])
-    except csv.Error:
-        return []
 
 
 def _decode(data: bytes, *, legacy: bool) -> tuple[str, str, bool]:
@@ -183,206 +157,10 @@ def _decode(data: bytes, *, legacy: bool) -> tuple[str, str, bool]:
     return data.decode("utf-8", "surrogateescape"), "utf-8", True
 
 
-_LINE = re.compile(r"[^\r\n]*+(?:\r\n|\r|\n)|[^\r\n]++\Z")  # possessive: no backtracking over a long line
-_SURROGATE = re.compile("[\udc80-\udcff]")
 _PRIVATE_USE = re.compile("[\ue000-\uf8ff]")
 
 
-def _excerpt(text: str) -> str:
-    """At most 80 printable characters (+ "…"): undecodable bytes as \\xNN, controls escaped."""
-    text = text.rstrip("\r\n")
-    out: list[str] = []
-    size = 0
-    for ch in text[:_EXCERPT_CHARS]:
-        if ch.isprintable():
-            piece = ch
-        elif "\udc80" <= ch <= "\udcff":
-            piece = f"\\x{ord(ch) - 0xDC00:02x}"
-        else:
-            piece = ch.encode("unicode_escape").decode("ascii")
-        if size + len(piece) > _EXCERPT_CHARS:
-            return "".join(out) + "…"
-        out.append(piece)
-        size += len(piece)
-    return "".join(out) + ("…" if len(text) > _EXCERPT_CHARS else "")
-
-
-class _RunawayRecord(Exception):
-    """A quoted field has gone on for more than _MAX_RECORD_LINES lines."""
-
-
-class _Lines:
-    """The text's lines for ``csv.reader`` (or the plain reader), with their numbers.
-
-    Lines that must not reach the parser (too long, NUL, undecodable) are queued
-    as problems and replaced by an empty line. Splits on CRLF, LF and lone CR
-    (old Mac Excel) alike; lines are sliced lazily from one string, so a 1 M-row
-    file is never a list of lines and a 100 MB line is never copied.
-    """
-
-    def __init__(self, text: str, *, undecodable: bool) -> None:
-        self._text = text
-        self._matches = _LINE.finditer(text)
-        self._undecodable = undecodable
-        self.line = 0  # number of the last line handed out
-        self.record: list[str] = []  # lines of the record being read
-        self.pending: list[RowProblem] = []
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        if len(self.record) >= _MAX_RECORD_LINES:
-            raise _RunawayRecord
-        match = next(self._matches)  # StopIteration ends the reader
-        self.line += 1
-        start, end = match.span()
-        if end - start > _MAX_LINE_CHARS:
-            tail = self._text[max(start, end - 2) : end]
-            length = end - start - (len(tail) - len(tail.rstrip("\r\n")))  # without the line end
-            line = self._text[start : start + _EXCERPT_CHARS + 1]
-            self.pending.append(RowProblem(self.line, _excerpt(line),
-                                           f"line is {length:,} characters long (at most {_MAX_LINE_CHARS:,})"))
-            line = "\n"
-        else:
-            line = match.group()
-            if "\x00" in line:
-                self.pending.append(RowProblem(self.line, _excerpt(line), "line contains a NUL byte"))
-                line = "\n"
-            elif self._undecodable and _SURROGATE.search(line):
-                self.pending.append(RowProblem(self.line, _excerpt(line),
-                                               "line is not UTF-8 text (nor Shift-JIS): save the file as UTF-8"))
-                line = "\n"
-        self.record.append(line)
-        return line
-
-    def start_record(self) -> int:
-        self.record.clear()
-        return self.line + 1
-
-    def record_text(self) -> str:
-        return "".join(self.record)
-
-
-@dataclass(slots=True)
-class _Record:
-    line: int
-    text: str
-    fields: list[str]
-
-
-def _csv_records(lines: _Lines) -> Iterator[_Record | RowProblem]:
-    """Non-blank CSV records with their first line, and problems, in file order."""
-    reader = csv.reader(lines, strict=True)
-    while True:
-        first = lines.start_record()
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except _RunawayRecord:
-            fields = None
-            problem = f"a quoted field runs on for over {_MAX_RECORD_LINES} lines: is a closing quote missing?"
-        except csv.Error as exc:
-            fields = None
-            problem = f"not readable as CSV: {exc}"
-        yield from lines.pending
-        lines.pending.clear()
-        if fields is None:
-            yield RowProblem(first, _excerpt(lines.record_text()), problem)
-        elif any(f.strip() for f in fields):
-            yield _Record(first, lines.record_text(), fields)
-    yield from lines.pending
-
-
-def _plain_records(lines: _Lines) -> Iterator[_Record | RowProblem]:
-    for line in lines:
-        lines.record.clear()
-        yield from lines.pending
-        lines.pending.clear()
-        body = line.strip()
-        if body and not body.startswith("#"):
-            yield _Record(lines.line, line, [body])
-
-
-# --------------------------------------------------------------------------- numbers
-
-
-_PLUS_DIGITS = re.compile(r"\+[1-9][0-9]{4,14}")
-_FTC_DIGITS = re.compile(r"[2-9][0-9]{9}")
-
-
-@lru_cache(maxsize=512)
-def _national_prefix(country_code: int) -> tuple[bool, re.Pattern[str] | None]:
-    """(metadata known, national_prefix_for_parsing) of a country code's main region."""
-    meta = country_code_dialling(country_code)
-    if meta is None:
-        return False, None
-    pattern = meta.national_prefix_for_parsing
-    return True, re.compile(pattern) if pattern else None
-
-
-def _country_code(digits: str) -> int | None:
-    """The leading 1-3 digits that are a country code, as phonenumbers splits them (codes are prefix-free)."""
-    n = country_code_length(digits)
-    return int(digits[:n]) if n else None
-
-
-def _fast_e164(text: str) -> str | None:
-    """``text`` if it is a canonical E.164 number that ``parse_list_spec`` would return unchanged,
-    else None (then the caller takes the full path, which also words the error).
-
-    Why: the full path (NFKC, phonenumbers.parse, validity, region lookup) costs ~60 µs a row,
-    a minute per million feed rows on x86 and several on a Pi. For ``+<digits>`` input,
-    phonenumbers.parse only (1) splits off the country code: the first 1–3 digits that are a
-    known code, (2) strips a national prefix, and only when the metadata's
-    national_prefix_for_parsing matches at the start of the rest, (3) keeps leading zeros.
-    So when (2) cannot apply and (3) does not arise, its E.164 output is the input itself and
-    the only check left is parse_number's ``is_possible_number``, done here through
-    phonenumbers on a PhoneNumber built directly. Anything else falls back. A property test
-    (tests/test_formats.py) checks the two paths agree.
-    """
-    if not _PLUS_DIGITS.fullmatch(text):
-        return None
-    digits = text[1:]
-    country_code = _country_code(digits)
-    if country_code is None:
-        return None
-    national = digits[len(str(country_code)) :]
-    if len(national) < 4 or national[0] == "0":
-        return None
-    known, national_prefix = _national_prefix(country_code)
-    if not known or (national_prefix is not None and national_prefix.match(national)):
-        return None
-    return text if is_possible_parts(country_code, national) else None
-
-
-def _spec(text: str, home_region: str) -> tuple[MatchKind, str, str | None]:
-    """parse_list_spec with the fast path for canonical E.164 numbers and ranges. Raises ListSpecError."""
-    if text.startswith("+"):
-        if (fast := _fast_e164(text)) is not None:
-            return MatchKind.EXACT, fast, None
-        # A range of two canonical numbers: the checks _parse_range makes after parsing both ends.
-        first, dots, last = text.partition("..")
-        start, end = (_fast_e164(first), _fast_e164(last)) if dots else (None, None)
-        if start and end and len(start) == len(end) and start <= end \
-                and _country_code(start[1:]) == _country_code(end[1:]):  # fmt: skip
-            return MatchKind.RANGE, start, end
-    return parse_list_spec(text, home_region)
-
-
-def _ftc_number(text: str) -> str:
-    """A 10-digit NANP number (or any US written form) -> E.164. Raises ListSpecError.
-
-    ``+1`` + ten digits whose first is 2–9 is what parse_number(text, "US") returns when the
-    fast path accepts it: no IDD (011/00) or national prefix (1) can be at the start.
-    """
-    if _FTC_DIGITS.fullmatch(text) and (fast := _fast_e164("+1" + text)) is not None:
-        return fast
-    match, value, _ = parse_list_spec(text, _FTC_REGION)
-    if match is not MatchKind.EXACT:
-        raise ListSpecError(f"{text!r}: a complaint names one number, not a prefix or range")
-    return value
+# --------------------------------------------------------------------------- dates
 
 
 @lru_cache(maxsize=4096)
@@ -435,7 +213,7 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
         self._note = note
         self._notes: dict[str, str] = {}
         text, self.encoding, undecodable = _decode(data, legacy=self.format is not ListFormat.FEED)
-        self._lines = _Lines(text, undecodable=undecodable)
+        self._lines = Lines(text, undecodable=undecodable)
         self._items = self._read()
 
     def __iter__(self) -> EntryStream:
@@ -446,9 +224,9 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
 
     def _read(self) -> Iterator[ListEntry | RowProblem]:
         if self.format is ListFormat.PLAIN:
-            yield from self._rows(_plain_records(self._lines), self._plain_row)
+            yield from self._rows(plain_records(self._lines), self._plain_row)
             return
-        records = _csv_records(self._lines)
+        records = csv_records(self._lines)
         for item in records:
             if isinstance(item, RowProblem):
                 self.rows += 1
@@ -457,14 +235,14 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
             try:
                 handler = self._header(item)
             except _Skip as exc:
-                yield RowProblem(item.line, _excerpt(item.text), str(exc))
+                yield RowProblem(item.line, excerpt(item.text), str(exc))
                 return
             yield from self._rows(records, handler)
             return
         if self.format is ListFormat.FEED:  # not even a header
             yield RowProblem(1, "", f"empty: a mamoru feed starts with the line {FEED_HEADER!r}")
 
-    def _rows(self, records: Iterable[_Record | RowProblem], handler: _Handler) -> Iterator[ListEntry | RowProblem]:
+    def _rows(self, records: Iterable[Record | RowProblem], handler: _Handler) -> Iterator[ListEntry | RowProblem]:
         for item in records:
             self.rows += 1
             if isinstance(item, RowProblem):
@@ -473,7 +251,7 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
             try:
                 entry = handler(item.fields)
             except (_Skip, ListSpecError) as exc:
-                yield RowProblem(item.line, _excerpt(item.text), str(exc))
+                yield RowProblem(item.line, excerpt(item.text), str(exc))
                 continue
             if entry is None:
                 self.duplicates += 1
@@ -482,7 +260,7 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
 
     # ---- headers: each returns the row handler for the rest of the file
 
-    def _header(self, record: _Record) -> _Handler:
+    def _header(self, record: Record) -> _Handler:
         if self.format is ListFormat.FEED:
             if record.line != 1 or record.fields != FEED_HEADER.split(","):
                 raise _Skip(f"not a mamoru feed: the first line must be exactly {FEED_HEADER!r}")
@@ -536,7 +314,7 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
             text = fields[number].strip()
             if not text:
                 raise _Skip("no Company_Phone_Number in this complaint")
-            value = _ftc_number(text)
+            value = ftc_number(text)
             if value in seen:
                 return None
             seen.add(value)
@@ -564,9 +342,9 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
                             "write numbers in E.164 form (+81312345678, +81120*, +81312340000..+81312349999)")
             raise _Skip(f"{text[:40]!r} is not an E.164 number (+81312345678), prefix (+81120*) or range "
                         "(+81312340000..+81312349999)")  # fmt: skip
-        match, value, value_end = _spec(text, _ANY_REGION)
+        match, value, value_end = list_spec(text, _ANY_REGION)
         if match is MatchKind.PREFIX:
-            national = len(value) - 1 - len(str(_country_code(value[1:]) or ""))
+            national = len(value) - 1 - len(str(country_code_of(value[1:]) or ""))
             if national < MIN_FEED_PREFIX_NATIONAL_DIGITS:
                 # A typo like +81* would silently block a whole country on every unit that follows the feed.
                 raise _Skip(f"prefix {value}* is too broad for a feed: it needs at least "
@@ -579,7 +357,7 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
         spec = spec.strip()
         if not spec:
             raise _Skip("no number in this row")
-        match, value, value_end = _spec(spec, self._region)
+        match, value, value_end = list_spec(spec, self._region)
         expiry = _expiry_or_skip(expires, "expires") if expires.strip() else None
         return self._make(match, value, value_end, reason=reason, expires=expiry, kind=kind, source=source,
                           added=added)  # fmt: skip

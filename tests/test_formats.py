@@ -17,15 +17,13 @@ from hypothesis import strategies as st
 from blocklist.formats import (
     FEED_HEADER,
     ListFormat,
-    _fast_e164,
-    _ftc_number,
-    _spec,
     detect_format,
     iter_entries,
     read_entries,
     read_feed,
     write_entries,
 )
+from blocklist.list_numbers import fast_e164, ftc_number, list_spec
 from blocklist.lists import ListSpecError, parse_list_spec
 from blocklist.store import Store
 from screening.core.clock import iso_utc
@@ -327,7 +325,7 @@ def test_arbitrary_bytes_never_crash(data: bytes, fmt: ListFormat | None) -> Non
        national=st.text("0123456789", min_size=1, max_size=13))  # fmt: skip
 def test_fast_path_agrees_with_parse_list_spec(cc: int, national: str) -> None:
     text = f"+{cc}{national}"
-    fast = _fast_e164(text)
+    fast = fast_e164(text)
     if fast is not None:
         assert parse_list_spec(text, "JP") == (EXACT, fast, None)
 
@@ -342,9 +340,9 @@ def test_range_fast_path_agrees_with_parse_list_spec(cc: int, start: str, tail: 
         expected = parse_list_spec(text, "JP")
     except ListSpecError:
         with pytest.raises(ListSpecError):
-            _spec(text, "JP")
+            list_spec(text, "JP")
         return
-    assert _spec(text, "JP") == expected
+    assert list_spec(text, "JP") == expected
 
 
 @settings(max_examples=1000, deadline=None)
@@ -354,18 +352,18 @@ def test_ftc_fast_path_agrees_with_parse_list_spec(digits: str) -> None:
         expected = parse_list_spec(digits, "US")
     except ListSpecError:
         with pytest.raises(ListSpecError):
-            _ftc_number(digits)
+            ftc_number(digits)
         return
-    assert _ftc_number(digits) == expected[1]
+    assert ftc_number(digits) == expected[1]
 
 
 def test_fast_path_takes_the_common_numbers() -> None:
     rng = random.Random(7)
     for text in [f"+8190{rng.randrange(10**8):08d}" for _ in range(200)] + ["+442079460000", "+12125550143"]:
-        assert _fast_e164(text) == text
+        assert fast_e164(text) == text
     # what it must leave to phonenumbers: trunk prefixes, Italian leading zeros, short and unknown codes
     for text in ["+810312345678", "+390612345678", "+8131", "+999123456789", "+112125550143"]:
-        assert _fast_e164(text) is None
+        assert fast_e164(text) is None
 
 
 # --------------------------------------------------------------------------- writing & round trips

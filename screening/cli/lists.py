@@ -10,11 +10,11 @@ from typing import Any
 
 from blocklist.formats import (
     ListFormat,
-    RowProblem,
     detect_format,
     read_entries,
     write_entries,
 )
+from blocklist.list_records import RowProblem
 from blocklist.lists import ListSpecError, parse_list_spec
 from blocklist.store import Store
 from blocklist.store.rows import FEED_SOURCE_PREFIX, StoreError

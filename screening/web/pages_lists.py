@@ -26,11 +26,11 @@ from starlette.routing import Route
 from blocklist.formats import (
     ImportResult,
     ListFormat,
-    RowProblem,
     detect_format,
     read_entries,
     write_entries,
 )
+from blocklist.list_records import RowProblem
 from blocklist.lists import parse_list_spec
 from blocklist.store import Store
 from blocklist.store.rows import StoreError
