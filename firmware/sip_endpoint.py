@@ -34,8 +34,17 @@ import pjsua2 as pj  # type: ignore[import-untyped]
 from firmware.sip_admission import Admission, Refusal
 from firmware.sip_calls import CallState, Leg, Slot
 from firmware.sip_headers import CallerIdFn, parse_sip_headers, sip_user
-from firmware.sip_media import FRAME_MS, SAMPLE_RATE, FramePort
-from firmware.sip_pjsua import CallAccount, PjEndpoint, PjLogWriter, RefusalAccount, SipCall
+from firmware.sip_media import FRAME_MS, FramePort
+from firmware.sip_pjsua import (
+    CallAccount,
+    PjEndpoint,
+    RefusalAccount,
+    SipCall,
+    account_config,
+    endpoint_config,
+    prefer_codecs,
+    refusal_config,
+)
 from firmware.sip_settings import SipSettings
 from screening.core.line import CallOffered, Dtmf, LineError, LineFault, LineRestored, Ring, RingingStopped
 from screening.core.model import CallerID
@@ -43,14 +52,9 @@ from screening.core.sip_callerid import caller_id_from_sip
 
 log = logging.getLogger(__name__)
 
-_CODECS = ("PCMU/8000", "PCMA/8000")
 _POLL_MS = 10
 _FAST_POLL_MS = 1  # while a call waits for the daemon's decision
 _SESSION_TERMINATED = 171140  # PJSIP_ESESSIONTERMINATED: the caller left while we acted
-# pjsua's call table: refused INVITEs (for an instant) and calls waiting for their last ACK/BYE need
-# room besides the slots' caller and household legs. pjsua caps it at its build's PJSUA_MAX_CALLS,
-# silently: 4 in the x86_64 wheel (measured), 32 in scripts/build_pjproject.sh's build.
-_PJSUA_MAX_CALLS = 32
 # An answer whose ACK has not come by then (retransmissions lost for this long) is given up on:
 # pjsip itself waits 64*T1 = 32 s, then sends a BYE that waits 32 s more -- a minute of a slot.
 _ACK_TIMEOUT_S = 8.0
@@ -193,61 +197,21 @@ class SipEndpoint:
             and not s.current.gone.is_set() and not s.current.outgoing for s in self.slots)
 
     def _start(self, endpoint: Any) -> None:
-        config = pj.EpConfig()
-        config.uaConfig.threadCnt = 0  # we poll from this thread; no pjsua worker threads
-        config.uaConfig.mainThreadOnly = False
-        config.uaConfig.userAgent = "mamoru"
-        # Room for the slots' caller and household legs, refused INVITEs (they take a call for an
-        # instant) and answered calls waiting for an ACK or BYE that never comes; pjsua answers
-        # 486 itself, before opening anything, when every call is taken.
-        config.uaConfig.maxCalls = _PJSUA_MAX_CALLS
-        config.logConfig.level = 2
-        config.logConfig.consoleLevel = 2
-        config.logConfig.decor = 0  # no timestamps or colours: logging adds its own
-        config.logConfig.writer = PjLogWriter().__disown__()  # the endpoint deletes it in libDestroy
-        config.medConfig.clockRate = SAMPLE_RATE
-        config.medConfig.sndClockRate = SAMPLE_RATE
-        config.medConfig.noVad = True
-        endpoint.libInit(config)
+        endpoint.libInit(endpoint_config())
         transport = pj.TransportConfig()
         transport.port = self.settings.port
         transport.boundAddress = self.settings.host
         endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
         endpoint.libStart()
         endpoint.audDevManager().setNullDev()  # the clock for the bridge; no sound card
-        for codec in endpoint.codecEnum2():
-            endpoint.codecSetPriority(codec.codecId, 200 if codec.codecId.startswith(_CODECS) else 0)
+        prefer_codecs(endpoint)
         for slot in self.slots:
             slot.port = FramePort()
             slot.port.create(f"mamoru-{slot.index}")
         self._account = CallAccount(self)
-        self._account.create(self._account_config(), True)
+        self._account.create(account_config(self.settings), True)
         self._refusals = RefusalAccount(self)
-        self._refusals.create(self._refusal_config(), False)
-
-    def _refusal_config(self) -> Any:
-        config = pj.AccountConfig()
-        config.idUri = f"sip:refused@{self.settings.host}:{self.settings.port}"
-        config.mediaConfig.useLoopMedTp = True  # no RTP/RTCP sockets for a call we refuse anyway
-        return config
-
-    def _account_config(self) -> Any:
-        s = self.settings
-        config = pj.AccountConfig()
-        config.mediaConfig.transportConfig.boundAddress = s.host
-        if s.registrar is None:
-            config.idUri = f"sip:mamoru@{s.host}:{s.port}"
-            return config
-        config.idUri = f"sip:{s.user}@{s.registrar}"
-        config.regConfig.registrarUri = f"sip:{s.registrar}"
-        config.regConfig.timeoutSec = s.register_expires_s
-        # We retry ourselves (see _tick): pjsua's own retry can collide with the failed
-        # transaction still being torn down (PJSIP_EBUSY) and then never try again.
-        config.regConfig.retryIntervalSec = 0
-        config.regConfig.delayBeforeRefreshSec = min(5, max(1, s.register_expires_s // 4))
-        if s.password is not None:
-            config.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", s.user, 0, s.password))
-        return config
+        self._refusals.create(refusal_config(self.settings), False)
 
     def _renew_account(self) -> None:
         """Register again with a new account (between calls: the calls belong to the old one).
@@ -262,7 +226,7 @@ class SipEndpoint:
             if old is not None:
                 old.shutdown()
             account = CallAccount(self)
-            account.create(self._account_config(), True)
+            account.create(account_config(self.settings), True)
         except pj.Error as exc:
             log.warning("%s: registration retry: %s", self.name, exc.info())
             return  # the next retry starts again from the account we have
