@@ -27,236 +27,37 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 import pjsua2 as pj  # type: ignore[import-untyped]
 
 from firmware.sip_admission import Admission, Refusal
-from firmware.sip_media import FRAME_MS, SAMPLE_RATE, FramePort
-from screening.core.line import SipUpstream
-from screening.core.line import CallOffered, Dtmf, LineError, LineEvent, LineFault, LineRestored, Ring, RingingStopped
+from firmware.sip_calls import CallState, Leg, Slot
+from firmware.sip_headers import CallerIdFn, parse_sip_headers, sip_user
+from firmware.sip_media import FRAME_MS, FramePort
+from firmware.sip_pjsua import (
+    CallAccount,
+    PjEndpoint,
+    RefusalAccount,
+    SipCall,
+    account_config,
+    endpoint_config,
+    prefer_codecs,
+    refusal_config,
+)
+from firmware.sip_settings import SipSettings
+from screening.core.line import CallOffered, Dtmf, LineError, LineFault, LineRestored, Ring, RingingStopped
 from screening.core.model import CallerID
 from screening.core.sip_callerid import caller_id_from_sip
 
 log = logging.getLogger(__name__)
 
-SipHeaders = list[tuple[str, str]]
-
-
-class CallerIdFn(Protocol):
-    def __call__(self, headers: SipHeaders, *, source_ip: str,
-                 trusted_upstreams: frozenset[str], home_region: str) -> CallerID: ...
-
-
-# RFC 3261 compact header forms we may see from gateways.
-_COMPACT = {"f": "From", "t": "To", "i": "Call-ID", "m": "Contact", "v": "Via", "l": "Content-Length",
-            "c": "Content-Type", "k": "Supported"}
-_CANONICAL = {"p-asserted-identity": "P-Asserted-Identity", "remote-party-id": "Remote-Party-ID",
-              "privacy": "Privacy", "from": "From"}
-_CODECS = ("PCMU/8000", "PCMA/8000")
 _POLL_MS = 10
 _FAST_POLL_MS = 1  # while a call waits for the daemon's decision
 _SESSION_TERMINATED = 171140  # PJSIP_ESESSIONTERMINATED: the caller left while we acted
-_QUIET_PJ_LOGS = ("RTP socket bind()", "RTCP socket bind()")  # pjsua just takes the next port
-_PJ_LEVELS = {0: logging.ERROR, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
-_MAX_MESSAGE_CHARS = 65536  # an INVITE bigger than this is read only this far for caller ID
-# pjsua's call table: refused INVITEs (for an instant) and calls waiting for their last ACK/BYE need
-# room besides the slots' caller and household legs. pjsua caps it at its build's PJSUA_MAX_CALLS,
-# silently: 4 in the x86_64 wheel (measured), 32 in scripts/build_pjproject.sh's build.
-_PJSUA_MAX_CALLS = 32
 # An answer whose ACK has not come by then (retransmissions lost for this long) is given up on:
 # pjsip itself waits 64*T1 = 32 s, then sends a BYE that waits 32 s more -- a minute of a slot.
 _ACK_TIMEOUT_S = 8.0
-
-
-def parse_sip_headers(message: str) -> SipHeaders:
-    """Header (name, value) pairs of a SIP message, unfolded, compact names expanded, in order."""
-    head = message[:_MAX_MESSAGE_CHARS].replace("\r\n", "\n").split("\n\n", 1)[0]
-    lines = head.split("\n")[1:]  # skip the request line
-    out: SipHeaders = []
-    for line in lines:
-        if line[:1] in (" ", "\t") and out:  # folded continuation
-            name, value = out[-1]
-            out[-1] = (name, f"{value} {line.strip()}")
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name.strip():
-            log.debug("sip: malformed header line ignored: %r", line[:200])
-            continue
-        name = name.strip()
-        name = _COMPACT.get(name.lower(), name) if len(name) == 1 else _CANONICAL.get(name.lower(), name)
-        out.append((name, value.strip()))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class SipSettings:
-    host: str = "0.0.0.0"  # address we listen on
-    port: int = 5060
-    trusted_upstreams: frozenset[str] = frozenset()  # source IPs/networks whose PAI / RPID we believe
-    home_region: str = "JP"
-    upstream: SipUpstream = SipUpstream.FXO
-    reject_code: int = 603  # reject(): 603 Decline, or 486 Busy Here for upstreams that retry on 603
-    ring_timeout_s: float = 60.0  # an allowed call nobody picks up is declined (480) after this
-    ring_period_s: float = 3.0  # Ring events while undecided, as a modem would see them
-    start_timeout_s: float = 5.0
-    max_calls: int = 1  # call slots; a slot takes calls only while a SipLine is attached to it
-    household: str | None = None  # SIP URI of the household phone's leg (an FXS port), or None
-    registrar: str | None = None  # "host[:port]": register as an extension there
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    register_expires_s: int = 300
-    register_retry_s: int = 30
-    outbound: str | None = None  # "sip:{number}@host" for calls we place (a relative's alert call)
-
-    def outbound_uri(self, digits: str) -> str | None:
-        """Where a call to ``digits`` goes: the template, else the registrar; None if nowhere."""
-        if self.outbound is not None:
-            return self.outbound.replace("{number}", digits)
-        if self.registrar is not None:
-            return f"sip:{digits}@{self.registrar}"
-        return None
-
-    @property
-    def rejects_without_ringing(self) -> bool:
-        """With an FXO adapter the analog line keeps ringing whatever we answer the adapter."""
-        return self.upstream is not SipUpstream.FXO
-
-
-class Leg(StrEnum):
-    CALLER = "caller"
-    HOUSEHOLD = "household"
-
-
-@dataclass(slots=True)
-class CallState:
-    """One call in one slot. Events are read by any thread; pjsua2 objects only by the owner thread."""
-
-    call: Any
-    caller: CallerID
-    offered_at: float
-    rings: int = 1
-    decided: bool = False  # the daemon acted: no more Ring events
-    ringing_sent: bool = False
-    answered: threading.Event = field(default_factory=threading.Event)  # our 200 OK went out
-    media_up: threading.Event = field(default_factory=threading.Event)
-    gone: threading.Event = field(default_factory=threading.Event)
-    final_code: int | None = None
-    media: Any = None  # the caller's AudioMedia
-    household: Any = None  # the household leg's _Call
-    household_media: Any = None
-    household_up: threading.Event = field(default_factory=threading.Event)  # the phone was picked up
-    household_ended: threading.Event = field(default_factory=threading.Event)
-    answer_when_household_answers: bool = False  # an allowed call is answered by the household
-    outgoing: bool = False  # we placed it (an alert call): answered = the far end picked up
-    household_rung_at: float | None = None  # monotonic; the household leg gives up after ring_timeout_s
-    answered_at: float | None = None  # monotonic, when our 200 OK went out
-    acked: bool = False  # the caller's ACK came (the dialog is confirmed)
-
-
-@dataclass(slots=True)
-class Slot:
-    index: int
-    # Each event with the call it belongs to: the slot's SipLine acts on that call only.
-    events: queue.Queue[tuple[LineEvent, CallState | None]] = field(default_factory=queue.Queue)
-    port: FramePort | None = None
-    current: CallState | None = None
-    attached: bool = False
-    in_use: bool = False  # the slot's call loop is still acting on a call (perhaps one already gone)
-    last_key: str | None = None  # admission key of the slot's latest call: held by it while the call is up
-
-    def busy(self) -> bool:
-        return self.in_use or (self.current is not None and not self.current.gone.is_set())
-
-
-def guarded(callback: Callable[..., None]) -> Callable[..., None]:
-    """An exception must not leave a pjsua2 callback: it would unwind through C++."""
-
-    def run(self: Any, *args: Any) -> None:
-        try:
-            callback(self, *args)
-        except Exception:  # noqa: BLE001 -- must not unwind into pjsua2
-            # Text only: a LogRecord holding exc_info would keep this Call alive past libDestroy.
-            log.error("pjsua2 callback %s failed:\n%s", callback.__name__, traceback.format_exc())
-
-    run.__name__ = callback.__name__
-    return run
-
-
-class _Call(pj.Call):  # type: ignore[misc]
-    def __init__(self, endpoint: SipEndpoint, account: Any, call_id: int = pj.PJSUA_INVALID_ID,
-                 leg: Leg = Leg.CALLER) -> None:
-        super().__init__(account, call_id)
-        self._endpoint = endpoint
-        self.leg = leg
-        self.slot: Slot | None = None
-        self.holds_media = False  # counted in Admission until pjsua reports it disconnected
-
-    @guarded
-    def onCallState(self, prm: Any) -> None:
-        info = self.getInfo()
-        self._endpoint._on_call_state(self, info.state, info.lastStatusCode)
-
-    @guarded
-    def onDtmfDigit(self, prm: Any) -> None:
-        self._endpoint._on_dtmf(self, str(prm.digit)[:1])
-
-    @guarded
-    def onCallMediaState(self, prm: Any) -> None:
-        info = self.getInfo()
-        for media in info.media:
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status in (
-                    pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
-                self._endpoint._on_media_active(self, self.getAudioMedia(media.index))
-
-
-class _PjLog(pj.LogWriter):  # type: ignore[misc]
-    """pjsip's own log into ours (any pj thread may call it; logging is thread-safe)."""
-
-    @guarded
-    def write(self, entry: Any) -> None:
-        message = entry.msg.rstrip()
-        level = logging.DEBUG if any(q in message for q in _QUIET_PJ_LOGS) else \
-            _PJ_LEVELS.get(entry.level, logging.DEBUG)
-        log.log(level, "pjsip: %s", message)
-
-
-class _Account(pj.Account):  # type: ignore[misc]
-    def __init__(self, endpoint: SipEndpoint) -> None:
-        super().__init__()
-        self._endpoint = endpoint
-
-    @guarded
-    def onIncomingCall(self, prm: Any) -> None:
-        self._endpoint._on_incoming(self, prm)
-
-    @guarded
-    def onRegState(self, prm: Any) -> None:
-        self._endpoint._on_reg_state(prm.code, prm.reason, prm.expiration)
-
-
-class _RefusalAccount(pj.Account):  # type: ignore[misc]
-    """Where INVITEs that are not admitted go: its calls get a loopback media transport (no socket)."""
-
-    def __init__(self, endpoint: SipEndpoint) -> None:
-        super().__init__()
-        self._endpoint = endpoint
-
-    @guarded
-    def onIncomingCall(self, prm: Any) -> None:
-        self._endpoint._on_refused_incoming(self, prm)
-
-
-class _Endpoint(pj.Endpoint):  # type: ignore[misc]
-    def __init__(self, owner: SipEndpoint) -> None:
-        super().__init__()
-        self._owner = owner
-
-    @guarded
-    def onSelectAccount(self, prm: Any) -> None:
-        self._owner._select_account(prm)
 
 
 class SipEndpoint:
@@ -274,8 +75,8 @@ class SipEndpoint:
         self._started = threading.Event()
         self._start_error: str | None = None
         self._thread: threading.Thread | None = None
-        self._account: _Account | None = None
-        self._refusals: _RefusalAccount | None = None
+        self._account: CallAccount | None = None
+        self._refusals: RefusalAccount | None = None
         self.admission = Admission(settings.trusted_upstreams)  # owner thread only
         self._refusal: Refusal | None = None  # the last selected INVITE's, for _on_refused_incoming
         self._admitted: tuple[str, CallerID] | None = None  # its key and caller, until it becomes a call
@@ -350,7 +151,7 @@ class SipEndpoint:
     # ---- owner thread: the loop ---------------------------------------------------
 
     def _run(self) -> None:
-        endpoint = _Endpoint(self)
+        endpoint = PjEndpoint(self)
         try:
             endpoint.libCreate()
             self._start(endpoint)
@@ -396,61 +197,21 @@ class SipEndpoint:
             and not s.current.gone.is_set() and not s.current.outgoing for s in self.slots)
 
     def _start(self, endpoint: Any) -> None:
-        config = pj.EpConfig()
-        config.uaConfig.threadCnt = 0  # we poll from this thread; no pjsua worker threads
-        config.uaConfig.mainThreadOnly = False
-        config.uaConfig.userAgent = "mamoru"
-        # Room for the slots' caller and household legs, refused INVITEs (they take a call for an
-        # instant) and answered calls waiting for an ACK or BYE that never comes; pjsua answers
-        # 486 itself, before opening anything, when every call is taken.
-        config.uaConfig.maxCalls = _PJSUA_MAX_CALLS
-        config.logConfig.level = 2
-        config.logConfig.consoleLevel = 2
-        config.logConfig.decor = 0  # no timestamps or colours: logging adds its own
-        config.logConfig.writer = _PjLog().__disown__()  # the endpoint deletes it in libDestroy
-        config.medConfig.clockRate = SAMPLE_RATE
-        config.medConfig.sndClockRate = SAMPLE_RATE
-        config.medConfig.noVad = True
-        endpoint.libInit(config)
+        endpoint.libInit(endpoint_config())
         transport = pj.TransportConfig()
         transport.port = self.settings.port
         transport.boundAddress = self.settings.host
         endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
         endpoint.libStart()
         endpoint.audDevManager().setNullDev()  # the clock for the bridge; no sound card
-        for codec in endpoint.codecEnum2():
-            endpoint.codecSetPriority(codec.codecId, 200 if codec.codecId.startswith(_CODECS) else 0)
+        prefer_codecs(endpoint)
         for slot in self.slots:
             slot.port = FramePort()
             slot.port.create(f"mamoru-{slot.index}")
-        self._account = _Account(self)
-        self._account.create(self._account_config(), True)
-        self._refusals = _RefusalAccount(self)
-        self._refusals.create(self._refusal_config(), False)
-
-    def _refusal_config(self) -> Any:
-        config = pj.AccountConfig()
-        config.idUri = f"sip:refused@{self.settings.host}:{self.settings.port}"
-        config.mediaConfig.useLoopMedTp = True  # no RTP/RTCP sockets for a call we refuse anyway
-        return config
-
-    def _account_config(self) -> Any:
-        s = self.settings
-        config = pj.AccountConfig()
-        config.mediaConfig.transportConfig.boundAddress = s.host
-        if s.registrar is None:
-            config.idUri = f"sip:mamoru@{s.host}:{s.port}"
-            return config
-        config.idUri = f"sip:{s.user}@{s.registrar}"
-        config.regConfig.registrarUri = f"sip:{s.registrar}"
-        config.regConfig.timeoutSec = s.register_expires_s
-        # We retry ourselves (see _tick): pjsua's own retry can collide with the failed
-        # transaction still being torn down (PJSIP_EBUSY) and then never try again.
-        config.regConfig.retryIntervalSec = 0
-        config.regConfig.delayBeforeRefreshSec = min(5, max(1, s.register_expires_s // 4))
-        if s.password is not None:
-            config.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", s.user, 0, s.password))
-        return config
+        self._account = CallAccount(self)
+        self._account.create(account_config(self.settings), True)
+        self._refusals = RefusalAccount(self)
+        self._refusals.create(refusal_config(self.settings), False)
 
     def _renew_account(self) -> None:
         """Register again with a new account (between calls: the calls belong to the old one).
@@ -464,8 +225,8 @@ class SipEndpoint:
         try:
             if old is not None:
                 old.shutdown()
-            account = _Account(self)
-            account.create(self._account_config(), True)
+            account = CallAccount(self)
+            account.create(account_config(self.settings), True)
         except pj.Error as exc:
             log.warning("%s: registration retry: %s", self.name, exc.info())
             return  # the next retry starts again from the account we have
@@ -614,14 +375,14 @@ class SipEndpoint:
         if not self.admission.has_room(time.monotonic()):
             log.error("%s: too many calls at once to ring the household phone", self.name)
             return False
-        leg = _Call(self, self._account, leg=Leg.HOUSEHOLD)
+        leg = SipCall(self, self._account, leg=Leg.HOUSEHOLD)
         leg.slot = self._slot_of(state)
         prm = pj.CallOpParam(True)
         headers = pj.SipHeaderVector()
         who = state.caller.number_e164 or state.caller.raw_number
         if who:  # the phone's own display shows who is calling
             header = pj.SipHeader()
-            header.hName, header.hValue = "P-Asserted-Identity", f"<sip:{_sip_user(who)}@{self.settings.host}>"
+            header.hName, header.hValue = "P-Asserted-Identity", f"<sip:{sip_user(who)}@{self.settings.host}>"
             headers.append(header)
         prm.txOption.headers = headers
         state.answer_when_household_answers = answer_caller
@@ -645,7 +406,7 @@ class SipEndpoint:
         """An outgoing call from ``slot`` (phoning a relative); its state, or LineError."""
         if slot.busy() or self._account is None or not self.admission.has_room(time.monotonic()):
             raise LineError(f"{self.name}: the line is busy")
-        call = _Call(self, self._account)
+        call = SipCall(self, self._account)
         call.slot = slot
         slot.last_key = None
         state = CallState(call, CallerID(), time.monotonic(), decided=True, outgoing=True)
@@ -729,7 +490,7 @@ class SipEndpoint:
 
     def _on_refused_incoming(self, account: Any, prm: Any) -> None:
         refusal, self._refusal = self._refusal or Refusal.OVERLOADED, None
-        self._refuse(_Call(self, account, prm.callId), int(refusal))
+        self._refuse(SipCall(self, account, prm.callId), int(refusal))
 
     def _unclaimed_admission(self) -> None:
         """An admitted INVITE pjsua ended itself (bad SDP …) before it became a call: sockets closed."""
@@ -748,7 +509,7 @@ class SipEndpoint:
 
     def _on_incoming(self, account: Any, prm: Any) -> None:
         admitted, self._admitted = self._admitted, None
-        call = _Call(self, account, prm.callId)
+        call = SipCall(self, account, prm.callId)
         call.holds_media = True  # pjsua opened its sockets before this callback
         if admitted is None:  # not through _select_account (it failed): counted all the same
             self.admission.media_opened()
@@ -920,10 +681,6 @@ class SipEndpoint:
                       self.settings.registrar, code, reason, self.settings.register_retry_s)
             slot.events.put((LineFault(f"SIP registration at {self.settings.registrar} failed: {code} {reason}",
                                        time.monotonic()), None))
-
-
-def _sip_user(number: str) -> str:
-    return "".join(ch for ch in number if ch.isalnum() or ch in "+*#")[:32] or "unknown"
 
 
 def settle_s() -> float:

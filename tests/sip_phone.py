@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pjsua2 as pj  # type: ignore[import-untyped]
 
-from firmware.sip_endpoint import parse_sip_headers
+from firmware.sip_headers import parse_sip_headers
 from firmware.sip_media import FramePort
 from tests.sip_peer import bursts, connect_audio, start_endpoint, tone
 
