@@ -2,8 +2,8 @@
 # Set up a virtualenv from the repo's own files, check the code (ruff, mypy) and run the whole test
 # suite (what CI runs). Set-up needs the network (Debian packages, PyPI); the checks and the suite
 # then run offline.
-#   --fast  leave out the tests marked slow, sip, asr, browser or image (markers: tests/conftest.py):
-#           a few minutes instead of ~15. Other arguments go to pytest.
+#   --fast  leave out the tests marked slow, sip, asr, browser or image (markers: tests/conftest.py)
+#           and run the rest on two workers (pytest-xdist). Other arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FAST_LANE="not (slow or sip or asr or browser or image)"
@@ -61,6 +61,7 @@ echo "checks: ruff"
 echo "checks: mypy"
 .venv/bin/python -m mypy
 if [ "$fast" = 1 ]; then
-    exec .venv/bin/python -m pytest -q -m "$FAST_LANE" "${args[@]}"
+    # Two workers: most of these tests wait on ptys, sockets and timers, not on the CPU.
+    exec .venv/bin/python -m pytest -q -n 2 -m "$FAST_LANE" "${args[@]}"
 fi
 exec .venv/bin/python -m pytest -q "${args[@]}"
