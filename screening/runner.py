@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from blocklist.feeds import FeedTimer
+from blocklist.feed_timer import FeedTimer
 from blocklist.recovery import DAMAGED_STORE_MESSAGE, read_notices, set_aside_if_damaged
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence

@@ -26,11 +26,11 @@ from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, 
 from tuf.api.serialization.json import JSONSerializer
 
 from blocklist.feed_publisher import Expiry, FeedRepository, KeyRole, feed_file
+from blocklist.feed_timer import FeedTimer
 from blocklist.feeds import (
     BreadthLimits,
     FeedError,
     FeedOutcome,
-    FeedTimer,
     Refusal,
     add_feed,
     remove_feed,
