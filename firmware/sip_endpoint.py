@@ -15,6 +15,10 @@ household's voice is mixed into what the voice pipeline receives.
 Registration (``registrar`` set): the endpoint registers as an extension with digest
 credentials; a failed or lost registration is a ``LineFault``, its recovery a
 ``LineRestored`` (pjsua retries every ``register_retry_s``).
+
+The endpoint's parts run on its owner thread: INVITE admission and refusal in
+:mod:`firmware.sip_invites`, registration in :mod:`firmware.sip_registration`, the pjsua2
+subclasses in :mod:`firmware.sip_pjsua`.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from typing import Any
 
 import pjsua2 as pj  # type: ignore[import-untyped]
 
-from firmware.sip_admission import Admission, Refusal
+from firmware.sip_admission import Admission
 from firmware.sip_calls import CallState, Leg, Slot
-from firmware.sip_headers import CallerIdFn, parse_sip_headers, sip_user
+from firmware.sip_headers import CallerIdFn, sip_user
+from firmware.sip_invites import InviteDesk
 from firmware.sip_media import FRAME_MS, FramePort
 from firmware.sip_pjsua import (
     CallAccount,
@@ -45,8 +50,9 @@ from firmware.sip_pjsua import (
     prefer_codecs,
     refusal_config,
 )
+from firmware.sip_registration import Registration
 from firmware.sip_settings import SipSettings
-from screening.core.line import CallOffered, Dtmf, LineError, LineFault, LineRestored, Ring, RingingStopped
+from screening.core.line import Dtmf, LineError, Ring, RingingStopped
 from screening.core.model import CallerID
 from screening.core.sip_callerid import caller_id_from_sip
 
@@ -67,7 +73,6 @@ class SipEndpoint:
                  name: str | None = None) -> None:
         self.settings = settings
         self.name = name or f"sip:{settings.host}:{settings.port}"
-        self._caller_id: CallerIdFn = caller_id or caller_id_from_sip
         self.slots = [Slot(i) for i in range(max(1, settings.max_calls))]
         self._commands: queue.Queue[tuple[Callable[[], object], concurrent.futures.Future[object]]] = \
             queue.Queue()
@@ -78,19 +83,19 @@ class SipEndpoint:
         self._account: CallAccount | None = None
         self._refusals: RefusalAccount | None = None
         self.admission = Admission(settings.trusted_upstreams)  # owner thread only
-        self._refusal: Refusal | None = None  # the last selected INVITE's, for _on_refused_incoming
-        self._admitted: tuple[str, CallerID] | None = None  # its key and caller, until it becomes a call
         # Calls we are done with, waiting for pjsua's DISCONNECTED, with their caller's admission key:
         # they still take one of pjsua's calls, so they count as that caller's one call.
         self._lingering: dict[int, tuple[Any, str | None]] = {}
-        self._refusal_logged_at: dict[Refusal, float] = {}
         self._dead_calls: list[Any] = []  # deleted outside pjsua2 callbacks
         self._dead_accounts: list[Any] = []  # shut down, kept until libDestroy
         self._users = 0
         self._users_lock = threading.Lock()
-        self._registered: bool | None = None  # None: not registering, or no answer yet
-        self._next_register_at = 0.0  # monotonic; when a failed registration is tried again
         self.registration = threading.Event()  # set while registered (tests and doctor read it)
+        self._registering = Registration(self, self.name, settings, self.slots, self.registration,
+                                         dead_accounts=self._dead_accounts)
+        self._invites = InviteDesk(self, self.name, settings, self.slots, self.admission,
+                                   caller_id or caller_id_from_sip,
+                                   dead_calls=self._dead_calls, lingering=self._lingering, bury=self._bury)
 
     # ---- lifecycle (any thread) ---------------------------------------------------
 
@@ -167,7 +172,7 @@ class SipEndpoint:
         try:
             while not self._stop.is_set():
                 endpoint.libHandleEvents(_FAST_POLL_MS if self._decision_pending() else _POLL_MS)
-                self._unclaimed_admission()
+                self._invites.unclaimed_admission()
                 self._run_commands()
                 self._tick()
                 self._bury()
@@ -213,25 +218,6 @@ class SipEndpoint:
         self._refusals = RefusalAccount(self)
         self._refusals.create(refusal_config(self.settings), False)
 
-    def _renew_account(self) -> None:
-        """Register again with a new account (between calls: the calls belong to the old one).
-
-        After a failed refresh pjsua's registration client can stay busy (PJSIP_EBUSY) and
-        never send again, and ``modify()`` with unchanged settings sends nothing.
-        """
-        old = self._account
-        if old is not None:
-            self._dead_accounts.append(old)
-        try:
-            if old is not None:
-                old.shutdown()
-            account = CallAccount(self)
-            account.create(account_config(self.settings), True)
-        except pj.Error as exc:
-            log.warning("%s: registration retry: %s", self.name, exc.info())
-            return  # the next retry starts again from the account we have
-        self._account = account
-
     def _run_commands(self) -> None:
         while True:
             try:
@@ -247,10 +233,9 @@ class SipEndpoint:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        if self._registered is False and self._account is not None and now >= self._next_register_at \
+        if self._account is not None and self._registering.retry_due(now) \
                 and not any(slot.busy() for slot in self.slots):
-            self._next_register_at = now + self.settings.register_retry_s
-            self._renew_account()
+            self._account = self._registering.renew(self._account, now)
         for slot in self.slots:
             state = slot.current
             if state is not None and state.household_rung_at is not None and not state.household_up.is_set() \
@@ -388,13 +373,13 @@ class SipEndpoint:
         state.answer_when_household_answers = answer_caller
         state.household = leg
         state.household_rung_at = time.monotonic()
-        self._hold_media(leg)
+        self._invites.hold_media(leg)
         self._bury()
         try:
             leg.makeCall(target, prm)
         except pj.Error as exc:
             log.warning("%s: could not call the household phone %s: %s", self.name, target, exc.info())
-            self._release_media(leg)
+            self._invites.release_media(leg)
             state.household = None
             state.household_ended.set()
             self._dead_calls.append(leg)
@@ -411,12 +396,12 @@ class SipEndpoint:
         slot.last_key = None
         state = CallState(call, CallerID(), time.monotonic(), decided=True, outgoing=True)
         slot.current = state
-        self._hold_media(call)
+        self._invites.hold_media(call)
         self._bury()
         try:
             call.makeCall(uri, pj.CallOpParam(True))
         except pj.Error as exc:
-            self._release_media(call)
+            self._invites.release_media(call)
             slot.current = None
             self._dead_calls.append(call)
             raise LineError(f"{self.name}: could not call {uri}: {exc.info()}") from None
@@ -437,124 +422,16 @@ class SipEndpoint:
             log.debug("%s: household leg hang-up: %s", self.name, exc.info())
 
     # ---- pjsua2 callbacks (owner thread) --------------------------------------
+    # pjsua2's subclasses call the endpoint (sip_pjsua.CallbackOwner); INVITEs are the InviteDesk's.
 
     def _select_account(self, prm: Any) -> None:
-        """pjsua's account choice for a new request: an INVITE we refuse goes to the socketless one.
-
-        This runs before pjsua opens the call's media sockets, the only place it can be refused
-        without them (see ``firmware/sip_admission.py``).
-        """
-        self._refusal = None
-        self._bury()  # pjsua has picked this INVITE's call id but not yet made the call active
-        message = prm.rdata.wholeMsg
-        if self._account is None or self._refusals is None or not message.startswith("INVITE "):
-            return  # only an INVITE opens media; pjsua's choice stands
-        source_ip = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
-        now = time.monotonic()
-        key: str | None = None
-        caller = CallerID()
-        if self.admission.refuses_source(source_ip):
-            # Only the gateway/adapter sends us calls: anyone else on the network could claim the
-            # family's number (From is the caller's word) and ring straight through.
-            refusal: Refusal | None = self.admission.refuse_source()
-        else:
-            # Caller ID before the Call object exists: no traceback logged here can hold the call.
-            caller = self._caller_from(message, prm.rdata.srcAddress)
-            key = self.admission.key_for(source_ip, caller.number_e164 or caller.raw_number)
-            slot_free = any(s.attached and not s.busy() for s in self.slots)
-            held = sum(1 for s in self.slots
-                       if s.current is not None and not s.current.gone.is_set() and s.last_key == key)
-            held += sum(1 for _, k in self._lingering.values() if k == key)
-            holds = held >= self.admission.slots_for(key, sum(1 for s in self.slots if s.attached))
-            refusal = self.admission.decide(key, now, slot_free=slot_free, key_holds_slot=holds)
-        if refusal is None:
-            assert key is not None  # only the branch that worked out the caller's key admits
-            self.admission.media_opened()
-            self._admitted = (key, caller)
-            prm.accountIndex = self._account.getId()
-            return
-        self._refusal = refusal
-        self._log_refusal(refusal, source_ip, now)
-        prm.accountIndex = self._refusals.getId()
-
-    def _log_refusal(self, refusal: Refusal, source_ip: str, now: float) -> None:
-        """At most one line a second per kind of refusal: a flood must not become a logging flood."""
-        if now - self._refusal_logged_at.get(refusal, -1.0) < 1.0:
-            return
-        self._refusal_logged_at[refusal] = now
-        why = {Refusal.NOT_UPSTREAM: "not an upstream", Refusal.BUSY: "every call slot busy, or the caller "
-               "already holds one", Refusal.OVERLOADED: "too many calls, too fast"}[refusal]
-        slots = " ".join(f"{s.index}:{'busy' if s.busy() else 'free'}/{s.last_key}" for s in self.slots)
-        log.warning("%s: INVITE from %s refused with %d: %s (%d such so far; slots %s)", self.name, source_ip,
-                    int(refusal), why, self.admission.refused[refusal], slots)
-
-    def _on_refused_incoming(self, account: Any, prm: Any) -> None:
-        refusal, self._refusal = self._refusal or Refusal.OVERLOADED, None
-        self._refuse(SipCall(self, account, prm.callId), int(refusal))
-
-    def _unclaimed_admission(self) -> None:
-        """An admitted INVITE pjsua ended itself (bad SDP …) before it became a call: sockets closed."""
-        if self._admitted is not None:
-            self._admitted = None
-            self.admission.media_closed(time.monotonic())
-
-    def _hold_media(self, call: Any) -> None:
-        call.holds_media = True
-        self.admission.media_opened()
-
-    def _release_media(self, call: Any) -> None:
-        if getattr(call, "holds_media", False):
-            call.holds_media = False
-            self.admission.media_closed(time.monotonic())
+        self._invites.select_account(prm, self._account, self._refusals)
 
     def _on_incoming(self, account: Any, prm: Any) -> None:
-        admitted, self._admitted = self._admitted, None
-        call = SipCall(self, account, prm.callId)
-        call.holds_media = True  # pjsua opened its sockets before this callback
-        if admitted is None:  # not through _select_account (it failed): counted all the same
-            self.admission.media_opened()
-            source_ip = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
-            if self.admission.refuses_source(source_ip):
-                log.warning("%s: INVITE from %s, not an upstream: 403", self.name, source_ip)
-                self._refuse(call, 403)
-                return
-            caller = self._caller_from(prm.rdata.wholeMsg, prm.rdata.srcAddress)
-            key = self.admission.key_for(source_ip, caller.number_e164 or caller.raw_number)
-        else:
-            key, caller = admitted
-        slot = next((s for s in self.slots if s.attached and not s.busy()), None)
-        if slot is None:
-            log.info("%s: every call slot busy, 486", self.name)
-            self._refuse(call, 486)
-            return
-        call.slot = slot
-        slot.last_key = key
-        now = time.monotonic()
-        slot.current = state = CallState(call, caller, now)
-        # Caller ID first: the daemon screens on it; the Ring is what a no-CID call is screened by.
-        slot.events.put((CallOffered(caller, now), state))
-        slot.events.put((Ring(1, now), state))
+        self._invites.on_incoming(account, prm)
 
-    def _refuse(self, call: Any, code: int) -> None:
-        self._dead_calls.append(call)
-        reply = pj.CallOpParam()
-        reply.statusCode = code
-        call.hangup(reply)
-
-    def _caller_from(self, message: str, source: str) -> CallerID:
-        headers = parse_sip_headers(message)
-        source_ip = source.rsplit(":", 1)[0].strip("[]")
-        try:
-            caller = self._caller_id(headers, source_ip=source_ip,
-                                     trusted_upstreams=self.settings.trusted_upstreams,
-                                     home_region=self.settings.home_region)
-        except Exception:  # noqa: BLE001 -- bad headers must not stop screening: the rings decide
-            # Text only: a LogRecord holding exc_info would keep the frames (and a Call) alive.
-            log.error("%s: caller ID from %s could not be read:\n%s", self.name, source_ip,
-                      traceback.format_exc())
-            caller = CallerID(raw_lines=tuple(f"{n}: {v}"[:256] for n, v in headers[:32]))
-        log.debug("%s: INVITE from %s: %s", self.name, source_ip, caller)
-        return caller
+    def _on_refused_incoming(self, account: Any, prm: Any) -> None:
+        self._invites.on_refused_incoming(account, prm)
 
     def _state_of(self, call: Any) -> CallState | None:
         slot = getattr(call, "slot", None)
@@ -587,7 +464,7 @@ class SipEndpoint:
 
     def _on_call_state(self, call: Any, inv_state: int, code: int) -> None:
         if inv_state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self._release_media(call)
+            self._invites.release_media(call)
             if self._lingering.pop(id(call), None) is not None:
                 self._dead_calls.append(call)
                 return
@@ -660,27 +537,7 @@ class SipEndpoint:
                 log.info("%s: the household phone did not answer (%s); staying on the call", self.name, code)
 
     def _on_reg_state(self, code: int, reason: str, expiration: int) -> None:
-        ok = 200 <= code < 300 and expiration > 0
-        if ok:
-            self.registration.set()
-        else:
-            self.registration.clear()
-        if ok == self._registered:
-            return
-        was, self._registered = self._registered, ok
-        slot = next((s for s in self.slots if s.attached), self.slots[0])
-        if ok:
-            log.info("%s: registered at %s (expires %ss)", self.name, self.settings.registrar, expiration)
-            if was is False:
-                slot.events.put((LineRestored(f"registered again at {self.settings.registrar}", time.monotonic()), None))
-        elif expiration == 0 and 200 <= code < 300:
-            self._registered = None  # our own un-REGISTER at shutdown
-        else:
-            self._next_register_at = time.monotonic() + self.settings.register_retry_s
-            log.error("%s: registration at %s failed: %s %s (trying again in %ss)", self.name,
-                      self.settings.registrar, code, reason, self.settings.register_retry_s)
-            slot.events.put((LineFault(f"SIP registration at {self.settings.registrar} failed: {code} {reason}",
-                                       time.monotonic()), None))
+        self._registering.on_state(code, reason, expiration)
 
 
 def settle_s() -> float:

@@ -177,7 +177,7 @@ def account_config(s: SipSettings) -> Any:
     config.idUri = f"sip:{s.user}@{s.registrar}"
     config.regConfig.registrarUri = f"sip:{s.registrar}"
     config.regConfig.timeoutSec = s.register_expires_s
-    # We retry ourselves (see SipEndpoint._tick): pjsua's own retry can collide with the failed
+    # We retry ourselves (see firmware.sip_registration): pjsua's own retry can collide with the failed
     # transaction still being torn down (PJSIP_EBUSY) and then never try again.
     config.regConfig.retryIntervalSec = 0
     config.regConfig.delayBeforeRefreshSec = min(5, max(1, s.register_expires_s // 4))
