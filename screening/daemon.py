@@ -340,7 +340,7 @@ class Daemon:
             call_id, decision, end_reason = session.screen(caller, self._lists.current())
         finally:
             self._in_call = False
-        self._session_ended_at = time.monotonic()
+        self._session_ended_at = self._line_released(session)
         self.calls_screened += 1
         if self.status is not None:
             self.status.call_screened()
@@ -368,5 +368,11 @@ class Daemon:
             end_reason = session.act(call_id, decision)
         finally:
             self._in_call = False
-        self._session_ended_at = time.monotonic()
+        self._session_ended_at = self._line_released(session)
         self._after_acting(call_id, decision, end_reason)
+
+    @staticmethod
+    def _line_released(session: CallSession) -> float:
+        """Where this call's events end: when the line went back on-hook, not when the recording
+        and the row were finished (a quick redial's caller ID may already be queued by then)."""
+        return session.released_at if session.released_at is not None else time.monotonic()

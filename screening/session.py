@@ -79,6 +79,9 @@ class CallSession:
     announcements: Announcements
     policy: Policy
     settings: SessionSettings = field(default_factory=SessionSettings)
+    # When this call last put the line back on-hook (monotonic), or None: anything the line
+    # reports after it belongs to the next call, however long the recording takes to close.
+    released_at: float | None = None
 
     def screen(self, caller: CallerID, lists: ListLookup) -> Screened:
         """Record, decide, act. Never raises for line trouble."""
@@ -102,6 +105,7 @@ class CallSession:
         Also for a call the call-waiting guard held back when the line has since shown the
         handset is down after all: the same row is completed again, no second call appears.
         """
+        self.released_at = None
         try:
             end_reason = self._act(call_id, decision)
         except LineError as exc:
@@ -153,6 +157,7 @@ class CallSession:
             self.calls.add_event(call_id, EventKind.LISTENED, end=end.value)
         # Even when the caller hung up first, the modem is still off-hook.
         self.line.hang_up()
+        self.released_at = time.monotonic()
         self.calls.add_event(call_id, EventKind.HUNG_UP)
         if decision.action is Action.WARN:
             return end.value
@@ -183,6 +188,7 @@ class CallSession:
     def _safe_hang_up(self, call_id: int) -> None:
         try:
             self.line.hang_up()
+            self.released_at = time.monotonic()
         except LineError as exc:  # the line is already in trouble; recovery is the adapter's job
             log.warning("call %s: hang-up after failure also failed: %s", call_id, exc)
 

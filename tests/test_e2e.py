@@ -163,8 +163,11 @@ def test_sigterm_stops_the_daemon_cleanly_and_a_killed_call_is_marked_interrupte
     try:
         device = emu.stdout.readline().strip()
         assert device
-        run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--line", f"modem://{device}",
-                                "--db", str(db)], stderr=subprocess.PIPE, text=True, cwd=ROOT, env=daemon_env(tmp_path))
+        config = tmp_path / "mamoru.toml"  # recordings in the test's own dir, never the host's /var/lib
+        config.write_text(f'[recording]\ndir = "{tmp_path / "recordings"}"\n', encoding="utf-8")
+        run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--config", str(config), "--line",
+                                f"modem://{device}", "--db", str(db)], stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               env=daemon_env(tmp_path))  # fmt: skip
         wait_for(lambda: db.exists() and _count(db, "select count(*) from events") >= 0, 20)
         time.sleep(1.0)
         run.send_signal(signal.SIGTERM)

@@ -39,7 +39,8 @@ def test_run_decides_calls_from_the_fsk_frame_alone(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     config = tmp_path / "mamoru.toml"
-    config.write_text(f'[line]\nuri = "sim:?time_scale=0.1&scenario={scenario}"\ncadence = "jp_nd"\n', encoding="utf-8")
+    config.write_text(f'[line]\nuri = "sim:?time_scale=0.1&scenario={scenario}"\ncadence = "jp_nd"\n'
+                      f'[recording]\ndir = "{tmp_path / "recordings"}"\n', encoding="utf-8")  # never the host's /var/lib
     db = tmp_path / "nd.db"
     proc = subprocess.run([sys.executable, "-m", "screening.cli", "run", "--config", str(config), "--db", str(db)],
                           capture_output=True, text=True, timeout=150, env=_env(tmp_path), cwd=ROOT)
