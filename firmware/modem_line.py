@@ -74,6 +74,7 @@ from firmware.modemline.support import (
 )
 from firmware.number_display import NdTiming, NumberDisplayReceiver
 from screening.core.line import (
+    next_queued,
     AudioClip,
     AudioSink,
     DialResult,
@@ -265,12 +266,7 @@ class ModemLine(VoiceAudio, Reader, Recovery):
     # ---- LineAdapter: events ----------------------------------------------------
 
     def next_event(self, timeout: float) -> LineEvent | None:
-        try:
-            if timeout <= 0:
-                return self._events.get_nowait()
-            return self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        return next_queued(self._events, timeout)
 
     def handset_off_hook(self) -> bool:
         return self._handset.off_hook

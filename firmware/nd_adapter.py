@@ -23,7 +23,7 @@ from pathlib import Path
 
 import serial
 
-from screening.core.line import CallOffered, LineFault, LineRestored
+from screening.core.line import CallOffered, LineFault, LineRestored, next_queued
 from screening.core.nd_adapter_frame import (
     ACK,
     DEFAULT_FORMAT,
@@ -84,12 +84,7 @@ class NdAdapter:
         self._close_port()
 
     def next_event(self, timeout: float) -> NdEvent | None:
-        try:
-            if timeout <= 0:
-                return self._events.get_nowait()
-            return self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        return next_queued(self._events, timeout)
 
     # ---- reader thread ----------------------------------------------------------
 

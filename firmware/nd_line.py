@@ -41,6 +41,7 @@ from firmware.dialects import CADENCE_PERIOD_S
 from firmware.modem_line import ModemLine
 from firmware.nd_adapter import NdAdapter
 from screening.core.line import (
+    next_queued,
     AudioClip,
     AudioSink,
     CallOffered,
@@ -109,12 +110,7 @@ class NdAdapterLine:
         self.modem.close()
 
     def next_event(self, timeout: float) -> LineEvent | None:
-        try:
-            if timeout <= 0:
-                return self._events.get_nowait()
-            return self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        return next_queued(self._events, timeout)
 
     # ---- pairing -----------------------------------------------------------------
 

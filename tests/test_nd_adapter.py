@@ -14,6 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from tests.support.daemon import finished_calls
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -256,13 +258,7 @@ class NdRig:
         return self.modem.wait_for_call_end(self.modem.place_call(script), timeout=timeout)
 
     def rows(self, n: int, timeout: float = 10.0) -> list:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = self.store.recent_calls(limit=100)
-            if len(rows) >= n and all(r.state in (CallState.COMPLETED, CallState.FAILED) for r in rows):
-                return list(reversed(rows))
-            time.sleep(0.02)
-        raise AssertionError(f"expected {n} finished calls, have {self.store.recent_calls(limit=100)}")
+        return finished_calls(self.store, n, timeout)
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()

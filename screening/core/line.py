@@ -10,10 +10,11 @@ call takes a timeout.
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from screening.core.model import CallerID
 
@@ -224,3 +225,16 @@ class Dialer(Protocol):
 
 class LineError(RuntimeError):
     """A line operation failed (device gone, ERROR reply, no reply in time)."""
+
+
+_Event = TypeVar("_Event")
+
+
+def next_queued(events: queue.Queue[_Event], timeout: float) -> _Event | None:
+    """The next event an adapter's reader queued, waiting at most ``timeout`` s (0: don't wait)."""
+    try:
+        if timeout <= 0:
+            return events.get_nowait()
+        return events.get(timeout=timeout)
+    except queue.Empty:
+        return None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from blocklist.store import Store
+from blocklist.store.rows import CallRow
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
@@ -62,13 +63,7 @@ class ModemDaemonRig:
         return self.modem.wait_for_call_end(record, timeout=timeout)
 
     def wait_calls(self, n: int, timeout: float = 10.0) -> list:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = self.store.recent_calls(limit=100)
-            if len(rows) >= n and all(r.state in (CallState.COMPLETED, CallState.FAILED) for r in rows):
-                return list(reversed(rows))
-            time.sleep(0.02)
-        raise AssertionError(f"expected {n} finished calls, have {self.store.recent_calls(limit=100)}")
+        return finished_calls(self.store, n, timeout)
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
@@ -153,3 +148,14 @@ class DaemonProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         return self.proc.returncode
+
+
+def finished_calls(store: Store, n: int, timeout: float = 10.0) -> list[CallRow]:
+    """The store's calls, oldest first, once at least ``n`` exist and all of them are finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = store.recent_calls(limit=100)
+        if len(rows) >= n and all(r.state in (CallState.COMPLETED, CallState.FAILED) for r in rows):
+            return list(reversed(rows))
+        time.sleep(0.02)
+    raise AssertionError(f"expected {n} finished calls, have {store.recent_calls(limit=100)}")

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Self
@@ -15,11 +14,12 @@ from typing import Self
 from blocklist.store import Store
 from firmware.sip_line import CallerIdFn, SipLine, SipSettings
 from screening.core.line import AudioClip
-from screening.core.model import CallState, ListEntry, ListKind, MatchKind
+from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.rules import Policy
 from screening.core.sip_callerid import caller_id_from_sip
 from screening.daemon import Daemon
 from screening.session import SessionSettings
+from tests.support.daemon import finished_calls
 from tests.support.ports import free_udp_port
 from voice.announcements import ToneAnnouncements
 
@@ -95,13 +95,7 @@ class SipDaemonRig:
         return result_of(self.start_call(user, *args), timeout)
 
     def wait_calls(self, n: int, timeout: float = 10.0) -> list:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = self.store.recent_calls(limit=100)
-            if len(rows) >= n and all(r.state in (CallState.COMPLETED, CallState.FAILED) for r in rows):
-                return list(reversed(rows))
-            time.sleep(0.02)
-        raise AssertionError(f"expected {n} finished calls, have {self.store.recent_calls(limit=100)}")
+        return finished_calls(self.store, n, timeout)
 
     def event_kinds(self, call_id: int) -> list[str]:
         return [e.kind for e in self.store.events_for(call_id)]
