@@ -13,7 +13,6 @@ sends must give the caller ID the scenario is named for.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 from screening.core.model import Reason
 from screening.core.sip_callerid import caller_id_from_sip
 from tests.support.ports import free_udp_port
+from tests.support.sipp import sipp_binary
 
 SIPP_DIR = Path(__file__).parent / "data" / "sipp"
 UAC_SCENARIOS = sorted(p.stem for p in SIPP_DIR.glob("uac_*.xml"))
@@ -39,24 +39,20 @@ class _Pair:
     uas: subprocess.Popen[str]
 
 
-def _sipp() -> str:
-    path = shutil.which("sipp")
-    if path is None:
-        pytest.fail("sipp is not installed: apt-get install -y sip-tester (scripts/test.sh does this as root)")
-    return path
-
-
 def _start_pair(sipp: str, uac: str, uas: str, log_dir: Path) -> _Pair:
     calls = CALLS.get(uac, 1)
-    uas_port = free_udp_port()
+    # One block for both peers: SIP ports, then four media ports each (SIPp binds RTP, RTCP and the
+    # ports above). Ports picked one by one could overlap a peer's media range: "errno 98".
+    base = free_udp_port(span=10)
+    uas_port, uac_port, uas_media, uac_media = base, base + 1, base + 2, base + 6
     common = ["-i", "127.0.0.1", "-m", str(calls), "-timeout", "20s", "-timeout_error", "-nostdin"]
     uas_scenario = ["-sn", "uas"] if uas == "builtin_uas" else ["-sf", str(SIPP_DIR / f"{uas}.xml")]
     uas_proc = subprocess.Popen(
-        [sipp, *uas_scenario, "-p", str(uas_port), "-mp", str(free_udp_port()), *common],
+        [sipp, *uas_scenario, "-p", str(uas_port), "-mp", str(uas_media), *common],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=log_dir,
     )
     uac_proc = subprocess.Popen(
-        [sipp, "-sf", str(SIPP_DIR / f"{uac}.xml"), "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+        [sipp, "-sf", str(SIPP_DIR / f"{uac}.xml"), "-p", str(uac_port), "-mp", str(uac_media),
          "-r", "100", *common, f"127.0.0.1:{uas_port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=log_dir,
     )
@@ -65,7 +61,7 @@ def _start_pair(sipp: str, uac: str, uas: str, log_dir: Path) -> _Pair:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], tuple[int, int, str]]]:
-    sipp = _sipp()
+    sipp = sipp_binary()
     log_dir = tmp_path_factory.mktemp("sipp")
     pairs = {(uac, uas): _start_pair(sipp, uac, uas, log_dir) for uac in UAC_SCENARIOS for uas in UAS_PEERS}
     out: dict[tuple[str, str], tuple[int, int, str]] = {}
@@ -145,14 +141,15 @@ WIRE_CASES = [
 @pytest.mark.parametrize(("scenario", "e164", "reason"), WIRE_CASES)
 def test_scenario_invite_on_the_wire_parses_as_intended(scenario: str, e164: str | None,
                                                          reason: Reason | None, tmp_path: Path) -> None:
-    sipp = _sipp()
+    sipp = sipp_binary()
+    sip_port = free_udp_port(span=5)  # SIPp's SIP port, then its media ports above it
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(10)
         port = sock.getsockname()[1]
         proc = subprocess.Popen(
-            [sipp, "-sf", str(SIPP_DIR / f"{scenario}.xml"), "-i", "127.0.0.1", "-p", str(free_udp_port()),
-             "-mp", str(free_udp_port()), "-m", "1", "-timeout", "15s", "-timeout_error", "-nostdin",
+            [sipp, "-sf", str(SIPP_DIR / f"{scenario}.xml"), "-i", "127.0.0.1", "-p", str(sip_port),
+             "-mp", str(sip_port + 1), "-m", "1", "-timeout", "15s", "-timeout_error", "-nostdin",
              f"127.0.0.1:{port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
         )
