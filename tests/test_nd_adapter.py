@@ -393,6 +393,7 @@ def test_nd_adapter_setting_is_validated(tmp_path: Path) -> None:
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.mark.slow  # mamoru run as a subprocess with both fakes
 def test_mamoru_run_takes_caller_id_from_the_adapter(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     with Store(db) as store:
