@@ -27,6 +27,7 @@ import pytest
 pytest.importorskip("pjsua2")
 
 from tests.support.sip_hostile import (  # noqa: E402 -- after the importorskip
+    running_daemon,
     BLOCKED,
     MamoruDaemon,
     RawUac,
@@ -74,24 +75,14 @@ def sipp_burst(daemon: MamoruDaemon, cwd: Path, *, source_ip: str, calls: int = 
 
 @pytest.fixture
 def untrusted_daemon(tmp_path: Path) -> Iterator[MamoruDaemon]:
-    d = MamoruDaemon(tmp_path, sip_extra=f'trusted_upstreams = ["{UPSTREAM}"]\n')
-    try:
-        d.start()
+    with running_daemon(tmp_path, sip_extra=f'trusted_upstreams = ["{UPSTREAM}"]\n') as d:
         yield d
-    finally:
-        d.close()
-        log.info("daemon log tail:\n%s", d.log_tail(15))
 
 
 @pytest.fixture
 def trusted_daemon(tmp_path: Path) -> Iterator[MamoruDaemon]:
-    d = MamoruDaemon(tmp_path, sip_extra='trusted_upstreams = ["127.0.0.1"]\n')
-    try:
-        d.start()
+    with running_daemon(tmp_path, sip_extra='trusted_upstreams = ["127.0.0.1"]\n') as d:
         yield d
-    finally:
-        d.close()
-        log.info("daemon log tail:\n%s", d.log_tail(15))
 
 
 def test_a_burst_from_outside_the_trusted_upstreams_leaves_the_daemon_screening(
@@ -152,13 +143,8 @@ def test_never_acked_invites_from_one_address_hold_one_slot_not_all(daemon_plain
 
 @pytest.fixture
 def daemon_plain(tmp_path: Path) -> Iterator[MamoruDaemon]:
-    d = MamoruDaemon(tmp_path)
-    try:
-        d.start()
+    with running_daemon(tmp_path) as d:
         yield d
-    finally:
-        d.close()
-        log.info("daemon log tail:\n%s", d.log_tail(15))
 
 
 def test_never_acked_invites_from_the_upstream_may_take_every_slot_but_free_them(

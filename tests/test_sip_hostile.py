@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 pytestmark = pytest.mark.timeout(150)
 
 from tests.support.sip_hostile import (
+    running_daemon,
     BLOCKED,
     Dialog,
     FAMILY,
@@ -59,13 +60,8 @@ from tests.support.sip_hostile import (
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[MamoruDaemon]:
-    d = MamoruDaemon(tmp_path)
-    try:
-        d.start()
+    with running_daemon(tmp_path) as d:
         yield d
-    finally:
-        d.close()
-        log.info("daemon log tail:\n%s", d.log_tail(15))
 
 
 @dataclass(frozen=True)

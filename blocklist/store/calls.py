@@ -74,14 +74,7 @@ class CallStore(StoreEngine):
             now = self._now()
             args[FIRST_EVENTS] = [{"at": now, "kind": str(kind), "detail": detail_json(detail)}
                                    for kind, detail in events]
-        with self._lock:
-            applied, call_id = self._submit(Record("begin_call", args))
-            if applied:
-                return int(call_id)
-            provisional = self._next_provisional
-            self._next_provisional -= 1
-            self._uid_of[provisional] = uid
-            return provisional
+        return self._submit_new_call(uid, args)
 
     def adopt_recording(self, line: str, relpath: str, started_at: datetime, bytes_: int, seconds: float,
                         **detail: Any) -> int:  # fmt: skip
@@ -99,6 +92,11 @@ class CallStore(StoreEngine):
             FIRST_EVENTS: [{"at": now, "kind": str(EventKind.RECORDING),
                              "detail": detail_json({"action": "adopted", "path": relpath, **detail})}],
         }  # fmt: skip
+        return self._submit_new_call(uid, args)
+
+    def _submit_new_call(self, uid: str, args: dict[str, Any]) -> int:
+        """Write a new call row; while the database refuses writes, a negative provisional id
+        that the spool replay maps to the real one by ``call_uid``."""
         with self._lock:
             applied, call_id = self._submit(Record("begin_call", args))
             if applied:

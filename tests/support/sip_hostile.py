@@ -16,7 +16,8 @@ import time
 import uuid
 import wave
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,18 @@ upstream = "fxo"
             time.sleep(0.05)
         pytest.fail(f"expected {n} finished call rows within {timeout:.0f}s, have "
                     f"{[(r['id'], r['raw_number'], r['action'], r['state']) for r in rows]}\n{self.log_tail()}")
+
+@contextmanager
+def running_daemon(tmp: Path, *, sip_extra: str = "") -> Iterator[MamoruDaemon]:
+    """``mamoru run`` on a SIP line for one test; its log tail is logged when it stops."""
+    d = MamoruDaemon(tmp, sip_extra=sip_extra)
+    try:
+        d.start()
+        yield d
+    finally:
+        d.close()
+        log.info("daemon log tail:\n%s", d.log_tail(15))
+
 
 # ---------------------------------------------------------------------------------------------
 # a minimal user agent on a raw UDP socket: the bytes are ours, the dialog handling is correct
