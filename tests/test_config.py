@@ -209,14 +209,14 @@ BAD_VALUES = [
     ("line", "baudrate", '"115200"', 'expected an integer (got string "115200")'),
     ("line", "handset_alert_minutes", "-1", "must be at least 0 (got -1)"),
     ("line", "nd_adapter", '"ttyUSB0"', "must be an absolute device path"),
-    ("rules", "withheld", '"deny"', "must be one of allow, warn, request_number, block (got 'deny')"),
+    ("rules", "withheld", '"deny"', "must be one of allow, warn, screen, request_number, block (got 'deny')"),
     ("rules", "international", "1", "expected a string (got integer 1)"),
-    ("rules", "out_of_area", '"ignore"', "must be one of allow, warn, request_number, block"),
+    ("rules", "out_of_area", '"ignore"', "must be one of allow, warn, screen, request_number, block"),
     ("rules", "payphone", "false", "expected a string (got boolean false)"),
-    ("rules", "service_conflict", '"warning"', "must be one of allow, warn, request_number, block"),
+    ("rules", "service_conflict", '"warning"', "must be one of allow, warn, screen, request_number, block"),
     ("rules", "no_caller_id", '["warn"]', 'expected a string (got array ["warn"])'),
-    ("rules", "unknown", '""', "must be one of allow, warn, request_number, block (got '')"),
-    ("rules", "invalid", '"drop"', "must be one of allow, warn, request_number, block"),
+    ("rules", "unknown", '""', "must be one of allow, warn, screen, request_number, block (got '')"),
+    ("rules", "invalid", '"drop"', "must be one of allow, warn, screen, request_number, block"),
     ("rules", "international_allow_countries", '"US"', "expected an array of strings"),
     ("rules", "international_allow_countries", '["US", "ZZZ"]', "item 1: not a supported ISO 3166 region code"),
     ("rules", "official_numbers", "[110]", "item 0: expected a string (got integer 110)"),
@@ -394,7 +394,7 @@ level = "info"
                                  "rules.unkown", "logging"]
     text = str(ConfigError(problems))
     assert text.count("\n") == len(problems) - 1
-    assert f"{path}: rules.withheld: must be one of allow, warn, request_number, block (got 'deny')" in text.splitlines()
+    assert f"{path}: rules.withheld: must be one of allow, warn, screen, request_number, block (got 'deny')" in text.splitlines()
 
 
 def test_malformed_toml(tmp_path: Path) -> None:
@@ -505,7 +505,7 @@ def test_reference_markdown() -> None:
     lines = table.strip().splitlines()
     assert lines[0] == "| Key | Type | Default | Meaning |"
     assert len(lines) == 2 + len(schema())
-    assert "| `rules.withheld` | allow \\| warn \\| request_number \\| block | `\"request_number\"` |" in table
+    assert "| `rules.withheld` | allow \\| warn \\| screen \\| request_number \\| block | `\"request_number\"` |" in table
     assert '`["110", "118", "119", "#9110"]`' in table
     for line in lines[2:]:
         assert len(re.findall(r"(?<!\\)\|", line)) == 5, line

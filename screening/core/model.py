@@ -22,8 +22,19 @@ class Reason(StrEnum):
 class Action(StrEnum):
     ALLOW = "allow"  # let the phone ring, play nothing
     WARN = "warn"  # answer, play the fraud-prevention warning, then let the call through
+    SCREEN = "screen"  # answer, warn, take the caller's name (and a key), the household decides
     REQUEST_NUMBER = "request_number"  # answer, ask to call again with number shown, hang up
     BLOCK = "block"  # answer, short announcement, hang up
+
+
+class CallOutcome(StrEnum):
+    """How a screened call ended (``mamoru calls --json`` ``outcome``)."""
+
+    CONNECTED = "connected"  # the household took the call
+    REFUSED = "refused"  # the household refused it (or refused and blocked)
+    SCREENED_OUT = "screened_out"  # the caller failed the challenge or said nothing
+    MESSAGE = "message"  # the caller left a message
+    CALLER_HUNG_UP = "caller_hung_up"  # the caller hung up during the prompts
 
 
 class Category(StrEnum):
@@ -177,6 +188,12 @@ class EventKind(StrEnum):
     FRAUD = "fraud"  # the detector's verdict became fraud, live during the call
     HOUSEHOLD_WARNING = "household_warning"
     REVIEW = "review"  # a person marked the call as fraud / not fraud (detail: label, by, detector_verdict)
+    # screening a caller (action "screen"); detail carries the step's facts
+    NAME_RECORDED = "name_recorded"  # the caller's name reply was recorded (detail: seconds)
+    CHALLENGE = "challenge"  # robocall challenge result (detail: passed, key)
+    HOUSEHOLD_DECISION = "household_decision"  # detail: connected|refused|blocked|timeout
+    MESSAGE = "message"  # the caller left a message (detail: seconds, path)
+    OUTCOME = "outcome"  # how a screened call ended (detail: a CallOutcome value)
 
 
 class Verdict(StrEnum):
