@@ -63,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.number and caller.number_e164 is None and reason is None:
         raise CliError(f"{args.number!r} is not a phone number")
     lists = _lists_if_db(cfg)
-    decision = decide(caller, lists, policy)
+    decision = decide(caller, lists, policy, at=datetime.now(UTC))
     out: dict[str, Any] = {**decision.as_dict(), "number_e164": caller.number_e164, "number_raw": caller.raw_number or None}
     if decision.matched is not None:
         out["matched"] = {"list": decision.matched.list.value, "entry": decision.matched.describe(),
