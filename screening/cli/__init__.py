@@ -26,6 +26,7 @@ from screening.cli import (
     provision,
     review_export,
     run,
+    stats,
     store,
     web,
 )
@@ -47,6 +48,7 @@ GROUPS: tuple[Callable[[Any], object], ...] = (
     feeds.register,  # feed, publish
     provision.register,
     review_export.register,
+    stats.register,  # stats
     web.register,
 )
 

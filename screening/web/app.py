@@ -23,6 +23,7 @@ from screening.web import (
     pages_login,
     pages_relatives,
     pages_rules,
+    pages_stats,
     pages_system,
 )
 from screening.web.context import WebContext
@@ -97,6 +98,7 @@ def create_app(ctx: WebContext) -> Starlette:
         *pages_announcements.routes,
         *pages_system.routes,
         *pages_health.routes,
+        *pages_stats.routes,
         Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
     app = Starlette(
