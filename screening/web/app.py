@@ -24,6 +24,7 @@ from screening.web import (
     pages_relatives,
     pages_rules,
     pages_stats,
+    pages_suggestions,
     pages_system,
 )
 from screening.web.context import WebContext
@@ -99,6 +100,7 @@ def create_app(ctx: WebContext) -> Starlette:
         *pages_system.routes,
         *pages_health.routes,
         *pages_stats.routes,
+        *pages_suggestions.routes,
         Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
     app = Starlette(

@@ -16,6 +16,7 @@ from typing import Any
 from blocklist.lists import parse_iso_utc
 from blocklist.outbox import VOICE_CHANNEL, AlertKind, DeliveryStatus
 from blocklist.store.rows import CallRow, EventRow, FlagRow
+from blocklist.store.suggestions import SUGGESTION_NOTE
 from screening.core.model import (
     CallState,
     EventKind,
@@ -58,6 +59,8 @@ def local_time(iso: str | None, zone: tzinfo, lang: UiLanguage, now: datetime, *
 
 def note_text(lang: UiLanguage, note: str) -> str:
     """A list entry's note; the page's own default note in the reader's language."""
+    if note == SUGGESTION_NOTE:
+        return translate(lang, "lists.note.suggested")
     return translate(lang, "calls.web_note") if note == WEB_NOTE else note
 
 
