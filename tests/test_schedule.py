@@ -175,3 +175,24 @@ def test_full_day_names_are_accepted() -> None:
     cfg = parse_config({"schedule": [{"name": "w", "start": "08:00", "end": "09:00", "days": ["Monday", "sat"],
                                       "unknown": "block"}]}, "mamoru.toml")  # fmt: skip
     assert cfg.rules.schedules[0].days == frozenset({0, 5})
+
+
+# ---- the daemon applies it: a real call over the virtual modem on a pty -------------------------
+
+
+def test_the_daemon_decides_with_the_time_of_the_call(tmp_path: Path) -> None:
+    from firmware.scenarios import CallScript
+    from tests.support.daemon import ModemDaemonRig
+
+    now = datetime.now(JST)
+    # A window around now (wrapping midnight when now is late), so the call falls inside it.
+    opens, closes = (now - timedelta(hours=1)).time(), (now + timedelta(hours=2)).time()
+    window = Schedule("now", clock_time(opens.hour, opens.minute), clock_time(closes.hour, closes.minute),
+                      (("unknown", Action.BLOCK),))  # fmt: skip
+    with ModemDaemonRig(tmp_path, policy=Policy(schedules=(window,))) as rig:
+        rig.call(CallScript(nmbr="0355550123", hang_up_after_s=200))
+        rig.call(CallScript(nmbr="0312345678", hang_up_after_s=1))  # the rig's allowlisted number
+        stranger, family = rig.wait_calls(2)
+    assert (stranger.action, stranger.rule) == (Action.BLOCK, "unknown@schedule:now")
+    assert "schedule 'now'" in (stranger.reason or "")
+    assert (family.action, family.rule) == (Action.ALLOW, "allowlist")
