@@ -14,7 +14,8 @@ __all__ = ["Series", "bar_chart", "stacked_bars"]
 
 # Colour-blind-safe (Okabe-Ito) fills, in legend order.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000", "#999999")
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 640, 260, 44, 34, 12
+# Small viewBox, large type: on a phone the SVG is drawn ~350 px wide, so 14 units stay readable.
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP, FONT = 480, 250, 48, 44, 12, 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +26,12 @@ class Series:
 
 
 def _nice_max(value: float) -> float:
-    """A round axis top at or above ``value`` (1, 2, 5 × 10^n)."""
-    if value <= 0:
-        return 1.0
-    step = 1.0
-    while step * 10 <= value:
-        step *= 10
-    return next(m * step for m in (1, 2, 5, 10) if m * step >= value)
+    """An axis top at or above ``value`` whose four gridlines fall on whole round numbers."""
+    quarter = max(value / 4, 1.0)
+    base = 1.0
+    while base * 10 <= quarter:
+        base *= 10
+    return 4 * next(m * base for m in (1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10) if m * base >= quarter and m * base >= 1)
 
 
 def _frame(months: list[str], top: float, unit: str, title: str) -> list[str]:
@@ -41,13 +41,17 @@ def _frame(months: list[str], top: float, unit: str, title: str) -> list[str]:
     for i in range(5):
         y = TOP + plot_h - plot_h * i / 4
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + plot_w}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="#444">'
+        parts.append(f'<text x="{LEFT - 4}" y="{y + 5:.1f}" text-anchor="end" font-size="{FONT}" fill="#444">'
                      f"{_number(top * i / 4)}{escape(unit)}</text>")
     slot = plot_w / max(len(months), 1)
     for index, month in enumerate(months):
+        # the month's number under each bar; the year under the first bar and under each January
         x = LEFT + slot * (index + 0.5)
-        parts.append(f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="11" '
-                     f'fill="#444">{escape(month[2:])}</text>')
+        parts.append(f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle" font-size="{FONT}" '
+                     f'fill="#444">{int(month[5:])}</text>')
+        if index == 0 or month.endswith("-01"):
+            parts.append(f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 36}" text-anchor="middle" font-size="{FONT}" '
+                         f'fill="#444">{escape(month[:4])}</text>')
     return parts
 
 
