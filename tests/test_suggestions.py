@@ -183,3 +183,24 @@ def test_answers_need_the_csrf_token_and_a_login(web: Web) -> None:
         assert stranger.get("/suggestions").status_code == 303
         assert stranger.post("/suggestions/accept", data={"number": FRIEND}).status_code in (303, 403)
     assert web.ctx.store.load_lists(datetime.now(UTC)).match_allow(FRIEND) is None
+
+
+def test_an_answer_given_while_the_database_is_locked_is_spooled_and_kept(tmp_path: Path) -> None:
+    import sqlite3
+
+    clock = Clock()
+    with Store(tmp_path / "mamoru.db", clock=clock, recover_calls=False, busy_timeout=0.2,
+               retry_interval=0.05) as db:  # fmt: skip
+        script(db, clock)
+        other = sqlite3.connect(db.path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # e.g. a long import holding the file
+        try:
+            db.answer_suggestion(FRIEND, SuggestionState.ACCEPTED, "musuko")
+            assert db.pending_count == 1
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert db.flush_pending()
+        assert db.load_lists(clock.now).match_allow(FRIEND) is not None
+        assert db.suggestion_answers() == {FRIEND: SuggestionState.ACCEPTED}
+        assert FRIEND not in offered(db, clock)
