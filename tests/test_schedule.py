@@ -196,3 +196,21 @@ def test_the_daemon_decides_with_the_time_of_the_call(tmp_path: Path) -> None:
     assert (stranger.action, stranger.rule) == (Action.BLOCK, "unknown@schedule:now")
     assert "schedule 'now'" in (stranger.reason or "")
     assert (family.action, family.rule) == (Action.ALLOW, "allowlist")
+
+
+def test_mamoru_check_at_a_time_shows_the_schedule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from screening.cli import main
+
+    path = tmp_path / "mamoru.toml"
+    path.write_text(NIGHT_TOML + f'\n[store]\ndb = "{tmp_path / "none.db"}"\n', encoding="utf-8")
+    assert main(["check", "--config", str(path), STRANGER, "--at", "23:00"]) == 0
+    night = json.loads(capsys.readouterr().out)
+    assert (night["action"], night["rule"]) == ("screen", "unknown@schedule:night")
+    assert main(["check", "--config", str(path), STRANGER, "--at", "2026-12-06T10:00"]) == 0  # a Sunday
+    assert json.loads(capsys.readouterr().out)["rule"] == "unknown@schedule:sunday"
+    assert main(["check", "--config", str(path), STRANGER, "--at", "2026-12-07T10:00"]) == 0  # Monday
+    assert json.loads(capsys.readouterr().out)["rule"] == "unknown"
+    assert main(["check", "--config", str(path), STRANGER, "--at", "25:00"]) == 1
+    assert "--at '25:00'" in capsys.readouterr().err
