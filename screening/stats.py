@@ -19,11 +19,11 @@ import io
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, tzinfo
+from datetime import date, datetime, time, tzinfo
 from typing import Any
 
 from blocklist.store.stats import AlertFacts, CallFacts, StatsStore
-from screening.core.clock import iso_utc
+from screening.core.clock import iso_utc, parse_iso_utc
 from screening.core.model import Action, CallOutcome, Category
 
 __all__ = ["CSV_COLUMNS", "MonthStats", "Period", "StatsReport", "build_report", "parse_period", "report_csv"]
@@ -146,9 +146,7 @@ class StatsReport:
 
 
 def _local_month(iso: str, zone: tzinfo) -> str:
-    moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return moment.astimezone(zone).strftime("%Y-%m")
+    return parse_iso_utc(iso).astimezone(zone).strftime("%Y-%m")
 
 
 def build_report(store: StatsStore, period: Period, zone: tzinfo) -> StatsReport:

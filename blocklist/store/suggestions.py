@@ -52,13 +52,13 @@ SUGGESTION_NOTE = "suggested: the household talks to this number"  # stored as i
 _TALKED_TO = """
 SELECT c.number_e164 AS number, count(*) AS calls, max(c.started_at) AS last_at
 FROM calls c
-WHERE c.number_e164 IS NOT NULL AND c.number_e164 != '' AND c.started_at >= :since
+WHERE c.number_e164 IS NOT NULL AND c.number_e164 != '' AND c.started_at >= ?
   AND (
     EXISTS (SELECT 1 FROM events e WHERE e.call_id = c.id AND (
             (e.kind = 'outcome' AND json_extract(e.detail, '$.outcome') = 'connected')
          OR (e.kind = 'household_decision' AND json_extract(e.detail, '$.decision') = 'connected')))
     OR (c.action IN ('allow', 'warn') AND c.ended_at IS NOT NULL
-        AND (julianday(c.ended_at) - julianday(c.started_at)) * 86400.0 >= :long_call_s)
+        AND (julianday(c.ended_at) - julianday(c.started_at)) * 86400.0 >= ?)
   )
   AND c.number_e164 NOT IN (SELECT number FROM suggestions)
   AND c.number_e164 NOT IN (
@@ -66,7 +66,7 @@ WHERE c.number_e164 IS NOT NULL AND c.number_e164 != '' AND c.started_at >= :sin
       b.verdict IN ('fraud', 'suspicious') OR b.review_label = 'fraud'
       OR EXISTS (SELECT 1 FROM flags f WHERE f.call_id = b.id)))
 GROUP BY c.number_e164
-HAVING count(*) >= :min_calls
+HAVING count(*) >= ?
 ORDER BY calls DESC, last_at DESC
 """
 
@@ -76,8 +76,8 @@ class SuggestionStore(ListStore):
 
     def suggestions(self, now: datetime, rules: SuggestionRules = SuggestionRules()) -> list[Suggestion]:
         """Open offers, most talked-to first; numbers on any list (as of ``now``) left out."""
-        rows = self._query(_TALKED_TO, {"since": iso_utc(now - timedelta(days=rules.window_days)),  # type: ignore[arg-type]
-                                        "long_call_s": rules.long_call_s, "min_calls": rules.min_calls})
+        since = iso_utc(now - timedelta(days=rules.window_days))
+        rows = self._query(_TALKED_TO, [since, rules.long_call_s, rules.min_calls])
         lists = self.load_lists(now)
         return [Suggestion(r["number"], int(r["calls"]), r["last_at"]) for r in rows
                 if lists.match_allow(r["number"]) is None and lists.match_block(r["number"]) is None]  # fmt: skip

@@ -18,9 +18,9 @@ from starlette.routing import Route
 from blocklist.store.rows import StoreError
 from screening.core.clock import region_zone, utc_now
 from screening.stats import CSV_COLUMNS, Period, StatsReport, build_report, nonzero, parse_period, report_csv
-from screening.web.context import WebContext
 from screening.web.i18n import UiLanguage, translate
 from screening.web.sessions import require_user
+from screening.web.settings_common import web_ctx
 from screening.web.stats_charts import Series, bar_chart, stacked_bars
 from screening.web.templating import render, request_language
 
@@ -29,14 +29,9 @@ log = logging.getLogger(__name__)
 MAX_DATE_CHARS = 10
 
 
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.app.state.ctx
-    return ctx
-
-
 def _period(request: Request) -> tuple[Period | None, str | None, dict[str, str]]:
     """The asked-for period, or None and the error text; plus the values to show in the form."""
-    zone = region_zone(_ctx(request).config().line.home_region)
+    zone = region_zone(web_ctx(request).config().line.home_region)
     values = {name: request.query_params.get(name, "")[:MAX_DATE_CHARS].strip() for name in ("from", "to")}
     try:
         period = parse_period(values["from"] or None, values["to"] or None, utc_now().astimezone(zone).date())
@@ -68,9 +63,9 @@ async def stats_page(request: Request) -> Response:
     period, error, values = _period(request)
     if period is None:
         return render(request, "stats.html", {"error": error, "values": values, "report": None}, status_code=400)
-    zone = region_zone(_ctx(request).config().line.home_region)
+    zone = region_zone(web_ctx(request).config().line.home_region)
     try:
-        report = await run_in_threadpool(build_report, _ctx(request).store, period, zone)
+        report = await run_in_threadpool(build_report, web_ctx(request).store, period, zone)
     except StoreError as exc:
         log.error("web: statistics unavailable: %s", exc)
         return render(request, "stats.html", {"error": translate(lang, "stats.unavailable"), "values": values,
@@ -88,8 +83,8 @@ async def stats_csv(request: Request) -> Response:
     period, error, _ = _period(request)
     if period is None:
         return Response(error or "", status_code=400, media_type="text/plain; charset=utf-8")
-    zone = region_zone(_ctx(request).config().line.home_region)
-    report = await run_in_threadpool(build_report, _ctx(request).store, period, zone)
+    zone = region_zone(web_ctx(request).config().line.home_region)
+    report = await run_in_threadpool(build_report, web_ctx(request).store, period, zone)
     headers = [translate(lang, f"stats.csv.{column}") for column in CSV_COLUMNS]
     body = report_csv(report, headers, translate(lang, "stats.total"))
     name = f"mamoru-stats-{period.first:%Y%m%d}-{period.last:%Y%m%d}.csv"
