@@ -214,3 +214,17 @@ def test_mamoru_check_at_a_time_shows_the_schedule(tmp_path: Path, capsys: pytes
     assert json.loads(capsys.readouterr().out)["rule"] == "unknown"
     assert main(["check", "--config", str(path), STRANGER, "--at", "25:00"]) == 1
     assert "--at '25:00'" in capsys.readouterr().err
+
+
+def test_the_call_log_says_which_schedule_in_japanese(tmp_path: Path) -> None:
+    from blocklist.store import Store
+    from screening.web.call_views import rule_text
+    from screening.web.i18n import UiLanguage, translate
+
+    decision = call(STRANGER, night_policy(tmp_path), jst(3, 23))
+    with Store(tmp_path / "calls.db", recover_calls=False) as store:
+        row = store.get_call(store.begin_call("sim", caller_id_for_check(STRANGER, None, None, "JP"),
+                                              decision=decision))  # fmt: skip
+    text = rule_text(row, UiLanguage.JA)
+    assert text == translate(UiLanguage.JA, "calls.rule.unknown") + "（時間帯の設定「night」による対応）"
+    assert rule_text(row, UiLanguage.EN).endswith('(schedule "night")')

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -123,7 +123,9 @@ def caller_text(row: CallRow, region: str, lang: UiLanguage) -> str:
 
 def rule_text(row: CallRow, lang: UiLanguage) -> str:
     """Why, in words a relative understands: from the stable rule id, else the stored sentence."""
-    rule = row.rule or ""
+    rule, _, schedule = (row.rule or "").partition("@schedule:")
+    if schedule:  # decided under a [[schedule]]: the usual words, and which schedule
+        return rule_text(replace(row, rule=rule), lang) + translate(lang, "calls.rule.schedule", name=schedule)
     head, _, tail = rule.partition(":")
     if head == "blocklist":
         if tail.startswith("feed:"):
