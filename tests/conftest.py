@@ -25,6 +25,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_asr": ("asr", "slow"),
     "test_voice_e2e": ("asr", "slow"),
     "test_web_browser": ("browser", "slow"),
+    "test_stats_browser": ("browser", "slow"),
     "test_image_recipe": ("image", "slow"),
     "test_power_cut": ("image", "slow"),
     "test_e2e": ("slow",),
