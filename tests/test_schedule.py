@@ -228,3 +228,16 @@ def test_the_call_log_says_which_schedule_in_japanese(tmp_path: Path) -> None:
     text = rule_text(row, UiLanguage.JA)
     assert text == translate(UiLanguage.JA, "calls.rule.unknown") + "（時間帯の設定「night」による対応）"
     assert rule_text(row, UiLanguage.EN).endswith('(schedule "night")')
+
+
+def test_the_settings_page_shows_the_schedules(tmp_path: Path) -> None:
+    from tests.support.web import CONFIG, ja, running_web, write_config
+
+    text = CONFIG + "\n" + NIGHT_TOML.split("[rules]")[1].split("\n\n", 1)[1]  # the two [[schedule]] tables
+    for web in running_web(tmp_path, write_config(tmp_path, text)):
+        page = web.get("/settings").text
+        assert ja("schedule.title") in page
+        assert "<strong>night</strong>: 21:00〜07:00" in page and "月・火・水・木・金・土・日" in page
+        assert f'{ja("settings.rule.unknown")}: {ja("schedule.action.screen")}' in page
+        assert f'{ja("settings.rule.withheld")}: {ja("schedule.action.block")}' in page
+        assert '<li data-schedule="sunday"><strong>sunday</strong>: 09:00〜12:00' in page
