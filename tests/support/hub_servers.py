@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 
 from screening.hub.ingest import BrokerSettings, HubSubscriber, IngestSettings
 from screening.hub.servers import HUB_USER, MosquittoBroker, PostgresCluster
-from screening.hubwire import Channel, Message, Status, encode_message, topic
+from screening.hubwire import Channel, CommandSigner, Message, Status, encode_message, topic
 from tests.support.ports import free_tcp_port
 
 __all__ = ["HUB_PASSWORD", "HubRig", "PostgresCluster", "UnitClient", "broker", "hub_rig", "pg_cluster", "pg_dsn"]
@@ -122,10 +122,10 @@ class HubRig:
     hub: HubSubscriber | None = None
     units: list[UnitClient] = field(default_factory=list)
 
-    def start_hub(self, **ingest: Any) -> HubSubscriber:
+    def start_hub(self, signer: CommandSigner | None = None, **ingest: Any) -> HubSubscriber:
         assert self.broker.tls is not None
         self.hub = HubSubscriber(BrokerSettings("localhost", self.broker.port, self.broker.tls.ca, HUB_USER,
-                                                HUB_PASSWORD), IngestSettings(self.dsn, self.spool, **ingest))
+                                                HUB_PASSWORD), IngestSettings(self.dsn, self.spool, **ingest), signer)
         return self.hub.start()
 
     def unit(self, name: str) -> UnitClient:
