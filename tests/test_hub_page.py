@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from blocklist.formats import ListFormat, write_entries
 from screening.core.clock import utc_now
 from screening.core.model import Action, CallOutcome, Category, Verdict
 from screening.hub.store import HubRole, HubStore, add_account
@@ -29,8 +28,7 @@ from screening.hubwire import (
 )
 from screening.web.accounts import hash_password
 from tests.support import hub_servers
-from tests.support.hub_servers import HubRig
-from tests.test_feeds import Feed
+from tests.support.hub_servers import FollowingUnit, HubRig
 
 broker, pg_cluster, pg_dsn, hub_rig = hub_servers.broker, hub_servers.pg_cluster, hub_servers.pg_dsn, hub_servers.hub_rig
 
@@ -48,10 +46,10 @@ def _wait(what, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def
 
 
 @pytest.fixture()
-def page(hub_rig: HubRig, tmp_path: Path) -> Iterator[tuple[HubRig, TestClient, CommandSigner, Feed]]:
+def page(hub_rig: HubRig, tmp_path: Path) -> Iterator[tuple[HubRig, TestClient, CommandSigner, FollowingUnit]]:
     signer = CommandSigner.generate()
     hub = hub_rig.start_hub(signer)
-    feed = Feed(tmp_path / "feed")
+    feed = FollowingUnit(tmp_path / "feed")
     with HubStore(hub_rig.dsn) as store:
         for i, unit in enumerate(["unit-001", "unit-002", "unit-003", "unit-004"], start=1):
             store.register_unit(unit, f"house-{i}", "setagaya" if i < 3 else "meguro")
@@ -158,7 +156,7 @@ def test_the_page_refuses_strange_hosts_and_strangers(page) -> None:  # type: ig
 
 def test_three_households_reports_are_approved_and_a_unit_blocks_the_number(page) -> None:  # type: ignore[no-untyped-def]
     rig, client, _, feed = page
-    feed.add()  # a unit following the hub's feed
+    feed.follow()  # a unit following the hub's feed
     assert not feed.blocked(FRAUD_NUMBER)
     for unit in ("unit-001", "unit-002"):
         rig.unit(unit).publish(FraudReport(unit, number=FRAUD_NUMBER, call_id=1, heard=utc_now(), phrases=("未納料金",)))
@@ -182,4 +180,3 @@ def test_three_households_reports_are_approved_and_a_unit_blocks_the_number(page
     feed.update()
     assert feed.blocked(FRAUD_NUMBER)
     assert FRAUD_NUMBER not in client.get("/review").text
-    assert write_entries([], ListFormat.FEED, home_region="JP")  # the empty feed the unit started from
