@@ -23,8 +23,11 @@ from screening.hubwire import (
     CommandSigner,
     CommandVerifier,
     FraudReport,
+    Health,
+    LineHealth,
     Recording,
     ReplayGuard,
+    Status,
     topic,
 )
 from screening.web.accounts import hash_password
@@ -125,11 +128,18 @@ def test_a_relative_reads_the_households_calls_and_the_unit_obeys(page) -> None:
 def test_the_police_see_health_and_figures_never_calls(page) -> None:  # type: ignore[no-untyped-def]
     rig, client, _, _ = page
     rig.unit("unit-001").publish(_call("unit-001", 1))
+    rig.units[-1].publish(Status("unit-001", online=True))
     rig.unit("unit-004").publish(_call("unit-004", 2, alerted=False))
+    rig.unit("unit-002").publish(Health("unit-002", line=LineHealth.FAULT, version="0.1.0", disk_free_mb=10,
+                                        uptime_s=5, faults=("modem_missing",)))
     with HubStore(rig.dsn) as store:
-        _wait(lambda: store.count("calls") == 2)
+        _wait(lambda: store.count("calls") == 2 and store.count("health") == 1
+              and any(row["state"] == "online" for row in store.fleet()))
+        states = {row["unit"]: row["state"] for row in store.fleet()}
+    assert states == {"unit-001": "online", "unit-002": "faulty", "unit-003": "offline", "unit-004": "offline"}
     _login(client, "officer")
     fleet = client.get("/fleet")
+    assert "稼働中 1 台・停止 2 台・故障 1 台" in fleet.text
     assert fleet.status_code == 200 and "setagaya" in fleet.text and "meguro" in fleet.text
     assert "+81312345678" not in fleet.text and "還付金" not in fleet.text
     csv = client.get("/fleet.csv")

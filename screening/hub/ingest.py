@@ -296,7 +296,14 @@ class HubSubscriber:
         with HubStore(self.ingest.settings.dsn) as store:
             store.record_command(command)
         info = self._client.publish(topic(command.unit, Channel.COMMANDS), data, qos=1)
-        info.wait_for_publish(timeout_s)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # paho keeps QoS 1 messages while reconnecting; the command's expiry bounds how late it may act.
+            log.warning("broker unreachable: command %s to %s queued until it is back", command.id[:8], command.unit)
+            return
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            log.warning("command %s to %s not confirmed by the broker: %s", command.id[:8], command.unit, exc)
 
     def stop(self) -> None:
         if self._client is not None:
