@@ -243,3 +243,16 @@ def test_hub_cli_registers_units_and_accounts(pg_dsn: str, tmp_path: Path, monke
     assert main(["hub", "unit", "--config", str(config), "unit-042", "--household", "h"]) != 0
     err = capsys.readouterr().err
     assert "[broker] port: expected int" in err and "[database] dsn: missing" in err
+
+
+def test_a_flood_of_login_page_visits_does_not_grow_sessions_without_bound() -> None:
+    from screening.hub.web import MAX_SESSIONS, _Sessions
+
+    from screening.hub.store import HubAccount
+
+    sessions = _Sessions()
+    logged_in = sessions.new(HubAccount("hanako", "x", HubRole.FAMILY, "house-1", None), 1)
+    for _ in range(MAX_SESSIONS * 2):
+        sessions.new(None, 0.5)
+    assert len(sessions.by_token) <= MAX_SESSIONS
+    assert sessions.get(logged_in.token) is logged_in  # a flood never logs a relative out
