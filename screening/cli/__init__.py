@@ -21,6 +21,7 @@ from screening.cli import (
     detect,
     doctor,
     feeds,
+    hub,
     lists,
     modem,
     provision,
@@ -50,6 +51,7 @@ GROUPS: tuple[Callable[[Any], object], ...] = (
     review_export.register,
     stats.register,  # stats
     web.register,
+    hub.register,  # hub run|servers|account|unit|simulate
 )
 
 
