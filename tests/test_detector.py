@@ -314,8 +314,8 @@ def test_clean_text_is_clean() -> None:
 def test_as_dict_shape() -> None:
     d = detect("en", "gift card")
     assert d.as_dict() == {"verdict": "suspicious", "score": d.score,
-                           "flags": [{"phrase": "gift card", "category": "payment_instruction", "start": 0,
-                                      "pattern": "gift ?cards?"}]}
+                           "flags": [{"phrase": "gift card", "category": "payment_instruction", "start": 0, "end": 9,
+                                      "pattern": "gift ?cards?", "how": "text"}]}
     assert isinstance(d.flags[0], Flag)
 
 
@@ -394,7 +394,7 @@ def test_cli_text_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     result = json.loads(out)
     assert code == 0 and result["verdict"] == "fraud"
     assert set(result) == {"verdict", "score", "flags"}
-    assert {"phrase", "category", "start", "pattern"} == set(result["flags"][0])
+    assert {"phrase", "category", "start", "end", "pattern", "how"} == set(result["flags"][0])
     assert result["flags"][0]["start"] == 0
 
 

@@ -24,6 +24,10 @@ Every normalised character keeps the span of the original characters it came
 from, so each :class:`Flag` points at the phrase in the caller's text (or, when
 streaming, at the time of the word where the phrase starts).
 
+Packs with ``match_reading`` (Japanese) are also matched on the transcript's
+kana reading (``voice.reading_match``): exactly, and for long readings within a
+few edits. Each flag says how it was found (:class:`MatchKind`).
+
 Scoring: a phrase entry counts once however often it is said; within a category
 further phrases add with diminishing returns (``repeat_decay``); category scores
 add up and are multiplied by the largest bonus among the pack's dangerous
@@ -44,6 +48,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 from screening.core.model import Verdict
+from voice.kana import KanaReader, default_reader
+from voice.reading_match import MatchKind, ReadingMatcher, ReadingMode
 from voice.text_normalize import Normalized, TextRules, normalize
 
 log = logging.getLogger(__name__)
@@ -60,17 +66,20 @@ class PhrasePackError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Flag:
-    """One phrase heard. ``start``: seconds into the call if timing is known, else character offset."""
+    """One phrase heard. ``start``/``end``: seconds into the call if timing is known, else character offsets."""
 
     phrase: str
     category: str
     start: float
     matched: str
+    end: float = -1.0
+    how: MatchKind = MatchKind.TEXT
 
     def as_dict(self) -> dict[str, Any]:
-        # "phrase" is what was actually said, readable by a relative; "pattern" the pack entry that fired.
+        # "phrase" is what was actually said, readable by a relative; "pattern" the pack entry that fired;
+        # "how": found in the written text, in its kana reading, or in the reading within a few edits.
         return {"phrase": self.matched, "category": self.category, "start": _json_number(self.start),
-                "pattern": self.phrase}
+                "end": _json_number(self.end), "pattern": self.phrase, "how": self.how.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +182,7 @@ class PhrasePack:
     fraud_threshold: float
     suspicious_threshold: float
     repeat_decay: float
+    match_reading: bool = False  # also match on the kana reading (Japanese; needs pyopenjtalk)
 
     @property
     def phrases(self) -> tuple[Phrase, ...]:
@@ -226,7 +236,7 @@ class _PackParser:
 
     _PACK_KEYS = frozenset({
         "language", "name", "description", "fraud_threshold", "suspicious_threshold", "repeat_decay",
-        "remove_spaces", "fold_kana", "number_words",
+        "remove_spaces", "fold_kana", "number_words", "match_reading",
     })
     _CATEGORY_KEYS = frozenset({"weight", "description", "phrases"})
     _PHRASE_KEYS = frozenset({"phrase", "weight"})
@@ -266,7 +276,8 @@ class _PackParser:
             raise PhrasePackError(
                 f"{self.source}: invalid phrase pack:\n" + "\n".join(f"  {self.source}: {p}" for p in self.problems)
             )
-        return PhrasePack(language, self.source, rules, categories, combinations, fraud, suspicious, decay)
+        return PhrasePack(language, self.source, rules, categories, combinations, fraud, suspicious, decay,
+                          match_reading=self.boolean(meta, "match_reading", "pack"))
 
     # -- pieces --
 
@@ -408,19 +419,83 @@ class Match:
     phrase: Phrase
     start: int
     end: int
+    how: MatchKind = MatchKind.TEXT
+
+
+class PhraseMatcher:
+    """Finds a pack's phrases in text, and for ``match_reading`` packs in its kana reading too.
+
+    The kana reader is injected, or created on first use (``voice.kana.default_reader``);
+    without one, matching falls back to the written text (logged once by the reader).
+    """
+
+    def __init__(self, pack: PhrasePack, reader: KanaReader | None = None,
+                 mode: ReadingMode = ReadingMode.FUZZY_READING) -> None:
+        self.pack = pack
+        self.mode = mode if pack.match_reading else ReadingMode.TEXT_ONLY
+        self._reader = reader
+        self._reading: ReadingMatcher[Phrase] | None = None
+        self._prepared = False
+
+    def _reading_matcher(self) -> ReadingMatcher[Phrase] | None:
+        if not self._prepared:
+            self._prepared = True
+            reader = self._reader or default_reader()
+            if reader is not None:
+                self._reading = _reading_matcher(self.pack, reader)
+        return self._reading
+
+    def find(self, text: str) -> list[Match]:
+        """Every occurrence of every phrase in ``text`` (phrases may overlap each other), in text order."""
+        norm = normalize(text, self.pack.rules)
+        matches = []
+        for phrase in self.pack.phrases:
+            for m in phrase.pattern.finditer(norm.text):
+                if m.end() > m.start():
+                    start, end = norm.span(m.start(), m.end())
+                    matches.append(Match(phrase, start, end))
+        reading = self._reading_matcher() if self.mode is not ReadingMode.TEXT_ONLY else None
+        if reading is not None:
+            # Read the text with its katakana intact: OpenJTalk splits words better that way.
+            spoken = normalize(text, _reading_rules(self.pack.rules))
+            matches.extend(_new_reading_matches(spoken, matches, reading.find(spoken.text, self.mode)))
+        matches.sort(key=lambda m: (m.start, m.end))
+        return matches
+
+
+def _new_reading_matches(norm: Normalized, text_matches: list[Match], hits: Iterable[Any]) -> list[Match]:
+    """Reading hits mapped back to the original text, minus those the written text already explained."""
+    out: list[Match] = []
+    for hit in hits:
+        start, end = norm.span(hit.start, hit.end)
+        if any(m.phrase is hit.phrase and m.start < end and start < m.end for m in [*text_matches, *out]):
+            continue
+        out.append(Match(hit.phrase, start, end, hit.kind))
+    return out
+
+
+def _reading_rules(rules: TextRules) -> TextRules:
+    return TextRules(remove_spaces=True, fold_kana=False, number_words=rules.number_words)
+
+
+_READING_MATCHERS: dict[tuple[str, int], tuple[KanaReader, ReadingMatcher[Phrase]]] = {}
+
+
+def _reading_matcher(pack: PhrasePack, reader: KanaReader) -> ReadingMatcher[Phrase]:
+    """One matcher per (pack, reader): reading every phrase alternative costs ~0.1 s, calls come often."""
+    key = (pack.source, id(reader))
+    cached = _READING_MATCHERS.get(key)
+    if cached is None or cached[0] is not reader:
+        rules = _reading_rules(pack.rules)
+        matcher = ReadingMatcher(reader, [(p, p.text) for p in pack.phrases], lambda s: normalize(s, rules).text)
+        cached = _READING_MATCHERS[key] = (reader, matcher)
+    return cached[1]
 
 
 def find_matches(pack: PhrasePack, text: str) -> tuple[Normalized, list[Match]]:
-    """Every occurrence of every phrase in ``text`` (phrases may overlap each other)."""
+    """Every occurrence of every phrase in the written ``text`` (no reading)."""
     norm = normalize(text, pack.rules)
-    matches = []
-    for phrase in pack.phrases:
-        for m in phrase.pattern.finditer(norm.text):
-            if m.end() > m.start():
-                start, end = norm.span(m.start(), m.end())
-                matches.append(Match(phrase, start, end))
-    matches.sort(key=lambda m: (m.start, m.end))
-    return norm, matches
+    return norm, PhraseMatcher(pack, mode=ReadingMode.TEXT_ONLY).find(text)
 
 
 def score_phrases(pack: PhrasePack, phrases: Iterable[Phrase]) -> float:
@@ -451,12 +526,15 @@ def verdict_for(pack: PhrasePack, score: float) -> Verdict:
 class FraudDetector:
     """Scores a whole transcript at once (``mamoru detect``, benchmarks, call review)."""
 
-    def __init__(self, pack: PhrasePack) -> None:
+    def __init__(self, pack: PhrasePack, reader: KanaReader | None = None,
+                 mode: ReadingMode = ReadingMode.FUZZY_READING) -> None:
         self.pack = pack
+        self.matcher = PhraseMatcher(pack, reader, mode)
 
     def detect(self, text: str) -> Detection:
-        _, matches = find_matches(self.pack, text)
-        flags = tuple(Flag(m.phrase.text, m.phrase.category, float(m.start), text[m.start:m.end]) for m in matches)
+        matches = self.matcher.find(text)
+        flags = tuple(Flag(m.phrase.text, m.phrase.category, float(m.start), text[m.start:m.end], float(m.end), m.how)
+                      for m in matches)
         score = score_phrases(self.pack, (m.phrase for m in matches))
         return Detection(verdict_for(self.pack, score), score, flags)
 
@@ -471,8 +549,10 @@ class StreamingDetector:
 
     TAIL_CHARS = 96
 
-    def __init__(self, pack: PhrasePack) -> None:
+    def __init__(self, pack: PhrasePack, reader: KanaReader | None = None,
+                 mode: ReadingMode = ReadingMode.FUZZY_READING) -> None:
         self.pack = pack
+        self.matcher = PhraseMatcher(pack, reader, mode)
         self._tail = ""
         self._tail_times: list[tuple[float, float]] = []
         self._flags: list[Flag] = []
@@ -498,11 +578,12 @@ class StreamingDetector:
         combined = self._tail + joiner + text
         times = self._tail_times + [(start_s, start_s)] * len(joiner) + seg_times
         boundary = len(self._tail) + len(joiner)
-        _, matches = find_matches(self.pack, combined)
+        matches = self.matcher.find(combined)
         fresh = sorted((m for m in matches if m.end > boundary), key=lambda m: m.end)
         new_flags = []
         for m in fresh:
-            flag = Flag(m.phrase.text, m.phrase.category, times[m.start][0], combined[m.start:m.end])
+            flag = Flag(m.phrase.text, m.phrase.category, times[m.start][0], combined[m.start:m.end],
+                        times[m.end - 1][1], m.how)
             new_flags.append(flag)
             self._add(m.phrase, times[m.end - 1][1])
         self._flags.extend(new_flags)
