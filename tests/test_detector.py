@@ -114,7 +114,10 @@ def test_number_words_map_to_digits_spanning_the_word() -> None:
 
 JA_CASES = {
     "impersonation": "警察の者です",
-    "family_emergency": "俺だけど携帯なくしちゃって",
+    "relative_claim": "俺だけど",
+    "new_number": "携帯なくしちゃって",
+    "trouble": "会社のお金を",
+    "money_request": "お金が必要なんだ",
     "payment_instruction": "キャッシュカードと暗証番号",
     "refund": "還付金があります",
     "legal_overdue": "逮捕されます",
@@ -135,6 +138,7 @@ EN_CASES = {
     "refund_prize": "you are eligible for a refund",
     "loan_debt": "debt relief program",
     "warranty": "your extended warranty",
+    "energy_solar": "free solar panels",
     "family_emergency": "I'm in jail",
     "investment_romance": "guaranteed returns",
 }

@@ -82,9 +82,24 @@ class Reading:
         return self.starts[start], self.ends[end - 1]
 
 
+_E_ROW = frozenset("えけげせぜてでねへべぺめれ")
+_O_ROW = frozenset("おこごそぞとどのほぼぽもよろょ")
+
+
 def kana_of(pron: str) -> str:
-    """Hiragana of a pronunciation, dropping accent marks and punctuation."""
-    return "".join(h for h in map(_hiragana, pron) if _is_kana(h))
+    """Hiragana of a pronunciation, dropping accent marks and punctuation.
+
+    OpenJTalk writes 警察 as ケーサツ but leaves けいさつ as ケイサツ, so えい/おう
+    become long vowels here (as OpenJTalk does for kanji): both sides match.
+    """
+    out: list[str] = []
+    for h in map(_hiragana, pron):
+        if not _is_kana(h):
+            continue
+        if out and ((h == "い" and out[-1] in _E_ROW) or (h == "う" and out[-1] in _O_ROW)):
+            h = _LONG
+        out.append(h)
+    return "".join(out)
 
 
 def read(reader: KanaReader, text: str) -> Reading:

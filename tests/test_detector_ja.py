@@ -1,0 +1,186 @@
+"""Japanese detection on the kana reading: exact where short, bounded edits where long, and the scripts.
+
+The reading comes from the real OpenJTalk front end (pyopenjtalk-plus); the
+scripts in tests/data/detector_ja_scripts.json are our own paraphrases of the
+patterns the police publish (no real calls).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from screening.core.model import Verdict
+from voice import kana
+from voice.detector import Detection, FraudDetector, PhrasePack
+from voice.kana import OpenJTalkReader, fuzzy_find, max_edits, read, romanize
+from voice.reading_match import MatchKind, ReadingMode, expand_alternatives
+
+pytest.importorskip("pyopenjtalk")
+
+SCRIPTS = json.loads((Path(__file__).parent / "data" / "detector_ja_scripts.json").read_text(encoding="utf-8"))
+
+
+def detect(text: str, mode: ReadingMode = ReadingMode.FUZZY_READING) -> Detection:
+    return FraudDetector(PhrasePack.load("ja"), mode=mode).detect(text)
+
+
+def found(d: Detection, pattern_part: str) -> list[tuple[str, MatchKind]]:
+    return [(f.matched, f.how) for f in d.flags if pattern_part in f.phrase]
+
+
+# ---- reading and romanisation ---------------------------------------------------------------
+
+
+def test_reading_points_back_at_the_words_it_came_from() -> None:
+    text = "安処番号を教えて"
+    reading = read(OpenJTalkReader(), text)
+    assert reading.kana.endswith("おしえて")
+    start, end = reading.span(0, 1)
+    assert text[start:end] == "安処"
+    assert 0 in reading.word_starts and len(reading.kana) in reading.word_starts
+
+
+def test_romanize_counts_sounds() -> None:
+    assert romanize("きゃっしゅかーど")[0] == "kyaqshukaado"
+    assert romanize("あんしょーばんごー")[0] == "aNshoobaNgoo"
+    letters, owner = romanize("げんきん")
+    assert letters == "geNkiN" and owner == (0, 0, 1, 2, 2, 3)
+
+
+def test_short_readings_get_no_edits() -> None:
+    assert max_edits(len("geNkiN")) == 0  # 現金 must never be 元気 (geNki)
+    assert max_edits(len("kyaqshukaado")) == 2
+
+
+def test_fuzzy_find_respects_edits_and_word_edges() -> None:
+    assert fuzzy_find("kyaqshukaado", "anatanokyasukaadoo", 2) == (2, 7, 17)
+    assert fuzzy_find("kyaqshukaado", "anatanokyasukaadoo", 1) is None
+    # "moshimoshiyasusho": shiyasusho is one edit from shiyakusho (市役所) but starts mid-word.
+    assert fuzzy_find("shiyakusho", "moshimoshiyasusho", 1) is not None
+    assert fuzzy_find("shiyakusho", "moshimoshiyasusho", 1, frozenset({0, 10, 13, 17})) is None
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("(a|b)c?", ["a", "ac", "b", "bc"]),
+    ("x(y|z(w)?)", ["xy", "xz", "xzw"]),
+    ("a+", None),
+    ("\\d+万", None),
+])
+def test_expand_alternatives(pattern: str, expected: list[str] | None) -> None:
+    assert expand_alternatives(pattern) == expected
+
+
+def test_every_japanese_phrase_expands_or_is_knowingly_text_only() -> None:
+    text_only = [p.text for p in PhrasePack.load("ja").phrases if expand_alternatives(p.text) is None]
+    assert text_only == ["(百|二百|三百|五百|十|五十|数十|何十|\\d+)万(円)?"]
+
+
+# ---- matching on the reading ----------------------------------------------------------------
+
+
+def test_wrong_kanji_right_sound_matches_on_the_reading() -> None:
+    # A recogniser writing 刑事 as 掲示: the reading is still けーじ.
+    d = detect("掲示の者ですが")
+    assert ("掲示", MatchKind.READING) in found(d, "刑事")
+    assert not found(detect("掲示の者ですが", ReadingMode.TEXT_ONLY), "刑事")
+    # けいさつ (hiragana) and 警察 read alike once long vowels are folded.
+    assert read(OpenJTalkReader(), "けいさつ").kana == read(OpenJTalkReader(), "警察").kana
+
+
+def test_wrong_kanji_with_a_short_vowel_matches_fuzzy() -> None:
+    assert ("安処番号", MatchKind.FUZZY_READING) in found(detect("安処番号を教えて"), "暗証番号")
+
+
+def test_clipped_long_word_matches_fuzzy_and_says_so() -> None:
+    text = "あなたのキャスカードを預かりに伺います"
+    d = detect(text)
+    hits = found(d, "キャッシュカード")
+    assert hits == [("キャスカード", MatchKind.FUZZY_READING)]
+    flag = next(f for f in d.flags if "キャッシュカード" in f.phrase)
+    assert text[int(flag.start):int(flag.end)] == "キャスカード"
+    assert flag.as_dict()["how"] == "fuzzy_reading"
+    assert d.verdict is Verdict.FRAUD
+    assert not found(detect(text, ReadingMode.READING), "キャッシュカード")
+
+
+@pytest.mark.parametrize("text", ["元気を出してね", "げんきにしてる？", "元気ですか、現場に行きます"])
+def test_genki_is_never_genkin(text: str) -> None:
+    assert not any("現金" in f.phrase for f in detect(text).flags)
+
+
+def test_text_match_is_not_repeated_as_reading_match() -> None:
+    d = detect("キャッシュカードを預かりに伺います")
+    hows = [f.how for f in d.flags if "キャッシュカード" in f.phrase]
+    assert hows == [MatchKind.TEXT]
+
+
+class CountingReader:
+    """A real OpenJTalk reader that counts calls (reading every phrase once per pack, not per call)."""
+
+    def __init__(self) -> None:
+        self.inner = OpenJTalkReader()
+        self.calls = 0
+
+    def tokens(self, text: str) -> Sequence[tuple[str, str]]:
+        self.calls += 1
+        return self.inner.tokens(text)
+
+
+def test_phrase_readings_are_built_once_per_reader() -> None:
+    reader = CountingReader()
+    pack = PhrasePack.load("ja")
+    FraudDetector(pack, reader=reader).detect("警察です")
+    built = reader.calls
+    FraudDetector(pack, reader=reader).detect("警察です")
+    assert built > 100 and reader.calls == built + 1
+
+
+def test_without_pyopenjtalk_text_matching_still_works(caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_openjtalk(name: str, *args: object, **kwargs: object) -> object:
+        if name == "pyopenjtalk":
+            raise ImportError("No module named 'pyopenjtalk'")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    kana.default_reader.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_openjtalk)
+    try:
+        with caplog.at_level(logging.WARNING, logger="voice.kana"):
+            first = detect("あなたのキャスカードと、キャッシュカード")
+            detect("還付金")
+        assert [f.how for f in first.flags] == [MatchKind.TEXT]
+        assert sum("pyopenjtalk" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        monkeypatch.undo()
+        kana.default_reader.cache_clear()
+
+
+# ---- the scripts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row", SCRIPTS["fraud"], ids=lambda r: r["id"])
+def test_japanese_fraud_scripts_are_fraud(row: dict[str, str]) -> None:
+    assert detect(row["text"]).verdict is Verdict.FRAUD
+
+
+@pytest.mark.parametrize("row", SCRIPTS["benign"], ids=lambda r: r["id"])
+def test_japanese_benign_scripts_are_not_fraud(row: dict[str, str]) -> None:
+    assert detect(row["text"]).verdict is not Verdict.FRAUD
+
+
+def test_oreore_needs_the_combination_not_one_phrase() -> None:
+    parts = ["もしもし、俺だけど。", "携帯が壊れて番号が変わったんだ。", "ちょっと困ったことになって、", "お金が必要なんだ。"]
+    for part in parts:
+        assert detect(part).verdict is not Verdict.FRAUD, part
+    assert detect(parts[0] + parts[1]).verdict is not Verdict.FRAUD
+    assert detect("".join(parts)).verdict is Verdict.FRAUD
+    assert detect(parts[1] + parts[3]).verdict is Verdict.FRAUD
