@@ -184,3 +184,50 @@ def test_oreore_needs_the_combination_not_one_phrase() -> None:
     assert detect(parts[0] + parts[1]).verdict is not Verdict.FRAUD
     assert detect("".join(parts)).verdict is Verdict.FRAUD
     assert detect(parts[1] + parts[3]).verdict is Verdict.FRAUD
+
+
+# ---- mamoru detect on a transcript -------------------------------------------------------------
+
+TRANSCRIBED = {
+    "file": "call.wav", "language": "ja", "text": "掲示の者です キャスカード を 預かり に 伺い ます",
+    "segments": [
+        {"text": "掲示の者です", "start_s": 0.5, "end_s": 2.0, "words": []},
+        {"text": "キャスカード を 預かり に 伺い ます", "start_s": 2.4, "end_s": 5.0,
+         "words": [{"text": "キャスカード", "start_s": 2.4, "end_s": 3.1, "conf": 0.9}]},
+    ],
+    "detection": None,
+}
+
+
+def run_detect(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    import argparse
+
+    from screening.cli.detect import register
+
+    parser = argparse.ArgumentParser(prog="mamoru")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["detect", *argv])
+    code = args.func(args)
+    return code, capsys.readouterr().out
+
+
+def test_cli_scores_a_transcribe_json_result_with_call_times(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "call.json"
+    f.write_text(json.dumps(TRANSCRIBED, ensure_ascii=False), encoding="utf-8")
+    code, out = run_detect([str(f)], capsys)
+    result = json.loads(out)
+    assert code == 0 and result["verdict"] == "fraud" and result["positions"] == "seconds"
+    card = next(flag for flag in result["flags"] if flag["phrase"] == "キャスカード")
+    assert card["how"] == "fuzzy_reading" and (card["start"], card["end"]) == (2.4, 3.1)
+    assert any(flag["how"] == "reading" and flag["phrase"] == "掲示" for flag in result["flags"])
+
+
+def test_cli_explain_plain_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "call.txt"
+    f.write_text("掲示の者ですが、キャスカードを預かりに伺います", encoding="utf-8")
+    code, out = run_detect(["--lang", "ja", "--explain", str(f)], capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("fraud (score ")
+    assert any("'キャスカード'" in line and "chars 8-14" in line and "(fuzzy reading)" in line for line in lines)
+    assert any("'掲示'" in line and "(reading)" in line for line in lines)
