@@ -45,7 +45,8 @@ class OpenJTalkReader:
     def tokens(self, text: str) -> Sequence[tuple[str, str]]:
         import pyopenjtalk  # heavy (dictionary load): only when Japanese is actually read
 
-        return [(str(f["string"]), str(f["pron"])) for f in pyopenjtalk.run_frontend(text)]
+        # use_vanilla: dictionary readings without the Sudachi homograph pass, which costs ~150 MB of RAM.
+        return [(str(f["string"]), str(f["pron"])) for f in pyopenjtalk.run_frontend(text, use_vanilla=True)]
 
 
 @functools.cache
