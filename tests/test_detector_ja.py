@@ -231,3 +231,28 @@ def test_cli_explain_plain_text(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0 and lines[0].startswith("fraud (score ")
     assert any("'キャスカード'" in line and "chars 8-14" in line and "(fuzzy reading)" in line for line in lines)
     assert any("'掲示'" in line and "(reading)" in line for line in lines)
+
+
+# ---- live (streaming) ---------------------------------------------------------------------------
+
+
+def test_streaming_flags_fuzzy_reading_across_segments_with_times() -> None:
+    from voice.detector import StreamingDetector, prepare_reading
+
+    pack = PhrasePack.load("ja")
+    assert prepare_reading(pack)
+    s = StreamingDetector(pack)
+    s.add_segment("掲示の者です", 0.0, 1.5, [("掲示", 0.0, 0.6), ("の者です", 0.6, 1.5)])
+    flags = s.add_segment("キャスカード を 預かり に 伺い ます", 2.0, 4.5,
+                          [("キャスカード", 2.0, 2.7), ("を", 2.7, 2.8), ("預かり", 2.9, 3.4), ("に", 3.4, 3.5),
+                           ("伺い", 3.6, 4.0), ("ます", 4.0, 4.5)])
+    card = [f for f in flags if "キャッシュカード" in f.phrase]
+    assert card and card[0].how is MatchKind.FUZZY_READING and (card[0].start, card[0].end) == (2.0, 2.7)
+    assert [f.how for f in s.detection.flags if "刑事" in f.phrase] == [MatchKind.READING]
+    assert s.detection.verdict is Verdict.FRAUD and s.fraud_since is not None
+
+
+def test_prepare_reading_is_false_for_text_only_packs() -> None:
+    from voice.detector import prepare_reading
+
+    assert not prepare_reading(PhrasePack.load("en"))

@@ -492,6 +492,14 @@ def _reading_matcher(pack: PhrasePack, reader: KanaReader) -> ReadingMatcher[Phr
     return cached[1]
 
 
+def prepare_reading(pack: PhrasePack, reader: KanaReader | None = None) -> bool:
+    """Build the pack's phrase readings now (service start), not during the first call (~1 s, more on a Pi).
+
+    Returns whether the pack is matched on readings (False: text only, or the pack does not ask for it).
+    """
+    return pack.match_reading and PhraseMatcher(pack, reader)._reading_matcher() is not None
+
+
 def find_matches(pack: PhrasePack, text: str) -> tuple[Normalized, list[Match]]:
     """Every occurrence of every phrase in the written ``text`` (no reading)."""
     norm = normalize(text, pack.rules)
