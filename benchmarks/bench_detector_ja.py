@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             "benign": len(benign),
         }
     results = {
-        "pipeline": f"pyopenjtalk.tts -> 8 kHz, 300-3400 Hz, G.711 mu-law, white noise {args.snr} dB SNR -> "
-                    "faster-whisper Whisper base int8 beam 5 vad_filter (ja, no prompt) -> detector",
+        "pipeline": f"pyopenjtalk.tts -> 8 kHz + white noise {args.snr} dB below the active speech level -> "
+                    "300-3400 Hz -> G.711 mu-law -> faster-whisper Whisper base int8 beam 5 vad_filter (ja, no prompt) "
+                    "-> detector",
         "scripts": str(SCRIPTS.relative_to(ROOT)),
         "sets": "dev: the scripts the pack was tuned on; check: written before tuning on noisy transcripts",
         "fraud": sum(r["label"] == "fraud" for r in rows),
