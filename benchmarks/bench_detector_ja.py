@@ -96,31 +96,47 @@ def transcribe(model: Any, line_audio: np.ndarray) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="faster-whisper (CTranslate2) Whisper base dir")
+    parser.add_argument("--model", type=Path, help="faster-whisper (CTranslate2) Whisper base dir")
     parser.add_argument("--snr", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--reuse", type=Path, metavar="RESULTS",
+                        help="take what was heard from an earlier results JSON (same --snr): re-score only, no audio")
     args = parser.parse_args(argv)
+    if not args.model and not args.reuse:
+        parser.error("--model DIR is required (or --reuse RESULTS)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import pyopenjtalk
     from faster_whisper import WhisperModel
 
+    heard_before: dict[str, tuple[str, float]] = {}
+    earlier: dict[str, Any] = {}
+    if args.reuse:
+        earlier = json.loads(args.reuse.read_text(encoding="utf-8"))
+        heard_before = {r["text"]: (r["heard"], r.get("audio_s", 0.0)) for r in earlier["rows"]}
+        args.snr = float(earlier.get("snr_db", args.snr))
+
     scripts = json.loads(SCRIPTS.read_text(encoding="utf-8"))
     rows = [{**r, "label": label.removeprefix("check_"), "set": "check" if label.startswith("check") else "dev"}
             for label in ("fraud", "benign", "check_fraud", "check_benign") for r in scripts.get(label, [])]
     reader = OpenJTalkReader()
-    model = WhisperModel(str(args.model), device="cpu", compute_type="int8", cpu_threads=args.threads)
+    model = None if heard_before else WhisperModel(str(args.model), device="cpu", compute_type="int8",
+                                                   cpu_threads=args.threads)
     pack = PhrasePack.load("ja")
     detectors = {mode: FraudDetector(pack, mode=mode) for mode in ReadingMode}
     audio_s = asr_s = 0.0
     for seed, row in enumerate(rows):
-        wave, rate = pyopenjtalk.tts(row["text"])
-        line = telephone_channel(np.asarray(wave), int(rate), args.snr, seed)
-        began = time.perf_counter()
-        row["heard"] = transcribe(model, line)
-        asr_s += time.perf_counter() - began
-        audio_s += len(line) / LINE_RATE
+        if row["text"] in heard_before:
+            row["heard"], row["audio_s"] = heard_before[row["text"]]
+        else:
+            wave, rate = pyopenjtalk.tts(row["text"])
+            line = telephone_channel(np.asarray(wave), int(rate), args.snr, seed)
+            began = time.perf_counter()
+            row["heard"] = transcribe(model, line)
+            asr_s += time.perf_counter() - began
+            row["audio_s"] = round(len(line) / LINE_RATE, 3)
+            audio_s += row["audio_s"]
         row["kana_cer"] = kana_error_rate(reader, row["text"], row["heard"])
         row["results"] = {}
         for mode, detector in detectors.items():
@@ -157,15 +173,21 @@ def main(argv: list[str] | None = None) -> int:
         "fraud": sum(r["label"] == "fraud" for r in rows),
         "benign": sum(r["label"] == "benign" for r in rows),
         "kana_cer_mean": round(sum(r["kana_cer"] for r in rows) / len(rows), 3),
-        "asr_rtf": round(asr_s / audio_s, 3), "audio_s": round(audio_s, 1), "asr_threads": args.threads,
+        "snr_db": args.snr,
+        "asr_rtf": round(asr_s / audio_s, 3) if audio_s else None, "audio_s": round(audio_s, 1), "asr_threads": args.threads,
         "summary": summary,
-        "rows": [{k: r[k] for k in ("id", "set", "label", "text", "heard", "kana_cer", "results")} for r in rows],
+        "rows": [{k: r[k] for k in ("id", "set", "label", "text", "heard", "audio_s", "kana_cer", "results")}
+                 for r in rows],
     }
+    if heard_before:  # the recogniser's figures are those of the run that heard the audio
+        results.update(asr_rtf=earlier.get("asr_rtf"), audio_s=earlier.get("audio_s"), heard_in=str(args.reuse))
     for key, s in summary.items():
         print(f"{key:<28} recall {s['recall']:.3f}  (suspicious+) {s['recall_suspicious_or_fraud']:.3f}  "
               f"false alarms {s['false_alarms']}/{s['benign']}  phrases {s['phrases_recovered']}/"
               f"{s['phrases_in_clean_text']}")
     print(f"ASR RTF {results['asr_rtf']} on {results['audio_s']} s of audio; kana CER {results['kana_cer_mean']}")
+    if heard_before:
+        print(f"(re-scored what {args.reuse} heard; no audio this run)")
     if args.json_out:
         args.json_out.write_text(json.dumps(results, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return 0
