@@ -84,10 +84,23 @@ def test_every_japanese_phrase_expands_or_is_knowingly_text_only() -> None:
 
 
 def test_wrong_kanji_right_sound_matches_on_the_reading() -> None:
-    # A recogniser writing 刑事 as 掲示: the reading is still けーじ.
-    d = detect("掲示の者ですが")
-    assert ("掲示", MatchKind.READING) in found(d, "刑事")
-    assert not found(detect("掲示の者ですが", ReadingMode.TEXT_ONLY), "刑事")
+    # Whisper wrote 口座 as 講座 in the benchmark; 警視庁 as 軽視庁 is the same kind of slip.
+    d = detect("講座番号を、軽視庁の者が")
+    assert ("講座番号", MatchKind.READING) in found(d, "口座番号")
+    assert ("軽視庁", MatchKind.READING) in found(d, "警視庁")
+    assert not found(detect("講座番号を、軽視庁の者が", ReadingMode.TEXT_ONLY), "口座番号")
+
+
+@pytest.mark.parametrize(("text", "not_pattern"), [
+    ("この操作は設置担当者だけができます", "投資"),   # とーし inside たんとーしゃ; 操作 (そーさ) is not 捜査
+    ("応答しません", "投資"),
+    ("警察や消防に見せかけた番号です", "検察"),        # heard exactly: not a near miss of 検察
+    ("バックアップから戻してください", "払い戻し"),   # first sound differs
+    ("お使いのブラウザでは再生できません", "使い込"),  # last sound differs
+    ("着信3件、拒否2件、警告{warned}件", "県警"),       # 件 + 警告 (けん|けーこく) is not 県警 (けんけー)
+])
+def test_readings_do_not_invent_words(text: str, not_pattern: str) -> None:
+    assert not found(detect(text), not_pattern)
     # けいさつ (hiragana) and 警察 read alike once long vowels are folded.
     assert read(OpenJTalkReader(), "けいさつ").kana == read(OpenJTalkReader(), "警察").kana
 
@@ -111,6 +124,10 @@ def test_clipped_long_word_matches_fuzzy_and_says_so() -> None:
 @pytest.mark.parametrize("text", ["元気を出してね", "げんきにしてる？", "元気ですか、現場に行きます"])
 def test_genki_is_never_genkin(text: str) -> None:
     assert not any("現金" in f.phrase for f in detect(text).flags)
+
+
+def test_phrase_ending_in_a_verb_stem_matches_inside_the_reading_word() -> None:
+    assert ("必ずもおかり", MatchKind.READING) in found(detect("必ずもおかりますよ"), "儲か")
 
 
 def test_text_match_is_not_repeated_as_reading_match() -> None:
@@ -189,9 +206,9 @@ def test_oreore_needs_the_combination_not_one_phrase() -> None:
 # ---- mamoru detect on a transcript -------------------------------------------------------------
 
 TRANSCRIBED = {
-    "file": "call.wav", "language": "ja", "text": "掲示の者です キャスカード を 預かり に 伺い ます",
+    "file": "call.wav", "language": "ja", "text": "軽視庁の者です キャスカード を 預かり に 伺い ます",
     "segments": [
-        {"text": "掲示の者です", "start_s": 0.5, "end_s": 2.0, "words": []},
+        {"text": "軽視庁の者です", "start_s": 0.5, "end_s": 2.0, "words": []},
         {"text": "キャスカード を 預かり に 伺い ます", "start_s": 2.4, "end_s": 5.0,
          "words": [{"text": "キャスカード", "start_s": 2.4, "end_s": 3.1, "conf": 0.9}]},
     ],
@@ -220,17 +237,17 @@ def test_cli_scores_a_transcribe_json_result_with_call_times(tmp_path: Path,
     assert code == 0 and result["verdict"] == "fraud" and result["positions"] == "seconds"
     card = next(flag for flag in result["flags"] if flag["phrase"] == "キャスカード")
     assert card["how"] == "fuzzy_reading" and (card["start"], card["end"]) == (2.4, 3.1)
-    assert any(flag["how"] == "reading" and flag["phrase"] == "掲示" for flag in result["flags"])
+    assert any(flag["how"] == "reading" and flag["phrase"] == "軽視庁" for flag in result["flags"])
 
 
 def test_cli_explain_plain_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "call.txt"
-    f.write_text("掲示の者ですが、キャスカードを預かりに伺います", encoding="utf-8")
+    f.write_text("軽視庁の者ですが、キャスカードを預かりに伺います", encoding="utf-8")
     code, out = run_detect(["--lang", "ja", "--explain", str(f)], capsys)
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith("fraud (score ")
-    assert any("'キャスカード'" in line and "chars 8-14" in line and "(fuzzy reading)" in line for line in lines)
-    assert any("'掲示'" in line and "(reading)" in line for line in lines)
+    assert any("'キャスカード'" in line and "chars 9-15" in line and "(fuzzy reading)" in line for line in lines)
+    assert any("'軽視庁'" in line and "(reading)" in line for line in lines)
 
 
 # ---- live (streaming) ---------------------------------------------------------------------------
@@ -242,7 +259,7 @@ def test_streaming_flags_fuzzy_reading_across_segments_with_times() -> None:
     pack = PhrasePack.load("ja")
     assert prepare_reading(pack)
     s = StreamingDetector(pack)
-    s.add_segment("掲示の者です", 0.0, 1.5, [("掲示", 0.0, 0.6), ("の者です", 0.6, 1.5)])
+    s.add_segment("軽視庁の者です", 0.0, 1.5, [("軽視庁", 0.0, 0.6), ("の者です", 0.6, 1.5)])
     flags = s.add_segment("キャスカード を 預かり に 伺い ます", 2.0, 4.5,
                           [("キャスカード", 2.0, 2.7), ("を", 2.7, 2.8), ("預かり", 2.9, 3.4), ("に", 3.4, 3.5),
                            ("伺い", 3.6, 4.0), ("ます", 4.0, 4.5)])

@@ -159,11 +159,20 @@ class PhraseMatcher:
 
 
 def _new_reading_matches(norm: Normalized, text_matches: list[Match], hits: Iterable[Any]) -> list[Match]:
-    """Reading hits mapped back to the original text, minus those the written text already explained."""
+    """Reading hits mapped back to the original text, minus those the written text already explained.
+
+    A near miss is also dropped where an exact match of any phrase sits: 警察 heard exactly is
+    not a near miss of 検察.
+    """
     out: list[Match] = []
-    for hit in hits:
+    for hit in sorted(hits, key=lambda h: h.kind is MatchKind.FUZZY_READING):  # exact readings first
         start, end = norm.span(hit.start, hit.end)
+        fuzzy = hit.kind is MatchKind.FUZZY_READING
         if any(m.phrase is hit.phrase and m.start < end and start < m.end for m in [*text_matches, *out]):
+            continue
+        if fuzzy and any(m.how is not MatchKind.FUZZY_READING and (start <= m.start and m.end <= end
+                                                                   or m.start <= start and end <= m.end)
+                         for m in [*text_matches, *out]):
             continue
         out.append(Match(hit.phrase, start, end, hit.kind))
     return out

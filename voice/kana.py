@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -116,6 +117,7 @@ def read(reader: KanaReader, text: str) -> Reading:
     word_starts: set[int] = set()
     cursor = 0
     for surface, pron in reader.tokens(text):
+        surface = unicodedata.normalize("NFKC", surface)  # OpenJTalk widens ASCII: ｗａｒｎｅｄ
         if not surface:
             continue
         found = text.find(surface, cursor)

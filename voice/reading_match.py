@@ -29,7 +29,7 @@ P = TypeVar("P")
 MAX_ALTERNATIVES = 512
 # A reading shorter than this (in kana) is matched on the written text only: short readings
 # collide with innocent homophones far too often.
-MIN_READING_KANA = 3
+MIN_READING_KANA = 4  # 捜査/操作, 刑事/掲示 (3 kana) are everyday homophones
 # Near misses only for phrases that are a plain list of words, "(キャッシュカード|暗証番号)": a phrase
 # built from short parts ("(取り|とり)に(伺|...)") would let two edits turn one short part into another.
 _WORD_LIST = re.compile(r"\(?[^()|?]+(\|[^()|?]+)*\)?")
@@ -104,6 +104,9 @@ class _Entry(Generic[P]):
     kana: str
     letters: str
     edits: int
+    first: str  # the first and last kana as romanize() owns them (しょ -> し)
+    last: str
+    open_end: bool  # written ending in hiragana (a verb stem: 儲か): may end inside a word
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +129,17 @@ class ReadingMatcher(Generic[P]):
         for index, (phrase, pattern) in enumerate(phrases):
             word_list = _WORD_LIST.fullmatch(pattern) is not None
             for literal in expand_alternatives(pattern) or ():
-                kana = read(reader, prepare(literal)).kana
+                written = prepare(literal)
+                kana = read(reader, written).kana
                 if len(kana) < MIN_READING_KANA:
                     continue
-                letters, _ = romanize(kana)
+                letters, owner = romanize(kana)
+                if not letters:
+                    continue
                 edits = max_edits(len(letters)) if word_list else 0
-                entries.setdefault((index, kana), _Entry(phrase, kana, letters, edits))
+                open_end = "\u3041" <= written[-1:] <= "\u3096"
+                entries.setdefault((index, kana), _Entry(phrase, kana, letters, edits, kana[owner[0]],
+                                                         kana[owner[-1]], open_end))
         self._entries = tuple(entries.values())
         log.debug("reading matcher: %d readings for %d phrases", len(self._entries), len(phrases))
 
@@ -142,12 +150,16 @@ class ReadingMatcher(Generic[P]):
         reading = read(self.reader, text)
         hits: list[ReadingHit[P]] = []
         exact: set[int] = set()
+        words = reading.word_starts
         for entry in self._entries:
             at = reading.kana.find(entry.kana)
             while at >= 0:
-                start, end = reading.span(at, at + len(entry.kana))
-                hits.append(ReadingHit(entry.phrase, start, end, MatchKind.READING))
-                exact.add(id(entry.phrase))
+                # From a word's start: 投資 (とーし) is not inside 担当者 (たんとーしゃ); to a word's end
+                # unless written ending in a verb stem (必ず儲か|る): 県警 is not 件 + 警告.
+                if at in words and (entry.open_end or at + len(entry.kana) in words):
+                    start, end = reading.span(at, at + len(entry.kana))
+                    hits.append(ReadingHit(entry.phrase, start, end, MatchKind.READING))
+                    exact.add(id(entry.phrase))
                 at = reading.kana.find(entry.kana, at + 1)
         if mode is not ReadingMode.FUZZY_READING:
             return hits
@@ -162,6 +174,8 @@ class ReadingMatcher(Generic[P]):
             if found is None:
                 continue
             distance, lo, hi = found
+            if reading.kana[owner[lo]] != entry.first or reading.kana[owner[hi - 1]] != entry.last:
+                continue  # a word's first and last kana must be heard: から戻し is not 払い戻し
             start, end = reading.span(owner[lo], owner[hi - 1] + 1)
             best = fuzzy.get(id(entry.phrase))
             if best is None or distance < best[0]:
