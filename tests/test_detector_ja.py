@@ -273,3 +273,33 @@ def test_prepare_reading_is_false_for_text_only_packs() -> None:
     from voice.detector import prepare_reading
 
     assert not prepare_reading(PhrasePack.load("en"))
+
+
+# ---- a denial is not a request ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("lang", "text"), [
+    ("ja", "さくら信用金庫です。お電話で暗証番号をお聞きすることはありません。キャッシュカードを預かることも一切ございません。"),
+    ("ja", "みどり銀行です。当行の職員が暗証番号をお尋ねすることは決してありません。"),
+    ("en", "This is your credit union. We will never ask for your PIN or account number over the phone."),
+])
+def test_a_bank_saying_it_never_asks_for_codes_is_not_fraud(lang: str, text: str) -> None:
+    d = FraudDetector(PhrasePack.load(lang)).detect(text)
+    assert d.verdict is not Verdict.FRAUD
+    assert not any(f.category == "payment_instruction" for f in d.flags)
+
+
+def test_a_denial_does_not_hide_the_rest_of_a_scam() -> None:
+    d = detect("暗証番号をお聞きすることはありませんが、警察です。キャッシュカードを預かりに伺います。")
+    assert d.verdict is Verdict.FRAUD
+    assert not found(d, "暗証番号") and found(d, "キャッシュカード")
+
+
+def test_bad_negation_pattern_is_reported() -> None:
+    from voice.detector import PhrasePackError
+
+    toml = PhrasePack.load("ja").source
+    text = (Path(__file__).parent.parent / toml).read_text(encoding="utf-8")
+    broken = text.replace('negation_after = "(を', 'negation_after = "((を', 1)
+    with pytest.raises(PhrasePackError, match=r"pack\.negation_after: not a valid pattern"):
+        PhrasePack.from_toml(broken, "ja.toml")

@@ -155,7 +155,24 @@ class PhraseMatcher:
             spoken = normalize(text, _reading_rules(self.pack.rules))
             matches.extend(_new_reading_matches(spoken, matches, reading.find(spoken.text, self.mode)))
         matches.sort(key=lambda m: (m.start, m.end))
-        return matches
+        return [m for m in matches if not self._negated(text, m)]
+
+    NEGATION_WINDOW = 40  # characters either side of a phrase where a denial is looked for
+
+    def _negated(self, text: str, m: Match) -> bool:
+        after, before = self.pack.negation_after, self.pack.negation_before
+        if after is not None:
+            # From the phrase's start: the denial may begin inside it (カードを預か|ることはありません).
+            phrase = normalize(text[m.start:m.end], self.pack.rules).text
+            tail = normalize(text[m.start:m.end + self.NEGATION_WINDOW], self.pack.rules).text
+            denial = after.search(tail)
+            if denial is not None and denial.start() <= len(phrase) + 1:
+                return True
+        if before is not None:
+            head = normalize(text[max(0, m.start - self.NEGATION_WINDOW):m.start], self.pack.rules, trim=False).text
+            if before.search(head.rstrip() + " "):
+                return True
+        return False
 
 
 def _new_reading_matches(norm: Normalized, text_matches: list[Match], hits: Iterable[Any]) -> list[Match]:

@@ -114,6 +114,10 @@ class PhrasePack:
     suspicious_threshold: float
     repeat_decay: float
     match_reading: bool = False  # also match on the kana reading (Japanese; needs pyopenjtalk)
+    # A phrase followed (ja: 暗証番号をお聞きすることはありません) or preceded (en: never ask for your PIN)
+    # by a denial is not a request: what a real bank says. Regexes over normalised text.
+    negation_after: re.Pattern[str] | None = None
+    negation_before: re.Pattern[str] | None = None
 
     @property
     def phrases(self) -> tuple[Phrase, ...]:
@@ -167,7 +171,7 @@ class _PackParser:
 
     _PACK_KEYS = frozenset({
         "language", "name", "description", "fraud_threshold", "suspicious_threshold", "repeat_decay",
-        "remove_spaces", "fold_kana", "number_words", "match_reading",
+        "remove_spaces", "fold_kana", "number_words", "match_reading", "negation_after", "negation_before",
     })
     _CATEGORY_KEYS = frozenset({"weight", "description", "phrases"})
     _PHRASE_KEYS = frozenset({"phrase", "weight"})
@@ -207,8 +211,29 @@ class _PackParser:
             raise PhrasePackError(
                 f"{self.source}: invalid phrase pack:\n" + "\n".join(f"  {self.source}: {p}" for p in self.problems)
             )
+        match_reading = self.boolean(meta, "match_reading", "pack")
+        after, before = self.regex(meta, "negation_after", rules, "^"), self.regex(meta, "negation_before", rules, "$")
+        if self.problems:
+            raise PhrasePackError(
+                f"{self.source}: invalid phrase pack:\n" + "\n".join(f"  {self.source}: {p}" for p in self.problems)
+            )
         return PhrasePack(language, self.source, rules, categories, combinations, fraud, suspicious, decay,
-                          match_reading=self.boolean(meta, "match_reading", "pack"))
+                          match_reading=match_reading, negation_after=after, negation_before=before)
+
+    def regex(self, table: Mapping[str, Any], key: str, rules: TextRules, anchor: str) -> re.Pattern[str] | None:
+        """A negation pattern; one before a phrase is anchored at the phrase ("$")."""
+        raw = table.get(key)
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or not raw:
+            self.problem(f"pack.{key}", "expected a pattern string")
+            return None
+        try:
+            pattern = compile_phrase(raw, rules).pattern
+            return re.compile(pattern if anchor == "^" else f"(?:{pattern}) ?$")
+        except re.error as exc:
+            self.problem(f"pack.{key}", f"not a valid pattern: {exc}")
+            return None
 
     # -- pieces --
 
