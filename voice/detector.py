@@ -208,7 +208,8 @@ def _reading_matcher(pack: PhrasePack, reader: KanaReader) -> ReadingMatcher[Phr
     cached = _READING_MATCHERS.get(key)
     if cached is None or cached[0] is not reader:
         rules = _reading_rules(pack.rules)
-        matcher = ReadingMatcher(reader, [(p, p.text) for p in pack.phrases], lambda s: normalize(s, rules).text)
+        matcher = ReadingMatcher.build(reader, [(p, p.text) for p in pack.phrases],
+                                       lambda s: normalize(s, rules).text)
         cached = _READING_MATCHERS[key] = (reader, matcher)
     return cached[1]
 

@@ -122,9 +122,18 @@ class ReadingHit(Generic[P]):
 class ReadingMatcher(Generic[P]):
     """Readings of a pack's phrases, built once per pack and reader (OpenJTalk reads each alternative once)."""
 
-    def __init__(self, reader: KanaReader, phrases: Sequence[tuple[P, str]], prepare: Callable[[str], str]) -> None:
-        """``phrases``: (phrase, pack pattern); ``prepare`` normalises a literal the way transcripts are."""
+    def __init__(self, reader: KanaReader, entries: Sequence[_Entry[P]]) -> None:
         self.reader = reader
+        self._entries = tuple(entries)
+
+    @classmethod
+    def build(
+        cls, reader: KanaReader, phrases: Sequence[tuple[P, str]], prepare: Callable[[str], str]
+    ) -> ReadingMatcher[P]:
+        """Read every alternative of every phrase (OpenJTalk loads its dictionary on the first one).
+
+        ``phrases``: (phrase, pack pattern); ``prepare`` normalises a literal the way transcripts are.
+        """
         entries: dict[tuple[int, str], _Entry[P]] = {}
         for index, (phrase, pattern) in enumerate(phrases):
             word_list = _WORD_LIST.fullmatch(pattern) is not None
@@ -140,8 +149,8 @@ class ReadingMatcher(Generic[P]):
                 open_end = "\u3041" <= written[-1:] <= "\u3096"
                 entries.setdefault((index, kana), _Entry(phrase, kana, letters, edits, kana[owner[0]],
                                                          kana[owner[-1]], open_end))
-        self._entries = tuple(entries.values())
-        log.debug("reading matcher: %d readings for %d phrases", len(self._entries), len(phrases))
+        log.debug("reading matcher: %d readings for %d phrases", len(entries), len(phrases))
+        return cls(reader, list(entries.values()))
 
     def find(self, text: str, mode: ReadingMode) -> list[ReadingHit[P]]:
         """Occurrences in ``text``'s reading: every exact one, and the best near miss of phrases not heard exactly."""
