@@ -132,7 +132,8 @@ class PhraseMatcher:
         self._reading: ReadingMatcher[Phrase] | None = None
         self._prepared = False
 
-    def _reading_matcher(self) -> ReadingMatcher[Phrase] | None:
+    def prepare(self) -> ReadingMatcher[Phrase] | None:
+        """The phrase readings, built on first use (about a second): None when matching the text only."""
         if not self._prepared:
             self._prepared = True
             reader = self._reader or default_reader()
@@ -149,7 +150,7 @@ class PhraseMatcher:
                 if m.end() > m.start():
                     start, end = norm.span(m.start(), m.end())
                     matches.append(Match(phrase, start, end))
-        reading = self._reading_matcher() if self.mode is not ReadingMode.TEXT_ONLY else None
+        reading = self.prepare() if self.mode is not ReadingMode.TEXT_ONLY else None
         if reading is not None:
             # Read the text with its katakana intact: OpenJTalk splits words better that way.
             spoken = normalize(text, _reading_rules(self.pack.rules))
@@ -219,7 +220,7 @@ def prepare_reading(pack: PhrasePack, reader: KanaReader | None = None) -> bool:
 
     Returns whether the pack is matched on readings (False: text only, or the pack does not ask for it).
     """
-    return pack.match_reading and PhraseMatcher(pack, reader)._reading_matcher() is not None
+    return pack.match_reading and PhraseMatcher(pack, reader).prepare() is not None
 
 
 def score_phrases(pack: PhrasePack, phrases: Iterable[Phrase]) -> float:
