@@ -18,6 +18,7 @@ from screening.config.sections import (
     _TABLE_ARRAYS,
     AlertsConfig,
     FeedsConfig,
+    HubConfig,
     LineConfig,
     LogConfig,
     PanelConfig,
@@ -54,6 +55,7 @@ class Config:
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sip: SipConfig = field(default_factory=SipConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
     relatives: tuple[RelativeConfig, ...] = ()
     source: str = BUILTIN_SOURCE
 

@@ -31,8 +31,8 @@ MAX_RECORDING_BYTES = 16 * 2**20  # about 17 min of 8 kHz 16-bit mono: a whole c
 class UnitActions:
     """What a command may do on this unit, supplied by the composition root (no feature reaches into another)."""
 
-    block: Callable[[str, str], None]  # (E.164 number, note)
-    allow: Callable[[str, str], None]
+    block: Callable[[str, Role], None]  # (E.164 number, who asked on the hub)
+    allow: Callable[[str, Role], None]
     acknowledge: Callable[[int, str], bool] | None  # (alert id, by whom) -> acknowledged?
     recording: Callable[[int], Path | None]  # call id -> its WAV, if kept
     check_feeds: Callable[[], None] | None
@@ -86,8 +86,7 @@ class CommandDesk:
                     number = parse_number(str(command.args.get("number", "")), a.home_region)
                 except NumberError:
                     return False, "not a phone number", {}
-                note = f"hub ({command.role.value})"
-                (a.block if command.kind is CommandKind.BLOCK else a.allow)(number.e164, note)
+                (a.block if command.kind is CommandKind.BLOCK else a.allow)(number.e164, command.role)
                 return True, number.e164, {}
             case CommandKind.ACK_ALERT:
                 if a.acknowledge is None:
