@@ -13,15 +13,16 @@ from screening.config import Config
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.events import EventBus
 from screening.hub_client.client import HubClient, HubSetupError
-from screening.hub_client.commands import UnitActions
+from screening.alerts import AlertService
+from screening.hub_client.commands import FAMILY_PREFIX, UnitActions
 from screening.hub_client.queue import queue_path_for
 from screening.hub_client.settings import HubSettings
-from screening.hub_client.wire import Role
 
 log = logging.getLogger(__name__)
 
 WEB_SOURCE = "family"  # what the family adds from the hub's page counts as the family's own entry
 HUB_SOURCE = "hub"
+RECENT_ALERTS = 200  # an acknowledgement from the hub concerns a recent call's alerts
 
 
 def hub_settings_from_config(cfg: Config) -> HubSettings | None:
@@ -40,14 +41,19 @@ def hub_settings_from_config(cfg: Config) -> HubSettings | None:
                        queue_limit=h.queue_limit)  # fmt: skip
 
 
-def unit_actions(store: Store, home_region: str, recordings_dir: Path | None,
-                 acknowledge: Callable[[int, str], bool] | None, check_feeds: Callable[[], None] | None) -> UnitActions:  # fmt: skip
-    def add(kind: ListKind) -> Callable[[str, Role], None]:
-        def add_number(e164: str, role: Role) -> None:
-            source = WEB_SOURCE if role is Role.FAMILY else HUB_SOURCE
-            store.add_entry(ListEntry(kind, MatchKind.EXACT, e164, source=source, note=f"hub ({role.value})"))
+def unit_actions(store: Store, recordings_dir: Path | None, alerts: AlertService | None,
+                 check_feeds: Callable[[], None] | None) -> UnitActions:  # fmt: skip
+    def add(kind: ListKind) -> Callable[[str, str], None]:
+        def add_number(e164: str, by: str) -> None:
+            source = WEB_SOURCE if by.startswith(FAMILY_PREFIX) else HUB_SOURCE
+            store.add_entry(ListEntry(kind, MatchKind.EXACT, e164, source=source, note=f"hub: {by}"[:200]))
 
         return add_number
+
+    def acknowledge(call_id: int, by: str) -> int:
+        assert alerts is not None
+        open_alerts = [a for a, _ in alerts.outbox.recent(RECENT_ALERTS) if a.call_id == call_id and a.acked_at is None]
+        return sum(alerts.acknowledge(a.id, by) for a in open_alerts)
 
     def recording(call_id: int) -> Path | None:
         if recordings_dir is None:
@@ -62,14 +68,15 @@ def unit_actions(store: Store, home_region: str, recordings_dir: Path | None,
         path = (base / row.recording).resolve()
         return path if path.is_relative_to(base) else None  # a row never points outside the recordings
 
-    return UnitActions(block=add(ListKind.BLOCK), allow=add(ListKind.ALLOW), acknowledge=acknowledge,
-                       recording=recording, check_feeds=check_feeds, home_region=home_region)  # fmt: skip
+    return UnitActions(block=add(ListKind.BLOCK), allow=add(ListKind.ALLOW),
+                       acknowledge=acknowledge if alerts is not None else None, recording=recording,
+                       check_feeds=check_feeds)  # fmt: skip
 
 
 @contextmanager
-def run_hub(cfg: Config, store: Store, db_path: Path, recordings_dir: Path | None, bus: EventBus,
-            acknowledge: Callable[[int, str], bool] | None = None,
-            check_feeds: Callable[[], None] | None = None) -> Iterator[HubClient | None]:  # fmt: skip
+def run_hub(cfg: Config, store: Store, db_path: Path, recordings_dir: Path | None, bus: EventBus, *,
+            alerts: AlertService | None = None, check_feeds: Callable[[], None] | None = None,
+            speech_model: str | None = None) -> Iterator[HubClient | None]:  # fmt: skip
     """The hub link, when configured; a broken ``[hub]`` is logged and screening goes on without it."""
     try:
         settings = hub_settings_from_config(cfg)
@@ -77,7 +84,7 @@ def run_hub(cfg: Config, store: Store, db_path: Path, recordings_dir: Path | Non
             yield None
             return
         client = HubClient(settings, queue_path_for(db_path), db_path,
-                           unit_actions(store, cfg.line.home_region, recordings_dir, acknowledge, check_feeds))  # fmt: skip
+                           unit_actions(store, recordings_dir, alerts, check_feeds), speech_model=speech_model)  # fmt: skip
         client.start()
     except HubSetupError as exc:
         log.error("%s", exc)

@@ -240,8 +240,9 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         feeds = stack.enter_context(run_feed_updates(cfg, places.db_path, daemon, extra_daemons, bus))
         # The hub hears the bus like any feature; its commands act through the unit's own store, alerts, feeds.
         stack.enter_context(run_hub(cfg, store, places.db_path, places.recordings_dir, bus,
-                                    acknowledge=alerts.service.acknowledge if alerts is not None else None,
-                                    check_feeds=feeds.check_now if feeds is not None else None))
+                                    alerts=alerts.service if alerts is not None else None,
+                                    check_feeds=feeds.check_now if feeds is not None else None,
+                                    speech_model=f"vosk-{cfg.voice.language.value}" if voice.model is not None else None))
         stack.callback(watchdog.stopping)
         stack.enter_context(run_slot_loops(extra_daemons, stop))
         watchdog.ready(f"screening on {line.name}" + (f" ({1 + len(extra_lines)} calls at once)" if extra_lines else ""))

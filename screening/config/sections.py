@@ -39,6 +39,7 @@ from screening.config.schema import (
 from screening.core.model import Action, Language
 from screening.core.line import SipUpstream
 from screening.hub_client.settings import DEFAULT_SHARE, Share
+from screening.hubwire import is_valid_unit_id, public_key_from_text
 
 log = logging.getLogger(__name__)
 
@@ -553,14 +554,28 @@ def _share_list() -> _Parser[frozenset[Share]]:
                         lambda items: frozenset(Share(i) for i in items))  # fmt: skip
 
 
-def _hex_key() -> _Parser[str | None]:
+def _unit_id() -> _Parser[str | None]:
     def convert(value: object) -> str | None:
-        text = _expect(value, str, "a string").strip().lower()
-        if text and (len(text) != 64 or any(c not in "0123456789abcdef" for c in text)):
-            raise _Invalid("expected the hub's Ed25519 public key as 64 hex digits")
+        text = _expect(value, str, "a string").strip()
+        if text and not is_valid_unit_id(text):
+            raise _Invalid(f"a unit id is 3 to 63 lower-case letters, digits and '-' (got {value!r})")
         return text or None
 
-    return _Parser('64 hex digits or ""', convert)
+    return _Parser('unit id or ""', convert)
+
+
+def _command_key() -> _Parser[str | None]:
+    def convert(value: object) -> str | None:
+        text = _expect(value, str, "a string").strip()
+        if not text:
+            return None
+        try:
+            public_key_from_text(text)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        return text
+
+    return _Parser('"ed25519:<base64>" or ""', convert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,7 +585,9 @@ class HubConfig:
     url: str | None = _setting(
         "", _hub_url(), "Hub broker, `mqtts://HOST:8883`; \"\" = no hub (nothing leaves the home)."
     )
-    unit_id: str | None = _setting("", _optional_text(), "This unit's id on the hub (its broker user name).")
+    unit_id: str | None = _setting(
+        "", _unit_id(), "This unit's id on the hub and its broker user name (lower-case letters, digits, `-`)."
+    )
     credentials_file: Path | None = _setting(
         "", _optional_path(), "File holding this unit's broker password (one line, mode 0600; from the provisioning bundle)."
     )
@@ -578,7 +595,8 @@ class HubConfig:
         "", _optional_path(), "CA certificate the broker's TLS certificate must chain to; \"\" = the system's CAs."
     )
     command_key: str | None = _setting(
-        "", _hex_key(), "The hub's Ed25519 command-signing public key (64 hex digits); commands signed otherwise are ignored."
+        "", _command_key(),
+        "The hub's command-signing public key (`ed25519:<base64>`, from the provisioning bundle); other commands are ignored.",
     )
     household: str | None = _setting(
         "", _optional_text(), "This household's id on the hub: only its family may ask for recordings."

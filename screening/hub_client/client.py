@@ -1,24 +1,26 @@
 """The unit's hub client: tells the hub what the household shares, takes the hub's signed commands.
 
-Screening never waits for the hub: an event handler (on the call loop's thread) only writes a
-row into the durable queue (``HubQueue``, a short local SQLite transaction) and wakes the sender
-thread. The sender publishes the oldest row at QoS 1 and deletes it after the broker's PUBACK,
-one at a time, so the hub sees the unit's messages in order, at least once, whatever happened
-in between (broker down, unit restarted, power cut).
+Screening never waits for the hub: an event handler (on the call loop's thread) encodes the
+message (``screening.hubwire``), writes it into the durable queue (``HubQueue``: one short local
+SQLite transaction) and wakes the sender thread. The sender publishes the oldest row at QoS 1
+and deletes it after the broker's PUBACK, one at a time, so the hub sees the unit's messages in
+order, at least once, whatever happened in between (broker down, unit restarted, power cut);
+each message's id lets the hub drop a repeat.
 
-MQTT 5 with a persistent session (``clean_start=False`` and a session expiry): commands sent
-while the unit was away wait at the broker. The last will, retained on ``…/status``, tells the
-hub the unit went away without saying goodbye.
+MQTT 5 with a persistent session (``clean_start=False`` and a session expiry): commands sent while
+the unit was away wait at the broker. The retained ``…/status`` says online; the last will says
+offline when the unit vanishes without a goodbye.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import re
 import shutil
+import sqlite3
 import ssl
 import threading
-import uuid
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -31,21 +33,41 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from screening.core.clock import utc_now
-from screening.core.model import CallerID, Decision
+from screening.core.clock import parse_iso_utc, utc_now
+from screening.core.model import CallerID, Decision, Verdict
 from screening.events import CallScreened, EventBus, FraudHeard, LineFault, LineRestored, ModelMissing
 from screening.hub_client.commands import CommandDesk, UnitActions
 from screening.hub_client.home_assistant import discovery_messages, state_document, state_topic
-from screening.hub_client.queue import HubQueue, Queued
+from screening.hub_client.queue import HubQueue
 from screening.hub_client.settings import HubSettings, Share
-from screening.hub_client.wire import Channel, message, public_key_from_hex, topic, valid_unit_id
+from screening.hubwire import (
+    CallSummary,
+    Channel,
+    CommandVerifier,
+    FraudReport,
+    Health,
+    LineHealth,
+    Message,
+    ReplayGuard,
+    Status,
+    WireError,
+    encode_message,
+    is_valid_unit_id,
+    public_key_from_text,
+    topic,
+)
+from screening.hubwire.fields import E164, FLAG
+from screening.hubwire.messages import EXCERPT_CHARS
 from voice.pipeline import FraudEvent
 
 log = logging.getLogger(__name__)
 
-EXCERPT_CHARS = 120
 REPORTS_MARK = "reports_after_id"
 STOP_TIMEOUT_S = 5.0
+DB_READ_TIMEOUT_S = 0.2  # a lookup on the call loop's thread: WAL readers never wait for writers, but bound it
+MAX_PENDING_FRAUD = 64  # fraud verdicts waiting for their call to end (one per line slot, in practice)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_NOT_FLAG = re.compile(r"[^a-z0-9_]")
 
 
 class HubSetupError(Exception):
@@ -54,12 +76,12 @@ class HubSetupError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class UnitState:
-    """What the health message reports, gathered by the client from the bus and the disk."""
+    """What health and Home Assistant report, gathered from the bus."""
 
-    line_ok: bool = True
-    line_message: str = ""
-    speech_model: bool = True
-    last_caller: str | None = None  # for Home Assistant (only when the household shares calls)
+    line: LineHealth = LineHealth.UNKNOWN
+    speech_model: str | None = None
+    model_missing: bool = False
+    last_caller: str | None = None  # only when the household shares calls
     fraud: bool = False  # the last call was judged fraud
 
 
@@ -70,27 +92,36 @@ def software_version() -> str:
         return "unknown"
 
 
+def flag_name(category: str) -> str:
+    """A phrase category as the contract's flag token (lower-case letters, digits, ``_``)."""
+    return _NOT_FLAG.sub("_", category.lower())[:32] or "flag"
+
+
 class HubClient:
     """One unit's connection to its hub. Context manager: ``with HubClient(...):`` starts and stops it."""
 
     def __init__(self, settings: HubSettings, queue_path: Path, db_path: Path, actions: UnitActions, *,
-                 clock: Callable[[], datetime] = utc_now) -> None:  # fmt: skip
-        if not valid_unit_id(settings.unit_id):
-            raise HubSetupError(f"[hub] unit_id {settings.unit_id!r} is not a valid id (letters, digits, . _ -)")
+                 speech_model: str | None = None, clock: Callable[[], datetime] = utc_now) -> None:  # fmt: skip
+        if not is_valid_unit_id(settings.unit_id):
+            raise HubSetupError(f"[hub] unit_id {settings.unit_id!r}: lower-case letters, digits and '-' (3 to 63)")
         self.settings = settings
         self.queue = HubQueue(queue_path, limit=settings.queue_limit)
-        self.db_path = db_path  # read (never written) for the family's fraud reviews
+        self.guard_path = queue_path.with_name(queue_path.name + ".replay.json")
+        self.db_path = db_path  # read (never written) for call start times, alerts and fraud reviews
+        self.actions = actions
         self._clock = clock
-        self._state = UnitState()
+        self._state = UnitState(speech_model=speech_model)
         self._state_lock = threading.Lock()
+        self._fraud: dict[int, FraudEvent] = {}  # call id -> its verdict, until the call ends
         self._connected = threading.Event()
         self._wake = threading.Event()
         self._ha_dirty = threading.Event()
         self._stop = threading.Event()
+        self._started = time.monotonic()
         self._sender: threading.Thread | None = None
         self._mqtt: mqtt.Client | None = None
-        self._desk = CommandDesk(settings, actions, self.queue, self._enqueue, clock=clock)
-        self.published = 0  # messages the broker acknowledged (for tests and status)
+        self.desk: CommandDesk | None = None
+        self.published = 0  # messages the broker acknowledged (for status and tests)
 
     # ---- life cycle ------------------------------------------------------------------
 
@@ -105,11 +136,12 @@ class HubClient:
         s = self.settings
         try:
             password = s.credentials_file.read_text(encoding="utf-8").strip()
-            key = public_key_from_hex(s.command_key)
+            key = public_key_from_text(s.command_key)
         except (OSError, ValueError) as exc:
             raise HubSetupError(f"[hub]: {exc}") from None
-        self._desk.key = key
         self.queue.open()
+        verifier = CommandVerifier(s.unit_id, [key], ReplayGuard.load(self.guard_path))
+        self.desk = CommandDesk(s, self.actions, verifier, self.guard_path, self.enqueue, clock=self._clock)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.unit_id, protocol=mqtt.MQTTv5)
         client.username_pw_set(s.unit_id, password)
         if s.tls:
@@ -123,7 +155,7 @@ class HubClient:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry_s
         self._mqtt = client
-        # connect_async: an unreachable broker at start is the normal case to survive, not an error.
+        # connect_async: a broker unreachable at start is the normal case to live with, not an error.
         client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props)
         client.loop_start()
         self._sender = threading.Thread(target=self._run_sender, name="hub-sender", daemon=True)
@@ -136,22 +168,23 @@ class HubClient:
         self._wake.set()
         if self._sender is not None:
             self._sender.join(STOP_TIMEOUT_S)
-        if self._mqtt is not None:
-            if self._connected.is_set():
-                info = self._mqtt.publish(topic(self.settings.unit_id, Channel.STATUS), self._status(online=False),
-                                          qos=1, retain=True)  # fmt: skip
-                _wait(info, 2.0)
-            self._mqtt.disconnect()
-            self._mqtt.loop_stop()
+        client = self._mqtt
+        if client is not None:
+            if self._connected.is_set():  # a goodbye: the hub shows "stopped", not "vanished"
+                _wait(client.publish(topic(self.settings.unit_id, Channel.STATUS), self._status(online=False),
+                                     qos=1, retain=True), 2.0)  # fmt: skip
+            self._connected.clear()
+            client.disconnect()
+            client.loop_stop()
         self.queue.close()
 
     def subscribe(self, bus: EventBus) -> Callable[[], None]:
         """The bus events the hub hears of; returns the function that unsubscribes them all."""
-        offs = [bus.subscribe(CallScreened, lambda e: self.on_screened(e.call_id, e.caller, e.decision)),
-                bus.subscribe(FraudHeard, lambda e: self.on_fraud(e.fraud)),
-                bus.subscribe(LineFault, lambda e: self._line(False, e.message)),
-                bus.subscribe(LineRestored, lambda e: self._line(True, e.message)),
-                bus.subscribe(ModelMissing, lambda e: self._model_missing())]  # fmt: skip
+        offs = [bus.subscribe(FraudHeard, lambda e: self.on_fraud(e.fraud)),
+                bus.subscribe(CallScreened, lambda e: self.on_screened(e.call_id, e.caller, e.decision)),
+                bus.subscribe(LineFault, lambda e: self._line(LineHealth.FAULT)),
+                bus.subscribe(LineRestored, lambda e: self._line(LineHealth.OK)),
+                bus.subscribe(ModelMissing, lambda e: self._update(model_missing=True, speech_model=None))]  # fmt: skip
 
         def unsubscribe() -> None:
             for off in offs:
@@ -163,36 +196,51 @@ class HubClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    # ---- events → queue (the call loop's thread: a local write, never the network) -----
-
-    def on_screened(self, call_id: int, caller: CallerID, decision: Decision) -> None:
-        if not self.settings.shares(Share.CALLS):
-            return
-        body: dict[str, Any] = {"call_id": call_id, "number": caller.number_e164, "withheld_reason":
-                                caller.reason.value if caller.reason else None,
-                                "decision": {"action": decision.action.value, "rule": decision.rule,
-                                             "category": decision.category.value}}  # fmt: skip
-        self._enqueue(Channel.CALLS, {"call": body})
-        self._update(last_caller=caller.number_e164, fraud=False)
+    # ---- events → queue (the call loop's thread: local writes, never the network) -----
 
     def on_fraud(self, event: FraudEvent) -> None:
-        if not self.settings.shares(Share.CALLS):
-            return
-        detection = event.detection
-        body: dict[str, Any] = {"call_id": event.call_id, "verdict": detection.verdict.value,
-                                "score": round(detection.score, 3),
-                                "flags": [{"category": f.category, "pattern": f.phrase} for f in detection.flags]}  # fmt: skip
-        if self.settings.shares(Share.TRANSCRIPTS):
-            body["excerpt"] = event.transcript_excerpt[-EXCERPT_CHARS:]
-        self._enqueue(Channel.CALLS, {"fraud": body})
+        """Kept until the call ends: the call summary carries the verdict (the call ends after it)."""
+        if len(self._fraud) >= MAX_PENDING_FRAUD:
+            self._fraud.pop(next(iter(self._fraud)))
+        self._fraud[event.call_id] = event
         self._update(fraud=True)
 
-    def _line(self, ok: bool, text: str) -> None:
-        self._update(line_ok=ok, line_message=text)
-        self.enqueue_health()
+    def on_screened(self, call_id: int, caller: CallerID, decision: Decision) -> None:
+        fraud = self._fraud.pop(call_id, None)
+        if not self.settings.shares(Share.CALLS):
+            return
+        number = caller.number_e164 if caller.number_e164 and E164.fullmatch(caller.number_e164) else ""
+        started, alerted = self._call_facts(call_id)
+        summary = CallSummary(self.settings.unit_id, call_id=call_id, started=started or self._clock(), number=number,
+                              category=decision.category, action=decision.action,
+                              verdict=fraud.detection.verdict if fraud else None,
+                              flags=_flags(fraud), excerpt=self._excerpt(fraud), alerted=alerted)  # fmt: skip
+        self.enqueue(summary)
+        self._update(last_caller=number or None, fraud=fraud is not None and fraud.detection.verdict is Verdict.FRAUD)
 
-    def _model_missing(self) -> None:
-        self._update(speech_model=False)
+    def _excerpt(self, fraud: FraudEvent | None) -> str:
+        if fraud is None or not self.settings.shares(Share.TRANSCRIPTS):
+            return ""
+        return _CONTROL.sub(" ", fraud.transcript_excerpt)[-EXCERPT_CHARS:]
+
+    def _call_facts(self, call_id: int) -> tuple[datetime | None, bool]:
+        """When the call started and whether the family was alerted, from the store (read-only, bounded)."""
+        try:
+            db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=DB_READ_TIMEOUT_S)
+        except sqlite3.Error:
+            return None, False
+        try:
+            row = db.execute("SELECT started_at FROM calls WHERE id = ?", (call_id,)).fetchone()
+            alerts = db.execute("SELECT count(*) FROM alerts WHERE call_id = ?", (call_id,)).fetchone()
+            return (parse_iso_utc(row[0]) if row and row[0] else None), bool(alerts and alerts[0])
+        except (sqlite3.Error, ValueError) as exc:  # spooled call, busy file: the summary goes without
+            log.debug("hub: call %d facts not readable: %s", call_id, exc)
+            return None, False
+        finally:
+            db.close()
+
+    def _line(self, line: LineHealth) -> None:
+        self._update(line=line)
         self.enqueue_health()
 
     def _update(self, **changes: Any) -> None:
@@ -204,22 +252,29 @@ class HubClient:
 
     def enqueue_health(self) -> None:
         if self.settings.shares(Share.HEALTH):
-            self._enqueue(Channel.HEALTH, {"health": self.health()})
+            self.enqueue(self.health())
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         with self._state_lock:
             state = self._state
         try:
-            disk = shutil.disk_usage(self.db_path.parent)
-            free_mb: int | None = disk.free // 2**20
+            free_mb = shutil.disk_usage(self.db_path.parent).free // 2**20
         except OSError:
-            free_mb = None
-        return {"line": {"ok": state.line_ok, "message": state.line_message}, "speech_model": state.speech_model,
-                "disk_free_mb": free_mb, "version": software_version(), "queued": len(self.queue)}  # fmt: skip
+            free_mb = 0
+        faults = [name for name, on in (("line_fault", state.line is LineHealth.FAULT),
+                                        ("no_speech_model", state.model_missing)) if on]  # fmt: skip
+        return Health(self.settings.unit_id, line=state.line, version=software_version()[:40], disk_free_mb=free_mb,
+                      uptime_s=int(time.monotonic() - self._started), speech_model=state.speech_model,
+                      faults=tuple(faults))  # fmt: skip
 
-    def _enqueue(self, channel: Channel, body: dict[str, Any]) -> None:
-        now = self._clock()
-        self.queue.put(channel, message(self.settings.unit_id, uuid.uuid4().hex, now, body), now)
+    def enqueue(self, msg: Message) -> None:
+        """Encode (the contract's own check) and queue; a message the hub would refuse is logged, not queued."""
+        try:
+            channel, payload = encode_message(msg)
+        except WireError as exc:
+            log.error("hub: %s not queued: %s", type(msg).__name__, exc)
+            return
+        self.queue.put(Channel(channel), payload, self._clock())
         self._wake.set()
 
     # ---- family-confirmed fraud reports (the web page writes reviews in another process) -
@@ -229,47 +284,47 @@ class HubClient:
         if not self.settings.shares(Share.REPORTS) or not self.db_path.exists():
             return 0
         after = int(self.queue.mark(REPORTS_MARK) or 0)
-        import sqlite3  # read-only and short: the store's own connection and lock stay the call loop's
-
-        db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=2.0)
         try:
-            rows = db.execute("SELECT id, number_e164, started_at, reviewed_at FROM calls "
-                              "WHERE review_label = 'fraud' AND id > ? ORDER BY id LIMIT 100", (after,)).fetchall()  # fmt: skip
-            flags = {row[0]: [r[0] for r in db.execute(
-                "SELECT DISTINCT category FROM flags WHERE call_id = ?", (row[0],))] for row in rows}  # fmt: skip
-        except sqlite3.OperationalError as exc:  # a store not migrated yet, or busy: next poll
+            db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=2.0)
+            try:
+                rows = db.execute("SELECT id, number_e164, started_at FROM calls WHERE review_label = 'fraud' "
+                                  "AND id > ? ORDER BY id LIMIT 100", (after,)).fetchall()  # fmt: skip
+                phrases = {row[0]: [r[0] for r in db.execute(
+                    "SELECT DISTINCT category FROM flags WHERE call_id = ? LIMIT 10", (row[0],))] for row in rows}  # fmt: skip
+            finally:
+                db.close()
+        except sqlite3.Error as exc:  # a store not migrated yet, or busy: the next poll
             log.debug("hub: fraud reviews not readable now: %s", exc)
             return 0
-        finally:
-            db.close()
-        for call_id, number, started_at, reviewed_at in rows:
-            self._enqueue(Channel.REPORTS, {"report": {"call_id": call_id, "number": number, "started_at": started_at,
-                                                       "reviewed_at": reviewed_at, "categories": flags[call_id]}})  # fmt: skip
+        sent = 0
+        for call_id, number, started_at in rows:
+            if number and E164.fullmatch(number):  # a call without a number protects nobody else
+                self.enqueue(FraudReport(self.settings.unit_id, number=number, call_id=call_id,
+                                         heard=parse_iso_utc(started_at),
+                                         phrases=tuple(p[:64] for p in phrases[call_id])))  # fmt: skip
+                sent += 1
             self.queue.set_mark(REPORTS_MARK, str(call_id))
-        return len(rows)
+        return sent
 
     # ---- the sender thread -------------------------------------------------------------
 
     def _run_sender(self) -> None:
-        next_health = 0.0
-        next_poll = 0.0
-        clock = 0.0
+        next_health = next_poll = time.monotonic()
         while not self._stop.is_set():
+            now = time.monotonic()
             try:
-                if clock >= next_health:
+                if now >= next_health:
                     self.enqueue_health()
-                    next_health = clock + self.settings.health_interval_s
-                if clock >= next_poll:
+                    next_health = now + self.settings.health_interval_s
+                if now >= next_poll:
                     self.poll_reports()
-                    next_poll = clock + self.settings.report_poll_s
+                    next_poll = now + self.settings.report_poll_s
                 self._publish_ha_state()
                 self._drain()
-            except Exception:  # noqa: BLE001 -- the hub is optional: never let one round end it
+            except Exception:  # noqa: BLE001 -- the hub is optional: one bad round must not end it
                 log.exception("hub: sender round failed")
-            wait = min(next_health, next_poll) - clock
-            self._wake.wait(max(0.05, min(wait, 5.0)))
+            self._wake.wait(max(0.05, min(next_health, next_poll) - time.monotonic()))
             self._wake.clear()
-            clock += max(0.05, min(wait, 5.0))  # an upper bound; good enough for minutes-long periods
 
     def _drain(self) -> None:
         """Publish queued rows oldest first while connected; each row is deleted after its PUBACK."""
@@ -278,20 +333,14 @@ class HubClient:
             row = self.queue.oldest()
             if row is None:
                 return
-            if not self._publish_row(client, row):
-                return
+            info = client.publish(topic(self.settings.unit_id, row.channel), row.payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS or not _wait(info, self.settings.ack_timeout_s):
+                return  # the row stays; paho resends what was in flight when the session resumes
             self.queue.remove(row.id)
             self.published += 1
 
-    def _publish_row(self, client: mqtt.Client, row: Queued) -> bool:
-        info = client.publish(topic(self.settings.unit_id, row.channel), row.payload, qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            return False
-        return _wait(info, self.settings.ack_timeout_s)
-
     def _publish_ha_state(self) -> None:
-        """Home Assistant's sensors are retained state, sent straight from here (not queued: stale state is
-        no use); the sender thread does it, so the call loop never touches the network."""
+        """Home Assistant's sensors are retained state, sent straight (not queued: stale state is no use)."""
         client = self._mqtt
         if client is None or not self._connected.is_set() or not self._ha_dirty.is_set():
             return
@@ -299,7 +348,8 @@ class HubClient:
         with self._state_lock:
             state = self._state
         client.publish(state_topic(self.settings.unit_id),
-                       state_document(state.last_caller, state.fraud, not state.line_ok), qos=1, retain=True)  # fmt: skip
+                       state_document(state.last_caller, state.fraud, state.line is LineHealth.FAULT),
+                       qos=1, retain=True)  # fmt: skip
 
     # ---- paho callbacks (paho's network thread) ---------------------------------------
 
@@ -322,18 +372,24 @@ class HubClient:
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any,
                        properties: Any) -> None:  # fmt: skip
         if self._connected.is_set():
-            log.warning("hub: disconnected (%s); messages wait in the queue", reason)
+            log.warning("hub: connection lost (%s); messages wait in the queue", reason)
         self._connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic != topic(self.settings.unit_id, Channel.COMMANDS):
+        if msg.topic != topic(self.settings.unit_id, Channel.COMMANDS) or self.desk is None:
             log.warning("hub: ignored a message on %s", msg.topic)
             return
-        self._desk.handle(bytes(msg.payload))
+        self.desk.handle(bytes(msg.payload))
 
     def _status(self, *, online: bool) -> bytes:
-        return message(self.settings.unit_id, uuid.uuid4().hex, self._clock(),
-                       {"online": online, "pid": os.getpid()})  # fmt: skip
+        return encode_message(Status(self.settings.unit_id, online=online))[1]
+
+
+def _flags(fraud: FraudEvent | None) -> tuple[str, ...]:
+    if fraud is None:
+        return ()
+    names = dict.fromkeys(flag_name(f.category) for f in fraud.detection.flags)
+    return tuple(n for n in names if FLAG.fullmatch(n))[:16]
 
 
 def _wait(info: mqtt.MQTTMessageInfo, timeout: float) -> bool:

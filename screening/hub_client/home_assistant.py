@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from screening.hub_client.wire import TOPIC_ROOT, Channel, topic
+from screening.hubwire import PREFIX, Channel, topic
 
 DISCOVERY_PREFIX = "homeassistant"
 
 
 def state_topic(unit: str) -> str:
-    return f"{TOPIC_ROOT}/{unit}/ha"
+    return f"{PREFIX}/{unit}/ha"
 
 
 def node_id(unit: str) -> str:

@@ -15,7 +15,7 @@ Bounded: at most ``limit`` rows. Health is a state, so only its newest row is ke
 queue is full, the oldest call summaries go first (the hub can live without old call lists),
 then the oldest of anything else; each drop is logged and counted.
 
-The same file keeps the nonces of accepted commands until they expire (the replay store).
+The same file keeps marks: how far a poll has read (the last fraud review reported).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from screening.core.clock import iso_utc, parse_iso_utc
+from screening.core.clock import iso_utc
 
-from screening.hub_client.wire import Channel
+from screening.hubwire import Channel
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     created_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _DROP_FIRST = (Channel.CALLS.value, Channel.HEALTH.value)  # when full: these, oldest first, before the rest
@@ -58,7 +57,7 @@ def queue_path_for(db_path: Path) -> Path:
 
 
 class HubQueue:
-    """Durable FIFO of unit → hub messages, plus the command replay store. Thread-safe."""
+    """Durable FIFO of unit → hub messages (payloads already encoded by ``screening.hubwire``). Thread-safe."""
 
     def __init__(self, path: Path, *, limit: int) -> None:
         self.path = path
@@ -142,19 +141,6 @@ class HubQueue:
             rows = self._conn().execute("SELECT id, channel, payload FROM outbox ORDER BY id").fetchall()
         return [Queued(r[0], Channel(r[1]), bytes(r[2])) for r in rows]
 
-    # ---- the replay store ----------------------------------------------------------------
-
-    def claim_nonce(self, nonce: str, expires_at: datetime, now: datetime) -> bool:
-        """True the first time a nonce is seen (kept until its command expires), False on a replay."""
-        with self._lock:
-            db = self._conn()
-            db.execute("DELETE FROM nonces WHERE expires_at < ?", (iso_utc(now),))
-            try:
-                db.execute("INSERT INTO nonces (nonce, expires_at) VALUES (?, ?)", (nonce, iso_utc(expires_at)))
-            except sqlite3.IntegrityError:
-                return False
-            return True
-
     # ---- marks: how far a poll has read (e.g. the last fraud review reported) -------------
 
     def mark(self, name: str) -> str | None:
@@ -166,7 +152,3 @@ class HubQueue:
         with self._lock:
             self._conn().execute("INSERT INTO marks (name, value) VALUES (?, ?) "
                                  "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))  # fmt: skip
-
-
-def parse_mark_time(text: str | None) -> datetime | None:
-    return parse_iso_utc(text) if text else None

@@ -22,30 +22,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from screening.hubwire import PREFIX, Channel, unit_acl_lines
 from tests.support.ports import free_tcp_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 START_TIMEOUT_S = 10.0
 
-# The ACL a hub deployment uses: a unit writes only its own outbound channels and HA discovery,
-# reads only its own commands; the hub user reads and writes everything under mamoru/v1.
-ACL_TEMPLATE = """\
-user {hub_user}
-topic readwrite mamoru/v1/#
-topic read homeassistant/#
-
-pattern write mamoru/v1/%u/calls
-pattern write mamoru/v1/%u/health
-pattern write mamoru/v1/%u/reports
-pattern write mamoru/v1/%u/status
-pattern write mamoru/v1/%u/results
-pattern write mamoru/v1/%u/commands/ack
-pattern write mamoru/v1/%u/recordings
-pattern write mamoru/v1/%u/ha
-pattern read mamoru/v1/%u/commands
-pattern read mamoru/v1/%u/commands/in
-pattern write homeassistant/+/mamoru_%u/#
-"""
+def acl_text(hub_user: str) -> str:
+    """The contract's unit ACL (``unit_acl_lines``), Home Assistant discovery under the unit's own node,
+    and a hub user that reads every unit and writes commands."""
+    lines = [f"user {hub_user}", f"topic read {PREFIX}/#", f"topic write {PREFIX}/+/{Channel.COMMANDS.value}",
+             "topic read homeassistant/#", "", *unit_acl_lines(), f"pattern write {PREFIX}/%u/ha",
+             "pattern write homeassistant/+/mamoru_%u/#"]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def _name(common: str) -> x509.Name:
@@ -104,7 +93,7 @@ class MosquittoBroker:
         passwords.chmod(0o600)
         for user, password in self.users.items():
             subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True, timeout=30)
-        (self.directory / "acl").write_text(ACL_TEMPLATE.format(hub_user=self.hub_user))
+        (self.directory / "acl").write_text(acl_text(self.hub_user))
         (self.directory / "data").mkdir(exist_ok=True)
         (self.directory / "mosquitto.conf").write_text(
             # Run as whoever runs the tests (as root, mosquitto would switch to a user who cannot read tmp_path).
