@@ -1,0 +1,355 @@
+"""The unit's hub client against a real Mosquitto (TLS, passwords, per-unit ACL) started by the test.
+
+What the household shares reaches the hub, in order, after outages and restarts; what it does not
+share never leaves; only commands signed by the hub's key, for this unit, in time and new are done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from blocklist.store import Store
+from screening.core.clock import utc_now
+from screening.core.model import Action, CallerID, Category, Decision, ListKind, ReviewLabel, Verdict
+from screening.events import CallScreened, EventBus, FraudHeard, LineFault
+from screening.hub_client.client import HubClient
+from screening.hub_client.home_assistant import state_topic
+from screening.hub_client.queue import HubQueue
+from screening.hub_client.settings import HubSettings, Share
+from screening.hub_wiring import unit_actions
+from screening.hubwire import (
+    AckResult,
+    CallSummary,
+    Channel,
+    Command,
+    CommandAck,
+    CommandAction,
+    CommandSigner,
+    FraudReport,
+    Health,
+    LineHealth,
+    Recording,
+    Status,
+    decode_message,
+    public_key_text,
+    topic,
+)
+from tests.support.mqtt_broker import HubListener, MosquittoBroker
+from voice.detector import Detection, Flag
+from voice.pipeline import FraudEvent
+
+UNIT = "akita-0001"
+OTHER = "akita-0002"
+SCAM = "+81355550101"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    b = MosquittoBroker(tmp_path / "broker", {"hub": "hub-pw", UNIT: "unit-pw", OTHER: "other-pw"})
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def signer() -> CommandSigner:
+    return CommandSigner.generate()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    (tmp_path / "unit").mkdir()
+    s = Store(tmp_path / "unit" / "mamoru.db")
+    s.open()
+    yield s
+    s.close()
+
+
+def settings_for(tmp_path: Path, broker: MosquittoBroker, signer: CommandSigner, **changes: object) -> HubSettings:
+    credentials = tmp_path / "hub-password"
+    credentials.write_text("unit-pw\n")
+    credentials.chmod(0o600)
+    base = HubSettings(url=broker.url, unit_id=UNIT, credentials_file=credentials, ca_file=broker.ca_file,
+                       command_key=public_key_text(signer.public), household="akita-suzuki", report_poll_s=0.2)  # fmt: skip
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def client_for(tmp_path: Path, settings: HubSettings, store: Store, *, recordings: Path | None = None) -> HubClient:
+    db = store.path
+    return HubClient(settings, db.with_name("mamoru.db.hub.db"), db, unit_actions(store, recordings, None, None))
+
+
+def wait_until(predicate: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def screened(bus: EventBus, call_id: int, number: str | None, action: Action = Action.WARN) -> None:
+    decision = Decision(action, "unknown", "not on a list", Category.DOMESTIC)
+    bus.publish(CallScreened(call_id, CallerID(raw_number=number, number_e164=number), decision))
+
+
+def fraud(bus: EventBus, call_id: int, excerpt: str = "還付金があります\nATMへ行ってください") -> None:
+    detection = Detection(Verdict.FRAUD, 4.5, (Flag("還付金", "refund", 3.0, "還付金"), Flag("ATM", "atm", 5.0, "ATM")))
+    bus.publish(FraudHeard(FraudEvent(call_id, detection, 5.0, utc_now(), excerpt)))
+
+
+def decoded(listener: HubListener, channel: Channel, count: int, unit: str = UNIT) -> list[object]:
+    return [decode_message(channel, p, unit=unit) for p in listener.wait_for(topic(unit, channel), count)]
+
+
+def health_of(hub: HubListener) -> list[Health]:
+    found = (decode_message(Channel.HEALTH, p, unit=UNIT) for p in hub.on(topic(UNIT, Channel.HEALTH)))
+    return [m for m in found if isinstance(m, Health)]
+
+
+# ---- unit → hub -------------------------------------------------------------------------------
+
+
+def test_calls_health_and_status_reach_the_hub_over_tls(tmp_path: Path, broker: MosquittoBroker,
+                                                         signer: CommandSigner, store: Store) -> None:  # fmt: skip
+    bus = EventBus()
+    with HubListener(broker) as hub, client_for(tmp_path, settings_for(tmp_path, broker, signer), store) as client:
+        off = client.subscribe(bus)
+        fraud(bus, 7)
+        screened(bus, 7, SCAM)
+        screened(bus, 8, None, Action.REQUEST_NUMBER)
+        bus.publish(LineFault("modem stopped answering"))
+        calls = decoded(hub, Channel.CALLS, 2)
+        off()
+        (status, *_) = decoded(hub, Channel.STATUS, 1)
+        # Health is a state: a newer one replaces any still queued, so wait for the one after the fault.
+        wait_until(lambda: any(h.line is LineHealth.FAULT for h in health_of(hub)))
+        health = health_of(hub)
+    first, second = calls
+    assert isinstance(first, CallSummary) and isinstance(second, CallSummary)
+    assert (first.call_id, first.number, first.action, first.verdict) == (7, SCAM, Action.WARN, Verdict.FRAUD)
+    assert first.flags == ("refund", "atm")
+    assert first.excerpt == "", "transcripts are not shared by default"
+    assert (second.number, second.action, second.verdict) == ("", Action.REQUEST_NUMBER, None)
+    assert isinstance(status, Status) and status.online
+    assert health[-1].line is LineHealth.FAULT and "line_fault" in health[-1].faults
+
+
+def test_share_decides_what_leaves_the_home(tmp_path: Path, broker: MosquittoBroker, signer: CommandSigner,
+                                            store: Store) -> None:  # fmt: skip
+    bus = EventBus()
+    health_only = settings_for(tmp_path, broker, signer, share=frozenset({Share.HEALTH}))
+    with HubListener(broker) as hub, client_for(tmp_path, health_only, store) as client:
+        off = client.subscribe(bus)
+        fraud(bus, 1)
+        screened(bus, 1, SCAM)
+        decoded(hub, Channel.HEALTH, 1)
+        wait_until(lambda: len(client.queue) == 0)
+        time.sleep(0.5)
+        off()
+        assert hub.on(topic(UNIT, Channel.CALLS)) == []
+    with_transcripts = replace(health_only, share=frozenset({Share.CALLS, Share.TRANSCRIPTS}))
+    with HubListener(broker) as hub, client_for(tmp_path, with_transcripts, store) as client:
+        off = client.subscribe(bus)
+        fraud(bus, 2)
+        screened(bus, 2, SCAM)
+        (summary,) = decoded(hub, Channel.CALLS, 1)
+        off()
+    assert isinstance(summary, CallSummary)
+    assert summary.excerpt == "還付金があります ATMへ行ってください", "shared, control characters made spaces"
+
+
+def test_messages_wait_out_a_broker_outage_and_arrive_in_order(tmp_path: Path, broker: MosquittoBroker,
+                                                               signer: CommandSigner, store: Store) -> None:  # fmt: skip
+    bus = EventBus()
+    settings = settings_for(tmp_path, broker, signer, share=frozenset({Share.CALLS}))
+    with client_for(tmp_path, settings, store) as client:
+        off = client.subscribe(bus)
+        wait_until(lambda: client.connected)
+        broker.stop()
+        wait_until(lambda: not client.connected)
+        started = time.monotonic()
+        for call_id in range(1, 31):
+            screened(bus, call_id, SCAM)
+        assert time.monotonic() - started < 5.0, "screening must not wait for the hub (generous bound)"
+        assert len(client.queue) == 30
+        broker.start()
+        with HubListener(broker) as hub:
+            calls = decoded(hub, Channel.CALLS, 30, )
+        off()
+    assert [c.call_id for c in calls if isinstance(c, CallSummary)] == list(range(1, 31))
+
+
+def test_a_restarted_unit_sends_what_it_had_queued(tmp_path: Path, broker: MosquittoBroker, signer: CommandSigner,
+                                                   store: Store) -> None:  # fmt: skip
+    bus = EventBus()
+    settings = settings_for(tmp_path, broker, signer, share=frozenset({Share.CALLS}))
+    broker.stop()
+    first = client_for(tmp_path, settings, store)
+    with first:
+        off = first.subscribe(bus)
+        for call_id in (11, 12, 13):
+            screened(bus, call_id, SCAM)
+        off()
+    assert first.published == 0
+    broker.start()
+    with HubListener(broker) as hub, client_for(tmp_path, settings, store):
+        calls = decoded(hub, Channel.CALLS, 3)
+    assert [c.call_id for c in calls if isinstance(c, CallSummary)] == [11, 12, 13]
+
+
+def test_a_family_fraud_review_is_reported_once(tmp_path: Path, broker: MosquittoBroker, signer: CommandSigner,
+                                                store: Store) -> None:  # fmt: skip
+    started = utc_now()
+    call_id = store.begin_call("sim", CallerID(raw_number="0355550101", number_e164=SCAM), started)
+    store.set_review(call_id, ReviewLabel.FRAUD, by="hanako")
+    settings = settings_for(tmp_path, broker, signer)
+    with HubListener(broker) as hub, client_for(tmp_path, settings, store):
+        (report,) = decoded(hub, Channel.REPORTS, 1)
+    with HubListener(broker) as hub, client_for(tmp_path, settings, store):
+        decoded(hub, Channel.HEALTH, 1)
+        time.sleep(1.0)
+        assert hub.on(topic(UNIT, Channel.REPORTS)) == [], "reported once, not at every start"
+    assert isinstance(report, FraudReport) and (report.number, report.call_id) == (SCAM, call_id)
+
+
+def test_the_broker_refuses_a_unit_publishing_as_another(tmp_path: Path, broker: MosquittoBroker,
+                                                         signer: CommandSigner, store: Store) -> None:  # fmt: skip
+    """Stolen credentials of OTHER publishing under UNIT's id: the ACL drops it, the hub never sees it."""
+    with HubListener(broker) as hub, HubListener(broker, subscribe=(), user=OTHER) as thief:
+        thief.publish(topic(UNIT, Channel.REPORTS), b'{"forged": true}')
+        thief.publish(topic(OTHER, Channel.STATUS), b'{"own": true}')
+        hub.wait_for(topic(OTHER, Channel.STATUS))
+        assert hub.on(topic(UNIT, Channel.REPORTS)) == []
+
+
+def test_home_assistant_discovery_and_state(tmp_path: Path, broker: MosquittoBroker, signer: CommandSigner,
+                                            store: Store) -> None:  # fmt: skip
+    bus = EventBus()
+    settings = settings_for(tmp_path, broker, signer, home_assistant=True)
+    with HubListener(broker) as hub, client_for(tmp_path, settings, store) as client:
+        off = client.subscribe(bus)
+        node = "homeassistant/{}/mamoru_" + UNIT + "/{}/config"
+        configs = {name: json.loads(hub.wait_for(node.format(kind, name))[0])
+                   for kind, name in (("sensor", "last_caller"), ("binary_sensor", "fraud"),
+                                      ("binary_sensor", "line_problem"))}  # fmt: skip
+        fraud(bus, 3)
+        screened(bus, 3, SCAM)
+        wait_until(lambda: any(json.loads(p)["fraud"] == "ON" for p in hub.on(state_topic(UNIT))))
+        off()
+    assert all(c["state_topic"] == state_topic(UNIT) for c in configs.values())
+    assert configs["fraud"]["availability_topic"] == topic(UNIT, Channel.STATUS)
+    last = json.loads(hub.on(state_topic(UNIT))[-1])
+    assert last["last_caller"] == SCAM and last["line_problem"] == "OFF"
+
+
+# ---- hub → unit -------------------------------------------------------------------------------
+
+
+def command(action: CommandAction, *, unit: str = UNIT, by: str = "family:hanako", number: str | None = None,
+            call_id: int | None = None, issued_ago: timedelta = timedelta(0),
+            lifetime: timedelta = timedelta(minutes=10)) -> Command:  # fmt: skip
+    issued = utc_now() - issued_ago
+    return Command(unit, action, by, number=number, call_id=call_id, issued=issued, expires=issued + lifetime)
+
+
+def acks(hub: HubListener) -> list[CommandAck]:
+    return [m for m in (decode_message(Channel.ACKS, p, unit=UNIT) for p in hub.on(topic(UNIT, Channel.ACKS)))
+            if isinstance(m, CommandAck)]  # fmt: skip
+
+
+def test_only_signed_fresh_new_commands_for_this_unit_are_done(tmp_path: Path, broker: MosquittoBroker,
+                                                               signer: CommandSigner, store: Store) -> None:  # fmt: skip
+    commands_in = topic(UNIT, Channel.COMMANDS)
+    forger = CommandSigner.generate()
+    with HubListener(broker) as hub, client_for(tmp_path, settings_for(tmp_path, broker, signer), store) as client:
+        wait_until(lambda: client.connected)
+        valid = command(CommandAction.BLOCK, number=SCAM)
+        hub.publish(commands_in, forger.sign(command(CommandAction.BLOCK, number="+81355550102")))  # unknown key
+        envelope = json.loads(signer.sign(command(CommandAction.BLOCK, number="+81355550103")))
+        envelope["payload"] = envelope["payload"][:-4] + "AAA="  # tampered after signing
+        hub.publish(commands_in, json.dumps(envelope).encode())
+        hub.publish(commands_in, b"\x00not json")
+        expired = command(CommandAction.BLOCK, number="+81355550104", issued_ago=timedelta(minutes=30))
+        hub.publish(commands_in, signer.sign(expired))
+        hub.publish(commands_in, signer.sign(valid))
+        hub.publish(commands_in, signer.sign(valid))  # replayed
+        assert client.desk is not None
+        wait_until(lambda: len(acks(hub)) >= 3)
+        done = {a.command: a for a in reversed(acks(hub))}  # the first ack of each command
+        blocked = {e.value for e in store.list_entries(ListKind.BLOCK)}
+        dropped, refused = client.desk.dropped, client.desk.refused
+    assert blocked == {SCAM}
+    assert done[valid.id].result is AckResult.DONE
+    assert done[expired.id].result is AckResult.REFUSED and done[expired.id].reason == "expired"
+    assert [a.reason for a in acks(hub) if a.command == valid.id] == ["", "replayed"]
+    assert (dropped, refused) == (3, 2), "forged and garbled: dropped unanswered; authentic: refused with a reason"
+
+
+def test_a_command_for_another_unit_is_refused_even_when_delivered(tmp_path: Path, broker: MosquittoBroker,
+                                                                   signer: CommandSigner, store: Store) -> None:  # fmt: skip
+    """The ACL keeps others' commands away; the unit checks the id inside the signature all the same."""
+    with client_for(tmp_path, settings_for(tmp_path, broker, signer), store) as client:
+        assert client.desk is not None
+        for_other = signer.sign(command(CommandAction.BLOCK, unit=OTHER, number=SCAM))
+        assert client.desk.handle(for_other) is None
+        assert client.desk.refused == 1 and store.list_entries(ListKind.BLOCK) == []
+
+
+def test_the_replay_window_survives_a_restart(tmp_path: Path, broker: MosquittoBroker, signer: CommandSigner,
+                                              store: Store) -> None:  # fmt: skip
+    settings = settings_for(tmp_path, broker, signer)
+    allow = signer.sign(command(CommandAction.ALLOW, number=SCAM))
+    with client_for(tmp_path, settings, store) as client:
+        assert client.desk is not None and client.desk.handle(allow) is not None
+    with client_for(tmp_path, settings, store) as client:
+        assert client.desk is not None and client.desk.handle(allow) is None
+    assert [e.value for e in store.list_entries(ListKind.ALLOW)] == [SCAM]
+
+
+def test_a_recording_goes_only_to_the_family_and_only_when_shared(tmp_path: Path, broker: MosquittoBroker,
+                                                                  signer: CommandSigner, store: Store) -> None:  # fmt: skip
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    wav = b"RIFF" + bytes(2000)
+    (recordings / "call-1.wav").write_bytes(wav)
+    call_id = store.begin_call("sim", CallerID(raw_number="0355550101", number_e164=SCAM), utc_now())
+    store.set_recording(call_id, "call-1.wav", len(wav), 1.0)
+    not_shared = settings_for(tmp_path, broker, signer)
+    shared = replace(not_shared, share=frozenset({Share.RECORDINGS}))
+    with HubListener(broker) as hub:
+        with client_for(tmp_path, not_shared, store, recordings=recordings) as client:
+            assert client.desk is not None
+            client.desk.handle(signer.sign(command(CommandAction.REQUEST_RECORDING, call_id=call_id)))
+        with client_for(tmp_path, shared, store, recordings=recordings) as client:
+            assert client.desk is not None
+            client.desk.handle(signer.sign(command(CommandAction.REQUEST_RECORDING, call_id=call_id, by="police:sato")))
+            asked = command(CommandAction.REQUEST_RECORDING, call_id=call_id)
+            client.desk.handle(signer.sign(asked))
+            (upload,) = decoded(hub, Channel.RECORDINGS, 1)
+            wait_until(lambda: len(acks(hub)) == 3)
+    assert isinstance(upload, Recording) and upload.wav == wav and upload.command == asked.id
+    reasons = [a.reason for a in acks(hub)]
+    assert reasons[0].startswith("recordings are not shared") and reasons[1].startswith("only the household")
+
+
+# ---- the queue's bound ------------------------------------------------------------------------
+
+
+def test_a_full_queue_drops_old_call_summaries_before_reports(tmp_path: Path) -> None:
+    now = utc_now()
+    with HubQueue(tmp_path / "q.db", limit=5) as queue:
+        queue.put(Channel.REPORTS, b"report-1", now)
+        for n in range(6):
+            queue.put(Channel.CALLS, f"call-{n}".encode(), now)
+        queue.put(Channel.HEALTH, b"health-1", now)
+        queue.put(Channel.HEALTH, b"health-2", now)
+        kept = [row.payload for row in queue.pending()]
+    assert kept == [b"report-1", b"call-3", b"call-4", b"call-5", b"health-2"]
