@@ -353,3 +353,28 @@ def test_a_full_queue_drops_old_call_summaries_before_reports(tmp_path: Path) ->
         queue.put(Channel.HEALTH, b"health-2", now)
         kept = [row.payload for row in queue.pending()]
     assert kept == [b"report-1", b"call-3", b"call-4", b"call-5", b"health-2"]
+
+
+# ---- family anywhere: alerts link to the hub's page ----------------------------------------
+
+
+def test_alerts_link_to_the_hub_page_when_it_has_one(store: Store, signer: CommandSigner) -> None:
+    from screening.alerts import AlertService
+    from screening.config.loader import parse_config
+    from screening.notify import AppriseNotifier
+
+    relatives = [{"name": "Taro", "notify": ["json://127.0.0.1:9/hook"]}]
+    hub = {"url": "mqtts://hub.example.jp:8883", "unit_id": UNIT, "command_key": public_key_text(signer.public)}
+    detection = Detection(Verdict.FRAUD, 4.5, (Flag("還付金", "refund", 3.0, "還付金"),))
+    links = []
+    for extra in ({}, {"public_url": "https://hub.example.jp/"}):
+        config = parse_config({"alerts": {"web_base_url": "http://mamoru.local:8080"}, "relatives": relatives,
+                               "hub": {**hub, **extra}}, source="test")  # fmt: skip
+        svc = AlertService(store, config, AppriseNotifier(timeout_s=1), tz=None, household="母").open()
+        try:
+            alert = svc.on_fraud(FraudEvent(40 + len(links), detection, 1.0, utc_now(), "還付金"), "03-5555-0101")
+            assert alert is not None
+            links.append(alert.payload["url"])
+        finally:
+            svc.close()
+    assert links == ["http://mamoru.local:8080/calls/40", f"https://hub.example.jp/units/{UNIT}/calls/41"]

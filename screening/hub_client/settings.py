@@ -56,3 +56,8 @@ class HubSettings:
 
     def shares(self, what: Share) -> bool:
         return what in self.share
+
+
+def hub_call_url(public_url: str, unit_id: str, call_id: int) -> str:
+    """The hub page of one of this unit's calls: what an alert links to, so a relative away from home can open it."""
+    return f"{public_url.rstrip('/')}/units/{unit_id}/calls/{call_id}"
