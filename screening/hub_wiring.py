@@ -36,7 +36,7 @@ def hub_settings_from_config(cfg: Config) -> HubSettings | None:
         raise HubSetupError(f"[hub] url is set but {', '.join(missing)} is not: the hub link stays off")
     assert h.unit_id is not None and h.credentials_file is not None and h.command_key is not None
     return HubSettings(url=h.url, unit_id=h.unit_id, credentials_file=h.credentials_file, ca_file=h.ca_file,
-                       command_key=h.command_key, household=h.household, share=h.share, public_url=h.public_url,
+                       command_key=h.command_key, share=h.share, public_url=h.public_url,
                        home_assistant=h.home_assistant, health_interval_s=h.health_minutes * 60.0,
                        queue_limit=h.queue_limit)  # fmt: skip
 

@@ -276,7 +276,6 @@ BAD_VALUES = [
     ("hub", "credentials_file", "1", "expected a string"),
     ("hub", "ca_file", "[]", "expected a string"),
     ("hub", "command_key", '"deadbeef"', "ed25519:"),
-    ("hub", "household", "3", "expected a string"),
     ("hub", "share", '["calls", "everything"]', "must be one of"),
     ("hub", "public_url", '"ftp://hub"', "http:// or https://"),
     ("hub", "home_assistant", '"yes"', "true or false"),

@@ -77,7 +77,7 @@ def settings_for(tmp_path: Path, broker: MosquittoBroker, signer: CommandSigner,
     credentials.write_text("unit-pw\n")
     credentials.chmod(0o600)
     base = HubSettings(url=broker.url, unit_id=UNIT, credentials_file=credentials, ca_file=broker.ca_file,
-                       command_key=public_key_text(signer.public), household="akita-suzuki", report_poll_s=0.2)  # fmt: skip
+                       command_key=public_key_text(signer.public), report_poll_s=0.2)  # fmt: skip
     return replace(base, **changes)  # type: ignore[arg-type]
 
 

@@ -598,9 +598,6 @@ class HubConfig:
         "", _command_key(),
         "The hub's command-signing public key (`ed25519:<base64>`, from the provisioning bundle); other commands are ignored.",
     )
-    household: str | None = _setting(
-        "", _optional_text(), "This household's id on the hub: only its family may ask for recordings."
-    )
     share: frozenset[Share] = _setting(
         [s.value for s in DEFAULT_SHARE], _share_list(),
         "What leaves the home: `calls` (number, decision, verdict, flags), `health`, `reports` (calls the family "

@@ -30,7 +30,6 @@ class HubSettings:
     credentials_file: Path  # one line: this unit's broker password (user name = unit id); mode 0600
     ca_file: Path | None
     command_key: str  # hex Ed25519 public key of the hub's command signer
-    household: str | None = None  # which household's family may ask for recordings
     share: frozenset[Share] = frozenset(DEFAULT_SHARE)
     public_url: str | None = None
     home_assistant: bool = False
