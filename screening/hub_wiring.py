@@ -76,7 +76,7 @@ def unit_actions(store: Store, recordings_dir: Path | None, alerts: AlertService
 @contextmanager
 def run_hub(cfg: Config, store: Store, db_path: Path, recordings_dir: Path | None, bus: EventBus, *,
             alerts: AlertService | None = None, check_feeds: Callable[[], None] | None = None,
-            speech_model: str | None = None) -> Iterator[HubClient | None]:  # fmt: skip
+            speech_model: str | None = None, model_missing: bool = False) -> Iterator[HubClient | None]:  # fmt: skip
     """The hub link, when configured; a broken ``[hub]`` is logged and screening goes on without it."""
     try:
         settings = hub_settings_from_config(cfg)
@@ -84,7 +84,8 @@ def run_hub(cfg: Config, store: Store, db_path: Path, recordings_dir: Path | Non
             yield None
             return
         client = HubClient(settings, queue_path_for(db_path), db_path,
-                           unit_actions(store, recordings_dir, alerts, check_feeds), speech_model=speech_model)  # fmt: skip
+                           unit_actions(store, recordings_dir, alerts, check_feeds), speech_model=speech_model,
+                           model_missing=model_missing)  # fmt: skip
         client.start()
     except HubSetupError as exc:
         log.error("%s", exc)

@@ -242,7 +242,8 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         stack.enter_context(run_hub(cfg, store, places.db_path, places.recordings_dir, bus,
                                     alerts=alerts.service if alerts is not None else None,
                                     check_feeds=feeds.check_now if feeds is not None else None,
-                                    speech_model=f"vosk-{cfg.voice.language.value}" if voice.model is not None else None))
+                                    speech_model=f"vosk-{cfg.voice.language.value}" if voice.model is not None else None,
+                                    model_missing=voice.model is None and cfg.voice.transcribe))
         stack.callback(watchdog.stopping)
         stack.enter_context(run_slot_loops(extra_daemons, stop))
         watchdog.ready(f"screening on {line.name}" + (f" ({1 + len(extra_lines)} calls at once)" if extra_lines else ""))

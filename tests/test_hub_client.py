@@ -242,12 +242,11 @@ def test_home_assistant_discovery_and_state(tmp_path: Path, broker: MosquittoBro
                                       ("binary_sensor", "line_problem"))}  # fmt: skip
         fraud(bus, 3)
         screened(bus, 3, SCAM)
-        wait_until(lambda: any(json.loads(p)["fraud"] == "ON" for p in hub.on(state_topic(UNIT))))
+        wanted = {"last_caller": SCAM, "fraud": "ON", "line_problem": "OFF"}
+        wait_until(lambda: wanted in [json.loads(p) for p in hub.on(state_topic(UNIT))])
         off()
     assert all(c["state_topic"] == state_topic(UNIT) for c in configs.values())
     assert configs["fraud"]["availability_topic"] == topic(UNIT, Channel.STATUS)
-    last = json.loads(hub.on(state_topic(UNIT))[-1])
-    assert last["last_caller"] == SCAM and last["line_problem"] == "OFF"
 
 
 # ---- hub → unit -------------------------------------------------------------------------------
@@ -378,3 +377,19 @@ def test_alerts_link_to_the_hub_page_when_it_has_one(store: Store, signer: Comma
         finally:
             svc.close()
     assert links == ["http://mamoru.local:8080/calls/40", f"https://hub.example.jp/units/{UNIT}/calls/41"]
+
+
+def test_health_reads_the_daemons_status_file(tmp_path: Path, broker: MosquittoBroker, signer: CommandSigner,
+                                              store: Store) -> None:  # fmt: skip
+    """The daemon's status.json (what the web page's health view reads) says the line is stuck."""
+    from screening.status import STATUS_FILE_NAME, DaemonStatus, LineProblem, LineState
+
+    now = utc_now()
+    status = DaemonStatus(LineState.OK, now, "", None, False, "0.1.0", 1, now, LineProblem.HANDSET_STUCK)
+    (store.path.parent / STATUS_FILE_NAME).write_text(json.dumps(status.to_json()))
+    settings = settings_for(tmp_path, broker, signer)
+    with HubListener(broker) as hub, HubClient(settings, tmp_path / "q.db", store.path,
+                                               unit_actions(store, None, None, None), model_missing=True):  # fmt: skip
+        (health,) = decoded(hub, Channel.HEALTH, 1)
+    assert isinstance(health, Health)
+    assert health.line is LineHealth.OK and set(health.faults) == {"handset_stuck", "no_speech_model"}

@@ -40,6 +40,7 @@ from screening.hub_client.commands import CommandDesk, UnitActions
 from screening.hub_client.home_assistant import discovery_messages, state_document, state_topic
 from screening.hub_client.queue import HubQueue
 from screening.hub_client.settings import HubSettings, Share
+from screening.status import STATUS_FILE_NAME, LineState, StatusError, read_status
 from screening.hubwire import (
     CallSummary,
     Channel,
@@ -101,7 +102,8 @@ class HubClient:
     """One unit's connection to its hub. Context manager: ``with HubClient(...):`` starts and stops it."""
 
     def __init__(self, settings: HubSettings, queue_path: Path, db_path: Path, actions: UnitActions, *,
-                 speech_model: str | None = None, clock: Callable[[], datetime] = utc_now) -> None:  # fmt: skip
+                 speech_model: str | None = None, model_missing: bool = False,
+                 clock: Callable[[], datetime] = utc_now) -> None:  # fmt: skip
         if not is_valid_unit_id(settings.unit_id):
             raise HubSetupError(f"[hub] unit_id {settings.unit_id!r}: lower-case letters, digits and '-' (3 to 63)")
         self.settings = settings
@@ -110,7 +112,8 @@ class HubClient:
         self.db_path = db_path  # read (never written) for call start times, alerts and fraud reviews
         self.actions = actions
         self._clock = clock
-        self._state = UnitState(speech_model=speech_model)
+        # ModelMissing is published before the hub starts: the root says so here instead.
+        self._state = UnitState(speech_model=speech_model, model_missing=model_missing)
         self._state_lock = threading.Lock()
         self._fraud: dict[int, FraudEvent] = {}  # call id -> its verdict, until the call ends
         self._connected = threading.Event()
@@ -255,15 +258,27 @@ class HubClient:
             self.enqueue(self.health())
 
     def health(self) -> Health:
+        """From the bus events heard, completed by the daemon's ``status.json`` (what the web page's health
+        view reads too): the line as the daemon last wrote it, and whether a person should look at it."""
         with self._state_lock:
             state = self._state
         try:
             free_mb = shutil.disk_usage(self.db_path.parent).free // 2**20
         except OSError:
             free_mb = 0
-        faults = [name for name, on in (("line_fault", state.line is LineHealth.FAULT),
-                                        ("no_speech_model", state.model_missing)) if on]  # fmt: skip
-        return Health(self.settings.unit_id, line=state.line, version=software_version()[:40], disk_free_mb=free_mb,
+        line, problem = state.line, None
+        try:
+            status = read_status(self.db_path.parent / STATUS_FILE_NAME)
+        except StatusError:
+            status = None
+        if status is not None and not status.stale(self._clock()):
+            if line is LineHealth.UNKNOWN:
+                line = LineHealth.FAULT if status.line_state is LineState.FAULT else LineHealth.OK
+            problem = status.line_problem
+        faults = [name for name, on in (("line_fault", line is LineHealth.FAULT),
+                                        ("no_speech_model", state.model_missing),
+                                        (problem.value if problem else "", problem is not None)) if on]  # fmt: skip
+        return Health(self.settings.unit_id, line=line, version=software_version()[:40], disk_free_mb=free_mb,
                       uptime_s=int(time.monotonic() - self._started), speech_model=state.speech_model,
                       faults=tuple(faults))  # fmt: skip
 
