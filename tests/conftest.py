@@ -33,8 +33,9 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_number_display_e2e": ("slow",),
     "test_store_recovery": ("slow",),
     "test_web_process": ("slow",),
-    "test_hub_client": ("slow",),
-    "test_hub_e2e": ("slow",),
+    "test_hub_ingest": ("hub", "slow"),
+    "test_hub_client": ("hub", "slow"),
+    "test_hub_e2e": ("hub", "slow"),
 }
 # Parameters naming an adapter that needs a marker wherever they appear (the line contract runs
 # every test on the modem, the Number Display modem and SIP).

@@ -52,7 +52,7 @@ SCAM = "+81355550101"
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    b = MosquittoBroker(tmp_path / "broker", {"hub": "hub-pw", UNIT: "unit-pw", OTHER: "other-pw"})
+    b = MosquittoBroker.for_test(tmp_path / "broker", {UNIT: "unit-pw", OTHER: "other-pw"})
     b.start()
     yield b
     b.stop()

@@ -39,7 +39,7 @@ CALLER = "+81355550101"
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    b = MosquittoBroker(tmp_path / "broker", {"hub": "hub-pw", UNIT: "unit-pw-e2e"})
+    b = MosquittoBroker.for_test(tmp_path / "broker", {UNIT: "unit-pw-e2e"})
     b.start()
     yield b
     b.stop()

@@ -125,7 +125,10 @@ class FraudReport(_Head):
 
 @dataclass(frozen=True, slots=True)
 class Status(_Head):
-    """Retained; published as ``online=True`` on connect and registered as the last will with ``False``."""
+    """Retained; published as ``online=True`` on connect and registered as the last will with ``False``.
+
+    The hub applies status messages in arrival order, not by ``sent``: the will is composed at
+    connect time, so its ``sent`` is older than the "online" published just after."""
 
     KIND = "status"
     online: bool

@@ -1,140 +1,59 @@
-"""A real Mosquitto broker for tests: TLS with a CA made for the test, password file, per-unit ACL.
+"""The hub's Mosquitto (``screening.hub.servers.MosquittoBroker``: TLS, MQTT 5, passwords, the contract's
+ACL) with what a unit's tests add: Home Assistant discovery under the unit's own node, a hub user
+that may read it, and a hub-side listener that records what arrives and sends commands.
 
-The broker runs as a child process on a free loopback port with persistence in its own tmp dir,
-so a test can stop it (as an outage) and start it again on the same port with the same sessions.
+The broker keeps its port, users and persistence across ``stop()``/``start()``, so a test can
+take it away (an outage) and bring it back with the same sessions.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import getpass
-import ipaddress
-import shutil
-import socket
-import ssl
-import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-from screening.hubwire import PREFIX, Channel, unit_acl_lines
+from screening.hub.servers import HUB_USER
+from screening.hub.servers import MosquittoBroker as HubBroker
+from screening.hub.servers import make_tls as make_tls_files
+from screening.hubwire import PREFIX
 from tests.support.ports import free_tcp_port
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 START_TIMEOUT_S = 10.0
-
-def acl_text(hub_user: str) -> str:
-    """The contract's unit ACL (``unit_acl_lines``), Home Assistant discovery under the unit's own node,
-    and a hub user that reads every unit and writes commands."""
-    lines = [f"user {hub_user}", f"topic read {PREFIX}/#", f"topic write {PREFIX}/+/{Channel.COMMANDS.value}",
-             "topic read homeassistant/#", "", *unit_acl_lines(), f"pattern write {PREFIX}/%u/ha",
-             "pattern write homeassistant/+/mamoru_%u/#"]  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+# Beyond the contract's unit_acl_lines(): Home Assistant (docs/hub-unit.md).
+HOME_ASSISTANT_ACL = [f"pattern write {PREFIX}/%u/ha", "pattern write homeassistant/+/mamoru_%u/#"]
 
 
 def make_tls(directory: Path) -> tuple[Path, Path, Path]:
-    """(ca.pem, server.pem, server.key) for 127.0.0.1 / localhost, valid for a day."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("mamoru test CA")).issuer_name(_name("mamoru test CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))  # fmt: skip
-    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
-    paths[2].chmod(0o600)
-    return paths
+    """(ca.pem, server.pem, server.key) for 127.0.0.1 / localhost."""
+    files = make_tls_files(directory)
+    return files.ca, files.cert, files.key
 
 
 @dataclass
-class MosquittoBroker:
-    """``start()``/``stop()`` as often as a test likes; the port, users and persistence stay."""
+class MosquittoBroker(HubBroker):
+    """``MosquittoBroker.for_test(dir, {user: password})``; ``hub_user`` is the hub's own account."""
 
-    directory: Path
-    users: dict[str, str]  # user name -> password
-    hub_user: str = "hub"
-    port: int = field(default_factory=free_tcp_port)
-    _process: subprocess.Popen[bytes] | None = None
+    hub_user: str = HUB_USER
+
+    @classmethod
+    def for_test(cls, directory: Path, users: dict[str, str], hub_password: str = "hub-pw") -> MosquittoBroker:
+        return cls(directory, free_tcp_port(), {HUB_USER: hub_password, **users})
+
+    def write_config(self) -> None:
+        super().write_config()
+        acl = self.directory / "acl"
+        # The hub's block ends the file: its extra read goes there, the patterns apply to every unit.
+        acl.write_text(acl.read_text() + f"topic read {PREFIX}/+/ha\ntopic read homeassistant/#\n"
+                       + "\n".join(HOME_ASSISTANT_ACL) + "\n")  # fmt: skip
 
     @property
     def ca_file(self) -> Path:
-        return self.directory / "ca.pem"
+        assert self.tls is not None, "start() makes the TLS files"
+        return self.tls.ca
 
     @property
     def url(self) -> str:
         return f"mqtts://127.0.0.1:{self.port}"
-
-    def prepare(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        _, cert, key = make_tls(self.directory)
-        passwords = self.directory / "passwd"
-        passwords.write_text("")
-        passwords.chmod(0o600)
-        for user, password in self.users.items():
-            subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True, timeout=30)
-        (self.directory / "acl").write_text(acl_text(self.hub_user))
-        (self.directory / "data").mkdir(exist_ok=True)
-        (self.directory / "mosquitto.conf").write_text(
-            # Run as whoever runs the tests (as root, mosquitto would switch to a user who cannot read tmp_path).
-            f"user {getpass.getuser()}\nper_listener_settings false\nallow_anonymous false\npassword_file {passwords}\n"
-            f"acl_file {self.directory / 'acl'}\npersistence true\npersistence_location {self.directory / 'data'}/\n"
-            f"log_dest file {self.directory / 'mosquitto.log'}\nlog_type all\n"
-            f"listener {self.port} 127.0.0.1\ncafile {self.ca_file}\ncertfile {cert}\nkeyfile {key}\n"
-            "tls_version tlsv1.2\nmax_queued_messages 100000\n")  # fmt: skip
-
-    def start(self) -> None:
-        if not (self.directory / "mosquitto.conf").exists():
-            self.prepare()
-        self._process = subprocess.Popen([MOSQUITTO, "-c", str(self.directory / "mosquitto.conf")],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self._process.stderr.read().decode() if self._process.stderr else ''}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within {START_TIMEOUT_S} s")
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()  # SIGTERM: mosquitto saves its persistence file on the way out
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
-        self._process = None
-
-    def log_text(self) -> str:
-        path = self.directory / "mosquitto.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def tls_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca_file))
 
 
 class HubListener:
