@@ -393,3 +393,74 @@ def test_health_reads_the_daemons_status_file(tmp_path: Path, broker: MosquittoB
         (health,) = decoded(hub, Channel.HEALTH, 1)
     assert isinstance(health, Health)
     assert health.line is LineHealth.OK and set(health.faults) == {"handset_stuck", "no_speech_model"}
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: MosquittoBroker, signer: CommandSigner,
+                                                   store: Store) -> None:  # fmt: skip
+    """QoS 1 and delete-after-PUBACK: every summary arrives (a repeat keeps its id), first arrivals in order."""
+    bus = EventBus()
+    settings = settings_for(tmp_path, broker, signer, share=frozenset({Share.CALLS}))
+    with client_for(tmp_path, settings, store) as client:
+        off = client.subscribe(bus)
+        with HubListener(broker, session="hub-ingest") as hub:
+            wait_until(lambda: client.connected)
+            for call_id in range(1, 101):
+                screened(bus, call_id, SCAM)
+                if call_id == 40:
+                    broker.stop()
+            broker.start()
+        with HubListener(broker, session="hub-ingest") as hub_after:  # the hub's session kept what came meanwhile
+            wait_until(lambda: len(client.queue) == 0, timeout=60)
+            time.sleep(0.5)
+        off()
+    seen: dict[str, int] = {}
+    for payload in hub.on(topic(UNIT, Channel.CALLS)) + hub_after.on(topic(UNIT, Channel.CALLS)):
+        summary = decode_message(Channel.CALLS, payload, unit=UNIT)
+        assert isinstance(summary, CallSummary)
+        seen.setdefault(summary.id, summary.call_id)
+    assert sorted(seen.values()) == list(range(1, 101)), "every call summary reached the hub"
+    assert list(seen.values()) == sorted(seen.values()), "first arrivals in the order they were queued"
+
+
+KILLED_UNIT = """
+import os, sys
+from pathlib import Path
+from blocklist.store import Store
+from screening.core.model import Action, CallerID, Category, Decision
+from screening.hub_client.client import HubClient
+from screening.hub_client.settings import HubSettings, Share
+from screening.hub_wiring import unit_actions
+
+tmp, url, ca, key = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+store = Store(tmp / "unit" / "mamoru.db")
+store.open()
+settings = HubSettings(url=url, unit_id="akita-0001", credentials_file=tmp / "hub-password", ca_file=ca,
+                       command_key=key, share=frozenset({Share.CALLS}))
+client = HubClient(settings, tmp / "unit" / "mamoru.db.hub.db", store.path, unit_actions(store, None, None, None))
+client.start()
+decision = Decision(Action.WARN, "unknown", "not on a list", Category.DOMESTIC)
+for call_id in (21, 22, 23):
+    client.on_screened(call_id, CallerID(raw_number="0355550101", number_e164="+81355550101"), decision)
+print("queued", len(client.queue), flush=True)
+os.kill(os.getpid(), 9)  # no goodbye, no close: as near a power cut as a test process gets
+"""
+
+
+def test_messages_queued_before_a_kill_are_sent_after_the_restart(tmp_path: Path, broker: MosquittoBroker,
+                                                                  signer: CommandSigner, store: Store) -> None:  # fmt: skip
+    import subprocess
+    import sys
+
+    settings = settings_for(tmp_path, broker, signer, share=frozenset({Share.CALLS}))
+    broker.stop()
+    script = tmp_path / "killed_unit.py"
+    script.write_text(KILLED_UNIT)
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, str(script), str(tmp_path), broker.url, str(broker.ca_file),
+                          settings.command_key], capture_output=True, text=True, timeout=60, cwd=root,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert run.returncode == -9 and "queued 3" in run.stdout, run.stderr
+    broker.start()
+    with HubListener(broker) as hub, client_for(tmp_path, settings, store):
+        calls = decoded(hub, Channel.CALLS, 3)
+    assert [c.call_id for c in calls if isinstance(c, CallSummary)] == [21, 22, 23]

@@ -203,13 +203,15 @@ class HubClient:
 
     def on_fraud(self, event: FraudEvent) -> None:
         """Kept until the call ends: the call summary carries the verdict (the call ends after it)."""
-        if len(self._fraud) >= MAX_PENDING_FRAUD:
-            self._fraud.pop(next(iter(self._fraud)))
-        self._fraud[event.call_id] = event
+        with self._state_lock:  # the voice thread adds, the call loop takes
+            if len(self._fraud) >= MAX_PENDING_FRAUD:
+                self._fraud.pop(next(iter(self._fraud)))
+            self._fraud[event.call_id] = event
         self._update(fraud=True)
 
     def on_screened(self, call_id: int, caller: CallerID, decision: Decision) -> None:
-        fraud = self._fraud.pop(call_id, None)
+        with self._state_lock:
+            fraud = self._fraud.pop(call_id, None)
         if not self.settings.shares(Share.CALLS):
             return
         number = caller.number_e164 if caller.number_e164 and E164.fullmatch(caller.number_e164) else ""

@@ -61,7 +61,9 @@ class HubListener:
     can publish commands to a unit."""
 
     def __init__(self, broker: MosquittoBroker, *, subscribe: tuple[str, ...] = ("mamoru/v1/#", "homeassistant/#"),
-                 user: str | None = None) -> None:  # fmt: skip
+                 user: str | None = None, session: str | None = None) -> None:  # fmt: skip
+        """``session``: a client id whose session the broker keeps (as the real hub's), so what arrives while
+        this listener is away waits for the next listener with the same id."""
         import threading
 
         import paho.mqtt.client as mqtt
@@ -72,7 +74,8 @@ class HubListener:
         self._lock = threading.Condition()
         self._ready = threading.Event()
         name = user or broker.hub_user
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{name}-{free_tcp_port()}",
+        self.session = session
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=session or f"test-{name}-{free_tcp_port()}",
                                   protocol=mqtt.MQTTv5)  # fmt: skip
         self.client.username_pw_set(name, broker.users[name])
         self.client.tls_set(ca_certs=str(broker.ca_file))
@@ -92,7 +95,12 @@ class HubListener:
         self.client.on_message = on_message
 
     def __enter__(self) -> HubListener:
-        self.client.connect("127.0.0.1", self.broker.port)
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600 if self.session else 0
+        self.client.connect("127.0.0.1", self.broker.port, clean_start=self.session is None, properties=props)
         self.client.loop_start()
         if not self._ready.wait(START_TIMEOUT_S):
             raise RuntimeError("hub listener did not connect")
