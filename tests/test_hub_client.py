@@ -179,7 +179,7 @@ def test_messages_wait_out_a_broker_outage_and_arrive_in_order(tmp_path: Path, b
         for call_id in range(1, 31):
             screened(bus, call_id, SCAM)
         assert time.monotonic() - started < 5.0, "screening must not wait for the hub (generous bound)"
-        assert len(client.queue) == 30
+        assert client.flush() and len(client.queue) == 30
         broker.start()
         with HubListener(broker) as hub:
             calls = decoded(hub, Channel.CALLS, 30, )
@@ -441,6 +441,7 @@ client.start()
 decision = Decision(Action.WARN, "unknown", "not on a list", Category.DOMESTIC)
 for call_id in (21, 22, 23):
     client.on_screened(call_id, CallerID(raw_number="0355550101", number_e164="+81355550101"), decision)
+assert client.flush(10.0)  # committed: from here on only the disk has them
 print("queued", len(client.queue), flush=True)
 os.kill(os.getpid(), 9)  # no goodbye, no close: as near a power cut as a test process gets
 """

@@ -1,11 +1,13 @@
 """The unit's hub client: tells the hub what the household shares, takes the hub's signed commands.
 
-Screening never waits for the hub: an event handler (on the call loop's thread) encodes the
-message (``screening.hubwire``), writes it into the durable queue (``HubQueue``: one short local
-SQLite transaction) and wakes the sender thread. The sender publishes the oldest row at QoS 1
-and deletes it after the broker's PUBACK, one at a time, so the hub sees the unit's messages in
-order, at least once, whatever happened in between (broker down, unit restarted, power cut);
-each message's id lets the hub drop a repeat.
+Screening never waits for the hub, nor for the disk on the hub's behalf: an event handler (on the
+call loop's thread) only hands the event to the writer thread (an in-memory queue), which builds
+the message (``screening.hubwire``), commits it into the durable queue (``HubQueue``, one SQLite
+transaction, ``synchronous=FULL``) within milliseconds, and wakes the sender thread. The sender
+publishes the oldest row at QoS 1 and deletes it after the broker's PUBACK, one at a time, so the
+hub sees the unit's messages in order, at least once, whatever happened in between (broker down,
+unit restarted, power cut); each message's id lets the hub drop a repeat. The one window for a
+loss is a power cut in the milliseconds between a call's end and that commit.
 
 MQTT 5 with a persistent session (``clean_start=False`` and a session expiry): commands sent while
 the unit was away wait at the broker. The retained ``…/status`` says online; the last will says
@@ -15,6 +17,7 @@ offline when the unit vanishes without a goodbye.
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import shutil
 import sqlite3
@@ -66,6 +69,7 @@ log = logging.getLogger(__name__)
 REPORTS_MARK = "reports_after_id"
 STOP_TIMEOUT_S = 5.0
 DB_READ_TIMEOUT_S = 0.2  # a lookup on the call loop's thread: WAL readers never wait for writers, but bound it
+HANDOFF_LIMIT = 10_000  # events waiting for the writer; only a disk stalled for minutes fills it
 MAX_PENDING_FRAUD = 64  # fraud verdicts waiting for their call to end (one per line slot, in practice)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _NOT_FLAG = re.compile(r"[^a-z0-9_]")
@@ -122,6 +126,11 @@ class HubClient:
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._sender: threading.Thread | None = None
+        # Event handlers hand their work to the writer thread: the call loop never waits for a disk commit.
+        self._inbox: queue.Queue[Callable[[], Message | None]] = queue.Queue(maxsize=HANDOFF_LIMIT)
+        self._writer_stop = threading.Event()
+        self._writer: threading.Thread | None = None
+        self.handoff_dropped = 0
         self._mqtt: mqtt.Client | None = None
         self.desk: CommandDesk | None = None
         self.published = 0  # messages the broker acknowledged (for status and tests)
@@ -161,12 +170,17 @@ class HubClient:
         # connect_async: a broker unreachable at start is the normal case to live with, not an error.
         client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props)
         client.loop_start()
+        self._writer = threading.Thread(target=self._run_writer, name="hub-writer", daemon=True)
+        self._writer.start()
         self._sender = threading.Thread(target=self._run_sender, name="hub-sender", daemon=True)
         self._sender.start()
         log.info("hub: unit %s → %s (sharing %s; %d queued)", s.unit_id, s.url,
                  ", ".join(sorted(x.value for x in s.share)), len(self.queue))  # fmt: skip
 
     def stop(self) -> None:
+        self._writer_stop.set()  # what was handed off still goes to disk first
+        if self._writer is not None:
+            self._writer.join(STOP_TIMEOUT_S)
         self._stop.set()
         self._wake.set()
         if self._sender is not None:
@@ -199,7 +213,7 @@ class HubClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    # ---- events → queue (the call loop's thread: local writes, never the network) -----
+    # ---- events → queue (the call loop's thread: an in-memory hand-off, never the disk or the network) -----
 
     def on_fraud(self, event: FraudEvent) -> None:
         """Kept until the call ends: the call summary carries the verdict (the call ends after it)."""
@@ -215,13 +229,50 @@ class HubClient:
         if not self.settings.shares(Share.CALLS):
             return
         number = caller.number_e164 if caller.number_e164 and E164.fullmatch(caller.number_e164) else ""
-        started, alerted = self._call_facts(call_id)
-        summary = CallSummary(self.settings.unit_id, call_id=call_id, started=started or self._clock(), number=number,
-                              category=decision.category, action=decision.action,
-                              verdict=fraud.detection.verdict if fraud else None,
-                              flags=_flags(fraud), excerpt=self._excerpt(fraud), alerted=alerted)  # fmt: skip
-        self.enqueue(summary)
+        ended = self._clock()
+
+        def summary() -> Message:  # on the writer thread: the store read and the commit stay off the call loop
+            started, alerted = self._call_facts(call_id)
+            return CallSummary(self.settings.unit_id, call_id=call_id, started=started or ended, number=number,
+                               category=decision.category, action=decision.action,
+                               verdict=fraud.detection.verdict if fraud else None,
+                               flags=_flags(fraud), excerpt=self._excerpt(fraud), alerted=alerted)  # fmt: skip
+
+        self._hand_off(summary)
         self._update(last_caller=number or None, fraud=fraud is not None and fraud.detection.verdict is Verdict.FRAUD)
+
+    def _hand_off(self, build: Callable[[], Message | None]) -> None:
+        """To the writer thread; a full hand-off (the disk stalled for thousands of events) drops, logged."""
+        try:
+            self._inbox.put_nowait(build)
+        except queue.Full:
+            self.handoff_dropped += 1
+            log.warning("hub: writer behind (%d waiting): an event was not queued", self._inbox.qsize())
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every handed-off event is in the durable queue; False if that took longer than ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self._inbox.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _run_writer(self) -> None:
+        """Builds and commits what the event handlers handed off, in order; after stop, until the inbox is empty."""
+        while not (self._writer_stop.is_set() and self._inbox.empty()):
+            try:
+                build = self._inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                message = build()
+                if message is not None:
+                    self.enqueue(message)
+            except Exception:  # noqa: BLE001 -- one bad event must not end the hub link
+                log.exception("hub: an event could not be queued")
+            finally:
+                self._inbox.task_done()
 
     def _excerpt(self, fraud: FraudEvent | None) -> str:
         if fraud is None or not self.settings.shares(Share.TRANSCRIPTS):
@@ -257,7 +308,7 @@ class HubClient:
 
     def enqueue_health(self) -> None:
         if self.settings.shares(Share.HEALTH):
-            self.enqueue(self.health())
+            self._hand_off(self.health)
 
     def health(self) -> Health:
         """From the bus events heard, completed by the daemon's ``status.json`` (what the web page's health
