@@ -465,3 +465,79 @@ def test_messages_queued_before_a_kill_are_sent_after_the_restart(tmp_path: Path
     with HubListener(broker) as hub, client_for(tmp_path, settings, store):
         calls = decoded(hub, Channel.CALLS, 3)
     assert [c.call_id for c in calls if isinstance(c, CallSummary)] == [21, 22, 23]
+
+
+def test_acknowledge_and_check_feeds_act_on_the_units_own_services(tmp_path: Path, broker: MosquittoBroker,
+                                                                   signer: CommandSigner, store: Store) -> None:  # fmt: skip
+    """``acknowledge`` stops the escalation of that call's alerts; ``check_feeds`` runs a feed round now."""
+    from blocklist.feed_timer import FeedTimer
+    from screening.alerts import AlertService
+    from screening.config.loader import parse_config
+    from screening.notify import AppriseNotifier
+
+    config = parse_config({"relatives": [{"name": "Taro", "notify": ["json://127.0.0.1:9/hook"]}]}, source="test")
+    alerts = AlertService(store, config, AppriseNotifier(timeout_s=1), tz=None, household="母").open()
+    timer = FeedTimer(store.path, tmp_path / "feeds", interval_s=3600, max_age_days=30, first_after_s=3600)
+    detection = Detection(Verdict.FRAUD, 4.5, (Flag("還付金", "refund", 3.0, "還付金"),))
+    try:
+        alert = alerts.on_fraud(FraudEvent(7, detection, 1.0, utc_now(), "還付金"), "03-5555-0101")
+        assert alert is not None
+        timer.start()
+        actions = unit_actions(store, None, alerts, timer.check_now)
+        settings = settings_for(tmp_path, broker, signer)
+        with HubListener(broker) as hub, HubClient(settings, tmp_path / "q.db", store.path, actions) as client:
+            assert client.desk is not None
+            client.desk.handle(signer.sign(command(CommandAction.ACKNOWLEDGE, call_id=7, by="family:hanako")))
+            client.desk.handle(signer.sign(command(CommandAction.ACKNOWLEDGE, call_id=8)))  # no alert for it
+            client.desk.handle(signer.sign(command(CommandAction.CHECK_FEEDS, by="reviewer:sato")))
+            wait_until(lambda: timer.checks == 1, timeout=30)
+            wait_until(lambda: len(acks(hub)) == 3)
+        acked = alerts.outbox.get_alert(alert.id)
+    finally:
+        timer.stop()
+        alerts.close()
+    assert acked is not None and acked.acked_by == "family:hanako"
+    assert [(a.result, a.reason) for a in acks(hub)] == [(AckResult.DONE, "1 alert(s)"),
+                                                         (AckResult.REFUSED, "no open alert for this call"),
+                                                         (AckResult.DONE, "")]  # fmt: skip
+
+
+LAST_WILL_UNIT = """
+import os, sys, time
+from pathlib import Path
+from screening.hub_client.client import HubClient
+from screening.hub_client.commands import UnitActions
+from screening.hub_client.settings import HubSettings, Share
+
+tmp, url, ca, key = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+settings = HubSettings(url=url, unit_id="akita-0001", credentials_file=tmp / "hub-password", ca_file=ca,
+                       command_key=key, share=frozenset({Share.CALLS}))
+nothing = UnitActions(lambda n, b: None, lambda n, b: None, None, lambda c: None, None)
+client = HubClient(settings, tmp / "will.hub.db", tmp / "none.db", nothing)
+client.start()
+deadline = time.monotonic() + 20
+while not client.connected and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("connected" if client.connected else "not connected", flush=True)
+time.sleep(0.5)
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_unit_that_vanishes_is_reported_offline_by_its_last_will(tmp_path: Path, broker: MosquittoBroker,
+                                                                   signer: CommandSigner) -> None:  # fmt: skip
+    import subprocess
+    import sys
+
+    settings = settings_for(tmp_path, broker, signer)
+    script = tmp_path / "vanishing_unit.py"
+    script.write_text(LAST_WILL_UNIT)
+    root = Path(__file__).resolve().parent.parent
+    with HubListener(broker) as hub:
+        run = subprocess.run([sys.executable, str(script), str(tmp_path), broker.url, str(broker.ca_file),
+                              settings.command_key], capture_output=True, text=True, timeout=60, cwd=root,
+                             env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})  # fmt: skip
+        assert run.stdout.startswith("connected") and run.returncode == -9, run.stderr
+        statuses = [m for m in (decode_message(Channel.STATUS, p, unit=UNIT)
+                                for p in hub.wait_for(topic(UNIT, Channel.STATUS), 2, 30))]  # fmt: skip
+    assert [s.online for s in statuses if isinstance(s, Status)] == [True, False]
