@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 REPORTS_MARK = "reports_after_id"
 STOP_TIMEOUT_S = 5.0
+STOP_DRAIN_S = 2.0  # on a clean stop; whatever is left waits in the queue for the next start
 DB_READ_TIMEOUT_S = 0.2  # a lookup on the call loop's thread: WAL readers never wait for writers, but bound it
 HANDOFF_LIMIT = 10_000  # events waiting for the writer; only a disk stalled for minutes fills it
 MAX_PENDING_FRAUD = 64  # fraud verdicts waiting for their call to end (one per line slot, in practice)
@@ -181,6 +182,10 @@ class HubClient:
         self._writer_stop.set()  # what was handed off still goes to disk first
         if self._writer is not None:
             self._writer.join(STOP_TIMEOUT_S)
+        self._wake.set()
+        deadline = time.monotonic() + STOP_DRAIN_S  # connected: a moment to send the last call's summary
+        while self._connected.is_set() and len(self.queue) and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._stop.set()
         self._wake.set()
         if self._sender is not None:
