@@ -541,3 +541,38 @@ def test_a_unit_that_vanishes_is_reported_offline_by_its_last_will(tmp_path: Pat
         statuses = [m for m in (decode_message(Channel.STATUS, p, unit=UNIT)
                                 for p in hub.wait_for(topic(UNIT, Channel.STATUS), 2, 30))]  # fmt: skip
     assert [s.online for s in statuses if isinstance(s, Status)] == [True, False]
+
+
+# ---- mamoru doctor ------------------------------------------------------------------------------
+
+
+def test_doctor_says_what_is_wrong_with_the_hub_link_in_japanese(tmp_path: Path, signer: CommandSigner) -> None:
+    from screening import doctor
+    from screening.config.loader import parse_config
+    from screening.core.model import Language
+    from screening.doctor_text import format_report, untranslated
+    from screening.hub_client.queue import queue_path_for
+
+    db = tmp_path / "mamoru.db"
+    password = tmp_path / "hub-password"
+    hub = {"url": "mqtts://hub.example.jp:8883", "unit_id": UNIT, "command_key": public_key_text(signer.public)}
+
+    def check(**extra: object) -> doctor.Check:
+        cfg = parse_config({"hub": {**hub, **extra}}, source="test")
+        return doctor.check_hub(cfg, db, utc_now())
+
+    incomplete = doctor.check_hub(parse_config({"hub": {"url": hub["url"]}}, source="test"), db, utc_now())
+    unreadable = check(credentials_file=str(password))
+    password.write_text("unit-pw\n")
+    good = check(credentials_file=str(password))
+    with HubQueue(queue_path_for(db), limit=100) as queue:
+        queue.put(Channel.HEALTH, b"{}", utc_now() - timedelta(hours=2))
+    waiting = check(credentials_file=str(password))
+    assert (incomplete.severity, unreadable.severity, good.severity, waiting.severity) == (
+        "problem", "problem", "ok", "warning")
+    assert "credentials_file, command_key" in incomplete.message
+    assert "1 messages for the hub have waited" in waiting.message
+    findings = [incomplete, unreadable, good, waiting]
+    assert not [t for f in findings for t in (f.message, f.fix) if untranslated(t)]
+    assert "見守りセンター" in format_report(findings, Language.JA)
+    assert "hub" not in [c.name for c in doctor.run_checks(parse_config({}, source="test"), db_path=db)]

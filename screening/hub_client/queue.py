@@ -152,3 +152,20 @@ class HubQueue:
         with self._lock:
             self._conn().execute("INSERT INTO marks (name, value) VALUES (?, ?) "
                                  "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))  # fmt: skip
+
+
+def queue_backlog(path: Path) -> tuple[int, str | None]:
+    """(rows waiting, when the oldest was queued) of a hub queue file, read-only; (0, None) if there is none.
+
+    For ``mamoru doctor``, in another process than the daemon's: the file is only read.
+    """
+    if not path.exists():
+        return 0, None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    try:
+        count, oldest = db.execute("SELECT count(*), min(created_at) FROM outbox").fetchone()
+    except sqlite3.OperationalError:  # created but not yet given its table
+        return 0, None
+    finally:
+        db.close()
+    return int(count), oldest
