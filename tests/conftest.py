@@ -34,6 +34,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_store_recovery": ("slow",),
     "test_web_process": ("slow",),
     "test_hub_ingest": ("hub", "slow"),
+    "test_hub_page": ("hub", "slow"),
     "test_hub_client": ("hub", "slow"),
     "test_hub_e2e": ("hub", "slow"),
 }

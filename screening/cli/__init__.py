@@ -21,6 +21,7 @@ from screening.cli import (
     detect,
     doctor,
     feeds,
+    hub,
     lists,
     modem,
     provision,
@@ -48,6 +49,7 @@ GROUPS: tuple[Callable[[Any], object], ...] = (
     provision.register,
     review_export.register,
     web.register,
+    hub.register,  # hub run|servers|account|unit|simulate
 )
 
 

@@ -47,6 +47,7 @@ from .store import HubStore
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps the hub's queue for a week offline
+RECEIVE_MAXIMUM = 4000  # unacked QoS 1 messages the broker may have in flight to the hub
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +279,8 @@ class HubSubscriber:
         self._client = self._make_client()
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        # Acks wait for the batch's commit: the window must hold several batches or the DB round trip caps throughput.
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
         self._client.connect_async(self.broker.host, self.broker.port, self.broker.keepalive_s,
                                    clean_start=False, properties=properties)  # fmt: skip
         self._client.loop_start()

@@ -81,6 +81,13 @@ MIGRATIONS: tuple[str, ...] = (
         received timestamptz NOT NULL DEFAULT clock_timestamp()
     );
     """,
+    # 2: hub page accounts (argon2 hashes); a family account sees one household, police one area or all.
+    """
+    CREATE TABLE hub_accounts (
+        name text PRIMARY KEY, password_hash text NOT NULL, role text NOT NULL,
+        household text, area text, created timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 )
 
 

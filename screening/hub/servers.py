@@ -122,7 +122,7 @@ class MosquittoBroker:
             f"persistence_location {self.directory / 'data'}/",
             "autosave_interval 1",
             f"max_queued_messages {self.max_queued}",
-            "max_inflight_messages 100",
+            "max_inflight_messages 1000",
             "message_size_limit 3200000",
             "set_tcp_nodelay true",
             f"log_dest file {self.directory / 'mosquitto.log'}",

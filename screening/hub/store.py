@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,49 @@ MIN_HOUSEHOLDS = 3  # one household's reports never block a number alone
 def is_protected_number(number: str) -> bool:
     """Emergency and official numbers (110/118/119, police stations …0110) never enter the shared list."""
     return number in DEFAULT_PROTECTED or (number.endswith(OFFICIAL_SUFFIXES) and is_fixed_line(number))
+
+
+def _calls(group: list[CallSummary]) -> tuple[str, list[tuple[Any, ...]]]:
+    return ("INSERT INTO calls (unit, id, call_id, started, number, category, action, outcome, verdict, flags,"
+            " excerpt, alerted, sent) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            [(m.unit, m.id, m.call_id, m.started, m.number, m.category.value, m.action.value,
+              m.outcome.value if m.outcome else None, m.verdict.value if m.verdict else None, list(m.flags),
+              m.excerpt, m.alerted, m.sent) for m in group])  # fmt: skip
+
+
+def _reports(group: list[FraudReport]) -> tuple[str, list[tuple[Any, ...]]]:
+    return ("INSERT INTO reports (unit, id, number, call_id, heard, phrases, sent) VALUES (%s,%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT DO NOTHING", [(m.unit, m.id, m.number, m.call_id, m.heard, list(m.phrases), m.sent)
+                                        for m in group])  # fmt: skip
+
+
+def _health(group: list[Health]) -> tuple[str, list[tuple[Any, ...]]]:
+    return ("INSERT INTO health (unit, id, line, sent) VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            [(m.unit, m.id, m.line.value, m.sent) for m in group])  # fmt: skip
+
+
+def _status(group: list[Status]) -> tuple[str, list[tuple[Any, ...]]]:
+    # Arrival order, not ``sent``: the last will is composed at connect time, before "online".
+    return ("UPDATE units SET online=%s, status_at=clock_timestamp() WHERE unit=%s",
+            [(m.online, m.unit) for m in group])  # fmt: skip
+
+
+def _acks(group: list[CommandAck]) -> tuple[str, list[tuple[Any, ...]]]:
+    return ("INSERT INTO acks (unit, id, command, result, reason, sent) VALUES (%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT DO NOTHING", [(m.unit, m.id, m.command, m.result.value, m.reason, m.sent) for m in group])
+
+
+def _recordings(group: list[Recording]) -> tuple[str, list[tuple[Any, ...]]]:
+    # Only a recording the hub asked this unit for is kept: nobody can push audio unasked.
+    return ("INSERT INTO recordings (unit, id, call_id, command, sha256, wav, sent) SELECT %s,%s,%s,%s,%s,%s,%s"
+            " WHERE EXISTS (SELECT 1 FROM commands WHERE id=%s AND unit=%s AND call_id=%s"
+            " AND action='request_recording') ON CONFLICT DO NOTHING",
+            [(m.unit, m.id, m.call_id, m.command, m.sha256, m.wav, m.sent, m.command, m.unit, m.call_id)
+             for m in group])  # fmt: skip
+
+
+_INSERTS: dict[type[Any], Any] = {CallSummary: _calls, FraudReport: _reports, Health: _health, Status: _status,
+                                  CommandAck: _acks, Recording: _recordings}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,54 +122,33 @@ class HubStore:
     # ----------------------------------------------------------------- ingest
 
     def write(self, messages: Sequence[Message]) -> int:
-        """Store a batch in one transaction; returns how many were new (the rest were duplicates)."""
-        new = 0
-        conn = self.conn
-        with conn.transaction():
-            for unit in sorted({m.unit for m in messages}):
-                conn.execute("INSERT INTO units (unit) VALUES (%s) ON CONFLICT DO NOTHING", (unit,))
-            for message in messages:
-                new += self._write_one(conn, message)
-                conn.execute("UPDATE units SET last_seen = greatest(last_seen, %s) WHERE unit = %s",
-                             (message.sent, message.unit))  # fmt: skip
-        return new
+        """Store a batch in one transaction; returns how many were new (the rest were duplicates).
 
-    def _write_one(self, conn: psycopg.Connection[Any], m: Message) -> int:
-        if isinstance(m, CallSummary):
-            cur = conn.execute(
-                "INSERT INTO calls (unit, id, call_id, started, number, category, action, outcome, verdict, flags,"
-                " excerpt, alerted, sent) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-                (m.unit, m.id, m.call_id, m.started, m.number, m.category.value, m.action.value,
-                 m.outcome.value if m.outcome else None, m.verdict.value if m.verdict else None, list(m.flags),
-                 m.excerpt, m.alerted, m.sent))  # fmt: skip
-        elif isinstance(m, FraudReport):
-            cur = conn.execute(
-                "INSERT INTO reports (unit, id, number, call_id, heard, phrases, sent) VALUES (%s,%s,%s,%s,%s,%s,%s)"
-                " ON CONFLICT DO NOTHING", (m.unit, m.id, m.number, m.call_id, m.heard, list(m.phrases), m.sent))
-        elif isinstance(m, Health):
-            cur = conn.execute("INSERT INTO health (unit, id, line, sent) VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-                               (m.unit, m.id, m.line.value, m.sent))  # fmt: skip
-            conn.execute(
-                "UPDATE units SET line=%s, version=%s, disk_free_mb=%s, speech_model=%s, feed_version=%s, faults=%s,"
-                " health_at=%s WHERE unit=%s AND (health_at IS NULL OR health_at <= %s)",
-                (m.line.value, m.version, m.disk_free_mb, m.speech_model, m.feed_version, list(m.faults), m.sent,
-                 m.unit, m.sent))  # fmt: skip
-        elif isinstance(m, Status):
-            # Arrival order, not ``sent``: the last will is composed at connect time, before "online".
-            cur = conn.execute("UPDATE units SET online=%s, status_at=clock_timestamp() WHERE unit=%s",
-                               (m.online, m.unit))  # fmt: skip
-        elif isinstance(m, CommandAck):
-            cur = conn.execute("INSERT INTO acks (unit, id, command, result, reason, sent) VALUES (%s,%s,%s,%s,%s,%s)"
-                               " ON CONFLICT DO NOTHING", (m.unit, m.id, m.command, m.result.value, m.reason, m.sent))
-        else:
-            assert isinstance(m, Recording)
-            # Only a recording the hub asked this unit for is kept: nobody can push audio unasked.
-            cur = conn.execute(
-                "INSERT INTO recordings (unit, id, call_id, command, sha256, wav, sent) SELECT %s,%s,%s,%s,%s,%s,%s"
-                " WHERE EXISTS (SELECT 1 FROM commands WHERE id=%s AND unit=%s AND call_id=%s"
-                " AND action='request_recording') ON CONFLICT DO NOTHING",
-                (m.unit, m.id, m.call_id, m.command, m.sha256, m.wav, m.sent, m.command, m.unit, m.call_id))
-        return max(cur.rowcount, 0)
+        One ``executemany`` per table (psycopg pipelines it): a batch of 500 is a handful of round trips.
+        """
+        new = 0
+        by_kind: dict[type[Any], list[Any]] = {}
+        for message in messages:
+            by_kind.setdefault(type(message), []).append(message)
+        last_seen: dict[str, datetime] = {}
+        for message in messages:
+            last_seen[message.unit] = max(last_seen.get(message.unit, message.sent), message.sent)
+        conn = self.conn
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany("INSERT INTO units (unit, last_seen) VALUES (%s, %s) ON CONFLICT (unit) DO UPDATE"
+                            " SET last_seen = greatest(units.last_seen, excluded.last_seen)",
+                            sorted(last_seen.items()))  # fmt: skip
+            for kind, group in by_kind.items():
+                sql, rows = _INSERTS[kind](group)
+                cur.executemany(sql, rows)  # type: ignore[arg-type]  # our own constant SQL
+                new += max(cur.rowcount, 0)
+                if kind is Health:
+                    cur.executemany(
+                        "UPDATE units SET line=%s, version=%s, disk_free_mb=%s, speech_model=%s, feed_version=%s,"
+                        " faults=%s, health_at=%s WHERE unit=%s AND (health_at IS NULL OR health_at <= %s)",
+                        [(m.line.value, m.version, m.disk_free_mb, m.speech_model, m.feed_version, list(m.faults),
+                          m.sent, m.unit, m.sent) for m in group])  # fmt: skip
+        return new
 
     def reject(self, unit: str | None, topic: str, reason: str) -> None:
         self.conn.execute("INSERT INTO rejected (unit, topic, reason) VALUES (%s, %s, %s)",
@@ -228,3 +251,33 @@ class HubStore:
             raise ValueError(table)
         row = self.conn.execute(f"SELECT count(*) AS n FROM {table}").fetchone()
         return int(row["n"]) if row else 0
+
+
+class HubRole(StrEnum):
+    FAMILY = "family"  # one household's calls, transcripts, recordings; block/allow/acknowledge
+    POLICE = "police"  # fleet health and per-area figures only: never call lists or audio
+    REVIEWER = "reviewer"  # the shared-number queue: approve or reject
+
+
+@dataclass(frozen=True, slots=True)
+class HubAccount:
+    name: str
+    password_hash: str
+    role: HubRole
+    household: str | None
+    area: str | None
+
+
+def add_account(store: HubStore, name: str, password_hash: str, role: HubRole, household: str | None = None,
+                area: str | None = None) -> None:
+    if role is HubRole.FAMILY and not household:
+        raise ValueError("a family account belongs to one household (--household)")
+    store.conn.execute("INSERT INTO hub_accounts (name, password_hash, role, household, area) VALUES (%s,%s,%s,%s,%s)",
+                       (name, password_hash, role.value, household, area))  # fmt: skip
+
+
+def find_account(store: HubStore, name: str) -> HubAccount | None:
+    row = store.conn.execute("SELECT * FROM hub_accounts WHERE name=%s", (name,)).fetchone()
+    if row is None:
+        return None
+    return HubAccount(row["name"], row["password_hash"], HubRole(row["role"]), row["household"], row["area"])

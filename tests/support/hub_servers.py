@@ -25,10 +25,10 @@ from paho.mqtt.properties import Properties
 
 from screening.hub.ingest import BrokerSettings, HubSubscriber, IngestSettings
 from screening.hub.servers import HUB_USER, MosquittoBroker, PostgresCluster
-from screening.hubwire import Channel, Message, Status, encode_message, topic
+from screening.hubwire import Channel, CommandSigner, Message, Status, encode_message, topic
 from tests.support.ports import free_tcp_port
 
-__all__ = ["HUB_PASSWORD", "HubRig", "PostgresCluster", "UnitClient", "broker", "hub_rig", "pg_cluster", "pg_dsn"]
+__all__ = ["FollowingUnit", "HUB_PASSWORD", "HubRig", "PostgresCluster", "UnitClient", "broker", "hub_rig", "pg_cluster", "pg_dsn"]
 
 HUB_PASSWORD = "hub-" + uuid.uuid4().hex
 UNITS = {f"unit-{i:03d}": f"pw-{i:03d}-{uuid.uuid4().hex[:8]}" for i in range(1, 9)}
@@ -122,10 +122,10 @@ class HubRig:
     hub: HubSubscriber | None = None
     units: list[UnitClient] = field(default_factory=list)
 
-    def start_hub(self, **ingest: Any) -> HubSubscriber:
+    def start_hub(self, signer: CommandSigner | None = None, **ingest: Any) -> HubSubscriber:
         assert self.broker.tls is not None
         self.hub = HubSubscriber(BrokerSettings("localhost", self.broker.port, self.broker.tls.ca, HUB_USER,
-                                                HUB_PASSWORD), IngestSettings(self.dsn, self.spool, **ingest))
+                                                HUB_PASSWORD), IngestSettings(self.dsn, self.spool, **ingest), signer)
         return self.hub.start()
 
     def unit(self, name: str) -> UnitClient:
@@ -148,3 +148,58 @@ def hub_rig(broker: MosquittoBroker, pg_dsn: str, tmp_path: Path) -> Iterator[Hu
 
 def running_as_root() -> bool:
     return os.geteuid() == 0
+
+
+class FollowingUnit:
+    """The hub's feed repository served over HTTP on loopback, and a unit's store following it
+    (``add_feed``/``update_feed``, exactly what the daemon's feed timer runs)."""
+
+    def __init__(self, tmp: Path) -> None:
+        import functools
+        from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+        from blocklist.feed_publisher import FeedRepository
+        from blocklist.formats import ListFormat, write_entries
+        from blocklist.store import Store
+
+        self.repo = FeedRepository(tmp / "issuer")
+        self.repo.init(write_entries([], ListFormat.FEED, home_region="JP"), 0)
+        self.www = tmp / "www"
+        handler = functools.partial(SimpleHTTPRequestHandler, directory=str(self.www))
+        handler.log_message = lambda *_: None  # type: ignore[attr-defined,method-assign]
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.feeds_dir = tmp / "unit" / "feeds"
+        self.feeds_dir.parent.mkdir(parents=True)
+        self.store = Store(tmp / "unit" / "calls.db", recover_calls=False)
+        self.store.open()
+        self.sync()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/feed/"
+
+    def sync(self) -> None:
+        """Copy what the issuer's web server serves (never the keys)."""
+        for sub in ("metadata", "targets"):
+            shutil.copytree(self.repo.path / sub, self.www / "feed" / sub, dirs_exist_ok=True)
+
+    def follow(self) -> None:
+        from blocklist.feeds import add_feed
+
+        add_feed(self.store, self.feeds_dir, "hub", self.url, (self.repo.metadata_dir / "root.json").read_bytes())
+
+    def update(self) -> Any:
+        from blocklist.feeds import update_feed
+
+        return update_feed(self.store, self.feeds_dir, "hub", max_age_days=30)
+
+    def blocked(self, number: str) -> bool:
+        from datetime import UTC, datetime
+
+        return self.store.load_lists(datetime.now(UTC)).match_block(number) is not None
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.store.close()
