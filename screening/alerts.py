@@ -323,7 +323,11 @@ class AlertService:
         # The hub's page reaches a relative anywhere; the unit's own page only inside the house.
         hub = self._config.hub
         if hub.url and hub.public_url and hub.unit_id:
-            return hub_call_url(hub.public_url, hub.unit_id, call_id)
+            try:
+                call_uid: str | None = self._store.get_call(call_id).call_uid
+            except KeyError:  # spooled while the database is busy: the family's page instead
+                call_uid = None
+            return hub_call_url(hub.public_url, hub.unit_id, call_uid)
         base = self._alerts.web_base_url
         return f"{base}/calls/{call_id}" if base else None
 

@@ -365,18 +365,21 @@ def test_alerts_link_to_the_hub_page_when_it_has_one(store: Store, signer: Comma
     relatives = [{"name": "Taro", "notify": ["json://127.0.0.1:9/hook"]}]
     hub = {"url": "mqtts://hub.example.jp:8883", "unit_id": UNIT, "command_key": public_key_text(signer.public)}
     detection = Detection(Verdict.FRAUD, 4.5, (Flag("還付金", "refund", 3.0, "還付金"),))
+    calls = [store.begin_call("sim", CallerID(raw_number="0355550101", number_e164=SCAM), utc_now()) for _ in range(2)]
     links = []
-    for extra in ({}, {"public_url": "https://hub.example.jp/"}):
+    for call_id, extra in zip(calls, ({}, {"public_url": "https://hub.example.jp/"}), strict=True):
         config = parse_config({"alerts": {"web_base_url": "http://mamoru.local:8080"}, "relatives": relatives,
                                "hub": {**hub, **extra}}, source="test")  # fmt: skip
         svc = AlertService(store, config, AppriseNotifier(timeout_s=1), tz=None, household="母").open()
         try:
-            alert = svc.on_fraud(FraudEvent(40 + len(links), detection, 1.0, utc_now(), "還付金"), "03-5555-0101")
+            alert = svc.on_fraud(FraudEvent(call_id, detection, 1.0, utc_now(), "還付金"), "03-5555-0101")
             assert alert is not None
             links.append(alert.payload["url"])
         finally:
             svc.close()
-    assert links == ["http://mamoru.local:8080/calls/40", f"https://hub.example.jp/units/{UNIT}/calls/41"]
+    # The hub's page knows a call by its summary's message id, which the unit makes the call's uid.
+    assert links == [f"http://mamoru.local:8080/calls/{calls[0]}",
+                     f"https://hub.example.jp/family/call/{UNIT}/{store.get_call(calls[1]).call_uid}"]
 
 
 def test_health_reads_the_daemons_status_file(tmp_path: Path, broker: MosquittoBroker, signer: CommandSigner,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from blocklist.store import Store
+
 from screening.core.model import Action
 from screening.hubwire import (
     AckResult,
@@ -101,5 +103,8 @@ command_key = "{public_key_text(signer.public)}"
                 run.kill()
                 run.wait(10)
     assert run.returncode == 0, out
+    with Store(tmp_path / "unit" / "mamoru.db") as store:
+        uids = {store.get_call(c.call_id).call_uid for c in (first, second)}
+    assert uids == {first.id, second.id}, "a call's summary is known at the hub by the call's uid (alert links)"
     assert isinstance(second, CallSummary) and second.number == CALLER
     assert second.action is Action.BLOCK, f"the hub's block did not reach the next call:\n{out}"

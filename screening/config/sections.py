@@ -604,7 +604,7 @@ class HubConfig:
         "marked fraud), `transcripts` (a short excerpt), `recordings` (only on a family member's request).",
     )
     public_url: str | None = _setting(
-        "", _web_url(), "The hub's web page; alerts then link to the call there (`<url>/units/<unit>/calls/<id>`)."
+        "", _web_url(), "The hub's web page; alerts then link to the call there (`<url>/family/call/<unit>/<call uid>`)."
     )
     home_assistant: bool = _setting(
         False, _boolean(), "Publish Home Assistant MQTT discovery (last caller, fraud flag, line problem) on this broker."

@@ -57,10 +57,11 @@ from screening.hubwire import (
     WireError,
     encode_message,
     is_valid_unit_id,
+    new_message_id,
     public_key_from_text,
     topic,
 )
-from screening.hubwire.fields import E164, FLAG
+from screening.hubwire.fields import E164, FLAG, MESSAGE_ID
 from screening.hubwire.messages import EXCERPT_CHARS
 from voice.pipeline import FraudEvent
 
@@ -237,8 +238,12 @@ class HubClient:
         ended = self._clock()
 
         def summary() -> Message:  # on the writer thread: the store read and the commit stay off the call loop
-            started, alerted = self._call_facts(call_id)
-            return CallSummary(self.settings.unit_id, call_id=call_id, started=started or ended, number=number,
+            call_uid, started, alerted = self._call_facts(call_id)
+            # The call's own uid as the message id: the hub's page for the call is known before it is sent
+            # (alerts link to it during the call), and a resent summary is still one row at the hub.
+            message_id = call_uid if call_uid and MESSAGE_ID.fullmatch(call_uid) else new_message_id()
+            return CallSummary(self.settings.unit_id, id=message_id, call_id=call_id, started=started or ended,
+                               number=number,
                                category=decision.category, action=decision.action,
                                verdict=fraud.detection.verdict if fraud else None,
                                flags=_flags(fraud), excerpt=self._excerpt(fraud), alerted=alerted)  # fmt: skip
@@ -284,19 +289,21 @@ class HubClient:
             return ""
         return _CONTROL.sub(" ", fraud.transcript_excerpt)[-EXCERPT_CHARS:]
 
-    def _call_facts(self, call_id: int) -> tuple[datetime | None, bool]:
-        """When the call started and whether the family was alerted, from the store (read-only, bounded)."""
+    def _call_facts(self, call_id: int) -> tuple[str | None, datetime | None, bool]:
+        """The call's uid, when it started and whether the family was alerted, from the store (read-only)."""
         try:
             db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=DB_READ_TIMEOUT_S)
         except sqlite3.Error:
-            return None, False
+            return None, None, False
         try:
-            row = db.execute("SELECT started_at FROM calls WHERE id = ?", (call_id,)).fetchone()
+            row = db.execute("SELECT call_uid, started_at FROM calls WHERE id = ?", (call_id,)).fetchone()
             alerts = db.execute("SELECT count(*) FROM alerts WHERE call_id = ?", (call_id,)).fetchone()
-            return (parse_iso_utc(row[0]) if row and row[0] else None), bool(alerts and alerts[0])
+            if row is None:
+                return None, None, bool(alerts and alerts[0])
+            return row[0], (parse_iso_utc(row[1]) if row[1] else None), bool(alerts and alerts[0])
         except (sqlite3.Error, ValueError) as exc:  # spooled call, busy file: the summary goes without
             log.debug("hub: call %d facts not readable: %s", call_id, exc)
-            return None, False
+            return None, None, False
         finally:
             db.close()
 

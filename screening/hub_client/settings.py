@@ -57,6 +57,9 @@ class HubSettings:
         return what in self.share
 
 
-def hub_call_url(public_url: str, unit_id: str, call_id: int) -> str:
-    """The hub page of one of this unit's calls: what an alert links to, so a relative away from home can open it."""
-    return f"{public_url.rstrip('/')}/units/{unit_id}/calls/{call_id}"
+def hub_call_url(public_url: str, unit_id: str, call_uid: str | None) -> str:
+    """The hub page of one of this unit's calls: what an alert links to, so a relative away from home can
+    open it. The hub knows a call by its summary's message id, which is the call's ``call_uid``
+    (see ``HubClient``); a call not readable yet links to the family's hub page."""
+    base = public_url.rstrip("/")
+    return f"{base}/family/call/{unit_id}/{call_uid}" if call_uid else f"{base}/family"
