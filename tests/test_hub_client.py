@@ -579,3 +579,18 @@ def test_doctor_says_what_is_wrong_with_the_hub_link_in_japanese(tmp_path: Path,
     assert not [t for f in findings for t in (f.message, f.fix) if untranslated(t)]
     assert "見守りセンター" in format_report(findings, Language.JA)
     assert "hub" not in [c.name for c in doctor.run_checks(parse_config({}, source="test"), db_path=db)]
+
+
+def test_a_broken_hub_setting_leaves_screening_running(tmp_path: Path, signer: CommandSigner, store: Store,
+                                                        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """A missing password file (bundle not applied yet) or a half-filled [hub]: logged, no hub, no crash."""
+    from screening.config.loader import parse_config
+    from screening.hub_wiring import run_hub
+
+    key = public_key_text(signer.public)
+    for hub in ({"url": "mqtts://hub.example.jp", "unit_id": UNIT, "command_key": key,
+                 "credentials_file": str(tmp_path / "not-there")},
+                {"url": "mqtts://hub.example.jp", "unit_id": UNIT}):  # fmt: skip
+        with run_hub(parse_config({"hub": hub}, source="test"), store, store.path, None, EventBus()) as client:
+            assert client is None
+    assert "not-there" in caplog.text and "command_key" in caplog.text
