@@ -239,11 +239,13 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         extra_daemons = [_slot_daemon(daemon, extra, cfg) for extra in extra_lines]
         feeds = stack.enter_context(run_feed_updates(cfg, places.db_path, daemon, extra_daemons, bus))
         # The hub hears the bus like any feature; its commands act through the unit's own store, alerts, feeds.
-        stack.enter_context(run_hub(cfg, store, places.db_path, places.recordings_dir, bus,
+        hub = stack.enter_context(run_hub(cfg, store, places.db_path, places.recordings_dir, bus,
                                     alerts=alerts.service if alerts is not None else None,
                                     check_feeds=feeds.check_now if feeds is not None else None,
                                     speech_model=f"vosk-{cfg.voice.language.value}" if voice.model is not None else None,
                                     model_missing=voice.model is None and cfg.voice.transcribe))
+        if hub is not None and isinstance(daemon.reloader, ConfigReloader):
+            daemon.reloader.add_listener(hub.reconfigure)  # the household narrows `share`: from the next event on
         stack.callback(watchdog.stopping)
         stack.enter_context(run_slot_loops(extra_daemons, stop))
         watchdog.ready(f"screening on {line.name}" + (f" ({1 + len(extra_lines)} calls at once)" if extra_lines else ""))

@@ -594,3 +594,25 @@ def test_a_broken_hub_setting_leaves_screening_running(tmp_path: Path, signer: C
         with run_hub(parse_config({"hub": hub}, source="test"), store, store.path, None, EventBus()) as client:
             assert client is None
     assert "not-there" in caplog.text and "command_key" in caplog.text
+
+
+def test_narrowing_share_in_the_settings_file_applies_to_the_next_call(tmp_path: Path, broker: MosquittoBroker,
+                                                                        signer: CommandSigner, store: Store) -> None:  # fmt: skip
+    """The web settings page or an editor changes ``share``: the daemon's reloader tells the running client."""
+    from screening.config.loader import parse_config
+
+    bus = EventBus()
+    settings = settings_for(tmp_path, broker, signer, share=frozenset({Share.CALLS}))
+    hub_table = {"url": broker.url, "unit_id": UNIT, "command_key": settings.command_key,
+                 "credentials_file": str(settings.credentials_file)}  # fmt: skip
+    with HubListener(broker) as hub, client_for(tmp_path, settings, store) as client:
+        off = client.subscribe(bus)
+        screened(bus, 1, SCAM)
+        decoded(hub, Channel.CALLS, 1)
+        client.reconfigure(parse_config({"hub": {**hub_table, "share": ["health"]}}, source="test"))
+        screened(bus, 2, SCAM)
+        client.reconfigure(parse_config({"hub": {**hub_table, "share": ["calls"]}}, source="test"))
+        screened(bus, 3, SCAM)
+        calls = decoded(hub, Channel.CALLS, 2)
+        off()
+    assert [c.call_id for c in calls if isinstance(c, CallSummary)] == [1, 3]

@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from screening.config import Config
 from screening.core.clock import parse_iso_utc, utc_now
 from screening.core.model import CallerID, Decision, Verdict
 from screening.events import CallScreened, EventBus, FraudHeard, LineFault, LineRestored, ModelMissing
@@ -214,6 +215,18 @@ class HubClient:
                 off()
 
         return unsubscribe
+
+    def reconfigure(self, cfg: Config) -> None:
+        """A changed settings file: what is shared applies from the next event; the link itself needs a restart."""
+        hub = cfg.hub
+        if (hub.url, hub.unit_id, hub.credentials_file, hub.command_key) != (
+                self.settings.url, self.settings.unit_id, self.settings.credentials_file, self.settings.command_key):
+            log.warning("hub: the [hub] link settings changed; they apply at the next start of mamoru")
+        if hub.share != self.settings.share:
+            log.info("hub: now sharing %s", ", ".join(sorted(x.value for x in hub.share)) or "nothing")
+            self.settings = replace(self.settings, share=hub.share)
+            if self.desk is not None:
+                self.desk.settings = self.settings
 
     @property
     def connected(self) -> bool:
