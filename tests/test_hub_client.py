@@ -590,10 +590,13 @@ def test_a_broken_hub_setting_leaves_screening_running(tmp_path: Path, signer: C
     key = public_key_text(signer.public)
     for hub in ({"url": "mqtts://hub.example.jp", "unit_id": UNIT, "command_key": key,
                  "credentials_file": str(tmp_path / "not-there")},
-                {"url": "mqtts://hub.example.jp", "unit_id": UNIT}):  # fmt: skip
+                {"url": "mqtts://hub.example.jp", "unit_id": UNIT},
+                {"url": "mqtts://hub.example.jp", "unit_id": UNIT, "command_key": key,
+                 "credentials_file": str(store.path), "ca_file": str(tmp_path / "no-ca.pem")}):  # fmt: skip
         with run_hub(parse_config({"hub": hub}, source="test"), store, store.path, None, EventBus()) as client:
             assert client is None
-    assert "not-there" in caplog.text and "command_key" in caplog.text
+    errors = [r.getMessage() for r in caplog.records if r.name == "screening.hub_wiring" and r.levelname == "ERROR"]
+    assert len(errors) == 3 and "not-there" in errors[0] and "command_key" in errors[1], errors
 
 
 def test_narrowing_share_in_the_settings_file_applies_to_the_next_call(tmp_path: Path, broker: MosquittoBroker,

@@ -149,19 +149,20 @@ class HubClient:
 
     def start(self) -> None:
         s = self.settings
-        try:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.unit_id, protocol=mqtt.MQTTv5)
+        try:  # a bad file or an unwritable queue means no hub link: never a daemon that does not start
             password = s.credentials_file.read_text(encoding="utf-8").strip()
             key = public_key_from_text(s.command_key)
-        except (OSError, ValueError) as exc:
+            if s.tls:
+                client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None, cert_reqs=ssl.CERT_REQUIRED,
+                               tls_version=ssl.PROTOCOL_TLS_CLIENT)  # fmt: skip
+            self.queue.open()
+        except (OSError, ValueError, sqlite3.Error, ssl.SSLError) as exc:
+            self.queue.close()
             raise HubSetupError(f"[hub]: {exc}") from None
-        self.queue.open()
         verifier = CommandVerifier(s.unit_id, [key], ReplayGuard.load(self.guard_path))
         self.desk = CommandDesk(s, self.actions, verifier, self.guard_path, self.enqueue, clock=self._clock)
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.unit_id, protocol=mqtt.MQTTv5)
         client.username_pw_set(s.unit_id, password)
-        if s.tls:
-            client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None, cert_reqs=ssl.CERT_REQUIRED,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)  # fmt: skip
         client.will_set(topic(s.unit_id, Channel.STATUS), self._status(online=False), qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=60)
         client.on_connect = self._on_connect
