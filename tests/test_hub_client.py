@@ -218,6 +218,7 @@ def test_a_family_fraud_review_is_reported_once(tmp_path: Path, broker: Mosquitt
         time.sleep(1.0)
         assert hub.on(topic(UNIT, Channel.REPORTS)) == [], "reported once, not at every start"
     assert isinstance(report, FraudReport) and (report.number, report.call_id) == (SCAM, call_id)
+    assert report.id == store.get_call(call_id).call_uid, "queued again after a crash, it is still one report"
 
 
 def test_the_broker_refuses_a_unit_publishing_as_another(tmp_path: Path, broker: MosquittoBroker,

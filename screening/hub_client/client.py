@@ -381,7 +381,7 @@ class HubClient:
         try:
             db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=2.0)
             try:
-                rows = db.execute("SELECT id, number_e164, started_at FROM calls WHERE review_label = 'fraud' "
+                rows = db.execute("SELECT id, number_e164, started_at, call_uid FROM calls WHERE review_label = 'fraud' "
                                   "AND id > ? ORDER BY id LIMIT 100", (after,)).fetchall()  # fmt: skip
                 phrases = {row[0]: [r[0] for r in db.execute(
                     "SELECT DISTINCT category FROM flags WHERE call_id = ? LIMIT 10", (row[0],))] for row in rows}  # fmt: skip
@@ -391,9 +391,11 @@ class HubClient:
             log.debug("hub: fraud reviews not readable now: %s", exc)
             return 0
         sent = 0
-        for call_id, number, started_at in rows:
+        for call_id, number, started_at, call_uid in rows:
             if number and E164.fullmatch(number):  # a call without a number protects nobody else
-                self.enqueue(FraudReport(self.settings.unit_id, number=number, call_id=call_id,
+                # The call's uid as the id: a report queued again after a crash is still one report at the hub.
+                message_id = call_uid if call_uid and MESSAGE_ID.fullmatch(call_uid) else new_message_id()
+                self.enqueue(FraudReport(self.settings.unit_id, id=message_id, number=number, call_id=call_id,
                                          heard=parse_iso_utc(started_at),
                                          phrases=tuple(p[:64] for p in phrases[call_id])))  # fmt: skip
                 sent += 1
