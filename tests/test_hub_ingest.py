@@ -155,10 +155,13 @@ def test_the_database_down_loses_nothing(hub_rig: HubRig, pg_cluster: hub_server
             unit.client.publish(*_wire(_call("unit-007", i)), qos=1)
         _wait(lambda: hub.ingest.stats.spooled == 150, 60, "spooled while the database is down")
         assert hub.ingest.spool.files()
+        # The hub itself goes down too: the acked messages live only in the spool on disk now.
+        hub.stop()
     finally:
         pg_cluster.start()
-    _wait(lambda: _count(hub_rig, "calls") == 151, 60, "replayed after the database came back")
-    assert not hub.ingest.spool.files()
+    restarted = hub_rig.start_hub(db_retry_s=0.5)
+    _wait(lambda: _count(hub_rig, "calls") == 151, 60, "replayed by the restarted hub")
+    assert not restarted.ingest.spool.files() and restarted.ingest.stats.replayed == 150
 
 
 def test_a_flood_of_reports_from_one_household_blocks_nothing(hub_rig: HubRig) -> None:
@@ -194,3 +197,13 @@ def _wire_report(unit: str, number: str, call_id: int) -> tuple[str, bytes]:
 def test_units_are_known_by_their_passwords() -> None:
     assert all(len(p) > 10 for p in UNITS.values())
     assert mqtt.MQTTv5 == 5
+
+
+def test_a_damaged_spool_file_is_set_aside_and_ingest_goes_on(hub_rig: HubRig) -> None:
+    hub_rig.spool.mkdir(parents=True)
+    (hub_rig.spool / "00000000000000000001-00000000-deadbeef.spool").write_text("not json at all\n")
+    hub = hub_rig.start_hub()
+    unit = hub_rig.unit("unit-001")
+    assert not unit.publish(_call("unit-001", 1)).is_failure
+    _wait(lambda: _count(hub_rig, "calls") == 1, message="stored despite the damaged spool file")
+    assert not hub.ingest.spool.files() and list(hub_rig.spool.glob("*.bad"))

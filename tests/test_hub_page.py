@@ -23,7 +23,11 @@ from screening.hubwire import (
     CommandSigner,
     CommandVerifier,
     FraudReport,
+    Health,
+    LineHealth,
+    Recording,
     ReplayGuard,
+    Status,
     topic,
 )
 from screening.web.accounts import hash_password
@@ -124,11 +128,18 @@ def test_a_relative_reads_the_households_calls_and_the_unit_obeys(page) -> None:
 def test_the_police_see_health_and_figures_never_calls(page) -> None:  # type: ignore[no-untyped-def]
     rig, client, _, _ = page
     rig.unit("unit-001").publish(_call("unit-001", 1))
+    rig.units[-1].publish(Status("unit-001", online=True))
     rig.unit("unit-004").publish(_call("unit-004", 2, alerted=False))
+    rig.unit("unit-002").publish(Health("unit-002", line=LineHealth.FAULT, version="0.1.0", disk_free_mb=10,
+                                        uptime_s=5, faults=("modem_missing",)))
     with HubStore(rig.dsn) as store:
-        _wait(lambda: store.count("calls") == 2)
+        _wait(lambda: store.count("calls") == 2 and store.count("health") == 1
+              and any(row["state"] == "online" for row in store.fleet()))
+        states = {row["unit"]: row["state"] for row in store.fleet()}
+    assert states == {"unit-001": "online", "unit-002": "faulty", "unit-003": "offline", "unit-004": "offline"}
     _login(client, "officer")
     fleet = client.get("/fleet")
+    assert "稼働中 1 台・停止 2 台・故障 1 台" in fleet.text
     assert fleet.status_code == 200 and "setagaya" in fleet.text and "meguro" in fleet.text
     assert "+81312345678" not in fleet.text and "還付金" not in fleet.text
     csv = client.get("/fleet.csv")
@@ -180,3 +191,68 @@ def test_three_households_reports_are_approved_and_a_unit_blocks_the_number(page
     feed.update()
     assert feed.blocked(FRAUD_NUMBER)
     assert FRAUD_NUMBER not in client.get("/review").text
+
+
+def test_recordings_are_kept_only_when_the_family_asked(page) -> None:  # type: ignore[no-untyped-def]
+    rig, client, signer, _ = page
+    unit = rig.unit("unit-001")
+    unit.client.subscribe(topic("unit-001", Channel.COMMANDS), qos=1)
+    unit.publish(_call("unit-001", 77))
+    wav = b"RIFF" + bytes(2000)
+    # Pushed unasked: refused by the hub (no request_recording command for it).
+    unit.publish(Recording("unit-001", call_id=77, command="0" * 32, wav=wav))
+    with HubStore(rig.dsn) as store:
+        _wait(lambda: store.count("calls") == 1)
+    _login(client, "hanako")
+    link = re.search(r'href="(/family/call/unit-001/[0-9a-f]{32})"', client.get("/family").text)
+    assert link and client.get(link.group(1) + "/recording.wav").status_code == 404
+    csrf = _csrf(client.get(link.group(1)).text)
+    client.post(link.group(1) + "/recording", data={"csrf": csrf})
+    _wait(lambda: len(unit.received) == 1, 30)
+    request = CommandVerifier("unit-001", [signer.public], ReplayGuard()).verify(unit.received[0])
+    assert request.action is CommandAction.REQUEST_RECORDING and request.call_id == 77
+    unit.publish(Recording("unit-001", call_id=77, command=request.id, wav=wav))
+    with HubStore(rig.dsn) as store:
+        _wait(lambda: store.count("recordings") == 1)
+    audio = client.get(link.group(1) + "/recording.wav")
+    assert audio.status_code == 200 and audio.content == wav and audio.headers["content-type"] == "audio/wav"
+
+
+def test_hub_cli_registers_units_and_accounts(pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from screening.cli import main
+    from screening.hub.store import find_account
+
+    (tmp_path / "pw").write_text("secret\n")
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[broker]\nca_file = "{tmp_path / "ca.pem"}"\npassword_file = "{tmp_path / "pw"}"\n'
+                      f'[database]\ndsn = "{pg_dsn}"\n[web]\nallowed_hosts = ["{HOST}"]\n')
+    assert main(["hub", "unit", "--config", str(config), "unit-042", "--household", "house-42", "--area", "akita"]) == 0
+    assert main(["hub", "unit", "--config", str(config), "Bad/Unit", "--household", "x"]) != 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["hub", "account", "--config", str(config), "taro", "--role", "family", "--household", "house-42"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["hub", "account", "--config", str(config), "nobody", "--role", "family"]) != 0  # no household
+    with HubStore(pg_dsn) as store:
+        account = find_account(store, "taro")
+        assert account is not None and account.household == "house-42" and account.password_hash.startswith("$argon2")
+        assert store.units_of("house-42") == ["unit-042"]
+    config.write_text('[broker]\nport = "x"\n')
+    assert main(["hub", "unit", "--config", str(config), "unit-042", "--household", "h"]) != 0
+    err = capsys.readouterr().err
+    assert "[broker] port: expected int" in err and "[database] dsn: missing" in err
+
+
+def test_a_flood_of_login_page_visits_does_not_grow_sessions_without_bound() -> None:
+    from screening.hub.web import MAX_SESSIONS, _Sessions
+
+    from screening.hub.store import HubAccount
+
+    sessions = _Sessions()
+    logged_in = sessions.new(HubAccount("hanako", "x", HubRole.FAMILY, "house-1", None), 1)
+    for _ in range(MAX_SESSIONS * 2):
+        sessions.new(None, 0.5)
+    assert len(sessions.by_token) <= MAX_SESSIONS
+    assert sessions.get(logged_in.token) is logged_in  # a flood never logs a relative out

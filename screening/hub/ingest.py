@@ -176,17 +176,25 @@ class Ingest:
 
     def _run(self) -> None:
         while not self._stop.is_set() or not self._queue.empty():
-            batch = self._take_batch()
-            if not self._db_ok and time.monotonic() >= self._next_db_try:
-                self._connect_db()
-            if self._db_ok:
-                self._replay()
-            if batch:
-                if not (self._db_ok and not self.spool.files() and self._store(batch)):
-                    self.spool.append(batch)
-                    self.stats.spooled += len(batch)
-                for raw in batch:
-                    self._ack(raw)
+            try:
+                self._turn()
+            except Exception:  # noqa: BLE001 -- the writer must outlive any one bad turn; unacked messages come back
+                log.exception("hub ingest turn failed; carrying on")
+                time.sleep(self.settings.db_retry_s)
+
+    def _turn(self) -> None:
+        """One batch: stored or spooled, then acked (an exception leaves it unacked: the broker keeps it)."""
+        batch = self._take_batch()
+        if not self._db_ok and time.monotonic() >= self._next_db_try:
+            self._connect_db()
+        if self._db_ok:
+            self._replay()
+        if batch:
+            if not (self._db_ok and not self.spool.files() and self._store(batch)):
+                self.spool.append(batch)
+                self.stats.spooled += len(batch)
+            for raw in batch:
+                self._ack(raw)
 
     def _decode(self, batch: list[Raw]) -> tuple[list[Message], list[tuple[str | None, str, str]]]:
         messages: list[Message] = []
@@ -206,7 +214,14 @@ class Ingest:
         """True once the batch is committed; False (database marked down) if it must be spooled."""
         messages, rejected = self._decode(batch)
         try:
-            new = self.store.write(messages)
+            try:
+                new = self.store.write(messages)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                # Not the connection: one message the database will never take must not block the rest.
+                log.warning("batch refused by the database (%s); storing one by one", exc.__class__.__name__)
+                new = self._one_by_one(messages, rejected)
             for unit, where, reason in rejected:
                 log.warning("refused a message on %s: %s", where, reason)
                 self.store.reject(unit, where, reason)
@@ -221,11 +236,28 @@ class Ingest:
         self.stats.rejected += len(rejected)
         return True
 
+    def _one_by_one(self, messages: list[Message], rejected: list[tuple[str | None, str, str]]) -> int:
+        new = 0
+        for message in messages:
+            try:
+                new += self.store.write([message])
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                rejected.append((message.unit, f"{message.unit}/{message.KIND}", f"database refused: {exc}"[:300]))
+        return new
+
     def _replay(self) -> None:
         for path in self.spool.files():
             if self._stop.is_set() and not self._db_ok:
                 return
-            batch = Spool.read(path)
+            try:
+                batch = Spool.read(path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # Spool files are written atomically, so this is outside damage: keep it for a person, go on.
+                log.error("spool file %s unreadable (%s): set aside as .bad", path.name, exc)
+                path.rename(path.with_suffix(".bad"))
+                continue
             if not self._store(batch):
                 return
             path.unlink()
@@ -296,7 +328,14 @@ class HubSubscriber:
         with HubStore(self.ingest.settings.dsn) as store:
             store.record_command(command)
         info = self._client.publish(topic(command.unit, Channel.COMMANDS), data, qos=1)
-        info.wait_for_publish(timeout_s)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # paho keeps QoS 1 messages while reconnecting; the command's expiry bounds how late it may act.
+            log.warning("broker unreachable: command %s to %s queued until it is back", command.id[:8], command.unit)
+            return
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            log.warning("command %s to %s not confirmed by the broker: %s", command.id[:8], command.unit, exc)
 
     def stop(self) -> None:
         if self._client is not None:

@@ -49,6 +49,7 @@ PRE_COOKIE = "mamoru_hub_pre"
 SESSION_HOURS = 12
 MAX_FAILURES = 5
 FAILURE_WINDOW_S = 900.0
+MAX_SESSIONS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,13 @@ class _Sessions:
     def new(self, account: HubAccount | None, hours: float) -> HubSession:
         session = HubSession(secrets.token_urlsafe(32), secrets.token_urlsafe(32), time.time() + hours * 3600, account)
         with self.lock:
+            if len(self.by_token) >= MAX_SESSIONS:
+                # A flood of login-page visits must not grow memory: drop expired, then the oldest anonymous ones.
+                now = time.time()
+                self.by_token = {k: v for k, v in self.by_token.items() if v.expires >= now}
+                anonymous = [k for k, v in self.by_token.items() if v.account is None]
+                for token in anonymous[: max(len(self.by_token) - MAX_SESSIONS // 2, 0)]:
+                    del self.by_token[token]
             self.by_token[session.token] = session
         return session
 
