@@ -270,6 +270,17 @@ BAD_VALUES = [
     ("web", "allowed_hosts", '["http://mamoru.home.arpa"]', "item 0: expected a host name or an IP address"),
     ("web", "allowed_hosts", '["mamoru.home.arpa:8080"]', "without scheme or port"),
     ("web", "allowed_hosts", '"mamoru.home.arpa"', "expected an array of strings"),
+    ("hub", "url", '"http://hub.example.jp"', "expected mqtts://HOST[:PORT]"),
+    ("hub", "url", '"mqtt://hub.example.jp:1883"', "needs TLS"),
+    ("hub", "unit_id", '"Unit/1"', "lower-case letters"),
+    ("hub", "credentials_file", "1", "expected a string"),
+    ("hub", "ca_file", "[]", "expected a string"),
+    ("hub", "command_key", '"deadbeef"', "ed25519:"),
+    ("hub", "share", '["calls", "everything"]', "must be one of"),
+    ("hub", "public_url", '"ftp://hub"', "http:// or https://"),
+    ("hub", "home_assistant", '"yes"', "true or false"),
+    ("hub", "health_minutes", "0", "between 1 and 1440"),
+    ("hub", "queue_limit", "10", "between 100 and 1000000"),
 ]
 
 # [[relatives]] entries: (TOML of one entry, key of the problem, message). A secret in a bad URL is never echoed.

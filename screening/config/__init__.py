@@ -49,6 +49,7 @@ from screening.config.schema import LINE_SCHEMES
 from screening.config.sections import (
     AlertsConfig,
     FeedsConfig,
+    HubConfig,
     LineConfig,
     LogConfig,
     LogLevel,
@@ -75,6 +76,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "FeedsConfig",
+    "HubConfig",
     "LineConfig",
     "LogConfig",
     "LogLevel",

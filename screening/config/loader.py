@@ -19,6 +19,7 @@ from screening.config.sections import (
     _TABLE_ARRAYS,
     AlertsConfig,
     FeedsConfig,
+    HubConfig,
     LineConfig,
     LogConfig,
     PanelConfig,
@@ -56,6 +57,7 @@ class Config:
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sip: SipConfig = field(default_factory=SipConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
     relatives: tuple[RelativeConfig, ...] = ()
     schedules: tuple[Schedule, ...] = ()
     source: str = BUILTIN_SOURCE
