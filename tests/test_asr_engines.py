@@ -19,7 +19,8 @@ from screening.core.audio import read_wav_pcm16, resample_pcm16
 from screening.core.model import Language
 from tests.support.whisper_model import whisper_model_dir
 from voice.asr import Segment, TranscriptionWorker, packaged_model_dir
-from voice.engine import CallRecognizer, EngineChoice, SpeechEngine, load_engine
+from voice.engine import CallRecognizer, EngineChoice, SpeechEngine
+from voice.engine_choice import load_engine
 
 RATE = 8000
 CHUNK_20MS = 2 * RATE // 50

@@ -20,7 +20,8 @@ from screening.core.model import Language
 from tests.support.whisper_model import whisper_model_dir
 from tests.test_asr_engines import JA_FRAUD, RATE, japanese_speech, silence
 from voice.asr import ModelError, Segment
-from voice.engine import EngineChoice, choose_engine, load_engine
+from voice.engine import EngineChoice
+from voice.engine_choice import choose_engine, load_engine
 from voice.whisper_engine import DEFAULT_STEP_S, WHISPER_DIR_NAME, WhisperEngine, WhisperTranscriber
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,8 +34,8 @@ import numpy as np
 
 from screening.core.audio import resample_pcm16
 from screening.core.model import Language
-from voice.asr import ModelError, Segment, release_free_memory
-from voice.engine import EngineChoice
+from voice.asr import release_free_memory
+from voice.engine import EngineChoice, ModelError, Segment
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

@@ -23,7 +23,8 @@ from screening.core.audio import WavError, read_wav_pcm16
 from screening.config import Config, load_config
 from screening.core.model import Language
 from voice.asr import ModelError, Segment, packaged_model_dir, resolve_model_dir
-from voice.engine import EngineChoice, SpeechEngine, load_engine
+from voice.engine import EngineChoice, SpeechEngine
+from voice.engine_choice import load_engine
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def model_status(language: str, models_dir: Path) -> list[dict[str, Any]]:
 
 def cmd_model_list(args: argparse.Namespace) -> int:
     """Which languages have a usable model: engine, size, licence, source, and which one is used."""
-    from voice.engine import choose_engine
+    from voice.engine_choice import choose_engine
 
     cfg = _config(args)
     models_dir = Path(args.models_dir) if args.models_dir else cfg.voice.models_dir
