@@ -15,13 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from blocklist.store import Store
 from screening.config import ConfigError, load_config
-from screening.core.model import Language
+from screening.core.line import AudioClip
+from screening.core.model import CallerID, EventKind, Language
 from tests.support.whisper_model import whisper_model_dir
 from tests.test_asr_engines import JA_FRAUD, RATE, japanese_speech, silence
 from voice.asr import ModelError, Segment
+from voice.detector import PhrasePack
 from voice.engine import EngineChoice
 from voice.engine_choice import choose_engine, load_engine
+from voice.pipeline import VoiceCallAudio, VoiceService
 from voice.whisper_engine import DEFAULT_STEP_S, WHISPER_DIR_NAME, WhisperEngine, WhisperTranscriber
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,3 +171,46 @@ def test_transcribe_cli_japanese_json(tmp_path: Path) -> None:
     assert result["engine"] == "whisper"
     assert "警察" in result["text"]
     assert result["segments"] and result["detection"] is not None
+
+
+# ---- in a call: only the caller is transcribed ------------------------------------------------------
+
+
+def _call(tmp_path: Path, whisper: WhisperEngine) -> tuple[Store, int, VoiceCallAudio]:
+    store = Store(tmp_path / "calls.db")
+    store.open()
+    call_id = store.begin_call("test", CallerID(raw_number="0312345678"))
+    service = VoiceService(store=store, recordings_dir=tmp_path / "rec", pack=PhrasePack.load(Language.JA),
+                           model=whisper)
+    return store, call_id, service.start_call(call_id)
+
+
+def test_our_own_prompt_is_recorded_but_never_transcribed(tmp_path: Path, whisper: WhisperEngine) -> None:
+    """The announcement we play says fraud words; the caller stays silent: no transcript, no flag."""
+    store, call_id, audio = _call(tmp_path, whisper)
+    prompt = japanese_speech(JA_FRAUD)
+    audio.played(AudioClip("warning", prompt, RATE))
+    for i in range(0, 6 * 2 * RATE, 320):
+        audio.received(silence(0.02))
+    audio.finish()
+    row = store.get_call(call_id)
+    assert not (row.transcript or "").strip()
+    assert row.verdict != "fraud"
+    assert store.flags_for(call_id) == []
+    assert row.recording_seconds is not None and row.recording_seconds >= len(prompt) / 2 / RATE + 5.9
+    store.close()
+
+
+def test_the_caller_is_transcribed_into_the_call_row(tmp_path: Path, whisper: WhisperEngine) -> None:
+    store, call_id, audio = _call(tmp_path, whisper)
+    audio.played(AudioClip("warning", japanese_speech("この電話は録音されます。"), RATE))
+    pcm = silence(0.5) + japanese_speech(JA_FRAUD) + silence(1.5)
+    for i in range(0, len(pcm), 320):
+        audio.received(pcm[i : i + 320])
+    audio.finish()
+    row = store.get_call(call_id)
+    assert "警察" in (row.transcript or "")
+    assert "録音" not in (row.transcript or "")
+    timed = [e for e in store.events_for(call_id) if e.kind == EventKind.TRANSCRIPT and "start_s" in e.detail]
+    assert timed and all(0.0 <= e.detail["start_s"] <= len(pcm) / 2 / RATE for e in timed)
+    store.close()
