@@ -66,7 +66,8 @@ def resolve_whisper_dir(model_dir: Path | None, models_dir: Path) -> Path:
     candidate = Path(model_dir) if model_dir is not None else Path(models_dir) / WHISPER_DIR_NAME
     if is_whisper_model_dir(candidate):
         return candidate
-    hint = "" if model_dir is not None else "; install it with: mamoru model install ja"
+    hint = "" if model_dir is not None else \
+        "; install it with: mamoru model install ja (other languages: add --engine whisper)"
     raise ModelError(f"no Whisper model in {candidate} (needs {', '.join(REQUIRED_FILES)}){hint}")
 
 
