@@ -38,6 +38,7 @@ from screening.config.schema import (
 )
 from screening.core.model import Action, Language
 from screening.core.line import SipUpstream
+from screening.config.ncid_section import NcidConfig
 
 log = logging.getLogger(__name__)
 
@@ -538,6 +539,7 @@ _SECTIONS: dict[str, type] = {
     "feeds": FeedsConfig,
     "web": WebConfig,
     "sip": SipConfig,
+    "ncid": NcidConfig,
 }
 # Arrays of tables (``[[relatives]]``): name -> entry class. Documented as ``relatives[].key``.
 _TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig}
