@@ -181,6 +181,8 @@ class NcidServer:
                 log.warning("NCID accept failed: %s", exc)
                 return
             sock.setblocking(False)
+            # The kernel's own buffer per client is bounded too (loopback would otherwise grant megabytes).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_bytes)
             peer = f"{addr[0]}:{addr[1]}"
             if len(self._clients) >= self.settings.max_clients:
                 try:
