@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from io import StringIO
 
-from blocklist.list_records import RowProblem, excerpt
+from blocklist.list_records import Lines, RowProblem, csv_records, excerpt
 from screening.core.model import ListEntry, MatchKind
 from screening.core.numbers import national_format, national_parts, region_dialling
 
@@ -56,8 +56,14 @@ class ForeignRow:
 # --------------------------------------------------------------------------- NCID
 
 
+def _split_lines(text: str) -> list[str]:
+    """CRLF, LF and lone CR end a line, as for mamoru's own formats (not str.splitlines' form feeds)."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def ncid_rows(text: str) -> Iterator[ForeignRow | RowProblem]:
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_split_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -166,7 +172,7 @@ def _unfolded(text: str) -> Iterator[tuple[int, str]]:
     """(first line number, logical line): RFC folding (a line starting with space or tab continues the
     previous one) and 2.1 quoted-printable soft breaks (a line ending in '=')."""
     current: tuple[int, str] | None = None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_split_lines(text), start=1):
         if current is not None and line[:1] in (" ", "\t"):
             current = (current[0], current[1] + line[1:])
             continue
@@ -242,28 +248,26 @@ def write_vcard(entries: Iterable[ListEntry]) -> bytes:
 
 
 def callattendant_rows(text: str) -> Iterator[ForeignRow | RowProblem]:
-    reader = csv.reader(StringIO(text))
+    records = csv_records(Lines(text, undecodable=False))
     header: list[str] | None = None
-    for row in reader:
-        line = reader.line_num
+    for item in records:
+        if isinstance(item, RowProblem):
+            yield item
+            continue
         if header is None:
-            if not any(cell.strip() for cell in row):
-                continue
-            header = [cell.strip().lstrip("\ufeff") for cell in row]
+            header = [cell.strip().lstrip("\ufeff") for cell in item.fields]
             if "PhoneNo" not in header:
-                yield RowProblem(line, excerpt(",".join(row)), "no PhoneNo column: expected "
+                yield RowProblem(item.line, excerpt(item.text), "no PhoneNo column: expected "
                                  f"{','.join(CALLATTENDANT_HEADER)} (sqlite3 -header -csv)")  # fmt: skip
                 return
             continue
-        if not any(cell.strip() for cell in row):
+        if len(item.fields) != len(header):
+            yield RowProblem(item.line, excerpt(item.text), f"{len(item.fields)} fields, the header has {len(header)}")
             continue
-        if len(row) != len(header):
-            yield RowProblem(line, excerpt(",".join(row)), f"{len(row)} fields, the header has {len(header)}")
-            continue
-        cells = dict(zip(header, row, strict=True))
+        cells = dict(zip(header, item.fields, strict=True))
         name, reason = cells.get("Name", "").strip(), cells.get("Reason", "").strip()
         note = f"{name} -- {reason}" if name and reason else (reason or name)
-        yield ForeignRow(line, excerpt(",".join(row)), cells["PhoneNo"].strip(), note)
+        yield ForeignRow(item.line, excerpt(item.text), cells["PhoneNo"].strip(), note)
 
 
 def write_callattendant(entries: Iterable[ListEntry], home_region: str) -> bytes:

@@ -107,3 +107,20 @@ def test_ncid_export_is_what_ncidd_reads() -> None:
     text = write_entries(ENTRIES, ListFormat.NCID, home_region="JP").decode()
     assert "0398765432 #= 投資詐欺\n" in text and "^0570 #= ナビダイヤル\n" in text
     assert "+442079460000 #= London, office\n" in text
+
+
+def test_cli_imports_a_phone_book_strictly_and_exports_it_as_vcard(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from screening.cli import main
+
+    db = str(tmp_path / "m.db")
+    # --strict: the Google export has one bad row, so nothing of it is imported.
+    assert main(["allow", "import", str(DATA / "google_contacts.vcf"), "--db", db, "--strict"]) != 0
+    assert "google_contacts.vcf:7: '*31#'" in capsys.readouterr().err
+    assert main(["allow", "list", "--db", db, "--json"]) == 0
+    assert "+817011112222" not in capsys.readouterr().out
+    assert main(["allow", "import", str(DATA / "contacts_iphone.vcf"), "--db", db]) == 0
+    out = tmp_path / "family.vcf"
+    assert main(["allow", "export", "--format", "vcard", "-o", str(out), "--db", db]) == 0
+    back = read_entries(out.read_bytes(), None, kind=ListKind.ALLOW, home_region="JP", source="family")
+    assert sorted(_numbers(back)) == sorted(_numbers(_read("contacts_iphone.vcf")))
