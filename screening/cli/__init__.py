@@ -23,6 +23,7 @@ from screening.cli import (
     feeds,
     lists,
     modem,
+    probe,
     provision,
     review_export,
     run,
@@ -38,7 +39,8 @@ GROUPS: tuple[Callable[[Any], object], ...] = (
     run.register,  # run, check, calls
     lists.register,  # allow, block
     config.register,
-    modem.register,
+    modem.register,  # modem emulate, modem probe
+    probe.register_line,  # line record-calls
     detect.register,
     asr.register,  # transcribe, model
     alerts.register,  # alert, alerts

@@ -1,4 +1,4 @@
-"""``mamoru modem emulate``: a virtual voice modem on a pty, for demos and tests."""
+"""``mamoru modem emulate``: a virtual voice modem on a pty, for demos and tests; ``modem probe`` (cli/probe.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import signal
 import threading
 from typing import Any
 
+from screening.cli.probe import add_probe_parser
 from screening.log_setup import setup_logging
 
 
@@ -22,6 +23,7 @@ def register(sub: Any) -> None:
     q.add_argument("--link", metavar="PATH", help="also make this stable symlink to the pty")
     q.add_argument("-v", "--verbose", action="store_true")
     q.set_defaults(func=cmd_modem_emulate, own_logging=True)
+    add_probe_parser(msub)
 
 
 def cmd_modem_emulate(args: argparse.Namespace) -> int:

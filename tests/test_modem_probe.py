@@ -1,0 +1,121 @@
+"""``mamoru modem probe`` and ``mamoru line record-calls`` against the virtual modem on a real pty, and
+their transcripts replayed by the replay modem as dialect tests: ModemLine must start on the recorded
+replies alone and hear the recorded calls."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware.dialects import CONEXANT_CX93001, DIALECTS, USR_5637, ModemDialect, RingCadence
+from firmware.line_transcript import Exchange, LineTranscript, redact_line
+from firmware.modem_line import ModemLine
+from firmware.modemline.base import UnsupportedModem
+from firmware.scenarios import CallScript
+from firmware.virtual_modem import VirtualModem
+from firmware.vmodem.replay import ReplayModem
+from screening.cli import main
+from screening.core.line import CallOffered, Ring
+
+SCALE = 0.05
+TRANSCRIPTS = Path(__file__).parent / "data" / "transcripts"
+
+
+def _events(line: ModemLine, seconds: float) -> list[object]:
+    events: list[object] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        event = line.next_event(timeout=0.1)
+        if event is not None:
+            events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("dialect", [CONEXANT_CX93001, USR_5637], ids=lambda d: d.key)
+def test_probe_of_the_virtual_modem_replays_as_a_dialect_test(dialect: ModemDialect, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "probe.json"
+    with VirtualModem(dialect, RingCadence.JAPAN, SCALE) as modem:
+        assert main(["modem", "probe", str(modem.device_path), "-o", str(out), "--timeout", "1"]) == 0
+    said = capsys.readouterr().out
+    assert f"dialect {dialect.key}" in said and "all of mamoru's start-up commands answered OK" in said
+    transcript = LineTranscript.from_json(out.read_text(encoding="utf-8"))
+    assert json.loads(out.read_text())["dialect"] == dialect.key
+    assert transcript.reply_to("AT+FCLASS=?") is not None and transcript.reply_to("AT+VSM=?") is not None
+    assert [transcript.reply_to(f"ATI{n}") is not None for n in range(12)] == [True] * 12
+    with ReplayModem(transcript) as replay:
+        line = ModemLine(str(replay.device_path), "auto", "JP", RingCadence.JAPAN)
+        line.open()
+        try:
+            assert line.dialect is DIALECTS[dialect.key]
+        finally:
+            line.close()
+        # ModemLine sent nothing the real modem was not asked.
+        assert all(transcript.reply_to(command) is not None for command in replay.commands)
+
+
+def test_committed_transcripts_replay_as_dialect_tests() -> None:
+    """Each transcript in tests/data/transcripts (from a probe) must still start mamoru's modem line."""
+    files = sorted(TRANSCRIPTS.glob("*.json"))
+    assert files
+    for path in files:
+        transcript = LineTranscript.from_json(path.read_text(encoding="utf-8"))
+        dialect = transcript.dialect()
+        assert dialect is not None, path.name
+        with ReplayModem(transcript) as replay:
+            line = ModemLine(str(replay.device_path), "auto", "JP", RingCadence.JAPAN)
+            line.open()
+            line.close()
+
+
+def test_an_unknown_modem_is_named_and_refused(tmp_path: Path) -> None:
+    transcript = LineTranscript.from_json((TRANSCRIPTS / "conexant_cx93001_virtual.json").read_text(encoding="utf-8"))
+    transcript.exchanges = [Exchange("ATI3", ("ACME V.92 SoftModem 0.1",), "OK") if e.command == "ATI3" else e
+                            for e in transcript.exchanges]  # fmt: skip
+    assert transcript.dialect() is None
+    with ReplayModem(transcript) as replay:
+        line = ModemLine(str(replay.device_path), "auto", "JP", RingCadence.JAPAN)
+        with pytest.raises(UnsupportedModem, match="ACME"):
+            line.open()
+
+
+def test_redaction_masks_numbers_and_serials_but_keeps_reason_codes() -> None:
+    assert redact_line("NMBR = 0312345678") == "NMBR = XXXXXXXXXX"
+    assert redact_line("NAME=YAMADA TARO") == "NAME=XXXXXX XXXX"
+    assert redact_line("NMBR = P") == "NMBR = P"
+    assert redact_line("Serial Number: AB12345") == "Serial Number: XXXXXXX"
+    assert redact_line("CX93001-EIS_V0.2002-V92") == "CX93001-EIS_V0.2002-V92"
+    assert redact_line("IMEI 356938035643809") == "IMEI XXXXXXXXXXXXXXX"
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["redacted", "keep-numbers"])
+def test_record_calls_transcript_replays_the_call(keep: bool, tmp_path: Path) -> None:
+    out = tmp_path / "calls.json"
+    config = tmp_path / "m.toml"
+    config.write_text('[line]\ncadence = "jp"\n', encoding="utf-8")
+    with VirtualModem(CONEXANT_CX93001, RingCadence.JAPAN, SCALE) as modem:
+        timer = threading.Timer(1.0, lambda: modem.place_call(CallScript(nmbr="0662223333", max_rings=3)))
+        timer.start()
+        args = ["line", "record-calls", "--config", str(config), "--minutes", "0.06", "--line",
+                f"modem://{modem.device_path}", "-o", str(out)] + (["--keep-numbers"] if keep else [])
+        assert main(args) == 0
+        timer.cancel()
+    transcript = LineTranscript.from_json(out.read_text(encoding="utf-8"))
+    texts = [u.text for u in transcript.unsolicited]
+    assert texts.count("RING") == 3
+    assert ("NMBR = 0662223333" if keep else "NMBR = XXXXXXXXXX") in texts
+    assert "0662223333" not in out.read_text() or keep
+    with ReplayModem(transcript) as replay:
+        line = ModemLine(str(replay.device_path), "auto", "JP", RingCadence.JAPAN, ring_gap_s=0.225)
+        line.open()
+        try:
+            events = _events(line, 3.0)
+        finally:
+            line.close()
+    offered = [e for e in events if isinstance(e, CallOffered)]
+    assert len(offered) == 1 and sum(isinstance(e, Ring) for e in events) == 3
+    assert offered[0].caller.number_e164 == ("+81662223333" if keep else None)
