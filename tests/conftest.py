@@ -30,6 +30,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_e2e": ("slow",),
     "test_ncid_e2e": ("slow",),
     "test_modem_probe": ("slow",),
+    "test_sip_probe": ("sip", "slow"),
     "test_alerts_e2e": ("slow",),
     "test_line_resilience": ("slow",),
     "test_number_display_e2e": ("slow",),

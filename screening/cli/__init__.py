@@ -41,6 +41,7 @@ GROUPS: tuple[Callable[[Any], object], ...] = (
     config.register,
     modem.register,  # modem emulate, modem probe
     probe.register_line,  # line record-calls
+    probe.register_sip,  # sip probe
     detect.register,
     asr.register,  # transcribe, model
     alerts.register,  # alert, alerts

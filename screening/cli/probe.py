@@ -102,3 +102,45 @@ def cmd_record_calls(args: argparse.Namespace) -> int:
     print(f"{len(transcript.unsolicited)} line(s) heard, {rings} ring(s); transcript written to {out}"
           + ("" if args.keep_numbers else " (numbers masked)"))  # fmt: skip
     return EXIT_OK
+
+
+def register_sip(sub: Any) -> None:
+    """``mamoru sip probe``."""
+    p = sub.add_parser("sip", help="SIP tools for an installer")
+    ssub = p.add_subparsers(dest="sip_action", required=True)
+    q = ssub.add_parser("probe", help="register like the SIP line, show the next INVITE's headers (redacted)")
+    add_common_args(q)
+    q.add_argument("--line", metavar="URI", help="SIP line (default: [line] uri), e.g. sip://0312345678@192.168.1.1")
+    q.add_argument("--seconds", type=float, default=300.0, help="how long to wait for a call")
+    q.add_argument("--keep-numbers", action="store_true", help="do not mask numbers and names")
+    q.set_defaults(func=cmd_sip_probe)
+
+
+def cmd_sip_probe(args: argparse.Namespace) -> int:
+    cfg = load(args)
+    if urlsplit(cfg.line.uri).scheme != "sip":
+        raise CliError(f"sip probe needs a SIP line (sip://...), not {cfg.line.uri}")
+    try:
+        from firmware.sip_line import sip_lines_from_uri
+        from firmware.sip_probe import InviteCapture, invite_report, probe_sip
+    except ImportError as exc:
+        raise CliError(f"sip probe needs pjsua2 ({exc}): pip install 'mamoru[sip]'") from None
+    from screening.line_factory import sip_defaults
+
+    capture = InviteCapture()
+    try:
+        line = sip_lines_from_uri(cfg.line.uri, sip_defaults(cfg), caller_id=capture)[0]
+    except ValueError as exc:
+        raise CliError(f"line {cfg.line.uri}: {exc}") from None
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"waiting up to {args.seconds:g} s for the next INVITE on {cfg.line.uri}; call the line now", flush=True)
+    seen = probe_sip(line, capture, seconds=args.seconds, stop=stop)
+    if seen is None:
+        print("no INVITE arrived (check the gateway's incoming-call setting and [sip] trusted_upstreams)")
+        return EXIT_ERROR
+    for text in invite_report(seen, trusted_upstreams=cfg.sip.trusted_upstreams, home_region=cfg.line.home_region,
+                              keep_numbers=args.keep_numbers):  # fmt: skip
+        print(text)
+    return EXIT_OK
