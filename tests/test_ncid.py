@@ -157,3 +157,36 @@ def test_config_refuses_a_home_network_address_unless_allowed(tmp_path: Path) ->
         parse_config({"ncid": {"listen": "example.com:3333"}}, "t")
     with pytest.raises(ConfigError, match="ncid.line_id"):
         parse_config({"ncid": {"line_id": "a*b"}}, "t")
+
+
+def test_decisions_reach_listeners_before_the_line_is_acted_on_and_a_failing_one_changes_nothing(
+        tmp_path: Path) -> None:  # fmt: skip
+    from firmware.scenarios import CallScript
+    from screening.session import SessionSettings
+    from tests.support.daemon import ModemDaemonRig, off_hook_commands
+
+    heard: list[tuple[int, Action, int]] = []
+    rig_box: list[ModemDaemonRig] = []
+
+    def listener(call_id: int, caller: CallerID, decision: Decision) -> None:
+        # At this moment the modem has not been taken off hook for this call yet.
+        records = rig_box[0].modem.records()
+        heard.append((call_id, decision.action, len(off_hook_commands(records[-1])) if records else -1))
+        raise RuntimeError("a broken listener")
+
+    with ModemDaemonRig(tmp_path, settings=SessionSettings(30.0, on_decided=listener)) as rig:
+        rig_box.append(rig)
+        rig.call(CallScript(nmbr="0398765432", hang_up_after_s=20))
+        (row,) = rig.wait_calls(1)
+    assert heard == [(row.id, Action.BLOCK, 0)]
+    assert row.action is Action.BLOCK and row.end_reason is not None  # blocked and finished all the same
+
+
+def test_refused_calls_are_blk_where_the_gateway_rejects_them_before_ringing() -> None:
+    from screening.ncid.wiring import refused_label
+
+    assert refused_label(parse_config({}, "t")) is CallLabel.HUP
+    hgw = parse_config({"line": {"uri": "sip://0312345678@192.168.1.1"}, "sip": {"upstream": "hgw"}}, "t")
+    assert refused_label(hgw) is CallLabel.BLK
+    fxo = parse_config({"line": {"uri": "sip://0.0.0.0:5062"}, "sip": {"upstream": "fxo"}}, "t")
+    assert refused_label(fxo) is CallLabel.HUP
