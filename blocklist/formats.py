@@ -66,7 +66,7 @@ from functools import lru_cache
 from io import StringIO
 
 from blocklist.interop_formats import (
-    ForeignRow, callattendant_rows, looks_like_vcard, ncid_rows, vcard_rows, write_callattendant, write_ncid, write_vcard,
+    SQLITE_MAGIC, ForeignRow, callattendant_db_rows, callattendant_rows, looks_like_vcard, ncid_rows, vcard_rows, write_callattendant, write_ncid, write_vcard,
 )  # fmt: skip
 from blocklist.list_numbers import country_code_of, ftc_number, list_spec
 from blocklist.list_records import (
@@ -130,6 +130,8 @@ def detect_format(data: bytes) -> ListFormat:
     first = re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0]
     if first == FEED_HEADER.encode():
         return ListFormat.FEED
+    if data.startswith(SQLITE_MAGIC):  # callattendant.db itself
+        return ListFormat.CALLATTENDANT
     if looks_like_vcard(head[:64].decode("utf-8", "replace")):
         return ListFormat.VCARD
     if re.search(rb"(?m)^\S[^#\r\n]*#=", head):  # NCID's '#= name' comment
@@ -226,6 +228,7 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
         self._notes: dict[str, str] = {}
         text, self.encoding, undecodable = _decode(data, legacy=self.format is not ListFormat.FEED)
         self._text = text
+        self._data = data
         self._lines = Lines(text, undecodable=undecodable)
         self._items = self._read()
 
@@ -236,6 +239,9 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
         return next(self._items)
 
     def _read(self) -> Iterator[ListEntry | RowProblem]:
+        if self.format is ListFormat.CALLATTENDANT and self._data.startswith(SQLITE_MAGIC):
+            yield from self._foreign(callattendant_db_rows(self._data, blocklist=self._kind is ListKind.BLOCK))
+            return
         foreign = _FOREIGN_READERS.get(self.format)
         if foreign is not None:
             yield from self._foreign(foreign(self._text))

@@ -18,7 +18,8 @@ describes them for users.
     2.1's ``ENCODING=QUOTED-PRINTABLE`` names (Android's Japanese exports) are decoded.
 ``callattendant`` -- the lists of callattendant (emxsys/callattendant)
     Its ``Blacklist`` and ``Whitelist`` tables (``PhoneNo, Name, Reason, SystemDateTime``) as
-    ``sqlite3 -header -csv callattendant.db "SELECT * FROM Blacklist"`` writes them. The reason
+    ``sqlite3 -header -csv callattendant.db "SELECT * FROM Blacklist"`` writes them, or its
+    ``callattendant.db`` itself (the table of the list being imported into). The reason
     is ``Reason``, or ``Name`` when there is none (both, joined by " -- ", when both are given).
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import csv
 import quopri
 import re
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from io import StringIO
@@ -35,7 +37,7 @@ from blocklist.list_records import Lines, RowProblem, csv_records, excerpt
 from screening.core.model import ListEntry, MatchKind
 from screening.core.numbers import national_format, national_parts, region_dialling
 
-__all__ = ["CALLATTENDANT_HEADER", "ForeignRow", "callattendant_rows", "looks_like_vcard", "ncid_rows",
+__all__ = ["CALLATTENDANT_HEADER", "SQLITE_MAGIC", "ForeignRow", "callattendant_db_rows", "callattendant_rows", "looks_like_vcard", "ncid_rows",
            "vcard_rows", "write_callattendant", "write_ncid", "write_vcard"]
 
 CALLATTENDANT_HEADER = ("PhoneNo", "Name", "Reason", "SystemDateTime")
@@ -268,6 +270,32 @@ def callattendant_rows(text: str) -> Iterator[ForeignRow | RowProblem]:
         name, reason = cells.get("Name", "").strip(), cells.get("Reason", "").strip()
         note = f"{name} -- {reason}" if name and reason else (reason or name)
         yield ForeignRow(item.line, excerpt(item.text), cells["PhoneNo"].strip(), note)
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_CALLATTENDANT_TABLES = {True: "Blacklist", False: "Whitelist"}
+
+
+def callattendant_db_rows(data: bytes, *, blocklist: bool) -> Iterator[ForeignRow | RowProblem]:
+    """callattendant's own database file (``callattendant.db``): its Blacklist or Whitelist table.
+
+    Read from the bytes (``sqlite3`` deserialize, nothing written anywhere); a row's "line" is its rowid.
+    """
+    table = _CALLATTENDANT_TABLES[blocklist]
+    con = sqlite3.connect(":memory:")
+    try:
+        con.deserialize(data)
+        rows = con.execute(f"SELECT rowid, PhoneNo, Name, Reason FROM {table} ORDER BY rowid").fetchall()
+    except sqlite3.Error as exc:
+        yield RowProblem(1, "", f"not a readable callattendant database (table {table}): {exc}")
+        return
+    finally:
+        con.close()
+    for rowid, number, name, reason in rows:
+        text = excerpt(f"{table} row {rowid}: {number}")
+        name, reason = str(name or "").strip(), str(reason or "").strip()
+        note = f"{name} -- {reason}" if name and reason else (reason or name)
+        yield ForeignRow(int(rowid), text, str(number or "").strip(), note)
 
 
 def write_callattendant(entries: Iterable[ListEntry], home_region: str) -> bytes:

@@ -124,3 +124,33 @@ def test_cli_imports_a_phone_book_strictly_and_exports_it_as_vcard(tmp_path: Pat
     assert main(["allow", "export", "--format", "vcard", "-o", str(out), "--db", db]) == 0
     back = read_entries(out.read_bytes(), None, kind=ListKind.ALLOW, home_region="JP", source="family")
     assert sorted(_numbers(back)) == sorted(_numbers(_read("contacts_iphone.vcf")))
+
+
+# callattendant's own schema (callattendant/screening/blacklist.py and whitelist.py).
+CALLATTENDANT_SCHEMA = """
+CREATE TABLE Blacklist (PhoneNo TEXT PRIMARY KEY, Name TEXT, Reason TEXT, SystemDateTime TEXT);
+CREATE TABLE Whitelist (PhoneNo TEXT PRIMARY KEY, Name TEXT, Reason TEXT, SystemDateTime TEXT);
+INSERT INTO Blacklist VALUES ('0398765432', 'KAKUTEI', 'Robocall', '2024-05-01 10:12:33');
+INSERT INTO Blacklist VALUES ('0120111222', NULL, 'Marketing', '2024-05-03 08:30:00');
+INSERT INTO Blacklist VALUES ('12345abc', 'X', 'Typo', '2024-05-04 08:30:00');
+INSERT INTO Whitelist VALUES ('09012345678', 'HANAKO', 'Daughter', '2024-05-01 10:12:33');
+"""
+
+
+def test_callattendant_database_itself_imports_the_list_being_imported_into(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "callattendant.db"
+    con = sqlite3.connect(db)
+    con.executescript(CALLATTENDANT_SCHEMA)
+    con.close()
+    data = db.read_bytes()
+    assert detect_format(data) is ListFormat.CALLATTENDANT
+    black = read_entries(data, None, kind=ListKind.BLOCK, home_region="JP", source="local")
+    assert _numbers(black) == [("+81398765432", "KAKUTEI -- Robocall"), ("+81120111222", "Marketing")]
+    assert [(p.line, p.text) for p in black.problems] == [(3, "Blacklist row 3: 12345abc")]
+    white = read_entries(data, None, kind=ListKind.ALLOW, home_region="JP", source="family")
+    assert _numbers(white) == [("+819012345678", "HANAKO -- Daughter")]
+    broken = read_entries(data[:4096] + b"\x00" * 100, ListFormat.CALLATTENDANT, kind=ListKind.BLOCK,
+                          home_region="JP", source="local")  # fmt: skip
+    assert broken.entries == [] and "not a readable callattendant database" in broken.problems[0].problem
