@@ -154,3 +154,25 @@ def test_callattendant_database_itself_imports_the_list_being_imported_into(tmp_
     broken = read_entries(data[:4096] + b"\x00" * 100, ListFormat.CALLATTENDANT, kind=ListKind.BLOCK,
                           home_region="JP", source="local")  # fmt: skip
     assert broken.entries == [] and "not a readable callattendant database" in broken.problems[0].problem
+
+
+def test_web_page_imports_a_phone_book_with_names_and_exports_it_as_vcard(tmp_path: Path) -> None:
+    from tests.support.site import login, post_form, start_site
+
+    site = start_site(tmp_path)
+    try:
+        with login(site) as client:
+            page = client.get("/lists?kind=allow").text
+            assert 'value="vcard"' in page and 'value="ncid"' in page and 'value="callattendant"' in page
+            response = post_form(client, "/lists?kind=allow", "/lists/import", {"kind": "allow", "format": ""},
+                                 files={"file": ("contacts.vcf", (DATA / "contacts_iphone.vcf").read_bytes(),
+                                                 "text/vcard")})  # fmt: skip
+            assert response.status_code == 303 and "n=3" in response.headers["location"]
+            page = client.get("/lists?kind=allow").text
+            assert "鈴木 一郎" in page and "近所の佐藤さん" in page  # the family's names, shown
+            exported = client.get("/lists/export?kind=allow&format=vcard")
+            assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/vcard")
+        back = read_entries(exported.content, None, kind=ListKind.ALLOW, home_region="JP", source="family")
+        assert sorted(_numbers(back)) == sorted(_numbers(_read("contacts_iphone.vcf")))
+    finally:
+        site.stop()
