@@ -36,6 +36,7 @@ JOIN_TIMEOUT_S = 5.0
 ACCEPTS_PER_WAKE = 64  # a connect flood cannot starve the broadcast of a call line
 READ_CHUNK = 4096
 MAX_INPUT_LINE = 256
+KERNEL_SNDBUF = 64 * 1024  # Linux doubles it: a client that never reads holds at most ~384 KiB in all
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +183,7 @@ class NcidServer:
                 return
             sock.setblocking(False)
             # The kernel's own buffer per client is bounded too (loopback would otherwise grant megabytes).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_bytes)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(self.settings.send_buffer_bytes, KERNEL_SNDBUF))
             peer = f"{addr[0]}:{addr[1]}"
             if len(self._clients) >= self.settings.max_clients:
                 try:
