@@ -119,3 +119,27 @@ def test_record_calls_transcript_replays_the_call(keep: bool, tmp_path: Path) ->
     offered = [e for e in events if isinstance(e, CallOffered)]
     assert len(offered) == 1 and sum(isinstance(e, Ring) for e in events) == 3
     assert offered[0].caller.number_e164 == ("+81662223333" if keep else None)
+
+
+def test_modem_emulate_replays_a_transcript_for_mamoru_to_open(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.daemon import ROOT, daemon_env
+
+    emu = subprocess.Popen([sys.executable, "-m", "screening.cli", "modem", "emulate", "--replay",
+                            str(TRANSCRIPTS / "usr5637_virtual.json")], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                           env=daemon_env(tmp_path))  # fmt: skip
+    try:
+        assert emu.stdout is not None
+        device = emu.stdout.readline().strip()
+        line = ModemLine(device, "auto", "JP", RingCadence.JAPAN)
+        line.open()
+        try:
+            assert line.dialect is USR_5637
+        finally:
+            line.close()
+    finally:
+        emu.send_signal(signal.SIGTERM)
+        assert emu.wait(timeout=10) == 0
