@@ -124,8 +124,9 @@ MIN_FEED_PREFIX_NATIONAL_DIGITS = 2
 
 
 def detect_format(data: bytes) -> ListFormat:
-    """Guess the format from the header: FEED if line 1 is exactly FEED_HEADER, FTC or CSV by
-    the first non-blank line's column names, else PLAIN."""
+    """Guess the format from the header: FEED if line 1 is exactly FEED_HEADER; a SQLite file is
+    callattendant's database, ``BEGIN:VCARD`` a VCARD; FTC, CALLATTENDANT (``PhoneNo``) or CSV by
+    the first non-blank line's column names; NCID if a line has a ``#=`` name comment; else PLAIN."""
     head = data[: MAX_LINE_CHARS * 4].removeprefix(_BOM)
     first = re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0]
     if first == FEED_HEADER.encode():
@@ -134,8 +135,6 @@ def detect_format(data: bytes) -> ListFormat:
         return ListFormat.CALLATTENDANT
     if looks_like_vcard(head[:64].decode("utf-8", "replace")):
         return ListFormat.VCARD
-    if re.search(rb"(?m)^\S[^#\r\n]*#=", head):  # NCID's '#= name' comment
-        return ListFormat.NCID
     for raw in re.split(rb"\r\n|\r|\n", head):
         if raw.strip():
             names = {_column_name(n) for n in split_header(decode_line(raw))}
@@ -146,6 +145,8 @@ def detect_format(data: bytes) -> ListFormat:
             if any(_CSV_COLUMNS.get(n) == "number" for n in names):
                 return ListFormat.CSV
             break
+    if re.search(rb"(?m)^\S[^#\r\n]*#=", head):  # NCID's '#= name' comment (a CSV header wins)
+        return ListFormat.NCID
     return ListFormat.PLAIN
 
 

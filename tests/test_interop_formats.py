@@ -33,6 +33,11 @@ def test_formats_are_detected(name: str, fmt: ListFormat) -> None:
     assert detect_format((DATA / name).read_bytes()) is fmt
 
 
+def test_a_csv_whose_reason_holds_the_ncid_mark_stays_csv() -> None:
+    assert detect_format("number,reason\n0312345678,a#=b\n".encode()) is ListFormat.CSV
+    assert detect_format(b"0312345678 #= Hanako\n") is ListFormat.NCID
+
+
 def test_ncid_blacklist_numbers_prefixes_names_and_what_cannot_be_matched() -> None:
     result = _read("ncidd.blacklist", ListKind.BLOCK)
     assert _numbers(result)[:5] == [
