@@ -98,9 +98,9 @@ def test_record_calls_transcript_replays_the_call(keep: bool, tmp_path: Path) ->
     config = tmp_path / "m.toml"
     config.write_text('[line]\ncadence = "jp"\n', encoding="utf-8")
     with VirtualModem(CONEXANT_CX93001, RingCadence.JAPAN, SCALE) as modem:
-        timer = threading.Timer(1.0, lambda: modem.place_call(CallScript(nmbr="0662223333", max_rings=3)))
+        timer = threading.Timer(2.5, lambda: modem.place_call(CallScript(nmbr="0662223333", max_rings=3)))
         timer.start()
-        args = ["line", "record-calls", "--config", str(config), "--minutes", "0.06", "--line",
+        args = ["line", "record-calls", "--config", str(config), "--minutes", "0.1", "--line",
                 f"modem://{modem.device_path}", "-o", str(out)] + (["--keep-numbers"] if keep else [])
         assert main(args) == 0
         timer.cancel()
@@ -113,7 +113,7 @@ def test_record_calls_transcript_replays_the_call(keep: bool, tmp_path: Path) ->
         line = ModemLine(str(replay.device_path), "auto", "JP", RingCadence.JAPAN, ring_gap_s=0.225)
         line.open()
         try:
-            events = _events(line, 3.0)
+            events = _events(line, 6.0)  # the call starts ~2.5 s after start-up, as recorded
         finally:
             line.close()
     offered = [e for e in events if isinstance(e, CallOffered)]

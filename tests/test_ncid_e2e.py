@@ -17,7 +17,7 @@ from tests.test_ncid import Client
 SCENARIO = """
 [[call]]
 nmbr = "0398765432"
-gap_s = 120
+gap_s = 200
 hang_up_after_s = 30
 
 [[call]]
@@ -42,7 +42,7 @@ def test_an_ncid_client_sees_virtual_modem_calls_while_hostile_clients_change_no
         client = Client(port)
         startup = client.until("300 ")
         assert startup[0].startswith("200 Server: mamoru (NCID)")
-        # The first call rings 6 s (120 x 0.05) after start: by then these are all connected.
+        # The first call rings 10 s (200 x 0.05) after start: by then these are all connected.
         for n in range(100):
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
             if n % 10 == 0:
