@@ -81,17 +81,17 @@ def transcript_from_entries(entries: list[TranscriptEntry], *, device: str, reco
     lines: list[str] = []
     for at, direction, data in entries:
         if direction is Direction.SENT:
-            if at <= started_at:
-                command, lines = data.decode("latin-1").strip(), []
+            command, lines = data.decode("latin-1").strip(), []
             continue
         text = _shown(data)
         if not text:
             continue
-        if command is not None and at <= started_at:
+        if command is not None:  # a reply (start-up's are kept; later health checks' are not line traffic)
             if text.upper().replace(" ", "") == command.upper().replace(" ", ""):
                 continue  # echo
             if text in FINAL_REPLIES:
-                transcript.exchanges.append(Exchange(command, tuple(clean(x) for x in lines), text))
+                if at <= started_at:
+                    transcript.exchanges.append(Exchange(command, tuple(clean(x) for x in lines), text))
                 command = None
             else:
                 lines.append(text)

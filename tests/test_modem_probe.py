@@ -143,3 +143,18 @@ def test_modem_emulate_replays_a_transcript_for_mamoru_to_open(tmp_path: Path) -
     finally:
         emu.send_signal(signal.SIGTERM)
         assert emu.wait(timeout=10) == 0
+
+
+def test_health_checks_after_start_up_are_not_line_traffic() -> None:
+    from firmware.at_channel import Direction
+    from firmware.modem_probe import transcript_from_entries
+
+    entries = [(1.0, Direction.SENT, b"ATZ\r"), (1.1, Direction.RECEIVED, b"OK"),
+               (5.0, Direction.RECEIVED, b"NMBR = 0312345678"), (5.1, Direction.RECEIVED, b"RING"),
+               (40.0, Direction.SENT, b"AT\r"), (40.1, Direction.RECEIVED, b"OK"),
+               (41.0, Direction.RECEIVED, b"\x10b")]  # fmt: skip
+    transcript = transcript_from_entries(entries, device="/dev/ttyACM0", recorded_at="2026-12-06T00:00:00Z",
+                                         started_at=2.0, keep_numbers=False)  # fmt: skip
+    assert transcript.exchanges == [Exchange("ATZ", (), "OK")]
+    assert [(u.at_s, u.text) for u in transcript.unsolicited] == [(3.0, "NMBR = XXXXXXXXXX"), (3.1, "RING"),
+                                                                  (39.0, "<DLE>b")]  # fmt: skip

@@ -4,7 +4,8 @@ A transcript from ``mamoru modem probe`` or ``mamoru line record-calls`` on a re
 dialect test: ``ModemLine`` starts against this pty and must reach "ready" on the recorded replies
 alone, and the recorded unsolicited lines (RING, caller ID, DLE events) are played after start-up
 at their recorded offsets (scaled by ``time_scale``). A command the transcript does not hold is
-answered ERROR, as a real modem answers one it does not know; a recorded TIMEOUT stays silent.
+answered ERROR, as a real modem answers one it does not know (a bare ``AT``, the idle health
+check, is answered OK); a recorded TIMEOUT stays silent.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ class ReplayModem:
             self._write(command + "\r")
         upper = re.sub(r"\s+", "", command).upper()
         exchange = self.transcript.reply_to(command)
+        if exchange is None and upper == "AT":  # every modem says OK to a bare AT (the idle health check)
+            self._write("\r\nOK\r\n")
+            return
         if exchange is None:
             self._write("\r\nERROR\r\n")
             return
