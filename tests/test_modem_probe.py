@@ -156,5 +156,5 @@ def test_health_checks_after_start_up_are_not_line_traffic() -> None:
     transcript = transcript_from_entries(entries, device="/dev/ttyACM0", recorded_at="2026-12-06T00:00:00Z",
                                          started_at=2.0, keep_numbers=False)  # fmt: skip
     assert transcript.exchanges == [Exchange("ATZ", (), "OK")]
-    assert [(u.at_s, u.text) for u in transcript.unsolicited] == [(3.0, "NMBR = XXXXXXXXXX"), (3.1, "RING"),
+    assert [(round(u.at_s, 3), u.text) for u in transcript.unsolicited] == [(3.0, "NMBR = XXXXXXXXXX"), (3.1, "RING"),
                                                                   (39.0, "<DLE>b")]  # fmt: skip
