@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import serial  # type: ignore[import-untyped]
@@ -26,6 +27,7 @@ __all__ = ["probe_modem", "record_calls", "transcript_from_entries"]
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256
+_ECHO = re.compile(r"^AT", re.IGNORECASE)  # a modem's own lines never start with AT; echoed commands do
 
 
 def _read_reply(port: serial.Serial, command: str, timeout_s: float) -> tuple[list[str], str]:
@@ -74,29 +76,38 @@ def probe_modem(device: str, *, recorded_at: str, baudrate: int = 115200, timeou
 
 def transcript_from_entries(entries: list[TranscriptEntry], *, device: str, recorded_at: str,
                             started_at: float, keep_numbers: bool) -> LineTranscript:  # fmt: skip
-    """ModemLine's (time, direction, bytes) record as exchanges (until ``started_at``) and unsolicited lines."""
+    """ModemLine's (time, direction, bytes) record as exchanges (until ``started_at``) and unsolicited lines.
+
+    A command's SENT entry is stamped after the write returns, so its reply may be recorded first:
+    commands and completed replies are paired in order instead of by position. Echoes (lines that
+    are AT commands) are dropped; after start-up, final result codes are replies to the idle
+    health check, not line traffic.
+    """
     transcript = LineTranscript(device, recorded_at, redacted=not keep_numbers, tool="record-calls")
     clean: Callable[[str], str] = (lambda s: s) if keep_numbers else redact_line
-    command: str | None = None
+    commands: deque[str] = deque()
+    replies: deque[tuple[list[str], str]] = deque()
     lines: list[str] = []
     for at, direction, data in entries:
         if direction is Direction.SENT:
-            command, lines = data.decode("latin-1").strip(), []
-            continue
-        text = _shown(data)
-        if not text:
-            continue
-        if command is not None:  # a reply (start-up's are kept; later health checks' are not line traffic)
-            if text.upper().replace(" ", "") == command.upper().replace(" ", ""):
-                continue  # echo
+            if at <= started_at:
+                commands.append(data.decode("latin-1").strip())
+        else:
+            text = _shown(data)
+            if not text or _ECHO.match(text):
+                continue
+            if at > started_at:
+                if text not in FINAL_REPLIES:
+                    transcript.unsolicited.append(Unsolicited(at - started_at, clean(text)))
+                continue
             if text in FINAL_REPLIES:
-                if at <= started_at:
-                    transcript.exchanges.append(Exchange(command, tuple(clean(x) for x in lines), text))
-                command = None
+                replies.append((lines, text))
+                lines = []
             else:
                 lines.append(text)
-        elif at > started_at:
-            transcript.unsolicited.append(Unsolicited(at - started_at, clean(text)))
+        while commands and replies:
+            reply_lines, final = replies.popleft()
+            transcript.exchanges.append(Exchange(commands.popleft(), tuple(clean(x) for x in reply_lines), final))
     return transcript
 
 

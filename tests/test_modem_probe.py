@@ -158,3 +158,18 @@ def test_health_checks_after_start_up_are_not_line_traffic() -> None:
     assert transcript.exchanges == [Exchange("ATZ", (), "OK")]
     assert [(round(u.at_s, 3), u.text) for u in transcript.unsolicited] == [(3.0, "NMBR = XXXXXXXXXX"), (3.1, "RING"),
                                                                   (39.0, "<DLE>b")]  # fmt: skip
+
+
+def test_a_reply_recorded_before_its_command_is_still_paired_with_it() -> None:
+    """The SENT entry is stamped after write() returns: the reader may record the reply first."""
+    from firmware.at_channel import Direction
+    from firmware.modem_probe import transcript_from_entries
+
+    entries = [(1.0, Direction.SENT, b"ATZ\r"), (1.1, Direction.RECEIVED, b"ATZ"), (1.2, Direction.RECEIVED, b"OK"),
+               (1.30, Direction.RECEIVED, b"CX93001-EIS_V0.2002-V92"), (1.31, Direction.RECEIVED, b"OK"),
+               (1.32, Direction.SENT, b"ATI3\r"), (1.5, Direction.SENT, b"AT+VSD=128,50\r"),
+               (1.6, Direction.RECEIVED, b"OK"), (3.0, Direction.RECEIVED, b"RING")]  # fmt: skip
+    transcript = transcript_from_entries(entries, device="d", recorded_at="t", started_at=2.0, keep_numbers=True)
+    assert transcript.exchanges == [Exchange("ATZ", (), "OK"), Exchange("ATI3", ("CX93001-EIS_V0.2002-V92",), "OK"),
+                                    Exchange("AT+VSD=128,50", (), "OK")]  # fmt: skip
+    assert [u.text for u in transcript.unsolicited] == ["RING"]
