@@ -19,6 +19,7 @@ from screening.core.model import CallState, EventKind
 from screening.core.line import AudioClip, CallAudio, CallRouting, EndReason, LineAdapter, LineError
 from screening.core.model import Action, CallerID, Decision, Prompt
 from screening.core.numbers import national_format
+from screening.core.clock import utc_now
 from screening.core.rules import ListLookup, Policy, decide
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class CallSession:
     def screen(self, caller: CallerID, lists: ListLookup) -> Screened:
         """Record, decide, act. Never raises for line trouble."""
         started = time.monotonic()
-        decision = decide(caller, lists, self.policy)
+        decision = decide(caller, lists, self.policy, at=utc_now())  # the time picks the [[schedule]]
         decide_ms = round((time.monotonic() - started) * 1000, 3)
         # One write, before the line is touched: a crash from here on leaves a row to recover.
         call_id = self.calls.begin_call(self.line.name, caller, decision=decision, events=(

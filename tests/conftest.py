@@ -25,6 +25,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_asr": ("asr", "slow"),
     "test_voice_e2e": ("asr", "slow"),
     "test_web_browser": ("browser", "slow"),
+    "test_stats_browser": ("browser", "slow"),
     "test_image_recipe": ("image", "slow"),
     "test_power_cut": ("image", "slow"),
     "test_e2e": ("slow",),
@@ -36,6 +37,8 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_number_display_e2e": ("slow",),
     "test_store_recovery": ("slow",),
     "test_web_process": ("slow",),
+    "test_hub_ingest": ("hub", "slow"),
+    "test_hub_page": ("hub", "slow"),
 }
 # Parameters naming an adapter that needs a marker wherever they appear (the line contract runs
 # every test on the modem, the Number Display modem and SIP).

@@ -299,6 +299,26 @@ def test_bad_relative(tmp_path: Path, entry: str, key: str, message: str) -> Non
     assert "hunter2" not in str(problem)
 
 
+_SCHEDULE_OK = 'name = "night"\nstart = "21:00"\nend = "07:00"\n'
+BAD_SCHEDULES = [
+    ('start = "21:00"\nend = "07:00"\nunknown = "screen"', "schedule[0].name", "required"),
+    ('name = "n"\nstart = "9pm"\nend = "07:00"\nunknown = "screen"', "schedule[0].start", "HH:MM"),
+    ('name = "n"\nstart = "21:00"\nend = "24:00"\nunknown = "screen"', "schedule[0].end", "not a time of day"),
+    (_SCHEDULE_OK + 'days = ["someday"]\nunknown = "screen"', "schedule[0].days", "must be one of mon"),
+    *((_SCHEDULE_OK + f'{key} = "voicemail"', f"schedule[0].{key}", "must be one of allow, warn, screen")
+      for key in ("withheld", "international", "out_of_area", "payphone", "service_conflict", "no_caller_id",
+                  "invalid", "unknown")),
+]
+
+
+@pytest.mark.parametrize(("entry", "key", "message"), BAD_SCHEDULES)
+def test_bad_schedule(tmp_path: Path, entry: str, key: str, message: str) -> None:
+    path = write(tmp_path, f"[[schedule]]\n{entry}\n")
+    (problem,) = problems_of(path)
+    assert (problem.key, problem.file) == (key, str(path))
+    assert message in problem.message
+
+
 def test_relatives_good_and_resolved(tmp_path: Path) -> None:
     path = write(tmp_path, """
 [voice]
@@ -373,6 +393,7 @@ def test_bad_field(tmp_path: Path, section: str, key: str, value: str, message: 
 def test_every_key_has_a_bad_value_case() -> None:
     tested = {f"{s}.{k}" for s, k, *_ in BAD_VALUES}
     tested |= {re.sub(r"\[\d+\]", "[]", key).removesuffix("[]") for _, key, _ in BAD_RELATIVES}
+    tested |= {key.replace("[0]", "[]") for _, key, _ in BAD_SCHEDULES}
     assert tested == {key for key, *_ in schema()}
 
 

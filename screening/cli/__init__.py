@@ -21,12 +21,14 @@ from screening.cli import (
     detect,
     doctor,
     feeds,
+    hub,
     lists,
     modem,
     probe,
     provision,
     review_export,
     run,
+    stats,
     store,
     web,
 )
@@ -50,7 +52,9 @@ GROUPS: tuple[Callable[[Any], object], ...] = (
     feeds.register,  # feed, publish
     provision.register,
     review_export.register,
+    stats.register,  # stats
     web.register,
+    hub.register,  # hub run|servers|account|unit|simulate
 )
 
 

@@ -37,6 +37,7 @@ from screening.config.schema import (
     _string_list,
 )
 from screening.core.model import Action, Language
+from screening.core.rules import WEEKDAYS, Schedule
 from screening.core.line import SipUpstream
 from screening.config.ncid_section import NcidConfig
 
@@ -137,6 +138,8 @@ class RulesConfig:
         "National numbers ending like this look like police stations.",
     )
     home_region: str = field(default="JP", metadata={"toml": False})
+    # Not a [rules] key either: the [[schedule]] entries, copied here like home_region.
+    schedules: tuple[Schedule, ...] = field(default=(), metadata={"toml": False})
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,6 +530,61 @@ class SipConfig:
     )
 
 
+def _weekdays() -> _Parser[frozenset[int]]:
+    def convert(value: object) -> frozenset[int]:
+        names = _string_list("day names", _weekday_name, list)(value)
+        if not names:
+            raise _Invalid(f"name at least one day ({', '.join(WEEKDAYS)})")
+        return frozenset(WEEKDAYS.index(name) for name in names)
+
+    return _Parser("array of mon..sun", convert)
+
+
+def _weekday_name(text: str) -> str:
+    name = text.strip().lower()
+    full = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    name = WEEKDAYS[full.index(name)] if name in full else name
+    if name not in WEEKDAYS:
+        raise _Invalid(f"must be one of {', '.join(WEEKDAYS)} (got {text!r})")
+    return name
+
+
+def _clock() -> _Parser[clock_time]:
+    return _Parser('"HH:MM"', lambda value: _parse_hhmm(_expect(value, str, "a string")))
+
+
+def _optional_action() -> _Parser[Action | None]:
+    def convert(value: object) -> Action | None:
+        return None if isinstance(value, str) and not value.strip() else _ACTION(value)
+
+    return _Parser(f'{_ACTION.label} or ""', convert)
+
+
+def _override(what: str) -> Any:
+    return _setting("", _optional_action(), f"{what} during this window; \"\" = as in `[rules]`.")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    """``[[schedule]]``: a day/night profile; a window in the household's local time (may wrap midnight)
+    when some ``[rules]`` actions differ. Allowlisted and blocklisted numbers are never affected."""
+
+    name: str = _required(_Parser("string", _non_empty_string), "What to call it, e.g. \"night\"; unique.")
+    start: clock_time = _required(_clock(), "Local time the window opens, e.g. \"21:00\".")
+    end: clock_time = _required(_clock(), "Local time it closes, e.g. \"07:00\" (earlier than start: next day).")
+    days: frozenset[int] = _setting(
+        list(WEEKDAYS), _weekdays(), "Days the window starts on (a Friday 21:00-07:00 window covers Saturday 03:00)."
+    )
+    withheld: Action | None = _override("Withheld numbers")
+    international: Action | None = _override("International numbers")
+    out_of_area: Action | None = _override("Out-of-area callers")
+    payphone: Action | None = _override("Payphones")
+    service_conflict: Action | None = _override("Service-conflict callers")
+    no_caller_id: Action | None = _override("Calls with no caller ID")
+    invalid: Action | None = _override("Implausible numbers")
+    unknown: Action | None = _override("Numbers on no list (e.g. `screen` or `block` at night)")
+
+
 _SECTIONS: dict[str, type] = {
     "line": LineConfig,
     "rules": RulesConfig,
@@ -542,4 +600,4 @@ _SECTIONS: dict[str, type] = {
     "ncid": NcidConfig,
 }
 # Arrays of tables (``[[relatives]]``): name -> entry class. Documented as ``relatives[].key``.
-_TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig}
+_TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig, "schedule": ScheduleConfig}
