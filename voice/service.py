@@ -56,6 +56,10 @@ def build_voice(settings: VoiceSettings, store: Store, recordings_dir: Path | No
 
     pack = PhrasePack.load(settings.language)
     model = _load_model(settings) if settings.transcribe else None
+    if model is not None:
+        from voice.detector import prepare_reading
+
+        prepare_reading(pack)  # Japanese kana readings of every phrase, before the first call
     service = VoiceService(store=store, recordings_dir=recordings_dir, pack=pack, model=model,
                            zone=region_zone(settings.home_region))
     return service
