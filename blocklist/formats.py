@@ -65,6 +65,9 @@ from enum import StrEnum
 from functools import lru_cache
 from io import StringIO
 
+from blocklist.interop_formats import (
+    SQLITE_MAGIC, ForeignRow, callattendant_db_rows, callattendant_rows, looks_like_vcard, ncid_rows, vcard_rows, write_callattendant, write_ncid, write_vcard,
+)  # fmt: skip
 from blocklist.list_numbers import country_code_of, ftc_number, list_spec
 from blocklist.list_records import (
     MAX_LINE_CHARS, Lines, Record, RowProblem, csv_records, decode_line, excerpt, plain_records, split_header,
@@ -98,6 +101,9 @@ class ListFormat(StrEnum):
     CSV = "csv"
     FTC = "ftc"
     FEED = "feed"
+    NCID = "ncid"  # ncidd.blacklist / ncidd.whitelist (blocklist.interop_formats)
+    VCARD = "vcard"  # phone books: Android, iPhone, Google Contacts, Fritz!Box
+    CALLATTENDANT = "callattendant"  # callattendant's Blacklist/Whitelist tables as CSV
 
 
 @dataclass(slots=True)
@@ -118,20 +124,29 @@ MIN_FEED_PREFIX_NATIONAL_DIGITS = 2
 
 
 def detect_format(data: bytes) -> ListFormat:
-    """Guess the format from the header: FEED if line 1 is exactly FEED_HEADER, FTC or CSV by
-    the first non-blank line's column names, else PLAIN."""
+    """Guess the format from the header: FEED if line 1 is exactly FEED_HEADER; a SQLite file is
+    callattendant's database, ``BEGIN:VCARD`` a VCARD; FTC, CALLATTENDANT (``PhoneNo``) or CSV by
+    the first non-blank line's column names; NCID if a line has a ``#=`` name comment; else PLAIN."""
     head = data[: MAX_LINE_CHARS * 4].removeprefix(_BOM)
     first = re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0]
     if first == FEED_HEADER.encode():
         return ListFormat.FEED
+    if data.startswith(SQLITE_MAGIC):  # callattendant.db itself
+        return ListFormat.CALLATTENDANT
+    if looks_like_vcard(head[:64].decode("utf-8", "replace")):
+        return ListFormat.VCARD
     for raw in re.split(rb"\r\n|\r|\n", head):
         if raw.strip():
             names = {_column_name(n) for n in split_header(decode_line(raw))}
             if "company_phone_number" in names:
                 return ListFormat.FTC
+            if "phoneno" in names:
+                return ListFormat.CALLATTENDANT
             if any(_CSV_COLUMNS.get(n) == "number" for n in names):
                 return ListFormat.CSV
             break
+    if re.search(rb"(?m)^\S[^#\r\n]*#=", head):  # NCID's '#= name' comment (a CSV header wins)
+        return ListFormat.NCID
     return ListFormat.PLAIN
 
 
@@ -213,6 +228,8 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
         self._note = note
         self._notes: dict[str, str] = {}
         text, self.encoding, undecodable = _decode(data, legacy=self.format is not ListFormat.FEED)
+        self._text = text
+        self._data = data
         self._lines = Lines(text, undecodable=undecodable)
         self._items = self._read()
 
@@ -223,6 +240,13 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
         return next(self._items)
 
     def _read(self) -> Iterator[ListEntry | RowProblem]:
+        if self.format is ListFormat.CALLATTENDANT and self._data.startswith(SQLITE_MAGIC):
+            yield from self._foreign(callattendant_db_rows(self._data, blocklist=self._kind is ListKind.BLOCK))
+            return
+        foreign = _FOREIGN_READERS.get(self.format)
+        if foreign is not None:
+            yield from self._foreign(foreign(self._text))
+            return
         if self.format is ListFormat.PLAIN:
             yield from self._rows(plain_records(self._lines), self._plain_row)
             return
@@ -241,6 +265,20 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
             return
         if self.format is ListFormat.FEED:  # not even a header
             yield RowProblem(1, "", f"empty: a mamoru feed starts with the line {FEED_HEADER!r}")
+
+    def _foreign(self, rows: Iterable[ForeignRow | RowProblem]) -> Iterator[ListEntry | RowProblem]:
+        for row in rows:
+            self.rows += 1
+            if isinstance(row, RowProblem):
+                yield row
+                continue
+            if _NOT_TEXT.search(row.spec) or _NOT_TEXT.search(row.note):
+                yield RowProblem(row.line, excerpt(row.text), "bytes that are not text, or a NUL")
+                continue
+            try:
+                yield self._entry(row.spec, reason=row.note, expires="", kind=self._kind, source=self._source, added="")
+            except (_Skip, ListSpecError) as exc:
+                yield RowProblem(row.line, row.text, str(exc))
 
     def _rows(self, records: Iterable[Record | RowProblem], handler: _Handler) -> Iterator[ListEntry | RowProblem]:
         for item in records:
@@ -375,6 +413,12 @@ class EntryStream(Iterator[ListEntry | RowProblem]):
         return ListEntry(kind, match, value, value_end, source, note, added, expires)
 
 
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+_FOREIGN_READERS: dict[ListFormat, Callable[[str], Iterator[ForeignRow | RowProblem]]] = {
+    ListFormat.NCID: ncid_rows, ListFormat.VCARD: vcard_rows, ListFormat.CALLATTENDANT: callattendant_rows,
+}
+
+
 def _expiry_or_skip(text: str, column: str) -> str:
     text = text.strip()
     if not text:
@@ -445,6 +489,12 @@ def write_entries(entries: Iterable[ListEntry], fmt: ListFormat, *, home_region:
     """
     if fmt is ListFormat.PLAIN:
         return "".join(_plain_line(e, home_region) for e in entries).encode("utf-8")
+    if fmt is ListFormat.NCID:
+        return write_ncid(entries, home_region)
+    if fmt is ListFormat.VCARD:
+        return write_vcard(entries)
+    if fmt is ListFormat.CALLATTENDANT:
+        return write_callattendant(entries, home_region)
     if fmt not in (ListFormat.CSV, ListFormat.FEED):
         raise ValueError(f"cannot write the {fmt.value} format")
     out = StringIO()

@@ -31,6 +31,15 @@ class CallScreened:
 
 
 @dataclass(frozen=True, slots=True)
+class CallDecided:
+    """A call's decision is recorded and the line is about to be acted on (caller-ID displays, NCID)."""
+
+    call_id: int
+    caller: CallerID
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
 class FraudHeard:
     """The voice pipeline's verdict first became fraud during a call."""
 
@@ -77,7 +86,7 @@ class ModelMissing:
     message: str
 
 
-Event = CallScreened | FraudHeard | LineFault | LineRestored | HandsetStale | FeedRefused | StoreDamaged | ModelMissing
+Event = CallScreened | CallDecided | FraudHeard | LineFault | LineRestored | HandsetStale | FeedRefused | StoreDamaged | ModelMissing
 E = TypeVar("E", bound=Event)
 
 

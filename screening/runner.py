@@ -43,7 +43,7 @@ from screening.core.numbers import parse_number
 from screening.session import SessionSettings
 from screening.demo_text import action_words, caller_words, end_words
 from screening.core.safe_text import pad_columns, terminal_safe
-from screening.events import (CallScreened, EventBus, FeedRefused, FraudHeard, HandsetStale, LineFault, LineRestored,
+from screening.events import (CallDecided, CallScreened, EventBus, FeedRefused, FraudHeard, HandsetStale, LineFault, LineRestored,
                               ModelMissing, StoreDamaged)
 from screening.status import StatusWriter
 from voice.retention import RetentionPolicy
@@ -55,6 +55,7 @@ from screening.panel_wiring import start_panel
 from voice.service import RecordingHousekeeping, VoiceSettings, build_prompts, build_voice, household_warner
 from screening.feed_wiring import feed_limits
 from screening.hub_wiring import run_hub
+from screening.ncid.wiring import run_ncid
 
 if TYPE_CHECKING:
     from screening.web.process import WebProcess
@@ -204,6 +205,7 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         # Phoning a relative needs a line that dials (the modem; SIP with an upstream).
         dialer = line if isinstance(line, Dialer) and line.can_dial() else None
         alerts = stack.enter_context(run_alerts(cfg, store, dialer, jobs, bus))
+        stack.enter_context(run_ncid(cfg, store, bus))  # NCID clients hear each decision; off unless [ncid] listen
         voice = build_voice(voice_settings, store, places.recordings_dir)
         voice.on_fraud.append(lambda event: bus.publish(FraudHeard(event)))
         if read_notices(places.db_path):
@@ -223,7 +225,9 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         # Start-up and every reload map the config the same way: one source for policy, prompts, call timeout.
         initial = call_settings_from_config(cfg)
         daemon = Daemon(line, store, initial.policy, initial.announcements,
-                        SessionSettings(call_timeout_s=initial.call_timeout_s, voice=voice),
+                        SessionSettings(call_timeout_s=initial.call_timeout_s, voice=voice,
+                                        on_decided=lambda call_id, caller, decision: bus.publish(
+                                            CallDecided(call_id, caller, decision))),
                         no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs,
                         on_tick=watchdog.beat,
                         # settings saved on the web page apply from the next call; status.json feeds /health

@@ -69,6 +69,8 @@ class SessionSettings:
     call_timeout_s: float = 600.0  # longest we stay on a warned call
     voice: VoiceHooks | None = None  # recording + live transcription; None = neither
     tick: Callable[[], object] | None = None  # liveness while on a long call (the systemd watchdog)
+    # Told each decision once it is recorded, before the line is acted on (e.g. NCID clients); never raises into us.
+    on_decided: Callable[[int, CallerID, Decision], object] | None = None
 
 
 @dataclass(slots=True)
@@ -98,7 +100,16 @@ class CallSession:
         ))
         log.info("call %s from %s: %s (%s) -- %s", call_id, _who(caller, self.policy.home_region),
                  decision.action.value.upper(), decision.rule, decision.reason)
+        self._tell_decided(call_id, caller, decision)
         return Screened(call_id, decision, self.act(call_id, decision))
+
+    def _tell_decided(self, call_id: int, caller: CallerID, decision: Decision) -> None:
+        if self.settings.on_decided is None:
+            return
+        try:
+            self.settings.on_decided(call_id, caller, decision)
+        except Exception:  # noqa: BLE001 -- a listener must never keep the call from being acted on
+            log.exception("call %s: on_decided listener failed", call_id)
 
     def act(self, call_id: int, decision: Decision) -> str:
         """Act on a recorded decision and complete its row; returns the stored end reason.

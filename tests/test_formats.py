@@ -74,6 +74,12 @@ def test_sample_files_are_detected() -> None:
     expected = {"ftc_dnc_complaints.csv": ListFormat.FTC, "excel_sjis.csv": ListFormat.CSV,
                 "excel_utf8_bom.csv": ListFormat.CSV, "family_plain.txt": ListFormat.PLAIN,
                 "police.feed.csv": ListFormat.FEED}  # fmt: skip
+    # Other call screeners' lists and phone books (tests/test_interop_formats.py reads them).
+    expected |= {name: ListFormat.VCARD for name in ("contacts_android.vcf", "contacts_iphone.vcf",
+                                                     "google_contacts.vcf", "fritzbox.vcf", "contacts_v4.vcf")}
+    expected |= {"ncidd.blacklist": ListFormat.NCID, "ncidd.whitelist": ListFormat.NCID,
+                 "callattendant_blacklist.csv": ListFormat.CALLATTENDANT,
+                 "callattendant_whitelist.csv": ListFormat.CALLATTENDANT}
     assert {p.name: detect_format(p.read_bytes()) for p in DATA.iterdir()} == expected
 
 

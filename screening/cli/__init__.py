@@ -24,6 +24,7 @@ from screening.cli import (
     hub,
     lists,
     modem,
+    probe,
     provision,
     review_export,
     run,
@@ -40,7 +41,9 @@ GROUPS: tuple[Callable[[Any], object], ...] = (
     run.register,  # run, check, calls
     lists.register,  # allow, block
     config.register,
-    modem.register,
+    modem.register,  # modem emulate, modem probe
+    probe.register_line,  # line record-calls
+    probe.register_sip,  # sip probe
     detect.register,
     asr.register,  # transcribe, model
     alerts.register,  # alert, alerts

@@ -53,10 +53,12 @@ def register(sub: Any) -> None:
         q = lsub.add_parser("list", help="show the list")
         add_common_args(q, json_flag=True)
         q.set_defaults(func=cmd_list, list_kind=kind.value)
-        q = lsub.add_parser("import", help="add every entry of a list file (plain, CSV, FTC complaints, feed)")
+        q = lsub.add_parser("import", help="add every entry of a list file (plain, CSV, FTC complaints, feed, "
+                            "NCID list, vCard phone book, callattendant)")
         add_common_args(q, json_flag=True)
         q.add_argument("file", metavar="FILE", help="the list file, or - for stdin (formats: docs/lists.md)")
-        q.add_argument("--format", choices=["plain", "csv", "ftc", "feed"], help="default: detected from the header")
+        q.add_argument("--format", choices=["plain", "csv", "ftc", "feed", "ncid", "vcard", "callattendant"],
+                       help="default: detected from the header")
         q.add_argument("--source", help="where the numbers come from (default: ftc for FTC files, else "
                        f"{'family' if kind is ListKind.ALLOW else 'local'}); a CSV source column wins")
         q.add_argument("--note", default="", help="reason for rows that give none")
@@ -64,9 +66,9 @@ def register(sub: Any) -> None:
         q.add_argument("--expires", metavar="DATE", help="expire on this date (ISO-8601); caps each row's own expiry")
         q.add_argument("--strict", action="store_true", help="import nothing if any row has a problem")
         q.set_defaults(func=cmd_list, list_kind=kind.value)
-        q = lsub.add_parser("export", help="write the list as plain, CSV (default) or feed")
+        q = lsub.add_parser("export", help="write the list as plain, CSV (default), feed, NCID, vCard or callattendant")
         add_common_args(q)
-        q.add_argument("--format", choices=["plain", "csv", "feed"], default="csv")
+        q.add_argument("--format", choices=["plain", "csv", "feed", "ncid", "vcard", "callattendant"], default="csv")
         q.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
         q.add_argument("--with-feeds", action="store_true", help="include entries delivered by signed feeds")
         q.set_defaults(func=cmd_list, list_kind=kind.value)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from screening.config.errors import ConfigError, ConfigProblem
+from screening.config.ncid_section import NcidConfig, is_loopback_host
 from screening.config.schema import _describe, _Invalid, _keys
 from screening.core.rules import SCHEDULABLE, Schedule
 from screening.config.sections import (
@@ -58,6 +59,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     sip: SipConfig = field(default_factory=SipConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    ncid: NcidConfig = field(default_factory=NcidConfig)
     relatives: tuple[RelativeConfig, ...] = ()
     schedules: tuple[Schedule, ...] = ()
     source: str = BUILTIN_SOURCE
@@ -199,6 +201,10 @@ def parse_config(document: Mapping[str, Any], source: str) -> Config:
     if line.nd_adapter is not None and line.uri.startswith("sip:"):
         problems.append(ConfigProblem(source, "line.nd_adapter", "an ND adapter gives caller ID to a modem line "
                                       f"only; line.uri is {line.uri!r} (SIP brings its own caller ID: set it to \"\")"))
+    ncid = sections.get("ncid", NcidConfig())
+    if ncid.listen is not None and not ncid.allow_remote and not is_loopback_host(ncid.listen.host):
+        problems.append(ConfigProblem(source, "ncid.listen", f"{ncid.listen} is not loopback: every device that "
+                                      "can reach it sees who calls; set ncid.allow_remote = true to mean it"))
     relatives = _parse_relatives(document.get("relatives", []), home_region, source, problems)
     schedules = _parse_schedules(document.get("schedule", []), source, problems)
     if problems:

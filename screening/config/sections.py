@@ -42,6 +42,7 @@ from screening.core.line import SipUpstream
 from screening.hub_client.settings import DEFAULT_SHARE, Share
 from screening.hubwire import is_valid_unit_id, public_key_from_text
 from voice.engine import EngineChoice
+from screening.config.ncid_section import NcidConfig
 
 log = logging.getLogger(__name__)
 
@@ -696,6 +697,7 @@ _SECTIONS: dict[str, type] = {
     "web": WebConfig,
     "sip": SipConfig,
     "hub": HubConfig,
+    "ncid": NcidConfig,
 }
 # Arrays of tables (``[[relatives]]``): name -> entry class. Documented as ``relatives[].key``.
 _TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig, "schedule": ScheduleConfig}

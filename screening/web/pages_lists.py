@@ -56,9 +56,11 @@ MAX_NOTE_CHARS = 200
 MAX_NUMBER_CHARS = 80
 MAX_IMPORT_BYTES = 20 * 1024 * 1024  # the auth middleware refuses larger bodies first; this is the backstop
 PROBLEMS_SHOWN = 100
-IMPORT_FORMATS = (ListFormat.PLAIN, ListFormat.CSV, ListFormat.FTC)  # a feed file belongs to `mamoru feed`
+IMPORT_FORMATS = (ListFormat.PLAIN, ListFormat.CSV, ListFormat.FTC,  # a feed file belongs to `mamoru feed`
+                  ListFormat.VCARD, ListFormat.NCID, ListFormat.CALLATTENDANT)
 EXPORT_FORMATS = {ListFormat.CSV: ("csv", "text/csv; charset=utf-8"),
-                  ListFormat.PLAIN: ("txt", "text/plain; charset=utf-8")}  # fmt: skip
+                  ListFormat.PLAIN: ("txt", "text/plain; charset=utf-8"),
+                  ListFormat.VCARD: ("vcf", "text/vcard; charset=utf-8")}  # fmt: skip
 
 LIST_DONE = {
     "added": "lists.done.added",
