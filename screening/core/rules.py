@@ -62,6 +62,7 @@ _REASON_RULES: dict[Reason, tuple[Category, str, str]] = {
 _ACTION_TAIL: dict[Action, str] = {
     Action.ALLOW: "the phone rings normally",
     Action.WARN: "fraud-prevention warning played to the caller",
+    Action.SCREEN: "warned and asked for a name; the household decides",
     Action.REQUEST_NUMBER: "Number Request played",
     Action.BLOCK: "call refused",
 }
@@ -70,7 +71,7 @@ _ACTION_TAIL: dict[Action, str] = {
 def _prompt_for(action: Action, category: Category) -> Prompt | None:
     if action is Action.ALLOW:
         return None
-    if action is Action.WARN:
+    if action in (Action.WARN, Action.SCREEN):
         return Prompt.WARNING
     if action is Action.REQUEST_NUMBER:
         return Prompt.NUMBER_REQUEST
