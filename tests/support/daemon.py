@@ -36,8 +36,10 @@ class ModemDaemonRig:
     """A running daemon on a virtual modem, with its store."""
 
     def __init__(self, tmp: Path, dialect=CONEXANT_CX93001, cadence=RingCadence.JAPAN,
-                 line_options: dict[str, Any] | None = None, settings: SessionSettings | None = None) -> None:
+                 line_options: dict[str, Any] | None = None, settings: SessionSettings | None = None,
+                 policy: Policy | None = None) -> None:
         self.modem = VirtualModem(dialect, cadence, SCALE)
+        self.policy = policy or Policy()
         self.settings = settings or SessionSettings(30.0)
         self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
         self.cadence = cadence
@@ -53,7 +55,7 @@ class ModemDaemonRig:
         self.line = ModemLine(str(self.modem.device_path), "auto", "JP", self.cadence,
                               ring_gap_s=1.5 * CADENCE_PERIOD_S[self.cadence] * SCALE, **self.line_options)
         self.line.open()
-        self.daemon = Daemon(self.line, self.store, Policy(), ToneAnnouncements(), self.settings)
+        self.daemon = Daemon(self.line, self.store, self.policy, ToneAnnouncements(), self.settings)
         self.thread = threading.Thread(target=self.daemon.run, args=(self.stop,), daemon=True)
         self.thread.start()
         return self
