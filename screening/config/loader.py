@@ -24,6 +24,7 @@ from screening.config.sections import (
     RecordingConfig,
     RelativeConfig,
     RulesConfig,
+    ScreeningConfig,
     SipConfig,
     StoreConfig,
     VoiceConfig,
@@ -54,6 +55,7 @@ class Config:
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sip: SipConfig = field(default_factory=SipConfig)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     relatives: tuple[RelativeConfig, ...] = ()
     source: str = BUILTIN_SOURCE
 
