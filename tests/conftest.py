@@ -33,6 +33,8 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_number_display_e2e": ("slow",),
     "test_store_recovery": ("slow",),
     "test_web_process": ("slow",),
+    "test_screen_sip": ("sip", "slow"),
+    "test_screen_modem": ("slow",),
 }
 # Parameters naming an adapter that needs a marker wherever they appear (the line contract runs
 # every test on the modem, the Number Display modem and SIP).
