@@ -131,43 +131,53 @@ class _HouseholdJoined(Exception):
 
 
 class SpeechEnd:
-    """Energy voice activity over audio time: done once speech ended, nothing came, or the cap."""
+    """Energy voice activity over audio time: done once speech ended, nothing came, or the cap.
+
+    Counted in whole 20 ms frames (integers), so a cap of 8 s is 400 frames exactly.
+    """
+
+    FRAME_S = 0.02
 
     def __init__(self, start_s: float, end_s: float, cap_s: float, rms: float) -> None:
-        self.start_s, self.end_s, self.cap_s, self.rms = start_s, end_s, cap_s, rms
-        self.heard_s = 0.0  # audio received
-        self.speech_s = 0.0  # of which voiced
-        self._quiet_s = 0.0
-        self._spoke = False
+        self._start, self._end, self._cap = (round(x / self.FRAME_S) for x in (start_s, end_s, cap_s))
+        self.rms = rms
+        self._heard = self._voiced = self._quiet = 0
         self._rest = b""
 
     @property
+    def heard_s(self) -> float:
+        return self._heard * self.FRAME_S
+
+    @property
+    def speech_s(self) -> float:
+        return self._voiced * self.FRAME_S
+
+    @property
     def spoke(self) -> bool:
-        return self._spoke
+        return self._voiced > 0
 
     @property
     def done(self) -> bool:
-        if self.heard_s >= self.cap_s:
+        if self._heard >= self._cap:
             return True
-        if not self._spoke:
-            return self.heard_s >= self.start_s
-        return self._quiet_s >= self.end_s
+        if not self.spoke:
+            return self._heard >= self._start
+        return self._quiet >= self._end
 
     def feed(self, pcm16: bytes) -> None:
         data = self._rest + pcm16
-        frame = RATE // 50 * 2
+        frame = int(RATE * self.FRAME_S) * 2
         whole = len(data) - len(data) % frame
         self._rest = data[whole:]
         for i in range(0, whole, frame):
             samples = array("h", data[i:i + frame])
-            level = (sum(s * s for s in samples) / len(samples)) ** 0.5
-            self.heard_s += 0.02
+            level = math.sqrt(sum(s * s for s in samples) / len(samples))
+            self._heard += 1
             if level >= self.rms:
-                self._spoke = True
-                self.speech_s += 0.02
-                self._quiet_s = 0.0
+                self._voiced += 1
+                self._quiet = 0
             else:
-                self._quiet_s += 0.02
+                self._quiet += 1
 
 
 @dataclass(slots=True)
@@ -271,6 +281,7 @@ class ScreenFlow:
         line = self.line
         assert isinstance(line, HouseholdLeg)
         self.calls.add_event(self.call_id, EventKind.HOUSEHOLD, leg="screening")
+        joined = False
         try:
             self._wait(self.settings.decide_timeout_s, lambda: line.household_state() is not HouseholdLegState.RINGING)
             if line.household_state() is not HouseholdLegState.PICKED_UP:
@@ -290,11 +301,16 @@ class ScreenFlow:
                 if choice is not None or line.household_state() is not HouseholdLegState.PICKED_UP:
                     break
             choice = self._household_choice()
-            if choice is HouseholdChoice.CONNECTED and line.join_household():
-                return choice
+            if choice is HouseholdChoice.CONNECTED:
+                if line.join_household():
+                    joined = True
+                    return choice
+                self._drain()
+                self._wait(0.2, lambda: False)  # raises if it was the caller who left meanwhile
+                return HouseholdChoice.TIMEOUT  # the household hung up right after pressing 1
             return choice if choice is not None else HouseholdChoice.TIMEOUT
         finally:
-            if self._household_choice() is not HouseholdChoice.CONNECTED:
+            if not joined:
                 line.drop_household()
 
     def _household_choice(self) -> HouseholdChoice | None:
