@@ -111,16 +111,22 @@ def run_sip(per_kind: int, tmp: Path) -> list[dict[str, Any]]:
             while (line := phone.stdout.readline()) and not line.startswith("{"):
                 pass
             session = SessionSettings(60.0, screen=ScreenSettings(**SCREEN))  # type: ignore[arg-type]
+            (tmp / f"sip-{kind}-{i}").mkdir()
             with SipDaemonRig(tmp / f"sip-{kind}-{i}", ring_timeout_s=30.0, policy=Policy(unknown=Action.SCREEN),
                               session=session, household=f"sip:phone@127.0.0.1:{port}") as rig:  # type: ignore[arg-type]
                 user = FAMILY if kind == "family" else UNKNOWN
                 rig.call(user, *_sip_caller_args(kind), "--max-s", "40", timeout=60)
                 row = rig.wait_calls(1, 30)[0]
                 wait, decide, called = _times(rig.store.events_for(row.id))
-            try:
-                heard = result_of(phone, 60)
-            except AssertionError:
+            if not called:  # the household leg was never placed: the phone has nothing to report
+                phone.kill()
+                phone.communicate(timeout=10)
                 heard = {"answered": False}
+            else:
+                try:
+                    heard = result_of(phone, 60)
+                except AssertionError:
+                    heard = {"answered": False}
             reached = bool(heard.get("answered")) if kind != "family" else True
             rows.append({"line": "sip", "kind": kind, "reached": reached and (called or kind == "family"),
                          "outcome": row.end_reason, "caller_wait_s": wait, "decide_s": decide})
@@ -155,6 +161,7 @@ def run_modem(per_kind: int, tmp: Path) -> list[dict[str, Any]]:
     for kind in KINDS:
         for i in range(per_kind):
             settings = SessionSettings(60.0, screen=ScreenSettings(**SCREEN))  # type: ignore[arg-type]
+            (tmp / f"modem-{kind}-{i}").mkdir()
             with ModemDaemonRig(tmp / f"modem-{kind}-{i}", settings=settings,
                                 policy=Policy(unknown=Action.SCREEN)) as rig:
                 record = rig.call(_modem_script(kind), timeout=90)
@@ -175,7 +182,7 @@ def main() -> int:
     parser.add_argument("--lines", default="sip,modem")
     parser.add_argument("--json-out", default=str(Path(__file__).parent / "results_screen_population.json"))
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for name in ("screening", "firmware", "blocklist", "tests"):
         logging.getLogger(name).setLevel(logging.WARNING)
     started = time.monotonic()

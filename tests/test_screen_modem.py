@@ -177,3 +177,20 @@ def test_calls_json_shows_action_and_outcome(rig: ModemDaemonRig, tmp_path: Path
                          capture_output=True, text=True, env=daemon_env(tmp_path), timeout=60, check=True)
     calls = json.loads(out.stdout)
     assert [(c["action"], c["outcome"]) for c in calls] == [("block", None), ("screen", "screened_out")]
+
+
+@pytest.mark.parametrize("hang_up_wall_s", [0.8, 2.6, 4.0, 6.0, 8.5])
+def test_caller_hanging_up_at_any_step_ends_cleanly_with_one_outcome(tmp_path: Path, hang_up_wall_s: float) -> None:
+    """Warning, name, challenge, waiting for the household, leaving a message: the row is completed,
+    the line is put back on-hook and exactly one outcome is recorded."""
+    with rig_for(tmp_path) as rig:
+        rec = rig.call(CallScript(nmbr=UNKNOWN_NUMBER, caller_audio=TALKER, dtmf=presses("3"),
+                                  hang_up_after_s=line_s(hang_up_wall_s)), timeout=60)
+        row = rig.wait_calls(1, 20)[0]
+        evs = events(rig, row.id)
+        assert not rig.modem.off_hook
+    outcomes = [d["outcome"] for k, d in evs if k == EventKind.OUTCOME]
+    assert len(outcomes) == 1 and outcomes[0] in ("caller_hung_up", "message"), evs
+    assert row.end_reason == outcomes[0] and [k for k, _ in evs][-1] == EventKind.HUNG_UP
+    # The last case may outlast the flow (the message was complete): then mamoru hung up first.
+    assert rec.outcome in (LineOutcome.CALLER_HUNG_UP, LineOutcome.ANSWERED)
