@@ -46,6 +46,7 @@ class CallState:
     # are joined only when the household says so (then ``screening_joined``).
     screening: bool = False
     screening_joined: bool = False
+    household_key: threading.Event = field(default_factory=threading.Event)  # the household pressed a key
 
 
 @dataclass(slots=True)

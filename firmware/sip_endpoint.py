@@ -416,8 +416,11 @@ class SipEndpoint:
 
     def _on_dtmf(self, call: Any, digit: str) -> None:
         slot = getattr(call, "slot", None)
-        if slot is not None and self._state_of(call) is not None and digit:
+        state = self._state_of(call)
+        if slot is not None and state is not None and digit:
             slot.events.put((Dtmf(digit, time.monotonic(), household=call.leg is Leg.HOUSEHOLD), slot.current))
+            if call.leg is Leg.HOUSEHOLD:
+                state.household_key.set()  # a prompt to the household stops: it has answered
 
     # ---- screening: the household leg alone, then joined (owner thread) ------------------
 

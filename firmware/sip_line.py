@@ -197,6 +197,7 @@ class SipLine:
         state = self._call
         if state is None or state.gone.is_set() or self.settings.household is None:
             return False
+        state.household_key.clear()
         return bool(self._endpoint.submit(
             lambda: self._endpoint.call_household(state, answer_caller=False, screening=True), timeout))
 
@@ -213,7 +214,8 @@ class SipLine:
         return HouseholdLegState.NONE
 
     def play_to_household(self, clip: AudioClip, timeout: float | None = None) -> EndReason:
-        """Our prompts go to the household leg alone while it is apart from the caller."""
+        """Our prompts go to the household leg alone while it is apart from the caller; a key from the
+        household cuts the clip short (COMPLETED: it has heard enough)."""
         state, port = self._call, self._slot.port
         if state is None or port is None or state.gone.is_set():
             return EndReason.CALLER_HUNG_UP
@@ -222,8 +224,12 @@ class SipLine:
         pcm = clip.pcm16 if clip.sample_rate == SAMPLE_RATE else \
             resample_pcm16(clip.pcm16, clip.sample_rate, SAMPLE_RATE)
         deadline = time.monotonic() + (timeout if timeout is not None else clip.duration_s + 5.0)
+        state.household_key.clear()  # earlier keys were the caller's business (the flow has them queued)
         port.feed(pcm)
         while not port.wait_drained(0.02):
+            if state.household_key.is_set():  # answered while listening: the rest is not needed
+                port.flush()
+                return EndReason.COMPLETED
             if state.gone.is_set() or state.household_ended.is_set():
                 port.flush()
                 return EndReason.CALLER_HUNG_UP if state.gone.is_set() else EndReason.HANDSET_ON_HOOK
