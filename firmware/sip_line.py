@@ -224,7 +224,7 @@ class SipLine:
         pcm = clip.pcm16 if clip.sample_rate == SAMPLE_RATE else \
             resample_pcm16(clip.pcm16, clip.sample_rate, SAMPLE_RATE)
         deadline = time.monotonic() + (timeout if timeout is not None else clip.duration_s + 5.0)
-        state.household_key.clear()  # earlier keys were the caller's business (the flow has them queued)
+        state.household_key.clear()  # keys before this clip are queued for the flow already
         port.feed(pcm)
         while not port.wait_drained(0.02):
             if state.household_key.is_set():  # answered while listening: the rest is not needed

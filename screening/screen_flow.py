@@ -215,6 +215,9 @@ class ScreenFlow:
     # ---- the steps ---------------------------------------------------------------------
 
     def _run(self) -> CallOutcome:
+        self._drain()
+        if self._passcode_keyed():  # keyed during the warning: no name asked
+            return self._put_through()
         name = self._take_name()
         if self._passcode_keyed():
             return self._put_through()
