@@ -197,3 +197,25 @@ def test_passcode_rings_the_household_and_joins_at_once(tmp_path: Path) -> None:
         evs = events(rig, row.id)
     assert detail(evs, EventKind.CHALLENGE) == {"passed": True, "key": "passcode"}
     assert row.end_reason == CallOutcome.CONNECTED and heard["answered"]
+
+
+def test_wrong_household_key_is_ignored_and_the_next_one_decides(tmp_path: Path) -> None:
+    phone = Phone("--answer-after", "0.5", "--dtmf", "9#2", "--dtmf-after", "1.5")
+    with rig_for(tmp_path, phone.uri) as rig:
+        rig.call(UNKNOWN, *TALKS, *PRESSES_3, timeout=60)
+        phone.result()
+        row = rig.wait_calls(1, 20)[0]
+        evs = events(rig, row.id)
+    assert detail(evs, EventKind.HOUSEHOLD_DECISION) == {"decision": "refused"}
+    # The household's keys are its own: none of them is logged as the caller's.
+    assert [d["digit"] for k, d in evs if k == EventKind.DTMF] == ["3"] * len([k for k, _ in evs if k == EventKind.DTMF])
+
+
+def test_caller_dtmf_burst_during_the_warning_does_not_pass_the_challenge(tmp_path: Path) -> None:
+    with rig_for(tmp_path, None) as rig:
+        rig.call(UNKNOWN, *TALKS, "--dtmf", "3333399999", "--dtmf-from", "0.2", "--dtmf-every", "0.1", timeout=60)
+        row = rig.wait_calls(1, 20)[0]
+        evs = events(rig, row.id)
+    assert len([k for k, _ in evs if k == EventKind.DTMF]) >= 5  # the burst arrived
+    assert detail(evs, EventKind.CHALLENGE)["passed"] is False
+    assert row.end_reason == CallOutcome.SCREENED_OUT
