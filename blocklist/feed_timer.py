@@ -62,6 +62,7 @@ class FeedTimer:
         self.on_refused = on_refused  # a list too broad to apply is someone's business: the runner alerts
         self.checks = 0  # completed rounds (for tests and status)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop() and check_now(): the wait between rounds ends early
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -71,14 +72,23 @@ class FeedTimer:
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the thread to end; a download in progress ends by its own timeout (daemon thread)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def check_now(self) -> None:
+        """Run a round at once instead of at the next interval (the hub's "check feeds now")."""
+        self._wake.set()
 
     def _run(self) -> None:
         store = Store(self.db_path, recover_calls=False, busy_timeout=self.busy_timeout_s)
         delay = self.first_after_s
         try:
-            while not self._stop.wait(delay):
+            while True:
+                self._wake.wait(delay)
+                if self._stop.is_set():
+                    break
+                self._wake.clear()
                 delay = self.interval_s
                 try:
                     self.run_once(store)

@@ -47,6 +47,7 @@ from screening.config import Config, RelativeConfig
 from screening.core.clock import iso_utc, parse_iso_utc, utc_now
 from screening.core.model import Action, Language
 from screening.notify import DeliveryResult, Level, Notifier, VoiceCaller, voice_result
+from screening.hub_client.settings import hub_call_url
 
 if TYPE_CHECKING:
     from blocklist.store import Store
@@ -319,6 +320,14 @@ class AlertService:
         return deliveries
 
     def _call_url(self, call_id: int) -> str | None:
+        # The hub's page reaches a relative anywhere; the unit's own page only inside the house.
+        hub = self._config.hub
+        if hub.url and hub.public_url and hub.unit_id:
+            try:
+                call_uid: str | None = self._store.get_call(call_id).call_uid
+            except KeyError:  # spooled while the database is busy: the family's page instead
+                call_uid = None
+            return hub_call_url(hub.public_url, hub.unit_id, call_uid)
         base = self._alerts.web_base_url
         return f"{base}/calls/{call_id}" if base else None
 

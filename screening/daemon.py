@@ -92,6 +92,10 @@ class ConfigReloader:
         self._seen: _Fingerprint | None = None
         self._on_disk: Config | None = None  # the file as last read, without command-line overrides
 
+    def add_listener(self, hook: Callable[[Config], None]) -> None:
+        """One more feature to hear every newly applied config (a feature started after the daemon)."""
+        self._on_change.append(hook)
+
     @classmethod
     def for_config(cls, cfg: Config, build: Callable[[Config], CallSettings],
                    on_change: Sequence[Callable[[Config], None]] = ()) -> ConfigReloader | None:  # fmt: skip

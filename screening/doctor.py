@@ -33,6 +33,7 @@ from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
 from screening.core.clock import local_stamp, parse_iso_utc, region_zone, utc_now
 from screening.core.model import Language
 from screening.line_factory import sip_defaults
+from screening.hub_client.queue import queue_backlog, queue_path_for
 from screening.status import STATUS_FILE_NAME, DaemonStatus, LineProblem, LineState, StatusError, read_status
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ MIN_SANE_YEAR = 2025  # a Pi without a real-time clock boots in 1970 until NTP s
 DB_BUSY_TIMEOUT_S = 2.0
 DB_CHECK_TIMEOUT_S = 10.0
 MODEM_HELP = "Check the USB cable to the modem (grey box)."
+HUB_BACKLOG_WARNING = timedelta(hours=1)  # health goes every 15 minutes: an hour of backlog means no hub
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,8 @@ def run_checks(
     ]
     if cfg.line.nd_adapter is not None:  # only where one is fitted
         steps.insert(2, ("nd_adapter", lambda: check_nd_adapter(cfg)))
+    if cfg.hub.url is not None:  # only where the household links to a hub
+        steps.append(("hub", lambda: check_hub(cfg, database, now())))
     return [_guarded(name, step) for name, step in steps]
 
 
@@ -297,22 +301,24 @@ def check_speech_model(cfg: Config) -> Check:
     """Without a model, calls are still recorded but not checked for fraud."""
     import importlib.util
 
-    from voice.asr import ModelError, resolve_model_dir
+    from voice.engine import EngineChoice, ModelError
+    from voice.engine_choice import choose_engine
 
     if not cfg.voice.transcribe:
         return Check.good("speech_model", "Listening to calls for fraud is switched off in the settings.")
     language = cfg.voice.language.value
     try:
-        found = resolve_model_dir(language, cfg.voice.model_dir, cfg.voice.models_dir)
+        engine, found = choose_engine(cfg.voice.language, cfg.voice.engine, cfg.voice.model_dir, cfg.voice.models_dir)
     except ModelError as exc:
         return Check.problem(
             "speech_model", f"The speech model for '{language}' is missing, so calls cannot be checked for fraud.",
             f"Ask your helper to run: mamoru model install {language}  ({exc})",
         )
-    if importlib.util.find_spec("vosk") is None:
+    module, extra = ("faster_whisper", "ja") if engine is EngineChoice.WHISPER else ("vosk", "voice")
+    if importlib.util.find_spec(module) is None:
         return Check.problem(
             "speech_model", "The speech recognition software is not installed, so calls cannot be checked for fraud.",
-            "Ask your helper to run: pip install 'mamoru[voice]'",
+            f"Ask your helper to run: pip install 'mamoru[{extra}]'",
         )
     return Check.good("speech_model", f"The speech model for '{language}' is installed ({found}).")
 
@@ -503,6 +509,25 @@ def check_feeds(path: Path, cfg: Config, now: datetime) -> Check:
             "Check that the box is connected to the internet.",
         )
     return Check.good("feeds", "Number lists up to date: " + ", ".join(fine) + ".")
+
+
+def check_hub(cfg: Config, database: Path, now: datetime) -> Check:
+    """``[hub]``: complete, its files readable, and nothing waiting long for an unreachable hub."""
+    hub = cfg.hub
+    missing = [k for k, v in (("unit_id", hub.unit_id), ("credentials_file", hub.credentials_file),
+                              ("command_key", hub.command_key)) if not v]  # fmt: skip
+    if missing:
+        return Check.problem("hub", f"The hub link is set up without {', '.join(missing)}.",
+                             "Ask your helper to complete the [hub] section of the settings.")  # fmt: skip
+    for path in (hub.credentials_file, hub.ca_file):
+        if path is not None and not os.access(path, os.R_OK):
+            return Check.problem("hub", f"The hub file {path} cannot be read.",
+                                 "Apply the household's provisioning bundle again: mamoru provision apply")  # fmt: skip
+    waiting, oldest = queue_backlog(queue_path_for(database))
+    if oldest is not None and now - parse_iso_utc(oldest) > HUB_BACKLOG_WARNING:
+        return Check.warning("hub", f"{waiting} messages for the hub have waited since {oldest}: it cannot be reached.",
+                             "Check the home's internet connection; the messages are kept and sent when it returns.")  # fmt: skip
+    return Check.good("hub", f"Linked to the hub {hub.url} as {hub.unit_id} ({waiting} messages waiting).")
 
 
 def _feed_rows(path: Path) -> list[dict[str, Any]]:

@@ -56,6 +56,7 @@ from screening.line_factory import sip_defaults
 from screening.panel_wiring import start_panel
 from voice.service import RecordingHousekeeping, VoiceSettings, build_prompts, build_voice, household_warner
 from screening.feed_wiring import feed_limits
+from screening.hub_wiring import run_hub
 
 if TYPE_CHECKING:
     from screening.web.process import WebProcess
@@ -241,7 +242,15 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             assert sim is not None
             run_demo_scenario(cfg, sim, modem, web, places, stop, bus)
         extra_daemons = [_slot_daemon(daemon, extra, cfg) for extra in extra_lines]
-        stack.enter_context(run_feed_updates(cfg, places.db_path, daemon, extra_daemons, bus))
+        feeds = stack.enter_context(run_feed_updates(cfg, places.db_path, daemon, extra_daemons, bus))
+        # The hub hears the bus like any feature; its commands act through the unit's own store, alerts, feeds.
+        hub = stack.enter_context(run_hub(cfg, store, places.db_path, places.recordings_dir, bus,
+                                    alerts=alerts.service if alerts is not None else None,
+                                    check_feeds=feeds.check_now if feeds is not None else None,
+                                    speech_model=f"vosk-{cfg.voice.language.value}" if voice.model is not None else None,
+                                    model_missing=voice.model is None and cfg.voice.transcribe))
+        if hub is not None and isinstance(daemon.reloader, ConfigReloader):
+            daemon.reloader.add_listener(hub.reconfigure)  # the household narrows `share`: from the next event on
         stack.callback(watchdog.stopping)
         stack.enter_context(run_slot_loops(extra_daemons, stop))
         watchdog.ready(f"screening on {line.name}" + (f" ({1 + len(extra_lines)} calls at once)" if extra_lines else ""))
@@ -428,7 +437,8 @@ def voice_settings_from_config(cfg: Config) -> VoiceSettings:
     v = cfg.voice
     return VoiceSettings(language=v.language, prompts_dir=v.prompts_dir, transcribe=v.transcribe,
                          model_dir=v.model_dir, models_dir=v.models_dir, household_warning=v.household_warning,
-                         speaker_device=v.speaker_device, home_region=cfg.line.home_region)
+                         speaker_device=v.speaker_device, home_region=cfg.line.home_region,
+                         engine=v.engine, whisper_step_s=v.whisper_step_s)
 
 
 def screen_settings_from_config(cfg: Config, recordings_dir: Path | None) -> ScreenSettings:

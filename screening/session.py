@@ -19,6 +19,7 @@ from screening.core.model import CallOutcome, CallState, EventKind
 from screening.core.line import AudioClip, CallAudio, CallRouting, EndReason, LineAdapter, LineError
 from screening.core.model import Action, CallerID, Decision, Prompt
 from screening.core.numbers import national_format
+from screening.core.clock import utc_now
 from screening.core.rules import ListLookup, Policy, decide
 from screening.screen_flow import NumberBlocker, ScreenFlow, ScreenSettings, Speaker
 
@@ -91,7 +92,7 @@ class CallSession:
         """Record, decide, act. Never raises for line trouble."""
         started = time.monotonic()
         self._caller_e164 = caller.number_e164
-        decision = decide(caller, lists, self.policy)
+        decision = decide(caller, lists, self.policy, at=utc_now())  # the time picks the [[schedule]]
         decide_ms = round((time.monotonic() - started) * 1000, 3)
         # One write, before the line is touched: a crash from here on leaves a row to recover.
         call_id = self.calls.begin_call(self.line.name, caller, decision=decision, events=(

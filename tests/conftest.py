@@ -23,8 +23,11 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_sip_routing": ("sip", "slow"),
     "test_sipp_scenarios": ("sip", "slow"),
     "test_asr": ("asr", "slow"),
+    "test_asr_engines": ("asr", "slow"),
+    "test_asr_whisper": ("asr", "slow"),
     "test_voice_e2e": ("asr", "slow"),
     "test_web_browser": ("browser", "slow"),
+    "test_stats_browser": ("browser", "slow"),
     "test_image_recipe": ("image", "slow"),
     "test_power_cut": ("image", "slow"),
     "test_e2e": ("slow",),
@@ -35,6 +38,11 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_web_process": ("slow",),
     "test_screen_sip": ("sip", "slow"),
     "test_screen_modem": ("slow",),
+    "test_hub_ingest": ("hub", "slow"),
+    "test_hub_page": ("hub", "slow"),
+    "test_hub_client": ("hub", "slow"),
+    "test_hub_e2e": ("hub", "slow"),
+    "test_hub_commands": ("hub", "slow"),
 }
 # Parameters naming an adapter that needs a marker wherever they appear (the line contract runs
 # every test on the modem, the Number Display modem and SIP).

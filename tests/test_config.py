@@ -228,6 +228,8 @@ BAD_VALUES = [
     ("rules", "official_numbers", '["11O"]', "item 0: must be digits or # *"),
     ("rules", "official_suffixes", '["#0110"]', "item 0: must be digits"),
     ("voice", "language", '"fr"', "must be one of ja, en, ko (got 'fr')"),
+    ("voice", "engine", '"kaldi"', "must be one of auto, vosk, whisper (got 'kaldi')"),
+    ("voice", "whisper_step_s", "0.5", "must be between 1.0 and 14.0 (got 0.5)"),
     ("voice", "model_dir", "1", "expected a string (got integer 1)"),
     ("voice", "models_dir", '""', "must not be empty"),
     ("voice", "transcribe", '"yes"', 'expected true or false (got string "yes")'),
@@ -275,6 +277,17 @@ BAD_VALUES = [
     ("web", "allowed_hosts", '["http://mamoru.home.arpa"]', "item 0: expected a host name or an IP address"),
     ("web", "allowed_hosts", '["mamoru.home.arpa:8080"]', "without scheme or port"),
     ("web", "allowed_hosts", '"mamoru.home.arpa"', "expected an array of strings"),
+    ("hub", "url", '"http://hub.example.jp"', "expected mqtts://HOST[:PORT]"),
+    ("hub", "url", '"mqtt://hub.example.jp:1883"', "needs TLS"),
+    ("hub", "unit_id", '"Unit/1"', "lower-case letters"),
+    ("hub", "credentials_file", "1", "expected a string"),
+    ("hub", "ca_file", "[]", "expected a string"),
+    ("hub", "command_key", '"deadbeef"', "ed25519:"),
+    ("hub", "share", '["calls", "everything"]', "must be one of"),
+    ("hub", "public_url", '"ftp://hub"', "http:// or https://"),
+    ("hub", "home_assistant", '"yes"', "true or false"),
+    ("hub", "health_minutes", "0", "between 1 and 1440"),
+    ("hub", "queue_limit", "10", "between 100 and 1000000"),
 ]
 
 # [[relatives]] entries: (TOML of one entry, key of the problem, message). A secret in a bad URL is never echoed.
@@ -297,6 +310,26 @@ def test_bad_relative(tmp_path: Path, entry: str, key: str, message: str) -> Non
     assert problem.key == key
     assert message in problem.message
     assert "hunter2" not in str(problem)
+
+
+_SCHEDULE_OK = 'name = "night"\nstart = "21:00"\nend = "07:00"\n'
+BAD_SCHEDULES = [
+    ('start = "21:00"\nend = "07:00"\nunknown = "screen"', "schedule[0].name", "required"),
+    ('name = "n"\nstart = "9pm"\nend = "07:00"\nunknown = "screen"', "schedule[0].start", "HH:MM"),
+    ('name = "n"\nstart = "21:00"\nend = "24:00"\nunknown = "screen"', "schedule[0].end", "not a time of day"),
+    (_SCHEDULE_OK + 'days = ["someday"]\nunknown = "screen"', "schedule[0].days", "must be one of mon"),
+    *((_SCHEDULE_OK + f'{key} = "voicemail"', f"schedule[0].{key}", "must be one of allow, warn, screen")
+      for key in ("withheld", "international", "out_of_area", "payphone", "service_conflict", "no_caller_id",
+                  "invalid", "unknown")),
+]
+
+
+@pytest.mark.parametrize(("entry", "key", "message"), BAD_SCHEDULES)
+def test_bad_schedule(tmp_path: Path, entry: str, key: str, message: str) -> None:
+    path = write(tmp_path, f"[[schedule]]\n{entry}\n")
+    (problem,) = problems_of(path)
+    assert (problem.key, problem.file) == (key, str(path))
+    assert message in problem.message
 
 
 def test_relatives_good_and_resolved(tmp_path: Path) -> None:
@@ -373,6 +406,7 @@ def test_bad_field(tmp_path: Path, section: str, key: str, value: str, message: 
 def test_every_key_has_a_bad_value_case() -> None:
     tested = {f"{s}.{k}" for s, k, *_ in BAD_VALUES}
     tested |= {re.sub(r"\[\d+\]", "[]", key).removesuffix("[]") for _, key, _ in BAD_RELATIVES}
+    tested |= {key.replace("[0]", "[]") for _, key, _ in BAD_SCHEDULES}
     assert tested == {key for key, *_ in schema()}
 
 

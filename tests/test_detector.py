@@ -114,7 +114,10 @@ def test_number_words_map_to_digits_spanning_the_word() -> None:
 
 JA_CASES = {
     "impersonation": "警察の者です",
-    "family_emergency": "俺だけど携帯なくしちゃって",
+    "relative_claim": "俺だけど",
+    "new_number": "携帯なくしちゃって",
+    "trouble": "会社のお金を",
+    "money_request": "お金が必要なんだ",
     "payment_instruction": "キャッシュカードと暗証番号",
     "refund": "還付金があります",
     "legal_overdue": "逮捕されます",
@@ -135,6 +138,7 @@ EN_CASES = {
     "refund_prize": "you are eligible for a refund",
     "loan_debt": "debt relief program",
     "warranty": "your extended warranty",
+    "energy_solar": "free solar panels",
     "family_emergency": "I'm in jail",
     "investment_romance": "guaranteed returns",
 }
@@ -314,8 +318,8 @@ def test_clean_text_is_clean() -> None:
 def test_as_dict_shape() -> None:
     d = detect("en", "gift card")
     assert d.as_dict() == {"verdict": "suspicious", "score": d.score,
-                           "flags": [{"phrase": "gift card", "category": "payment_instruction", "start": 0,
-                                      "pattern": "gift ?cards?"}]}
+                           "flags": [{"phrase": "gift card", "category": "payment_instruction", "start": 0, "end": 9,
+                                      "pattern": "gift ?cards?", "how": "text"}]}
     assert isinstance(d.flags[0], Flag)
 
 
@@ -394,7 +398,7 @@ def test_cli_text_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     result = json.loads(out)
     assert code == 0 and result["verdict"] == "fraud"
     assert set(result) == {"verdict", "score", "flags"}
-    assert {"phrase", "category", "start", "pattern"} == set(result["flags"][0])
+    assert {"phrase", "category", "start", "end", "pattern", "how"} == set(result["flags"][0])
     assert result["flags"][0]["start"] == 0
 
 

@@ -9,7 +9,7 @@ import pytest
 from screening import i18n
 
 CATALOGUES = Path(i18n.__file__).parent
-AREAS = {"web": ("ja", "en"), "alerts": ("ja", "en", "ko"), "doctor": ("ja", "en")}
+AREAS = {"web": ("ja", "en"), "alerts": ("ja", "en", "ko"), "doctor": ("ja", "en"), "hub": ("ja", "en")}
 SENTENCE_TABLES = {("doctor_sentences", "ja")}
 
 

@@ -24,6 +24,10 @@ Every normalised character keeps the span of the original characters it came
 from, so each :class:`Flag` points at the phrase in the caller's text (or, when
 streaming, at the time of the word where the phrase starts).
 
+Packs with ``match_reading`` (Japanese) are also matched on the transcript's
+kana reading (``voice.reading_match``): exactly, and for long readings within a
+few edits. Each flag says how it was found (:class:`MatchKind`).
+
 Scoring: a phrase entry counts once however often it is said; within a category
 further phrases add with diminishing returns (``repeat_decay``); category scores
 add up and are multiplied by the largest bonus among the pack's dangerous
@@ -33,44 +37,50 @@ were all hit. Thresholds in the pack turn the score into a :class:`Verdict`.
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
-import re
-import tomllib
-import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from importlib import resources
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
 from screening.core.model import Verdict
+from voice.kana import KanaReader, default_reader
+from voice.phrase_pack import (
+    Category,
+    Combination,
+    Phrase,
+    PhrasePack,
+    PhrasePackError,
+    available_languages,
+    compile_phrase,
+)
+from voice.reading_match import MatchKind, ReadingMatcher, ReadingMode
 from voice.text_normalize import Normalized, TextRules, normalize
 
+__all__ = [
+    "Category", "Combination", "Detection", "Flag", "FraudDetector", "MatchKind", "Phrase", "PhraseMatcher",
+    "PhrasePack", "PhrasePackError", "ReadingMode", "StreamingDetector", "available_languages", "compile_phrase",
+    "prepare_reading", "score_phrases", "verdict_for",
+]
+
 log = logging.getLogger(__name__)
-
-PACK_PACKAGE = "voice"
-PACK_DIR = "phrases"
-
-_REGEX_META = frozenset("()|?*+[]{}")
-
-
-class PhrasePackError(Exception):
-    """A phrase pack that cannot be used; the message names the file and every bad entry."""
 
 
 @dataclass(frozen=True, slots=True)
 class Flag:
-    """One phrase heard. ``start``: seconds into the call if timing is known, else character offset."""
+    """One phrase heard. ``start``/``end``: seconds into the call if timing is known, else character offsets."""
 
     phrase: str
     category: str
     start: float
     matched: str
+    end: float = -1.0
+    how: MatchKind = MatchKind.TEXT
 
     def as_dict(self) -> dict[str, Any]:
-        # "phrase" is what was actually said, readable by a relative; "pattern" the pack entry that fired.
+        # "phrase" is what was actually said, readable by a relative; "pattern" the pack entry that fired;
+        # "how": found in the written text, in its kana reading, or in the reading within a few edits.
         return {"phrase": self.matched, "category": self.category, "start": _json_number(self.start),
-                "pattern": self.phrase}
+                "end": _json_number(self.end), "pattern": self.phrase, "how": self.how.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,310 +104,6 @@ def _json_number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else round(value, 3)
 
 
-# ---- phrase packs ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Phrase:
-    """One pack entry: ``text`` as written in the pack, compiled against normalised text."""
-
-    text: str
-    category: str
-    weight: float
-    pattern: re.Pattern[str] = field(compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Category:
-    name: str
-    weight: float
-    description: str
-    phrases: tuple[Phrase, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Combination:
-    """Categories that together are far more telling than apart (impersonation + payment)."""
-
-    categories: frozenset[str]
-    bonus: float
-
-
-def compile_phrase(phrase: str, rules: TextRules) -> re.Pattern[str]:
-    """Turn a pack phrase into a regex over normalised text.
-
-    Literal runs are normalised exactly like transcripts, so a phrase is written
-    naturally (``Press one``, ``キャッシュ カード``) and still matches. Operators
-    pass through; ``\\x`` escapes pass through untouched. For languages that
-    keep spaces the phrase must start and end on word boundaries (``pin`` must
-    not match ``spinach``).
-    """
-    parts: list[str] = []
-    literal: list[str] = []
-
-    def flush() -> None:
-        if literal:
-            parts.append(re.escape(normalize("".join(literal), rules, trim=False).text))
-            literal.clear()
-
-    i = 0
-    while i < len(phrase):
-        ch = phrase[i]
-        if ch == "\\" and i + 1 < len(phrase):
-            flush()
-            parts.append(phrase[i:i + 2])
-            i += 2
-            continue
-        if ch in _REGEX_META:
-            flush()
-            parts.append(ch)
-        else:
-            literal.append(ch)
-        i += 1
-    flush()
-    body = "".join(parts).strip() if not rules.remove_spaces else "".join(parts)
-    if not rules.remove_spaces:
-        body = rf"(?<!\w)(?:{body})(?!\w)"
-    return re.compile(body)
-
-
-@dataclass(frozen=True, slots=True)
-class PhrasePack:
-    """A language's phrases, categories, combination bonuses and verdict thresholds."""
-
-    language: str
-    source: str
-    rules: TextRules
-    categories: tuple[Category, ...]
-    combinations: tuple[Combination, ...]
-    fraud_threshold: float
-    suspicious_threshold: float
-    repeat_decay: float
-
-    @property
-    def phrases(self) -> tuple[Phrase, ...]:
-        return tuple(p for c in self.categories for p in c.phrases)
-
-    @classmethod
-    def load(cls, language: str) -> PhrasePack:
-        """The shipped pack for ``language`` (cached: packs are immutable and compiling costs ms)."""
-        return _load_shipped(language)
-
-    @classmethod
-    def from_toml(cls, text: str, source: str) -> PhrasePack:
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise PhrasePackError(f"{source}: invalid TOML: {exc}") from None
-        return cls.from_mapping(document, source)
-
-    @classmethod
-    def from_mapping(cls, document: Mapping[str, Any], source: str) -> PhrasePack:
-        """Validate a parsed pack; every problem is reported at once, each naming its entry."""
-        return _PackParser(source).parse(document)
-
-
-def available_languages() -> tuple[str, ...]:
-    """Languages with a shipped pack, e.g. ``("en", "ja", "ko")``."""
-    directory = resources.files(PACK_PACKAGE).joinpath(PACK_DIR)
-    return tuple(sorted(p.name[:-5] for p in directory.iterdir() if p.name.endswith(".toml")))
-
-
-@functools.cache
-def _load_shipped(language: str) -> PhrasePack:
-    resource = resources.files(PACK_PACKAGE).joinpath(PACK_DIR, f"{language}.toml")
-    source = f"{PACK_PACKAGE}/{PACK_DIR}/{language}.toml"
-    try:
-        text = resource.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        known = ", ".join(available_languages()) or "none"
-        raise PhrasePackError(f"{source}: no phrase pack for language {language!r} (available: {known})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PhrasePackError(f"{source}: cannot read: {exc}") from None
-    pack = PhrasePack.from_toml(text, source)
-    if pack.language != language:
-        raise PhrasePackError(f"{source}: [pack] language is {pack.language!r}, expected {language!r}")
-    log.debug("phrase pack %s: %d phrases in %d categories", source, len(pack.phrases), len(pack.categories))
-    return pack
-
-
-class _PackParser:
-    """Collects every problem in a pack document before raising one PhrasePackError."""
-
-    _PACK_KEYS = frozenset({
-        "language", "name", "description", "fraud_threshold", "suspicious_threshold", "repeat_decay",
-        "remove_spaces", "fold_kana", "number_words",
-    })
-    _CATEGORY_KEYS = frozenset({"weight", "description", "phrases"})
-    _PHRASE_KEYS = frozenset({"phrase", "weight"})
-    _TOP_KEYS = frozenset({"pack", "categories", "combinations"})
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[str] = []
-
-    def problem(self, where: str, message: str) -> None:
-        self.problems.append(f"{where}: {message}")
-
-    def parse(self, doc: Mapping[str, Any]) -> PhrasePack:
-        for key in doc.keys() - self._TOP_KEYS:
-            self.problem(key, "unknown table (expected [pack], [categories.*], [[combinations]])")
-        meta = self.table(doc, "pack")
-        self.unknown_keys(meta, self._PACK_KEYS, "pack")
-        language = meta.get("language")
-        if not isinstance(language, str) or not language:
-            self.problem("pack.language", "required, a language code such as \"ja\"")
-            language = ""
-        rules = TextRules(
-            remove_spaces=self.boolean(meta, "remove_spaces", "pack"),
-            fold_kana=self.boolean(meta, "fold_kana", "pack"),
-            number_words=self.number_words(meta.get("number_words", {})),
-        )
-        fraud = self.number(meta, "fraud_threshold", "pack", required=True, minimum=0.0)
-        suspicious = self.number(meta, "suspicious_threshold", "pack", required=True, minimum=0.0)
-        if suspicious > fraud:
-            self.problem("pack.suspicious_threshold", f"must not exceed fraud_threshold ({suspicious} > {fraud})")
-        decay = self.number(meta, "repeat_decay", "pack", default=0.5, minimum=0.0)
-        if decay > 1.0:
-            self.problem("pack.repeat_decay", f"must be between 0 and 1 (got {decay})")
-        categories = self.categories(doc.get("categories"), rules)
-        combinations = self.combinations(doc.get("combinations", []), {c.name for c in categories})
-        if self.problems:
-            raise PhrasePackError(
-                f"{self.source}: invalid phrase pack:\n" + "\n".join(f"  {self.source}: {p}" for p in self.problems)
-            )
-        return PhrasePack(language, self.source, rules, categories, combinations, fraud, suspicious, decay)
-
-    # -- pieces --
-
-    def table(self, doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-        value = doc.get(key)
-        if not isinstance(value, dict):
-            self.problem(key, f"required table [{key}] is missing or not a table")
-            return {}
-        return value
-
-    def unknown_keys(self, table: Mapping[str, Any], known: frozenset[str], where: str) -> None:
-        for key in sorted(table.keys() - known):
-            self.problem(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
-
-    def boolean(self, table: Mapping[str, Any], key: str, where: str) -> bool:
-        value = table.get(key, False)
-        if not isinstance(value, bool):
-            self.problem(f"{where}.{key}", f"expected true or false (got {value!r})")
-            return False
-        return value
-
-    def number(
-        self, table: Mapping[str, Any], key: str, where: str, *,
-        required: bool = False, default: float = 1.0, minimum: float | None = None,
-    ) -> float:
-        if key not in table:
-            if required:
-                self.problem(f"{where}.{key}", "required number is missing")
-            return default
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            self.problem(f"{where}.{key}", f"expected a number (got {value!r})")
-            return default
-        if minimum is not None and value < minimum:
-            self.problem(f"{where}.{key}", f"must be at least {minimum} (got {value})")
-            return default
-        return float(value)
-
-    def number_words(self, raw: Any) -> dict[str, str]:
-        if not isinstance(raw, dict):
-            self.problem("pack.number_words", "expected a table of word = \"digits\"")
-            return {}
-        words: dict[str, str] = {}
-        for word, digits in raw.items():
-            if not isinstance(digits, str) or not digits.isdigit():
-                self.problem(f"pack.number_words.{word}", f"expected a string of digits (got {digits!r})")
-            else:
-                words[unicodedata.normalize("NFKC", word).lower()] = digits
-        return words
-
-    def categories(self, raw: Any, rules: TextRules) -> tuple[Category, ...]:
-        if not isinstance(raw, dict) or not raw:
-            self.problem("categories", "at least one [categories.<name>] table is required")
-            return ()
-        out = []
-        for name, table in raw.items():
-            where = f"categories.{name}"
-            if not isinstance(table, dict):
-                self.problem(where, "expected a table")
-                continue
-            self.unknown_keys(table, self._CATEGORY_KEYS, where)
-            weight = self.number(table, "weight", where, minimum=0.0)
-            description = table.get("description", "")
-            if not isinstance(description, str):
-                self.problem(f"{where}.description", "expected a string")
-                description = ""
-            out.append(Category(name, weight, description, self.phrases(table.get("phrases"), name, rules)))
-        return tuple(out)
-
-    def phrases(self, raw: Any, category: str, rules: TextRules) -> tuple[Phrase, ...]:
-        where = f"categories.{category}.phrases"
-        if not isinstance(raw, list) or not raw:
-            self.problem(where, "expected a non-empty list of phrases")
-            return ()
-        out: list[Phrase] = []
-        seen: set[str] = set()
-        for index, entry in enumerate(raw):
-            phrase = self.phrase(entry, f"{where}[{index}]", category, rules)
-            if phrase is None:
-                continue
-            if phrase.text in seen:
-                self.problem(f"{where}[{index}]", f"duplicate phrase {phrase.text!r}")
-                continue
-            seen.add(phrase.text)
-            out.append(phrase)
-        return tuple(out)
-
-    def phrase(self, entry: Any, where: str, category: str, rules: TextRules) -> Phrase | None:
-        weight = 1.0
-        if isinstance(entry, dict):
-            self.unknown_keys(entry, self._PHRASE_KEYS, where)
-            weight = self.number(entry, "weight", where, minimum=0.0)
-            entry = entry.get("phrase")
-        if not isinstance(entry, str) or not entry.strip():
-            self.problem(where, f"expected a phrase string or {{ phrase = \"...\", weight = 1.0 }} (got {entry!r})")
-            return None
-        try:
-            pattern = compile_phrase(entry, rules)
-        except re.error as exc:
-            self.problem(where, f"phrase {entry!r} is not a valid pattern: {exc}")
-            return None
-        if pattern.fullmatch("") or pattern.search(" ") and not rules.remove_spaces:
-            self.problem(where, f"phrase {entry!r} can match empty text")
-            return None
-        return Phrase(entry, category, weight, pattern)
-
-    def combinations(self, raw: Any, names: set[str]) -> tuple[Combination, ...]:
-        if not isinstance(raw, list):
-            self.problem("combinations", "expected [[combinations]] tables")
-            return ()
-        out = []
-        for index, table in enumerate(raw):
-            where = f"combinations[{index}]"
-            if not isinstance(table, dict):
-                self.problem(where, "expected a table")
-                continue
-            self.unknown_keys(table, frozenset({"categories", "bonus"}), where)
-            cats = table.get("categories")
-            if not isinstance(cats, list) or len(cats) < 2 or not all(isinstance(c, str) for c in cats):
-                self.problem(f"{where}.categories", "expected a list of at least two category names")
-                continue
-            unknown = [c for c in cats if c not in names]
-            if unknown:
-                self.problem(f"{where}.categories", f"unknown categor{'y' if len(unknown) == 1 else 'ies'}: "
-                             + ", ".join(unknown))
-                continue
-            bonus = self.number(table, "bonus", where, required=True, minimum=1.0)
-            out.append(Combination(frozenset(cats), bonus))
-        return tuple(out)
-
-
 # ---- matching and scoring -----------------------------------------------------------------
 
 
@@ -408,19 +114,113 @@ class Match:
     phrase: Phrase
     start: int
     end: int
+    how: MatchKind = MatchKind.TEXT
 
 
-def find_matches(pack: PhrasePack, text: str) -> tuple[Normalized, list[Match]]:
-    """Every occurrence of every phrase in ``text`` (phrases may overlap each other)."""
-    norm = normalize(text, pack.rules)
-    matches = []
-    for phrase in pack.phrases:
-        for m in phrase.pattern.finditer(norm.text):
-            if m.end() > m.start():
-                start, end = norm.span(m.start(), m.end())
-                matches.append(Match(phrase, start, end))
-    matches.sort(key=lambda m: (m.start, m.end))
-    return norm, matches
+class PhraseMatcher:
+    """Finds a pack's phrases in text, and for ``match_reading`` packs in its kana reading too.
+
+    The kana reader is injected, or created on first use (``voice.kana.default_reader``);
+    without one, matching falls back to the written text (logged once by the reader).
+    """
+
+    def __init__(self, pack: PhrasePack, reader: KanaReader | None = None,
+                 mode: ReadingMode = ReadingMode.FUZZY_READING) -> None:
+        self.pack = pack
+        self.mode = mode if pack.match_reading else ReadingMode.TEXT_ONLY
+        self._reader = reader
+        self._reading: ReadingMatcher[Phrase] | None = None
+        self._prepared = False
+
+    def prepare(self) -> ReadingMatcher[Phrase] | None:
+        """The phrase readings, built on first use (about a second): None when matching the text only."""
+        if not self._prepared:
+            self._prepared = True
+            reader = self._reader or default_reader()
+            if reader is not None:
+                self._reading = _reading_matcher(self.pack, reader)
+        return self._reading
+
+    def find(self, text: str) -> list[Match]:
+        """Every occurrence of every phrase in ``text`` (phrases may overlap each other), in text order."""
+        norm = normalize(text, self.pack.rules)
+        matches = []
+        for phrase in self.pack.phrases:
+            for m in phrase.pattern.finditer(norm.text):
+                if m.end() > m.start():
+                    start, end = norm.span(m.start(), m.end())
+                    matches.append(Match(phrase, start, end))
+        reading = self.prepare() if self.mode is not ReadingMode.TEXT_ONLY else None
+        if reading is not None:
+            # Read the text with its katakana intact: OpenJTalk splits words better that way.
+            spoken = normalize(text, _reading_rules(self.pack.rules))
+            matches.extend(_new_reading_matches(spoken, matches, reading.find(spoken.text, self.mode)))
+        matches.sort(key=lambda m: (m.start, m.end))
+        return [m for m in matches if not self._negated(text, m)]
+
+    NEGATION_WINDOW = 40  # characters either side of a phrase where a denial is looked for
+
+    def _negated(self, text: str, m: Match) -> bool:
+        after, before = self.pack.negation_after, self.pack.negation_before
+        if after is not None:
+            # From the phrase's start: the denial may begin inside it (カードを預か|ることはありません).
+            phrase = normalize(text[m.start:m.end], self.pack.rules).text
+            tail = normalize(text[m.start:m.end + self.NEGATION_WINDOW], self.pack.rules).text
+            denial = after.search(tail)
+            if denial is not None and denial.start() <= len(phrase) + 1:
+                return True
+        if before is not None:
+            head = normalize(text[max(0, m.start - self.NEGATION_WINDOW):m.start], self.pack.rules, trim=False).text
+            if before.search(head.rstrip() + " "):
+                return True
+        return False
+
+
+def _new_reading_matches(norm: Normalized, text_matches: list[Match], hits: Iterable[Any]) -> list[Match]:
+    """Reading hits mapped back to the original text, minus those the written text already explained.
+
+    A near miss is also dropped where an exact match of any phrase sits: 警察 heard exactly is
+    not a near miss of 検察.
+    """
+    out: list[Match] = []
+    for hit in sorted(hits, key=lambda h: h.kind is MatchKind.FUZZY_READING):  # exact readings first
+        start, end = norm.span(hit.start, hit.end)
+        fuzzy = hit.kind is MatchKind.FUZZY_READING
+        if any(m.phrase is hit.phrase and m.start < end and start < m.end for m in [*text_matches, *out]):
+            continue
+        if fuzzy and any(m.how is not MatchKind.FUZZY_READING and (start <= m.start and m.end <= end
+                                                                   or m.start <= start and end <= m.end)
+                         for m in [*text_matches, *out]):
+            continue
+        out.append(Match(hit.phrase, start, end, hit.kind))
+    return out
+
+
+def _reading_rules(rules: TextRules) -> TextRules:
+    return TextRules(remove_spaces=True, fold_kana=False, number_words=rules.number_words)
+
+
+_READING_MATCHERS: dict[tuple[str, int], tuple[KanaReader, ReadingMatcher[Phrase]]] = {}
+
+
+def _reading_matcher(pack: PhrasePack, reader: KanaReader) -> ReadingMatcher[Phrase]:
+    """One matcher per (pack, reader): reading every phrase alternative costs ~0.1 s, calls come often."""
+    key = (pack.source, id(reader))
+    cached = _READING_MATCHERS.get(key)
+    if cached is None or cached[0] is not reader:
+        rules = _reading_rules(pack.rules)
+        matcher = ReadingMatcher.build(reader, [(p, p.text) for p in pack.phrases],
+                                       lambda s: normalize(s, rules).text)
+        cached = _READING_MATCHERS[key] = (reader, matcher)
+    return cached[1]
+
+
+def prepare_reading(pack: PhrasePack, reader: KanaReader | None = None) -> bool:
+    """Build the pack's phrase readings now (service start), not during the first call (~1 s, more on a Pi).
+
+    Returns whether the pack is matched on readings (False: text only, or the pack does not ask for it).
+    """
+    return pack.match_reading and PhraseMatcher(pack, reader).prepare() is not None
 
 
 def score_phrases(pack: PhrasePack, phrases: Iterable[Phrase]) -> float:
@@ -451,12 +251,15 @@ def verdict_for(pack: PhrasePack, score: float) -> Verdict:
 class FraudDetector:
     """Scores a whole transcript at once (``mamoru detect``, benchmarks, call review)."""
 
-    def __init__(self, pack: PhrasePack) -> None:
+    def __init__(self, pack: PhrasePack, reader: KanaReader | None = None,
+                 mode: ReadingMode = ReadingMode.FUZZY_READING) -> None:
         self.pack = pack
+        self.matcher = PhraseMatcher(pack, reader, mode)
 
     def detect(self, text: str) -> Detection:
-        _, matches = find_matches(self.pack, text)
-        flags = tuple(Flag(m.phrase.text, m.phrase.category, float(m.start), text[m.start:m.end]) for m in matches)
+        matches = self.matcher.find(text)
+        flags = tuple(Flag(m.phrase.text, m.phrase.category, float(m.start), text[m.start:m.end], float(m.end), m.how)
+                      for m in matches)
         score = score_phrases(self.pack, (m.phrase for m in matches))
         return Detection(verdict_for(self.pack, score), score, flags)
 
@@ -471,8 +274,10 @@ class StreamingDetector:
 
     TAIL_CHARS = 96
 
-    def __init__(self, pack: PhrasePack) -> None:
+    def __init__(self, pack: PhrasePack, reader: KanaReader | None = None,
+                 mode: ReadingMode = ReadingMode.FUZZY_READING) -> None:
         self.pack = pack
+        self.matcher = PhraseMatcher(pack, reader, mode)
         self._tail = ""
         self._tail_times: list[tuple[float, float]] = []
         self._flags: list[Flag] = []
@@ -498,11 +303,12 @@ class StreamingDetector:
         combined = self._tail + joiner + text
         times = self._tail_times + [(start_s, start_s)] * len(joiner) + seg_times
         boundary = len(self._tail) + len(joiner)
-        _, matches = find_matches(self.pack, combined)
+        matches = self.matcher.find(combined)
         fresh = sorted((m for m in matches if m.end > boundary), key=lambda m: m.end)
         new_flags = []
         for m in fresh:
-            flag = Flag(m.phrase.text, m.phrase.category, times[m.start][0], combined[m.start:m.end])
+            flag = Flag(m.phrase.text, m.phrase.category, times[m.start][0], combined[m.start:m.end],
+                        times[m.end - 1][1], m.how)
             new_flags.append(flag)
             self._add(m.phrase, times[m.end - 1][1])
         self._flags.extend(new_flags)

@@ -53,11 +53,13 @@ from __future__ import annotations
 from blocklist.store.calls import CallStore
 from blocklist.store.feed_state import FeedStateStore
 from blocklist.store.reviews import ReviewStore
+from blocklist.store.stats import StatsStore
+from blocklist.store.suggestions import SuggestionStore
 
 __all__ = ["Store"]
 
 
-class Store(CallStore, ReviewStore, FeedStateStore):
+class Store(CallStore, ReviewStore, FeedStateStore, StatsStore, SuggestionStore):
     """Calls, events, reviews, lists and feed state in one SQLite file; see the module docstring.
 
     Thread-safe (one lock around everything). ``busy_timeout`` bounds how long a

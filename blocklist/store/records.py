@@ -206,6 +206,21 @@ def _apply_remove_entry(db: Database, args: dict[str, Any]) -> bool:
     return cursor.rowcount > 0
 
 
+_SUGGESTION_STATES = ("accepted", "dismissed")
+
+
+def _apply_answer_suggestion(db: Database, args: dict[str, Any]) -> None:
+    """A person's answer to "add to the family list?"; an acceptance adds the allowlist entry in the
+    same transaction, so the list never holds a number whose offer still shows, nor the reverse."""
+    if args["state"] not in _SUGGESTION_STATES:  # from the spool file: drop it, never crash
+        raise sqlite3.IntegrityError(f"unknown suggestion state {args['state']!r}")
+    db.execute("INSERT INTO suggestions (number, state, decided_at, decided_by) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT(number) DO UPDATE SET state = excluded.state, decided_at = excluded.decided_at, "
+               "decided_by = excluded.decided_by", [args["number"], args["state"], args["at"], args["by"]])  # fmt: skip
+    if args.get("entry"):
+        _apply_add_entry(db, args["entry"])
+
+
 APPLY: dict[str, Callable[[Database, dict[str, Any]], Any]] = {
     "begin_call": _apply_begin_call,
     "update_call": _apply_update_call,
@@ -215,5 +230,6 @@ APPLY: dict[str, Callable[[Database, dict[str, Any]], Any]] = {
     "recover": _apply_recover,
     "add_entry": _apply_add_entry,
     "remove_entry": _apply_remove_entry,
+    "answer_suggestion": _apply_answer_suggestion,
 }
 

@@ -197,9 +197,24 @@ def _migration_5(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_calls_review_label ON calls (review_label)")
 
 
+def _migration_6(db: Database) -> None:
+    """A person's answer to "add to the family list?" (``blocklist.store.suggestions``).
+
+    Only answers are stored; the offers themselves are computed from the calls each time.
+    ``number`` is the primary key, so a dismissed number stays dismissed.
+    """
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS suggestions ("
+        " number TEXT PRIMARY KEY,"
+        " state TEXT NOT NULL CHECK (state IN ('accepted', 'dismissed')),"
+        " decided_at TEXT NOT NULL,"
+        " decided_by TEXT NOT NULL)"
+    )
+
+
 # Append only; index + 1 is the PRAGMA user_version after it has run.
 MIGRATIONS: tuple[Callable[[Database], None], ...] = (
-    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
 )
 
 

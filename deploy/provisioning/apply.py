@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from screening.config import Config, load_config
 from screening.core.clock import iso_utc, utc_now
-from screening.core.files import staged_file
+from screening.core.files import atomic_write_bytes, staged_file
 
 from .bundle import (
     DEVICE_SERIAL_PATH,
@@ -202,8 +202,9 @@ class Applier:
 
         backup = self._install_config(config_bytes) if changed else None
         _write_private_json(web_users_path, _web_users_document(bundle))
+        hub_files = _install_hub_credentials(bundle, config)
         feeds = self._add_feeds(bundle, config, Path(db))
-        _give_to_directory_owner([Path(db), Path(f"{db}-wal"), Path(f"{db}-shm"), config.feeds.dir])
+        _give_to_directory_owner([Path(db), Path(f"{db}-wal"), Path(f"{db}-shm"), config.feeds.dir, *hub_files])
         result = ApplyResult(bundle, self.config_path, changed, backup, web_users_path, state_path, feeds)
         if result.ok:
             # Recorded only when everything is in: a failed feed can be retried with the same bundle.
@@ -264,6 +265,22 @@ class Applier:
         row = store.feed(feed.name) or {}
         detail = f"last check failed: {row['error']}" if row.get("error") else f"{row.get('entries', 0)} numbers"
         return (feed.name, FeedAction.ALREADY if known else FeedAction.ADDED, detail)
+
+
+def _install_hub_credentials(bundle: VerifiedBundle, config: Config) -> list[Path]:
+    """The unit's broker password (0600) and the broker's CA (0644) where ``[hub]`` says; the files written."""
+    hub = bundle.content.hub
+    if hub is None:
+        return []
+    assert config.hub.credentials_file is not None  # verify_bundle refused a bundle without a place for them
+    write_private_file(config.hub.credentials_file, (hub.password + "\n").encode())
+    written = [config.hub.credentials_file]
+    if hub.ca_pem is not None and config.hub.ca_file is not None:
+        config.hub.ca_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(config.hub.ca_file, hub.ca_pem.encode(), mode=0o644)
+        written.append(config.hub.ca_file)
+    log.info("hub credentials for unit %s written to %s", config.hub.unit_id, config.hub.credentials_file)
+    return written
 
 
 def _give_to_directory_owner(paths: Sequence[Path]) -> None:

@@ -121,6 +121,31 @@ class Household:
 
 
 @dataclass(frozen=True, slots=True)
+class HubCredentials:
+    """The unit's own broker password and the broker's CA (the rest of ``[hub]`` is in the config).
+
+    Optional and additive: a bundle without ``hub`` reads as before, and a unit that predates it
+    ignores the key. The password is per unit (its user name is ``[hub] unit_id``): a stolen one
+    lets a thief speak only as that unit, under its own topics (the broker's ACL).
+    """
+
+    password: str
+    ca_pem: str | None = None
+
+    def problem(self) -> str | None:
+        if not 12 <= len(self.password) <= 256 or not self.password.isprintable() or self.password != self.password.strip():
+            return "hub.password: 12 to 256 printable characters, no surrounding spaces"
+        if self.ca_pem is not None:
+            from cryptography import x509
+
+            try:
+                x509.load_pem_x509_certificates(self.ca_pem.encode())
+            except ValueError:
+                return "hub.ca_pem: not a PEM certificate"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class BundleContent:
     """The signed payload."""
 
@@ -132,6 +157,7 @@ class BundleContent:
     feeds: tuple[FeedSpec, ...] = ()
     web_users: tuple[WebUser, ...] = ()
     unit: str | None = None  # the Pi's serial number; None = any unit
+    hub: HubCredentials | None = None  # written to [hub] credentials_file / ca_file by apply
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -147,6 +173,8 @@ class BundleContent:
         }  # fmt: skip
         if self.unit is not None:
             payload["unit"] = self.unit
+        if self.hub is not None:
+            payload["hub"] = {"password": self.hub.password, "ca_pem": self.hub.ca_pem}
         return payload
 
     @classmethod
@@ -172,6 +200,11 @@ class BundleContent:
             except ValueError:
                 raise ValueError(f"{where}.role: must be family or installer (got {role_text!r})") from None
             users.append(WebUser(_text_at(item, "name", where), role, _text_at(item, "password_hash", where)))
+        hub = None
+        if top.get("hub") is not None:
+            raw_hub = _mapping(top["hub"], "hub")
+            hub = HubCredentials(_text_at(raw_hub, "password", "hub"),
+                                 _text_at(raw_hub, "ca_pem", "hub") if raw_hub.get("ca_pem") is not None else None)  # fmt: skip
         content = cls(
             issuer=_text_at(top, "issuer"),
             issued_at=parse_time(top.get("issued_at"), "issued_at"),
@@ -181,6 +214,7 @@ class BundleContent:
             feeds=tuple(feeds),
             web_users=tuple(users),
             unit=normalise_serial(unit) if unit else None,
+            hub=hub,
         )
         problem = content.problem()
         if problem:
@@ -208,7 +242,7 @@ class BundleContent:
         for user in self.web_users:
             if not password_hash_ok(user.password_hash):
                 return f"web user {user.name!r}: password_hash is not an argon2 hash"
-        return None
+        return self.hub.problem() if self.hub is not None else None
 
 
 class _FormatMismatch(ValueError):
@@ -330,20 +364,34 @@ def make_bundle(content: BundleContent, signer: CryptoSigner) -> bytes:
     problem = content.problem()
     if problem:
         raise BundleError(f"household {content.household.id}: {problem}")
-    validate_config_toml(content.config_toml, f"household {content.household.id}: config")  # ConfigError
+    config = validate_config_toml(content.config_toml, f"household {content.household.id}: config")  # ConfigError
+    problem = hub_problem(content, config)
+    if problem:
+        raise BundleError(f"household {content.household.id}: {problem}")
     return sign_payload(content.to_payload(), signer)
+
+
+def hub_problem(content: BundleContent, config: Config) -> str | None:
+    """Hub credentials need a place in the config to go to (checked by the issuer and by the unit)."""
+    if content.hub is None:
+        return None
+    if config.hub.credentials_file is None:
+        return "the bundle carries hub credentials but the config's [hub] credentials_file is empty"
+    if content.hub.ca_pem is not None and config.hub.ca_file is None:
+        return "the bundle carries the hub's CA but the config's [hub] ca_file is empty"
+    return None
 
 
 def new_content(
     *, issuer: str, household: Household, config_toml: str, feeds: Sequence[FeedSpec] = (),
     web_users: Sequence[WebUser] = (), unit: str | None = None, valid_days: int = DEFAULT_VALID_DAYS,
-    now: datetime | None = None,
+    now: datetime | None = None, hub: HubCredentials | None = None,
 ) -> BundleContent:  # fmt: skip
     issued = (now or utc_now()).astimezone(UTC).replace(microsecond=0)
     if valid_days < 1:
         raise BundleError("a bundle must be valid for at least one day")
     return BundleContent(issuer, issued, issued + timedelta(days=valid_days), household, config_toml,
-                         tuple(feeds), tuple(web_users), normalise_serial(unit) if unit else None)  # fmt: skip
+                         tuple(feeds), tuple(web_users), normalise_serial(unit) if unit else None, hub)  # fmt: skip
 
 
 # ---- verification (the unit) -------------------------------------------------------------------
@@ -424,6 +472,9 @@ def verify_bundle(
         config = validate_config_toml(content.config_toml, f"{source}: config")
     except ConfigError as exc:
         raise refuse(Refusal.INVALID_CONFIG, f"its config does not pass validation:\n{exc}") from None
+    problem = hub_problem(content, config)
+    if problem:
+        raise refuse(Refusal.INVALID_CONFIG, problem)
     digest = hashlib.sha256(envelope.payload).hexdigest()
     return VerifiedBundle(content, config, signer, digest, source)
 

@@ -21,11 +21,13 @@ from screening.cli import (
     detect,
     doctor,
     feeds,
+    hub,
     lists,
     modem,
     provision,
     review_export,
     run,
+    stats,
     store,
     web,
 )
@@ -47,7 +49,9 @@ GROUPS: tuple[Callable[[Any], object], ...] = (
     feeds.register,  # feed, publish
     provision.register,
     review_export.register,
+    stats.register,  # stats
     web.register,
+    hub.register,  # hub run|servers|account|unit|simulate
 )
 
 

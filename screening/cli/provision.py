@@ -26,6 +26,7 @@ from deploy.provisioning.bundle import (
     hash_password,
     make_bundle,
     new_content,
+    HubCredentials,
     validate_config_toml,
     write_private_file,
 )
@@ -67,6 +68,9 @@ def register(subparsers: Any) -> None:
     q.add_argument("--installer-password", metavar="P", help="also an 'installer' web user with this password")
     q.add_argument("--sheet", metavar="HTML", help="also write the household's printed sheet")
     q.add_argument("--web-url", default=DEFAULT_WEB_URL, help=f"family web login address (default {DEFAULT_WEB_URL})")
+    q.add_argument("--hub-password-file", metavar="F",
+                   help="this unit's hub broker password (one line), written to the config's [hub] credentials_file")
+    q.add_argument("--hub-ca", metavar="PEM", help="the hub broker's CA certificate, written to [hub] ca_file")
     q.add_argument("-o", "--output", required=True, metavar="OUT", help=f"the bundle file (*{BUNDLE_SUFFIX})")
     q.set_defaults(func=cmd_make)
 
@@ -160,7 +164,7 @@ def cmd_make(args: argparse.Namespace) -> int:
         household_id = args.household_id or output.name.removesuffix(BUNDLE_SUFFIX)
         content = new_content(issuer=_issuer_name(args), household=Household(household_id, args.label or household_id),
                               config_toml=config_text, feeds=_feeds(args), web_users=users, unit=args.unit,
-                              valid_days=args.valid_days)  # fmt: skip
+                              valid_days=args.valid_days, hub=_hub_credentials(args))  # fmt: skip
         data = make_bundle(content, load_signer(Path(args.key)))
     except BundleError as exc:
         raise CliError(str(exc)) from None
@@ -178,6 +182,19 @@ def cmd_make(args: argparse.Namespace) -> int:
     if generated:
         print(f"family web login: {args.family_user} / {password}  (shown once; it is not stored anywhere)")
     return 0
+
+
+def _hub_credentials(args: argparse.Namespace) -> HubCredentials | None:
+    if not args.hub_password_file:
+        if args.hub_ca:
+            raise CliError("--hub-ca needs --hub-password-file (the unit's own broker password)")
+        return None
+    try:
+        password = Path(args.hub_password_file).read_text(encoding="utf-8").strip()
+        ca = Path(args.hub_ca).read_text(encoding="ascii") if args.hub_ca else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"hub credentials: {exc}") from None
+    return HubCredentials(password, ca)
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:

@@ -47,6 +47,8 @@ def register(sub: Any) -> None:
     p.add_argument("number", help="the number as shown (empty with --reason for no number)")
     p.add_argument("--reason", choices=[r.value for r in Reason], help="caller ID reason code")
     p.add_argument("--name", help="caller name as delivered")
+    p.add_argument("--at", metavar="TIME", help="as if the call came at this local time: HH:MM today, or "
+                   "YYYY-MM-DDTHH:MM (picks the [[schedule]]; default: now)")  # fmt: skip
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("calls", help="the call log, newest first")
@@ -63,13 +65,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.number and caller.number_e164 is None and reason is None:
         raise CliError(f"{args.number!r} is not a phone number")
     lists = _lists_if_db(cfg)
-    decision = decide(caller, lists, policy)
+    decision = decide(caller, lists, policy, at=_check_time(args.at, policy.home_region))
     out: dict[str, Any] = {**decision.as_dict(), "number_e164": caller.number_e164, "number_raw": caller.raw_number or None}
     if decision.matched is not None:
         out["matched"] = {"list": decision.matched.list.value, "entry": decision.matched.describe(),
                           "source": decision.matched.source, "note": decision.matched.note}
     print_json(out)
     return EXIT_OK
+
+
+def _check_time(text: str | None, region: str) -> datetime:
+    """``--at``: a local time today or a local date and time, as aware UTC."""
+    if not text:
+        return datetime.now(UTC)
+    zone = region_zone(region)
+    try:
+        if len(text.strip()) <= 5:
+            hours, minutes = (int(part) for part in text.strip().split(":"))
+            moment = datetime.now(zone).replace(hour=hours, minute=minutes, second=0, microsecond=0)
+        else:
+            moment = datetime.fromisoformat(text.strip())
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=zone)
+    except ValueError:
+        raise CliError(f"check: --at {text!r} is not HH:MM or YYYY-MM-DDTHH:MM") from None
+    return moment.astimezone(UTC)
 
 
 def _lists_if_db(cfg: Config):

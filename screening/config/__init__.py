@@ -49,6 +49,7 @@ from screening.config.schema import LINE_SCHEMES
 from screening.config.sections import (
     AlertsConfig,
     FeedsConfig,
+    HubConfig,
     LineConfig,
     LogConfig,
     LogLevel,
@@ -76,6 +77,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "FeedsConfig",
+    "HubConfig",
     "LineConfig",
     "LogConfig",
     "LogLevel",

