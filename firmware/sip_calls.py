@@ -42,6 +42,11 @@ class CallState:
     household_rung_at: float | None = None  # monotonic; the household leg gives up after ring_timeout_s
     answered_at: float | None = None  # monotonic, when our 200 OK went out
     acked: bool = False  # the caller's ACK came (the dialog is confirmed)
+    # Screening (action "screen"): the household leg is rung alone and hears our prompts; the two
+    # are joined only when the household says so (then ``screening_joined``).
+    screening: bool = False
+    screening_joined: bool = False
+    household_key: threading.Event = field(default_factory=threading.Event)  # the household pressed a key
 
 
 @dataclass(slots=True)

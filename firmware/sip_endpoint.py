@@ -350,13 +350,20 @@ class SipEndpoint:
         self._lingering[id(call)] = (call, slot.last_key)  # freed on DISCONNECTED, on this thread
         self._end(slot, state, 408)
 
-    def call_household(self, state: CallState, *, answer_caller: bool) -> bool:
-        """Place the household leg (the phone rings); False when no household phone is configured."""
+    def call_household(self, state: CallState, *, answer_caller: bool, screening: bool = False) -> bool:
+        """Place the household leg (the phone rings); False when no household phone is configured.
+
+        ``screening``: the leg is not joined to the caller when picked up; it hears our prompts
+        alone until ``join_household`` (or ``drop_household``).
+        """
         target = self.settings.household
         if target is None or state.gone.is_set() or self._account is None:
             return False
         if state.household is not None:
             return True
+        if state.household_ended.is_set():
+            return False  # one household leg per call: the phone was already rung and let go
+        state.screening = screening
         if not self.admission.has_room(time.monotonic()):
             log.error("%s: too many calls at once to ring the household phone", self.name)
             return False
@@ -409,8 +416,48 @@ class SipEndpoint:
 
     def _on_dtmf(self, call: Any, digit: str) -> None:
         slot = getattr(call, "slot", None)
-        if slot is not None and self._state_of(call) is not None and digit:
-            slot.events.put((Dtmf(digit, time.monotonic()), slot.current))
+        state = self._state_of(call)
+        if slot is not None and state is not None and digit:
+            slot.events.put((Dtmf(digit, time.monotonic(), household=call.leg is Leg.HOUSEHOLD), slot.current))
+            if call.leg is Leg.HOUSEHOLD:
+                state.household_key.set()  # a prompt to the household stops: it has answered
+
+    # ---- screening: the household leg alone, then joined (owner thread) ------------------
+
+    def _screening_apart(self, state: CallState) -> bool:
+        return state.screening and not state.screening_joined
+
+    def _prompts_to(self, state: CallState, household: bool) -> None:
+        """Route our announcements to the household leg alone, or back to the caller."""
+        slot = self._slot_of(state)
+        port = slot.port if slot is not None else None
+        if port is None:
+            return
+        to, away = (state.household_media, state.media) if household else (state.media, state.household_media)
+        if away is not None:
+            try:
+                port.stopTransmit(away)
+            except pj.Error as exc:
+                log.debug("%s: unrouting prompts: %s", self.name, exc.info())
+        if to is not None:
+            port.startTransmit(to)
+
+    def join_household(self, state: CallState) -> bool:
+        """The household pressed "talk": join the two legs; our prompts go to the caller again."""
+        if state.gone.is_set() or not state.household_up.is_set() or state.household_ended.is_set():
+            return False
+        state.screening_joined = True
+        self._prompts_to(state, household=False)
+        if state.media is not None and state.household_media is not None:
+            state.media.startTransmit(state.household_media)
+            state.household_media.startTransmit(state.media)
+        return True
+
+    def drop_household(self, state: CallState) -> None:
+        """End the household leg of a screened call; the caller stays (refusal, message)."""
+        if self._screening_apart(state):
+            self._prompts_to(state, household=False)
+        self._hang_up_household(state)
 
     def _hang_up_household(self, state: CallState) -> None:
         leg = state.household
@@ -454,10 +501,15 @@ class SipEndpoint:
         media.startTransmit(slot.port)  # both voices reach the recorder/recogniser
         if call.leg is Leg.CALLER:
             state.media = media
-            slot.port.startTransmit(media)  # our announcements go to the caller only
+            if not (self._screening_apart(state) and state.household_up.is_set()):
+                slot.port.startTransmit(media)  # our announcements go to the caller only
             state.media_up.set()
         else:
             state.household_media = media
+            if self._screening_apart(state):
+                self._prompts_to(state, household=True)  # the household hears the caller's name, alone
+        if self._screening_apart(state):
+            return
         if state.media is not None and state.household_media is not None and state.household_up.is_set():
             state.media.startTransmit(state.household_media)
             state.household_media.startTransmit(state.media)
@@ -519,6 +571,10 @@ class SipEndpoint:
             state.household_up.set()
             if state.answer_when_household_answers:
                 self.answer_call(state)
+            if self._screening_apart(state):
+                if state.household_media is not None:
+                    self._prompts_to(state, household=True)
+                return
             if state.media is not None and state.household_media is not None:
                 state.media.startTransmit(state.household_media)
                 state.household_media.startTransmit(state.media)
@@ -526,6 +582,13 @@ class SipEndpoint:
             state.household_ended.set()
             self._dead_calls.append(leg)
             if state.gone.is_set():
+                return
+            if self._screening_apart(state):
+                log.info("%s: the household leg ended (%s) before joining; the caller stays", self.name, code)
+                if state.household_media is not None:  # gone with its call: never touched again
+                    self._dead_calls.append(state.household_media)
+                    state.household_media = None
+                self._prompts_to(state, household=False)
                 return
             if state.household_up.is_set():
                 log.info("%s: the household hung up (%s): ending the call", self.name, code)

@@ -35,6 +35,7 @@ from screening.core.line import (
     CallOffered,
     DialResult,
     EndReason,
+    HouseholdLegState,
     LineError,
     LineEvent,
     Ring,
@@ -188,6 +189,69 @@ class SipLine:
             return False
         return bool(self._endpoint.submit(lambda: self._endpoint.call_household(state, answer_caller=False),
                                           timeout))
+
+    # ---- screening: the household leg alone (screening.core.line.HouseholdLeg) -------------
+
+    def ring_household_leg(self, timeout: float = 5.0) -> bool:
+        """Ring the household phone for a screened caller; it is not joined to the caller when picked up."""
+        state = self._call
+        if state is None or state.gone.is_set() or self.settings.household is None:
+            return False
+        state.household_key.clear()
+        return bool(self._endpoint.submit(
+            lambda: self._endpoint.call_household(state, answer_caller=False, screening=True), timeout))
+
+    def household_state(self) -> HouseholdLegState:
+        state = self._call
+        if state is None:
+            return HouseholdLegState.NONE
+        if state.household_ended.is_set():
+            return HouseholdLegState.ENDED
+        if state.household_up.is_set():
+            return HouseholdLegState.PICKED_UP
+        if state.household_rung_at is not None:
+            return HouseholdLegState.RINGING
+        return HouseholdLegState.NONE
+
+    def play_to_household(self, clip: AudioClip, timeout: float | None = None) -> EndReason:
+        """Our prompts go to the household leg alone while it is apart from the caller; a key from the
+        household cuts the clip short (COMPLETED: it has heard enough)."""
+        state, port = self._call, self._slot.port
+        if state is None or port is None or state.gone.is_set():
+            return EndReason.CALLER_HUNG_UP
+        if self.household_state() is not HouseholdLegState.PICKED_UP or not state.screening:
+            return EndReason.HANDSET_ON_HOOK
+        pcm = clip.pcm16 if clip.sample_rate == SAMPLE_RATE else \
+            resample_pcm16(clip.pcm16, clip.sample_rate, SAMPLE_RATE)
+        deadline = time.monotonic() + (timeout if timeout is not None else clip.duration_s + 5.0)
+        state.household_key.clear()  # keys before this clip are queued for the flow already
+        port.feed(pcm)
+        while not port.wait_drained(0.02):
+            if state.household_key.is_set():  # answered while listening: the rest is not needed
+                port.flush()
+                return EndReason.COMPLETED
+            if state.gone.is_set() or state.household_ended.is_set():
+                port.flush()
+                return EndReason.CALLER_HUNG_UP if state.gone.is_set() else EndReason.HANDSET_ON_HOOK
+            if time.monotonic() > deadline:
+                port.flush()
+                return EndReason.TIMEOUT
+        time.sleep(settle_s())
+        return EndReason.COMPLETED
+
+    def join_household(self, timeout: float = 5.0) -> bool:
+        state = self._call
+        if state is None or state.gone.is_set():
+            return False
+        return bool(self._endpoint.submit(lambda: self._endpoint.join_household(state), timeout))
+
+    def drop_household(self, timeout: float = 5.0) -> None:
+        state = self._call
+        if state is None or state.household is None or state.household_ended.is_set():
+            return
+        self._endpoint.submit(lambda: self._endpoint.drop_household(state), timeout)
+        if not state.household_ended.wait(timeout):
+            log.warning("%s: household leg not confirmed ended %.1fs after hang-up", self.name, timeout)
 
     def can_dial(self) -> bool:
         """Whether calls can be placed at all (``[sip] outbound``, or registered with a registrar)."""

@@ -67,7 +67,7 @@ class SettingsSource(Protocol):
 
 
 # What was built once at start (the line, the store, the speech model, threads): a change needs a restart.
-RESTART_SECTIONS = ("line", "store", "log", "recording", "panel", "feeds", "web", "sip")
+RESTART_SECTIONS = ("line", "store", "log", "recording", "panel", "feeds", "web", "sip", "screening")
 RESTART_VOICE_KEYS = ("language", "model_dir", "models_dir", "transcribe", "household_warning", "speaker_device",
                       "line_tap_device")
 _Fingerprint = tuple[tuple[int, int, int] | None, ...]

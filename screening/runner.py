@@ -40,12 +40,14 @@ from screening.daemon import CallSettings, ConfigReloader, Daemon
 from screening.core.line import Dialer, LineAdapter
 from screening.core.model import CallerID, Decision, ListEntry, ListKind, MatchKind
 from screening.core.numbers import parse_number
+from screening.screen_flow import ScreenSettings
 from screening.session import SessionSettings
 from screening.demo_text import action_words, caller_words, end_words
 from screening.core.safe_text import pad_columns, terminal_safe
 from screening.events import (CallDecided, CallScreened, EventBus, FeedRefused, FraudHeard, HandsetStale, LineFault, LineRestored,
                               ModelMissing, StoreDamaged)
 from screening.status import StatusWriter
+from voice.local_audio import HouseholdSpeaker
 from voice.retention import RetentionPolicy
 from screening.alert_wiring import RunningAlerts, start_alerts
 from screening.line_jobs import LineJobs
@@ -227,7 +229,10 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
         daemon = Daemon(line, store, initial.policy, initial.announcements,
                         SessionSettings(call_timeout_s=initial.call_timeout_s, voice=voice,
                                         on_decided=lambda call_id, caller, decision: bus.publish(
-                                            CallDecided(call_id, caller, decision))),
+                                            CallDecided(call_id, caller, decision)),
+                                        screen=screen_settings_from_config(cfg, places.recordings_dir),
+                                        speaker=HouseholdSpeaker(cfg.voice.speaker_device)
+                                        if cfg.voice.speaker_device else None),
                         no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs,
                         on_tick=watchdog.beat,
                         # settings saved on the web page apply from the next call; status.json feeds /health
@@ -438,6 +443,14 @@ def voice_settings_from_config(cfg: Config) -> VoiceSettings:
                          model_dir=v.model_dir, models_dir=v.models_dir, household_warning=v.household_warning,
                          speaker_device=v.speaker_device, home_region=cfg.line.home_region,
                          engine=v.engine, whisper_step_s=v.whisper_step_s)
+
+
+def screen_settings_from_config(cfg: Config, recordings_dir: Path | None) -> ScreenSettings:
+    """``[screening]`` as the screen flow's settings; messages are kept beside the recordings."""
+    s = cfg.screening
+    return ScreenSettings(challenge=s.challenge, name_cap_s=s.name_prompt, decide_timeout_s=float(s.decide_timeout_s),
+                          passcode=s.passcode, message_cap_s=float(s.message_cap_s),
+                          messages_dir=recordings_dir / "messages" if recordings_dir is not None else None)
 
 
 def call_settings_from_config(cfg: Config) -> CallSettings:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from screening.core.model import CallState, EventKind
+from screening.core.model import CallOutcome, CallState, EventKind
 from screening.core.line import AudioClip, CallAudio, CallRouting, EndReason, LineAdapter, LineError
 from screening.core.model import Action, CallerID, Decision, Prompt
 from screening.core.numbers import national_format
 from screening.core.clock import utc_now
 from screening.core.rules import ListLookup, Policy, decide
+from screening.screen_flow import NumberBlocker, ScreenFlow, ScreenSettings, Speaker
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class SessionSettings:
     tick: Callable[[], object] | None = None  # liveness while on a long call (the systemd watchdog)
     # Told each decision once it is recorded, before the line is acted on (e.g. NCID clients); never raises into us.
     on_decided: Callable[[int, CallerID, Decision], object] | None = None
+    screen: ScreenSettings = field(default_factory=ScreenSettings)  # how action "screen" goes
+    speaker: Speaker | None = None  # in-home speaker: a modem line's screening plays the caller's name on it
 
 
 @dataclass(slots=True)
@@ -85,10 +88,12 @@ class CallSession:
     # When this call last put the line back on-hook (monotonic), or None: anything the line
     # reports after it belongs to the next call, however long the recording takes to close.
     released_at: float | None = None
+    _caller_e164: str | None = None  # the call being screened's number ("3 = refuse and block")
 
     def screen(self, caller: CallerID, lists: ListLookup) -> Screened:
         """Record, decide, act. Never raises for line trouble."""
         started = time.monotonic()
+        self._caller_e164 = caller.number_e164
         decision = decide(caller, lists, self.policy, at=utc_now())  # the time picks the [[schedule]]
         decide_ms = round((time.monotonic() - started) * 1000, 3)
         # One write, before the line is touched: a crash from here on leaves a row to recover.
@@ -162,6 +167,8 @@ class CallSession:
             audio.played(clip)
         self.calls.add_event(call_id, EventKind.PLAYED, prompt=decision.prompt.value, clip=clip.name,
                              end=end.value)
+        if decision.action is Action.SCREEN:
+            return self._screen_caller(call_id, decision, audio, end)
         if decision.action is Action.WARN and end is EndReason.COMPLETED:
             if routing is not None and routing.connect_household():
                 self.calls.add_event(call_id, EventKind.HOUSEHOLD, leg="connecting")
@@ -174,6 +181,22 @@ class CallSession:
         if decision.action is Action.WARN:
             return end.value
         return Outcome.ANNOUNCED if end is EndReason.COMPLETED else end.value
+
+    def _screen_caller(self, call_id: int, decision: Decision, audio: CallAudio | None, warned: EndReason) -> str:
+        """Action "screen": the caller says who they are, the household decides (screening.screen_flow)."""
+        if warned is EndReason.COMPLETED:
+            flow = ScreenFlow(call_id, self.line, self.calls, self.announcements, self.settings.screen,
+                              caller_e164=self._caller_e164, audio=audio, tick=self.settings.tick,
+                              blocker=self.calls if isinstance(self.calls, NumberBlocker) else None,
+                              speaker=self.settings.speaker, call_timeout_s=self.settings.call_timeout_s)
+            outcome = flow.run()
+        else:
+            outcome = CallOutcome.CALLER_HUNG_UP
+            self.calls.add_event(call_id, EventKind.OUTCOME, outcome=outcome.value)
+        self.line.hang_up()
+        self.released_at = time.monotonic()
+        self.calls.add_event(call_id, EventKind.HUNG_UP)
+        return outcome.value
 
     def _sink(self, audio: CallAudio | None) -> Callable[[bytes], None] | None:
         """Audio from the line: to the recorder/recogniser, and proof of life for the watchdog."""

@@ -39,6 +39,8 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_number_display_e2e": ("slow",),
     "test_store_recovery": ("slow",),
     "test_web_process": ("slow",),
+    "test_screen_sip": ("sip", "slow"),
+    "test_screen_modem": ("slow",),
     "test_hub_ingest": ("hub", "slow"),
     "test_hub_page": ("hub", "slow"),
     "test_hub_client": ("hub", "slow"),

@@ -199,6 +199,10 @@ def main() -> int:
     parser.add_argument("--hang-up-after-play", type=float, default=None,
                         help="hang up this many seconds after --play has been sent")
     parser.add_argument("--save-heard", default=None, help="write what we heard after the answer to this WAV")
+    parser.add_argument("--tone-s", type=float, default=5.0, help="how long the 440 Hz 'voice' lasts (0: silent)")
+    parser.add_argument("--dtmf", default="", help="digits to press (RFC 2833), one every --dtmf-every s")
+    parser.add_argument("--dtmf-from", type=float, default=1.0, help="seconds after answer of the first digit")
+    parser.add_argument("--dtmf-every", type=float, default=0.5)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="sip_peer: %(message)s")
     speech = speech_pcm(args.play) if args.play else None
@@ -233,6 +237,7 @@ def main() -> int:
     play_started: float | None = None
     play_ended: float | None = None
     hung_up_at: float | None = None
+    pressed = 0
     while not call.ended and time.monotonic() - started < args.max_s:
         ep.libHandleEvents(10)
         while (frame := port.received(0)) is not None:
@@ -244,13 +249,18 @@ def main() -> int:
         if call.answered_at is not None and not spoke:
             since_answer = now - call.answered_at
             if speech is None:
-                port.feed(tone(440, 5.0))
+                if args.tone_s > 0:
+                    port.feed(tone(440, args.tone_s))
                 spoke = True
             elif play_due(since_answer, args.play_after, prompt_over):
                 log.info("speaking %s (%.1f s) %.2f s after the answer", args.play, len(speech) / 2 / SAMPLE_RATE,
                          since_answer)
                 port.feed(speech)
                 spoke, play_started = True, now
+        if call.answered_at is not None and pressed < len(args.dtmf) \
+                and now - call.answered_at >= args.dtmf_from + pressed * args.dtmf_every:
+            call.dialDtmf(args.dtmf[pressed])
+            pressed += 1
         if play_started is not None and play_ended is None and port.wait_drained(0):
             play_ended = now
         if play_ended is not None and args.hang_up_after_play is not None and not hung_up \

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "voice" / "prompts"
 RENDER = ROOT / "scripts" / "render_prompts.py"
 CALLER_WARNING_MAX_S = 8.0  # callers hang up on long messages; they must hear the whole warning
-SHIPPED_BUDGET_BYTES = 2_000_000  # the prompts ship in every install, including SD-card images
+SHIPPED_BUDGET_BYTES = 4_500_000  # the prompts ship in every install, including SD-card images (the screen action doubled the set)
 
 CASES = [(lang, prompt) for lang in LANGUAGES for prompt in Prompt]
 

@@ -38,6 +38,17 @@ _PATTERNS: dict[Prompt, tuple[tuple[float, float], ...]] = {
     Prompt.INTERNATIONAL_BLOCKED: ((950, 0.33), (1400, 0.33), (1800, 0.33), (0, 0.2)),
     Prompt.NUMBER_BLOCKED: ((480, 0.5), (0, 0.25), (480, 0.5), (0, 0.2)),
     Prompt.HOUSEHOLD_WARNING: ((1200, 0.15), (0, 0.1), (1200, 0.15), (0, 0.1), (1200, 0.15), (0, 0.2)),
+    # screening (action "screen"): each prompt its own pitch pair, so tests can tell which was heard
+    Prompt.NAME_REQUEST: ((700, 0.3), (0, 0.1), (700, 0.3), (0, 0.2)),
+    Prompt.CHALLENGE: ((740, 0.3), (0, 0.1), (740, 0.3), (0, 0.2)),
+    Prompt.CHALLENGE_DIGIT: ((780, 0.3), (0, 0.1), (780, 0.3), (0, 0.2)),
+    Prompt.SCREENED_OUT: ((820, 0.3), (0, 0.1), (820, 0.3), (0, 0.2)),
+    Prompt.REFUSED: ((860, 0.3), (0, 0.1), (860, 0.3), (0, 0.2)),
+    Prompt.MESSAGE_REQUEST: ((900, 0.3), (0, 0.1), (900, 0.3), (0, 0.2)),
+    Prompt.MESSAGE_THANKS: ((940, 0.3), (0, 0.1), (940, 0.3), (0, 0.2)),
+    Prompt.SCREEN_ANNOUNCE: ((980, 0.3), (0, 0.1), (980, 0.3), (0, 0.2)),
+    Prompt.SCREEN_CHOICES: ((1020, 0.3), (0, 0.1), (1020, 0.3), (0, 0.2)),
+    Prompt.PICK_UP: ((1060, 0.3), (0, 0.1), (1060, 0.3), (0, 0.2)),
 }
 
 

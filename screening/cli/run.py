@@ -24,7 +24,7 @@ from screening.cli.common import (
 from screening.config import Config
 from screening.core.callerid import caller_id_for_check
 from screening.core.clock import region_zone
-from screening.core.model import Reason
+from screening.core.model import Action, CallOutcome, Reason
 from screening.core.numbers import national_format
 from screening.core.rules import NoLists, decide
 from screening.core.safe_text import terminal_safe
@@ -112,7 +112,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
         finally:
             store.close()
     if args.json:
-        print_json([row.as_dict() for row in rows])
+        print_json([{**row.as_dict(), "outcome": screened_outcome(row.action, row.end_reason)} for row in rows])
         return EXIT_OK
     if not rows:
         print("no calls yet")
@@ -126,6 +126,13 @@ def cmd_calls(args: argparse.Namespace) -> int:
         print(terminal_safe(f"{row.id:>5}  {local_time(row.started_at, zone)}  {who:<18} {row.action or '?':<15} "
                             f"{row.rule or '':<22} {row.state}  {row.reason or ''}"))
     return EXIT_OK
+
+
+def screened_outcome(action: Action | None, end_reason: str | None) -> str | None:
+    """How a screened call ended (a CallOutcome value, stored as its end reason); None for other calls."""
+    if action is not Action.SCREEN or end_reason not in {o.value for o in CallOutcome}:
+        return None
+    return end_reason
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from screening.config.sections import (
     RecordingConfig,
     RelativeConfig,
     RulesConfig,
+    ScreeningConfig,
     ScheduleConfig,
     SipConfig,
     StoreConfig,
@@ -58,6 +59,7 @@ class Config:
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sip: SipConfig = field(default_factory=SipConfig)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     ncid: NcidConfig = field(default_factory=NcidConfig)
     relatives: tuple[RelativeConfig, ...] = ()

@@ -7,6 +7,7 @@ adapters all meet here at mono 16-bit little-endian PCM.
 
 from __future__ import annotations
 
+import io
 import sys
 import wave
 from array import array
@@ -95,3 +96,14 @@ def _to_int16(frames: bytes, width: int) -> array[int]:
     # 24/32-bit: keep the top two bytes of each little-endian sample
     return array("h", (int.from_bytes(frames[i + width - 2 : i + width], "little", signed=True)
                        for i in range(0, len(frames), width)))
+
+
+def wav_bytes(pcm16: bytes, sample_rate: int) -> bytes:
+    """A mono 16-bit WAV file holding ``pcm16`` (write it with ``screening.core.files``)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm16)
+    return buffer.getvalue()

@@ -90,6 +90,7 @@ class HandsetStale:
 class Dtmf:
     digit: str
     at: float
+    household: bool = False  # pressed on the household phone's leg (SIP), not by the caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +209,43 @@ class CallRouting(Protocol):
     def connect_household(self, timeout: float = 5.0) -> bool:
         """An answered, warned call: ring the household phone and join it in; True if started."""
         ...
+
+
+@runtime_checkable
+class HouseholdLeg(Protocol):
+    """A line that can ring the household phone as a separate leg and talk to it alone (SIP).
+
+    Used to screen a caller: the household hears the caller's recorded name on its own leg
+    and answers with a key (``Dtmf(household=True)``); only then are the two joined. A modem
+    line, wired in parallel with the phone, cannot: it uses an in-home speaker and the handset.
+    """
+
+    def ring_household_leg(self, timeout: float = 5.0) -> bool:
+        """Ring the household phone without joining it to the caller; False if there is none."""
+        ...
+
+    def household_state(self) -> HouseholdLegState:
+        """Where the household leg is now."""
+        ...
+
+    def play_to_household(self, clip: AudioClip, timeout: float | None = None) -> EndReason:
+        """Play to the household leg only (the caller hears nothing of it)."""
+        ...
+
+    def join_household(self, timeout: float = 5.0) -> bool:
+        """Join the picked-up household leg and the caller: they talk. False if either has gone."""
+        ...
+
+    def drop_household(self, timeout: float = 5.0) -> None:
+        """End the household leg, leaving the caller's call up."""
+        ...
+
+
+class HouseholdLegState(StrEnum):
+    NONE = "none"  # no leg placed (or no household phone configured)
+    RINGING = "ringing"
+    PICKED_UP = "picked_up"
+    ENDED = "ended"  # not answered, declined, or hung up
 
 
 @runtime_checkable

@@ -59,6 +59,18 @@ class Prompt(StrEnum):
     INTERNATIONAL_BLOCKED = "international_blocked"
     NUMBER_BLOCKED = "number_blocked"  # "this number is not accepted"
     HOUSEHOLD_WARNING = "household_warning"  # to the household: "this may be a fraud call …"
+    # screening a caller (action "screen"): to the caller
+    NAME_REQUEST = "name_request"  # "we are calling the household, hold on; say your name after the tone"
+    CHALLENGE = "challenge"  # "to be put through, press 3" (any_key)
+    CHALLENGE_DIGIT = "challenge_digit"  # "press the number of beeps you hear" (random_digit)
+    SCREENED_OUT = "screened_out"  # polite end for a caller who failed the challenge
+    REFUSED = "refused"  # "the household cannot take your call"
+    MESSAGE_REQUEST = "message_request"  # "please leave a message after the tone"
+    MESSAGE_THANKS = "message_thanks"  # "your message has been recorded"
+    # screening a caller: to the household (their phone's leg, or the in-home speaker)
+    SCREEN_ANNOUNCE = "screen_announce"  # "a call for you; the caller said:" (then the recorded name)
+    SCREEN_CHOICES = "screen_choices"  # "1 to talk, 2 to refuse, 3 to refuse and block"
+    PICK_UP = "pick_up"  # modem line: "pick up the phone to talk"
 
 
 class ListKind(StrEnum):

@@ -281,7 +281,10 @@ class EventView:
 _EVENT_DETAIL = {
     EventKind.ERROR: ("message",), EventKind.HANDSET: ("guard", "state"), EventKind.RECORDING: ("action", "seconds"),
     EventKind.FRAUD: ("phrases",), EventKind.REVIEW: ("label", "by"), EventKind.TRANSCRIPT: ("verdict",),
+    EventKind.NAME_RECORDED: ("seconds",), EventKind.CHALLENGE: ("passed",),
+    EventKind.HOUSEHOLD_DECISION: ("decision",), EventKind.MESSAGE: ("seconds",), EventKind.OUTCOME: ("outcome",),
 }  # fmt: skip
+_SCREEN_WORDS = frozenset({"connected", "refused", "blocked", "timeout", "screened_out", "message", "caller_hung_up"})
 
 
 def _detail_value(name: str, value: Any, lang: UiLanguage) -> str:
@@ -290,6 +293,10 @@ def _detail_value(name: str, value: Any, lang: UiLanguage) -> str:
         return translate(lang, f"calls.verdict.{value}")
     if name == "label" and value in ReviewLabel._value2member_map_:
         return translate(lang, f"calls.review_label.{value}")
+    if name in ("decision", "outcome") and value in _SCREEN_WORDS:
+        return translate(lang, f"calls.screen.{value}")
+    if name == "passed" and isinstance(value, bool):
+        return translate(lang, "calls.screen.passed" if value else "calls.screen.failed")
     if name == "seconds" and isinstance(value, int | float):
         return translate(lang, "calls.seconds", s=f"{value:.0f}")
     if isinstance(value, list):

@@ -38,8 +38,8 @@ class ModemDaemonRig:
     def __init__(self, tmp: Path, dialect=CONEXANT_CX93001, cadence=RingCadence.JAPAN,
                  line_options: dict[str, Any] | None = None, settings: SessionSettings | None = None,
                  policy: Policy | None = None) -> None:
-        self.policy = policy or Policy()
         self.modem = VirtualModem(dialect, cadence, SCALE)
+        self.policy = policy or Policy()
         self.settings = settings or SessionSettings(30.0)
         self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
         self.cadence = cadence

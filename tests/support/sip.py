@@ -53,7 +53,10 @@ class SipDaemonRig:
     """``lines`` call loops (one Daemon each) on one SIP endpoint, a real store, tone prompts."""
 
     def __init__(self, tmp: Path, ring_timeout_s: float = 20.0, trusted: frozenset[str] = frozenset(),
-                 caller_id: CallerIdFn = caller_id_from_sip, lines: int = 1, **settings: object) -> None:
+                 caller_id: CallerIdFn = caller_id_from_sip, lines: int = 1, policy: Policy | None = None,
+                 session: SessionSettings | None = None, **settings: object) -> None:
+        self.policy = policy or Policy()
+        self.session = session or SessionSettings(30.0)
         self.port = free_udp_port()
         self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
         self.voices = [Recorder() for _ in range(lines)]
@@ -79,7 +82,7 @@ class SipDaemonRig:
         self.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
         for line, voice in zip(self.lines, self.voices):
             line.open()
-            daemon = Daemon(line, self.store, Policy(), ToneAnnouncements(), SessionSettings(30.0, voice=voice))
+            daemon = Daemon(line, self.store, self.policy, ToneAnnouncements(), replace(self.session, voice=voice))
             thread = threading.Thread(target=daemon.run, args=(self.stop,), daemon=True)
             thread.start()
             self.threads.append(thread)
