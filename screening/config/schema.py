@@ -263,3 +263,16 @@ def _toml_literal(value: object) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_toml_literal(v)}" for k, v in value.items()) + "}"
     return repr(value)
+
+
+def _web_url() -> _Parser[str | None]:
+    def convert(value: object) -> str | None:
+        text = _expect(value, str, "a string").strip()
+        if not text:
+            return None
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise _Invalid(f"expected an http:// or https:// URL (got {value!r})")
+        return text.rstrip("/")
+
+    return _Parser('URL or ""', convert)

@@ -12,7 +12,6 @@ from datetime import time as clock_time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from firmware.dialects import RingCadence
 from screening.config.schema import (
@@ -35,15 +34,15 @@ from screening.config.schema import (
     _region,
     _setting,
     _string_list,
+    _web_url,
 )
 from screening.core.model import Action, Language
 from screening.core.rules import WEEKDAYS, Schedule
 from screening.core.line import SipUpstream
-from screening.screen_flow import ChallengeMode
-from screening.hub_client.settings import DEFAULT_SHARE, Share
-from screening.hubwire import is_valid_unit_id, public_key_from_text
 from voice.engine import EngineChoice
+from screening.config.hub_section import HubConfig
 from screening.config.ncid_section import NcidConfig
+from screening.config.screening_section import ScreeningConfig
 
 log = logging.getLogger(__name__)
 
@@ -268,19 +267,6 @@ def _quiet_hours() -> _Parser[QuietHours | None]:
         return hours
 
     return _Parser('"HH:MM-HH:MM" or ""', convert)
-
-
-def _web_url() -> _Parser[str | None]:
-    def convert(value: object) -> str | None:
-        text = _expect(value, str, "a string").strip()
-        if not text:
-            return None
-        parts = urlsplit(text)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise _Invalid(f"expected an http:// or https:// URL (got {value!r})")
-        return text.rstrip("/")
-
-    return _Parser('URL or ""', convert)
 
 
 @contextlib.contextmanager
@@ -544,57 +530,6 @@ class SipConfig:
     )
 
 
-def _name_prompt() -> _Parser[float]:
-    """``true`` (ask, default cap), ``false`` (do not ask) or the cap in seconds (3..30)."""
-
-    def convert(value: object) -> float:
-        if value is True:
-            return DEFAULT_NAME_CAP_S
-        if value is False:
-            return 0.0
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 3 <= value <= 30:
-            raise _Invalid(f"expected true, false or seconds 3..30 (got {value!r})")
-        return float(value)
-
-    return _Parser("true, false or seconds 3..30", convert)
-
-
-def _passcode() -> _Parser[str]:
-    def convert(value: object) -> str:
-        text = _expect(value, str, "a string of digits").strip()
-        if text and not (text.isdigit() and 3 <= len(text) <= 8):
-            raise _Invalid(f"expected 3 to 8 digits, or \"\" for none (got {value!r})")
-        return text
-
-    return _Parser('3-8 digits or ""', convert)
-
-
-DEFAULT_NAME_CAP_S = 8.0
-
-
-@dataclass(frozen=True, slots=True)
-class ScreeningConfig:
-    """``[screening]``: how a caller whose action is `screen` is asked who they are."""
-
-    challenge: ChallengeMode = _setting(
-        "none", _choice(ChallengeMode),
-        "Robocall test after the name: `none`, `any_key` (\"press 3\") or `random_digit` (press the number of "
-        "beeps). No key, a wrong key or silence ends the call politely (`screened_out`).",
-    )
-    name_prompt: float = _setting(
-        True, _name_prompt(),
-        "Ask the caller for their name and reason after the warning: `true`, `false`, or the longest reply "
-        "kept in seconds (3-30). With no challenge, a caller who says nothing is screened out.",
-    )
-    decide_timeout_s: int = _setting(
-        30, _int_range(5, 300),
-        "How long the household has to pick up (and, on SIP, press 1/2/3) before the caller is offered "
-        "to leave a message.",
-    )
-    passcode: str = _setting(
-        "", _passcode(), "Digits a friend can key to be put straight through (3-8 digits); \"\" = none."
-    )
-    message_cap_s: int = _setting(60, _int_range(10, 300), "Longest message a caller can leave (seconds).")
 def _weekdays() -> _Parser[frozenset[int]]:
     def convert(value: object) -> frozenset[int]:
         names = _string_list("day names", _weekday_name, list)(value)
@@ -648,94 +583,6 @@ class ScheduleConfig:
     no_caller_id: Action | None = _override("Calls with no caller ID")
     invalid: Action | None = _override("Implausible numbers")
     unknown: Action | None = _override("Numbers on no list (e.g. `screen` or `block` at night)")
-def _hub_url() -> _Parser[str | None]:
-    """mqtts://HOST[:PORT], or "" for no hub; plain mqtt:// only to a broker on this machine (tests, a bridge)."""
-
-    def convert(value: object) -> str | None:
-        text = _expect(value, str, "a string").strip()
-        if not text:
-            return None
-        parts = urlsplit(text)
-        try:
-            parts.port
-        except ValueError:
-            raise _Invalid(f"bad port in {value!r}") from None
-        if parts.scheme not in ("mqtts", "mqtt") or not parts.hostname or parts.path not in ("", "/"):
-            raise _Invalid(f"expected mqtts://HOST[:PORT] (got {value!r})")
-        if parts.scheme == "mqtt" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
-            raise _Invalid(f"a hub off this machine needs TLS: mqtts:// (got {value!r})")
-        return text.rstrip("/")
-
-    return _Parser('mqtts:// URL or ""', convert)
-
-
-def _share_list() -> _Parser[frozenset[Share]]:
-    return _string_list("share kinds", lambda text: _choice(Share)(text).value,
-                        lambda items: frozenset(Share(i) for i in items))  # fmt: skip
-
-
-def _unit_id() -> _Parser[str | None]:
-    def convert(value: object) -> str | None:
-        text = _expect(value, str, "a string").strip()
-        if text and not is_valid_unit_id(text):
-            raise _Invalid(f"a unit id is 3 to 63 lower-case letters, digits and '-' (got {value!r})")
-        return text or None
-
-    return _Parser('unit id or ""', convert)
-
-
-def _command_key() -> _Parser[str | None]:
-    def convert(value: object) -> str | None:
-        text = _expect(value, str, "a string").strip()
-        if not text:
-            return None
-        try:
-            public_key_from_text(text)
-        except ValueError as exc:
-            raise _Invalid(str(exc)) from None
-        return text
-
-    return _Parser('"ed25519:<base64>" or ""', convert)
-
-
-@dataclass(frozen=True, slots=True)
-class HubConfig:
-    """``[hub]``: the unit's link to a family/town/police hub over MQTT (off while `url` is "")."""
-
-    url: str | None = _setting(
-        "", _hub_url(), "Hub broker, `mqtts://HOST:8883`; \"\" = no hub (nothing leaves the home)."
-    )
-    unit_id: str | None = _setting(
-        "", _unit_id(), "This unit's id on the hub and its broker user name (lower-case letters, digits, `-`)."
-    )
-    credentials_file: Path | None = _setting(
-        "", _optional_path(), "File holding this unit's broker password (one line, mode 0600; from the provisioning bundle)."
-    )
-    ca_file: Path | None = _setting(
-        "", _optional_path(), "CA certificate the broker's TLS certificate must chain to; \"\" = the system's CAs."
-    )
-    command_key: str | None = _setting(
-        "", _command_key(),
-        "The hub's command-signing public key (`ed25519:<base64>`, from the provisioning bundle); other commands are ignored.",
-    )
-    share: frozenset[Share] = _setting(
-        [s.value for s in DEFAULT_SHARE], _share_list(),
-        "What leaves the home: `calls` (number, decision, verdict, flags), `health`, `reports` (calls the family "
-        "marked fraud), `transcripts` (a short excerpt), `recordings` (only on a family member's request).",
-    )
-    public_url: str | None = _setting(
-        "", _web_url(), "The hub's web page; alerts then link to the call there (`<url>/family/call/<unit>/<call uid>`)."
-    )
-    home_assistant: bool = _setting(
-        False, _boolean(), "Publish Home Assistant MQTT discovery (last caller, fraud flag, line problem) on this broker."
-    )
-    health_minutes: int = _setting(15, _int_range(1, 1440), "Send the unit's health this often.")
-    queue_limit: int = _setting(
-        5000, _int_range(100, 1000000),
-        "Messages kept while the hub is unreachable; beyond it the oldest call summaries are dropped first.",
-    )
-
-
 _SECTIONS: dict[str, type] = {
     "line": LineConfig,
     "rules": RulesConfig,
