@@ -41,7 +41,7 @@ from firmware.virtual_modem import VirtualModem  # noqa: E402
 from screening.daemon import Daemon  # noqa: E402
 from screening.core.model import Prompt  # noqa: E402
 from screening.core.rules import Policy  # noqa: E402
-from screening.session import SessionSettings  # noqa: E402
+from screening.session import CallSettings, SessionSettings  # noqa: E402
 from voice.announcements import PromptLibrary  # noqa: E402
 from voice.asr import SpeechModel, packaged_model_dir  # noqa: E402
 from voice.detector import PhrasePack, StreamingDetector  # noqa: E402
@@ -101,8 +101,8 @@ def main() -> int:
     line = ModemLine(str(modem.device_path), "auto", "KR", RingCadence.JAPAN,
                      ring_gap_s=1.5 * CADENCE_PERIOD_S[RingCadence.JAPAN])
     line.open()
-    daemon = Daemon(line, store, Policy(home_region="KR", official_numbers=frozenset(), official_suffixes=()),
-                    prompts, SessionSettings(call_timeout_s=600.0, voice=voice))
+    daemon = Daemon(line, store, CallSettings(Policy(home_region="KR", official_numbers=frozenset(), official_suffixes=()),
+                                 prompts, 600.0), SessionSettings(voice=voice))
     stop = threading.Event()
     runner = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
     runner.start()

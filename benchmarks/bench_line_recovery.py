@@ -39,10 +39,10 @@ from firmware.modem_line import ModemLine  # noqa: E402
 from firmware.scenarios import CallScript  # noqa: E402
 from firmware.virtual_modem import VirtualModem  # noqa: E402
 from screening.daemon import Daemon  # noqa: E402
+from screening.session import CallSettings  # noqa: E402
 from screening.core.line import LineRestored  # noqa: E402
 from screening.core.model import ListEntry, ListKind, MatchKind  # noqa: E402
 from screening.core.rules import Policy  # noqa: E402
-from screening.session import SessionSettings  # noqa: E402
 from voice.announcements import ToneAnnouncements  # noqa: E402
 
 OFF_HOOK = {"AT+VLS=1", "ATA"}
@@ -88,7 +88,7 @@ def stray_handset(calls: int) -> list[float]:
         line = ModemLine(str(modem.device_path), ring_gap_s=1.5 * CADENCE_PERIOD_S[RingCadence.JAPAN] * SCALE)
         line.open()
         stop = threading.Event()
-        daemon = Daemon(line, store, Policy(), ToneAnnouncements(), SessionSettings(30.0))
+        daemon = Daemon(line, store, CallSettings(Policy(), ToneAnnouncements(), 30.0))
         thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
         thread.start()
         try:

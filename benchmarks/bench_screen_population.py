@@ -110,7 +110,7 @@ def run_sip(per_kind: int, tmp: Path) -> list[dict[str, Any]]:
             assert phone.stdout is not None
             while (line := phone.stdout.readline()) and not line.startswith("{"):
                 pass
-            session = SessionSettings(60.0, screen=ScreenSettings(**SCREEN))  # type: ignore[arg-type]
+            session = SessionSettings(screen=ScreenSettings(**SCREEN))  # type: ignore[arg-type]
             (tmp / f"sip-{kind}-{i}").mkdir()
             with SipDaemonRig(tmp / f"sip-{kind}-{i}", ring_timeout_s=30.0, policy=Policy(unknown=Action.SCREEN),
                               session=session, household=f"sip:phone@127.0.0.1:{port}") as rig:  # type: ignore[arg-type]
@@ -160,7 +160,7 @@ def run_modem(per_kind: int, tmp: Path) -> list[dict[str, Any]]:
     rows = []
     for kind in KINDS:
         for i in range(per_kind):
-            settings = SessionSettings(60.0, screen=ScreenSettings(**SCREEN))  # type: ignore[arg-type]
+            settings = SessionSettings(screen=ScreenSettings(**SCREEN))  # type: ignore[arg-type]
             (tmp / f"modem-{kind}-{i}").mkdir()
             with ModemDaemonRig(tmp / f"modem-{kind}-{i}", settings=settings,
                                 policy=Policy(unknown=Action.SCREEN)) as rig:

@@ -42,22 +42,13 @@ from screening.config import BUILTIN_SOURCE, COMMAND_LINE_SOURCE, Config, Config
 from screening.line_jobs import LineJobs
 from screening.list_cache import ListCache
 from screening.core.model import Action, CallerID, Decision, Prompt
-from screening.session import Announcements, CallSession, Outcome, SessionSettings
-from screening.core.rules import Policy
+from screening.events import CallScreened, Event, EventBus
+from screening.session import CallSession, CallSettings, Outcome, SessionSettings
 from screening.status import LineProblem, StatusWriter
 
 log = logging.getLogger(__name__)
 
 EVENT_WAIT_S = 0.5  # how often the loop wakes to check for a stop request
-
-
-@dataclass(frozen=True, slots=True)
-class CallSettings:
-    """What the next call is screened with; may be replaced between calls."""
-
-    policy: Policy
-    announcements: Announcements
-    call_timeout_s: float
 
 
 class SettingsSource(Protocol):
@@ -174,14 +165,10 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
 class Daemon:
     line: LineAdapter
     store: Store
-    policy: Policy
-    announcements: Announcements
+    call: CallSettings  # rules, announcements, call timeout: replaced between calls when the config changes
     settings: SessionSettings = field(default_factory=SessionSettings)
+    bus: EventBus | None = None  # CallDecided, CallScreened and the line's faults go out here
     no_cid_ring: int = 2  # a call still without caller ID on this ring is screened as "no caller ID"
-    on_screened: Callable[[int, CallerID, Decision], None] | None = None
-    on_line_fault: Callable[[str], None] | None = None  # e.g. a health alert to the family
-    on_line_restored: Callable[[str], None] | None = None
-    on_handset_stale: Callable[[str], None] | None = None  # e.g. a health alert: phone left off the hook
     on_tick: Callable[[], object] | None = None  # every loop wake-up (≤ 0.5 s apart): the systemd watchdog
     line_jobs: LineJobs | None = None  # e.g. phoning a relative: runs here, between calls
     housekeeping: Callable[[], None] | None = None  # e.g. recording retention; run between calls
@@ -200,12 +187,12 @@ class Daemon:
         """Screen calls until ``stop`` is set (or ``max_calls`` were screened)."""
         self._cache().current()
         settings = self.settings if self.on_tick is None else replace(self.settings, tick=self.on_tick)
-        session = CallSession(self.line, self.store, self.announcements, self.policy, settings)
+        session = CallSession(self.line, self.store, self.call, settings, self.bus)
         if self.status is None:
             self.status = StatusWriter.beside(self.store.path)
         self.status.started()
         self._reload(session)  # the first poll notes the files as they are now
-        log.info("screening on line %s (home region %s)", self.line.name, self.policy.home_region)
+        log.info("screening on line %s (home region %s)", self.line.name, self.call.policy.home_region)
         next_housekeeping = time.monotonic() + self.housekeeping_interval_s
         try:
             while not stop.is_set():
@@ -247,9 +234,7 @@ class Daemon:
             return
         if new is None:
             return
-        self.policy, self.announcements = new.policy, new.announcements
-        session.policy, session.announcements = new.policy, new.announcements
-        session.settings = replace(session.settings, call_timeout_s=new.call_timeout_s)
+        self.call = session.call = new
 
     def line_idle(self) -> bool:
         """No call being screened or handled, and none ringing (safe to call from any thread)."""
@@ -315,22 +300,19 @@ class Daemon:
                 self.store.add_event(None, EventKind.HANDSET, state="stale", message=message)
                 if self.status is not None:
                     self.status.line_problem(LineProblem.HANDSET_STUCK)
-                if self.on_handset_stale is not None:
-                    self.on_handset_stale(message)
+                self._publish(event)
             case LineFault(message=message):
                 log.error("line %s fault: %s", self.line.name, message)
                 if self.status is not None:
                     self.status.line_fault(message)
                 self.store.add_event(None, EventKind.LINE_FAULT, message=message)
-                if self.on_line_fault is not None:
-                    self.on_line_fault(message)
+                self._publish(event)
             case LineRestored(message=message):
                 log.info("line %s restored: %s", self.line.name, message)
                 if self.status is not None:
                     self.status.line_restored(message)
                 self.store.add_event(None, EventKind.LINE_RESTORED, message=message)
-                if self.on_line_restored is not None:
-                    self.on_line_restored(message)
+                self._publish(event)
             case _:
                 log.debug("line event ignored: %r", event)
 
@@ -349,8 +331,11 @@ class Daemon:
         if self.status is not None:
             self.status.call_screened()
         self._after_acting(call_id, decision, end_reason)
-        if self.on_screened is not None:
-            self.on_screened(call_id, caller, decision)
+        self._publish(CallScreened(call_id, caller, decision))
+
+    def _publish(self, event: Event) -> None:
+        if self.bus is not None:
+            self.bus.publish(event)
 
     def _after_acting(self, call_id: int, decision: Decision, end_reason: str) -> None:
         if end_reason == Outcome.LINE_IN_USE:

@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from blocklist.feeds import FeedUpdate
+from screening.core.line import HandsetStale, LineFault, LineRestored
 from screening.core.model import CallerID, Decision
 from voice.pipeline import FraudEvent
+
+__all__ = [
+    "CallDecided", "CallScreened", "Event", "EventBus", "FeedRefused", "FraudHeard", "HandsetStale", "LineFault",
+    "LineRestored", "ModelMissing", "StoreDamaged",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +50,6 @@ class FraudHeard:
     """The voice pipeline's verdict first became fraud during a call."""
 
     fraud: FraudEvent
-
-
-@dataclass(frozen=True, slots=True)
-class LineFault:
-    """The line adapter stopped answering or vanished (it is recovering by itself)."""
-
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class LineRestored:
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class HandsetStale:
-    """The household's handset seems left off the hook: a person should look."""
-
-    message: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,16 +36,15 @@ from firmware.usb_power import UsbPowerCycler
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from screening.config import BUILTIN_SOURCE, Config
 from screening.policy import policy_from_config
-from screening.daemon import CallSettings, ConfigReloader, Daemon
+from screening.daemon import ConfigReloader, Daemon
 from screening.core.line import Dialer, LineAdapter
 from screening.core.model import CallerID, Decision, ListEntry, ListKind, MatchKind
 from screening.core.numbers import parse_number
 from screening.screen_flow import ScreenSettings
-from screening.session import SessionSettings
+from screening.session import CallSettings, SessionSettings
 from screening.demo_text import action_words, caller_words, end_words
 from screening.core.safe_text import pad_columns, terminal_safe
-from screening.events import (CallDecided, CallScreened, EventBus, FeedRefused, FraudHeard, HandsetStale, LineFault, LineRestored,
-                              ModelMissing, StoreDamaged)
+from screening.events import (CallScreened, EventBus, FeedRefused, FraudHeard, ModelMissing, StoreDamaged)
 from screening.status import StatusWriter
 from voice.local_audio import HouseholdSpeaker
 from voice.retention import RetentionPolicy
@@ -226,13 +225,11 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
             alerts.check_disk(places.recordings_dir or places.db_path.parent)
         # Start-up and every reload map the config the same way: one source for policy, prompts, call timeout.
         initial = call_settings_from_config(cfg)
-        daemon = Daemon(line, store, initial.policy, initial.announcements,
-                        SessionSettings(call_timeout_s=initial.call_timeout_s, voice=voice,
-                                        on_decided=lambda call_id, caller, decision: bus.publish(
-                                            CallDecided(call_id, caller, decision)),
-                                        screen=screen_settings_from_config(cfg, places.recordings_dir),
+        daemon = Daemon(line, store, initial,
+                        SessionSettings(voice=voice, screen=screen_settings_from_config(cfg, places.recordings_dir),
                                         speaker=HouseholdSpeaker(cfg.voice.speaker_device)
                                         if cfg.voice.speaker_device else None),
+                        bus=bus,
                         no_cid_ring=cfg.line.no_caller_id_ring, housekeeping=hourly, line_jobs=jobs,
                         on_tick=watchdog.beat,
                         # settings saved on the web page apply from the next call; status.json feeds /health
@@ -240,7 +237,6 @@ def run_daemon(cfg: Config, stop: threading.Event, *, demo_db_explicit: bool = F
                             cfg, call_settings_from_config,
                             on_change=[alerts.service.reconfigure] if alerts is not None else []),
                         status=StatusWriter.beside(places.db_path, speech_model=voice.model is not None))
-        publish_daemon_events(daemon, bus)
         stack.enter_context(run_panel(cfg, store, alerts, bus))
         if modem is not None:
             assert sim is not None
@@ -357,14 +353,6 @@ def run_alerts(cfg: Config, store: Store, dialer: LineAdapter | None, jobs: Line
         alerts.stop()
 
 
-def publish_daemon_events(daemon: Daemon, bus: EventBus) -> None:
-    """The call loop reports through one callback per kind; the bus hands it to every subscriber."""
-    daemon.on_screened = lambda call_id, caller, decision: bus.publish(CallScreened(call_id, caller, decision))
-    daemon.on_line_fault = lambda message: bus.publish(LineFault(message))
-    daemon.on_line_restored = lambda message: bus.publish(LineRestored(message))
-    daemon.on_handset_stale = lambda message: bus.publish(HandsetStale(message))
-
-
 @contextmanager
 def run_panel(cfg: Config, store: Store, alerts: RunningAlerts | None, bus: EventBus) -> Iterator[None]:
     panel = start_panel(cfg, store, alerts)
@@ -429,9 +417,8 @@ def _slot_daemon(main: Daemon, line: LineAdapter, cfg: Config) -> Daemon:
 
     Housekeeping and line jobs stay with the main loop; each loop reloads changed settings itself.
     """
-    return Daemon(line, main.store, main.policy, main.announcements, main.settings, no_cid_ring=main.no_cid_ring,
-                  on_screened=main.on_screened, on_line_fault=main.on_line_fault,
-                  on_line_restored=main.on_line_restored, on_tick=main.on_tick,
+    return Daemon(line, main.store, main.call, main.settings, main.bus, no_cid_ring=main.no_cid_ring,
+                  on_tick=main.on_tick,
                   reloader=ConfigReloader.for_config(cfg, call_settings_from_config), status=main.status,
                   _lists=main.list_cache())
 

@@ -21,6 +21,7 @@ from screening.core.model import Action, CallerID, Decision, Prompt
 from screening.core.numbers import national_format
 from screening.core.clock import utc_now
 from screening.core.rules import ListLookup, Policy, decide
+from screening.events import CallDecided, EventBus
 from screening.screen_flow import NumberBlocker, ScreenFlow, ScreenSettings, Speaker
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,20 @@ class Screened(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class CallSettings:
+    """What the next call is screened with; the call loop may replace it between calls (a reload)."""
+
+    policy: Policy
+    announcements: Announcements
+    call_timeout_s: float = 600.0  # longest we stay on a warned (or connected screened) call
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSettings:
-    call_timeout_s: float = 600.0  # longest we stay on a warned call
+    """What a call loop's sessions are built with once, at start (a change needs a restart)."""
+
     voice: VoiceHooks | None = None  # recording + live transcription; None = neither
     tick: Callable[[], object] | None = None  # liveness while on a long call (the systemd watchdog)
-    # Told each decision once it is recorded, before the line is acted on (e.g. NCID clients); never raises into us.
-    on_decided: Callable[[int, CallerID, Decision], object] | None = None
     screen: ScreenSettings = field(default_factory=ScreenSettings)  # how action "screen" goes
     speaker: Speaker | None = None  # in-home speaker: a modem line's screening plays the caller's name on it
 
@@ -82,9 +91,9 @@ class CallSession:
 
     line: LineAdapter
     calls: CallLog
-    announcements: Announcements
-    policy: Policy
+    call: CallSettings
     settings: SessionSettings = field(default_factory=SessionSettings)
+    bus: EventBus | None = None  # hears CallDecided before the line is acted on (NCID, displays)
     # When this call last put the line back on-hook (monotonic), or None: anything the line
     # reports after it belongs to the next call, however long the recording takes to close.
     released_at: float | None = None
@@ -94,7 +103,7 @@ class CallSession:
         """Record, decide, act. Never raises for line trouble."""
         started = time.monotonic()
         self._caller_e164 = caller.number_e164
-        decision = decide(caller, lists, self.policy, at=utc_now())  # the time picks the [[schedule]]
+        decision = decide(caller, lists, self.call.policy, at=utc_now())  # the time picks the [[schedule]]
         decide_ms = round((time.monotonic() - started) * 1000, 3)
         # One write, before the line is touched: a crash from here on leaves a row to recover.
         call_id = self.calls.begin_call(self.line.name, caller, decision=decision, events=(
@@ -103,18 +112,14 @@ class CallSession:
                                  "caller_id_lines": list(caller.raw_lines)}),
             (EventKind.DECIDED, {"rule": decision.rule, "decide_ms": decide_ms}),
         ))
-        log.info("call %s from %s: %s (%s) -- %s", call_id, _who(caller, self.policy.home_region),
+        log.info("call %s from %s: %s (%s) -- %s", call_id, _who(caller, self.call.policy.home_region),
                  decision.action.value.upper(), decision.rule, decision.reason)
         self._tell_decided(call_id, caller, decision)
         return Screened(call_id, decision, self.act(call_id, decision))
 
     def _tell_decided(self, call_id: int, caller: CallerID, decision: Decision) -> None:
-        if self.settings.on_decided is None:
-            return
-        try:
-            self.settings.on_decided(call_id, caller, decision)
-        except Exception:  # noqa: BLE001 -- a listener must never keep the call from being acted on
-            log.exception("call %s: on_decided listener failed", call_id)
+        if self.bus is not None:  # the bus logs and skips a failing subscriber: the call is acted on regardless
+            self.bus.publish(CallDecided(call_id, caller, decision))
 
     def act(self, call_id: int, decision: Decision) -> str:
         """Act on a recorded decision and complete its row; returns the stored end reason.
@@ -161,7 +166,7 @@ class CallSession:
     def _announce_and_listen(self, call_id: int, decision: Decision, audio: CallAudio | None,
                              routing: CallRouting | None) -> str:
         assert decision.prompt is not None  # every non-ALLOW decision names its prompt
-        clip = self.announcements.clip_for(decision.prompt)
+        clip = self.call.announcements.clip_for(decision.prompt)
         end = self.line.play(clip, timeout=clip.duration_s + 10.0)
         if audio is not None:
             audio.played(clip)
@@ -172,7 +177,7 @@ class CallSession:
         if decision.action is Action.WARN and end is EndReason.COMPLETED:
             if routing is not None and routing.connect_household():
                 self.calls.add_event(call_id, EventKind.HOUSEHOLD, leg="connecting")
-            end = self.line.listen(self.settings.call_timeout_s, self._sink(audio))
+            end = self.line.listen(self.call.call_timeout_s, self._sink(audio))
             self.calls.add_event(call_id, EventKind.LISTENED, end=end.value)
         # Even when the caller hung up first, the modem is still off-hook.
         self.line.hang_up()
@@ -185,10 +190,10 @@ class CallSession:
     def _screen_caller(self, call_id: int, decision: Decision, audio: CallAudio | None, warned: EndReason) -> str:
         """Action "screen": the caller says who they are, the household decides (screening.screen_flow)."""
         if warned is EndReason.COMPLETED:
-            flow = ScreenFlow(call_id, self.line, self.calls, self.announcements, self.settings.screen,
+            flow = ScreenFlow(call_id, self.line, self.calls, self.call.announcements, self.settings.screen,
                               caller_e164=self._caller_e164, audio=audio, tick=self.settings.tick,
                               blocker=self.calls if isinstance(self.calls, NumberBlocker) else None,
-                              speaker=self.settings.speaker, call_timeout_s=self.settings.call_timeout_s)
+                              speaker=self.settings.speaker, call_timeout_s=self.call.call_timeout_s)
             outcome = flow.run()
         else:
             outcome = CallOutcome.CALLER_HUNG_UP

@@ -112,7 +112,7 @@ def test_relative_is_phoned_after_the_fraud_call_and_acknowledges_with_1(tmp_pat
     from screening.daemon import Daemon
     from screening.line_jobs import LineJobs
     from screening.core.rules import Policy
-    from screening.session import SessionSettings
+    from screening.session import CallSettings, SessionSettings
     from test_alerts import fraud_event
     from voice.announcements import ToneAnnouncements
 
@@ -129,7 +129,7 @@ def test_relative_is_phoned_after_the_fraud_call_and_acknowledges_with_1(tmp_pat
         jobs = LineJobs()
         alerts = start_alerts(config, store, line, jobs)
         assert alerts is not None
-        daemon = Daemon(line, store, Policy(), ToneAnnouncements(), SessionSettings(), line_jobs=jobs)
+        daemon = Daemon(line, store, CallSettings(Policy(), ToneAnnouncements()), SessionSettings(), line_jobs=jobs)
         stop = threading.Event()
         loop = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
         loop.start()

@@ -618,9 +618,9 @@ def test_daemon_picks_up_a_new_number_on_its_timer_and_blocks_its_call(feed: Fee
     from firmware.virtual_modem import VirtualModem
     from firmware.vmodem.records import CallOutcome
     from screening.daemon import Daemon
+    from screening.session import CallSettings
     from screening.core.model import Action
     from screening.core.rules import Policy
-    from screening.session import SessionSettings
     from voice.announcements import ToneAnnouncements
 
     scale = 0.05
@@ -633,7 +633,7 @@ def test_daemon_picks_up_a_new_number_on_its_timer_and_blocks_its_call(feed: Fee
     line.open()
     daemon_store = Store(feed.store.path, retry_interval=0.05, busy_timeout=0.2)
     daemon_store.open()
-    daemon = Daemon(line, daemon_store, Policy(), ToneAnnouncements(), SessionSettings(30.0))
+    daemon = Daemon(line, daemon_store, CallSettings(Policy(), ToneAnnouncements(), 30.0))
     timer = FeedTimer(feed.store.path, feed.feeds_dir, interval_s=0.3, first_after_s=0.3, max_age_days=30,
                       line_idle=daemon.line_idle, on_lists=daemon.offer_lists,
                       hold_lists=daemon.hold_lists)  # fmt: skip
@@ -757,10 +757,11 @@ def test_the_runner_starts_feed_updates_only_when_configured(feed: Feed) -> None
     from screening.daemon import Daemon
     from screening.core.rules import Policy
     from screening.runner import start_feed_updates
+    from screening.session import CallSettings
     from voice.announcements import ToneAnnouncements
 
-    daemon = Daemon(ModemLine("/dev/null", "auto", "JP", RingCadence.JAPAN), feed.store, Policy(),
-                    ToneAnnouncements())  # never run: only its hooks are handed over
+    daemon = Daemon(ModemLine("/dev/null", "auto", "JP", RingCadence.JAPAN), feed.store,
+                    CallSettings(Policy(), ToneAnnouncements()))  # never run: only its hooks are handed over
     cfg = Config()
     off = replace(cfg, feeds=replace(cfg.feeds, dir=feed.feeds_dir, update_minutes=0))
     assert start_feed_updates(off, feed.store.path, daemon) is None

@@ -58,7 +58,7 @@ from screening.daemon import Daemon
 from screening.core.line import AudioClip, LineAdapter
 from screening.core.model import Action, ListEntry, ListKind, MatchKind, Prompt, Reason
 from screening.core.rules import Policy
-from screening.session import SessionSettings
+from screening.session import CallSettings, SessionSettings
 from voice.announcements import ToneAnnouncements
 from tests.support.ports import free_udp_port
 
@@ -296,8 +296,8 @@ class LineRig(ABC):
         except BaseException:
             self.store.close()
             raise
-        self.daemon = Daemon(self.line, self.store, Policy(), ANNOUNCEMENTS,
-                             SessionSettings(CALL_TIMEOUT_S, voice=self.voice))
+        self.daemon = Daemon(self.line, self.store, CallSettings(Policy(), ANNOUNCEMENTS, CALL_TIMEOUT_S),
+                             SessionSettings(voice=self.voice))
         self.thread = threading.Thread(target=self.daemon.run, args=(self.stop,), name=f"daemon-{self.kind}",
                                        daemon=True)
         self.thread.start()

@@ -24,6 +24,7 @@ from firmware.scenarios import CallScript
 from firmware.vmodem.records import CallOutcome
 from screening.core.model import Action
 from screening.alert_wiring import start_alerts
+from screening.events import EventBus
 from screening.config import Config, parse_config
 from screening.core.model import Language
 from screening.doctor import check_line
@@ -123,11 +124,12 @@ def test_handset_off_hook_too_long_alerts_the_family(tmp_path: Path) -> None:
     receiver = HttpReceiver().start()
     config = parse_config({"relatives": [{"name": "Taro", "notify": [json_url(receiver.port, "taro")]}]}, "test")
     try:
-        with ModemDaemonRig(tmp_path, line_options={"handset_stale_s": 0.3}) as rig:
+        with ModemDaemonRig(tmp_path, line_options={"handset_stale_s": 0.3}, bus=EventBus()) as rig:
             alerts = start_alerts(config, rig.store)
             assert alerts is not None
             try:
-                rig.daemon.on_handset_stale = alerts.handset_stale_handler()
+                assert rig.daemon.bus is not None
+                alerts.subscribe(rig.daemon.bus)  # as the runner wires it: the daemon publishes, alerts hear
                 rig.modem.inject(STRAY_HANDSET_OFF_HOOK)
                 assert receiver.wait_for("/taro", 1, timeout=10)
                 body = json.dumps(receiver.paths("/taro")[0], ensure_ascii=False)
@@ -299,7 +301,7 @@ class _SlowToCloseRecording:
 def test_a_quick_redial_while_the_last_recording_closes_is_still_screened(tmp_path: Path) -> None:
     """The caller ID of a redial queued after we hung up, while the last call's recording was
     still closing, is a new call, not the line repeating the old block."""
-    settings = SessionSettings(30.0, voice=_SlowToCloseRecording(0.25))  # within the redial's ringing
+    settings = SessionSettings(voice=_SlowToCloseRecording(0.25))  # within the redial's ringing
     with ModemDaemonRig(tmp_path, settings=settings) as rig:
         first = rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200, max_rings=4))
         second = rig.call(CallScript(nmbr="0398765432", hang_up_after_s=200, max_rings=4))

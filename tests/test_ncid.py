@@ -162,19 +162,22 @@ def test_config_refuses_a_home_network_address_unless_allowed(tmp_path: Path) ->
 def test_decisions_reach_listeners_before_the_line_is_acted_on_and_a_failing_one_changes_nothing(
         tmp_path: Path) -> None:  # fmt: skip
     from firmware.scenarios import CallScript
-    from screening.session import SessionSettings
+    from screening.events import CallDecided, EventBus
     from tests.support.daemon import ModemDaemonRig, off_hook_commands
 
     heard: list[tuple[int, Action, int]] = []
     rig_box: list[ModemDaemonRig] = []
 
-    def listener(call_id: int, caller: CallerID, decision: Decision) -> None:
+    def listener(event: CallDecided) -> None:
+        call_id, decision = event.call_id, event.decision
         # At this moment the modem has not been taken off hook for this call yet.
         records = rig_box[0].modem.records()
         heard.append((call_id, decision.action, len(off_hook_commands(records[-1])) if records else -1))
         raise RuntimeError("a broken listener")
 
-    with ModemDaemonRig(tmp_path, settings=SessionSettings(30.0, on_decided=listener)) as rig:
+    bus = EventBus()
+    bus.subscribe(CallDecided, listener)
+    with ModemDaemonRig(tmp_path, bus=bus) as rig:
         rig_box.append(rig)
         rig.call(CallScript(nmbr="0398765432", hang_up_after_s=20))
         (row,) = rig.wait_calls(1)

@@ -31,6 +31,7 @@ from firmware.virtual_nd_adapter import VirtualNdAdapter
 from screening.core.callerid import CidField
 from screening.config import Config, ConfigError, load_config
 from screening.daemon import Daemon
+from screening.session import CallSettings
 from screening.doctor import check_nd_adapter, run_checks
 from screening.core.line import CallOffered, LineFault, LineRestored, Ring, RingingStopped
 from screening.core.model import Action, CallerID, ListEntry, ListKind, MatchKind, Reason
@@ -45,7 +46,6 @@ from screening.core.nd_adapter_frame import (
     parse_frame,
 )
 from screening.core.rules import Policy
-from screening.session import SessionSettings
 from voice.announcements import ToneAnnouncements
 
 pytestmark = pytest.mark.timeout(60)
@@ -248,7 +248,7 @@ class NdRig:
         self.line = NdAdapterLine(modem, NdAdapter(self.fake.device_path, backoff_s=(0.1,)), no_cid_ring=2,
                                   ring_gap_s=gap)
         self.line.open()
-        self.daemon = Daemon(self.line, self.store, Policy(), ToneAnnouncements(), SessionSettings(30.0))
+        self.daemon = Daemon(self.line, self.store, CallSettings(Policy(), ToneAnnouncements(), 30.0))
         self.thread = threading.Thread(target=self.daemon.run, args=(self.stop,), daemon=True)
         self.thread.start()
         time.sleep(0.3)

@@ -46,7 +46,7 @@ def rig_for(tmp: Path, **screen: object) -> ModemDaemonRig:
     base: dict[str, object] = dict(challenge=ChallengeMode.ANY_KEY, decide_timeout_s=2.0, challenge_timeout_s=3.0,
                                    message_cap_s=4.0, name_cap_s=3.0, messages_dir=tmp / "messages")
     base.update(screen)
-    settings = SessionSettings(60.0, screen=ScreenSettings(**base))  # type: ignore[arg-type]
+    settings = SessionSettings(screen=ScreenSettings(**base))  # type: ignore[arg-type]
     return ModemDaemonRig(tmp, settings=settings, policy=Policy(unknown=Action.SCREEN))
 
 

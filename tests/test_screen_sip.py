@@ -58,7 +58,7 @@ def rig_for(tmp: Path, household: str | None, **screen: object) -> SipDaemonRig:
     base: dict[str, object] = dict(challenge=ChallengeMode.ANY_KEY, decide_timeout_s=8.0, challenge_timeout_s=6.0,
                                    message_cap_s=3.0, name_cap_s=2.0, messages_dir=tmp / "messages")
     base.update(screen)
-    session = SessionSettings(60.0, screen=ScreenSettings(**base))  # type: ignore[arg-type]
+    session = SessionSettings(screen=ScreenSettings(**base))  # type: ignore[arg-type]
     extra = {"household": household} if household else {}
     return SipDaemonRig(tmp, ring_timeout_s=30.0, policy=Policy(unknown=Action.SCREEN), session=session,
                         **extra)  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ from firmware.virtual_modem import VirtualModem
 from screening.daemon import Daemon
 from screening.core.model import CallerID, Prompt
 from screening.core.rules import Policy
-from screening.session import SessionSettings
+from screening.session import CallSettings, SessionSettings
 from voice.announcements import PromptLibrary
 from voice.detector import PhrasePack
 from voice.pipeline import FraudEvent, VoiceService
@@ -77,8 +77,8 @@ def test_unknown_caller_hears_real_warning_is_recorded_and_transcribed_live(tmp_
     segments_at: list[float] = []
     voice = VoiceService(store=store, recordings_dir=tmp_path / "rec", pack=PhrasePack.load("ko"), model=model)
     voice.on_segment.append(lambda _call, _seg: segments_at.append(time.monotonic()))
-    daemon = Daemon(line, store, Policy(home_region="KR", official_numbers=frozenset(), official_suffixes=()),
-                    prompts, SessionSettings(call_timeout_s=120.0, voice=voice))
+    daemon = Daemon(line, store, CallSettings(Policy(home_region="KR", official_numbers=frozenset(), official_suffixes=()),
+                                 prompts, 120.0), SessionSettings(voice=voice))
     stop = threading.Event()
     runner = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
     runner.start()

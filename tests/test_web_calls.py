@@ -49,7 +49,7 @@ from screening.core.model import (
 )
 from screening.daemon import Daemon
 from screening.core.rules import NoLists, Policy, decide
-from screening.session import SessionSettings
+from screening.session import CallSettings, SessionSettings
 from screening.web.call_views import WEB_NOTE, transcript_lines
 from screening.web.i18n import missing
 from voice.announcements import ToneAnnouncements
@@ -103,8 +103,8 @@ class DaemonRig:
                               ring_gap_s=1.5 * CADENCE_PERIOD_S[RingCadence.JAPAN] * SCALE)  # fmt: skip
         self.line.open()
         voice = VoiceService(store=self.store, recordings_dir=self.recordings, pack=PhrasePack.load("ja"), model=None)
-        self.daemon = Daemon(self.line, self.store, Policy(), ToneAnnouncements(),
-                             SessionSettings(call_timeout_s=30.0, voice=voice))  # fmt: skip
+        self.daemon = Daemon(self.line, self.store, CallSettings(Policy(), ToneAnnouncements(), 30.0),
+                             SessionSettings(voice=voice))  # fmt: skip
         self.thread = threading.Thread(target=self.daemon.run, args=(self.stop_event,), daemon=True)
         self.thread.start()
         return self

@@ -18,8 +18,8 @@ from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
 from screening.daemon import Daemon
+from screening.session import CallSettings
 from screening.core.rules import Policy
-from screening.session import SessionSettings
 from screening.status import (
     STATUS_FILE_NAME,
     DaemonStatus,
@@ -199,7 +199,7 @@ def test_the_running_daemon_keeps_the_health_page_current(web: Web) -> None:
                      ring_gap_s=1.5 * CADENCE_PERIOD_S[RingCadence.JAPAN] * SCALE)  # fmt: skip
     line.open()
     status = StatusWriter.beside(store.path, speech_model=True, interval_s=0.2)
-    daemon = Daemon(line, store, Policy(), ToneAnnouncements(), SessionSettings(30.0), status=status)
+    daemon = Daemon(line, store, CallSettings(Policy(), ToneAnnouncements(), 30.0), status=status)
     stop = threading.Event()
     thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
 

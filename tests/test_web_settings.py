@@ -397,8 +397,8 @@ def test_the_daemon_uses_settings_saved_on_the_page_from_the_next_call(web: Web,
     from firmware.scenarios import CallScript
     from firmware.virtual_modem import VirtualModem
     from screening.policy import policy_from_config
-    from screening.daemon import CallSettings, ConfigReloader, Daemon
-    from screening.session import SessionSettings
+    from screening.daemon import ConfigReloader, Daemon
+    from screening.session import CallSettings
     from screening.runner import voice_settings_from_config
     from voice.service import build_prompts
 
@@ -417,7 +417,7 @@ def test_the_daemon_uses_settings_saved_on_the_page_from_the_next_call(web: Web,
                      ring_gap_s=1.5 * CADENCE_PERIOD_S[RingCadence.JAPAN] * scale)  # fmt: skip
     line.open()
     first = call_settings(cfg)
-    daemon = Daemon(line, store, first.policy, first.announcements, SessionSettings(30.0),
+    daemon = Daemon(line, store, first,
                     reloader=ConfigReloader.for_config(cfg, call_settings))  # fmt: skip
     stop = threading.Event()
     thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)

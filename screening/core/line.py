@@ -11,8 +11,9 @@ call takes a timeout.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -83,7 +84,7 @@ class HandsetStale:
     it was believed off-hook (then a HandsetOnHook follows). A person should look."""
 
     message: str
-    at: float
+    at: float = field(default_factory=time.monotonic)  # monotonic
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +106,13 @@ class LineFault:
     """The device stopped answering or vanished; the adapter is recovering."""
 
     message: str
-    at: float
+    at: float = field(default_factory=time.monotonic)  # monotonic
 
 
 @dataclass(frozen=True, slots=True)
 class LineRestored:
     message: str
-    at: float
+    at: float = field(default_factory=time.monotonic)  # monotonic
 
 
 LineEvent = (

@@ -40,8 +40,7 @@ from voice.announcements import (
 
 log = logging.getLogger(__name__)
 
-PROMPTS = (Prompt.WARNING, Prompt.NUMBER_REQUEST, Prompt.INTERNATIONAL_BLOCKED, Prompt.NUMBER_BLOCKED,
-           Prompt.HOUSEHOLD_WARNING)  # fmt: skip
+PROMPTS = tuple(Prompt)  # every announcement, the screening ones too, can be the household's own voice
 ANNOUNCEMENTS_DONE = {"saved": "settings.done.recording_saved", "reset": "settings.done.recording_reset"}
 
 # ---- announcements -------------------------------------------------------------------------------

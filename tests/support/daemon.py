@@ -23,7 +23,8 @@ from firmware.virtual_modem import VirtualModem
 from screening.core.model import CallState, ListEntry, ListKind, MatchKind
 from screening.core.rules import Policy
 from screening.daemon import Daemon
-from screening.session import SessionSettings
+from screening.events import EventBus
+from screening.session import CallSettings, SessionSettings
 from voice.announcements import ToneAnnouncements
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,12 @@ class ModemDaemonRig:
 
     def __init__(self, tmp: Path, dialect=CONEXANT_CX93001, cadence=RingCadence.JAPAN,
                  line_options: dict[str, Any] | None = None, settings: SessionSettings | None = None,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, call_timeout_s: float = 30.0, bus: EventBus | None = None) -> None:
         self.modem = VirtualModem(dialect, cadence, SCALE)
         self.policy = policy or Policy()
-        self.settings = settings or SessionSettings(30.0)
+        self.call_timeout_s = call_timeout_s
+        self.settings = settings or SessionSettings()
+        self.bus = bus
         self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
         self.cadence = cadence
         self.line_options = line_options or {}
@@ -55,7 +58,8 @@ class ModemDaemonRig:
         self.line = ModemLine(str(self.modem.device_path), "auto", "JP", self.cadence,
                               ring_gap_s=1.5 * CADENCE_PERIOD_S[self.cadence] * SCALE, **self.line_options)
         self.line.open()
-        self.daemon = Daemon(self.line, self.store, self.policy, ToneAnnouncements(), self.settings)
+        self.daemon = Daemon(self.line, self.store, CallSettings(self.policy, ToneAnnouncements(), self.call_timeout_s),
+                             self.settings, self.bus)
         self.thread = threading.Thread(target=self.daemon.run, args=(self.stop,), daemon=True)
         self.thread.start()
         return self

@@ -18,7 +18,7 @@ from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.rules import Policy
 from screening.core.sip_callerid import caller_id_from_sip
 from screening.daemon import Daemon
-from screening.session import SessionSettings
+from screening.session import CallSettings, SessionSettings
 from tests.support.daemon import finished_calls
 from tests.support.ports import free_udp_port
 from voice.announcements import ToneAnnouncements
@@ -54,9 +54,10 @@ class SipDaemonRig:
 
     def __init__(self, tmp: Path, ring_timeout_s: float = 20.0, trusted: frozenset[str] = frozenset(),
                  caller_id: CallerIdFn = caller_id_from_sip, lines: int = 1, policy: Policy | None = None,
-                 session: SessionSettings | None = None, **settings: object) -> None:
+                 session: SessionSettings | None = None, call_timeout_s: float = 30.0, **settings: object) -> None:
         self.policy = policy or Policy()
-        self.session = session or SessionSettings(30.0)
+        self.call_timeout_s = call_timeout_s
+        self.session = session or SessionSettings()
         self.port = free_udp_port()
         self.store = Store(tmp / "calls.db", retry_interval=0.05, busy_timeout=0.2)
         self.voices = [Recorder() for _ in range(lines)]
@@ -82,7 +83,8 @@ class SipDaemonRig:
         self.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
         for line, voice in zip(self.lines, self.voices):
             line.open()
-            daemon = Daemon(line, self.store, self.policy, ToneAnnouncements(), replace(self.session, voice=voice))
+            daemon = Daemon(line, self.store, CallSettings(self.policy, ToneAnnouncements(), self.call_timeout_s),
+                            replace(self.session, voice=voice))
             thread = threading.Thread(target=daemon.run, args=(self.stop,), daemon=True)
             thread.start()
             self.threads.append(thread)
