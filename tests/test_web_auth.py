@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 
@@ -34,7 +33,7 @@ from screening.web.login_throttle import LoginLimits
 from screening.web.server import serve_in_thread
 from screening.web.sessions import PRE_SESSION_COOKIE, SESSION_COOKIE, install
 from tests.support.ports import free_tcp_port
-from tests.support.web_rig import (
+from tests.support.web import (
     ADMIN,
     ADMIN_PW,
     CSRF_RE,
@@ -54,23 +53,6 @@ from tests.support.web_rig import (
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[WebRig]:
-    web = WebRig(tmp_path)
-    try:
-        yield web
-    finally:
-        web.close()
-
-
-@pytest.fixture
-def users_rig(rig: WebRig) -> WebRig:
-    """An installer and a family member exist."""
-    rig.add_user(ADMIN, ADMIN_PW, Role.INSTALLER)
-    rig.add_user(FAMILY, FAMILY_PW, Role.FAMILY)
-    return rig
-
-
 # ---- first run ----------------------------------------------------------------------
 
 
@@ -183,7 +165,7 @@ def test_unauthenticated_page_view_comes_back_after_login(users_rig: WebRig) -> 
 
 
 def test_cookie_attributes(tmp_path: Path) -> None:
-    web = WebRig(tmp_path, config_extra="[web]\nsession_hours = 2\n")
+    web = WebRig(tmp_path, config_extra="[web]\nsession_hours = 2\n").start()
     try:
         web.add_user(FAMILY, FAMILY_PW)
         client = web.client()
@@ -221,7 +203,7 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
 
 
 def test_cookies_are_secure_over_https(tmp_path: Path) -> None:
-    web = WebRig(tmp_path, tls=_self_signed(tmp_path))
+    web = WebRig(tmp_path, tls=_self_signed(tmp_path)).start()
     try:
         web.add_user(FAMILY, FAMILY_PW)
         assert web.url.startswith("https://")
@@ -256,7 +238,7 @@ def test_session_fixation_a_planted_token_is_never_promoted(users_rig: WebRig) -
 
 def test_session_expires_after_session_hours(tmp_path: Path) -> None:
     now = [1_000_000.0]
-    web = WebRig(tmp_path, config_extra="[web]\nsession_hours = 1\n")
+    web = WebRig(tmp_path, config_extra="[web]\nsession_hours = 1\n").start()
     web.auth = install(web.app, clock=lambda: now[0])  # the server's own clock, moved by the test
     try:
         web.add_user(FAMILY, FAMILY_PW)
@@ -340,7 +322,7 @@ def _client_from(rig: WebRig, address: str) -> httpx.Client:
 
 def test_rate_limit_locks_then_unlocks_with_doubling(tmp_path: Path) -> None:
     now = [1_000_000.0]
-    web = WebRig(tmp_path, limits=LoginLimits(max_failures=3, lock_s=60.0, max_lock_s=150.0))
+    web = WebRig(tmp_path, limits=LoginLimits(max_failures=3, lock_s=60.0, max_lock_s=150.0)).start()
     web.auth = install(web.app, limits=web.auth.limiter.limits, clock=lambda: now[0])  # the server's clock
     try:
         web.add_user(FAMILY, FAMILY_PW)
@@ -375,7 +357,7 @@ def test_rate_limit_locks_then_unlocks_with_doubling(tmp_path: Path) -> None:
 
 
 def test_rate_limit_per_name_and_per_address(tmp_path: Path) -> None:
-    web = WebRig(tmp_path, limits=LoginLimits(max_failures=3, lock_s=60.0))
+    web = WebRig(tmp_path, limits=LoginLimits(max_failures=3, lock_s=60.0)).start()
     try:
         web.add_user(FAMILY, FAMILY_PW)
         web.add_user("jiro", "jiro-password-1")
