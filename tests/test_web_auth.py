@@ -26,9 +26,8 @@ import pytest
 
 from blocklist.store import Store
 from screening.config import load_config
-from screening.core.model import Role
+from screening.core.model import Language, Role
 from screening.web.accounts import Account, UserFile, hash_password
-from screening.web.i18n import UiLanguage
 from screening.web.login_throttle import LoginLimits
 from screening.web.server import serve_in_thread
 from screening.web.sessions import PRE_SESSION_COOKIE, SESSION_COOKIE, install
@@ -457,7 +456,7 @@ def test_language_per_user_and_for_anonymous_pages(users_rig: WebRig) -> None:
     response = post(family, "/account/language", {"language": "en"})
     assert (response.status_code, response.headers["location"]) == (303, "/account?done=auth.done.language_saved")
     assert en("auth.done.language_saved") in family.get(response.headers["location"]).text
-    assert users_rig.users.find(FAMILY).language is UiLanguage.EN
+    assert users_rig.users.find(FAMILY).language is Language.EN
     # it follows the account, not the browser
     assert en("auth.account.title") in logged_in(users_rig, FAMILY, FAMILY_PW).get("/account").text
     assert post(family, "/account/language", {"language": "de"}).status_code == 400
@@ -483,7 +482,7 @@ def test_cli_passwd_creates_and_changes_users(tmp_path: Path) -> None:
     second = web_cli("web", "--db", str(db), "passwd", "hanako", "--stdin", "--language", "en",
                      stdin=f"{FAMILY_PW}\n")  # fmt: skip
     assert second.returncode == 0, second.stderr
-    assert (users.find("hanako").role, users.find("hanako").language) == (Role.FAMILY, UiLanguage.EN)
+    assert (users.find("hanako").role, users.find("hanako").language) == (Role.FAMILY, Language.EN)
 
     short = web_cli("web", "passwd", "hanako", "--stdin", "--db", str(db), stdin="short\n")
     assert short.returncode == 1 and en("auth.error.too_short") in short.stderr
@@ -498,7 +497,7 @@ def test_cli_passwd_creates_and_changes_users(tmp_path: Path) -> None:
     assert change.returncode == 0, change.stderr
     account = users.find("hanako")
     assert account.password_hash != before and account.role is Role.INSTALLER
-    assert account.language is UiLanguage.EN and account.name == "hanako"  # kept
+    assert account.language is Language.EN and account.name == "hanako"  # kept
 
 
 def test_cli_passwd_ends_the_sessions_of_a_running_server(users_rig: WebRig) -> None:

@@ -24,11 +24,11 @@ import httpx
 
 from blocklist.store import Store
 from screening.config import Config, load_config
-from screening.core.model import Role
+from screening.core.model import Language, Role
 from screening.web.accounts import Account, UserFile, hash_password
 from screening.web.app import create_app
 from screening.web.context import WebContext
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import translate
 from screening.web.login_throttle import LoginLimits
 from screening.web.server import WebServer, serve_in_thread
 from screening.web.sessions import AuthState, install
@@ -134,7 +134,7 @@ class WebRig:
         self._clients.append(client)
         return client
 
-    def add_user(self, name: str, password: str, role: Role = Role.FAMILY, language: UiLanguage | None = None) -> None:
+    def add_user(self, name: str, password: str, role: Role = Role.FAMILY, language: Language | None = None) -> None:
         """Straight into the users file (as ``mamoru web passwd`` does)."""
         self.users.add(Account(name, role, hash_password(password), language))
 
@@ -205,11 +205,11 @@ def is_login_redirect(response: httpx.Response) -> bool:
 
 
 def ja(key: str, **values: object) -> str:
-    return translate(UiLanguage.JA, key, **values)
+    return translate(Language.JA, key, **values)
 
 
 def en(key: str, **values: object) -> str:
-    return translate(UiLanguage.EN, key, **values)
+    return translate(Language.EN, key, **values)
 
 
 def items(page: str) -> dict[str, tuple[str, str]]:
