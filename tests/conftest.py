@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from screening.core.model import Role
 from tests.support.receivers import HttpReceiver
+from tests.support.web import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, MINIMAL_CONFIG, WebRig
 
 # Markers by module, kept here in one table rather than spread over the modules: a test module's
 # cost is a property of the suite's lanes, not of what it checks. Markers are registered in
@@ -78,3 +80,24 @@ def http() -> Iterator[HttpReceiver]:
     receiver = HttpReceiver().start()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture
+def rig_config() -> str:
+    """The TOML of the ``rig`` fixture's unit (``{data}``/``{root}`` filled in); a module overrides it."""
+    return MINIMAL_CONFIG
+
+
+@pytest.fixture
+def rig(tmp_path: Path, rig_config: str) -> Iterator[WebRig]:
+    """The web page served for real over a real store in ``tmp_path`` (tests/support/web.py), no accounts yet."""
+    with WebRig(tmp_path, rig_config) as web:
+        yield web
+
+
+@pytest.fixture
+def users_rig(rig: WebRig) -> WebRig:
+    """The rig with an installer and a family member in its users file."""
+    rig.add_user(ADMIN, ADMIN_PW, Role.INSTALLER)
+    rig.add_user(FAMILY, FAMILY_PW, Role.FAMILY)
+    return rig

@@ -23,7 +23,7 @@ from firmware.dialects import USR_5637, RingCadence
 from firmware.scenarios import CallScript
 from firmware.vmodem.records import CallOutcome
 from screening.core.model import Action
-from tests.support.daemon import ROOT, ModemDaemonRig, daemon_env, off_hook_commands, wait_for
+from tests.support.daemon import ROOT, DaemonProcess, ModemDaemonRig, daemon_env, off_hook_commands, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -165,27 +165,22 @@ def test_sigterm_stops_the_daemon_cleanly_and_a_killed_call_is_marked_interrupte
         assert device
         config = tmp_path / "mamoru.toml"  # recordings in the test's own dir, never the host's /var/lib
         config.write_text(f'[recording]\ndir = "{tmp_path / "recordings"}"\n', encoding="utf-8")
-        run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--config", str(config), "--line",
-                                f"modem://{device}", "--db", str(db)], stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                               env=daemon_env(tmp_path))  # fmt: skip
+        run = DaemonProcess(["run", "--line", f"modem://{device}", "--db", str(db)], config=config).start()
         wait_for(lambda: db.exists() and _count(db, "select count(*) from events") >= 0, 20)
         time.sleep(1.0)
-        run.send_signal(signal.SIGTERM)
-        assert run.wait(timeout=10) == 0
+        assert run.stop(timeout=10) == 0, run.output()
     finally:
         emu.send_signal(signal.SIGTERM)
         emu.wait(timeout=10)
 
     # A daemon killed mid-call (-9) leaves the row; the next start marks it interrupted.
-    run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--line",
-                            f"sim:?time_scale=0.05&scenario={scenario}", "--db", str(db)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=daemon_env(tmp_path))
+    run = DaemonProcess(["run", "--line", f"sim:?time_scale=0.05&scenario={scenario}", "--db", str(db)],
+                        daemon_env(tmp_path)).start()  # fmt: skip
     try:
         wait_for(lambda: _count(db, "select count(*) from calls where state = 'acting'") == 1, 30)
         time.sleep(0.3)
     finally:
         run.kill()
-        run.wait(timeout=10)
     with Store(db) as store:
         rows = store.recent_calls()
     assert rows[0].state is CallState.INTERRUPTED and rows[0].action is Action.WARN

@@ -31,7 +31,7 @@ from screening.doctor import check_line
 from screening.session import SessionSettings
 from screening.status import LineProblem, StatusWriter
 from tests.support.receivers import HttpReceiver, json_url
-from tests.support.daemon import ROOT, ModemDaemonRig, daemon_env, off_hook_commands, wait_for
+from tests.support.daemon import ROOT, DaemonProcess, ModemDaemonRig, daemon_env, off_hook_commands, wait_for
 from tests.support.web import Web, items, ja, running_modem_web
 
 pytestmark = pytest.mark.timeout(90)
@@ -232,15 +232,13 @@ def test_run_without_the_modem_keeps_running_and_starts_screening_when_it_appear
                       f'[[relatives]]\nname = "Taro"\nnotify = ["{json_url(receiver.port, "taro")}"]\n',
                       encoding="utf-8")
     env = daemon_env(tmp_path)
-    run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--config", str(config),
-                            "--line", f"modem://{device}", "--db", str(db)],
-                           stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    run = DaemonProcess(["run", "--line", f"modem://{device}", "--db", str(db)], env, config=config).start()
     emu = None
     try:
         wait_for(lambda: (_line_status(db) or {}).get("state") == "fault", 20)
         status = _line_status(db)
         assert status is not None and f"modem not found at {device}" in str(status["message"])
-        assert run.poll() is None, "mamoru run exited without a modem"
+        assert run.running(), "mamoru run exited without a modem"
         assert receiver.wait_for("/taro", 1, timeout=10)
         assert f"modem not found at {device}" in json.dumps(receiver.paths("/taro")[0], ensure_ascii=False)
         emu = subprocess.Popen([sys.executable, "-m", "screening.cli", "modem", "emulate", "--link", str(device),
@@ -249,16 +247,15 @@ def test_run_without_the_modem_keeps_running_and_starts_screening_when_it_appear
         wait_for(lambda: (_line_status(db) or {}).get("state") == "ok", 30)
         wait_for(lambda: _count_calls(db) >= 1, 30)
     finally:
-        for proc in (emu, run):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        if emu is not None and emu.poll() is None:
+            emu.send_signal(signal.SIGTERM)
+        code = run.stop(timeout=15)
         if emu is not None:
             emu.wait(timeout=10)
-        code = run.wait(timeout=15)
-        stderr = run.stderr.read() if run.stderr else ""
+        output = run.output()
         receiver.stop()
-    assert code == 0, stderr
-    assert "Traceback" not in stderr
+    assert code == 0, output
+    assert "Traceback" not in output
     events = [r[0] for r in _query(db, "select kind from events where call_id is null")]
     assert "line_fault" in events and "line_restored" in events
     assert [r[0] for r in _query(db, "select rule from calls")] == ["withheld"]

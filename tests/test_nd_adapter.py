@@ -3,10 +3,6 @@ real pty, and a modem line taking its caller ID from the adapter (virtual modem 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import finished_calls
+from tests.support.daemon import DaemonProcess, daemon_env, finished_calls
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -398,16 +394,14 @@ def test_mamoru_run_takes_caller_id_from_the_adapter(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     with Store(db) as store:
         store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81398765432"))
-    env = {**{k: v for k, v in os.environ.items() if k != "MAMORU_CONFIG"}, "HOME": str(tmp_path),
-           "XDG_STATE_HOME": str(tmp_path / "state")}
+    env = daemon_env(tmp_path)
     with VirtualModem(CONEXANT_CX93001, RingCadence.JAPAN, 0.25, link_dir=tmp_path) as modem, \
             VirtualNdAdapter(link_dir=tmp_path) as fake:
         config = tmp_path / "mamoru.toml"
         config.write_text(f'[line]\nuri = "modem://{modem.device_path}"\nnd_adapter = "{fake.device_path}"\n'
                           f'[store]\ndb = "{db}"\n[recording]\nenabled = false\n[web]\nenabled = false\n'
                           '[voice]\ntranscribe = false\n', encoding="utf-8")
-        run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--config", str(config)],
-                               stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+        run = DaemonProcess(["run"], env, config=config).start()
         try:
             # Like the real adapter, the fake resends until the host answers: mamoru is starting up.
             assert _wait(lambda: fake.send_caller("0398765432").acked, 20), "mamoru never acknowledged the adapter"
@@ -418,9 +412,8 @@ def test_mamoru_run_takes_caller_id_from_the_adapter(tmp_path: Path) -> None:
             modem.wait_for_call_end(modem.place_call(NO_CID), timeout=30)  # the adapter says nothing
             assert _wait(lambda: _finished(db) >= 3, 20)
         finally:
-            run.send_signal(signal.SIGTERM)
-            _, err = run.communicate(timeout=15)
-        assert run.returncode == 0, err
+            code = run.stop(timeout=15)
+        assert code == 0, run.output()
     with Store(db) as store:
         rows = list(reversed(store.recent_calls(limit=10)))
     assert [(r.action, r.rule) for r in rows] == [(Action.BLOCK, "blocklist:local"),

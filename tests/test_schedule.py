@@ -11,7 +11,7 @@ import pytest
 from blocklist.lists import NumberLists
 from screening.config import ConfigError, load_config, parse_config
 from screening.core.callerid import caller_id_for_check
-from screening.core.model import Action, ListEntry, ListKind, MatchKind, Prompt, Reason
+from screening.core.model import Action, Language, ListEntry, ListKind, MatchKind, Prompt, Reason
 from screening.core.rules import Policy, Schedule, active_schedule, decide
 from screening.policy import policy_from_config
 
@@ -219,15 +219,15 @@ def test_mamoru_check_at_a_time_shows_the_schedule(tmp_path: Path, capsys: pytes
 def test_the_call_log_says_which_schedule_in_japanese(tmp_path: Path) -> None:
     from blocklist.store import Store
     from screening.web.call_views import rule_text
-    from screening.web.i18n import UiLanguage, translate
-
+    from screening.web.i18n import translate
+    
     decision = call(STRANGER, night_policy(tmp_path), jst(3, 23))
     with Store(tmp_path / "calls.db", recover_calls=False) as store:
         row = store.get_call(store.begin_call("sim", caller_id_for_check(STRANGER, None, None, "JP"),
                                               decision=decision))  # fmt: skip
-    text = rule_text(row, UiLanguage.JA)
-    assert text == translate(UiLanguage.JA, "calls.rule.unknown") + "（時間帯の設定「night」による対応）"
-    assert rule_text(row, UiLanguage.EN).endswith('(schedule "night")')
+    text = rule_text(row, Language.JA)
+    assert text == translate(Language.JA, "calls.rule.unknown") + "（時間帯の設定「night」による対応）"
+    assert rule_text(row, Language.EN).endswith('(schedule "night")')
 
 
 def test_the_settings_page_shows_the_schedules(tmp_path: Path) -> None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import sys
 import textwrap
 import time
 import wave
@@ -31,6 +29,7 @@ from screening.config import load_config
 from screening.core.line import SipUpstream
 from screening.core.model import Action, ListEntry, ListKind, MatchKind, Reason
 from screening.core.sip_callerid import caller_id_from_sip
+from tests.support.daemon import DaemonProcess
 from tests.support.ports import free_udp_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -145,8 +144,7 @@ def test_hgw_layout_rings_tel1_only_for_allowed_and_warned_calls(tmp_path: Path)
         f'[voice]\ntranscribe = false\nprompts_dir = "{prompts}"\n', encoding="utf-8")
     env = {**{k: v for k, v in os.environ.items() if k not in ("MAMORU_CONFIG", "MAMORU_SIP_PASSWORD")},
            "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
-    run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--config", str(config)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    run = DaemonProcess(["run"], env, config=config).start()
     try:
         assert _wait(hgw.registered, 20), "never registered (SIPp verifies the digest)"
         time.sleep(0.5)  # SIPp's 200 OK reaches mamoru
@@ -175,12 +173,11 @@ def test_hgw_layout_rings_tel1_only_for_allowed_and_warned_calls(tmp_path: Path)
         assert blocked.end_reason == "rejected"  # 603 to the HGW: nothing in the house rang
         assert hgw.proc.poll() is None, "the HGW refused mamoru's credentials"
     finally:
-        run.send_signal(signal.SIGTERM)
         try:
-            _, err = run.communicate(timeout=20)
+            code = run.stop(timeout=20)
         finally:
             hgw.stop()
-    assert run.returncode == 0, err[-3000:]
+    assert code == 0, run.output()[-3000:]
 
 
 def _wait_rows(store: Store, n: int, timeout: float = 15.0) -> list:

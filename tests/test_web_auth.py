@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 
@@ -27,14 +26,13 @@ import pytest
 
 from blocklist.store import Store
 from screening.config import load_config
-from screening.core.model import Role
+from screening.core.model import Language, Role
 from screening.web.accounts import Account, UserFile, hash_password
-from screening.web.i18n import UiLanguage
 from screening.web.login_throttle import LoginLimits
 from screening.web.server import serve_in_thread
 from screening.web.sessions import PRE_SESSION_COOKIE, SESSION_COOKIE, install
 from tests.support.ports import free_tcp_port
-from tests.support.web_rig import (
+from tests.support.web import (
     ADMIN,
     ADMIN_PW,
     CSRF_RE,
@@ -54,23 +52,6 @@ from tests.support.web_rig import (
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[WebRig]:
-    web = WebRig(tmp_path)
-    try:
-        yield web
-    finally:
-        web.close()
-
-
-@pytest.fixture
-def users_rig(rig: WebRig) -> WebRig:
-    """An installer and a family member exist."""
-    rig.add_user(ADMIN, ADMIN_PW, Role.INSTALLER)
-    rig.add_user(FAMILY, FAMILY_PW, Role.FAMILY)
-    return rig
-
-
 # ---- first run ----------------------------------------------------------------------
 
 
@@ -183,7 +164,7 @@ def test_unauthenticated_page_view_comes_back_after_login(users_rig: WebRig) -> 
 
 
 def test_cookie_attributes(tmp_path: Path) -> None:
-    web = WebRig(tmp_path, config_extra="[web]\nsession_hours = 2\n")
+    web = WebRig(tmp_path, config_extra="[web]\nsession_hours = 2\n").start()
     try:
         web.add_user(FAMILY, FAMILY_PW)
         client = web.client()
@@ -221,7 +202,7 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
 
 
 def test_cookies_are_secure_over_https(tmp_path: Path) -> None:
-    web = WebRig(tmp_path, tls=_self_signed(tmp_path))
+    web = WebRig(tmp_path, tls=_self_signed(tmp_path)).start()
     try:
         web.add_user(FAMILY, FAMILY_PW)
         assert web.url.startswith("https://")
@@ -256,7 +237,7 @@ def test_session_fixation_a_planted_token_is_never_promoted(users_rig: WebRig) -
 
 def test_session_expires_after_session_hours(tmp_path: Path) -> None:
     now = [1_000_000.0]
-    web = WebRig(tmp_path, config_extra="[web]\nsession_hours = 1\n")
+    web = WebRig(tmp_path, config_extra="[web]\nsession_hours = 1\n").start()
     web.auth = install(web.app, clock=lambda: now[0])  # the server's own clock, moved by the test
     try:
         web.add_user(FAMILY, FAMILY_PW)
@@ -340,7 +321,7 @@ def _client_from(rig: WebRig, address: str) -> httpx.Client:
 
 def test_rate_limit_locks_then_unlocks_with_doubling(tmp_path: Path) -> None:
     now = [1_000_000.0]
-    web = WebRig(tmp_path, limits=LoginLimits(max_failures=3, lock_s=60.0, max_lock_s=150.0))
+    web = WebRig(tmp_path, limits=LoginLimits(max_failures=3, lock_s=60.0, max_lock_s=150.0)).start()
     web.auth = install(web.app, limits=web.auth.limiter.limits, clock=lambda: now[0])  # the server's clock
     try:
         web.add_user(FAMILY, FAMILY_PW)
@@ -375,7 +356,7 @@ def test_rate_limit_locks_then_unlocks_with_doubling(tmp_path: Path) -> None:
 
 
 def test_rate_limit_per_name_and_per_address(tmp_path: Path) -> None:
-    web = WebRig(tmp_path, limits=LoginLimits(max_failures=3, lock_s=60.0))
+    web = WebRig(tmp_path, limits=LoginLimits(max_failures=3, lock_s=60.0)).start()
     try:
         web.add_user(FAMILY, FAMILY_PW)
         web.add_user("jiro", "jiro-password-1")
@@ -475,7 +456,7 @@ def test_language_per_user_and_for_anonymous_pages(users_rig: WebRig) -> None:
     response = post(family, "/account/language", {"language": "en"})
     assert (response.status_code, response.headers["location"]) == (303, "/account?done=auth.done.language_saved")
     assert en("auth.done.language_saved") in family.get(response.headers["location"]).text
-    assert users_rig.users.find(FAMILY).language is UiLanguage.EN
+    assert users_rig.users.find(FAMILY).language is Language.EN
     # it follows the account, not the browser
     assert en("auth.account.title") in logged_in(users_rig, FAMILY, FAMILY_PW).get("/account").text
     assert post(family, "/account/language", {"language": "de"}).status_code == 400
@@ -501,7 +482,7 @@ def test_cli_passwd_creates_and_changes_users(tmp_path: Path) -> None:
     second = web_cli("web", "--db", str(db), "passwd", "hanako", "--stdin", "--language", "en",
                      stdin=f"{FAMILY_PW}\n")  # fmt: skip
     assert second.returncode == 0, second.stderr
-    assert (users.find("hanako").role, users.find("hanako").language) == (Role.FAMILY, UiLanguage.EN)
+    assert (users.find("hanako").role, users.find("hanako").language) == (Role.FAMILY, Language.EN)
 
     short = web_cli("web", "passwd", "hanako", "--stdin", "--db", str(db), stdin="short\n")
     assert short.returncode == 1 and en("auth.error.too_short") in short.stderr
@@ -516,7 +497,7 @@ def test_cli_passwd_creates_and_changes_users(tmp_path: Path) -> None:
     assert change.returncode == 0, change.stderr
     account = users.find("hanako")
     assert account.password_hash != before and account.role is Role.INSTALLER
-    assert account.language is UiLanguage.EN and account.name == "hanako"  # kept
+    assert account.language is Language.EN and account.name == "hanako"  # kept
 
 
 def test_cli_passwd_ends_the_sessions_of_a_running_server(users_rig: WebRig) -> None:

@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, Playwright, expect, sync_playwright
 
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import translate
+from screening.core.model import Language
 from tests.support.browser import (
     INTERNATIONAL_CALLER,
     PHONE,
@@ -55,8 +56,8 @@ pytestmark = pytest.mark.timeout(300)
 
 INSTALLER = Account("kazuo", "mamoru-test-pass-1", "installer")
 FAMILY = Account("hanako", "hanako-test-pass-2", "family")
-JA = UiLanguage.JA
-EN = UiLanguage.EN
+JA = Language.JA
+EN = Language.EN
 
 
 def ja(key: str, **values: object) -> str:

@@ -6,7 +6,7 @@ same file, as `mamoru web` runs) serves the pages; an httpx client logs in throu
 the real setup and login forms. Actions taken on the page must change what the
 daemon does with the next call.
 
-The site rig (server, accounts, login) is tests/support/site.py, shared with tests/test_web_lists.py.
+The web rig (server, accounts, login) is tests/support/web.py, shared with the other web tests.
 """
 
 from __future__ import annotations
@@ -57,7 +57,15 @@ from voice.asr import Segment, Word
 from voice.detector import PhrasePack
 from voice.pipeline import VoiceService
 from screening.cli import review_export as review_export_cli
-from tests.support.site import FAMILY, Site, login, post_form, start_site
+from tests.support.web import (
+    FAMILY_MEMBER,
+    SITE_CONFIG,
+    WebRig,
+    make_form_accounts,
+    post_form,
+    signed_in,
+    start_site,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -140,7 +148,7 @@ class DaemonRig:
 
 @dataclass
 class ScreenedCalls:
-    site: Site
+    site: WebRig
     rig: DaemonRig
     warned: int
     withheld: int
@@ -160,15 +168,19 @@ def screened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScreenedCalls
         allowed = rig.call(CallScript(nmbr=FAMILY_NUMBER, max_rings=3))
         yield ScreenedCalls(site, rig, warned, withheld, blocked, allowed)
     finally:
-        site.stop()
+        site.close()
         rig.stop()
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    s = start_site(tmp_path)
-    yield s
-    s.stop()
+def rig_config() -> str:
+    return SITE_CONFIG
+
+
+@pytest.fixture
+def site(rig: WebRig) -> WebRig:
+    """The ``rig`` with an installer and a family member made through the real forms."""
+    return make_form_accounts(rig)
 
 
 def fraud_call(store: Store, recordings: Path, number: str = "0120444555", name: str | None = None) -> int:
@@ -194,7 +206,7 @@ def rows_in_order(html: str) -> list[int]:
 
 
 def test_log_shows_the_daemons_calls_newest_first_with_their_decisions(screened: ScreenedCalls) -> None:
-    with login(screened.site) as client:
+    with signed_in(screened.site) as client:
         page = client.get("/calls")
     assert page.status_code == 200
     html = page.text
@@ -211,25 +223,25 @@ def test_log_shows_the_daemons_calls_newest_first_with_their_decisions(screened:
     assert 'class="optional"' in html  # the reason column hides on a phone
 
 
-def test_log_times_are_the_units_local_time(site: Site) -> None:
+def test_log_times_are_the_units_local_time(site: WebRig) -> None:
     yesterday_noon = datetime.now(region_zone("JP")).replace(hour=12, minute=34) - timedelta(days=1)
     old = datetime(2020, 3, 4, 1, 2, tzinfo=UTC)  # 10:02 in Tokyo
     site.store.begin_call("sim", CallerID(raw_number="0312340000", number_e164="+81312340000"), started_at=old)
     site.store.begin_call("sim", CallerID(raw_number="0312340001", number_e164="+81312340001"),
                           started_at=yesterday_noon)  # fmt: skip
-    with login(site) as client:
+    with signed_in(site) as client:
         html = client.get("/calls").text
     assert "2020年3月4日(水) 10:02" in html and "昨日 12:34" in html
     assert region_zone("JP").key == "Asia/Tokyo"  # type: ignore[attr-defined]
 
 
-def test_log_filters_by_verdict_action_and_number_or_name(site: Site) -> None:
+def test_log_filters_by_verdict_action_and_number_or_name(site: WebRig) -> None:
     store = site.store
     fraud = fraud_call(store, site.recordings(), "0120444555", name="SUZUKI")
     plain = store.begin_call("sim", CallerID(raw_number="0662223333", number_e164="+81662223333", name="TANAKA"))
     withheld = store.begin_call("sim", CallerID(reason=Reason.WITHHELD))
     store.record_decision(withheld, decide(CallerID(reason=Reason.WITHHELD), NoLists(), Policy()))
-    with login(site) as client:
+    with signed_in(site) as client:
         def ids(query: str) -> list[int]:
             response = client.get(f"/calls?{query}")
             assert response.status_code == 200
@@ -247,10 +259,10 @@ def test_log_filters_by_verdict_action_and_number_or_name(site: Site) -> None:
         assert "条件に合う電話はありません" in filtered
 
 
-def test_log_pages_thirty_at_a_time(site: Site) -> None:
+def test_log_pages_thirty_at_a_time(site: WebRig) -> None:
     for n in range(65):
         site.store.begin_call("sim", CallerID(raw_number=f"03123450{n:02d}", number_e164=f"+813123450{n:02d}"))
-    with login(site) as client:
+    with signed_in(site) as client:
         first = client.get("/calls").text
         third = client.get("/calls?page=3").text
         beyond = client.get("/calls?page=99999999999999999999").text
@@ -263,11 +275,11 @@ def test_log_pages_thirty_at_a_time(site: Site) -> None:
 # --------------------------------------------------------------------------- call page
 
 
-def test_call_page_escapes_a_hostile_transcript_and_marks_the_flagged_phrases(site: Site) -> None:
+def test_call_page_escapes_a_hostile_transcript_and_marks_the_flagged_phrases(site: WebRig) -> None:
     call_id = fraud_call(site.store, site.recordings(), name=HOSTILE)
     flags = site.store.flags_for(call_id)
     assert {f.phrase for f in flags} >= {"警察", "暗証番号"}
-    with login(site) as client:
+    with signed_in(site) as client:
         page = client.get(f"/calls/{call_id}")
     assert page.status_code == 200
     html = page.text
@@ -301,7 +313,7 @@ def test_recording_is_served_by_call_id_byte_identical_with_ranges(screened: Scr
     on_disk = (screened.rig.recordings / row.recording).read_bytes()
     with wave.open(str(screened.rig.recordings / row.recording)) as wav:
         assert wav.getnframes() > 0
-    with login(screened.site) as client:
+    with signed_in(screened.site) as client:
         whole = client.get(f"/calls/{row.id}/recording")
         assert whole.status_code == 200 and whole.headers["content-type"] == "audio/wav"
         assert whole.content == on_disk and whole.headers["accept-ranges"] == "bytes"
@@ -321,7 +333,7 @@ def test_recording_is_served_by_call_id_byte_identical_with_ranges(screened: Scr
         assert response.status_code == 303 and response.headers["location"].startswith("/login")
 
 
-def test_a_recording_path_leading_outside_the_recordings_dir_is_not_served(site: Site, tmp_path: Path) -> None:
+def test_a_recording_path_leading_outside_the_recordings_dir_is_not_served(site: WebRig, tmp_path: Path) -> None:
     secret = tmp_path / "secret.wav"
     secret.write_bytes(b"RIFF not yours")
     site.recordings().mkdir(parents=True, exist_ok=True)
@@ -330,7 +342,7 @@ def test_a_recording_path_leading_outside_the_recordings_dir_is_not_served(site:
     site.store.set_recording(linked, "link.wav", 14, 0.1)
     missing_file = site.store.begin_call("sim", CallerID(raw_number="0312345679"))
     site.store.set_recording(missing_file, "2025/01/01/gone.wav", 100, 1.0)
-    with login(site) as client:
+    with signed_in(site) as client:
         assert client.get(f"/calls/{linked}/recording").status_code == 404
         assert client.get(f"/calls/{missing_file}/recording").status_code == 404
         for path in ("/calls/0", "/calls/99999999999999999999999", "/calls/99999999999999999999999/recording",
@@ -345,7 +357,7 @@ def test_a_recording_path_leading_outside_the_recordings_dir_is_not_served(site:
 
 def test_block_then_allow_from_the_call_page_changes_the_daemons_next_decision(screened: ScreenedCalls) -> None:
     rig, call_id = screened.rig, screened.warned
-    with login(screened.site) as client:
+    with signed_in(screened.site) as client:
         page = client.get(f"/calls/{call_id}").text
         assert f'action="/calls/{call_id}/block"' in page and f'action="/calls/{call_id}/allow"' in page
         response = post_form(client, f"/calls/{call_id}", f"/calls/{call_id}/block", {"note": ""})
@@ -374,7 +386,7 @@ def test_block_then_allow_from_the_call_page_changes_the_daemons_next_decision(s
 def test_withheld_calls_offer_no_number_actions(screened: ScreenedCalls) -> None:
     call_id = screened.withheld
     generation = screened.rig.store.lists_generation()
-    with login(screened.site) as client:
+    with signed_in(screened.site) as client:
         page = client.get(f"/calls/{call_id}").text
         assert "/allow" not in page and "/block" not in page and "番号が分からない電話なので" in page
         for action in ("allow", "block"):
@@ -383,10 +395,10 @@ def test_withheld_calls_offer_no_number_actions(screened: ScreenedCalls) -> None
     assert screened.rig.store.lists_generation() == generation
 
 
-def test_blocking_a_number_an_allowed_range_covers_says_so(site: Site) -> None:
+def test_blocking_a_number_an_allowed_range_covers_says_so(site: WebRig) -> None:
     site.store.add_entry(ListEntry(ListKind.ALLOW, MatchKind.PREFIX, "+81662", source="family", note="大阪の親戚"))
     call_id = site.store.begin_call("sim", CallerID(raw_number=UNKNOWN, number_e164=WARNED_E164))
-    with login(site) as client:
+    with signed_in(site) as client:
         response = post_form(client, f"/calls/{call_id}", f"/calls/{call_id}/block", {})
         assert response.headers["location"] == f"/calls/{call_id}?done=blocked_still_allowed"
         assert "許可する番号のリスト（番号の範囲）にも入っているため" in client.get(response.headers["location"]).text
@@ -399,27 +411,27 @@ def test_actions_need_login_csrf_and_post(screened: ScreenedCalls) -> None:
     with screened.site.client() as anonymous:
         response = anonymous.post(f"/calls/{call_id}/block", data={"csrf_token": "x"})
         assert response.status_code in (303, 403)
-    with login(screened.site) as client:
+    with signed_in(screened.site) as client:
         assert client.post(f"/calls/{call_id}/block", data={}).status_code == 403  # no CSRF token
         assert client.get(f"/calls/{call_id}/block").status_code == 405  # never a state change by GET
         assert post_form(client, "/calls", "/calls/424242/block", {}).status_code == 404
     assert screened.rig.store.lists_generation() == generation
 
 
-def test_marking_fraud_and_not_fraud_is_stored_shown_and_restores_the_detectors_verdict(site: Site) -> None:
+def test_marking_fraud_and_not_fraud_is_stored_shown_and_restores_the_detectors_verdict(site: WebRig) -> None:
     store = site.store
     call_id = store.begin_call("sim", CallerID(raw_number="0662220000", number_e164="+81662220000"))
     store.set_detection(call_id, "suspicious", 1.5, "お金 を 振り込んで")
-    with login(site) as client:
+    with signed_in(site) as client:
         response = post_form(client, f"/calls/{call_id}", f"/calls/{call_id}/review", {"label": "fraud"})
         assert response.status_code == 303 and response.headers["location"] == f"/calls/{call_id}?done=reviewed_fraud"
         row = store.get_call(call_id)
-        assert (row.review_label, row.reviewed_by, row.verdict) == (ReviewLabel.FRAUD, FAMILY[0], Verdict.FRAUD)
+        assert (row.review_label, row.reviewed_by, row.verdict) == (ReviewLabel.FRAUD, FAMILY_MEMBER[0], Verdict.FRAUD)
         assert row.reviewed_at
         log = client.get("/calls?verdict=fraud").text
         assert rows_in_order(log) == [call_id] and "ご家族が「詐欺」と確認" in log
         page = client.get(f"/calls/{call_id}?done=reviewed_fraud").text
-        assert "「詐欺だった」と記録しました" in page and f"{FAMILY[0]}さんが" in page
+        assert "「詐欺だった」と記録しました" in page and f"{FAMILY_MEMBER[0]}さんが" in page
 
         response = post_form(client, f"/calls/{call_id}", f"/calls/{call_id}/review", {"label": "not_fraud"})
         assert response.headers["location"] == f"/calls/{call_id}?done=reviewed_not_fraud"
@@ -433,10 +445,10 @@ def test_marking_fraud_and_not_fraud_is_stored_shown_and_restores_the_detectors_
         assert "done=<script>" not in client.get(f"/calls/{call_id}?done=<script>").text
 
 
-def test_call_page_lists_the_alerts_sent_with_each_deliverys_status(site: Site) -> None:
+def test_call_page_lists_the_alerts_sent_with_each_deliverys_status(site: WebRig) -> None:
     call_id = fraud_call(site.store, site.recordings())
     now = datetime.now(UTC)
-    with Outbox(site.tmp / "calls.db") as outbox:
+    with Outbox(site.root / "calls.db") as outbox:
         alert = outbox.add(NewAlert(AlertKind.FRAUD, Urgency.URGENT, f"fraud:{call_id}", "詐欺の疑い", "本文", {},
                                     call_id=call_id),
                            [NewDelivery("花子", "json://h...o/", 0, 0, now),
@@ -445,7 +457,7 @@ def test_call_page_lists_the_alerts_sent_with_each_deliverys_status(site: Site) 
         first, second = outbox.deliveries_for(alert.id)
         outbox.mark_sent(first, now)
         outbox.mark_failed(second, "connection refused", now + timedelta(minutes=1))
-    with login(site) as client:
+    with signed_in(site) as client:
         html = client.get(f"/calls/{call_id}").text
     assert "詐欺の疑いのお知らせ" in html
     assert re.search(r'<tr class="delivery-sent"><td>花子</td><td class="optional">json://h\.\.\.o/</td><td>送信しました',
@@ -480,12 +492,12 @@ def test_migration_5_upgrades_a_version_4_database_in_place(tmp_path: Path) -> N
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
-def test_reviewed_calls_export_for_mamoru_detect(site: Site, tmp_path: Path) -> None:
+def test_reviewed_calls_export_for_mamoru_detect(site: WebRig, tmp_path: Path) -> None:
     fraud = fraud_call(site.store, site.recordings())
     benign = site.store.begin_call("sim", CallerID(raw_number="0312345678", number_e164="+81312345678"))
     site.store.set_detection(benign, "clean", 0.0, "お 母さん 元気 ? 週末 に 帰る ね")
     no_text = site.store.begin_call("sim", CallerID(raw_number="0312345670", number_e164="+81312345670"))
-    with login(site) as client:
+    with signed_in(site) as client:
         for call_id, label in ((fraud, "fraud"), (benign, "not_fraud"), (no_text, "not_fraud")):
             post_form(client, f"/calls/{call_id}", f"/calls/{call_id}/review", {"label": label})
     parser = argparse.ArgumentParser()

@@ -8,16 +8,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from tests.support.web_rig import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, WebRig, csrf_of, login
+from tests.support.web import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, MINIMAL_CONFIG, WebRig, csrf_of, login
 
-from screening.core.model import Role
 from screening.web.login_throttle import LoginLimits
 from screening.web.sessions import install
 
@@ -25,12 +23,8 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[WebRig]:
-    web = WebRig(tmp_path, config_extra='[web]\nallowed_hosts = ["mamoru.home.arpa"]\n')
-    try:
-        yield web
-    finally:
-        web.close()
+def rig_config() -> str:
+    return MINIMAL_CONFIG + '[web]\nallowed_hosts = ["mamoru.home.arpa"]\n'
 
 
 def _client_from(rig: WebRig, address: str, **kwargs: object) -> httpx.Client:
@@ -91,13 +85,6 @@ def test_an_ip_host_must_be_the_address_the_connection_arrived_on(tmp_path: Path
 
 
 # ---- item 12: the login limiter ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def users_rig(rig: WebRig) -> WebRig:
-    rig.add_user(ADMIN, ADMIN_PW, Role.INSTALLER)
-    rig.add_user(FAMILY, FAMILY_PW, Role.FAMILY)
-    return rig
 
 
 def _ready_login(client: httpx.Client, name: str, password: str) -> tuple[httpx.Client, dict[str, str]]:

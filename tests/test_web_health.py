@@ -6,7 +6,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from screening.status import (
     mamoru_version,
     read_status,
 )
-from tests.support.web import Web, items, ja, new_client, running_modem_web
+from tests.support.web import Web, WebRig, installer_session, items, ja, modem_config, new_client
 from voice.announcements import ToneAnnouncements
 
 TOKYO = "Asia/Tokyo"
@@ -135,8 +134,13 @@ def test_a_status_write_failure_never_raises(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def web(tmp_path: Path) -> Iterator[Web]:
-    yield from running_modem_web(tmp_path)
+def rig_config(tmp_path: Path) -> str:
+    return modem_config(tmp_path)
+
+
+@pytest.fixture
+def web(rig: WebRig) -> Web:
+    return installer_session(rig)
 
 
 def test_the_health_page_reflects_the_status_file(web: Web) -> None:

@@ -7,7 +7,6 @@ many numbers is shown as a count, never row by row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from blocklist.formats import ListFormat, read_entries
 from blocklist.store import Store
 from screening.core.clock import region_zone
 from screening.core.model import ListEntry, ListKind, MatchKind
-from tests.support.site import Site, csrf_of, login, post_form, start_site
+from tests.support.web import SITE_CONFIG, WebRig, csrf_in, make_form_accounts, post_form, signed_in, start_site
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,10 +24,14 @@ DATA = Path(__file__).parent / "data" / "lists"
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    s = start_site(tmp_path)
-    yield s
-    s.stop()
+def rig_config() -> str:
+    return SITE_CONFIG
+
+
+@pytest.fixture
+def site(rig: WebRig) -> WebRig:
+    """The ``rig`` with an installer and a family member made through the real forms."""
+    return make_form_accounts(rig)
 
 
 def add(client, kind: str, number: str, note: str = "", expires: str = ""):
@@ -40,9 +43,9 @@ def own(store: Store, kind: ListKind) -> dict[str, ListEntry]:
     return {e.describe(): e for e in store.own_entries(kind)}
 
 
-def test_added_numbers_are_listed_and_used_by_the_next_decision(site: Site) -> None:
+def test_added_numbers_are_listed_and_used_by_the_next_decision(site: WebRig) -> None:
     last_day = (datetime.now(region_zone("JP")) + timedelta(days=30)).date()
-    with login(site) as client:
+    with signed_in(site) as client:
         response = add(client, "block", "03-1234-5678", "銀行を名のる", last_day.isoformat())
         assert response.status_code == 303 and response.headers["location"] == "/lists?kind=block&done=added"
         assert add(client, "block", "０１２０＊", "勧誘").status_code == 303  # full-width, as a phone keyboard types
@@ -65,9 +68,9 @@ def test_added_numbers_are_listed_and_used_by_the_next_decision(site: Site) -> N
     assert not lists.match_block("+81662230000")
 
 
-def test_bad_input_is_refused_next_to_the_field_and_nothing_is_stored(site: Site) -> None:
+def test_bad_input_is_refused_next_to_the_field_and_nothing_is_stored(site: WebRig) -> None:
     generation = site.store.lists_generation()
-    with login(site) as client:
+    with signed_in(site) as client:
         bad_number = add(client, "block", "03-1234-ABCD", "<script>x</script>")
         assert bad_number.status_code == 400
         assert '<p class="field-error" id="number-error">電話番号として読めませんでした' in bad_number.text
@@ -89,13 +92,13 @@ def test_bad_input_is_refused_next_to_the_field_and_nothing_is_stored(site: Site
     assert site.store.lists_generation() == generation and not site.store.own_entries(ListKind.BLOCK)
 
 
-def test_remove_takes_the_familys_entry_and_leaves_a_feeds_copy(site: Site) -> None:
+def test_remove_takes_the_familys_entry_and_leaves_a_feeds_copy(site: WebRig) -> None:
     store = site.store
     store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81312345678", source="family", note="mine"))
     store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.RANGE, "+81662220000", "+81662229999", source="family"))
     store.replace_feed_entries("police", [ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81312345678",
                                                     source="feed:police", note="police report")])  # fmt: skip
-    with login(site) as client:
+    with signed_in(site) as client:
         html = client.get("/lists?kind=block").text
         assert 'name="value" value="+81312345678"' in html and 'name="value_end" value="+81662229999"' in html
         form = {"kind": "block", "match": "exact", "value": "+81312345678", "value_end": ""}
@@ -114,13 +117,13 @@ def test_remove_takes_the_familys_entry_and_leaves_a_feeds_copy(site: Site) -> N
     assert hit is not None and hit.source == "feed:police"  # the police's number stays blocked
 
 
-def test_a_large_feed_is_shown_as_a_count_not_as_rows(site: Site) -> None:
+def test_a_large_feed_is_shown_as_a_count_not_as_rows(site: WebRig) -> None:
     numbers = [f"+8150{n:08d}" for n in range(20_000)]
     site.store.replace_feed_entries("police", (ListEntry(ListKind.BLOCK, MatchKind.EXACT, n, source="feed:police",
                                                          note="report") for n in numbers))  # fmt: skip
     site.store.save_feed("police", url="https://feeds.example/police/", checked_at="2025-01-02T03:04:05.000Z")
     site.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81312345678", source="family"))
-    with login(site) as client:
+    with signed_in(site) as client:
         page = client.get("/lists?kind=block")
     assert page.status_code == 200 and len(page.content) < 50_000
     html = page.text
@@ -129,21 +132,21 @@ def test_a_large_feed_is_shown_as_a_count_not_as_rows(site: Site) -> None:
     assert "050-0000-0001" not in html and "+815000000001" not in html
 
 
-def test_own_entries_are_paged(site: Site) -> None:
+def test_own_entries_are_paged(site: WebRig) -> None:
     site.store.import_entries([ListEntry(ListKind.ALLOW, MatchKind.EXACT, f"+8131234{n:04d}", source="family",
                                          added_at=f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}.000Z")
                                for n in range(120)])  # fmt: skip
-    with login(site) as client:
+    with signed_in(site) as client:
         first = client.get("/lists?kind=allow").text
         last = client.get("/lists?kind=allow&page=3").text
     assert first.count('name="value"') == 50 and "120件" in first and 'href="/lists?kind=allow&amp;page=2"' in first
     assert last.count('name="value"') == 20 and "03-1234-0000" in last  # oldest last
 
 
-def test_csv_import_adds_good_rows_and_lists_problems_by_line(site: Site) -> None:
+def test_csv_import_adds_good_rows_and_lists_problems_by_line(site: WebRig) -> None:
     csv = ("電話番号,メモ,有効期限\n03-1234-5678,還付金詐欺,2099-03-31\nnot a number,書き間違い,\n"
            "0120*,勧誘,\n06-6222-3333,期限が変,31/12/2030\n<script>alert(1)</script>,x,\n").encode()
-    with login(site) as client:
+    with signed_in(site) as client:
         response = post_form(client, "/lists?kind=block", "/lists/import", {"kind": "block", "format": ""},
                              files={"file": ("list.csv", csv, "text/csv")})  # fmt: skip
         html = response.text
@@ -155,9 +158,9 @@ def test_csv_import_adds_good_rows_and_lists_problems_by_line(site: Site) -> Non
     assert own(site.store, ListKind.BLOCK)["+81312345678"].note == "還付金詐欺"
 
 
-def test_clean_import_redirects_with_the_count_and_reads_excel_shift_jis(site: Site) -> None:
+def test_clean_import_redirects_with_the_count_and_reads_excel_shift_jis(site: WebRig) -> None:
     plain = b"03-1111-2222  # from the neighbours\n+81 90 3333 4444\n"
-    with login(site) as client:
+    with signed_in(site) as client:
         response = post_form(client, "/lists?kind=allow", "/lists/import", {"kind": "allow", "format": "plain"},
                              files={"file": ("family.txt", plain, "text/plain")})  # fmt: skip
         assert response.status_code == 303 and response.headers["location"] == "/lists?kind=allow&done=imported&n=2"
@@ -171,8 +174,8 @@ def test_clean_import_redirects_with_the_count_and_reads_excel_shift_jis(site: S
     assert own(site.store, ListKind.BLOCK)["+81312345678"].note == "還付金詐欺"
 
 
-def test_broken_uploads_get_a_clear_error(site: Site) -> None:
-    with login(site) as client:
+def test_broken_uploads_get_a_clear_error(site: WebRig) -> None:
+    with signed_in(site) as client:
         def upload(files, data=None):
             return post_form(client, "/lists", "/lists/import", {"kind": "block", **(data or {})}, files=files)
 
@@ -185,14 +188,14 @@ def test_broken_uploads_get_a_clear_error(site: Site) -> None:
         feed = upload({"file": ("police.csv", (DATA / "police.feed.csv").read_bytes(), "text/csv")})
         assert feed.status_code == 400 and "配信リストのファイルです" in feed.text
         assert upload({"file": ("a.csv", b"0312345678\n")}, {"format": "exe"}).status_code == 400
-        token = csrf_of(client.get("/lists").text)
+        token = csrf_in(client.get("/lists").text)
         garbled = client.post("/lists/import", content=b"--xx\r\nnot multipart at all",
                               headers={"content-type": "multipart/form-data; boundary=xx", "x-csrf-token": token})
         assert 400 <= garbled.status_code < 500 and "Traceback" not in garbled.text
     assert not site.store.own_entries(ListKind.BLOCK)
 
 
-def test_export_downloads_read_back_as_the_same_entries(site: Site, tmp_path: Path) -> None:
+def test_export_downloads_read_back_as_the_same_entries(site: WebRig, tmp_path: Path) -> None:
     entries = [ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81312345678", source="family", note="還付金, \"詐欺\""),
                ListEntry(ListKind.BLOCK, MatchKind.PREFIX, "+81120", source="local", note="勧誘",
                          expires_at="2099-01-01T00:00:00.000Z"),
@@ -200,7 +203,7 @@ def test_export_downloads_read_back_as_the_same_entries(site: Site, tmp_path: Pa
     site.store.import_entries(entries)
     site.store.replace_feed_entries("police", [ListEntry(ListKind.BLOCK, MatchKind.EXACT, "+81501234567",
                                                          source="feed:police")])  # fmt: skip
-    with login(site) as client:
+    with signed_in(site) as client:
         csv = client.get("/lists/export?kind=block&format=csv")
         plain = client.get("/lists/export?kind=block&format=plain")
         assert client.get("/lists/export?kind=block&format=exe").status_code == 400
@@ -217,16 +220,16 @@ def test_export_downloads_read_back_as_the_same_entries(site: Site, tmp_path: Pa
     # and a second unit imports the download through its own page
     other = start_site(tmp_path / "other")
     try:
-        with login(other) as client:
+        with signed_in(other) as client:
             response = post_form(client, "/lists", "/lists/import", {"kind": "block"},
                                  files={"file": ("mamoru-block-list.csv", csv.content, "text/csv")})  # fmt: skip
             assert response.status_code == 303
         assert sorted(map(key, other.store.own_entries(ListKind.BLOCK))) == sorted(map(key, back.entries))
     finally:
-        other.stop()
+        other.close()
 
 
-def test_lists_pages_need_a_login(site: Site) -> None:
+def test_lists_pages_need_a_login(site: WebRig) -> None:
     with site.client() as anonymous:
         for path in ("/lists", "/lists/export?kind=block&format=csv"):
             response = anonymous.get(path)

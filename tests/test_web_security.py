@@ -10,19 +10,18 @@ from __future__ import annotations
 import re
 import socket
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from starlette.routing import Route
-from tests.support.web_rig import (
+from tests.support.web import (
     ADMIN,
     ADMIN_PW,
     CSRF_RE,
     FAMILY,
     FAMILY_PW,
+    MINIMAL_CONFIG,
     WebRig,
     csrf_of,
     is_login_redirect,
@@ -45,17 +44,16 @@ INSTALLER_PATHS = {"/users", "/users/add", "/users/remove", "/settings/system", 
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[WebRig]:
-    recordings = tmp_path / "data" / "recordings"
-    recordings.mkdir(parents=True)
-    web = WebRig(tmp_path, config_extra=f'# {SECRET}\n[recording]\ndir = "{recordings}"\n')
-    (web.data / "secret.txt").write_text(SECRET)
-    web.add_user(ADMIN, ADMIN_PW, Role.INSTALLER)
-    web.add_user(FAMILY, FAMILY_PW, Role.FAMILY)
-    try:
-        yield web
-    finally:
-        web.close()
+def rig_config() -> str:
+    return MINIMAL_CONFIG + f'# {SECRET}\n[recording]\ndir = "{{data}}/recordings"\n'
+
+
+@pytest.fixture(autouse=True)
+def secret_and_accounts(rig: WebRig) -> None:
+    """A secret next to the database, and an installer and a family member in the users file."""
+    (rig.data / "secret.txt").write_text(SECRET)
+    rig.add_user(ADMIN, ADMIN_PW, Role.INSTALLER)
+    rig.add_user(FAMILY, FAMILY_PW, Role.FAMILY)
 
 
 def concrete(path: str) -> str:

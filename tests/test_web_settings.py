@@ -14,7 +14,6 @@ import re
 import tomllib
 import wave
 from array import array
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,12 @@ from voice.announcements import PromptLibrary
 from tests.support.receivers import HttpReceiver
 from tests.support.web import (
     CONFIG,
-    FAMILY,
+    FAMILY_MEMBER,
     INSTALLER,
     Web,
+    WebRig,
     add_family_member,
+    installer_session,
     ja,
     log_in,
     new_client,
@@ -44,8 +45,13 @@ SECRET = "Json-S3cret-pw"
 TOKEN_PATH = "hook-TOKEN-7f3k"
 
 @pytest.fixture
-def web(tmp_path: Path) -> Iterator[Web]:
-    yield from running_web(tmp_path, write_config(tmp_path))
+def rig_config() -> str:
+    return CONFIG
+
+
+@pytest.fixture
+def web(rig: WebRig) -> Web:
+    return installer_session(rig)
 
 
 def field_errors_after(html: str, field_name: str) -> list[str]:
@@ -252,7 +258,7 @@ def test_family_cannot_open_or_change_the_system_settings(web: Web) -> None:
     add_family_member(web)
     family = new_client(web.server)
     try:
-        token = log_in(family, *FAMILY)
+        token = log_in(family, *FAMILY_MEMBER)
         assert family.get("/settings/system").status_code == 403
         before = web.config_path.read_bytes()
         response = family.post("/settings/system", data={"csrf_token": token, "line_uri": "modem:///dev/ttyACM0"})

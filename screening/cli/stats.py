@@ -11,7 +11,8 @@ from screening.cli.common import EXIT_ERROR, EXIT_OK, CliError, add_common_args,
 from screening.core.clock import iso_utc, region_zone, utc_now
 from screening.core.files import atomic_write_bytes
 from screening.stats import CSV_COLUMNS, StatsReport, build_report, parse_period, report_csv
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import PAGE_LANGUAGES, page_language, translate
+from screening.core.model import Language
 
 
 def register(subparsers: Any) -> None:
@@ -21,7 +22,7 @@ def register(subparsers: Any) -> None:
                    "months before --to)")  # fmt: skip
     p.add_argument("--to", dest="until", metavar="DATE", help="last day, YYYY-MM-DD or YYYY-MM (default: today)")
     p.add_argument("--csv", metavar="FILE", help="also write the survey CSV (UTF-8 with BOM) here")
-    p.add_argument("--lang", choices=[lang.value for lang in UiLanguage], default=UiLanguage.JA.value,
+    p.add_argument("--lang", choices=[lang.value for lang in PAGE_LANGUAGES], default=Language.JA.value,
                    help="language of the CSV headers (default: ja)")  # fmt: skip
     p.set_defaults(func=cmd_stats)
 
@@ -41,7 +42,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.csv:
-        lang = UiLanguage(args.lang)
+        lang = page_language(args.lang)
         headers = [translate(lang, f"stats.csv.{column}") for column in CSV_COLUMNS]
         data = report_csv(report, headers, translate(lang, "stats.total"))
         try:

@@ -15,7 +15,7 @@ from typing import Any
 from blocklist.store import Store
 from screening.cli.common import EXIT_ERROR, EXIT_OK, CliError, load
 from screening.config import BUILTIN_SOURCE, Config
-from screening.core.model import Role
+from screening.core.model import Language, Role
 from screening.log_setup import setup_logging
 from screening.web.accounts import (
     Account,
@@ -26,7 +26,7 @@ from screening.web.accounts import (
     password_problems,
 )
 from screening.web.context import USERS_FILE_NAME, WebContext
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import PAGE_LANGUAGES, page_language, translate
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
     q = wsub.add_parser("passwd", help="set (or create) a web user's password; asks twice on the terminal")
     q.add_argument("name", help="login name (created if new: the first user is the installer)")
     q.add_argument("--role", choices=[r.value for r in Role], help="default: unchanged, or family for a new user")
-    q.add_argument("--language", choices=[lang.value for lang in UiLanguage], help="page language of this user")
+    q.add_argument("--language", choices=[lang.value for lang in PAGE_LANGUAGES], help="page language of this user")
     q.add_argument("--stdin", action="store_true", help="read the password from the first line of stdin")
     # SUPPRESS: `mamoru web --db F passwd NAME` keeps the F given before the sub-command.
     _config_args(q, default=argparse.SUPPRESS)
@@ -155,14 +155,14 @@ def cmd_web_passwd(args: argparse.Namespace) -> int:
     name = args.name.strip()
     problem = name_problem(name)
     if problem:
-        raise CliError(translate(UiLanguage.EN, problem))
+        raise CliError(translate(Language.EN, problem))
     password, password2 = _read_password(args.stdin)
     problems = password_problems(name, password, password2)
     if problems:
-        raise CliError(translate(UiLanguage.EN, next(iter(problems.values()))))
+        raise CliError(translate(Language.EN, next(iter(problems.values()))))
     existing = users.find(name)
     chosen_role = Role(args.role) if args.role else None
-    chosen_language = UiLanguage(args.language) if args.language else None
+    chosen_language = page_language(args.language) if args.language else None
     password_hash = hash_password(password)
     try:
         if existing is not None:

@@ -23,9 +23,9 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from screening.web.i18n import UiLanguage
+from screening.web.i18n import page_language
 from screening.core.files import atomic_write_bytes
-from screening.core.model import Role
+from screening.core.model import Language, Role
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Account:
     name: str
     role: Role
     password_hash: str
-    language: UiLanguage | None = None
+    language: Language | None = None
 
 
 class UsersFileError(Exception):
@@ -151,7 +151,7 @@ def _parse_accounts(document: object, path: Path) -> tuple[Account, ...]:
     for index, raw in enumerate(raw_users):
         try:
             name, role, password_hash = raw["name"], Role(raw["role"]), raw["password_hash"]
-            language = UiLanguage(raw["language"]) if raw.get("language") else None
+            language = page_language(raw["language"]) if raw.get("language") else None
             if not isinstance(name, str) or not isinstance(password_hash, str) or not name:
                 raise TypeError("name and password_hash must be strings")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -20,12 +20,13 @@ from blocklist.store.suggestions import SUGGESTION_NOTE
 from screening.core.model import (
     CallState,
     EventKind,
+    Language,
     Reason,
     ReviewLabel,
     Verdict,
 )
 from screening.core.numbers import national_format
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import translate
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ WEB_SOURCE = "family"
 # --------------------------------------------------------------------------- shared with pages_lists
 
 
-def local_time(iso: str | None, zone: tzinfo, lang: UiLanguage, now: datetime, *, seconds: bool = False) -> str:
+def local_time(iso: str | None, zone: tzinfo, lang: Language, now: datetime, *, seconds: bool = False) -> str:
     """'今日 14:05', '昨日 9:30', '11月3日(月) 14:05' (with the year when not this year)."""
     if not iso:
         return ""
@@ -57,7 +58,7 @@ def local_time(iso: str | None, zone: tzinfo, lang: UiLanguage, now: datetime, *
                      time=clock)  # fmt: skip
 
 
-def note_text(lang: UiLanguage, note: str) -> str:
+def note_text(lang: Language, note: str) -> str:
     """A list entry's note; the page's own default note in the reader's language."""
     if note == SUGGESTION_NOTE:
         return translate(lang, "lists.note.suggested")
@@ -72,7 +73,7 @@ def page_number(raw: str | None) -> int:
         return 1
 
 
-def done_message(lang: UiLanguage, raw: str | None, known: dict[str, str]) -> str | None:
+def done_message(lang: Language, raw: str | None, known: dict[str, str]) -> str | None:
     key = known.get(raw or "")
     return translate(lang, key) if key else None
 
@@ -111,7 +112,7 @@ _REASON_KEYS = {
 }
 
 
-def caller_text(row: CallRow, region: str, lang: UiLanguage) -> str:
+def caller_text(row: CallRow, region: str, lang: Language) -> str:
     if row.number_e164:
         return national_format(row.number_e164, region)
     if row.reason_code in _REASON_KEYS:
@@ -121,7 +122,7 @@ def caller_text(row: CallRow, region: str, lang: UiLanguage) -> str:
     return translate(lang, "calls.who.none")
 
 
-def rule_text(row: CallRow, lang: UiLanguage) -> str:
+def rule_text(row: CallRow, lang: Language) -> str:
     """Why, in words a relative understands: from the stable rule id, else the stored sentence."""
     rule, _, schedule = (row.rule or "").partition("@schedule:")
     if schedule:  # decided under a [[schedule]]: the usual words, and which schedule
@@ -141,14 +142,14 @@ def rule_text(row: CallRow, lang: UiLanguage) -> str:
     return row.reason or ""
 
 
-def _duration(seconds: float | None, lang: UiLanguage) -> str:
+def _duration(seconds: float | None, lang: Language) -> str:
     if not seconds:
         return ""
     total = round(seconds)
     return translate(lang, "calls.duration", m=total // 60, s=total % 60)
 
 
-def call_view(row: CallRow, region: str, zone: tzinfo, lang: UiLanguage, now: datetime) -> CallView:
+def call_view(row: CallRow, region: str, zone: tzinfo, lang: Language, now: datetime) -> CallView:
     action = row.action.value if row.action else ""
     verdict = row.verdict.value if row.verdict else ""
     review = row.review_label.value if row.review_label else ""
@@ -287,7 +288,7 @@ _EVENT_DETAIL = {
 _SCREEN_WORDS = frozenset({"connected", "refused", "blocked", "timeout", "screened_out", "message", "caller_hung_up"})
 
 
-def _detail_value(name: str, value: Any, lang: UiLanguage) -> str:
+def _detail_value(name: str, value: Any, lang: Language) -> str:
     """A detail value in words where the page has them (verdicts, labels, seconds), else as stored."""
     if name == "verdict" and value in Verdict._value2member_map_:
         return translate(lang, f"calls.verdict.{value}")
@@ -304,7 +305,7 @@ def _detail_value(name: str, value: Any, lang: UiLanguage) -> str:
     return str(value)
 
 
-def event_views(events: list[EventRow], zone: tzinfo, lang: UiLanguage, now: datetime) -> list[EventView]:
+def event_views(events: list[EventRow], zone: tzinfo, lang: Language, now: datetime) -> list[EventView]:
     views = []
     for event in events:
         if event.kind == EventKind.TRANSCRIPT and "text" in event.detail:
@@ -336,7 +337,7 @@ class AlertView:
     deliveries: tuple[DeliveryView, ...]
 
 
-def alert_views(rows: list[tuple[dict[str, Any], list[dict[str, Any]]]], zone: tzinfo, lang: UiLanguage,
+def alert_views(rows: list[tuple[dict[str, Any], list[dict[str, Any]]]], zone: tzinfo, lang: Language,
                 now: datetime) -> list[AlertView]:  # fmt: skip
     views = []
     for alert, deliveries in rows:

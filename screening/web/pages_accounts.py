@@ -24,7 +24,7 @@ from screening.web.accounts import (
     password_problems,
     verify_password,
 )
-from screening.web.i18n import UiLanguage
+from screening.web.i18n import PAGE_LANGUAGES, chosen_page_language
 from screening.web.login_throttle import Attempt
 from screening.web.sessions import (
     LANG_COOKIE_MAX_AGE,
@@ -46,7 +46,7 @@ from screening.web.templating import LANG_COOKIE, render
 
 log = logging.getLogger(__name__)
 
-LANGUAGES = [lang.value for lang in UiLanguage]
+LANGUAGES = [lang.value for lang in PAGE_LANGUAGES]
 _ROLES = [role.value for role in Role]
 
 
@@ -110,7 +110,7 @@ async def account_password(request: Request) -> Response:
 async def account_language(request: Request) -> Response:
     user = require_user(request)
     form = await request.form()
-    chosen = choice(form_field(form, "language", 16), UiLanguage)
+    chosen = chosen_page_language(form_field(form, "language", 16))
     if chosen is None:
         return _account_page(request, user, {"language": "auth.error.choice"}, status_code=400)
     if not await save_language(request, user, chosen):
@@ -145,7 +145,7 @@ async def users_add(request: Request) -> Response:
     name = form_field(form, "name", 256).strip()
     password = form_field(form, "password")
     role = choice(form_field(form, "role", 16), Role)
-    chosen = choice(form_field(form, "language", 16), UiLanguage)
+    chosen = chosen_page_language(form_field(form, "language", 16))
     errors = password_problems(name, password, password, field_name="password")
     if problem := name_problem(name):
         errors["name"] = problem

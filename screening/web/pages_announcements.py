@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from screening.config import Config, ConfigError
-from screening.core.model import Prompt
+from screening.core.model import Language, Prompt
 from screening.web.i18n import translate
 from screening.web.recordings import MAX_RECORDING_BYTES, store_recording, wav_bytes
 from screening.web.sessions import User, require_user
@@ -52,8 +52,8 @@ def _prompt_texts() -> dict[str, Any]:
     return tomllib.loads(resource.read_text(encoding="utf-8"))
 
 
-def prompt_text(language: str, prompt: Prompt) -> str:
-    return str(_prompt_texts().get(language, {}).get(prompt.value, {}).get("text", ""))
+def prompt_text(language: Language, prompt: Prompt) -> str:
+    return str(_prompt_texts().get(language.value, {}).get(prompt.value, {}).get("text", ""))
 
 
 def _prompt(request: Request) -> Prompt:
@@ -79,7 +79,7 @@ def _prompt_views(cfg: Config) -> list[PromptView]:
             source = "shipped"
         else:
             source = "household" if library.clip_for(prompt).name.startswith("override:") else "broken"
-        views.append(PromptView(prompt.value, prompt_text(cfg.voice.language.value, prompt), source))
+        views.append(PromptView(prompt.value, prompt_text(cfg.voice.language, prompt), source))
     return views
 
 

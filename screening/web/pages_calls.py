@@ -27,6 +27,7 @@ from blocklist.store.rows import CallFilter, CallRow, StoreError, relpath_proble
 from screening.core.clock import iso_utc, region_zone
 from screening.core.model import (
     Action,
+    Language,
     ListEntry,
     ListKind,
     MatchKind,
@@ -47,7 +48,7 @@ from screening.web.call_views import (
     transcript_lines,
 )
 from screening.web.context import WebContext
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import translate
 from screening.web.sessions import User, require_user
 from screening.web.templating import render, request_language
 
@@ -187,7 +188,7 @@ def call_page(request: Request) -> Response:
     })  # fmt: skip
 
 
-def _category_text(lang: UiLanguage, category: str) -> str:
+def _category_text(lang: Language, category: str) -> str:
     key = f"calls.category.{category}"
     text = translate(lang, key)
     return text if text != key else category

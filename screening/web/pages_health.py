@@ -36,7 +36,8 @@ from screening.status import (
     read_status,
 )
 from screening.web.context import WebContext
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import translate
+from screening.core.model import Language
 from screening.web.sessions import require_user
 from screening.web.templating import render, request_language
 
@@ -67,7 +68,7 @@ def human_bytes(count: int) -> str:
 class HealthReport:
     """Every item for one page view; all file and database reads happen here, off the event loop."""
 
-    def __init__(self, ctx: WebContext, lang: UiLanguage, now: datetime) -> None:
+    def __init__(self, ctx: WebContext, lang: Language, now: datetime) -> None:
         self.ctx = ctx
         self.cfg: Config = ctx.config()
         self.db = Path(ctx.store.path)
@@ -211,7 +212,7 @@ def _existing(path: Path) -> Path:
     return current
 
 
-def health_items(ctx: WebContext, lang: UiLanguage, now: datetime) -> list[HealthItem]:
+def health_items(ctx: WebContext, lang: Language, now: datetime) -> list[HealthItem]:
     return HealthReport(ctx, lang, now).items()
 
 

@@ -35,7 +35,7 @@ from blocklist.lists import parse_list_spec
 from blocklist.store import Store
 from blocklist.store.rows import StoreError
 from screening.core.clock import iso_utc, parse_iso_utc, region_zone
-from screening.core.model import ListEntry, ListKind, MatchKind
+from screening.core.model import Language, ListEntry, ListKind, MatchKind
 from screening.core.numbers import national_format, region_dialling
 from screening.web.call_views import (
     WEB_SOURCE,
@@ -45,7 +45,7 @@ from screening.web.call_views import (
     page_number,
 )
 from screening.web.context import WebContext
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import translate
 from screening.web.sessions import require_user
 from screening.web.templating import render, request_language
 
@@ -95,7 +95,7 @@ def entry_label(entry: ListEntry, region: str) -> str:
     return f"{entry.value}*"
 
 
-def _source_text(lang: UiLanguage, source: str) -> str:
+def _source_text(lang: Language, source: str) -> str:
     key = f"lists.source.{source}"
     text = translate(lang, key)
     return text if text != key else source
@@ -111,13 +111,13 @@ def _expiry_day(expires_at: str | None, zone: tzinfo) -> date | None:
         return None
 
 
-def _day_text(lang: UiLanguage, day: date) -> str:
-    if lang is UiLanguage.JA:
+def _day_text(lang: Language, day: date) -> str:
+    if lang is Language.JA:
         return f"{day.year}年{day.month}月{day.day}日"
     return day.isoformat()
 
 
-def entry_view(entry: ListEntry, region: str, zone: tzinfo, lang: UiLanguage, now: datetime) -> EntryView:
+def entry_view(entry: ListEntry, region: str, zone: tzinfo, lang: Language, now: datetime) -> EntryView:
     last_day = _expiry_day(entry.expires_at, zone)
     expired = entry.expires_at is not None and entry.expires_at <= iso_utc(now)
     if last_day is None:
@@ -207,7 +207,7 @@ def _render_lists(request: Request, kind: ListKind, page: int, *, form: AddForm 
     }, status_code=status_code)  # fmt: skip
 
 
-def _feed_views(store: Store, zone: tzinfo, lang: UiLanguage, now: datetime) -> list[dict[str, Any]]:
+def _feed_views(store: Store, zone: tzinfo, lang: Language, now: datetime) -> list[dict[str, Any]]:
     """One line per feed: how many numbers, when it was last checked, whether it is failing."""
     counts = store.feed_entry_counts()
     views = []

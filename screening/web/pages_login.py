@@ -24,7 +24,8 @@ from screening.web.accounts import (
     password_problems,
     verify_password,
 )
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import chosen_page_language, translate
+from screening.core.model import Language
 from screening.web.login_throttle import Attempt
 from screening.web.sessions import (
     LANG_COOKIE_MAX_AGE,
@@ -32,7 +33,6 @@ from screening.web.sessions import (
     AuthState,
     auth_state,
     begin_attempt,
-    choice,
     clear_cookie,
     client_host,
     error_page,
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 def _language_switch(request: Request) -> dict[str, str]:
     """The other language, for the switch button on pages seen before login."""
     current = request_language(request)
-    other = UiLanguage.EN if current is UiLanguage.JA else UiLanguage.JA
+    other = Language.EN if current is Language.JA else Language.JA
     return {"switch_to": other.value, "here": safe_next(request.url.path)}
 
 
@@ -67,7 +67,7 @@ async def setup_page(request: Request) -> Response:
     form = await request.form()
     name = form_field(form, "name", 256).strip()
     password, password2 = form_field(form, "password"), form_field(form, "password2")
-    language = choice(form_field(form, "language", 16), UiLanguage)
+    language = chosen_page_language(form_field(form, "language", 16))
     errors = password_problems(name, password, password2)
     if problem := name_problem(name):
         errors["name"] = problem
@@ -175,7 +175,7 @@ async def logout(request: Request) -> Response:
 async def language(request: Request) -> Response:
     """The language switch; for a logged-in user also saved to their account."""
     form = await request.form()
-    chosen = choice(form_field(form, "language", 16), UiLanguage)
+    chosen = chosen_page_language(form_field(form, "language", 16))
     target = safe_next(form_field(form, "next", 2048), "/login")
     response = RedirectResponse(target, status_code=303)
     if chosen is None:

@@ -18,7 +18,8 @@ from starlette.routing import Route
 from blocklist.store.rows import StoreError
 from screening.core.clock import region_zone, utc_now
 from screening.stats import CSV_COLUMNS, Period, StatsReport, build_report, nonzero, parse_period, report_csv
-from screening.web.i18n import UiLanguage, translate
+from screening.web.i18n import translate
+from screening.core.model import Language
 from screening.web.sessions import require_user
 from screening.web.settings_common import web_ctx
 from screening.web.stats_charts import Series, bar_chart, stacked_bars
@@ -40,7 +41,7 @@ def _period(request: Request) -> tuple[Period | None, str | None, dict[str, str]
     return period, None, values
 
 
-def _charts(report: StatsReport, lang: UiLanguage) -> dict[str, str]:
+def _charts(report: StatsReport, lang: Language) -> dict[str, str]:
     months = [m.month for m in report.months]
 
     def series(attr: str, prefix: str) -> list[Series]:

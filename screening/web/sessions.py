@@ -29,10 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from screening.core.model import Role
+from screening.core.model import Language, Role
 from screening.web.accounts import Account, UserFile, UsersFileError
 from screening.web.context import WebContext
-from screening.web.i18n import DEFAULT_LANGUAGE, UiLanguage, translate
+from screening.web.i18n import DEFAULT_LANGUAGE, PAGE_LANGUAGES, translate
 from screening.web.login_throttle import (
     DEVICE_COOKIE,
     DEVICE_COOKIE_MAX_AGE,
@@ -56,7 +56,7 @@ LANG_COOKIE_MAX_AGE = 365 * 24 * 3600
 class User:
     name: str
     role: Role
-    language: UiLanguage
+    language: Language
 
 
 class LoginRequired(Exception):
@@ -162,12 +162,10 @@ class AuthState:
         # Lock times must not jump with the wall clock (a Pi sets its clock by NTP after boot).
         self.limiter = LoginLimiter(limits or LoginLimits(), time.monotonic if clock is time.time else clock)
 
-    def default_language(self) -> UiLanguage:
+    def default_language(self) -> Language:
         """For accounts without a language of their own: the unit's voice language when the page has it."""
-        try:
-            return UiLanguage(self.ctx.config().voice.language.value)
-        except ValueError:
-            return DEFAULT_LANGUAGE
+        language = self.ctx.config().voice.language
+        return language if language in PAGE_LANGUAGES else DEFAULT_LANGUAGE
 
     def user_of(self, session: Session) -> User | None:
         """The session's user as the users file says now; None if removed or the password changed."""
@@ -312,7 +310,7 @@ def error_page(request: Request, key: str, status_code: int) -> Response:
                   status_code=status_code)  # fmt: skip
 
 
-async def save_language(request: Request, user: User, chosen: UiLanguage) -> bool:
+async def save_language(request: Request, user: User, chosen: Language) -> bool:
     users = auth_state(request).users
     try:
         await to_thread.run_sync(lambda: users.replace_account(user.name, lambda a: replace(a, language=chosen)))

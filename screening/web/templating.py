@@ -9,7 +9,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from screening.web.i18n import DEFAULT_LANGUAGE, UiLanguage, translate
+from screening.web.i18n import DEFAULT_LANGUAGE, page_language, translate
+from screening.core.model import Language
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 _ENV = Environment(
@@ -21,13 +22,13 @@ _ENV = Environment(
 LANG_COOKIE = "mamoru_lang"
 
 
-def request_language(request: Request) -> UiLanguage:
+def request_language(request: Request) -> Language:
     """The logged-in user's language, else the language cookie, else Japanese."""
     user = getattr(request.state, "user", None)
     if user is not None:
         return user.language
     try:
-        return UiLanguage(request.cookies.get(LANG_COOKIE, DEFAULT_LANGUAGE))
+        return page_language(request.cookies.get(LANG_COOKIE, DEFAULT_LANGUAGE))
     except ValueError:
         return DEFAULT_LANGUAGE
 

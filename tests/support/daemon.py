@@ -103,24 +103,42 @@ def wait_for(predicate: Callable[[], object], timeout: float) -> None:
 
 class DaemonProcess:
     """``python -m screening.cli ARGS`` in a subprocess, its output (stdout and stderr) collected line by
-    line as it runs, stopped with SIGTERM as systemd does."""
+    line as it runs, stopped with SIGTERM as systemd does.
 
-    def __init__(self, args: Sequence[str], env: dict[str, str]) -> None:
-        self.args = list(args)
+    ``config`` adds ``--config PATH`` after the arguments; ``env`` defaults to ``daemon_env`` of the
+    config's directory (no config from the caller, home and state beside the test's files).
+    """
+
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, *, config: Path | None = None) -> None:
+        self.args = [*args, *(["--config", str(config)] if config is not None else [])]
+        if env is None:
+            assert config is not None, "give env or config"
+            env = daemon_env(config.parent)
         self.env = env
         self.lines: list[str] = []
         self._lines_changed = threading.Condition()
         self.proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
 
-    def start(self, ready: str, timeout: float) -> Self:
-        """Start it and wait until a line of its output contains ``ready``."""
+    def start(self, ready: str | None = None, timeout: float = 30.0) -> Self:
+        """Start it and, with ``ready``, wait until a line of its output contains it."""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "screening.cli", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, cwd=ROOT)  # fmt: skip
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if not self.wait_log(ready, timeout):
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+        if ready is not None and not self.wait_log(ready, timeout):
             raise AssertionError(f"daemon not ready ({ready!r}) within {timeout:.0f} s:\n{self.log_text()}")
         return self
+
+    def __enter__(self) -> Self:
+        return self if self.proc is not None else self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
@@ -141,19 +159,40 @@ class DaemonProcess:
         with self._lines_changed:
             return "\n".join(self.lines[-80:])
 
-    def stop(self) -> int | None:
-        """SIGTERM, then kill after 30 s; the exit code (None if never started)."""
+    def output(self) -> str:
+        """Everything it printed so far (after ``stop``/``kill``: everything)."""
+        with self._lines_changed:
+            return "\n".join(self.lines)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then kill after ``timeout`` s; the exit code (None if never started)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 log.error("daemon did not stop on SIGTERM, killing it:\n%s", self.log_text())
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        self._drain()
         return self.proc.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL (a power cut, as far as the daemon can tell); the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._drain()
+        return self.proc.returncode
+
+    def _drain(self, timeout: float = 5.0) -> None:
+        """Wait for the reader to reach the end of the output, so ``output()`` is complete."""
+        if self._reader is not None:
+            self._reader.join(timeout)
 
 
 def finished_calls(store: Store, n: int, timeout: float = 10.0) -> list[CallRow]:
