@@ -162,11 +162,11 @@ def test_callattendant_database_itself_imports_the_list_being_imported_into(tmp_
 
 
 def test_web_page_imports_a_phone_book_with_names_and_exports_it_as_vcard(tmp_path: Path) -> None:
-    from tests.support.site import login, post_form, start_site
+    from tests.support.web import post_form, signed_in, start_site
 
     site = start_site(tmp_path)
     try:
-        with login(site) as client:
+        with signed_in(site) as client:
             page = client.get("/lists?kind=allow").text
             assert 'value="vcard"' in page and 'value="ncid"' in page and 'value="callattendant"' in page
             response = post_form(client, "/lists?kind=allow", "/lists/import", {"kind": "allow", "format": ""},
@@ -180,4 +180,4 @@ def test_web_page_imports_a_phone_book_with_names_and_exports_it_as_vcard(tmp_pa
         back = read_entries(exported.content, None, kind=ListKind.ALLOW, home_region="JP", source="family")
         assert sorted(_numbers(back)) == sorted(_numbers(_read("contacts_iphone.vcf")))
     finally:
-        site.stop()
+        site.close()
