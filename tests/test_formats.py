@@ -12,6 +12,7 @@ from pathlib import Path
 import phonenumbers
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
+from tests.support.examples import examples
 from hypothesis import strategies as st
 
 from blocklist.formats import (
@@ -307,7 +308,7 @@ def test_iter_entries_streams_in_file_order() -> None:
     assert (stream.format, stream.rows) == (ListFormat.PLAIN, 3)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=400) | st.lists(st.sampled_from(
     [b"number,reason,expires\n", b"+81312345678,", b'"', b"\r", b"\n", b",", b"\x00", b"\xff", b"\x82\xa0", b"..",
      b"*", b"0120", b"Company_Phone_Number\n", b"\xef\xbb\xbf", b"#"]), max_size=40).map(b"".join),
@@ -326,7 +327,7 @@ def test_arbitrary_bytes_never_crash(data: bytes, fmt: ListFormat | None) -> Non
 # --------------------------------------------------------------------------- the fast path
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(2000), deadline=None)
 @given(cc=st.sampled_from(sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)),
        national=st.text("0123456789", min_size=1, max_size=13))  # fmt: skip
 def test_fast_path_agrees_with_parse_list_spec(cc: int, national: str) -> None:
@@ -336,7 +337,7 @@ def test_fast_path_agrees_with_parse_list_spec(cc: int, national: str) -> None:
         assert parse_list_spec(text, "JP") == (EXACT, fast, None)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(cc=st.sampled_from([1, 7, 33, 39, 44, 49, 81, 86, 353, 852, 880]), start=st.text("0123456789", min_size=4,
        max_size=12), tail=st.text("0123456789", min_size=2, max_size=3), other_cc=st.sampled_from([None, 44, 4]))
 def test_range_fast_path_agrees_with_parse_list_spec(cc: int, start: str, tail: str, other_cc: int | None) -> None:
@@ -351,7 +352,7 @@ def test_range_fast_path_agrees_with_parse_list_spec(cc: int, start: str, tail: 
     assert list_spec(text, "JP") == expected
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(st.from_regex(r"[0-9]{10}", fullmatch=True))
 def test_ftc_fast_path_agrees_with_parse_list_spec(digits: str) -> None:
     try:
@@ -407,7 +408,7 @@ def entries(draw: st.DrawFn, *, kinds=(BLOCK, ALLOW), notes=None, sources=("loca
                      note=note, added_at=draw(st.just("") | _TIMES), expires_at=draw(st.none() | _TIMES))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(entries(), max_size=15))
 def test_csv_round_trip_is_identity(items: list[ListEntry]) -> None:
     data = write_entries(items, ListFormat.CSV, home_region="JP")
@@ -416,7 +417,7 @@ def test_csv_round_trip_is_identity(items: list[ListEntry]) -> None:
     assert result.problems == [] and result.entries == items
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(entries(kinds=(BLOCK,)), max_size=15))
 def test_feed_round_trip_is_identity(items: list[ListEntry]) -> None:
     data = write_entries(items, ListFormat.FEED, home_region="JP")
@@ -428,7 +429,7 @@ def test_feed_round_trip_is_identity(items: list[ListEntry]) -> None:
     assert result.entries == expected
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(entries(kinds=(BLOCK,), notes=st.text(
     st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=30).map(str.strip)), max_size=12),
        st.sampled_from(["JP", "US", "GB"]))  # fmt: skip

@@ -6,6 +6,7 @@ import random
 
 import pytest
 from hypothesis import given, settings
+from tests.support.examples import examples
 from hypothesis import strategies as st
 
 from blocklist.lists import ListSpecError, NumberLists, parse_list_spec
@@ -200,7 +201,7 @@ def test_malformed_entries_are_skipped_not_fatal() -> None:
 e164_numbers = st.from_regex(r"\+[1-9][0-9]{6,14}", fullmatch=True)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     number=e164_numbers,
     noise=st.lists(
@@ -222,7 +223,7 @@ def test_exact_entry_always_matches_its_own_number(number: str, noise: list[tupl
     assert lists.match_block(number) is mine
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     st.lists(st.tuples(st.integers(0, 200), st.integers(0, 60)), min_size=1, max_size=25),
     st.integers(0, 260),

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
+from tests.support.examples import examples
 from hypothesis import strategies as st
 
 from firmware.at_channel import (
@@ -63,7 +64,7 @@ _MODEMISH = st.lists(
 ).map(b"".join)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(data=st.one_of(st.binary(max_size=600), _MODEMISH), cuts=st.lists(st.integers(0, 700), max_size=12))
 @example(data=b"OK\x10\r\nRING\r\n", cuts=[3])
 @example(data=b"\r\nCONNECT\r\n\x10", cuts=[11])
@@ -108,7 +109,7 @@ def test_splitter_hands_over_audio_after_connect() -> None:
     assert chunk.audio == b"\x80\x81" and chunk.rest is None
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(audio=st.binary(max_size=300), cuts=st.lists(st.integers(0, 400), max_size=8), tail=st.binary(max_size=20))
 def test_voice_decoder_finds_the_end_of_stream_at_any_chunking(audio: bytes, cuts: list[int], tail: bytes) -> None:
     stream = shield(audio) + b"\x10s" + b"\x10\x03" + tail

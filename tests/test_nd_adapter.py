@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.examples import examples
 from tests.support.daemon import DaemonProcess, daemon_env, finished_calls
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,7 +113,7 @@ def test_reader_skips_noise_and_reports_broken_frames() -> None:
     assert len(out) == 1 and isinstance(out[0], FrameError)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.binary(max_size=40), max_size=8))
 def test_no_byte_stream_makes_the_reader_or_parser_raise_anything_but_frame_error(chunks: list[bytes]) -> None:
     reader = FrameReader(FMT)

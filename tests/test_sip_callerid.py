@@ -6,6 +6,7 @@ import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from tests.support.examples import examples
 from hypothesis import strategies as st
 
 from screening.core.model import CallerID, Reason
@@ -220,7 +221,7 @@ _SIPPY = st.text(alphabet=st.sampled_from(list('"<>;,@:\\ =+0123456789abcdnoyPOC
 _VALUES = st.one_of(_SIPPY, st.text(max_size=200))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(headers=st.lists(st.tuples(_NAMES, _VALUES), max_size=12),
        source_ip=st.sampled_from([UPSTREAM, STRANGER, "::1", "", "x"]))
 def test_fuzz_never_raises_and_is_bounded(headers, source_ip) -> None:

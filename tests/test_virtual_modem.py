@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import serial
 from hypothesis import given, settings
+from tests.support.examples import examples
 from hypothesis import strategies as st
 
 from firmware.dialects import CONEXANT_CX93001, DIALECTS, USR_5637, ModemDialect, RingCadence, dialect_for_ati3
@@ -573,7 +574,7 @@ def test_emulate_forever_plays_scenario_until_stopped(tmp_path: Path) -> None:
 # ---- parser property ------------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40))
 def test_parser_only_raises_value_error(body: str) -> None:
     try:
