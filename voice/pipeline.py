@@ -25,7 +25,8 @@ from voice.adoption import recording_relpath
 from voice.recorder import CallRecorder
 
 if TYPE_CHECKING:
-    from voice.asr import Segment, SpeechModel
+    from voice.asr import Segment
+    from voice.engine import SpeechEngine
     from voice.detector import Detection, PhrasePack
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class VoiceService:
     store: Any  # blocklist.store.Store
     recordings_dir: Path | None  # None: recording disabled
     pack: PhrasePack | None  # None: no detection
-    model: SpeechModel | None  # None: no transcription (recording still happens)
+    model: SpeechEngine | None  # Vosk or Whisper (voice.engine); None: no transcription, recording still happens
     on_fraud: list[FraudHandler] = field(default_factory=list)
     on_segment: list[Callable[[int, Segment], None]] = field(default_factory=list)  # benchmarks, tests
     zone: tzinfo = UTC  # recording folders are dated in the unit's local day (screening.core.clock)
@@ -98,9 +99,10 @@ class VoiceCallAudio(CallAudio):
             self._detector = StreamingDetector(service.pack)
             self._partial_detector = FraudDetector(service.pack)
         if service.model is not None:
-            from voice.asr import CallTranscriber, TranscriptionWorker
+            from voice.asr import TranscriptionWorker
 
-            self._worker = TranscriptionWorker(CallTranscriber(service.model, LINE_RATE), self.add_segment,
+            # Only what the caller says is fed (``received``), never our own prompts (``played``).
+            self._worker = TranscriptionWorker(service.model.transcriber(LINE_RATE), self.add_segment,
                                                on_partial=self.add_partial)
 
     # ---- called on the line's thread -------------------------------------------------
@@ -161,7 +163,7 @@ class VoiceCallAudio(CallAudio):
                 log.exception("call %s: fraud handler failed", self.call_id)
 
     def add_partial(self, text: str, audio_s: float) -> None:
-        """Vosk's running hypothesis: raise the fraud event without waiting for the utterance to end.
+        """The engine's running hypothesis (Vosk's partial, Whisper's live window): raise the fraud event without waiting for the utterance to end.
 
         Flags are stored from final segments only (their text and times are stable);
         this only decides *when* the family hears about it.

@@ -19,6 +19,7 @@ from screening.core.clock import region_zone
 from screening.core.model import EventKind, Language, Prompt
 from voice.adoption import adopt_orphan_recordings
 from voice.announcements import PromptLibrary
+from voice.engine import EngineChoice
 from voice.pipeline import FraudEvent, FraudHandler, VoiceService
 from voice.recorder import repair_interrupted
 from voice.retention import RetentionPolicy, apply_retention
@@ -41,6 +42,7 @@ class VoiceSettings:
     household_warning: bool
     speaker_device: str | None
     home_region: str
+    engine: EngineChoice = EngineChoice.AUTO
 
 
 def build_prompts(settings: VoiceSettings) -> PromptLibrary:
@@ -61,21 +63,21 @@ def build_voice(settings: VoiceSettings, store: Store, recordings_dir: Path | No
     return service
 
 
-def _load_model(settings: VoiceSettings):  # -> SpeechModel | None
+def _load_model(settings: VoiceSettings):  # -> SpeechEngine | None
     try:
-        from voice.asr import ModelError, SpeechModel, resolve_model_dir
+        from voice.asr import ModelError
+        from voice.engine import load_engine
     except ImportError as exc:  # the voice extra is not installed
         # Degraded, not broken: calls are screened and recorded; doctor and a health alert say what to do.
         log.warning("calls are screened and recorded but not listened to for fraud: the speech software is not "
                     "installed (%s; pip install 'mamoru[voice]')", exc)
         return None
     try:
-        path = resolve_model_dir(settings.language, settings.model_dir, settings.models_dir)
-        model = SpeechModel.load(path)
+        model = load_engine(settings.language, settings.engine, settings.model_dir, settings.models_dir)
     except ModelError as exc:
         log.warning("calls are screened and recorded but not listened to for fraud: %s", exc)
         return None
-    log.info("speech model loaded from %s", path)
+    log.info("speech model (%s) loaded from %s", model.kind.value, model.path)
     return model
 
 

