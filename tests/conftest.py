@@ -24,6 +24,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_sipp_scenarios": ("sip", "slow"),
     "test_asr": ("asr", "slow"),
     "test_voice_e2e": ("asr", "slow"),
+    "test_ja_e2e": ("asr", "slow"),
     "test_web_browser": ("browser", "slow"),
     "test_image_recipe": ("image", "slow"),
     "test_power_cut": ("image", "slow"),

@@ -132,12 +132,17 @@ def telephone(sentences: Sequence[NDArray[np.float64]], rate: int, *, snr_db: fl
 
 
 def spoken_script(sentences: Sequence[str], *, speed: float = 1.0, half_tone: float = 0.0,
-                  snr_db: float = DEFAULT_SNR_DB, gap_s: float = DEFAULT_GAP_S, seed: int = 0) -> SpokenScript:
-    """A caller saying ``sentences`` over a telephone line (deterministic for a given ``seed``)."""
+                  snr_db: float = DEFAULT_SNR_DB, gap_s: float = DEFAULT_GAP_S, lead_s: float = 0.3,
+                  seed: int = 0) -> SpokenScript:
+    """A caller saying ``sentences`` over a telephone line (deterministic for a given ``seed``).
+
+    ``lead_s`` of line noise comes first: a caller who listens to our warning before speaking.
+    """
     rendered = [openjtalk(text, speed, half_tone) for text in sentences]
     rates = {rate for _, rate in rendered}
     if len(rates) != 1:
         raise ValueError(f"OpenJTalk rendered at several rates: {sorted(rates)}")
-    pcm, spans = telephone([audio for audio, _ in rendered], rates.pop(), snr_db=snr_db, gap_s=gap_s, seed=seed)
+    pcm, spans = telephone([audio for audio, _ in rendered], rates.pop(), snr_db=snr_db, gap_s=gap_s,
+                            lead_s=lead_s, seed=seed)
     return SpokenScript(pcm, tuple(SpokenSentence(text, start / LINE_RATE, end / LINE_RATE)
                                    for text, (start, end) in zip(sentences, spans, strict=True)))
