@@ -68,7 +68,7 @@ INNOCENT = (
     "それでは、また電話します。",
 )
 LISTEN_S = 1.0  # the caller starts talking this long after the warning ends (modem caller)
-STAY_AFTER_S = 5.0  # and hangs up this long after the last word
+STAY_AFTER_S = 10.0  # and hangs up this long after the last word (a loaded test machine lags)
 DAEMON_READY_S = 90.0  # Whisper loads in seconds, but the machine may be busy
 PEER = ROOT / "tests" / "sip_peer.py"
 WARNING_S = PromptLibrary("ja").clip_for(Prompt.WARNING).duration_s
