@@ -44,7 +44,7 @@ from blocklist.store import Store
 from blocklist.store.rows import CallRow
 from screening.core.model import Action, CallState, EventKind, Prompt
 from tests.support.daemon import ROOT, DaemonProcess
-from tests.support.ja_speech import SpokenScript, spoken_script
+from tests.support.ja_speech import EVERYDAY, FRAUD_OPENER, SpokenScript, spoken_script
 from tests.support.ports import free_udp_port
 from tests.support.receivers import HttpReceiver
 from tests.support.whisper_model import cached_models_dir, whisper_model_dir
@@ -54,19 +54,6 @@ pytestmark = pytest.mark.timeout(240)
 
 CALLER = "0662223333"  # an Osaka number on no list: screened "unknown" -> warn, stays on the line
 CALLER_SHOWN = "06-6222-3333"  # how the alert names it
-FRAUD = (  # the commonest opener (オレオレ詐欺), as a scammer says it: several tells, not one
-    "もしもし、おれだけど。",
-    "携帯をなくして、番号が変わったんだ。",
-    "会社のお金を使い込んでしまって、今日中にお金が必要なんだ。",
-    "同僚がキャッシュカードを受け取りに行くから、暗証番号を教えて。",
-    "誰にも言わないでね。",
-)
-INNOCENT = (
-    "もしもし、田中です。",
-    "来週の日曜日、お昼ごろそちらに伺います。",
-    "お土産にお団子を持っていきますね。",
-    "それでは、また電話します。",
-)
 LISTEN_S = 1.0  # the caller starts talking this long after the warning ends (modem caller)
 STAY_AFTER_S = 10.0  # and hangs up this long after the last word (a loaded test machine lags)
 DAEMON_READY_S = 90.0  # Whisper loads in seconds, but the machine may be busy
@@ -216,14 +203,14 @@ def modem_call(tmp: Path, models: Path, receiver: HttpReceiver, sentences: tuple
 
 def test_japanese_fraud_call_on_the_modem_is_flagged_and_the_relative_alerted_during_it(
         tmp_path: Path, models_dir: Path, http: HttpReceiver) -> None:
-    out, script = modem_call(tmp_path, models_dir, http, FRAUD, seed=11)
+    out, script = modem_call(tmp_path, models_dir, http, FRAUD_OPENER, seed=11)
     check_warned_recorded_transcribed(out, script.duration_s)  # the script starts with the listening
     check_flagged_and_alerted(out, http)
 
 
 def test_everyday_japanese_call_on_the_modem_raises_nothing(tmp_path: Path, models_dir: Path,
                                                             http: HttpReceiver) -> None:
-    out, script = modem_call(tmp_path, models_dir, http, INNOCENT, seed=12)
+    out, script = modem_call(tmp_path, models_dir, http, EVERYDAY, seed=12)
     check_warned_recorded_transcribed(out, script.duration_s)
     check_quiet(out, http)
 
@@ -264,7 +251,7 @@ def sip_call(tmp: Path, port: int, sentences: tuple[str, ...], seed: int) -> tup
 @pytest.mark.sip
 def test_japanese_fraud_call_over_sip_is_flagged_and_the_relative_alerted_during_it(
         tmp_path: Path, sip_daemon: tuple[DaemonProcess, int], http: HttpReceiver) -> None:
-    out, script = sip_call(tmp_path, sip_daemon[1], FRAUD, seed=21)
+    out, script = sip_call(tmp_path, sip_daemon[1], FRAUD_OPENER, seed=21)
     check_warned_recorded_transcribed(out, WARNING_S + script.duration_s)
     check_flagged_and_alerted(out, http)
 
@@ -272,6 +259,6 @@ def test_japanese_fraud_call_over_sip_is_flagged_and_the_relative_alerted_during
 @pytest.mark.sip
 def test_everyday_japanese_call_over_sip_raises_nothing(tmp_path: Path, sip_daemon: tuple[DaemonProcess, int],
                                                        http: HttpReceiver) -> None:
-    out, script = sip_call(tmp_path, sip_daemon[1], INNOCENT, seed=22)
+    out, script = sip_call(tmp_path, sip_daemon[1], EVERYDAY, seed=22)
     check_warned_recorded_transcribed(out, WARNING_S + script.duration_s)
     check_quiet(out, http)

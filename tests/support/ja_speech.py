@@ -33,6 +33,21 @@ FIR_TAPS = 255
 SPEECH_RMS_DBFS = -20.0  # a normal telephone talker level, well clear of clipping
 DEFAULT_SNR_DB = 20.0
 DEFAULT_GAP_S = 0.8  # a breath between sentences; long enough for a VAD to close a segment
+# What the Japanese end-to-end tests and the web page's demo call say. The fraud script is the
+# commonest opener (オレオレ詐欺) as a scammer says it, with several tells, not one.
+FRAUD_OPENER = (
+    "もしもし、おれだけど。",
+    "携帯をなくして、番号が変わったんだ。",
+    "会社のお金を使い込んでしまって、今日中にお金が必要なんだ。",
+    "同僚がキャッシュカードを受け取りに行くから、暗証番号を教えて。",
+    "誰にも言わないでね。",
+)
+EVERYDAY = (
+    "もしもし、田中です。",
+    "来週の日曜日、お昼ごろそちらに伺います。",
+    "お土産にお団子を持っていきますね。",
+    "それでは、また電話します。",
+)
 _ULAW_BIAS = 0x84
 _ULAW_CLIP_14 = 8159
 
