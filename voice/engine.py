@@ -21,22 +21,43 @@ RSS, slower here, invents text on silence so it needs a VAD in front): it
 would be a third :class:`SpeechEngine` with the same windowing as the Whisper
 one, selected by a new :class:`EngineChoice` value. Not built.
 
-Nothing heavy is imported here: the config imports :class:`EngineChoice`.
+Choosing and loading an engine: :mod:`voice.engine_choice`. This module imports
+nothing of ours and nothing heavy: the config imports :class:`EngineChoice`.
 """
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from screening.core.model import Language
 
-if TYPE_CHECKING:
-    from voice.asr import Segment
+class ModelError(Exception):
+    """A speech model that cannot be used: missing, corrupt, or its engine not installed."""
 
-log = logging.getLogger(__name__)
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One recognised word; ``conf`` is the engine's confidence in [0, 1] (Vosk's posterior)."""
+
+    text: str
+    start_s: float
+    end_s: float
+    conf: float
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A final (no longer changing) utterance, exactly as the engine gives it; times from call start.
+
+    ``words`` may be empty (Whisper gives segment times only).
+    """
+
+    text: str
+    start_s: float
+    end_s: float
+    words: tuple[Word, ...]
 
 
 class EngineChoice(StrEnum):
@@ -79,55 +100,3 @@ class SpeechEngine(Protocol):
     def transcriber(self, sample_rate: int) -> CallRecognizer:
         """A fresh recognizer for one call."""
         ...
-
-
-def choose_engine(
-    language: Language | str,
-    choice: EngineChoice,
-    model_dir: Path | None,
-    models_dir: Path,
-) -> tuple[EngineChoice, Path]:
-    """Which engine and model directory serve ``language`` (raises ``ModelError`` if none).
-
-    ``model_dir`` (an explicit directory) is used as is, its layout telling the
-    engine; otherwise AUTO prefers an installed Vosk model for the language (it
-    streams, and is lighter) and falls back to the Whisper model.
-    """
-    from voice.asr import ModelError, is_vosk_model_dir, resolve_model_dir
-    from voice.whisper_engine import is_whisper_model_dir, resolve_whisper_dir
-
-    language = Language(str(language))
-    if model_dir is not None and choice is EngineChoice.AUTO:
-        if is_whisper_model_dir(Path(model_dir)):
-            return EngineChoice.WHISPER, Path(model_dir)
-        if is_vosk_model_dir(Path(model_dir)):
-            return EngineChoice.VOSK, Path(model_dir)
-        raise ModelError(f"{model_dir} is neither a Vosk nor a Whisper (CTranslate2) model directory")
-    if choice is EngineChoice.VOSK:
-        return EngineChoice.VOSK, resolve_model_dir(language, model_dir, models_dir)
-    if choice is EngineChoice.WHISPER:
-        return EngineChoice.WHISPER, resolve_whisper_dir(model_dir, models_dir)
-    try:
-        return EngineChoice.VOSK, resolve_model_dir(language, None, models_dir)
-    except ModelError as vosk_missing:
-        try:
-            return EngineChoice.WHISPER, resolve_whisper_dir(None, models_dir)
-        except ModelError as whisper_missing:
-            raise ModelError(f"no speech model for '{language}': {vosk_missing}; {whisper_missing}") from None
-
-
-def load_engine(
-    language: Language | str,
-    choice: EngineChoice = EngineChoice.AUTO,
-    model_dir: Path | None = None,
-    models_dir: Path = Path("/var/lib/mamoru/models"),
-) -> SpeechEngine:
-    """Choose (see :func:`choose_engine`) and load the model: once per process, seconds."""
-    kind, path = choose_engine(language, choice, model_dir, models_dir)
-    if kind is EngineChoice.WHISPER:
-        from voice.whisper_engine import WhisperEngine
-
-        return WhisperEngine.load(path, Language(str(language)))
-    from voice.asr import SpeechModel
-
-    return SpeechModel.load(path)

@@ -32,12 +32,12 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO, Any
 from urllib.parse import urljoin
 
+from screening.core.clock import iso_utc, utc_now
 from voice.asr import is_vosk_model_dir
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ MODEL_LIST_FILE = "model-list.json"
 DEFAULT_TIMEOUT_S = 30.0
 CHUNK_BYTES = 1 << 16
 PROGRESS_EVERY_S = 5.0
+VOSK_LICENCE = "Apache-2.0"  # the official small models (alphacephei.com/vosk/models)
 INSTALL_INFO_FILE = "mamoru-model.json"  # written into an installed model: what it is and where from
 
 # The small (Raspberry Pi sized) official models, one per supported language.
@@ -74,7 +75,7 @@ class ModelEntry:
 # ---- the model list ------------------------------------------------------------------
 
 
-def _open(url: str, timeout: float) -> Any:
+def open_url(url: str, timeout: float) -> Any:
     """urlopen with the socket timeout applying to the connect and to every read."""
     request = urllib.request.Request(url, headers={"User-Agent": "mamoru-model-installer"})
     try:
@@ -91,7 +92,7 @@ def _open(url: str, timeout: float) -> Any:
 
 def fetch_model_list(list_url: str, timeout: float) -> list[dict[str, Any]]:
     """Download and parse ``model-list.json`` (a JSON array of model objects)."""
-    with _open(list_url, timeout) as response:
+    with open_url(list_url, timeout) as response:
         try:
             data = response.read(16 << 20)
         except TimeoutError as exc:
@@ -130,13 +131,13 @@ def download(entry: ModelEntry, out: IO[bytes], timeout: float) -> None:
     md5 = hashlib.md5(usedforsecurity=False)
     received = 0
     last_log = time.monotonic()
-    with _open(entry.url, timeout) as response:
+    with open_url(entry.url, timeout) as response:
         announced = response.headers.get("Content-Length")
         if announced is not None and announced.isdigit() and int(announced) != entry.size:
             raise ModelInstallError(f"{entry.url}: server announces {announced} bytes, "
                                     f"the model list says {entry.size}: refusing")
         while True:
-            chunk = _read(response, entry.url, timeout)
+            chunk = read_chunk(response, entry.url, timeout)
             if not chunk:
                 break
             received += len(chunk)
@@ -156,7 +157,7 @@ def download(entry: ModelEntry, out: IO[bytes], timeout: float) -> None:
     log.info("%s: downloaded %.1f MB, size and md5 verified", entry.name, received / 1e6)
 
 
-def _read(response: Any, url: str, timeout: float) -> bytes:
+def read_chunk(response: Any, url: str, timeout: float) -> bytes:
     try:
         return bytes(response.read(CHUNK_BYTES))
     except TimeoutError as exc:
@@ -224,7 +225,7 @@ def swap_in(new: Path, target: Path) -> None:
 
 
 @contextmanager
-def _install_lock(models_dir: Path) -> Iterator[None]:
+def install_lock(models_dir: Path) -> Iterator[None]:
     """One install at a time per models_dir (two would fight over the same names)."""
     with open(models_dir / ".install.lock", "a+b") as lock:
         try:
@@ -237,7 +238,7 @@ def _install_lock(models_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _remove_leftovers(models_dir: Path, language: str) -> None:
+def remove_leftovers(models_dir: Path, language: str) -> None:
     """Staging dirs of an install that lost power; safe under the install lock."""
     for prefix in (f".{language}.installing-", f".{language}.old-"):
         for stale in models_dir.glob(prefix + "*"):
@@ -268,8 +269,8 @@ def install_model(
     except OSError as exc:
         raise ModelInstallError(f"cannot create {models_dir}: {exc.strerror or exc}") from exc
     list_url = base_url.rstrip("/") + "/" + MODEL_LIST_FILE
-    with _install_lock(models_dir):
-        _remove_leftovers(models_dir, language)
+    with install_lock(models_dir):
+        remove_leftovers(models_dir, language)
         entry = find_entry(fetch_model_list(list_url, timeout), OFFICIAL_MODELS[language], list_url)
         free = shutil.disk_usage(models_dir).free
         if entry.size > free:
@@ -303,7 +304,8 @@ def _fetch_and_unpack(entry: ModelEntry, staging: Path, timeout: float) -> Path:
 
 def _write_install_info(root: Path, entry: ModelEntry) -> None:
     info = {"name": entry.name, "url": entry.url, "md5": entry.md5, "size": entry.size,
-            "installed_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            "engine": "vosk", "licence": VOSK_LICENCE, "source": "url",
+            "installed_at": iso_utc(utc_now(), timespec="seconds")}
     (root / INSTALL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 

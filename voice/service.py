@@ -66,7 +66,7 @@ def build_voice(settings: VoiceSettings, store: Store, recordings_dir: Path | No
 def _load_model(settings: VoiceSettings):  # -> SpeechEngine | None
     try:
         from voice.asr import ModelError
-        from voice.engine import load_engine
+        from voice.engine_choice import load_engine
     except ImportError as exc:  # the voice extra is not installed
         # Degraded, not broken: calls are screened and recorded; doctor and a health alert say what to do.
         log.warning("calls are screened and recorded but not listened to for fraud: the speech software is not "

@@ -34,8 +34,8 @@ import numpy as np
 
 from screening.core.audio import resample_pcm16
 from screening.core.model import Language
-from voice.asr import ModelError, Segment, release_free_memory
-from voice.engine import EngineChoice
+from voice.asr import release_free_memory
+from voice.engine import EngineChoice, ModelError, Segment
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -66,7 +66,8 @@ def resolve_whisper_dir(model_dir: Path | None, models_dir: Path) -> Path:
     candidate = Path(model_dir) if model_dir is not None else Path(models_dir) / WHISPER_DIR_NAME
     if is_whisper_model_dir(candidate):
         return candidate
-    hint = "" if model_dir is not None else "; install it with: mamoru model install ja"
+    hint = "" if model_dir is not None else \
+        "; install it with: mamoru model install ja (other languages: add --engine whisper)"
     raise ModelError(f"no Whisper model in {candidate} (needs {', '.join(REQUIRED_FILES)}){hint}")
 
 
@@ -180,6 +181,7 @@ class WhisperTranscriber:
         self._finished = False
         self.steps = 0
         self.step_seconds: list[float] = []  # wall time of each live step (benchmarks)
+        self.step_cpu_seconds: list[float] = []  # the process's CPU time in them (all threads)
         self.final_seconds: list[float] = []  # wall time of each final pass
 
     @property
@@ -226,7 +228,7 @@ class WhisperTranscriber:
         self._open_start_s += samples / WHISPER_RATE
 
     def _step(self, pcm16: bytes) -> list[Segment]:
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         self._append(pcm16)
         self.steps += 1
         spans = self._engine.speech_spans(self._open)
@@ -236,18 +238,23 @@ class WhisperTranscriber:
             return []
         speech_end = spans[-1][1]
         if len(self._open) - speech_end >= int(END_SILENCE_S * WHISPER_RATE):
-            return self._close_segment(speech_end)
+            return self._close_segment(speech_end)  # the caller paused: the utterance is complete
+        if len(spans) > 1:
+            # A pause inside, and a new utterance under way: close up to the pause now, so segments
+            # follow the caller's sentences and the open buffer (and every VAD/decode) stays short.
+            return self._close_segment(spans[-2][1], limit=spans[-1][0])
         if len(self._open) >= self._max_segment:
             return self._close_segment(len(self._open))  # continuous speech: cut it here
         window = self._open[-self._window:]
         self._partial = " ".join(d.text for d in self._engine.decode(window, LIVE_BEAM))
         self.step_seconds.append(time.monotonic() - started)
+        self.step_cpu_seconds.append(time.process_time() - cpu_started)
         return []
 
-    def _close_segment(self, end: int) -> list[Segment]:
-        """Final beam-5 pass over the open segment up to ``end``; drop that audio."""
+    def _close_segment(self, end: int, limit: int | None = None) -> list[Segment]:
+        """Final beam-5 pass over the open segment up to ``end`` (+ a little air, never past ``limit``)."""
         started = time.monotonic()
-        end = min(len(self._open), end + int(0.2 * WHISPER_RATE))  # a little air after the last word
+        end = min(len(self._open), end + int(0.2 * WHISPER_RATE), len(self._open) if limit is None else limit)
         offset = self._open_start_s
         decoded = self._engine.decode(self._open[:end], FINAL_BEAM)
         self._drop(end)

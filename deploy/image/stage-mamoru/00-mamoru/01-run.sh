@@ -51,7 +51,7 @@ install -m 0755 "${FILES}/build_pjproject.sh" "${ROOTFS_DIR}/opt/mamoru/dist/bui
 # script, which does not reliably inherit the host environment.
 cat >"${ROOTFS_DIR}/opt/mamoru/dist/build.env" <<ENV
 MAMORU_DIST=/opt/mamoru/dist/$(basename "${dists[0]}")
-MAMORU_EXTRAS=${MAMORU_EXTRAS-voice}
+MAMORU_EXTRAS=${MAMORU_EXTRAS-voice,ja}
 MAMORU_BUILD_PJPROJECT=${MAMORU_BUILD_PJPROJECT:-0}
 MAMORU_MODEL_LANG=${MAMORU_MODEL_LANG:-ja}
 MAMORU_MODEL_AT_BUILD=${MAMORU_MODEL_AT_BUILD:-1}
