@@ -424,7 +424,7 @@ def voice_settings_from_config(cfg: Config) -> VoiceSettings:
     return VoiceSettings(language=v.language, prompts_dir=v.prompts_dir, transcribe=v.transcribe,
                          model_dir=v.model_dir, models_dir=v.models_dir, household_warning=v.household_warning,
                          speaker_device=v.speaker_device, home_region=cfg.line.home_region,
-                         engine=v.engine)
+                         engine=v.engine, whisper_step_s=v.whisper_step_s)
 
 
 def call_settings_from_config(cfg: Config) -> CallSettings:

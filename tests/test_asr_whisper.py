@@ -91,6 +91,16 @@ def test_window_step_timing_is_what_was_asked(whisper: WhisperEngine) -> None:
     assert transcriber.steps == int(13.0 // DEFAULT_STEP_S)
 
 
+def test_configured_step_reaches_every_call() -> None:
+    """``[voice] whisper_step_s = 6``: one live pass per 6 s over the last 12 s."""
+    engine = load_engine(Language.JA, EngineChoice.WHISPER, whisper_model_dir(), Path("/nonexistent"),
+                         whisper_step_s=6.0)
+    transcriber = engine.transcriber(RATE)
+    assert isinstance(transcriber, WhisperTranscriber)
+    _feed(transcriber, silence(13.0), chunk=999 * 2)
+    assert transcriber.steps == 2
+
+
 def test_bad_window_settings_are_refused(whisper: WhisperEngine) -> None:
     with pytest.raises(ValueError):
         WhisperTranscriber(whisper, RATE, window_s=6.0, step_s=7.0)

@@ -224,6 +224,7 @@ BAD_VALUES = [
     ("rules", "official_suffixes", '["#0110"]', "item 0: must be digits"),
     ("voice", "language", '"fr"', "must be one of ja, en, ko (got 'fr')"),
     ("voice", "engine", '"kaldi"', "must be one of auto, vosk, whisper (got 'kaldi')"),
+    ("voice", "whisper_step_s", "0.5", "must be between 1.0 and 14.0 (got 0.5)"),
     ("voice", "model_dir", "1", "expected a string (got integer 1)"),
     ("voice", "models_dir", '""', "must not be empty"),
     ("voice", "transcribe", '"yes"', 'expected true or false (got string "yes")'),

@@ -47,9 +47,14 @@ def load_engine(
     choice: EngineChoice = EngineChoice.AUTO,
     model_dir: Path | None = None,
     models_dir: Path = Path("/var/lib/mamoru/models"),
+    *,
+    whisper_step_s: float | None = None,
 ) -> SpeechEngine:
     """Choose (see :func:`choose_engine`) and load the model: once per process, seconds."""
     kind, path = choose_engine(language, choice, model_dir, models_dir)
     if kind is EngineChoice.WHISPER:
-        return WhisperEngine.load(path, Language(str(language)))
+        engine = WhisperEngine.load(path, Language(str(language)))
+        if whisper_step_s is not None:
+            engine.step_s = whisper_step_s
+        return engine
     return SpeechModel.load(path)

@@ -43,6 +43,7 @@ class VoiceSettings:
     speaker_device: str | None
     home_region: str
     engine: EngineChoice = EngineChoice.AUTO
+    whisper_step_s: float = 3.0  # voice.whisper_engine.DEFAULT_STEP_S
 
 
 def build_prompts(settings: VoiceSettings) -> PromptLibrary:
@@ -73,7 +74,8 @@ def _load_model(settings: VoiceSettings):  # -> SpeechEngine | None
                     "installed (%s; pip install 'mamoru[voice]')", exc)
         return None
     try:
-        model = load_engine(settings.language, settings.engine, settings.model_dir, settings.models_dir)
+        model = load_engine(settings.language, settings.engine, settings.model_dir, settings.models_dir,
+                            whisper_step_s=settings.whisper_step_s)
     except ModelError as exc:
         log.warning("calls are screened and recorded but not listened to for fraud: %s", exc)
         return None

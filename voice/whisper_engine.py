@@ -97,6 +97,7 @@ class WhisperEngine:
         self._vad = vad  # faster_whisper.vad module (Silero VAD, ONNX)
         self.path = path
         self.language = language
+        self.step_s = DEFAULT_STEP_S  # live pass every step_s of audio, over the last 2 x step_s
 
     @property
     def kind(self) -> EngineChoice:
@@ -124,7 +125,7 @@ class WhisperEngine:
 
     def transcriber(self, sample_rate: int) -> WhisperTranscriber:
         """A fresh per-call transcriber (the :class:`voice.engine.SpeechEngine` interface)."""
-        return WhisperTranscriber(self, sample_rate)
+        return WhisperTranscriber(self, sample_rate, window_s=2 * self.step_s, step_s=self.step_s)
 
     def decode(self, audio: NDArray[np.float32], beam_size: int) -> list[Decoded]:
         """Transcribe 16 kHz float audio: VAD-filtered, no prompt, no conditioning on earlier text."""

@@ -49,7 +49,8 @@ def _engine_for(cfg: Config, language: str, explicit: str | None, engine: str | 
     same_language = language == cfg.voice.language.value
     choice = EngineChoice(engine) if engine else (cfg.voice.engine if same_language else EngineChoice.AUTO)
     model_dir = Path(explicit) if explicit else (cfg.voice.model_dir if same_language else None)
-    return load_engine(Language(language), choice, model_dir, cfg.voice.models_dir)
+    return load_engine(Language(language), choice, model_dir, cfg.voice.models_dir,
+                       whisper_step_s=cfg.voice.whisper_step_s)
 
 
 def transcribe_pcm(model: SpeechEngine, pcm16: bytes, sample_rate: int) -> list[Segment]:

@@ -165,6 +165,11 @@ class VoiceConfig:
         "Speech recogniser: `auto` (a Vosk model for the language if installed, else Whisper), `vosk` or "
         "`whisper` (`mamoru model install ja` installs Whisper).",
     )
+    whisper_step_s: float = _setting(
+        3.0, _float_range(1.0, 14.0),
+        "Whisper only: seconds of audio between live passes (each reads the last 2x this). Longer: less CPU, "
+        "later fraud alerts.",
+    )
     model_dir: Path | None = _setting(
         "", _optional_path(),
         "Model directory (Vosk, or Whisper/CTranslate2 files); \"\" = the one `mamoru model install` put under `models_dir` (or the "
