@@ -49,12 +49,7 @@ from tests.support.ja_speech import FRAUD_OPENER, SpokenScript, spoken_script  #
 from voice.announcements import PromptLibrary  # noqa: E402
 from voice.detector import PhrasePack, find_matches  # noqa: E402
 from voice.pipeline import FraudEvent, VoiceCallAudio, VoiceService  # noqa: E402
-from voice.whisper_engine import (  # noqa: E402
-    DEFAULT_STEP_S,
-    WhisperEngine,
-    WhisperTranscriber,
-    resolve_whisper_dir,
-)
+from voice.whisper_engine import DEFAULT_STEP_S, WhisperEngine, resolve_whisper_dir  # noqa: E402
 
 LISTEN_S = 1.0
 STAY_AFTER_S = 12.0
@@ -77,15 +72,6 @@ class TimedVoice(VoiceService):
 
         audio.received = received  # type: ignore[method-assign]
         return audio
-
-
-class SteppedWhisper(WhisperEngine):
-    """The shipped engine with another live step (``--step-s``), to see what the step costs."""
-
-    step_s = DEFAULT_STEP_S
-
-    def transcriber(self, sample_rate: int) -> WhisperTranscriber:
-        return WhisperTranscriber(self, sample_rate, step_s=self.step_s)
 
 
 def arrival(voice: TimedVoice, audio_s: float) -> float | None:
@@ -172,12 +158,11 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=3, help="calls, each with its own line-noise seed")
     ap.add_argument("--models-dir", type=Path,
                     default=Path(os.environ.get("MAMORU_TEST_MODELS_DIR", ROOT / ".venv" / "mamoru-models")))
-    ap.add_argument("--step-s", type=float, default=DEFAULT_STEP_S, help="Whisper's live step (shipped: 3 s)")
+    ap.add_argument("--step-s", type=float, default=DEFAULT_STEP_S, help="Whisper's live step ([voice] whisper_step_s; default 3 s)")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
-    engine = SteppedWhisper.load(resolve_whisper_dir(None, args.models_dir), Language.JA)
-    assert isinstance(engine, SteppedWhisper)
-    engine.step_s = args.step_s
+    engine = WhisperEngine.load(resolve_whisper_dir(None, args.models_dir), Language.JA)
+    engine.step_s = args.step_s  # [voice] whisper_step_s
     tmp = Path(tempfile.mkdtemp(prefix="mamoru-flag-ja-"))
     calls = []
     for seed in range(1, args.calls + 1):
