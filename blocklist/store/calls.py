@@ -148,6 +148,15 @@ class CallStore(StoreEngine):
         )
         return [event_from_row(r) for r in rows]
 
+    def calls_with_event(self, kind: EventKind, call_ids: Sequence[int]) -> set[int]:
+        """Which of ``call_ids`` (row ids) have at least one event of ``kind``: one query for a page of the log."""
+        ids = [i for i in call_ids if i > 0][:1000]  # SQLite's bound-parameter limit is far above a page
+        if not ids:
+            return set()
+        rows = self._query(f"SELECT DISTINCT call_id FROM events WHERE kind = ? AND call_id IN ({', '.join('?' * len(ids))})",
+                           [str(kind), *ids])  # fmt: skip
+        return {int(r["call_id"]) for r in rows}
+
     def count_calls(self, where: CallFilter | None = None) -> int:
         clause, params = (where or CallFilter()).where()
         return int(self._query(f"SELECT COUNT(*) AS n FROM calls WHERE {clause}", params)[0]["n"])

@@ -188,6 +188,7 @@ class Piece:
 class TranscriptLine:
     at: str  # "0:12" into the call, "" when unknown
     pieces: tuple[Piece, ...]
+    start_s: float | None = None  # audio time, to pick out the message left after the tone
 
 
 def clock_text(seconds: float | None) -> str:
@@ -237,7 +238,7 @@ def transcript_lines(row: CallRow, events: list[EventRow], flags: list[FlagRow])
     for (text, start_s), start in zip(segments, starts):
         end = start + len(text)
         cuts = [(max(a, start) - start, min(b, end) - start) for a, b in flagged if a < end and b > start]
-        lines.append(TranscriptLine(clock_text(start_s), _pieces(text, cuts)))
+        lines.append(TranscriptLine(clock_text(start_s), _pieces(text, cuts), start_s))
     return lines
 
 

@@ -47,6 +47,7 @@ from screening.web.call_views import (
     page_number,
     transcript_lines,
 )
+from screening.web.call_messages import calls_with_messages, message_event, message_file, message_view
 from screening.web.context import WebContext
 from screening.web.i18n import translate
 from screening.web.sessions import User, require_user
@@ -138,6 +139,7 @@ def call_log(request: Request) -> Response:
         pages = max(math.ceil(total / PAGE_SIZE), 1)
         page = min(page, pages)
         rows = ctx.store.find_calls(where, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        with_message = calls_with_messages(ctx.store, [r.id for r in rows])
         offers = len(ctx.store.suggestions(datetime.now(UTC)))  # 「家族リストに追加しますか？」 notice
     except StoreError as exc:
         log.error("web: cannot read the call log: %s", exc)
@@ -150,7 +152,7 @@ def call_log(request: Request) -> Response:
         return "/calls?" + urlencode({**filters, "page": to_page})
 
     return render(request, "calls.html", {
-        "calls": [call_view(r, region, zone, lang, now) for r in rows],
+        "calls": [call_view(r, region, zone, lang, now) for r in rows], "with_message": with_message,
         "chosen": chosen, "filtered": bool(filters), "total": total, "page": page, "pages": pages,
         "prev_url": link(page - 1) if page > 1 else None, "next_url": link(page + 1) if page < pages else None,
         "verdicts": [v.value for v in Verdict], "actions": [a.value for a in Action],
@@ -173,9 +175,11 @@ def call_page(request: Request) -> Response:
         return render(request, "error.html", {"message": translate(lang, "calls.store_error")}, status_code=503)
     now = datetime.now(UTC)
     zone = region_zone(region)
+    lines = transcript_lines(row, events, flags)
     return render(request, "call.html", {
         "call": call_view(row, region, zone, lang, now),
-        "transcript": transcript_lines(row, events, flags),
+        "message": message_view(row, events, lines, ctx.config().recording.dir, lang),
+        "transcript": lines,
         "flags": [{"phrase": f.phrase, "at": clock_text(f.start_s), "category": _category_text(lang, f.category)}
                   for f in flags],
         "score": f"{row.score:.1f}" if row.score is not None else "",
@@ -215,6 +219,27 @@ def recording(request: Request) -> Response:
     if not path.is_file():
         raise HTTPException(404)
     return FileResponse(path, media_type="audio/wav", filename=f"mamoru-call-{call_id}.wav",
+                        content_disposition_type="inline")  # fmt: skip
+
+
+def message(request: Request) -> Response:
+    """The message the caller left, by call id only; the event's path must be inside the messages dir."""
+    require_user(request)
+    ctx = _ctx(request)
+    call_id = _call_id(request)
+    try:
+        _get_call(ctx.store, call_id)
+        event = message_event(ctx.store.events_for(call_id))
+    except StoreError as exc:
+        log.error("web: cannot read call %d: %s", call_id, exc)
+        raise HTTPException(503) from exc
+    path = message_file(ctx.config().recording.dir, event)
+    if path is None:
+        if event is not None and event.detail.get("path"):
+            log.warning("web: call %d: message path %r is not a message inside the messages dir; not served",
+                        call_id, event.detail.get("path"))  # fmt: skip
+        raise HTTPException(404)
+    return FileResponse(path, media_type="audio/wav", filename=f"mamoru-message-{call_id}.wav",
                         content_disposition_type="inline")  # fmt: skip
 
 
@@ -292,6 +317,7 @@ routes: list[Route] = [
     Route("/calls", call_log, methods=["GET"]),
     Route("/calls/{id:int}", call_page, methods=["GET"]),
     Route("/calls/{id:int}/recording", recording, methods=["GET"]),
+    Route("/calls/{id:int}/message", message, methods=["GET"]),
     Route("/calls/{id:int}/allow", allow_number, methods=["POST"]),
     Route("/calls/{id:int}/block", block_number, methods=["POST"]),
     Route("/calls/{id:int}/review", review, methods=["POST"]),
