@@ -22,7 +22,7 @@ from screening.config import Config
 from screening.core.line import LineAdapter
 from screening.line_jobs import LineJobs, QueuedVoiceCaller
 from screening.core.clock import region_zone
-from screening.core.model import Action, CallerID, Decision
+from screening.core.model import Action, CallerID, Decision, EventKind
 from screening.notify import AppriseNotifier
 from screening.core.numbers import national_format
 from screening.events import (CallScreened, EventBus, FeedRefused, FraudHeard, HandsetStale, LineFault, ModelMissing,
@@ -51,8 +51,15 @@ class RunningAlerts:
             return national_format(caller.number_e164, self.home_region)
         return f"<{caller.reason.name.lower()}>" if caller.reason else (caller.raw_number or "<no caller ID>")
 
+    def has_message(self, call_id: int) -> bool:
+        return call_id in self.store.calls_with_event(EventKind.MESSAGE, [call_id])
+
     def fraud_handler(self):
         def on_fraud(event: FraudEvent) -> None:
+            if self.has_message(event.call_id):  # heard in a message (transcribed after the caller hung up)
+                heard = [(f.matched, f.category) for f in event.detection.flags]
+                self.service.on_message(event.call_id, heard)
+                return
             caller = None
             try:
                 row = self.store.get_call(event.call_id)
@@ -67,7 +74,9 @@ class RunningAlerts:
         def on_screened(call_id: int, caller: CallerID, decision: Decision) -> None:
             if decision.action is Action.BLOCK and caller.number_e164:
                 self.service.on_blocked_call(caller.number_e164, datetime.now(UTC), self.label(caller))
-    
+            elif self.has_message(call_id):
+                self.service.on_message(call_id)  # urgent if the message is judged fraud already
+
         return on_screened
 
     def line_fault_handler(self):

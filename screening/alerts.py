@@ -46,6 +46,7 @@ from screening import i18n
 from screening.config import Config, RelativeConfig
 from screening.core.clock import iso_utc, parse_iso_utc, utc_now
 from screening.core.model import Action, Language
+from screening.message_alerts import digest_messages, message_fraud_facts, render_messages, when_text
 from screening.notify import DeliveryResult, Level, Notifier, VoiceCaller, voice_result
 from screening.hub_client.settings import hub_call_url
 
@@ -79,18 +80,24 @@ def render(kind: AlertKind, payload: dict[str, Any], language: Language, tz: tzi
            household: str | None = None) -> tuple[str, str]:  # fmt: skip
     """(title, body) of an alert in ``language``, from its stored facts."""
     texts = i18n.catalogue(ALERTS_CATALOGUE, language.value)
-    title, template = texts[f"{kind.value}.title"], texts[f"{kind.value}.body"]
+    # a fraud call that left a message has ended: its own words ("listen to the message"), same urgency
+    name = "fraud_message" if kind is AlertKind.FRAUD and payload.get("message") else kind.value
+    title, template = texts[f"{name}.title"], texts[f"{name}.body"]
     local = parse_iso_utc(payload["at"]).astimezone(tz)
     sep = texts["separator"]
     values = {
         **{k: v for k, v in payload.items() if isinstance(v, str | int | float)},
         "household": household or texts["household"],
         "time": f"{local:%H:%M}",
+        "when": when_text(payload["at"], texts, tz),
         "phrases": sep.join(payload.get("phrases", [])) or "-",
         "categories": sep.join(texts.get(f"category.{c}", c.replace("_", " "))
                                for c in payload.get("categories", [])) or "-",
     }
     body = template.format_map(_Blank(values))
+    if kind is AlertKind.DIGEST and payload.get("messages"):
+        body += "\n" + "\n".join([texts["digest.messages"].format(count=len(payload["messages"])),
+                                   *render_messages(payload["messages"], texts, tz)])
     if payload.get("url"):
         body += "\n" + texts["link"].format(url=payload["url"])
     if payload.get("detail"):
@@ -209,6 +216,18 @@ class AlertService:
         return self._create(AlertKind.FRAUD, Urgency.URGENT, f"fraud:call:{event.call_id}", payload,
                             call_id=event.call_id, escalate=True)  # fmt: skip
 
+    def on_message(self, call_id: int, heard: Sequence[tuple[str, str]] = ()) -> AlertRow | None:
+        """A call ended with a message (or fraud was heard in one that did): urgent if it is judged fraud,
+        once per call; other messages wait for the digest. ``heard``: (phrase, category) just flagged."""
+        if not self._alerts.fraud or not self._config.relatives:
+            return None
+        facts = message_fraud_facts(self._store, call_id, self._config.line.home_region, self._call_url(call_id),
+                                    heard)  # fmt: skip
+        if facts is None:
+            return None
+        return self._create(AlertKind.FRAUD, Urgency.URGENT, f"fraud:message:{call_id}", facts, call_id=call_id,
+                            escalate=True)  # fmt: skip
+
     def on_blocked_call(self, number_e164: str, when: datetime, caller_label: str | None = None) -> AlertRow | None:
         """After each BLOCK decision: alert once when the same number tried N times in M minutes."""
         count_needed, minutes = self._alerts.repeat_block_count, self._alerts.repeat_block_minutes
@@ -253,6 +272,7 @@ class AlertService:
             "blocked": sum(c.action is Action.BLOCK for c in calls),
             "warned": sum(c.action is Action.WARN for c in calls),
             "fraud": sum(c.verdict is not None and c.verdict.value == "fraud" for c in calls),
+            "messages": digest_messages(self._store, calls, self._config.line.home_region, self._call_url),
         }  # fmt: skip
         day = now.astimezone(self._tz).date().isoformat()
         return self._create(AlertKind.DIGEST, Urgency.NORMAL, f"digest:{day}", payload)
