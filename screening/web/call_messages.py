@@ -16,10 +16,11 @@ from blocklist.store import Store
 from blocklist.store.rows import CallRow, EventRow
 from screening.core.clock import parse_iso_utc
 from screening.core.model import EventKind, Language
+from screening.message_alerts import message_event
 from screening.web.call_views import TranscriptLine
 from screening.web.i18n import translate
 
-__all__ = ["MESSAGES_DIR_NAME", "MessageView", "calls_with_messages", "message_file", "message_view"]
+__all__ = ["MESSAGES_DIR_NAME", "MessageView", "calls_with_messages", "message_event", "message_file", "message_view"]
 
 MESSAGES_DIR_NAME = "messages"  # under the recordings dir, as the runner gives the screen flow
 _SLACK_S = 1.0  # recogniser segment starts are approximate
@@ -34,12 +35,6 @@ class MessageView:
 
 def _seconds(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
-
-
-def message_event(events: list[EventRow]) -> EventRow | None:
-    """The call's last MESSAGE event (one per call in practice)."""
-    found = [e for e in events if e.kind == EventKind.MESSAGE]
-    return found[-1] if found else None
 
 
 def message_file(recordings_dir: Path, event: EventRow | None) -> Path | None:
