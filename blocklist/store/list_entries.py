@@ -153,4 +153,5 @@ class ListStore(StoreEngine):
             "note": entry.note,
             "added_at": entry.added_at or now,
             "expires_at": expires,
+            "action": entry.action.value if entry.action else "",
         }

@@ -174,16 +174,16 @@ def bump_generation(db: Database) -> None:
 
 
 UPSERT_ENTRY = (
-    "INSERT INTO list_entries (list, match, value, value_end, source, note, added_at, expires_at, feed) "
-    "VALUES (:list, :match, :value, :value_end, :source, :note, :added_at, :expires_at, :feed) "
+    "INSERT INTO list_entries (list, match, value, value_end, source, note, added_at, expires_at, feed, action) "
+    "VALUES (:list, :match, :value, :value_end, :source, :note, :added_at, :expires_at, :feed, :action) "
     "ON CONFLICT(list, match, value, value_end, feed) DO UPDATE SET "
-    "source = excluded.source, note = excluded.note, expires_at = excluded.expires_at"
+    "source = excluded.source, note = excluded.note, expires_at = excluded.expires_at, action = excluded.action"
 )
 
 
 
 def _apply_add_entry(db: Database, args: dict[str, Any]) -> ListEntry:
-    args = {**args, "feed": feed_of(args["source"])}
+    args = {"action": "", **args, "feed": feed_of(args["source"])}  # a spooled record from before schema 7
     db.execute(UPSERT_ENTRY, args)
     bump_generation(db)
     row = db.execute(

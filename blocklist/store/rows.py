@@ -215,15 +215,17 @@ def feed_of(source: str) -> str:
     return source[len(FEED_SOURCE_PREFIX) :] if source.startswith(FEED_SOURCE_PREFIX) else ""
 
 
-ENTRY_COLUMNS = ("list", "match", "value", "value_end", "source", "note", "added_at", "expires_at")
+ENTRY_COLUMNS = ("list", "match", "value", "value_end", "source", "note", "added_at", "expires_at", "action")
 _LIST_KINDS = {k.value: k for k in ListKind}
 _MATCH_KINDS = {k.value: k for k in MatchKind}
+_ACTIONS = {k.value: k for k in Action}
 
 
 def entry_from_tuple(row: tuple[Any, ...]) -> ListEntry:
     """Fast path for load_lists (1 M rows): no dict per row, enum lookup by dict."""
-    kind, match, value, value_end, source, note, added_at, expires_at = row
-    return ListEntry(_LIST_KINDS[kind], _MATCH_KINDS[match], value, value_end or None, source, note, added_at, expires_at)
+    kind, match, value, value_end, source, note, added_at, expires_at, action = row
+    return ListEntry(_LIST_KINDS[kind], _MATCH_KINDS[match], value, value_end or None, source, note, added_at, expires_at,
+                     _ACTIONS.get(action))  # an unknown action (a newer version's) falls back to the list's
 
 
 def entry_from_row(row: dict[str, Any]) -> ListEntry:
@@ -236,6 +238,7 @@ def entry_from_row(row: dict[str, Any]) -> ListEntry:
         note=row["note"],
         added_at=row["added_at"],
         expires_at=row["expires_at"],
+        action=_ACTIONS.get(row.get("action") or ""),
     )
 
 

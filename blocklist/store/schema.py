@@ -212,9 +212,16 @@ def _migration_6(db: Database) -> None:
     )
 
 
+def _migration_7(db: Database) -> None:
+    """A list entry's own action (issue 15: ``screen`` per list entry); '' = the list's usual action."""
+    if "action" not in db.table("list_entries").columns_dict:
+        db.execute("ALTER TABLE list_entries ADD COLUMN action TEXT NOT NULL DEFAULT ''")
+
+
 # Append only; index + 1 is the PRAGMA user_version after it has run.
 MIGRATIONS: tuple[Callable[[Database], None], ...] = (
     _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
+    _migration_7,
 )
 
 

@@ -118,6 +118,7 @@ class ListEntry:
     note: str = ""
     added_at: str = ""  # ISO-8601 UTC
     expires_at: str | None = None  # ISO-8601 UTC; None = never
+    action: Action | None = None  # this entry's own action (e.g. SCREEN a known number); None = the list's
 
     def describe(self) -> str:
         if self.match is MatchKind.EXACT:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from screening.core.clock import region_zone
 
-from screening.core.model import Action, CallerID, Category, Decision, ListEntry, Prompt, Reason
+from screening.core.model import Action, CallerID, Category, Decision, ListEntry, ListKind, Prompt, Reason
 from screening.core.numbers import national_parts, try_parse_number
 
 
@@ -110,6 +110,7 @@ _REASON_RULES: dict[Reason, tuple[Category, str, str]] = {
     Reason.SERVICE_CONFLICT: (Category.SERVICE_CONFLICT, "service_conflict", "number not delivered (service conflict)"),
 }
 
+_LIST_ACTION = {ListKind.ALLOW: Action.ALLOW, ListKind.BLOCK: Action.BLOCK}
 _ACTION_TAIL: dict[Action, str] = {
     Action.ALLOW: "the phone rings normally",
     Action.WARN: "fraud-prevention warning played to the caller",
@@ -187,10 +188,16 @@ def decide(caller: CallerID, lists: ListLookup, policy: Policy, at: datetime | N
 def _policy_field(rule: str) -> str | None:
     """Which Policy action a rule id was decided by (None: a list match)."""
     head = rule.partition(":")[0]
-    if head in ("allowlist", "blocklist"):
+    if head in ("allowlist", "blocklist", "list_entry"):
         return None
     return {"invalid_number": "invalid", "international_exception": "unknown",
             "official_lookalike": "unknown"}.get(head, head)  # fmt: skip
+
+
+def _entry_action(entry: ListEntry | None) -> tuple[ListEntry, Action] | None:
+    if entry is None or entry.action is None or entry.action is _LIST_ACTION[entry.list]:
+        return None
+    return entry, entry.action
 
 
 def _decide(caller: CallerID, lists: ListLookup, policy: Policy) -> Decision:
@@ -198,6 +205,12 @@ def _decide(caller: CallerID, lists: ListLookup, policy: Policy) -> Decision:
 
     if e164:
         allowed = lists.match_allow(e164)
+        own = _entry_action(allowed) or _entry_action(lists.match_block(e164) if allowed is None else None)
+        if own is not None:  # a list entry's own action ("screen this one") wins over its list's
+            entry, action = own
+            return _make(action, f"list_entry:{entry.list.value}",
+                         f"on the {entry.source} {entry.list.value} list with its own action ({entry.describe()})",
+                         _category_of(e164, policy), entry)
         if allowed is not None:
             return _make(Action.ALLOW, "allowlist", f"on the family allowlist ({allowed.describe()})",
                          _category_of(e164, policy), allowed)
