@@ -63,3 +63,17 @@ def test_an_entrys_own_action_wins_over_its_lists(tmp_path: Path) -> None:
     # the allowlist still wins over the blocklist: a plain allow entry beats a blocked prefix with an action
     both = NumberLists.build([*entries(), ListEntry(ListKind.ALLOW, MatchKind.EXACT, PREFIX_CALLER)], None)
     assert decide(CallerID(number_e164=PREFIX_CALLER), both, policy, NOW).action is Action.ALLOW
+
+
+def test_cli_adds_and_lists_an_entry_with_its_own_action(tmp_path: Path) -> None:
+    from tests.test_cli import mamoru
+
+    db = str(tmp_path / "m.db")
+    mamoru("allow", "add", "03-1234-5678", "--action", "screen", "--note", "佐藤さん", "--db", db)
+    listed = mamoru("allow", "list", "--json", "--db", db)
+    assert '"action": "screen"' in listed.stdout
+    assert "[screen]" in mamoru("allow", "list", "--db", db).stdout
+    decided = mamoru("check", "03-1234-5678", "--db", db)
+    assert "screen" in decided.stdout.lower(), decided.stdout
+    bad = mamoru("allow", "add", "03-1234-5679", "--action", "ring_twice", "--db", db, check=False)
+    assert bad.returncode != 0

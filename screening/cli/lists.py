@@ -29,7 +29,7 @@ from screening.cli.common import (
     print_json,
 )
 from screening.config import Config
-from screening.core.model import ListEntry, ListKind
+from screening.core.model import Action, ListEntry, ListKind
 from screening.core.numbers import national_format
 from screening.core.safe_text import terminal_safe
 from screening.core.clock import iso_utc, parse_iso_utc, utc_now
@@ -49,6 +49,8 @@ def register(sub: Any) -> None:
                 q.add_argument("--source", default="family" if kind is ListKind.ALLOW else "local")
                 q.add_argument("--days", type=int, help="expire after N days")
                 q.add_argument("--expires", metavar="DATE", help="expire on this date (ISO-8601)")
+                q.add_argument("--action", choices=[a.value for a in Action],
+                               help=f"this entry's own action instead of the list's (e.g. screen); default {kind.value}")
             q.set_defaults(func=cmd_list, list_kind=kind.value)
         q = lsub.add_parser("list", help="show the list")
         add_common_args(q, json_flag=True)
@@ -116,7 +118,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(f"the {kind.value} list is empty")
             for e in entries if not args.json else ():
                 expiry = f" (until {e.expires_at[:10]})" if e.expires_at else ""
-                print(terminal_safe(f"{_entry_label(e, region):<28} {e.source:<10} {e.note}{expiry}"))
+                own = f" [{e.action.value}]" if e.action else ""
+                print(terminal_safe(f"{_entry_label(e, region):<28} {e.source:<10} {e.note}{expiry}{own}"))
             return EXIT_OK
         try:
             match, value, value_end = parse_list_spec(args.number, region)
@@ -124,7 +127,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from exc
         if args.list_action == "add":
             entry = store.add_entry(ListEntry(kind, match, value, value_end, source=args.source, note=args.note,
-                                              expires_at=_parse_expiry(args)))
+                                              expires_at=_parse_expiry(args),
+                                              action=Action(args.action) if args.action else None))
             print(f"added to {kind.value} list: {_entry_label(entry, region)}")
             return EXIT_OK
         if store.remove_entry(kind, match, value, value_end):
@@ -221,4 +225,5 @@ def _entry_label(entry: ListEntry, region: str) -> str:
 def _entry_dict(entry: ListEntry) -> dict[str, Any]:
     return {"list": entry.list.value, "match": entry.match.value, "value": entry.value,
             "value_end": entry.value_end, "source": entry.source, "note": entry.note,
-            "added_at": entry.added_at, "expires_at": entry.expires_at}
+            "added_at": entry.added_at, "expires_at": entry.expires_at,
+            "action": entry.action.value if entry.action else None}
