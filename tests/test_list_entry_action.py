@@ -12,6 +12,7 @@ from blocklist.store import Store
 from blocklist.store.schema import MIGRATIONS
 from screening.core.model import Action, CallerID, ListEntry, ListKind, MatchKind, Prompt
 from screening.core.rules import Policy, decide
+from tests.support.web import WebRig, make_form_accounts, post_form, signed_in
 
 NOW = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)
 FRIEND, SALES, PREFIX_CALLER, KNOWN = "+81312345678", "+81120444555", "+81665550001", "+81311112222"
@@ -77,3 +78,19 @@ def test_cli_adds_and_lists_an_entry_with_its_own_action(tmp_path: Path) -> None
     assert "screen" in decided.stdout.lower(), decided.stdout
     bad = mamoru("allow", "add", "03-1234-5679", "--action", "ring_twice", "--db", db, check=False)
     assert bad.returncode != 0
+
+
+def test_the_lists_page_adds_a_number_to_screen_and_shows_it(rig: WebRig) -> None:
+    site = make_form_accounts(rig)
+    with signed_in(site) as client:
+        page = client.get("/lists?kind=allow").text
+        assert 'name="screen" value="1"' in page and "出る前に名前を聞く" in page
+        added = post_form(client, "/lists?kind=allow", "/lists/add",
+                          {"kind": "allow", "number": "03-1234-5678", "note": "佐藤さん", "screen": "1"})
+        assert added.status_code in (200, 303)
+        plain = post_form(client, "/lists?kind=allow", "/lists/add", {"kind": "allow", "number": "03-1111-2222"})
+        assert plain.status_code in (200, 303)
+        listed = client.get("/lists?kind=allow").text
+    entries = {e.value: e.action for e in site.store.own_entries(ListKind.ALLOW)}
+    assert entries == {FRIEND: Action.SCREEN, KNOWN: None}
+    assert listed.count("この番号だけの扱い: 名前を聞いて、家族が出るか決める") == 1

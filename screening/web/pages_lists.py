@@ -35,7 +35,7 @@ from blocklist.lists import parse_list_spec
 from blocklist.store import Store
 from blocklist.store.rows import StoreError
 from screening.core.clock import iso_utc, parse_iso_utc, region_zone
-from screening.core.model import Language, ListEntry, ListKind, MatchKind
+from screening.core.model import Action, Language, ListEntry, ListKind, MatchKind
 from screening.core.numbers import national_format, region_dialling
 from screening.web.call_views import (
     WEB_SOURCE,
@@ -81,6 +81,7 @@ class EntryView:
     added: str
     expires: str
     expired: bool
+    own_action: str = ""  # the entry's own action in words ("" = the list's)
 
 
 def entry_label(entry: ListEntry, region: str) -> str:
@@ -127,7 +128,9 @@ def entry_view(entry: ListEntry, region: str, zone: tzinfo, lang: Language, now:
     added = parse_iso_utc(entry.added_at).astimezone(zone).date() if entry.added_at else None
     return EntryView(entry_label(entry, region), entry.match.value, entry.value, entry.value_end or "",
                      note_text(lang, entry.note), _source_text(lang, entry.source),
-                     _day_text(lang, added) if added else "", expires, expired)  # fmt: skip
+                     _day_text(lang, added) if added else "", expires, expired,
+                     translate(lang, "lists.own_action", action=translate(lang, f"schedule.action.{entry.action.value}"))
+                     if entry.action else "")  # fmt: skip
 
 
 def _ctx(request: Request) -> WebContext:
@@ -150,6 +153,7 @@ class AddForm:
     number: str = ""
     note: str = ""
     expires: str = ""
+    screen: bool = False  # this number's own action: screen (ask the name, the household decides)
     errors: dict[str, str] | None = None
 
 
@@ -227,7 +231,7 @@ async def add_entry(request: Request) -> Response:
     kind = _kind(form.get("kind"), strict=True)
     typed = AddForm(number=str(form.get("number") or "").strip()[:MAX_NUMBER_CHARS],
                     note=" ".join(str(form.get("note") or "").split())[:MAX_NOTE_CHARS],
-                    expires=str(form.get("expires") or "").strip()[:20])  # fmt: skip
+                    expires=str(form.get("expires") or "").strip()[:20], screen=form.get("screen") == "1")  # fmt: skip
     ctx, lang = _ctx(request), request_language(request)
     region = ctx.config().line.home_region
     errors: dict[str, str] = {}
@@ -246,7 +250,8 @@ async def add_entry(request: Request) -> Response:
         typed.errors = errors
         return _render_lists(request, kind, 1, form=typed, status_code=400)
     match, value, value_end = spec
-    entry = ListEntry(kind, match, value, value_end, source=WEB_SOURCE, note=typed.note, expires_at=expires_at)
+    entry = ListEntry(kind, match, value, value_end, source=WEB_SOURCE, note=typed.note, expires_at=expires_at,
+                      action=Action.SCREEN if typed.screen else None)  # fmt: skip
     try:
         await run_in_threadpool(ctx.store.add_entry, entry)
     except (StoreError, ValueError) as exc:
