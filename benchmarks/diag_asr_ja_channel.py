@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_detector_ja import LINE_RATE, SCRIPTS, active_speech_power, kana_error_rate  # noqa: E402
+from bench_detector_ja import SCRIPTS, kana_error_rate  # noqa: E402
 from voice.kana import OpenJTalkReader  # noqa: E402
-from telephone_line import LineSettings, telephone_line  # noqa: E402
+from telephone_line import LINE_RATE, LineSettings, active_speech_power, telephone_line  # noqa: E402
 from voice.line_audio import suppress_hiss, upsample_2x  # noqa: E402
 from voice.whisper_engine import pcm16_to_float  # noqa: E402
 

@@ -52,6 +52,22 @@ def upsample_2x(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return out.astype(np.float32)
 
 
+class Upsampler2x:
+    """:func:`upsample_2x` over a stream of chunks, seamless across chunk edges (2 ms behind)."""
+
+    HISTORY = 32  # input samples kept from the previous chunk (> half the filter at 8 kHz)
+    LAG = HALF_BAND_TAPS // 4 + 1  # input samples held back until the filter has seen what follows them
+
+    def __init__(self) -> None:
+        self._history = np.zeros(self.HISTORY, dtype=np.float32)
+
+    def feed(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        z = np.concatenate([self._history, np.asarray(x, dtype=np.float32)])
+        y = upsample_2x(z)
+        self._history = z[-self.HISTORY:]
+        return y[2 * (self.HISTORY - self.LAG): 2 * (len(z) - self.LAG)]
+
+
 def suppress_hiss(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """Spectral subtraction of the steady noise floor (estimated from the quietest frames of ``x``)."""
     if len(x) < FRAME * MIN_FRAMES // 2:
