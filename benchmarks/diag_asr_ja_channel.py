@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_detector_ja import SCRIPTS, kana_error_rate  # noqa: E402
 from voice.kana import OpenJTalkReader  # noqa: E402
 from telephone_line import LINE_RATE, LineSettings, active_speech_power, telephone_line  # noqa: E402
-from voice.line_audio import suppress_hiss, upsample_2x  # noqa: E402
+from voice.line_audio import upsample_2x  # noqa: E402
 from voice.whisper_engine import pcm16_to_float  # noqa: E402
 
 log = logging.getLogger("diag_asr_ja_channel")
@@ -55,6 +55,25 @@ def old_channel(audio: np.ndarray, rate: int, snr_db: float, seed: int, rms_snr:
     y = np.sign(x) * np.log1p(mu * np.minimum(np.abs(x), 1.0)) / np.log1p(mu)
     y = np.round((y + 1) * 127.5) / 127.5 - 1
     return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
+
+
+def suppress_hiss(x: np.ndarray) -> np.ndarray:
+    """Spectral subtraction (x2) of the mean spectrum of the quietest 10 % of 32 ms frames, floor -20 dB."""
+    frame, hop = 512, 256
+    window = np.sqrt(np.hanning(frame + 1)[:frame])
+    pad = np.concatenate([np.zeros(hop), x.astype(np.float64), np.zeros(frame)])
+    index = np.arange(frame)[None, :] + hop * np.arange((len(pad) - frame) // hop + 1)[:, None]
+    spectra = np.fft.rfft(pad[index] * window, axis=1)
+    power = np.abs(spectra) ** 2
+    energy = power.sum(axis=1)
+    noise = power[energy <= np.quantile(energy, 0.1)].mean(axis=0)
+    smooth = np.apply_along_axis(lambda c: np.convolve(c, np.ones(3) / 3, mode="same"), 0, power)
+    gain = np.maximum(1.0 - 2.0 * noise / np.maximum(smooth, 1e-20), 0.01)
+    frames = np.fft.irfft(spectra * np.sqrt(gain), n=frame, axis=1) * window
+    out = np.zeros(len(pad))
+    for i, f in enumerate(frames):
+        out[i * hop: i * hop + frame] += f
+    return out[hop: hop + len(x)].astype(np.float32)
 
 
 def to16_poly(line: np.ndarray) -> np.ndarray:

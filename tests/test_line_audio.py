@@ -1,4 +1,4 @@
-"""voice.line_audio: the 8 -> 16 kHz upsampler Whisper gets line audio through, and the hiss suppressor."""
+"""voice.line_audio: the 8 -> 16 kHz upsampler Whisper gets line audio through."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from screening.core.audio import resample_pcm16
-from voice.line_audio import Upsampler2x, suppress_hiss, upsample_2x
+from voice.line_audio import Upsampler2x, upsample_2x
 
 RATE = 8000
 
@@ -48,21 +48,3 @@ def test_streaming_in_odd_chunks_equals_one_pass_two_ms_late() -> None:
     whole = upsample_2x(np.concatenate([np.zeros(Upsampler2x.LAG, dtype=np.float32), x]))[: len(streamed)]
     assert len(streamed) == 2 * len(x)
     np.testing.assert_allclose(streamed, whole, atol=1e-6)
-
-
-def test_hiss_is_suppressed_and_speech_band_tone_kept() -> None:
-    rng = np.random.default_rng(2)
-    hiss = (rng.standard_normal(16000 * 4) * 0.01).astype(np.float32)
-    signal = np.zeros(16000 * 4, dtype=np.float32)
-    signal[16000:] = 0.3 * tone(500.0, 3.0, 16000)  # a pause, then a steady "voice"
-    out = suppress_hiss(hiss + signal)
-    noise_before = np.mean(hiss[:16000] ** 2)
-    noise_after = np.mean(out[1000:15000] ** 2)  # the pause: only hiss there
-    assert 10 * np.log10(noise_after / noise_before) < -8
-    kept = np.mean(out[17000:] ** 2) / np.mean((signal + hiss)[17000:] ** 2)
-    assert abs(10 * np.log10(kept)) < 1.0
-
-
-def test_short_audio_passes_through_unchanged() -> None:
-    x = np.random.default_rng(3).standard_normal(2000).astype(np.float32)
-    assert np.array_equal(suppress_hiss(x), x)
