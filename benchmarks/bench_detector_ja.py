@@ -51,6 +51,9 @@ from voice.reading_match import ReadingMode  # noqa: E402
 
 SCRIPTS = ROOT / "tests" / "data" / "detector_ja_scripts.json"
 CHUNK_S = 0.1  # what the modem/SIP reader hands the recogniser at a time
+# After the script the caller waits for an answer: the line stays open (noise only) for this long
+# before the call ends, so "live" means what the family would hear about while the call is still up.
+CALLER_WAITS_S = 3.0
 log = logging.getLogger("bench_detector_ja")
 
 
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                        live_fraud_at_s=before.get("live_fraud_at_s"))
         else:
             wave, rate = pyopenjtalk.tts(row["text"])
-            line = telephone_line(np.asarray(wave), int(rate), LineSettings(snr_db=args.snr), seed)
+            wave = np.concatenate([np.asarray(wave), np.zeros(int(CALLER_WAITS_S * rate))])
+            line = telephone_line(wave, int(rate), LineSettings(snr_db=args.snr), seed)
             began = time.perf_counter()
             heard_now = transcribe(engine, line, live_detector)
             row.update(heard=heard_now.final, live=heard_now.live_text, live_fraud_at_s=heard_now.live_fraud_at_s)
