@@ -157,7 +157,8 @@ def pg_dsn(pg_cluster: PostgresCluster) -> str:
 
 @pytest.fixture()
 def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    with MosquittoBroker(tmp_path / "broker", free_tcp_port(), {HUB_USER: HUB_PASSWORD, **UNITS}) as running:
+    running = MosquittoBroker(tmp_path / "broker", free_tcp_port(), {HUB_USER: HUB_PASSWORD, **UNITS})
+    with running:
         yield running
 
 
