@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,10 @@ import httpx
 import pytest
 
 from blocklist.outbox import Outbox
+from screening.core.model import Prompt
 from screening.hub.store import HubStore
 from tests.support.ports import free_tcp_port
+from voice.announcements import PromptLibrary
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).parent.parent
@@ -193,11 +196,19 @@ def test_a_fraud_call_alerts_and_the_relative_acknowledges_it_from_the_hub(
     from tests.support.whisper_model import whisper_model_dir
 
     models = whisper_model_dir().parent
+    spoken = tmp_path / "spoken.wav"
+    subprocess.run(["espeak-ng", "-v", "ja", "-s", "130", "-w", str(spoken), FRAUD_SPEECH], check=True, timeout=60)
+    # The caller listens to the warning (silence on their side), then speaks, then waits on the line.
+    quiet_s = PromptLibrary("ja").clip_for(Prompt.WARNING).duration_s + 1.0
     speech = tmp_path / "caller.wav"
-    subprocess.run(["espeak-ng", "-v", "ja", "-s", "130", "-w", str(speech), FRAUD_SPEECH], check=True, timeout=60)
+    with wave.open(str(spoken), "rb") as source, wave.open(str(speech), "wb") as out:
+        out.setparams(source.getparams())
+        out.writeframes(bytes(source.getsampwidth() * round(source.getframerate() * quiet_s)))
+        out.writeframes(source.readframes(source.getnframes()))
+        spoken_s = source.getnframes() / source.getframerate()
     scenario = tmp_path / "fraud.toml"
     scenario.write_text(f'[[call]]\nlabel = "fraud"\nnmbr = "{FRAUD_CALLER}"\ncaller_audio = "{speech}"\n'
-                        f"hang_up_after_s = 40\n", encoding="utf-8")  # fmt: skip
+                        f"hang_up_after_s = {quiet_s + spoken_s + 15:.0f}\n", encoding="utf-8")  # fmt: skip
     demo = start_demo("--line", f"sim:?stay=1&time_scale=1&scenario={scenario}", VOICE_MODELS_DIR=str(models))
     login = demo.wait_line(r"hub page (http://127\.0\.0\.1:\d+/)\s+family login: (\S+) / (\S+)", 300)
     url, name, password = login.groups()
@@ -205,7 +216,7 @@ def test_a_fraud_call_alerts_and_the_relative_acknowledges_it_from_the_hub(
     with HubStore(demo.dsn) as store:
         _wait(lambda: store.count("calls") >= 1, 60, "the call summary in PostgreSQL")
         row = store.conn.execute("SELECT id, call_id, verdict, alerted FROM calls").fetchone()
-    assert row is not None and row["verdict"] == "fraud" and row["alerted"], row
+    assert row is not None and row["verdict"] == "fraud" and row["alerted"], "\n".join([str(row), *demo.lines[-40:]])
     origin = url.rstrip("/")
     with httpx.Client(base_url=origin, headers={"Origin": origin}, timeout=30) as browser:
         _log_in(browser, name, password)
