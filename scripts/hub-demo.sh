@@ -68,17 +68,16 @@ HUB_TOML=$DIR/hub.toml
 
 # 2. The demo household: its unit, a family login (and a reviewer's), the hub's command key.
 "$MAMORU" hub unit --config "$HUB_TOML" "$UNIT" --household "$HOUSEHOLD" --area demo-town >/dev/null
-for role in family reviewer; do
-  login=$DIR/$role-login
-  if [ ! -s "$login" ]; then
-    .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))' >"$login"
-    chmod 600 "$login"
-    name=$([ "$role" = family ] && echo hanako || echo reviewer)
-    extra=$([ "$role" = family ] && echo "--household $HOUSEHOLD" || true)
-    # shellcheck disable=SC2086
-    "$MAMORU" hub account --config "$HUB_TOML" "$name" --role "$role" $extra <"$login" >/dev/null
-  fi
-done
+add_account() {  # add_account NAME ROLE [--household H]: once; its password is kept in $DIR/ROLE-login
+  local name=$1 role=$2 login=$DIR/$2-login
+  shift 2
+  [ -s "$login" ] && return 0
+  (umask 077 && .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))' >"$login.new")
+  "$MAMORU" hub account --config "$HUB_TOML" "$name" --role "$role" "$@" <"$login.new" >/dev/null
+  mv "$login.new" "$login"
+}
+add_account hanako family --household "$HOUSEHOLD"
+add_account reviewer reviewer
 COMMAND_KEY=$(.venv/bin/python -c 'import sys; from pathlib import Path
 from screening.hubwire import CommandSigner, public_key_text
 print(public_key_text(CommandSigner.load_or_create(Path(sys.argv[1])).public))' "$DIR/command.key")
