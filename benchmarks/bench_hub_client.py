@@ -1,6 +1,6 @@
 """What does the hub link cost the call loop, and how fast does a backlog drain?
 
-Runs a real Mosquitto (TLS, passwords, ACL; ``tests/support/mqtt_broker.py``), a real store and the
+Runs a real Mosquitto (TLS, passwords, ACL; ``tests/support/hub_servers.py``), a real store and the
 unit's ``HubClient``, then:
 
 1. ``on_screened`` on the caller's thread (what the call loop pays per call: a hand-off to the
@@ -30,7 +30,7 @@ from screening.hub_client.client import HubClient
 from screening.hub_client.settings import HubSettings, Share
 from screening.hub_wiring import unit_actions
 from screening.hubwire import CommandSigner, public_key_text
-from tests.support.mqtt_broker import MosquittoBroker
+from tests.support.hub_servers import MosquittoBroker
 
 log = logging.getLogger("bench_hub_client")
 UNIT = "bench-0001"

@@ -26,6 +26,7 @@ declare -A why=(
     [e2fsprogs]="mkfs.ext4 and e2fsck, for the power-cut test on a loop-mounted ext4 (as root)"
     [mosquitto]="the MQTT broker (TLS, MQTT 5, ACLs) the hub tests start on a free port"
     [postgresql]="PostgreSQL, the hub's database; the hub tests run their own cluster in a temp dir"
+    [espeak-ng]="Japanese speech for the hub demo's fraud caller (tests/test_hub_demo.py)"
 )
 missing=()
 ldconfig -p 2>/dev/null | grep -q libportaudio.so || missing+=(libportaudio2)
@@ -36,6 +37,7 @@ command -v sipp >/dev/null || missing+=(sip-tester)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)  # the power-cut test's loop-mounted ext4
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)  # the hub tests' broker
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)  # the hub tests' database
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)  # the hub demo test's fraud caller
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test set-up: Debian packages the tests use are missing:"
     for pkg in "${missing[@]}"; do echo "  ${pkg}: ${why[$pkg]}"; done

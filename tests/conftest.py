@@ -49,6 +49,8 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_hub_client": ("hub", "slow"),
     "test_hub_e2e": ("hub", "slow"),
     "test_hub_commands": ("hub", "slow"),
+    "test_hub_demo": ("hub", "slow"),
+    "test_hub_browser": ("hub", "browser", "slow"),
 }
 # Parameters naming an adapter that needs a marker wherever they appear (the line contract runs
 # every test on the modem, the Number Display modem and SIP).

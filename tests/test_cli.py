@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import run_mamoru
+
 pytestmark = pytest.mark.timeout(60)
 
 
 def mamoru(*args: str, env_config: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``mamoru ARGS`` in this process (the same ``main`` the console script runs; a subprocess costs ~0.6 s
-    of imports each); the tests named ``*_subprocess`` run the real module as a process."""
-    from screening.cli import main
-
-    saved = os.environ.pop("MAMORU_CONFIG", None)
-    if env_config is not None:
-        os.environ["MAMORU_CONFIG"] = str(env_config)
-    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True), io.StringIO()  # exports write bytes
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # argparse's usage errors
-                code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        os.environ.pop("MAMORU_CONFIG", None)
-        if saved is not None:
-            os.environ["MAMORU_CONFIG"] = saved
-    stdout = out.buffer.getvalue().decode("utf-8")  # type: ignore[attr-defined]
-    proc = subprocess.CompletedProcess(["mamoru", *args], code, stdout, err.getvalue())
+    """``mamoru ARGS`` in this process; the tests named ``*_subprocess`` run the real module as a process."""
+    proc = run_mamoru(*args, env={"MAMORU_CONFIG": str(env_config) if env_config is not None else None})
     if check and proc.returncode != 0:
         raise AssertionError(f"mamoru {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc

@@ -45,7 +45,7 @@ from tests.support.hub_unit import (
     settings_for,
     wait_until,
 )
-from tests.support.mqtt_broker import HubListener, MosquittoBroker
+from tests.support.hub_servers import HubListener, MosquittoBroker
 
 broker, signer, store = hub_unit.broker, hub_unit.signer, hub_unit.store  # fixtures
 

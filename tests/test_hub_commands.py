@@ -36,7 +36,7 @@ from tests.support.hub_unit import (
     settings_for,
     wait_until,
 )
-from tests.support.mqtt_broker import HubListener, MosquittoBroker
+from tests.support.hub_servers import HubListener, MosquittoBroker
 from voice.detector import Detection, Flag
 from voice.pipeline import FraudEvent
 

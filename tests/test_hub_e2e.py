@@ -31,7 +31,7 @@ from screening.hubwire import (
     public_key_text,
     topic,
 )
-from tests.support.mqtt_broker import HubListener, MosquittoBroker
+from tests.support.hub_servers import HubListener, MosquittoBroker
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).parent.parent

@@ -17,7 +17,7 @@ from screening.hub.store import HubStore
 from screening.hubwire import CallSummary, Channel, FraudReport, Health, LineHealth, Status, encode_message, topic
 from screening.hub.servers import HUB_USER
 from tests.support import hub_servers
-from tests.support.hub_servers import HUB_PASSWORD, UNITS, HubRig, UnitClient
+from tests.support.hub_servers import HUB_PASSWORD, UNITS, HubListener, HubRig, MosquittoBroker, UnitClient
 
 # The real servers' fixtures (module-level names are how pytest finds them).
 broker, pg_cluster, pg_dsn, hub_rig = hub_servers.broker, hub_servers.pg_cluster, hub_servers.pg_dsn, hub_servers.hub_rig
@@ -103,6 +103,28 @@ def test_stolen_credentials_cannot_publish_or_listen_as_another_unit(hub_rig: Hu
     stranger.close()
     _wait(lambda: _count(hub_rig, "rejected") == 1, message="the forged body is recorded as rejected")
     assert _count(hub_rig, "calls") == 0
+
+
+def test_home_assistant_topics_are_writable_only_under_the_units_own_id(broker: MosquittoBroker) -> None:
+    """The hub's production ACL (no test override) carries the Home Assistant lines of docs/hub-unit.md."""
+    own = ["mamoru/v1/unit-003/ha", "homeassistant/sensor/mamoru_unit-003/last_caller/config",
+           "homeassistant/binary_sensor/mamoru_unit-003/fraud/config"]  # fmt: skip
+    foreign = ["mamoru/v1/unit-004/ha", "homeassistant/sensor/mamoru_unit-004/last_caller/config",
+               "homeassistant/sensor/mamoru_unit-0031/last_caller/config", "homeassistant/status"]  # fmt: skip
+    unit = UnitClient(broker, "unit-003").connect()
+    try:
+        with HubListener(broker, subscribe=("mamoru/v1/+/ha", "homeassistant/#")) as hub:
+            for where in own:
+                assert not unit.publish_raw(where, b"{}", retain=True).is_failure, where
+            for where in foreign:
+                reason = unit.publish_raw(where, b"{}", retain=True)
+                assert reason.is_failure and "authorized" in str(reason).lower(), where
+            for where in own:
+                hub.wait_for(where, 1, 20)
+            time.sleep(0.5)
+            assert not [t for t, _, _ in hub.messages if t in foreign]
+    finally:
+        unit.close()
 
 
 def test_malformed_and_oversized_messages_are_refused_and_counted(hub_rig: HubRig) -> None:

@@ -142,6 +142,13 @@ def test_the_police_see_health_and_figures_never_calls(page) -> None:  # type: i
     assert "稼働中 1 台・停止 2 台・故障 1 台" in fleet.text
     assert fleet.status_code == 200 and "setagaya" in fleet.text and "meguro" in fleet.text
     assert "+81312345678" not in fleet.text and "還付金" not in fleet.text
+    # Results per area as server-side SVG: this month's call in setagaya, by category, and the share hung up.
+    month = utc_now().strftime("%Y-%m")
+    setagaya = re.search(r'<section class="area-charts" data-area="setagaya">(.*?)</section>', fleet.text, re.S)
+    assert setagaya and "setagaya の結果" in setagaya.group(1) and setagaya.group(1).count("<svg") >= 2
+    assert f'data-key="domestic" data-month="{month}" data-value="1"' in setagaya.group(1)
+    assert f'data-key="hung_up" data-month="{month}" data-value="100"' in setagaya.group(1)
+    assert 'data-area="meguro"' in fleet.text and "<script" not in fleet.text
     csv = client.get("/fleet.csv")
     assert csv.headers["content-type"].startswith("text/csv")
     assert "area,setagaya,domestic,1,1,1,1,0" in csv.text and "+8131" not in csv.text

@@ -31,7 +31,7 @@ from deploy.provisioning.keys import generate_issuer_key, load_signer
 from screening.config import load_config
 from screening.core.model import Role
 from screening.hubwire import CommandSigner, public_key_text
-from tests.support.mqtt_broker import make_tls
+from screening.hub.servers import make_tls
 
 UNIT_PASSWORD = "unit-pw-7Hq2mXw9"
 
@@ -54,7 +54,7 @@ def config_toml(data: Path, *, credentials: bool = True) -> str:
 
 
 def content(tmp_path: Path, *, credentials: bool = True, hub: HubCredentials | None = None) -> BundleContent:
-    ca_pem = make_tls(tmp_path)[0].read_text()
+    ca_pem = make_tls(tmp_path).ca.read_text()
     return new_content(issuer="Akita Police", household=Household("H001", "佐藤 様"),
                        config_toml=config_toml(tmp_path / "data", credentials=credentials),
                        web_users=[WebUser("family", Role.FAMILY, hash_password("family-pw-123"))],

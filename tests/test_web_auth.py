@@ -31,6 +31,7 @@ from screening.web.accounts import Account, UserFile, hash_password
 from screening.web.login_throttle import LoginLimits
 from screening.web.server import serve_in_thread
 from screening.web.sessions import PRE_SESSION_COOKIE, SESSION_COOKIE, install
+from tests.support.cli import run_mamoru
 from tests.support.ports import free_tcp_port
 from tests.support.web import (
     ADMIN,
@@ -465,10 +466,8 @@ def test_language_per_user_and_for_anonymous_pages(users_rig: WebRig) -> None:
 # ---- the command line ------------------------------------------------------------------------
 
 
-def web_cli(*args: str, stdin: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MAMORU_CONFIG"}
-    return subprocess.run([sys.executable, "-m", "screening.cli", *args], input=stdin, capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=timeout, check=False)  # fmt: skip
+def web_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return run_mamoru(*args, stdin=stdin)  # in this process: the same main() the console script runs
 
 
 def test_cli_passwd_creates_and_changes_users(tmp_path: Path) -> None:

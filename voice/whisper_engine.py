@@ -36,6 +36,7 @@ from screening.core.audio import resample_pcm16
 from screening.core.model import Language
 from voice.asr import release_free_memory
 from voice.engine import EngineChoice, ModelError, Segment
+from voice.line_audio import Upsampler2x
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -143,7 +144,7 @@ class WhisperEngine:
 
 
 def pcm16_to_float(pcm16: bytes, sample_rate: int) -> NDArray[np.float32]:
-    """Line PCM (any rate) as the float32 16 kHz mono Whisper wants."""
+    """PCM (any rate) as the float32 16 kHz mono Whisper wants (8 kHz line audio: use :class:`Upsampler2x`)."""
     data = resample_pcm16(pcm16, sample_rate, WHISPER_RATE)
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
 
@@ -176,6 +177,9 @@ class WhisperTranscriber:
         self._step_bytes = 2 * int(step_s * sample_rate)
         self._max_segment = int(max_segment_s * WHISPER_RATE)
         self._pending = bytearray()
+        # 8 kHz line audio: a half-band filter, not linear interpolation (which droops 3 kHz by 4 dB and
+        # leaves images at 4-8 kHz that Whisper hears; docs/japanese-detection.md measures it).
+        self._upsampler = Upsampler2x() if 2 * sample_rate == WHISPER_RATE else None
         self._open = np.zeros(0, dtype=np.float32)  # the open speech segment, 16 kHz
         self._open_start_s = 0.0  # where it starts in the call's audio
         self._partial = ""
@@ -222,7 +226,12 @@ class WhisperTranscriber:
     # ---- one step ---------------------------------------------------------------------
 
     def _append(self, pcm16: bytes) -> None:
-        self._open = np.concatenate([self._open, pcm16_to_float(pcm16, self.sample_rate)])
+        if self._upsampler is not None:
+            line = np.frombuffer(pcm16[: len(pcm16) - len(pcm16) % 2], dtype="<i2").astype(np.float32) / 32768.0
+            audio = self._upsampler.feed(line)
+        else:
+            audio = pcm16_to_float(pcm16, self.sample_rate)
+        self._open = np.concatenate([self._open, audio])
 
     def _drop(self, samples: int) -> None:
         self._open = self._open[samples:].copy()  # copy: the old array's memory goes now

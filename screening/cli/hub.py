@@ -28,6 +28,7 @@ def register(subparsers: Any) -> None:
     q.add_argument("--unit", action="append", default=[], help="a unit id to give broker credentials (repeat)")
     q.add_argument("--mqtt-port", type=int, default=8883)
     q.add_argument("--pg-port", type=int, default=5433)
+    q.add_argument("--web-port", type=int, default=8090, help="the hub page's port written into hub.toml")
     q.set_defaults(func=cmd_servers)
     q = sub.add_parser("account", help="add a hub page account (password read from stdin or prompted)")
     q.add_argument("--config", type=Path, required=True, metavar="hub.toml")
@@ -105,7 +106,7 @@ def cmd_servers(args: argparse.Namespace) -> int:
             f'username = "{HUB_USER}"\npassword_file = "{directory / "hub-broker.password"}"\n\n'
             f'[database]\ndsn = "{dsn}"\n\n[hub]\nspool_dir = "{directory / "spool"}"\n'
             f'command_key = "{directory / "command.key"}"\nhome_region = "JP"\n\n'
-            f'[web]\nlisten = "127.0.0.1:8090"\nallowed_hosts = ["localhost", "127.0.0.1"]\nsecure_cookies = false\n')
+            f'[web]\nlisten = "127.0.0.1:{args.web_port}"\nallowed_hosts = ["localhost", "127.0.0.1"]\nsecure_cookies = false\n')
         print(f"broker on localhost:{args.mqtt_port} (TLS, CA {broker.tls.ca}); PostgreSQL on 127.0.0.1:{args.pg_port}")
         print(f"unit passwords in {secrets_path}; hub settings in {config}. Ctrl-C stops both.")
         try:

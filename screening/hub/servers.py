@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from screening.core.files import atomic_write_text
-from screening.hubwire import PREFIX, Channel, unit_acl_lines
+from screening.hubwire import PREFIX, Channel, home_assistant_acl_lines, unit_acl_lines
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,12 @@ class MosquittoBroker:
         hub_lines = [f"user {HUB_USER}"]
         hub_lines += [f"topic read {PREFIX}/+/{c.value}" for c in Channel if c.from_unit]
         hub_lines.append(f"topic write {PREFIX}/+/{Channel.COMMANDS.value}")
-        atomic_write_text(self.directory / "acl", "\n".join([*unit_acl_lines(), "", *hub_lines]) + "\n")
+        # What units publish for Home Assistant: the hub's account reads it too (a family hub's Home
+        # Assistant may use a copy of these two read lines under its own user).
+        hub_lines += [f"topic read {PREFIX}/+/ha", "topic read homeassistant/#"]
+        # `pattern` lines apply to every user, wherever they stand; `%u` keeps each unit under its own id.
+        unit_lines = [*unit_acl_lines(), *home_assistant_acl_lines()]
+        atomic_write_text(self.directory / "acl", "\n".join([*unit_lines, "", *hub_lines]) + "\n")
         lines = [
             "per_listener_settings false",
             "allow_anonymous false",

@@ -214,6 +214,14 @@ class HubStore:
             " FROM calls c JOIN units u USING (unit) WHERE c.started >= %s AND c.started < %s"
             " GROUP BY u.area, c.category ORDER BY u.area, c.category", (start, end)).fetchall()  # fmt: skip
 
+    def area_months(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Per area, UTC month ("YYYY-MM") and category in [start, end): calls and callers who hung up."""
+        return self.conn.execute(
+            "SELECT u.area, to_char(c.started AT TIME ZONE 'UTC', 'YYYY-MM') AS month, c.category, count(*) AS calls,"
+            " count(*) FILTER (WHERE c.outcome='caller_hung_up') AS hung_up"
+            " FROM calls c JOIN units u USING (unit) WHERE c.started >= %s AND c.started < %s"
+            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", (start, end)).fetchall()  # fmt: skip
+
     # ----------------------------------------------------------------- reviewer
 
     def review_queue(self, min_households: int = MIN_HOUSEHOLDS) -> list[QueueEntry]:

@@ -38,6 +38,7 @@ from screening.hubwire.fields import E164
 from screening.web.accounts import verify_password
 from screening.web.hostcheck import host_name_of
 
+from .charts import area_charts, month_window
 from .review import Decision, ReviewError, decide
 from .store import HubAccount, HubRole, HubStore, find_account
 
@@ -316,8 +317,11 @@ class HubPages:
         if request.url.path.endswith(".csv"):
             return _csv_response(units, figures)
         counts = {state: sum(1 for u in units if u["state"] == state) for state in ("online", "offline", "faulty")}
+        months, first, last_end = month_window(start)
+        history = await self.db(lambda s: s.area_months(first, last_end))
+        charts = area_charts([r for r in history if area is None or r["area"] == area], months, _t)
         return self.render(request, "fleet.html", units=units, figures=figures, counts=counts, area=area or "",
-                           month=start.strftime("%Y-%m"))  # fmt: skip
+                           month=start.strftime("%Y-%m"), charts=charts)  # fmt: skip
 
     # ----------------------------------------------------------------- reviewer
 

@@ -35,7 +35,16 @@ from .messages import (
     encode_message,
     new_message_id,
 )
-from .topics import PREFIX, Channel, hub_subscriptions, is_valid_unit_id, parse_topic, topic, unit_acl_lines
+from .topics import (
+    PREFIX,
+    Channel,
+    home_assistant_acl_lines,
+    hub_subscriptions,
+    is_valid_unit_id,
+    parse_topic,
+    topic,
+    unit_acl_lines,
+)
 
 __all__ = [
     "CLOCK_SKEW",
@@ -72,4 +81,5 @@ __all__ = [
     "public_key_text",
     "topic",
     "unit_acl_lines",
+    "home_assistant_acl_lines",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "parse_topic",
     "topic",
     "unit_acl_lines",
+    "home_assistant_acl_lines",
 ]
 
 PREFIX = "mamoru/v1"
@@ -79,3 +80,10 @@ def unit_acl_lines() -> list[str]:
     lines = [f"pattern write {PREFIX}/%u/{channel.value}" for channel in Channel if channel.from_unit]
     lines.append(f"pattern read {PREFIX}/%u/{Channel.COMMANDS.value}")
     return lines
+
+
+def home_assistant_acl_lines() -> list[str]:
+    """The two ``pattern`` lines a unit needs for Home Assistant MQTT discovery on the hub's broker
+    (docs/hub-unit.md): its retained state document and its discovery configs, only under its own id.
+    Kept apart from ``unit_acl_lines()`` because these use wildcards (Home Assistant's layout)."""
+    return [f"pattern write {PREFIX}/%u/ha", "pattern write homeassistant/+/mamoru_%u/#"]

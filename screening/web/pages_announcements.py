@@ -20,7 +20,8 @@ from starlette.routing import Route
 from screening.config import Config, ConfigError
 from screening.core.model import Language, Prompt
 from screening.web.i18n import translate
-from screening.web.recordings import MAX_RECORDING_BYTES, store_recording, wav_bytes
+from screening.core.audio import wav_bytes
+from screening.web.recordings import MAX_RECORDING_BYTES, store_recording
 from screening.web.sessions import User, require_user
 from screening.web.settings_common import (
     SettingsProblem,

@@ -6,13 +6,11 @@ Uploaded recordings are converted here, so the daemon never has to resample a ph
 
 from __future__ import annotations
 
-import io
 import logging
 import tempfile
-import wave
 from pathlib import Path
 
-from screening.core.audio import WavError, read_wav_pcm16
+from screening.core.audio import WavError, read_wav_pcm16, wav_bytes
 from screening import config_edit
 from screening.core.model import Prompt
 from screening.web.context import WebContext
@@ -30,16 +28,6 @@ log = logging.getLogger(__name__)
 PROMPTS_DIR_NAME = "prompts"  # under the data directory, when [voice] prompts_dir is not set yet
 MAX_RECORDING_BYTES = 16 * 1024 * 1024  # 30 s of 48 kHz stereo 32-bit is 11.5 MB
 MIN_RECORDING_RATE, MAX_RECORDING_RATE = 4000, 192_000  # an absurd rate would make resampling explode
-
-
-def wav_bytes(pcm16: bytes, rate: int) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm16)
-    return out.getvalue()
 
 
 def convert_recording(data: bytes) -> bytes:

@@ -1,5 +1,9 @@
-"""Real hub servers for tests: a Mosquitto (TLS, MQTT 5, per-unit passwords, ACL) and a PostgreSQL
-cluster, both in a temp dir on free ports; plus a minimal unit client that speaks the wire contract.
+"""Real hub servers for tests: a Mosquitto (TLS, MQTT 5, per-unit passwords, the production ACL) and a
+PostgreSQL cluster, both in a temp dir on free ports; a minimal unit client that speaks the wire
+contract; and the hub's side for the unit's tests (a listener that records and sends commands).
+
+The broker keeps its port, users and persistence across ``stop()``/``start()``, so a test can
+take it away (an outage) and bring it back with the same sessions.
 
 The PostgreSQL cluster is shared by a test session (initdb takes a second or two); every test gets
 its own database. As root the cluster runs as ``nobody`` (PostgreSQL refuses root), so its
@@ -12,6 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,14 +29,113 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from screening.hub.ingest import BrokerSettings, HubSubscriber, IngestSettings
-from screening.hub.servers import HUB_USER, MosquittoBroker, PostgresCluster
+from screening.hub.servers import HUB_USER, PostgresCluster
+from screening.hub.servers import MosquittoBroker as HubBroker
 from screening.hubwire import Channel, CommandSigner, Message, Status, encode_message, topic
 from tests.support.ports import free_tcp_port
 
-__all__ = ["FollowingUnit", "HUB_PASSWORD", "HubRig", "PostgresCluster", "UnitClient", "broker", "hub_rig", "pg_cluster", "pg_dsn"]
+__all__ = ["FollowingUnit", "HUB_PASSWORD", "HubListener", "HubRig", "MosquittoBroker", "PostgresCluster", "UnitClient",
+           "broker", "hub_rig", "pg_cluster", "pg_dsn"]  # fmt: skip
 
 HUB_PASSWORD = "hub-" + uuid.uuid4().hex
 UNITS = {f"unit-{i:03d}": f"pw-{i:03d}-{uuid.uuid4().hex[:8]}" for i in range(1, 9)}
+START_TIMEOUT_S = 10.0
+
+
+@dataclass
+class MosquittoBroker(HubBroker):
+    """The hub's broker with what tests need: ``MosquittoBroker.for_test(dir, {user: password})`` on a free
+    port, its CA and URL; ``hub_user`` is the hub's own account. The ACL is exactly production's."""
+
+    hub_user: str = HUB_USER
+
+    @classmethod
+    def for_test(cls, directory: Path, users: dict[str, str], hub_password: str = "hub-pw") -> MosquittoBroker:
+        return cls(directory, free_tcp_port(), {HUB_USER: hub_password, **users})
+
+    @property
+    def ca_file(self) -> Path:
+        assert self.tls is not None, "start() makes the TLS files"
+        return self.tls.ca
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.port}"
+
+
+class HubListener:
+    """The hub's side for tests: a real MQTT 5 client (the hub user) that records what arrives and
+    can publish commands to a unit."""
+
+    def __init__(self, broker: MosquittoBroker, *, subscribe: tuple[str, ...] = ("mamoru/v1/#", "homeassistant/#"),
+                 user: str | None = None, session: str | None = None) -> None:  # fmt: skip
+        """``session``: a client id whose session the broker keeps (as the real hub's), so what arrives while
+        this listener is away waits for the next listener with the same id."""
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.broker = broker
+        self.messages: list[tuple[str, bytes, bool]] = []  # (topic, payload, retained)
+        self._lock = threading.Condition()
+        self._ready = threading.Event()
+        name = user or broker.hub_user
+        self.session = session
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=session or f"test-{name}-{free_tcp_port()}",
+                                  protocol=mqtt.MQTTv5)  # fmt: skip
+        self.client.username_pw_set(name, broker.users[name])
+        self.client.tls_set(ca_certs=str(broker.ca_file))
+        self.subscribe_to = subscribe
+
+        def on_connect(client: mqtt.Client, *_: object) -> None:
+            for pattern in self.subscribe_to:
+                client.subscribe(pattern, qos=1)
+            self._ready.set()
+
+        def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            with self._lock:
+                self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+                self._lock.notify_all()
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+
+    def __enter__(self) -> HubListener:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600 if self.session else 0
+        self.client.connect("127.0.0.1", self.broker.port, clean_start=self.session is None, properties=props)
+        self.client.loop_start()
+        if not self._ready.wait(START_TIMEOUT_S):
+            raise RuntimeError("hub listener did not connect")
+        time.sleep(0.2)  # SUBACKs
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def wait_for(self, topic: str, count: int = 1, timeout: float = 30.0) -> list[bytes]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len([1 for t, _, _ in self.messages if t == topic]) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{count} message(s) on {topic} not seen in {timeout} s; "
+                                       f"saw {sorted({t for t, _, _ in self.messages})}")  # fmt: skip
+                self._lock.wait(left)
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout)
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +157,8 @@ def pg_dsn(pg_cluster: PostgresCluster) -> str:
 
 @pytest.fixture()
 def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    with MosquittoBroker(tmp_path / "broker", free_tcp_port(), {HUB_USER: HUB_PASSWORD, **UNITS}) as running:
+    running = MosquittoBroker(tmp_path / "broker", free_tcp_port(), {HUB_USER: HUB_PASSWORD, **UNITS})
+    with running:
         yield running
 
 

@@ -29,7 +29,7 @@ from screening.hubwire import (
     public_key_text,
     topic,
 )
-from tests.support.mqtt_broker import HubListener, MosquittoBroker
+from tests.support.hub_servers import HubListener, MosquittoBroker
 from voice.detector import Detection, Flag
 from voice.pipeline import FraudEvent
 
