@@ -44,6 +44,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_web_process": ("slow",),
     "test_screen_sip": ("sip", "slow"),
     "test_screen_modem": ("slow",),
+    "test_message_modem": ("slow",),
     "test_hub_ingest": ("hub", "slow"),
     "test_hub_page": ("hub", "slow"),
     "test_hub_client": ("hub", "slow"),
