@@ -231,6 +231,15 @@ class RelativeLeg:
         self._players.clear()
 
 
+def live_call_on(endpoint: Any) -> CallState | None:
+    """An answered incoming call up on any slot of ``endpoint`` (a relative may be phoned beside it)."""
+    for slot in endpoint.slots:
+        state = slot.current
+        if state is not None and not state.gone.is_set() and not state.outgoing and state.answered.is_set():
+            return state
+    return None
+
+
 def _wait_any(events: tuple[threading.Event, ...], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:

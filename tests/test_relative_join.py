@@ -37,12 +37,12 @@ def live_call(rig: SipDaemonRig, timeout: float = 15.0):  # type: ignore[no-unty
     raise AssertionError("the unknown caller's call was never answered")
 
 
-JOINED_HZ = 1060  # the tone stand-in for 「ご家族が通話に参加しました」 (espeak/Kokoro are not needed here)
+JOINED_HZ = 1100  # the tone stand-in for 「ご家族が通話に参加しました」 (espeak/Kokoro are not needed here)
 WARNING_BYTES = 2 * 8000 * 2  # the caller's first 2 s: our warning, which has a 660 Hz note of its own
 
 
 def joined_prompt() -> AudioClip:
-    return ToneAnnouncements().clip_for(Prompt.PICK_UP)
+    return ToneAnnouncements().clip_for(Prompt.FAMILY_JOINED)
 
 
 def run_join(tmp_path: Path, digit: str, *, allow_join: bool) -> tuple[dict, dict, bytes, object]:
