@@ -161,7 +161,8 @@ def start_alerts(cfg: Config, store: Store, line: LineAdapter | None = None,
         from voice.announcements import PromptLibrary
 
         joiner = LiveJoinCaller(line, voice_caller, render_message,
-                                lambda language: PromptLibrary(language).clip_for(Prompt.FAMILY_JOINED),
+                                # in the household's language: the elderly person hears it
+                                lambda _: PromptLibrary(cfg.voice.language).clip_for(Prompt.FAMILY_JOINED),
                                 store, home_region=cfg.line.home_region)
     # The unit's zone (not the system's, which a Pi image leaves unset): times in messages, quiet hours.
     service = AlertService(store, cfg, AppriseNotifier(), voice_caller=joiner or voice_caller,
