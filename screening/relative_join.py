@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from screening.core.line import AudioClip, LineError
 from screening.core.model import EventKind, Language
+from screening.i18n import lookup
 from screening.voice_call import CallAlertResult, CallAlertStatus, dial_string
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ class LiveJoinCaller:
         outbound = self._line.settings.outbound_uri(digits) if digits else None
         if state is None or outbound is None:
             return self._fallback.call(number, message_text, language)  # the call is over: as before
-        try:
-            alert = self._speech_fn(message_text, language)
+        try:  # the alert, then the relative's choices (the call is still up)
+            alert = self._speech_fn(f"{message_text} {lookup('alerts', language, 'join.choices')}", language)
         except (ValueError, OSError) as exc:
             return CallAlertResult(CallAlertStatus.FAILED, 0, detail=f"no message audio: {exc}")
         leg = RelativeLeg(self._line.endpoint, state, allow_join=True, ring_timeout_s=self.ring_timeout_s,
