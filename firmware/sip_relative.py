@@ -154,6 +154,10 @@ class RelativeLeg:
                 continue
             if self._submit(lambda m=mode: self._join(m, joined_prompt)):
                 self.joined = mode
+                if mode is JoinMode.SPEAK:  # the household hears who joined before they hear them
+                    if joined_prompt is not None:
+                        _wait_any((self.gone, self._state.gone), joined_prompt.duration_s)
+                    self._submit(self._speak)
                 log.info("relative joined the live call to %s", mode.value)
                 return RelativeCallResult(True, tuple(pressed), mode, f"joined: {mode.value}")
         detail = "the live call ended" if self._state.gone.is_set() else "no key to join"
@@ -209,11 +213,17 @@ class RelativeLeg:
         for side in (state.media, household):  # the relative hears both sides
             if side is not None:
                 side.startTransmit(relative)
-        if mode is JoinMode.SPEAK:  # ... and is heard by both
-            relative.startTransmit(state.media)
-            if household is not None:
-                relative.startTransmit(household)
         return True
+
+    def _speak(self) -> None:
+        """After the joined prompt: the relative is heard by both sides."""
+        state, relative = self._state, self.media
+        if relative is None or state.gone.is_set():
+            return
+        household = state.household_media if state.household_up.is_set() else None
+        for side in (state.media, household):
+            if side is not None:
+                relative.startTransmit(side)
 
     def _hang_up(self) -> None:
         call, self._call = self._call, None

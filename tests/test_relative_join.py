@@ -90,3 +90,22 @@ def test_pressing_2_lets_the_relative_listen_without_being_heard(tmp_path: Path)
     assert tone_level(caller_pcm, RELATIVE_HZ) < 5  # nobody hears the relative
     assert tone_level(caller_pcm, JOINED_HZ) < 5  # and nobody is told: listening is silent
     assert any(abs(f - CALLER_HZ) < 60 for _, _, f in heard_by_relative["bursts"]), heard_by_relative
+
+
+def test_the_household_hears_that_the_family_joined_and_then_the_relative(tmp_path: Path) -> None:
+    household = Phone("--answer-after", "0.3", "--hang-up-after", "12", "--max-s", "30")
+    with SipDaemonRig(tmp_path, call_timeout_s=40, household=household.uri) as rig:
+        caller = rig.start_call(UNKNOWN, "--tone-s", "1", "--max-s", "30")  # quiet after 1 s
+        state = live_call(rig)
+        assert state.household_up.wait(10), "the household phone was never connected"
+        relative = Phone("--answer-after", "0.3", "--dtmf", "3", "--dtmf-after", "1.0", "--max-s", "25")
+        leg = RelativeLeg(rig.line.endpoint, state, allow_join=True, ring_timeout_s=10, listen_s=4)
+        result = leg.call(relative.uri, ToneAnnouncements().clip_for(Prompt.SCREEN_CHOICES), joined_prompt())
+        assert result.joined is JoinMode.SPEAK, result
+        leg.stay_until_either_ends(30)
+        heard = household.result(30)
+        result_of(caller, 40)
+        relative.result(30)
+    tones = [f for _, _, f in heard["bursts"]]
+    assert any(abs(f - JOINED_HZ) < 80 for f in tones), tones  # 「ご家族が通話に参加しました」 (its tone stand-in)
+    assert any(abs(f - RELATIVE_HZ) < 60 for f in tones), tones  # then the relative's voice
