@@ -3,7 +3,7 @@
 ``mamoru run --line sip://…`` as a subprocess (Korean model and phrase pack, as in
 tests/test_sip_e2e.py), with ``[alerts] relative_can_join = true``, a relative with a ``phone``
 and ``[sip] outbound`` pointing at tests/sip_phone.py (the relative: answers, speaks 660 Hz for
-8 s, presses 3). The caller (tests/sip_peer.py) speaks the Korean fraud script and stays on.
+15 s, presses 3). The caller (tests/sip_peer.py) speaks the Korean fraud script and stays on.
 Proven from outside: the relative was phoned while the call was up, the caller heard the
 relative's voice, and the ``relative_joined`` event (mode speak) is on the fraud call.
 """
@@ -93,8 +93,9 @@ def fraud_call(port: int, heard: Path) -> dict:
 
 def run(tmp_path: Path, can_join: bool) -> tuple[dict, dict, float, str, list]:
     """One fraud call with the relative set to press 3; (caller, relative, 660 Hz level, verdict, joined events)."""
-    relative = Phone("--answer-after", "0.5", "--dtmf", "3", "--dtmf-after", "1.5", "--hang-up-after", "12",
-                     "--max-s", "100")
+    # speaks all the while: under load the alert, the key and the joined prompt may take seconds
+    relative = Phone("--answer-after", "0.5", "--dtmf", "3", "--dtmf-after", "1.5", "--hang-up-after", "15",
+                     "--tone-s", "15", "--max-s", "100")
     daemon, port, db = start_daemon(tmp_path, relative.port, can_join)
     try:
         heard = tmp_path / "caller-heard.wav"
