@@ -414,6 +414,15 @@ class SipEndpoint:
             raise LineError(f"{self.name}: could not call {uri}: {exc.info()}") from None
         return state
 
+    def call_account(self) -> Any:
+        """The account outgoing calls go out on (owner thread; a relative's leg, firmware.sip_relative)."""
+        self._bury()
+        return self._account
+
+    def bury_later(self, *objects: Any) -> None:
+        """Free pjsua2 objects after the next poll (owner thread), never from a callback."""
+        self._dead_calls.extend(o for o in objects if o is not None)
+
     def _on_dtmf(self, call: Any, digit: str) -> None:
         slot = getattr(call, "slot", None)
         state = self._state_of(call)

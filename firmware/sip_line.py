@@ -300,6 +300,13 @@ class SipLine:
         self._endpoint.submit(lambda: self._endpoint.hang_up_call(state, status), timeout)
         state.gone.wait(timeout)
 
+    def live_call(self) -> CallState | None:
+        """The answered call this slot is on now, if any (a relative may be phoned beside it)."""
+        state = self._slot.current
+        if state is None or state.gone.is_set() or state.outgoing or not state.answered.is_set():
+            return None
+        return state
+
     def _decided(self) -> CallState | None:
         """This loop's call, marked as decided (no more Ring events); None if the caller left."""
         state = self._call

@@ -22,8 +22,9 @@ from screening.config import Config
 from screening.core.line import LineAdapter
 from screening.line_jobs import LineJobs, QueuedVoiceCaller
 from screening.core.clock import region_zone
-from screening.core.model import Action, CallerID, Decision, EventKind
+from screening.core.model import Action, CallerID, Decision, EventKind, Prompt
 from screening.notify import AppriseNotifier
+from screening.relative_join import LiveJoinCaller
 from screening.core.numbers import national_format
 from screening.events import (CallScreened, EventBus, FeedRefused, FraudHeard, HandsetStale, LineFault, ModelMissing,
                               StoreDamaged)
@@ -43,6 +44,7 @@ class RunningAlerts:
     worker: AlertWorker
     store: Store
     home_region: str
+    joiner: LiveJoinCaller | None = None  # [alerts] relative_can_join on a SIP line
 
     def label(self, caller: CallerID | None) -> str:
         if caller is None:
@@ -66,6 +68,8 @@ class RunningAlerts:
                 caller = CallerID(raw_number=row.raw_number, number_e164=row.number_e164)
             except KeyError:
                 pass
+            if self.joiner is not None:
+                self.joiner.note_fraud(event.call_id)
             self.service.on_fraud(event, self.label(caller))
 
         return on_fraud
@@ -160,10 +164,19 @@ def start_alerts(cfg: Config, store: Store, line: LineAdapter | None = None,
 
         voice_caller = QueuedVoiceCaller(jobs, VoiceCallAlerter(cast(DialingLine, line), render_message,
                                                                 home_region=cfg.line.home_region))
+    joiner = None
+    if voice_caller is not None and cfg.alerts.relative_can_join and hasattr(line, "endpoint"):
+        # SIP carries a second call: phone the relative during the fraud call, so they can join it.
+        from voice.announcements import PromptLibrary
+
+        joiner = LiveJoinCaller(line, voice_caller, render_message,
+                                # in the household's language: the elderly person hears it
+                                lambda _: PromptLibrary(cfg.voice.language).clip_for(Prompt.FAMILY_JOINED),
+                                store, home_region=cfg.line.home_region)
     # The unit's zone (not the system's, which a Pi image leaves unset): times in messages, quiet hours.
-    service = AlertService(store, cfg, AppriseNotifier(), voice_caller=voice_caller,
+    service = AlertService(store, cfg, AppriseNotifier(), voice_caller=joiner or voice_caller,
                            tz=region_zone(cfg.line.home_region)).open()
     worker = AlertWorker(service)
     worker.start()
     log.info("alerts on for %s", ", ".join(r.name for r in cfg.relatives))
-    return RunningAlerts(service, worker, store, cfg.line.home_region)
+    return RunningAlerts(service, worker, store, cfg.line.home_region, joiner)

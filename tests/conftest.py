@@ -52,6 +52,8 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_hub_commands": ("hub", "slow"),
     "test_hub_demo": ("hub", "slow"),
     "test_hub_browser": ("hub", "browser", "slow"),
+    "test_relative_join": ("sip", "slow"),
+    "test_relative_join_e2e": ("sip", "asr", "slow"),
 }
 # Parameters naming an adapter that needs a marker wherever they appear (the line contract runs
 # every test on the modem, the Number Display modem and SIP).

@@ -86,6 +86,7 @@ def main() -> int:
     parser.add_argument("--dtmf", default="", help="digits to press (RFC 2833) once answered")
     parser.add_argument("--dtmf-after", type=float, default=1.0, help="seconds after answer")
     parser.add_argument("--max-s", type=float, default=20.0)
+    parser.add_argument("--tone-s", type=float, default=8.0, help="how long the 660 Hz 'voice' lasts")
     args = parser.parse_args()
 
     ep = start_endpoint(args.port)
@@ -122,7 +123,7 @@ def main() -> int:
             else:
                 call.answer(reply)
         if call.answered_at is not None and not spoke:
-            port.feed(tone(660, 8.0))
+            port.feed(tone(660, args.tone_s))
             spoke = True
         if call.answered_at is not None and args.dtmf and not pressed and now - call.answered_at >= args.dtmf_after:
             pressed = True

@@ -266,6 +266,7 @@ BAD_VALUES = [
     ("alerts", "max_per_hour", "0", "must be at least 1 (got 0)"),
     ("alerts", "web_base_url", '"mamoru.local"', "expected an http:// or https:// URL"),
     ("alerts", "voice_call", '"no"', 'expected true or false (got string "no")'),
+    ("alerts", "relative_can_join", '"yes"', 'expected true or false (got string "yes")'),
     ("alerts", "retry_max_hours", "0", "must be between 1 and 168 (got 0)"),
     ("feeds", "dir", "7", "expected a string"),
     ("feeds", "update_minutes", "-5", "must be between 0 and 10080 (got -5)"),

@@ -49,6 +49,7 @@ _PATTERNS: dict[Prompt, tuple[tuple[float, float], ...]] = {
     Prompt.SCREEN_ANNOUNCE: ((980, 0.3), (0, 0.1), (980, 0.3), (0, 0.2)),
     Prompt.SCREEN_CHOICES: ((1020, 0.3), (0, 0.1), (1020, 0.3), (0, 0.2)),
     Prompt.PICK_UP: ((1060, 0.3), (0, 0.1), (1060, 0.3), (0, 0.2)),
+    Prompt.FAMILY_JOINED: ((1100, 0.3), (0, 0.1), (1100, 0.3), (0, 0.2)),
 }
 
 

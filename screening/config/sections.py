@@ -377,6 +377,10 @@ class AlertsConfig:
     )
     voice_call: bool = _setting(True, _boolean(), "Also phone a relative who has a `phone`, once the line is free.")
     retry_max_hours: int = _setting(24, _int_range(1, 168), "Keep retrying an undelivered alert this long.")
+    relative_can_join: bool = _setting(
+        False, _boolean(),
+        "SIP: a relative phoned during a live fraud call may press 2 to listen or 3 to speak into it (consent: off).",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,7 @@ class Prompt(StrEnum):
     SCREEN_ANNOUNCE = "screen_announce"  # "a call for you; the caller said:" (then the recorded name)
     SCREEN_CHOICES = "screen_choices"  # "1 to talk, 2 to refuse, 3 to refuse and block"
     PICK_UP = "pick_up"  # modem line: "pick up the phone to talk"
+    FAMILY_JOINED = "family_joined"  # SIP: "your family has joined the call" (a relative pressed 3)
 
 
 class ListKind(StrEnum):
@@ -207,6 +208,7 @@ class EventKind(StrEnum):
     HOUSEHOLD_DECISION = "household_decision"  # detail: connected|refused|blocked|timeout
     MESSAGE = "message"  # the caller left a message (detail: seconds, path)
     OUTCOME = "outcome"  # how a screened call ended (detail: a CallOutcome value)
+    RELATIVE_JOINED = "relative_joined"  # a phoned relative joined a live call (detail: mode listen|speak)
 
 
 class Verdict(StrEnum):
