@@ -24,8 +24,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from voice.detector import Detection, FraudDetector, PhrasePack
 from screening.core.model import Verdict
+from voice.detector import Detection, FraudDetector, PhrasePack
 
 DEFAULT_CORPUS = Path("/work/shared/corpus")
 TUNE, CHECK = "tune", "check"

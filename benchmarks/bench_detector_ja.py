@@ -34,8 +34,8 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,9 +44,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from screening.core.model import Verdict  # noqa: E402
-from screening.core.model import Language  # noqa: E402
 from telephone_line import LINE_RATE, LineSettings, telephone_line  # noqa: E402
+
+from screening.core.model import (
+    Language,  # noqa: E402
+    Verdict,  # noqa: E402
+)
 from voice.detector import FraudDetector, PhrasePack  # noqa: E402
 from voice.kana import KanaReader, OpenJTalkReader, read  # noqa: E402
 from voice.reading_match import ReadingMode  # noqa: E402
@@ -143,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import pyopenjtalk
+
     from voice.whisper_engine import WhisperEngine
 
     heard_before: dict[str, dict[str, Any]] = {}

@@ -38,9 +38,9 @@ from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence  #
 from firmware.modem_line import ModemLine  # noqa: E402
 from firmware.scenarios import CallScript  # noqa: E402
 from firmware.virtual_modem import VirtualModem  # noqa: E402
-from screening.daemon import Daemon  # noqa: E402
 from screening.core.model import Prompt  # noqa: E402
 from screening.core.rules import Policy  # noqa: E402
+from screening.daemon import Daemon  # noqa: E402
 from screening.session import CallSettings, SessionSettings  # noqa: E402
 from voice.announcements import PromptLibrary  # noqa: E402
 from voice.asr import SpeechModel, packaged_model_dir  # noqa: E402

@@ -38,11 +38,11 @@ from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence  #
 from firmware.modem_line import ModemLine  # noqa: E402
 from firmware.scenarios import CallScript  # noqa: E402
 from firmware.virtual_modem import VirtualModem  # noqa: E402
-from screening.daemon import Daemon  # noqa: E402
-from screening.session import CallSettings  # noqa: E402
 from screening.core.line import LineRestored  # noqa: E402
 from screening.core.model import ListEntry, ListKind, MatchKind  # noqa: E402
 from screening.core.rules import Policy  # noqa: E402
+from screening.daemon import Daemon  # noqa: E402
+from screening.session import CallSettings  # noqa: E402
 from voice.announcements import ToneAnnouncements  # noqa: E402
 
 OFF_HOOK = {"AT+VLS=1", "ATA"}

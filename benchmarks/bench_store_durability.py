@@ -38,10 +38,9 @@ sys.path.insert(0, str(ROOT))
 import blocklist.store.engine as store_module  # noqa: E402
 from blocklist.recovery import find_damage  # noqa: E402
 from blocklist.store import Store
-from screening.core.model import EventKind
-from screening.list_cache import ListCache  # noqa: E402
-from screening.core.model import CallerID, ListEntry, ListKind, MatchKind  # noqa: E402
+from screening.core.model import CallerID, EventKind, ListEntry, ListKind, MatchKind  # noqa: E402
 from screening.core.rules import Policy, decide  # noqa: E402
+from screening.list_cache import ListCache  # noqa: E402
 
 POLICY = Policy()
 BLOCKED = CallerID(raw_number="09012345678", number_e164="+819012345678")

@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_detector_ja import SCRIPTS, kana_error_rate  # noqa: E402
-from voice.kana import OpenJTalkReader  # noqa: E402
 from telephone_line import LINE_RATE, LineSettings, active_speech_power, telephone_line  # noqa: E402
+
+from voice.kana import OpenJTalkReader  # noqa: E402
 from voice.line_audio import upsample_2x  # noqa: E402
 from voice.whisper_engine import pcm16_to_float  # noqa: E402
 

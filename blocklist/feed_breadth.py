@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.numbers import country_code_for_region, country_code_length, is_fixed_line
 

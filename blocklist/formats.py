@@ -66,11 +66,28 @@ from functools import lru_cache
 from io import StringIO
 
 from blocklist.interop_formats import (
-    SQLITE_MAGIC, ForeignRow, callattendant_db_rows, callattendant_rows, looks_like_vcard, ncid_rows, vcard_rows, write_callattendant, write_ncid, write_vcard,
+    SQLITE_MAGIC,
+    ForeignRow,
+    callattendant_db_rows,
+    callattendant_rows,
+    looks_like_vcard,
+    ncid_rows,
+    vcard_rows,
+    write_callattendant,
+    write_ncid,
+    write_vcard,
 )  # fmt: skip
 from blocklist.list_numbers import country_code_of, ftc_number, list_spec
 from blocklist.list_records import (
-    MAX_LINE_CHARS, Lines, Record, RowProblem, csv_records, decode_line, excerpt, plain_records, split_header,
+    MAX_LINE_CHARS,
+    Lines,
+    Record,
+    RowProblem,
+    csv_records,
+    decode_line,
+    excerpt,
+    plain_records,
+    split_header,
 )  # fmt: skip
 from blocklist.lists import ListSpecError, parse_list_spec
 from blocklist.store.rows import FEED_SOURCE_PREFIX

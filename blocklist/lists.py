@@ -21,7 +21,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-
 from screening.core.clock import parse_iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.numbers import NumberError, clean_digits, country_code_length, parse_number, region_dialling

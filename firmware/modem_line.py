@@ -74,13 +74,13 @@ from firmware.modemline.support import (
 )
 from firmware.number_display import NdTiming, NumberDisplayReceiver
 from screening.core.line import (
-    next_queued,
     AudioClip,
     AudioSink,
     DialResult,
     EndReason,
     LineError,
     LineEvent,
+    next_queued,
 )
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,6 @@ from firmware.dialects import CADENCE_PERIOD_S
 from firmware.modem_line import ModemLine
 from firmware.nd_adapter import NdAdapter
 from screening.core.line import (
-    next_queued,
     AudioClip,
     AudioSink,
     CallOffered,
@@ -50,6 +49,7 @@ from screening.core.line import (
     LineEvent,
     Ring,
     RingingStopped,
+    next_queued,
 )
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from firmware.dialects import RingCadence
 from firmware.audio_format import wav_to_line_u8
-from screening.core.audio import WavError
+from firmware.dialects import RingCadence
 from firmware.dle import DTMF_DIGITS
+from screening.core.audio import WavError
 from screening.core.model import Reason
 
 LINE_SAMPLE_RATE = 8000  # both emulated dialects stream 8 kHz u8 (firmware/dialects.py)

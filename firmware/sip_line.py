@@ -23,12 +23,12 @@ import traceback
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from screening.core.audio import resample_pcm16
 from firmware.sip_calls import CallState, Slot
 from firmware.sip_endpoint import SipEndpoint, settle_s
 from firmware.sip_headers import CallerIdFn, parse_sip_headers
 from firmware.sip_media import SAMPLE_RATE
 from firmware.sip_settings import SipDefaults, SipSettings
+from screening.core.audio import resample_pcm16
 from screening.core.line import (
     AudioClip,
     AudioSink,

@@ -10,24 +10,32 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import cast
 
 from blocklist.feeds import FeedUpdate
 from blocklist.store import Store
 from screening.alerts import AlertService, AlertWorker
 from screening.config import Config
-from screening.core.line import LineAdapter
-from screening.line_jobs import LineJobs, QueuedVoiceCaller
 from screening.core.clock import region_zone
+from screening.core.line import LineAdapter
 from screening.core.model import Action, CallerID, Decision, EventKind, Prompt
+from screening.core.numbers import national_format
+from screening.events import (
+    CallScreened,
+    EventBus,
+    FeedRefused,
+    FraudHeard,
+    HandsetStale,
+    LineFault,
+    ModelMissing,
+    StoreDamaged,
+)
+from screening.line_jobs import LineJobs, QueuedVoiceCaller
 from screening.notify import AppriseNotifier
 from screening.relative_join import LiveJoinCaller
-from screening.core.numbers import national_format
-from screening.events import (CallScreened, EventBus, FeedRefused, FraudHeard, HandsetStale, LineFault, ModelMissing,
-                              StoreDamaged)
 from voice.pipeline import FraudEvent
 
 log = logging.getLogger(__name__)

@@ -46,9 +46,9 @@ from screening import i18n
 from screening.config import Config, RelativeConfig
 from screening.core.clock import iso_utc, parse_iso_utc, utc_now
 from screening.core.model import Action, Language
+from screening.hub_client.settings import hub_call_url
 from screening.message_alerts import digest_messages, message_fraud_facts, render_messages, when_text
 from screening.notify import DeliveryResult, Level, Notifier, VoiceCaller, voice_result
-from screening.hub_client.settings import hub_call_url
 
 if TYPE_CHECKING:
     from blocklist.store import Store

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from blocklist.lists import NumberLists
 from blocklist.store import Store
-from screening.core.model import EventKind
+from screening.config import BUILTIN_SOURCE, COMMAND_LINE_SOURCE, Config, ConfigError, load_config
 from screening.core.line import (
     CallOffered,
     HandsetOffHook,
@@ -38,11 +38,10 @@ from screening.core.line import (
     Ring,
     RingingStopped,
 )
-from screening.config import BUILTIN_SOURCE, COMMAND_LINE_SOURCE, Config, ConfigError, load_config
+from screening.core.model import Action, CallerID, Decision, EventKind, Prompt
+from screening.events import CallScreened, Event, EventBus
 from screening.line_jobs import LineJobs
 from screening.list_cache import ListCache
-from screening.core.model import Action, CallerID, Decision, Prompt
-from screening.events import CallScreened, Event, EventBus
 from screening.session import CallSession, CallSettings, Outcome, SessionSettings
 from screening.status import LineProblem, StatusWriter
 

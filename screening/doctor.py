@@ -32,8 +32,8 @@ from screening import doctor_text
 from screening.config import BUILTIN_SOURCE, Config, ConfigError, load_config
 from screening.core.clock import local_stamp, parse_iso_utc, region_zone, utc_now
 from screening.core.model import Language
-from screening.line_factory import sip_defaults
 from screening.hub_client.queue import queue_backlog, queue_path_for
+from screening.line_factory import sip_defaults
 from screening.status import STATUS_FILE_NAME, DaemonStatus, LineProblem, LineState, StatusError, read_status
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from blocklist.store import Store
+from screening.alerts import AlertService
 from screening.config import Config
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.events import EventBus
 from screening.hub_client.client import HubClient, HubSetupError
-from screening.alerts import AlertService
 from screening.hub_client.commands import FAMILY_PREFIX, UnitActions
 from screening.hub_client.queue import queue_path_for
 from screening.hub_client.settings import HubSettings

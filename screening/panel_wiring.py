@@ -16,7 +16,6 @@ from blocklist.store import Store
 from firmware.panel import FrontPanel, PanelPins, PanelState
 from screening.config import Config
 from screening.core.model import CallerID, Decision, EventKind, ListEntry, ListKind, MatchKind, Verdict
-
 from screening.events import CallScreened, EventBus, FraudHeard, LineFault, LineRestored
 
 if TYPE_CHECKING:

@@ -28,35 +28,35 @@ from blocklist.recovery import DAMAGED_STORE_MESSAGE, read_notices, set_aside_if
 from blocklist.store import Store
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
-from firmware.number_display import NdTiming
 from firmware.nd_adapter import NdAdapter
 from firmware.nd_line import NdAdapterLine
+from firmware.number_display import NdTiming
 from firmware.scenarios import BLOCKED_NUMBER, FAMILY_NUMBER, CallScript, demo_scenario, load_scenario
 from firmware.usb_power import UsbPowerCycler
 from firmware.virtual_modem import VirtualModem, emulate_forever
+from screening.alert_wiring import RunningAlerts, start_alerts
 from screening.config import BUILTIN_SOURCE, Config
-from screening.policy import policy_from_config
-from screening.daemon import ConfigReloader, Daemon
 from screening.core.line import Dialer, LineAdapter
 from screening.core.model import CallerID, Decision, ListEntry, ListKind, MatchKind
 from screening.core.numbers import parse_number
-from screening.screen_flow import ScreenSettings
-from screening.session import CallSettings, SessionSettings
-from screening.demo_text import action_words, caller_words, end_words
 from screening.core.safe_text import pad_columns, terminal_safe
-from screening.events import (CallScreened, EventBus, FeedRefused, FraudHeard, ModelMissing, StoreDamaged)
-from screening.status import StatusWriter
-from voice.local_audio import HouseholdSpeaker
-from voice.retention import RetentionPolicy
-from screening.alert_wiring import RunningAlerts, start_alerts
-from screening.line_jobs import LineJobs
-from screening.watchdog import Watchdog
-from screening.line_factory import sip_defaults
-from screening.panel_wiring import start_panel
-from voice.service import RecordingHousekeeping, VoiceSettings, build_prompts, build_voice, household_warner
+from screening.daemon import ConfigReloader, Daemon
+from screening.demo_text import action_words, caller_words, end_words
+from screening.events import CallScreened, EventBus, FeedRefused, FraudHeard, ModelMissing, StoreDamaged
 from screening.feed_wiring import feed_limits
 from screening.hub_wiring import run_hub
+from screening.line_factory import sip_defaults
+from screening.line_jobs import LineJobs
 from screening.ncid.wiring import run_ncid
+from screening.panel_wiring import start_panel
+from screening.policy import policy_from_config
+from screening.screen_flow import ScreenSettings
+from screening.session import CallSettings, SessionSettings
+from screening.status import StatusWriter
+from screening.watchdog import Watchdog
+from voice.local_audio import HouseholdSpeaker
+from voice.retention import RetentionPolicy
+from voice.service import RecordingHousekeeping, VoiceSettings, build_prompts, build_voice, household_warner
 
 if TYPE_CHECKING:
     from screening.web.process import WebProcess

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from screening.core.model import CallOutcome, CallState, EventKind
-from screening.core.line import AudioClip, CallAudio, CallRouting, EndReason, LineAdapter, LineError
-from screening.core.model import Action, CallerID, Decision, Prompt
-from screening.core.numbers import national_format
 from screening.core.clock import utc_now
+from screening.core.line import AudioClip, CallAudio, CallRouting, EndReason, LineAdapter, LineError
+from screening.core.model import Action, CallerID, CallOutcome, CallState, Decision, EventKind, Prompt
+from screening.core.numbers import national_format
 from screening.core.rules import ListLookup, Policy, decide
 from screening.events import CallDecided, EventBus
 from screening.screen_flow import NumberBlocker, ScreenFlow, ScreenSettings, Speaker

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-
 from screening.core.line import (
     AudioClip,
     DialResult,

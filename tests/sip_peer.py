@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pjsua2 as pj  # type: ignore[import-untyped]
 
-from screening.core.audio import read_wav_pcm16, resample_pcm16
 from firmware.sip_media import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, FramePort
+from screening.core.audio import read_wav_pcm16, resample_pcm16
 
 log = logging.getLogger("sip_peer")
 _LOUD = 1500  # RMS of a frame that carries tone, not PCMU noise floor

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from blocklist.store import Store
-from screening.core.model import CallState, EventKind
-from screening.core.model import CallerID
+from screening.core.model import CallerID, CallState, EventKind
 from voice.adoption import ADOPTED_LINE, adopt_orphan_recordings, recording_relpath
 from voice.recorder import CallRecorder
 from voice.retention import RetentionPolicy

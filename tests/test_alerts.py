@@ -10,9 +10,9 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -25,13 +25,12 @@ from blocklist.store import Store
 from screening.alerts import AlertService, AlertWorker, backoff, render
 from screening.cli import alerts as alerts_cli
 from screening.config import Config, parse_config
-from screening.core.model import Action, CallerID, Category, Decision
+from screening.core.model import Action, CallerID, Category, Decision, Verdict
 from screening.notify import AppriseNotifier, mask
-from voice.detector import Detection, Flag
-from screening.core.model import Verdict
-from voice.pipeline import FraudEvent
 from tests.support.ports import free_tcp_port
 from tests.support.receivers import JSON_PASSWORD, SMTP_PASSWORD, HttpReceiver, SmtpSink, json_url, mail_url
+from voice.detector import Detection, Flag
+from voice.pipeline import FraudEvent
 
 T0 = datetime(2025, 3, 3, 5, 5, tzinfo=UTC)  # 14:05 in Tokyo
 

@@ -105,15 +105,16 @@ def test_relative_is_phoned_after_the_fraud_call_and_acknowledges_with_1(tmp_pat
     call loop once the line is idle, message played, DTMF 1 from the relative acknowledges it."""
     import threading
 
+    from test_alerts import fraud_event
+
     from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
     from firmware.modem_line import ModemLine
     from firmware.scenarios import CalleeScript
     from firmware.virtual_modem import VirtualModem
+    from screening.core.rules import Policy
     from screening.daemon import Daemon
     from screening.line_jobs import LineJobs
-    from screening.core.rules import Policy
     from screening.session import CallSettings, SessionSettings
-    from test_alerts import fraud_event
     from voice.announcements import ToneAnnouncements
 
     config = parse_config({"relatives": [{"name": "Taro", "phone": "090-1234-5678", "language": "ja"}]}, "test")

@@ -10,9 +10,20 @@ from pathlib import Path
 import pytest
 
 from firmware.dialects import DIALECTS, RingCadence
-from screening.config import BUILTIN_SOURCE, Config, ConfigError, ConfigProblem, LineConfig, LogLevel, ModemChoice, RulesConfig, load_config, reference_markdown, schema
-from screening.core.model import Language
-from screening.core.model import Action
+from screening.config import (
+    BUILTIN_SOURCE,
+    Config,
+    ConfigError,
+    ConfigProblem,
+    LineConfig,
+    LogLevel,
+    ModemChoice,
+    RulesConfig,
+    load_config,
+    reference_markdown,
+    schema,
+)
+from screening.core.model import Action, Language
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "mamoru.example.toml"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from screening.cli.detect import cmd_detect, register
+from screening.core.model import Verdict
 from voice.detector import Detection, Flag, FraudDetector, PhrasePack, PhrasePackError, StreamingDetector
 from voice.text_normalize import TextRules, normalize
-from screening.core.model import Verdict
 
 CORPUS = Path("/work/shared/corpus")
 

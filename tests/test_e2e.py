@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from blocklist.store import Store
-from screening.core.model import CallState
 from firmware.dialects import USR_5637, RingCadence
 from firmware.scenarios import CallScript
 from firmware.vmodem.records import CallOutcome
-from screening.core.model import Action
+from screening.core.model import Action, CallState
 from tests.support.daemon import ROOT, DaemonProcess, ModemDaemonRig, daemon_env, off_hook_commands, wait_for
 
 pytestmark = pytest.mark.timeout(90)

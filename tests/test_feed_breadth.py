@@ -81,8 +81,8 @@ def test_an_ordinary_police_feed_passes() -> None:
 
 
 def test_the_units_limits_protect_the_rules_official_numbers() -> None:
-    from screening.feed_wiring import feed_limits
     from screening.config import parse_config
+    from screening.feed_wiring import feed_limits
 
     cfg = parse_config({"feeds": {"max_share_percent": 2.5, "min_prefix_digits": 4},
                         "rules": {"official_numbers": ["110", "119", "#9110", "171"]}}, source="test")  # fmt: skip

@@ -16,7 +16,7 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root
 
-from blocklist.feed_publisher import Expiry, FeedRepository, PublishError, KeyRole, feed_file
+from blocklist.feed_publisher import Expiry, FeedRepository, KeyRole, PublishError, feed_file
 from blocklist.formats import FEED_FORMAT_ID, FEED_HEADER, ListFormat, read_entries, read_feed, write_entries
 from screening.cli import feeds as feeds_cli
 from screening.core.model import ListEntry, ListKind, MatchKind

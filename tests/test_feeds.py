@@ -617,10 +617,10 @@ def test_daemon_picks_up_a_new_number_on_its_timer_and_blocks_its_call(feed: Fee
     from firmware.scenarios import CallScript
     from firmware.virtual_modem import VirtualModem
     from firmware.vmodem.records import CallOutcome
-    from screening.daemon import Daemon
-    from screening.session import CallSettings
     from screening.core.model import Action
     from screening.core.rules import Policy
+    from screening.daemon import Daemon
+    from screening.session import CallSettings
     from voice.announcements import ToneAnnouncements
 
     scale = 0.05
@@ -727,8 +727,8 @@ def test_stopping_while_waiting_for_the_line_abandons_the_write_quietly(feed: Fe
 
 
 def test_the_call_loop_keeps_its_snapshot_while_a_feed_is_written_then_takes_the_offered_one(feed: Feed) -> None:
-    from screening.daemon import ListCache
     from screening.core.model import ListEntry, MatchKind
+    from screening.daemon import ListCache
 
     feed.store.add_entry(ListEntry(ListKind.BLOCK, MatchKind.EXACT, NUMBER_A))
     cache = ListCache(feed.store)
@@ -754,8 +754,8 @@ def test_the_runner_starts_feed_updates_only_when_configured(feed: Feed) -> None
     from firmware.dialects import RingCadence
     from firmware.modem_line import ModemLine
     from screening.config import Config
-    from screening.daemon import Daemon
     from screening.core.rules import Policy
+    from screening.daemon import Daemon
     from screening.runner import start_feed_updates
     from screening.session import CallSettings
     from voice.announcements import ToneAnnouncements

@@ -12,7 +12,6 @@ from pathlib import Path
 import phonenumbers
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
-from tests.support.examples import examples
 from hypothesis import strategies as st
 
 from blocklist.formats import (
@@ -29,6 +28,7 @@ from blocklist.lists import ListSpecError, parse_list_spec
 from blocklist.store import Store
 from screening.core.clock import iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
+from tests.support.examples import examples
 
 DATA = Path(__file__).parent / "data" / "lists"
 EXACT, PREFIX, RANGE = MatchKind.EXACT, MatchKind.PREFIX, MatchKind.RANGE

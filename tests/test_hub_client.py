@@ -11,7 +11,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-
 from blocklist.store import Store
 from screening.core.clock import utc_now
 from screening.core.model import Action, CallerID, ReviewLabel, Verdict
@@ -33,6 +32,7 @@ from screening.hubwire import (
     topic,
 )
 from tests.support import hub_unit
+from tests.support.hub_servers import HubListener, MosquittoBroker
 from tests.support.hub_unit import (
     OTHER,
     SCAM,
@@ -45,7 +45,6 @@ from tests.support.hub_unit import (
     settings_for,
     wait_until,
 )
-from tests.support.hub_servers import HubListener, MosquittoBroker
 
 broker, signer, store = hub_unit.broker, hub_unit.signer, hub_unit.store  # fixtures
 

@@ -9,7 +9,6 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-
 from blocklist.store import Store
 from screening.core.clock import utc_now
 from screening.core.model import CallerID, ListKind, Verdict
@@ -25,6 +24,7 @@ from screening.hubwire import (
     topic,
 )
 from tests.support import hub_unit
+from tests.support.hub_servers import HubListener, MosquittoBroker
 from tests.support.hub_unit import (
     OTHER,
     SCAM,
@@ -36,7 +36,6 @@ from tests.support.hub_unit import (
     settings_for,
     wait_until,
 )
-from tests.support.hub_servers import HubListener, MosquittoBroker
 from voice.detector import Detection, Flag
 from voice.pipeline import FraudEvent
 

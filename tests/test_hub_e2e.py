@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from blocklist.store import Store
-
 from screening.core.model import Action
 from screening.hubwire import (
     AckResult,

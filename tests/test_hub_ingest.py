@@ -13,9 +13,9 @@ import pytest
 
 from screening.core.clock import utc_now
 from screening.core.model import Action, CallOutcome, Category, Verdict
+from screening.hub.servers import HUB_USER
 from screening.hub.store import HubStore
 from screening.hubwire import CallSummary, Channel, FraudReport, Health, LineHealth, Status, encode_message, topic
-from screening.hub.servers import HUB_USER
 from tests.support import hub_servers
 from tests.support.hub_servers import HUB_PASSWORD, UNITS, HubListener, HubRig, MosquittoBroker, UnitClient
 

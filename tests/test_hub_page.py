@@ -253,9 +253,8 @@ def test_hub_cli_registers_units_and_accounts(pg_dsn: str, tmp_path: Path, monke
 
 
 def test_a_flood_of_login_page_visits_does_not_grow_sessions_without_bound() -> None:
-    from screening.hub.web import MAX_SESSIONS, _Sessions
-
     from screening.hub.store import HubAccount
+    from screening.hub.web import MAX_SESSIONS, _Sessions
 
     sessions = _Sessions()
     logged_in = sessions.new(HubAccount("hanako", "x", HubRole.FAMILY, "house-1", None), 1)

@@ -17,8 +17,8 @@ from deploy.provisioning.bundle import (
     BundleContent,
     BundleError,
     BundleRefused,
-    HubCredentials,
     Household,
+    HubCredentials,
     Refusal,
     WebUser,
     decode_payload,
@@ -30,8 +30,8 @@ from deploy.provisioning.bundle import (
 from deploy.provisioning.keys import generate_issuer_key, load_signer
 from screening.config import load_config
 from screening.core.model import Role
-from screening.hubwire import CommandSigner, public_key_text
 from screening.hub.servers import make_tls
+from screening.hubwire import CommandSigner, public_key_text
 
 UNIT_PASSWORD = "unit-pw-7Hq2mXw9"
 

@@ -45,22 +45,21 @@ import pytest
 
 from blocklist.store import Store
 from blocklist.store.rows import CallRow, EventRow
-from screening.core.model import CallState
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.nd_adapter import NdAdapter
 from firmware.nd_line import NdAdapterLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
-from firmware.vmodem.records import CallOutcome, CallRecord
 from firmware.virtual_nd_adapter import VirtualNdAdapter
-from screening.daemon import Daemon
+from firmware.vmodem.records import CallOutcome, CallRecord
 from screening.core.line import AudioClip, LineAdapter
-from screening.core.model import Action, ListEntry, ListKind, MatchKind, Prompt, Reason
+from screening.core.model import Action, CallState, ListEntry, ListKind, MatchKind, Prompt, Reason
 from screening.core.rules import Policy
+from screening.daemon import Daemon
 from screening.session import CallSettings, SessionSettings
-from voice.announcements import ToneAnnouncements
 from tests.support.ports import free_udp_port
+from voice.announcements import ToneAnnouncements
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ block the modem repeats, and a modem missing when the daemon starts.
 from __future__ import annotations
 
 import json
-import sqlite3
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,19 +19,18 @@ from pathlib import Path
 import pytest
 
 from firmware.handset_state import HandsetState
-from screening import doctor_text
 from firmware.scenarios import CallScript
 from firmware.vmodem.records import CallOutcome
-from screening.core.model import Action
+from screening import doctor_text
 from screening.alert_wiring import start_alerts
-from screening.events import EventBus
 from screening.config import Config, parse_config
-from screening.core.model import Language
+from screening.core.model import Action, Language
 from screening.doctor import check_line
+from screening.events import EventBus
 from screening.session import SessionSettings
 from screening.status import LineProblem, StatusWriter
-from tests.support.receivers import HttpReceiver, json_url
 from tests.support.daemon import ROOT, DaemonProcess, ModemDaemonRig, daemon_env, off_hook_commands, wait_for
+from tests.support.receivers import HttpReceiver, json_url
 from tests.support.web import Web, items, ja, running_modem_web
 
 pytestmark = pytest.mark.timeout(90)

@@ -17,9 +17,9 @@ import pytest
 
 from blocklist.lists import NumberLists
 from blocklist.store import Store
-from screening.daemon import ListCache
 from firmware.scenarios import CallScript
 from screening.core.model import Action, ListEntry, ListKind, MatchKind
+from screening.daemon import ListCache
 from tests.support.daemon import ModemDaemonRig
 
 WAIT_S = 10.0

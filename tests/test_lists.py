@@ -6,12 +6,12 @@ import random
 
 import pytest
 from hypothesis import given, settings
-from tests.support.examples import examples
 from hypothesis import strategies as st
 
 from blocklist.lists import ListSpecError, NumberLists, parse_list_spec
 from screening.core.model import ListEntry, ListKind, MatchKind
 from screening.core.numbers import parse_number
+from tests.support.examples import examples
 
 EXACT, PREFIX, RANGE = MatchKind.EXACT, MatchKind.PREFIX, MatchKind.RANGE
 

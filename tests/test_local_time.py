@@ -7,9 +7,9 @@ from pathlib import Path
 
 from blocklist.store import Store
 from screening.config import load_config
-from screening.doctor import check_clock, run_checks
 from screening.core.clock import iso_utc, local_stamp, parse_iso_utc, region_zone
 from screening.core.model import CallerID
+from screening.doctor import check_clock, run_checks
 from screening.runner import voice_settings_from_config
 from voice.service import build_voice
 

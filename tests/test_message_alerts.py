@@ -117,9 +117,9 @@ def test_a_message_judged_fraud_sends_an_urgent_alert_at_once_a_clean_one_waits(
 def test_fraud_heard_after_the_message_was_left_gives_the_message_alert(store: Store, http: HttpReceiver,
                                                                         tmp_path: Path) -> None:  # fmt: skip
     """Transcription may finish after the caller hung up: FraudHeard then names a call with a message."""
+    from screening.core.model import Verdict
     from voice.detector import Detection, Flag
     from voice.pipeline import FraudEvent
-    from screening.core.model import Verdict
 
     call_id = screened_call(store, tmp_path, "0312345678", CLEAN_WORDS, message_s=7.0)
     live = screened_call(store, tmp_path, "0120444555", CLEAN_WORDS, message_s=None)

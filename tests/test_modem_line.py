@@ -21,12 +21,11 @@ from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
-from tests.support.examples import examples
 from hypothesis import strategies as st
 
 from firmware.at_channel import (
-    DleCode,
     Direction,
+    DleCode,
     LineSplitter,
     Overflow,
     TextLine,
@@ -34,7 +33,6 @@ from firmware.at_channel import (
     reference_frames,
 )
 from firmware.audio_format import pcm16_to_u8, u8_to_pcm16
-from screening.core.audio import resample_pcm16
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.dle import shield
 from firmware.modem_line import ModemLine
@@ -42,8 +40,10 @@ from firmware.modemline.support import PLAY_CHUNK_S, PLAY_LEAD_S, UnsupportedMod
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
 from firmware.vmodem.records import CallOutcome, CallRecord
+from screening.core.audio import resample_pcm16
 from screening.core.line import AudioClip, CallOffered, Dtmf, EndReason, LineAdapter, LineError, LineEvent, Ring
 from screening.core.model import Reason
+from tests.support.examples import examples
 
 # ---- framing -------------------------------------------------------------------
 
@@ -599,8 +599,8 @@ def test_close_leaves_no_threads() -> None:
 
 
 def test_dial_answered_then_play_and_dtmf(dialect_key: str) -> None:
-    from screening.core.line import DialResult
     from firmware.scenarios import CalleeScript
+    from screening.core.line import DialResult
 
     with modem_and_line(dialect_key) as (modem, line):
         modem.expect_dial("0312345678", CalleeScript(answer_after_s=2.0, dtmf=((6.0, "1"),)))
@@ -617,8 +617,8 @@ def test_dial_answered_then_play_and_dtmf(dialect_key: str) -> None:
 
 
 def test_dial_busy_no_answer_and_refusals() -> None:
-    from screening.core.line import DialResult
     from firmware.scenarios import CalleeScript
+    from screening.core.line import DialResult
 
     with modem_and_line("usr") as (modem, line):
         modem.expect_dial("0311112222", CalleeScript.busy())
@@ -637,9 +637,9 @@ def test_dial_busy_no_answer_and_refusals() -> None:
 def test_dial_without_call_progress_is_aborted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Our own bound on the dial: abort (any character), hang up, report NO_ANSWER, no recovery."""
     from firmware import modem_line
-    from screening.core.line import DialResult
     from firmware.scenarios import CalleeScript
     from firmware.vmodem.records import DialOutcome
+    from screening.core.line import DialResult
 
     monkeypatch.setattr(modem_line, "DIAL_OVERHEAD_S", -39.6)  # wait 0.4 s for a 40 s ring time
     with modem_and_line("conexant") as (modem, line):

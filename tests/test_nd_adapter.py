@@ -10,14 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from tests.support.examples import examples
-from tests.support.daemon import DaemonProcess, daemon_env, finished_calls
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocklist.store import Store
-from screening.core.model import CallState
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.nd_adapter import NdAdapter
@@ -25,13 +21,10 @@ from firmware.nd_line import NdAdapterLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
 from firmware.virtual_nd_adapter import VirtualNdAdapter
-from screening.core.callerid import CidField
 from screening.config import Config, ConfigError, load_config
-from screening.daemon import Daemon
-from screening.session import CallSettings
-from screening.doctor import check_nd_adapter, run_checks
+from screening.core.callerid import CidField
 from screening.core.line import CallOffered, LineFault, LineRestored, Ring, RingingStopped
-from screening.core.model import Action, CallerID, ListEntry, ListKind, MatchKind, Reason
+from screening.core.model import Action, CallerID, CallState, ListEntry, ListKind, MatchKind, Reason
 from screening.core.nd_adapter_frame import (
     DEFAULT_FORMAT,
     ETX,
@@ -43,6 +36,11 @@ from screening.core.nd_adapter_frame import (
     parse_frame,
 )
 from screening.core.rules import Policy
+from screening.daemon import Daemon
+from screening.doctor import check_nd_adapter, run_checks
+from screening.session import CallSettings
+from tests.support.daemon import DaemonProcess, daemon_env, finished_calls
+from tests.support.examples import examples
 from voice.announcements import ToneAnnouncements
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,8 +19,8 @@ from firmware.number_display import NdOutcome, NdTiming
 from firmware.scenarios import CallScript, load_scenario
 from firmware.v23_fsk import FskTx
 from firmware.virtual_modem import VirtualModem
-from firmware.vmodem.records import CallOutcome, CallRecord
 from firmware.virtual_nd import NdExchange, NdLineOutcome
+from firmware.vmodem.records import CallOutcome, CallRecord
 from screening.core.line import CallOffered, LineEvent, Ring, RingingStopped
 from screening.core.model import Reason
 from screening.core.nd_frame import encode_caller

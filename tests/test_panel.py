@@ -19,10 +19,9 @@ pytest.importorskip("gpiozero")
 from gpiozero.pins.mock import MockFactory
 
 from blocklist.store import Store
-from screening.core.model import EventKind, Verdict
 from firmware.panel import FrontPanel, PanelPins, PanelState
+from screening.core.model import Action, CallerID, Category, Decision, EventKind, ListKind, MatchKind, Verdict
 from screening.panel_wiring import PanelHooks
-from screening.core.model import Action, CallerID, Category, Decision, ListKind, MatchKind
 
 GREEN, RED, BUTTON, BUZZER = 17, 27, 22, 23
 HOLD_S = 0.3  # the real 2 s would make every test slow; the mechanism is the same

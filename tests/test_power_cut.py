@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from blocklist.store import Store
-from screening.core.model import CallState
-from screening.core.model import Action, CallerID, Category, Decision, Prompt
+from screening.core.model import Action, CallerID, CallState, Category, Decision, Prompt
 from voice.adoption import adopt_orphan_recordings
 from voice.pipeline import VoiceService
 from voice.recorder import repair_interrupted

@@ -22,8 +22,7 @@ from types import ModuleType
 import pytest
 
 from screening.core.audio import read_wav_pcm16, resample_pcm16
-from screening.core.model import Language
-from screening.core.model import Prompt
+from screening.core.model import Language, Prompt
 from voice import announcements
 from voice.announcements import LANGUAGES, PromptLibrary, is_silent, shipped_prompt
 from voice.speech import MessageFragment

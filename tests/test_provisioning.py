@@ -27,8 +27,8 @@ from argon2 import PasswordHasher
 from securesystemslib.signer import CryptoSigner
 
 from blocklist.store import Store
-from deploy.provisioning.bulk import BulkJob
 from deploy.provisioning.apply import Applier, FeedAction
+from deploy.provisioning.bulk import BulkJob
 from deploy.provisioning.bundle import (
     BundleContent,
     BundleError,

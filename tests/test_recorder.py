@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from blocklist.store import Store
-from screening.core.model import CallState, EventKind
-from screening.core.model import CallerID
+from screening.core.model import CallerID, CallState, EventKind
 from voice.recorder import HEADER_BYTES, CallRecorder, repair_interrupted, repair_wav, resolve_recording
 
 REPO = Path(__file__).resolve().parents[1]

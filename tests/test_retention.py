@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from blocklist.store import Store
-from screening.core.model import EventKind
 from screening.config import RecordingConfig
-from screening.core.model import CallerID
+from screening.core.model import CallerID, EventKind
 from voice.retention import RetentionPolicy, apply_retention
 
 NOW = datetime(2024, 6, 30, 12, tzinfo=UTC)

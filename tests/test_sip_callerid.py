@@ -6,11 +6,11 @@ import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from tests.support.examples import examples
 from hypothesis import strategies as st
 
 from screening.core.model import CallerID, Reason
 from screening.core.sip_callerid import MAX_HEADERS, MAX_NAME_CHARS, caller_id_from_sip
+from tests.support.examples import examples
 
 UPSTREAM = "192.0.2.10"
 STRANGER = "198.51.100.7"

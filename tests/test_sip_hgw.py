@@ -21,16 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sipp import sipp_binary
-
 from blocklist.store import Store
-from screening.core.model import CallState, EventKind
 from screening.config import load_config
 from screening.core.line import SipUpstream
-from screening.core.model import Action, ListEntry, ListKind, MatchKind, Reason
+from screening.core.model import Action, CallState, EventKind, ListEntry, ListKind, MatchKind, Reason
 from screening.core.sip_callerid import caller_id_from_sip
 from tests.support.daemon import DaemonProcess
 from tests.support.ports import free_udp_port
+from tests.support.sipp import sipp_binary
 
 pytestmark = pytest.mark.timeout(180)
 

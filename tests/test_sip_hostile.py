@@ -35,16 +35,15 @@ log = logging.getLogger(__name__)
 pytestmark = pytest.mark.timeout(150)
 
 from tests.support.sip_hostile import (
-    running_daemon,
     BLOCKED,
-    Dialog,
     FAMILY,
     FINISHED,
-    MamoruDaemon,
     ROW_TIMEOUT_S,
-    RawUac,
     UNKNOWN,
     WARNING_HZ,
+    Dialog,
+    MamoruDaemon,
+    RawUac,
     assert_blocked_caller_still_screened,
     flood_numbers,
     linear_to_alaw,
@@ -52,6 +51,7 @@ from tests.support.sip_hostile import (
     lines_with,
     raw_invite,
     run_sipp,
+    running_daemon,
     sdp,
     tone_g711,
     tone_timeline,

@@ -26,7 +26,6 @@ from firmware.sip_line import (
     sip_line_from_uri,
 )
 from screening.config import Config
-from screening.line_factory import sip_defaults
 from screening.core.line import (
     CallOffered,
     EndReason,
@@ -43,9 +42,11 @@ from screening.core.model import (
     Reason,
 )
 from screening.core.sip_callerid import caller_id_from_sip
-from voice.announcements import ToneAnnouncements
+from screening.line_factory import sip_defaults
 from tests.support.ports import free_udp_port
 from tests.support.sip import BLOCKED, FAMILY, PEER, ROOT, UNKNOWN, SipDaemonRig, result_of
+from voice.announcements import ToneAnnouncements
+
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[SipDaemonRig]:

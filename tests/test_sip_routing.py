@@ -20,13 +20,11 @@ from tests.support.sipp import sipp_binary
 
 pytest.importorskip("pjsua2")
 
-from screening.core.model import EventKind
 from firmware.sip_line import SipLine, SipSettings, sip_lines_from_uri, sip_settings_from_uri
 from screening.config import Config
-from screening.core.line import SipUpstream
+from screening.core.line import LineAdapter, LineFault, LineRestored, SipUpstream
+from screening.core.model import Action, EventKind, Prompt
 from screening.line_factory import sip_defaults
-from screening.core.line import LineAdapter, LineFault, LineRestored
-from screening.core.model import Action, Prompt
 from tests.support.ports import free_udp_port
 from tests.support.sip import BLOCKED, FAMILY, ROOT, UNKNOWN, SipDaemonRig, result_of
 from voice.announcements import ToneAnnouncements

@@ -19,7 +19,7 @@ from screening.cli import main
 from screening.core.line import EndReason
 from screening.core.model import Action, CallerID, CallOutcome, Category, Decision, EventKind, Prompt, Reason
 from screening.stats import CSV_COLUMNS, Period, build_report, parse_period
-from screening.web.stats_charts import bar_chart, stacked_bars, Series
+from screening.web.stats_charts import Series, bar_chart, stacked_bars
 from tests.support.web import Web, ja, running_web, write_config
 
 JST = timezone(timedelta(hours=9))

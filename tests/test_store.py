@@ -14,8 +14,19 @@ import pytest
 from blocklist.store import Store
 from blocklist.store.rows import StoreError
 from blocklist.store.schema import MIGRATIONS
-from screening.core.model import CallState, EventKind
-from screening.core.model import Action, CallerID, Category, Decision, ListEntry, ListKind, MatchKind, Prompt, Reason
+from screening.core.model import (
+    Action,
+    CallerID,
+    CallState,
+    Category,
+    Decision,
+    EventKind,
+    ListEntry,
+    ListKind,
+    MatchKind,
+    Prompt,
+    Reason,
+)
 
 CALLER = CallerID(raw_number="0312345678", number_e164="+81312345678", name="TANAKA", date="0601", time="1002")
 WARN = Decision(Action.WARN, "unknown", "Not in the family list.", Category.DOMESTIC, Prompt.WARNING)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import serial
 from hypothesis import given, settings
-from tests.support.examples import examples
 from hypothesis import strategies as st
 
 from firmware.dialects import CONEXANT_CX93001, DIALECTS, USR_5637, ModemDialect, RingCadence, dialect_for_ati3
@@ -35,6 +34,7 @@ from firmware.scenarios import (
 from firmware.virtual_modem import VirtualModem, emulate_forever
 from firmware.vmodem.at import format_cid_block, parse_at_body
 from firmware.vmodem.records import CallOutcome
+from tests.support.examples import examples
 
 pytestmark = pytest.mark.timeout(20)
 

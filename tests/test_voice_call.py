@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from firmware.audio_format import u8_to_pcm16
-from screening.core.audio import read_wav_pcm16
 from firmware.dialects import CADENCE_PERIOD_S, DIALECTS, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CalleeScript
 from firmware.virtual_modem import VirtualModem
 from firmware.vmodem.records import DialOutcome
+from screening.core.audio import read_wav_pcm16
 from screening.core.line import AudioClip
 from screening.voice_call import CallAlertStatus, VoiceCallAlerter, dial_string
 from voice import speech

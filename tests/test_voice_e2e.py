@@ -27,15 +27,14 @@ from pathlib import Path
 import pytest
 
 from blocklist.store import Store
-from screening.core.model import CallState
 from firmware.audio_format import pcm16_to_u8, wav_to_line_u8
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
-from screening.daemon import Daemon
-from screening.core.model import CallerID, Prompt
+from screening.core.model import CallerID, CallState, Prompt
 from screening.core.rules import Policy
+from screening.daemon import Daemon
 from screening.session import CallSettings, SessionSettings
 from voice.announcements import PromptLibrary
 from voice.detector import PhrasePack

@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, Playwright, expect, sync_playwright
 
-from screening.web.i18n import translate
 from screening.core.model import Language
+from screening.web.i18n import translate
 from tests.support.browser import (
     INTERNATIONAL_CALLER,
     PHONE,

@@ -28,12 +28,13 @@ import pytest
 
 from blocklist.outbox import AlertKind, NewAlert, NewDelivery, Outbox, Urgency
 from blocklist.store import Store
-from blocklist.store.schema import MIGRATIONS
 from blocklist.store.rows import CallFilter
+from blocklist.store.schema import MIGRATIONS
 from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
+from screening.cli import review_export as review_export_cli
 from screening.core.clock import region_zone
 from screening.core.model import (
     Action,
@@ -47,16 +48,11 @@ from screening.core.model import (
     ReviewLabel,
     Verdict,
 )
-from screening.daemon import Daemon
 from screening.core.rules import NoLists, Policy, decide
+from screening.daemon import Daemon
 from screening.session import CallSettings, SessionSettings
 from screening.web.call_views import WEB_NOTE, transcript_lines
 from screening.web.i18n import missing
-from voice.announcements import ToneAnnouncements
-from voice.asr import Segment, Word
-from voice.detector import PhrasePack
-from voice.pipeline import VoiceService
-from screening.cli import review_export as review_export_cli
 from tests.support.web import (
     FAMILY_MEMBER,
     SITE_CONFIG,
@@ -66,6 +62,10 @@ from tests.support.web import (
     signed_in,
     start_site,
 )
+from voice.announcements import ToneAnnouncements
+from voice.asr import Segment, Word
+from voice.detector import PhrasePack
+from voice.pipeline import VoiceService
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from tests.support.web import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, MINIMAL_CONFIG, WebRig, csrf_of, login
 
 from screening.web.login_throttle import LoginLimits
 from screening.web.sessions import install
+from tests.support.web import ADMIN, ADMIN_PW, FAMILY, FAMILY_PW, MINIMAL_CONFIG, WebRig, csrf_of, login
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -16,9 +16,9 @@ from firmware.dialects import CADENCE_PERIOD_S, CONEXANT_CX93001, RingCadence
 from firmware.modem_line import ModemLine
 from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
+from screening.core.rules import Policy
 from screening.daemon import Daemon
 from screening.session import CallSettings
-from screening.core.rules import Policy
 from screening.status import (
     STATUS_FILE_NAME,
     DaemonStatus,

@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from starlette.routing import Route
+
+from screening.core.model import CallerID, Role
+from screening.web.sessions import PRE_SESSION_COOKIE, SESSION_COOKIE
 from tests.support.web import (
     ADMIN,
     ADMIN_PW,
@@ -30,10 +33,6 @@ from tests.support.web import (
     login,
     set_cookies,
 )
-
-from screening.core.model import CallerID
-from screening.core.model import Role
-from screening.web.sessions import PRE_SESSION_COOKIE, SESSION_COOKIE
 
 pytestmark = pytest.mark.timeout(180)
 

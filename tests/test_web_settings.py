@@ -24,7 +24,6 @@ from blocklist.store import Store
 from deploy.provisioning.keys import generate_issuer_key, load_signer
 from screening.config import load_config
 from screening.core.model import Prompt, Role
-from voice.announcements import PromptLibrary
 from tests.support.receivers import HttpReceiver
 from tests.support.web import (
     CONFIG,
@@ -40,6 +39,7 @@ from tests.support.web import (
     running_web,
     write_config,
 )
+from voice.announcements import PromptLibrary
 
 SECRET = "Json-S3cret-pw"
 TOKEN_PATH = "hook-TOKEN-7f3k"
@@ -349,8 +349,8 @@ def test_a_provisioning_bundle_is_applied_and_a_tampered_one_refused(web: Web, t
 def test_the_reloader_applies_valid_changes_once_and_ignores_invalid_ones(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from screening.policy import policy_from_config
     from screening.daemon import CallSettings, ConfigReloader
+    from screening.policy import policy_from_config
     from voice.announcements import ToneAnnouncements
 
     path = write_config(tmp_path)
@@ -402,10 +402,10 @@ def test_the_daemon_uses_settings_saved_on_the_page_from_the_next_call(web: Web,
     from firmware.modem_line import ModemLine
     from firmware.scenarios import CallScript
     from firmware.virtual_modem import VirtualModem
-    from screening.policy import policy_from_config
     from screening.daemon import ConfigReloader, Daemon
-    from screening.session import CallSettings
+    from screening.policy import policy_from_config
     from screening.runner import voice_settings_from_config
+    from screening.session import CallSettings
     from voice.service import build_prompts
 
     scale = 0.05

@@ -18,16 +18,16 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from screening.core.model import EventKind
 from screening.core.audio import resample_pcm16
 from screening.core.line import AudioClip, CallAudio
+from screening.core.model import EventKind
 from voice.adoption import recording_relpath
 from voice.recorder import CallRecorder
 
 if TYPE_CHECKING:
     from voice.asr import Segment
-    from voice.engine import SpeechEngine
     from voice.detector import Detection, PhrasePack
+    from voice.engine import SpeechEngine
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,11 @@ from typing import Any, Self, TypeVar
 from sqlite_utils import Database
 
 from blocklist.durability import SYNCHRONOUS
-from screening.core.clock import utc_now
 from blocklist.store.records import APPLY, Record, is_transient
 from blocklist.store.rows import StoreError
 from blocklist.store.schema import migrate
 from blocklist.store.spool import SPOOL_MARKER, Spool, nothing
-from screening.core.clock import iso_utc
+from screening.core.clock import iso_utc, utc_now
 
 __all__ = ["Clock", "StoreEngine"]
 

@@ -12,11 +12,10 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from screening.core.clock import parse_iso_utc
 from blocklist.store.list_entries import ListStore
 from blocklist.store.records import UPSERT_ENTRY, bump_generation
 from blocklist.store.rows import FEED_SOURCE_PREFIX
-from screening.core.clock import iso_utc
+from screening.core.clock import iso_utc, parse_iso_utc
 from screening.core.model import ListEntry
 
 __all__ = ["FeedStateStore"]

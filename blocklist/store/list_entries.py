@@ -18,7 +18,6 @@ from typing import Any
 from sqlite_utils import Database
 
 from blocklist.lists import NumberLists, entry_problem
-from screening.core.clock import parse_iso_utc
 from blocklist.store.engine import StoreEngine
 from blocklist.store.records import UPSERT_ENTRY, Record, bump_generation
 from blocklist.store.rows import (
@@ -29,7 +28,7 @@ from blocklist.store.rows import (
     feed_of,
 )
 from blocklist.store.schema import LISTS_GENERATION
-from screening.core.clock import iso_utc
+from screening.core.clock import iso_utc, parse_iso_utc
 from screening.core.model import ListEntry, ListKind, MatchKind
 
 __all__ = ["ListStore"]

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from blocklist.durability import append_durably
-from screening.core.files import fsync_dir
 from blocklist.store.records import Record
+from screening.core.files import fsync_dir
 
 __all__ = ["SPOOL_MARKER", "Spool", "nothing"]
 

@@ -19,8 +19,7 @@ import segno
 
 from screening.config import Config
 from screening.core.clock import iso_utc
-from screening.core.model import Language
-from screening.core.model import Action
+from screening.core.model import Action, Language
 from screening.core.numbers import national_format
 
 from .bundle import BundleContent

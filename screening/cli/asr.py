@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from screening.core.audio import WavError, read_wav_pcm16
 from screening.config import Config, load_config
+from screening.core.audio import WavError, read_wav_pcm16
 from screening.core.model import Language
 from voice.asr import ModelError, Segment, packaged_model_dir, resolve_model_dir
 from voice.engine import EngineChoice, SpeechEngine

@@ -12,9 +12,9 @@ from typing import Any
 from blocklist.feed_publisher import (
     Expiry,
     FeedRepository,
+    KeyRole,
     PublishError,
     PublishResult,
-    KeyRole,
     feed_file,
 )
 from blocklist.feeds import (
@@ -36,10 +36,10 @@ from screening.cli.common import (
     local_time,
     open_store,
 )
-from screening.feed_wiring import feed_limits
 from screening.core.clock import region_zone
 from screening.core.model import ListKind
 from screening.core.safe_text import terminal_safe
+from screening.feed_wiring import feed_limits
 
 ROLE_CHOICES = [r.value for r in KeyRole] + ["all"]
 _DEFAULT = Expiry()

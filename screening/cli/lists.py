@@ -29,11 +29,11 @@ from screening.cli.common import (
     print_json,
 )
 from screening.config import Config
+from screening.core.clock import iso_utc, parse_iso_utc, utc_now
+from screening.core.files import atomic_write_bytes
 from screening.core.model import Action, ListEntry, ListKind
 from screening.core.numbers import national_format
 from screening.core.safe_text import terminal_safe
-from screening.core.clock import iso_utc, parse_iso_utc, utc_now
-from screening.core.files import atomic_write_bytes
 
 
 def register(sub: Any) -> None:

@@ -77,8 +77,8 @@ def cmd_modem_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_record_calls(args: argparse.Namespace) -> int:
-    from firmware.modem_probe import record_calls
     from firmware.modem_line import ModemLine
+    from firmware.modem_probe import record_calls
 
     if args.minutes <= 0 or args.minutes > 24 * 60:
         raise CliError("--minutes must be more than 0 and at most 1440")

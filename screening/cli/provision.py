@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploy.provisioning.bulk import BulkError, BulkJob
-from screening.core.clock import iso_utc
-from screening.core.model import Role
 from deploy.provisioning.apply import Applier
+from deploy.provisioning.bulk import BulkError, BulkJob
 from deploy.provisioning.bundle import (
     BUNDLE_SUFFIX,
     DEFAULT_VALID_DAYS,
@@ -21,12 +19,12 @@ from deploy.provisioning.bundle import (
     BundleRefused,
     FeedSpec,
     Household,
+    HubCredentials,
     WebUser,
     generate_password,
     hash_password,
     make_bundle,
     new_content,
-    HubCredentials,
     validate_config_toml,
     write_private_file,
 )
@@ -41,6 +39,8 @@ from deploy.provisioning.keys import (
 from deploy.provisioning.sheet import DEFAULT_WEB_URL, SheetData, render_sheet
 from screening.cli.common import CliError
 from screening.config import ConfigError
+from screening.core.clock import iso_utc
+from screening.core.model import Role
 
 log = logging.getLogger(__name__)
 

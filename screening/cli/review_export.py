@@ -13,8 +13,8 @@ from typing import Any
 from blocklist.store import Store
 from blocklist.store.rows import StoreError
 from screening.config import ConfigError, load_config
-from voice.review_export import review_records
 from screening.core.files import atomic_write_text
+from voice.review_export import review_records
 
 EXIT_OK, EXIT_ERROR = 0, 1
 LANGUAGES = ("ja", "en", "ko")

@@ -10,9 +10,9 @@ from typing import Any
 from screening.cli.common import EXIT_ERROR, EXIT_OK, CliError, add_common_args, existing_store, load, print_json
 from screening.core.clock import iso_utc, region_zone, utc_now
 from screening.core.files import atomic_write_bytes
+from screening.core.model import Language
 from screening.stats import CSV_COLUMNS, StatsReport, build_report, parse_period, report_csv
 from screening.web.i18n import PAGE_LANGUAGES, page_language, translate
-from screening.core.model import Language
 
 
 def register(subparsers: Any) -> None:

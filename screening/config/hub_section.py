@@ -7,7 +7,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from screening.config.schema import (
-    _boolean, _choice, _expect, _int_range, _Invalid, _optional_path, _Parser, _setting, _string_list, _web_url,
+    _boolean,
+    _choice,
+    _expect,
+    _int_range,
+    _Invalid,
+    _optional_path,
+    _Parser,
+    _setting,
+    _string_list,
+    _web_url,
 )
 from screening.hub_client.settings import DEFAULT_SHARE, Share
 from screening.hubwire import is_valid_unit_id, public_key_from_text

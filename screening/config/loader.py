@@ -14,7 +14,6 @@ from typing import Any
 from screening.config.errors import ConfigError, ConfigProblem
 from screening.config.ncid_section import NcidConfig, is_loopback_host
 from screening.config.schema import _describe, _Invalid, _keys
-from screening.core.rules import SCHEDULABLE, Schedule
 from screening.config.sections import (
     _SECTIONS,
     _TABLE_ARRAYS,
@@ -27,14 +26,15 @@ from screening.config.sections import (
     RecordingConfig,
     RelativeConfig,
     RulesConfig,
-    ScreeningConfig,
     ScheduleConfig,
+    ScreeningConfig,
     SipConfig,
     StoreConfig,
     VoiceConfig,
     WebConfig,
     _InvalidItems,
 )
+from screening.core.rules import SCHEDULABLE, Schedule
 
 log = logging.getLogger(__name__)
 

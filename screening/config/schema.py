@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-
 from firmware.dialects import DIALECTS
 from screening.core.numbers import is_supported_region
 

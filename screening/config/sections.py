@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware.dialects import RingCadence
+from screening.config.hub_section import HubConfig
+from screening.config.ncid_section import NcidConfig
 from screening.config.schema import (
     _boolean,
     _check_region,
@@ -36,13 +38,11 @@ from screening.config.schema import (
     _string_list,
     _web_url,
 )
+from screening.config.screening_section import ScreeningConfig
+from screening.core.line import SipUpstream
 from screening.core.model import Action, Language
 from screening.core.rules import WEEKDAYS, Schedule
-from screening.core.line import SipUpstream
 from voice.engine import EngineChoice
-from screening.config.hub_section import HubConfig
-from screening.config.ncid_section import NcidConfig
-from screening.config.screening_section import ScreeningConfig
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from datetime import time as clock_time
 from typing import Any, Protocol
 
 from screening.core.clock import region_zone
-
 from screening.core.model import Action, CallerID, Category, Decision, ListEntry, ListKind, Prompt, Reason
 from screening.core.numbers import national_parts, try_parse_number
 

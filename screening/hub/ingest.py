@@ -26,8 +26,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from screening.core.files import atomic_write_bytes
 from screening.hubwire import (

@@ -44,7 +44,6 @@ from screening.hub_client.commands import CommandDesk, UnitActions
 from screening.hub_client.home_assistant import discovery_messages, state_document, state_topic
 from screening.hub_client.queue import HubQueue
 from screening.hub_client.settings import HubSettings, Share
-from screening.status import STATUS_FILE_NAME, LineState, StatusError, read_status
 from screening.hubwire import (
     CallSummary,
     Channel,
@@ -64,6 +63,7 @@ from screening.hubwire import (
 )
 from screening.hubwire.fields import E164, FLAG, MESSAGE_ID
 from screening.hubwire.messages import EXCERPT_CHARS
+from screening.status import STATUS_FILE_NAME, LineState, StatusError, read_status
 from voice.pipeline import FraudEvent
 
 log = logging.getLogger(__name__)

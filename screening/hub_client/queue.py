@@ -28,7 +28,6 @@ from datetime import datetime
 from pathlib import Path
 
 from screening.core.clock import iso_utc
-
 from screening.hubwire import Channel
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from screening.web.i18n import page_language
 from screening.core.files import atomic_write_bytes
 from screening.core.model import Language, Role
+from screening.web.i18n import page_language
 
 log = logging.getLogger(__name__)
 

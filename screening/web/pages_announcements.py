@@ -18,9 +18,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from screening.config import Config, ConfigError
+from screening.core.audio import wav_bytes
 from screening.core.model import Language, Prompt
 from screening.web.i18n import translate
-from screening.core.audio import wav_bytes
 from screening.web.recordings import MAX_RECORDING_BYTES, store_recording
 from screening.web.sessions import User, require_user
 from screening.web.settings_common import (

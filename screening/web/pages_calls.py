@@ -35,6 +35,7 @@ from screening.core.model import (
     Verdict,
 )
 from screening.core.numbers import clean_digits, region_dialling
+from screening.web.call_messages import calls_with_messages, message_event, message_file, message_view
 from screening.web.call_views import (
     WEB_NOTE,
     WEB_SOURCE,
@@ -47,7 +48,6 @@ from screening.web.call_views import (
     page_number,
     transcript_lines,
 )
-from screening.web.call_messages import calls_with_messages, message_event, message_file, message_view
 from screening.web.context import WebContext
 from screening.web.i18n import translate
 from screening.web.sessions import User, require_user

@@ -27,6 +27,7 @@ from blocklist.recovery import read_notices
 from screening import doctor
 from screening.config import Config
 from screening.core.clock import parse_iso_utc, region_zone
+from screening.core.model import Language
 from screening.status import (
     DaemonStatus,
     LineProblem,
@@ -37,7 +38,6 @@ from screening.status import (
 )
 from screening.web.context import WebContext
 from screening.web.i18n import translate
-from screening.core.model import Language
 from screening.web.sessions import require_user
 from screening.web.templating import render, request_language
 

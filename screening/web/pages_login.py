@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from screening.core.model import Language
 from screening.web.accounts import (
     MAX_NAME_LENGTH,
     MAX_PASSWORD_LENGTH,
@@ -25,7 +26,6 @@ from screening.web.accounts import (
     verify_password,
 )
 from screening.web.i18n import chosen_page_language, translate
-from screening.core.model import Language
 from screening.web.login_throttle import Attempt
 from screening.web.sessions import (
     LANG_COOKIE_MAX_AGE,

@@ -17,9 +17,9 @@ from starlette.routing import Route
 
 from blocklist.store.rows import StoreError
 from screening.core.clock import region_zone, utc_now
+from screening.core.model import Language
 from screening.stats import CSV_COLUMNS, Period, StatsReport, build_report, nonzero, parse_period, report_csv
 from screening.web.i18n import translate
-from screening.core.model import Language
 from screening.web.sessions import require_user
 from screening.web.settings_common import web_ctx
 from screening.web.stats_charts import Series, bar_chart, stacked_bars

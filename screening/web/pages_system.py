@@ -21,8 +21,7 @@ from deploy.provisioning.bundle import (
 )
 from screening import config_edit
 from screening.config import Config, ConfigError
-from screening.core.model import Language
-from screening.core.model import Role
+from screening.core.model import Language, Role
 from screening.web.context import WebContext
 from screening.web.i18n import translate
 from screening.web.sessions import User, require_user

@@ -32,8 +32,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from screening.log_setup import setup_logging
 from screening.config import Config, load_config
+from screening.log_setup import setup_logging
 from screening.web.server import config_file, start_for_daemon
 
 log = logging.getLogger(__name__)

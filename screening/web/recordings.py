@@ -10,12 +10,12 @@ import logging
 import tempfile
 from pathlib import Path
 
-from screening.core.audio import WavError, read_wav_pcm16, wav_bytes
 from screening import config_edit
+from screening.core.audio import WavError, read_wav_pcm16, wav_bytes
+from screening.core.files import atomic_write_bytes
 from screening.core.model import Prompt
 from screening.web.context import WebContext
 from screening.web.settings_common import SettingsProblem, save_config
-from screening.core.files import atomic_write_bytes
 from voice.announcements import (
     MAX_OVERRIDE_S,
     SAMPLE_RATE,

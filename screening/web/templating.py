@@ -9,8 +9,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from screening.web.i18n import DEFAULT_LANGUAGE, page_language, translate
 from screening.core.model import Language
+from screening.web.i18n import DEFAULT_LANGUAGE, page_language, translate
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 _ENV = Environment(

@@ -40,8 +40,8 @@ from firmware.scenarios import CallScript
 from firmware.virtual_modem import VirtualModem
 from firmware.vmodem.records import CallRecord
 from screening.core.model import Prompt
-from voice.announcements import PromptLibrary
 from tests.support.ports import free_tcp_port
+from voice.announcements import PromptLibrary
 
 log = logging.getLogger(__name__)
 
