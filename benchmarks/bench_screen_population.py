@@ -31,14 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from firmware.scenarios import FAMILY_NUMBER, UNKNOWN_NUMBER, CallScript, default_caller_audio
-from screening.core.clock import parse_iso_utc
+from screening.core.clock import iso_utc, parse_iso_utc, utc_now
 from screening.core.model import Action, EventKind
 from screening.core.rules import Policy
 from screening.screen_flow import ChallengeMode, ScreenSettings
@@ -194,7 +193,7 @@ def main() -> int:
             rows += run_sip(args.per_kind, base) if line == "sip" else run_modem(args.per_kind, base)
     result = {
         "benchmark": "screen_population",
-        "when": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "when": iso_utc(utc_now(), timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "per_kind": args.per_kind,
         "screening": {k: (v.value if hasattr(v, "value") else v) for k, v in SCREEN.items()},

