@@ -214,6 +214,19 @@ def parse_config(document: Mapping[str, Any], source: str) -> Config:
     return Config(source=source, relatives=relatives, schedules=schedules, **sections)
 
 
+def _check_unique_name(array: str, index: int, name: str | None, first_of: dict[str, int], file: str,
+                       problems: list[ConfigProblem]) -> None:
+    """Entries of an array of tables are named uniquely (case-insensitively); ``first_of`` remembers each name."""
+    if name is None:
+        return
+    if name.casefold() in first_of:
+        problems.append(ConfigProblem(
+            file, f"{array}[{index}].name", f"duplicate name {name!r} (also {array}[{first_of[name.casefold()]}])"
+        ))
+    else:
+        first_of[name.casefold()] = index
+
+
 def _parse_schedules(value: object, file: str, problems: list[ConfigProblem]) -> tuple[Schedule, ...]:
     """``[[schedule]]``: keys named ``schedule[N].key``; names unique; a window that is one; some rule changed."""
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
@@ -225,13 +238,7 @@ def _parse_schedules(value: object, file: str, problems: list[ConfigProblem]) ->
         prefix = f"schedule[{index}]"
         before = len(problems)
         values = _parse_entry(prefix, ScheduleConfig, table, file, problems)
-        name = values.get("name")
-        if name is not None and name.casefold() in first_of:
-            problems.append(ConfigProblem(
-                file, f"{prefix}.name", f"duplicate name {name!r} (also schedule[{first_of[name.casefold()]}])"
-            ))
-        elif name is not None:
-            first_of[name.casefold()] = index
+        _check_unique_name("schedule", index, values.get("name"), first_of, file, problems)
         if values.get("start") is not None and values.get("start") == values.get("end"):
             problems.append(ConfigProblem(file, f"{prefix}.end", f"same as start ({values['end']:%H:%M}): "
                                           "the window would be empty"))
@@ -259,13 +266,7 @@ def _parse_relatives(
         before = len(problems)
         values = _parse_entry(prefix, RelativeConfig, table, file, problems)
         values = _check_relative(prefix, values, home_region, file, problems)
-        name = values.get("name")
-        if name is not None and name.casefold() in first_of:
-            problems.append(ConfigProblem(
-                file, f"{prefix}.name", f"duplicate name {name!r} (also relatives[{first_of[name.casefold()]}])"
-            ))
-        elif name is not None:
-            first_of[name.casefold()] = index
+        _check_unique_name("relatives", index, values.get("name"), first_of, file, problems)
         if len(problems) == before and not values.get("notify") and not values.get("phone"):
             problems.append(ConfigProblem(file, prefix, "no way to reach this relative: give notify URLs or a phone"))
         if len(problems) == before:
